@@ -1,0 +1,81 @@
+"""guild's adapter for the peer benchmark harness (../shared/bench/peers).
+
+    PEERS_ADAPTER_PATH=benchmarks bash ../shared/bench/peers/run.sh \\
+        --peers guild,dramatiq,saq --python-for guild=.venv/bin/python
+
+Worker: ``guild run peer_guild:app --broker $BENCH_REDIS_URL`` (the real CLI, one
+process). Enqueue: ``app.enqueue_many`` in batches (one Redis call per batch).
+Result: ``broker.get_result(job_id, wait=10)``, a blocking wait on the job's
+notify list (no pub/sub subscription per job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import benchlib  # type: ignore[import-not-found]  # the harness's module, on its PYTHONPATH
+
+import guild
+
+NAME = "guild"
+DIST = "guild"
+LOOP = "trio"
+S = benchlib.settings({"concurrency": 64, "batch": 1000})
+RESULT_METHOD = "job = await app.enqueue(...); await broker.get_result(job.id, wait=10) (BLPOP)"
+QUEUE = "bench"
+
+app = guild.Guild("bench")
+
+
+@app.worker(QUEUE, concurrency=S["concurrency"], timeout=60.0)
+async def noop(job: guild.Job) -> int:
+    x: int = job.payload
+    benchlib.mark(x)
+    return x
+
+
+def worker_argv() -> list[str]:
+    return [
+        benchlib.bin_path("guild"),
+        "run",
+        "peer_guild:app",
+        "--broker",
+        benchlib.REDIS_URL,
+        "--concurrency",
+        str(S["concurrency"]),
+        "--log-level",
+        "warning",
+    ]
+
+
+def worker_desc() -> str:
+    return f"`guild run peer_guild:app`, 1 process, concurrency={S['concurrency']}"
+
+
+def enqueue_method() -> str:
+    return f"`app.enqueue_many`, {S['batch']} jobs per call (one Lua script call each)"
+
+
+class Client:
+    def __init__(self, broker: guild.Broker) -> None:
+        self.broker = broker
+
+    async def enqueue_many(self, ids: Sequence[int]) -> None:
+        batch = S["batch"]
+        for start in range(0, len(ids), batch):
+            await app.enqueue_many(QUEUE, ids[start : start + batch], broker=self.broker)
+
+    async def roundtrip(self, i: int) -> int:
+        job = await app.enqueue(QUEUE, i, broker=self.broker)
+        result = await self.broker.get_result(job.id, wait=10)
+        if result is None or not result.ok:
+            raise RuntimeError(f"job {i} did not finish: {result}")
+        value: int = result.value
+        return value
+
+
+@asynccontextmanager
+async def client() -> AsyncIterator[Client]:
+    async with guild.open_broker(benchlib.REDIS_URL) as broker:
+        yield Client(broker)

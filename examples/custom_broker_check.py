@@ -1,0 +1,34 @@
+"""Run guild's broker conformance suite, as a third-party broker author would.
+
+Here it runs against guild's own MemoryBroker; point ``fresh`` at yours.
+
+    python examples/custom_broker_check.py
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+import guild
+from guild.testing import CHECKS, check_broker
+
+
+@asynccontextmanager
+async def fresh() -> AsyncIterator[guild.Broker]:
+    broker = guild.MemoryBroker()
+    try:
+        yield broker
+    finally:
+        await broker.aclose()
+
+
+async def main() -> None:
+    await check_broker(fresh)
+    print(f"all {len(CHECKS)} conformance checks passed: {', '.join(CHECKS)}")
+
+
+if __name__ == "__main__":
+    trio.run(main)

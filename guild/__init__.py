@@ -1,0 +1,125 @@
+"""guild: a Trio-native runtime for background work.
+
+Workers take jobs from a queue, run them as nursery-supervised task trees, and
+never lose one. Start at :class:`Guild`.
+"""
+
+from __future__ import annotations
+
+from ._app import Guild as Guild
+from ._app import NotRunning as NotRunning
+from ._app import Periodic as Periodic
+from ._app import SupervisorOptions as SupervisorOptions
+from ._cron import Cron as Cron
+from ._cron import Every as Every
+from ._cron import ScheduleError as ScheduleError
+from ._errors import BrokerClosed as BrokerClosed
+from ._errors import BrokerError as BrokerError
+from ._errors import BrokerUnavailable as BrokerUnavailable
+from ._errors import CommandRefused as CommandRefused
+from ._errors import ConfigError as ConfigError
+from ._errors import DependencyFailure as DependencyFailure
+from ._errors import GaveUp as GaveUp
+from ._errors import GuildError as GuildError
+from ._errors import JobError as JobError
+from ._errors import JobTimeout as JobTimeout
+from ._errors import PayloadDecodeError as PayloadDecodeError
+from ._errors import RateLimitError as RateLimitError
+from ._errors import Reject as Reject
+from ._errors import Retry as Retry
+from ._errors import SandboxError as SandboxError
+from ._errors import SandboxTimeout as SandboxTimeout
+from ._errors import SupervisorError as SupervisorError
+from ._errors import UnknownBrokerURL as UnknownBrokerURL
+from ._job import ACTIVE as ACTIVE
+from ._job import TERMINAL as TERMINAL
+from ._job import DeadLetter as DeadLetter
+from ._job import Delivery as Delivery
+from ._job import Job as Job
+from ._job import JobStatus as JobStatus
+from ._job import QueueStats as QueueStats
+from ._job import Result as Result
+from ._job import UndecodablePayload as UndecodablePayload
+from ._retry import Dead as Dead
+from ._retry import RetryAt as RetryAt
+from ._retry import RetryPolicy as RetryPolicy
+from ._spec import WorkerSpec as WorkerSpec
+from ._version import __version__ as __version__
+from ._worker import ClaimerStalled as ClaimerStalled
+from ._worker import Worker as Worker
+from ._worker import WorkerStatistics as WorkerStatistics
+from .brokers import Broker as Broker
+from .brokers import MemoryBroker as MemoryBroker
+from .brokers import open_broker as open_broker
+from .config import GuildConfig as GuildConfig
+from .config import load_config as load_config
+from .observability._events import Instrument as Instrument
+from .sandbox import Sandbox as Sandbox
+from .sandbox import SandboxPolicy as SandboxPolicy
+from .sandbox import SandboxResult as SandboxResult
+
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "Broker",
+    "BrokerClosed",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ClaimerStalled",
+    "CommandRefused",
+    "ConfigError",
+    "Cron",
+    "Dead",
+    "DeadLetter",
+    "Delivery",
+    "DependencyFailure",
+    "Every",
+    "GaveUp",
+    "Guild",
+    "GuildConfig",
+    "GuildError",
+    "Instrument",
+    "Job",
+    "JobError",
+    "JobStatus",
+    "JobTimeout",
+    "MemoryBroker",
+    "NotRunning",
+    "PayloadDecodeError",
+    "Periodic",
+    "QueueStats",
+    "RateLimitError",
+    "Reject",
+    "Result",
+    "Retry",
+    "RetryAt",
+    "RetryPolicy",
+    "Sandbox",
+    "SandboxError",
+    "SandboxPolicy",
+    "SandboxResult",
+    "SandboxTimeout",
+    "ScheduleError",
+    "SupervisorError",
+    "SupervisorOptions",
+    "UndecodablePayload",
+    "UnknownBrokerURL",
+    "Worker",
+    "WorkerSpec",
+    "WorkerStatistics",
+    "__version__",
+    "load_config",
+    "open_broker",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Tracebacks, reprs and pickles say guild.Job, not guild._job.Job (trio does the same).
+    for name in __all__:
+        value = globals()[name]
+        if isinstance(value, type) and value.__module__.startswith("guild."):
+            value.__module__ = "guild"
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

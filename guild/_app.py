@@ -1,0 +1,473 @@
+"""Guild: the application object users build on.
+
+It holds the handler registry (``@app.worker``), runs every worker under one
+supervisor (``app.run``), and enqueues from anywhere in the program
+(``app.enqueue``). It owns nothing until it runs: the broker, the supervisor and
+the workers live inside ``run``'s nursery and are gone when it returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import attrs
+import structlog
+import trio
+
+from ._cron import Cron, Every, Schedule, tick_key
+from ._errors import GuildError
+from ._job import Job, JSONValue, Result
+from ._retry import RetryPolicy
+from ._spec import Handler, WorkerSpec
+from ._worker import Worker, WorkerStatistics
+from .brokers._protocol import Broker
+from .brokers._url import open_broker
+from .observability._events import Instrument, Instruments, WorkerStateChanged
+from .supervision import ChildEvent, ChildSpec, Circuit, Restart, Strategy, Supervisor
+
+_log = structlog.get_logger("guild")
+H = TypeVar("H", bound=Handler)
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+class NotRunning(GuildError, RuntimeError):
+    """The app was asked for its broker while it is not running and was given none."""
+
+
+@attrs.frozen(kw_only=True)
+class Periodic:
+    """A job enqueued on a schedule: once per tick, however many processes run it."""
+
+    name: str
+    schedule: Schedule
+    queue: str
+    payload: JSONValue = None
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorOptions:
+    """How the app's supervisor treats its workers (OTP intensity + backoff)."""
+
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    max_restarts: int = 3
+    period: float = 5.0
+
+
+class Guild:
+    """A set of workers, run together under one supervisor.
+
+    Args:
+        name: the app's name in logs and metrics.
+        broker: a broker (or URL) used when ``run`` and ``enqueue`` are given none.
+        instruments: observers of runtime events (metrics, logs, your own).
+        supervision: the supervisor's strategy and intensity.
+        wall_clock: seconds since the epoch, for periodic schedules
+            (``trio.current_time`` makes them follow a MockClock in tests).
+
+    Example::
+
+        app = guild.Guild("demo")
+
+        @app.worker("emails", concurrency=16, timeout=30.0, max_attempts=5)
+        async def send(job: guild.Job) -> object:
+            ...
+    """
+
+    def __init__(
+        self,
+        name: str = "guild",
+        *,
+        broker: Broker | str | None = None,
+        instruments: Iterable[Instrument] = (),
+        supervision: SupervisorOptions | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.instruments = Instruments(instruments)
+        self.supervision = supervision or SupervisorOptions()
+        self.supervisor: Supervisor | None = None
+        self._default_broker = broker
+        self._broker: Broker | None = None
+        self._wall_clock = wall_clock
+        self._periodic: dict[str, Periodic] = {}
+        self._specs: dict[str, WorkerSpec] = {}
+        self._circuits: dict[str, Circuit | None] = {}
+        self._workers: dict[str, Worker] = {}
+        self._draining = False
+        self._idle: trio.Event | None = None  # made inside run, where a Trio loop exists
+
+    def __repr__(self) -> str:
+        return f"Guild({self.name!r}, workers={list(self._specs)})"
+
+    # --- registry --------------------------------------------------------------
+
+    def worker(
+        self,
+        queue: str,
+        *,
+        name: str | None = None,
+        concurrency: int = 16,
+        timeout: float | None = 300.0,
+        max_attempts: int = 5,
+        retry: RetryPolicy | None = None,
+        lease: float = 10.0,
+        graceful_timeout: float = 30.0,
+        dependency_errors: Sequence[type[BaseException]] = (),
+        dependency_threshold: int = 5,
+        circuit: Circuit | None = None,
+        **options: Any,
+    ) -> Callable[[H], H]:
+        """Register ``handler`` as the worker for ``queue``.
+
+        Keyword arguments are those of :class:`guild.WorkerSpec`, plus
+        ``circuit`` (a :class:`guild.Circuit`) to stop claiming while a
+        dependency is down.
+        """
+
+        def register(handler: H) -> H:
+            spec = WorkerSpec(
+                queue=queue,
+                handler=handler,
+                name=name or queue,
+                concurrency=concurrency,
+                timeout=timeout,
+                max_attempts=max_attempts,
+                retry=retry or RetryPolicy(),
+                lease=lease,
+                graceful_timeout=graceful_timeout,
+                dependency_errors=tuple(dependency_errors),
+                dependency_threshold=dependency_threshold,
+                **options,
+            )
+            self.add_worker(spec, circuit=circuit)
+            return handler
+
+        return register
+
+    def add_worker(self, spec: WorkerSpec, *, circuit: Circuit | None = None) -> None:
+        """Register a worker from a spec (what ``@app.worker`` does).
+
+        Raises:
+            ValueError: a worker of that name is registered already.
+        """
+        if spec.name in self._specs:
+            raise ValueError(f"a worker named {spec.name!r} is registered already")
+        self._specs[spec.name] = spec
+        self._circuits[spec.name] = circuit
+
+    def periodic(
+        self,
+        schedule: str | float | Schedule,
+        queue: str,
+        payload: JSONValue = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        """Enqueue ``payload`` on ``queue`` on a schedule.
+
+        Args:
+            schedule: a cron expression (``"*/5 * * * *"``, UTC), a number of
+                seconds (ticks aligned to the epoch), or a ``Cron``/``Every``.
+            name: the schedule's name; with the tick time it forms the job's
+                idempotency key, so every process may run the scheduler and each
+                tick is still enqueued once. Default: ``queue``.
+
+        Raises:
+            ScheduleError: the expression is not a schedule.
+            ValueError: a schedule of that name exists already.
+        """
+        if isinstance(schedule, str):
+            schedule = Cron(schedule)
+        elif isinstance(schedule, int | float):
+            schedule = Every(float(schedule))
+        name = name or queue
+        if name in self._periodic:
+            raise ValueError(f"a periodic schedule named {name!r} exists already")
+        self._periodic[name] = Periodic(name=name, schedule=schedule, queue=queue, payload=payload)
+
+    @property
+    def specs(self) -> dict[str, WorkerSpec]:
+        """The registered workers by name."""
+        return dict(self._specs)
+
+    def configure(self, name: str, **changes: Any) -> None:
+        """Change a registered worker's options (``concurrency=…`` from the CLI, say)."""
+        self._specs[name] = attrs.evolve(self._specs[name], **changes)
+
+    # --- running ---------------------------------------------------------------
+
+    @property
+    def broker(self) -> Broker:
+        """The broker the app is running on.
+
+        Raises:
+            NotRunning: the app is not running and was built without a broker object.
+        """
+        if self._broker is not None:
+            return self._broker
+        if isinstance(self._default_broker, Broker):
+            return self._default_broker
+        raise NotRunning(f"app {self.name!r} is not running and has no broker object")
+
+    def workers(self) -> dict[str, WorkerStatistics]:
+        """Live figures of the running workers."""
+        return {name: worker.statistics() for name, worker in self._workers.items()}
+
+    async def run(
+        self,
+        broker: Broker | str | None = None,
+        *,
+        shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run every worker until ``shutdown_trigger`` returns, then drain.
+
+        Works with ``await nursery.start(app.run, broker)`` (started once every
+        worker is claiming) and with a plain ``await``.
+
+        Args:
+            broker: a Broker, or a URL for :func:`guild.open_broker`; default: the
+                app's own, else ``$GUILD_BROKER``.
+            shutdown_trigger: awaited; when it returns, the app drains: workers
+                stop claiming, running jobs finish within their
+                ``graceful_timeout`` and the rest go back to the broker. Default:
+                run until cancelled (cancellation hands jobs back too, at once).
+
+        Raises:
+            GaveUp: the supervisor's restart intensity was exceeded.
+        """
+        async with self._using_broker(broker) as opened:
+            self._broker = opened
+            self._draining = False
+            self._idle = trio.Event()
+            try:
+                await self._supervise(shutdown_trigger, task_status)
+            finally:
+                self._broker = None
+                self.supervisor = None
+
+    async def _supervise(
+        self,
+        shutdown_trigger: Callable[[], Awaitable[object]] | None,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        options = self.supervision
+        supervisor = Supervisor(
+            self.name,
+            strategy=options.strategy,
+            max_restarts=options.max_restarts,
+            period=options.period,
+            on_event=self._on_child_event,
+        )
+        self.supervisor = supervisor
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            for spec in self._specs.values():
+                await supervisor.start_child(
+                    ChildSpec(
+                        name=spec.name,
+                        start=functools.partial(self._serve_worker, spec),
+                        # A worker returns only when drained: that is no reason to restart.
+                        restart=Restart.TRANSIENT,
+                        circuit=self._circuits[spec.name],
+                        shutdown_grace=spec.graceful_timeout + 5.0,
+                    )
+                )
+            if self._periodic:
+                await supervisor.start_child(
+                    ChildSpec(
+                        name="periodic", start=self._serve_periodic, restart=Restart.TRANSIENT
+                    )
+                )
+            task_status.started()
+            if shutdown_trigger is None:
+                await trio.sleep_forever()
+            await shutdown_trigger()
+            self.drain()
+            await self._wait_drained()
+            nursery.cancel_scope.cancel(reason="shutdown")
+
+    @property
+    def draining(self) -> bool:
+        """True once the app was told to stop claiming."""
+        return self._draining
+
+    def drain(self) -> None:
+        """Stop claiming everywhere; running jobs finish, then ``run`` returns."""
+        self._draining = True
+        for worker in self._workers.values():
+            worker.drain()
+        if not self._workers and self._idle is not None:
+            self._idle.set()
+
+    async def _wait_drained(self) -> None:
+        if self._workers and self._idle is not None:
+            await self._idle.wait()
+
+    async def _serve_worker(
+        self, spec: WorkerSpec, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        if self._draining:
+            task_status.started()
+            return
+        worker = Worker(spec, self.broker, self.instruments)
+        self._workers[spec.name] = worker
+        try:
+            await worker.serve(task_status=task_status)
+        finally:
+            del self._workers[spec.name]
+            self._note_worker_exit()
+
+    def _note_worker_exit(self) -> None:
+        if self._draining and not self._workers and self._idle is not None:
+            self._idle.set()
+
+    async def _serve_periodic(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Enqueue each schedule's ticks as they come; a tick missed while down is skipped."""
+        now = self._wall_clock()
+        upcoming = {
+            name: entry.schedule.next_fire(_utc(now)) for name, entry in self._periodic.items()
+        }
+        task_status.started()
+        while True:
+            name, fire_at = min(upcoming.items(), key=lambda item: item[1])
+            await trio.sleep(max(0.0, fire_at.timestamp() - self._wall_clock()))
+            if self.draining:
+                return
+            entry = self._periodic[name]
+            await self.enqueue(entry.queue, entry.payload, key=tick_key(name, fire_at))
+            upcoming[name] = entry.schedule.next_fire(fire_at)
+
+    def _on_child_event(self, event: ChildEvent) -> None:
+        if self.instruments.wants("worker_state_changed"):
+            self.instruments.emit(
+                "worker_state_changed",
+                WorkerStateChanged(
+                    worker=event.child,
+                    state=event.state,
+                    at=event.at,
+                    detail=event.detail,
+                    restarts_in_period=event.restarts_in_period,
+                    last_error=event.last_error,
+                ),
+            )
+
+    @asynccontextmanager
+    async def _using_broker(self, broker: Broker | str | None) -> AsyncIterator[Broker]:
+        chosen = broker if broker is not None else self._default_broker
+        if isinstance(chosen, Broker):
+            yield chosen
+            return
+        async with open_broker(chosen) as opened:
+            yield opened
+
+    @asynccontextmanager
+    async def open(self, broker: Broker | str | None = None) -> AsyncIterator[Guild]:
+        """Run the app in a nursery of its own for the ``async with`` block.
+
+        Leaving the block drains the app (running jobs finish within their grace).
+        """
+        leave = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(self.run, broker, shutdown_trigger=leave.wait))
+            try:
+                yield self
+            finally:
+                leave.set()
+
+    # --- producing -------------------------------------------------------------
+
+    def _job(
+        self,
+        queue: str,
+        payload: JSONValue,
+        *,
+        now: float,
+        key: str | None,
+        delay: float | None,
+        max_attempts: int | None,
+        timeout: float | None,
+        trace_id: str | None,
+    ) -> Job:
+        spec = next((s for s in self._specs.values() if s.queue == queue), None)
+        fields: dict[str, Any] = {
+            "queue": queue,
+            "payload": payload,
+            "key": key,
+            "max_attempts": max_attempts or (spec.max_attempts if spec else 5),
+            "timeout": timeout,
+            "not_before": now + delay if delay else None,
+        }
+        if trace_id is not None:
+            fields["trace_id"] = trace_id
+        return Job(**fields)
+
+    async def enqueue(
+        self,
+        queue: str,
+        payload: JSONValue = None,
+        *,
+        key: str | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        trace_id: str | None = None,
+        broker: Broker | None = None,
+    ) -> Job:
+        """Enqueue one job and return it (for a duplicate ``key``: the job that holds it)."""
+        (job,) = await self.enqueue_many(
+            queue,
+            [payload],
+            key=key,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            trace_id=trace_id,
+            broker=broker,
+        )
+        return job
+
+    async def enqueue_many(
+        self,
+        queue: str,
+        payloads: Iterable[JSONValue],
+        *,
+        key: str | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        trace_id: str | None = None,
+        broker: Broker | None = None,
+    ) -> list[Job]:
+        """Enqueue many jobs in one broker call."""
+        target = broker or self.broker
+        now = target.now()
+        jobs = [
+            self._job(
+                queue,
+                payload,
+                now=now,
+                key=key,
+                delay=delay,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                trace_id=trace_id,
+            )
+            for payload in payloads
+        ]
+        return await target.enqueue(jobs)
+
+    async def result(self, job: Job | str, *, wait: float = 0.0) -> Result | None:
+        """The result of a job, waiting up to ``wait`` seconds for it to finish."""
+        job_id = job.id if isinstance(job, Job) else job
+        return await self.broker.get_result(job_id, wait=wait)

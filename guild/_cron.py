@@ -1,0 +1,166 @@
+"""Sans-IO schedules: when does a periodic job fire next?
+
+Two kinds, both pure (``next_fire(after) -> datetime``, time passed in, UTC):
+
+* ``Cron("*/5 9-17 * * mon-fri")`` — the five classic fields (minute, hour, day
+  of month, month, day of week), each ``*``, a number, a range ``a-b``, a list
+  ``a,b``, and steps ``*/n`` or ``a-b/n``; names for months and weekdays. As in
+  Vixie cron, when both day fields are restricted a day matching *either* fires.
+* ``Every(seconds)`` — ticks aligned to the epoch (``t % seconds == 0``), so every
+  process computes the same ticks without talking to the others.
+
+Firing once across many processes is not this module's job: each tick has a
+stable identity (``tick_key``), and the scheduler enqueues with it as the
+idempotency key, so the broker stores the first and ignores the rest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import attrs
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1
+    )
+}
+_WEEKDAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
+# (name, lowest, highest, names)
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _WEEKDAYS),
+)
+_SEARCH_LIMIT_DAYS = 366 * 5
+
+
+class ScheduleError(ValueError):
+    """A cron expression or interval that cannot be a schedule."""
+
+
+def _value(text: str, low: int, high: int, names: dict[str, int], field: str) -> int:
+    value = names.get(text.lower()) if not text.isdigit() else int(text)
+    if value is None or not low <= value <= high:
+        raise ScheduleError(f"{field}: {text!r} is not in {low}-{high}")
+    return value
+
+
+def _parse_field(
+    text: str, low: int, high: int, names: dict[str, int], field: str
+) -> frozenset[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        body, _, step_text = part.partition("/")
+        step = 1
+        if step_text:
+            if not step_text.isdigit() or int(step_text) < 1:
+                raise ScheduleError(f"{field}: step {step_text!r} must be a positive integer")
+            step = int(step_text)
+        if body == "*":
+            start, stop = low, high
+        elif "-" in body:
+            first, _, last = body.partition("-")
+            start = _value(first, low, high, names, field)
+            stop = _value(last, low, high, names, field)
+            if start > stop:
+                raise ScheduleError(f"{field}: range {body!r} runs backwards")
+        else:
+            start = _value(body, low, high, names, field)
+            stop = high if step_text else start
+        values.update(range(start, stop + 1, step))
+    return frozenset(values)
+
+
+@attrs.frozen
+class Cron:
+    """A five-field cron schedule, evaluated in UTC."""
+
+    expression: str
+    minutes: frozenset[int] = attrs.field(init=False)
+    hours: frozenset[int] = attrs.field(init=False)
+    days: frozenset[int] = attrs.field(init=False)
+    months: frozenset[int] = attrs.field(init=False)
+    weekdays: frozenset[int] = attrs.field(init=False)
+    any_day: bool = attrs.field(init=False)
+    any_weekday: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        parts = self.expression.split()
+        if len(parts) != 5:
+            raise ScheduleError(
+                f"cron {self.expression!r}: expected 5 fields (minute hour day month weekday)"
+            )
+        parsed = [
+            _parse_field(p, lo, hi, names, f)
+            for p, (f, lo, hi, names) in zip(parts, _FIELDS, strict=True)
+        ]
+        weekdays = frozenset(d % 7 for d in parsed[4])  # 7 is Sunday too
+        for name, value in zip(
+            ("minutes", "hours", "days", "months", "weekdays"), (*parsed[:4], weekdays), strict=True
+        ):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "any_day", parts[2] == "*")
+        object.__setattr__(self, "any_weekday", parts[4] == "*")
+
+    def _day_matches(self, day: dt.date) -> bool:
+        in_month = day.day in self.days
+        in_week = (day.isoweekday() % 7) in self.weekdays
+        if self.any_day or self.any_weekday:
+            return in_month and in_week
+        return in_month or in_week
+
+    def next_fire(self, after: dt.datetime) -> dt.datetime:
+        """The first firing time strictly after ``after`` (an aware UTC datetime)."""
+        t = after.astimezone(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        limit = t + dt.timedelta(days=_SEARCH_LIMIT_DAYS)
+        while t < limit:
+            if t.month not in self.months:
+                t = (t.replace(day=1, hour=0, minute=0) + dt.timedelta(days=32)).replace(day=1)
+                continue
+            if not self._day_matches(t.date()):
+                t = t.replace(hour=0, minute=0) + dt.timedelta(days=1)
+                continue
+            if t.hour not in self.hours:
+                t = t.replace(minute=0) + dt.timedelta(hours=1)
+                continue
+            if t.minute not in self.minutes:
+                t += dt.timedelta(minutes=1)
+                continue
+            return t
+        raise ScheduleError(f"cron {self.expression!r} never fires (e.g. February 30th)")
+
+
+@attrs.frozen
+class Every:
+    """Fire every ``seconds``, on ticks aligned to the epoch."""
+
+    seconds: float = attrs.field()
+
+    @seconds.validator
+    def _check(self, _: object, value: float) -> None:
+        if not (value > 0 and math.isfinite(value)):
+            raise ScheduleError(f"every: seconds must be a positive number, got {value!r}")
+
+    def next_fire(self, after: dt.datetime) -> dt.datetime:
+        """The first aligned tick strictly after ``after``."""
+        ts = after.timestamp()
+        n = math.floor(ts / self.seconds) + 1
+        fire = dt.datetime.fromtimestamp(n * self.seconds, dt.UTC)
+        # Float division and microsecond rounding can land a tick on ``after`` itself.
+        while fire <= after:
+            n += 1
+            fire = dt.datetime.fromtimestamp(n * self.seconds, dt.UTC)
+        return fire
+
+
+Schedule = Cron | Every
+
+
+def tick_key(name: str, fire_at: dt.datetime) -> str:
+    """The idempotency key of one tick of schedule ``name``: the same in every process."""
+    return f"periodic:{name}:{fire_at.astimezone(dt.UTC).isoformat()}"

@@ -1,0 +1,237 @@
+"""Every exception guild raises, in one tree.
+
+::
+
+    GuildError
+    ├── BrokerError
+    │   ├── BrokerClosed            you closed the broker, then used it
+    │   ├── BrokerUnavailable       the backend is unreachable (cause in __cause__)
+    │   └── UnknownBrokerURL        a URL whose scheme or form no broker accepts (also ValueError)
+    ├── JobError
+    │   ├── PayloadDecodeError      the stored payload is not valid JSON (also ValueError)
+    │   └── JobTimeout              the handler ran past job.timeout (also TimeoutError)
+    ├── DependencyFailure           raise (or subclass) in a handler: a dependency, not the job, failed
+    ├── SupervisorError
+    │   └── GaveUp                  restart intensity exceeded; the supervisor stopped its children
+    ├── ConfigError                 a bad guild.toml or option: path, key, expected (also ValueError)
+    ├── SandboxError
+    │   ├── CommandRefused          the policy refused an argv, naming the rule (also PermissionError)
+    │   └── SandboxTimeout          the command ran past its timeout; carries partial output
+    └── RateLimitError              a rate limiter was misused (over-release, double-acquire)
+
+Control-flow requests a handler may raise (not failures):
+
+* :class:`Retry` — run this job again, after ``after`` seconds if given.
+* :class:`Reject` — do not run this job again: dead-letter it now, with the reason.
+
+Backend exceptions (``sqlite3``, coredis, OS errors) never escape a broker: each
+broker translates them at one boundary into the most specific class here, with the
+original in ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+class GuildError(Exception):
+    """Base class of every error guild raises."""
+
+
+# --- brokers -----------------------------------------------------------------------
+
+
+class BrokerError(GuildError):
+    """A broker could not do what was asked."""
+
+
+class BrokerClosed(BrokerError):
+    """The broker was closed by its owner and then used."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker's backend cannot be reached; the original error is ``__cause__``."""
+
+
+class UnknownBrokerURL(BrokerError, ValueError):
+    """A broker URL that no broker accepts.
+
+    Attributes:
+        url: the URL as given.
+        reason: what was wrong with it.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"broker URL {url!r}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+# --- jobs --------------------------------------------------------------------------
+
+
+class JobError(GuildError):
+    """A single job could not be run; the job's problem, never the worker's."""
+
+
+class PayloadDecodeError(JobError, ValueError):
+    """A stored payload could not be decoded as JSON.
+
+    Attributes:
+        job_id: the job whose payload failed.
+        raw: the undecodable bytes (truncated to 200 bytes).
+    """
+
+    def __init__(self, job_id: str, raw: bytes | str, reason: str) -> None:
+        shown = raw[:200]
+        super().__init__(f"job {job_id}: payload is not valid JSON ({reason}): {shown!r}")
+        self.job_id = job_id
+        self.raw = shown
+        self.reason = reason
+
+
+class JobTimeout(JobError, TimeoutError):
+    """A handler ran longer than its job's timeout and was cancelled."""
+
+    def __init__(self, job_id: str, timeout: float) -> None:
+        super().__init__(f"job {job_id} timed out after {timeout:g}s")
+        self.job_id = job_id
+        self.timeout = timeout
+
+
+class DependencyFailure(GuildError):
+    """Raised by a handler when something the worker depends on failed.
+
+    A plain exception is the job's problem (retry, then dead letter). A
+    ``DependencyFailure`` (or any exception type listed in the worker's
+    ``dependency_errors``) also counts toward the worker's failure streak: after
+    ``dependency_threshold`` in a row the worker crashes and its supervisor takes
+    over (restart with backoff, and the circuit if enabled). The job itself is
+    still retried.
+    """
+
+
+# --- supervision -------------------------------------------------------------------
+
+
+class SupervisorError(GuildError):
+    """A supervisor could not keep its children running."""
+
+
+class GaveUp(SupervisorError):
+    """Restart intensity was exceeded: the supervisor stopped every child.
+
+    Attributes:
+        supervisor: the supervisor's name.
+        restarts: restarts counted inside the window.
+        period: the window, in seconds.
+    """
+
+    def __init__(self, supervisor: str, restarts: int, period: float, last_error: str) -> None:
+        super().__init__(
+            f"supervisor {supervisor!r} gave up: {restarts} restarts within {period:g}s"
+            f" (last error: {last_error})"
+        )
+        self.supervisor = supervisor
+        self.restarts = restarts
+        self.period = period
+        self.last_error = last_error
+
+
+# --- configuration -----------------------------------------------------------------
+
+
+class ConfigError(GuildError, ValueError):
+    """A configuration value is wrong.
+
+    Attributes:
+        path: the file (or ``"<option>"`` for a command-line option).
+        key: the dotted key, e.g. ``workers.emails.concurrency``.
+        expected: what the key must be.
+    """
+
+    def __init__(self, path: str, key: str, expected: str, got: object = attrs.NOTHING) -> None:
+        message = f"{path}: {key}: expected {expected}"
+        if got is not attrs.NOTHING:
+            message += f", got {got!r}"
+        super().__init__(message)
+        self.path = path
+        self.key = key
+        self.expected = expected
+
+
+# --- sandbox -----------------------------------------------------------------------
+
+
+class SandboxError(GuildError):
+    """The sandbox could not run a command."""
+
+
+class CommandRefused(SandboxError, PermissionError):
+    """The sandbox policy refused a command before any process started.
+
+    Attributes:
+        rule: the name of the rule that refused it (e.g. ``"inline-code"``).
+        argv: the argv as asked.
+        detail: a human sentence.
+    """
+
+    def __init__(self, rule: str, argv: tuple[str, ...], detail: str) -> None:
+        super().__init__(f"refused by rule {rule!r}: {detail}")
+        self.rule = rule
+        self.argv = argv
+        self.detail = detail
+
+
+class SandboxTimeout(SandboxError, TimeoutError):
+    """A sandboxed command ran past its timeout; its process group was killed.
+
+    Attributes:
+        timeout: the limit, in seconds.
+        stdout: output captured before the kill.
+        stderr: error output captured before the kill.
+    """
+
+    def __init__(self, argv: tuple[str, ...], timeout: float, stdout: bytes, stderr: bytes) -> None:
+        super().__init__(f"command {argv[0]!r} timed out after {timeout:g}s")
+        self.argv = argv
+        self.timeout = timeout
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class RateLimitError(GuildError, RuntimeError):
+    """A rate limiter was misused (released a token it does not hold, or re-acquired)."""
+
+
+# --- requests (control flow, not failures) -------------------------------------------
+
+
+class Retry(Exception):
+    """Raise from a handler to ask for the job to run again.
+
+    The attempt still counts toward ``max_attempts``.
+
+    Args:
+        after: seconds to wait before the next attempt; ``None`` uses the worker's
+            retry schedule.
+    """
+
+    def __init__(self, after: float | None = None) -> None:
+        super().__init__(f"retry requested (after={after})")
+        self.after = after
+
+
+class Reject(Exception):
+    """Raise from a handler to dead-letter the job at once, whatever attempts remain.
+
+    For input that can never succeed (a refused command, a malformed request):
+    retrying it would only waste attempts.
+
+    Args:
+        reason: why the job is rejected; it becomes the dead letter's error.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

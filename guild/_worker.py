@@ -1,0 +1,508 @@
+"""The worker: one queue's task tree.
+
+::
+
+    Worker (outer nursery)
+    ├── lease keeper   renews the leases of every job this worker holds
+    ├── acker          acks finished jobs in batches (one broker round trip for many)
+    ├── watchdog       crashes the worker if a claim call hangs (alive-but-idle is a failure)
+    └── inner nursery
+        ├── claimer    claims only while handler capacity (+ prefetch) is free
+        └── handlers x concurrency   cancel scope (timeout) → handler → ack | retry | dead
+
+Delivery is at least once: a job is acked only after its handler returned. A
+job failure is the job's problem (retry with backoff, then dead letters); only
+failures of the worker itself (a broker error, a streak of dependency failures,
+a stalled claimer) leave the nursery, for the supervisor to handle.
+
+Draining (``drain()``): the claimer stops; jobs claimed but not started go back
+at once; running jobs get ``graceful_timeout`` seconds (a deadline on the inner
+nursery, never an outright cancel), then are cancelled and handed back; pending
+acks are flushed; the lease keeper stops last, so nothing held is left to expire.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import secrets
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
+
+import attrs
+import structlog
+import trio
+
+from ._errors import BrokerError, DependencyFailure, GuildError, JobTimeout, Reject, Retry
+from ._job import Delivery, Job, JSONValue, UndecodablePayload
+from ._retry import Dead, RetryAt
+from ._spec import WorkerSpec
+from .brokers._protocol import Broker
+from .observability._events import (
+    ClaimPolled,
+    Instruments,
+    JobFinished,
+    JobStarted,
+    Outcome,
+)
+
+_log = structlog.get_logger("guild.worker")
+_ACK_BATCH = 512
+_RELEASE_TIMEOUT = 5.0
+_DEADLINE_SLACK = 0.001
+
+
+class ClaimerStalled(GuildError):
+    """The claimer's broker call has not returned for far longer than it may wait."""
+
+
+@attrs.frozen(slots=True)
+class _Done:
+    value: JSONValue
+
+
+@attrs.frozen(slots=True)
+class _Failed:
+    error: BaseException
+    after: float | None = None
+
+
+@attrs.frozen(slots=True)
+class _Rejected:
+    reason: str
+
+
+_Verdict = _Done | _Failed | _Rejected
+
+
+@attrs.define(slots=True)
+class _Slot:
+    """What one handler task is running, for its timeout path."""
+
+    delivery: Delivery | None = None
+    started: float = 0.0
+    timeout: float = 0.0
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` for logs and dead letters."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class WorkerStatistics:
+    """A worker's figures since it started."""
+
+    name: str
+    queue: str
+    held: int
+    running: int
+    done: int
+    retried: int
+    dead: int
+    draining: bool
+    dependency_streak: int
+
+
+def _key(delivery: Delivery) -> tuple[str, str]:
+    # A job and the claim that holds it: receipts alone need not be unique
+    # across jobs, and one job could come back to the same worker under a new one.
+    return (delivery.job.id, delivery.receipt)
+
+
+def consumer_name(worker: str) -> str:
+    """A consumer id unique to this process and run: host, pid, worker, random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{worker}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    """Runs one :class:`WorkerSpec` against a broker.
+
+    Args:
+        spec: what to run.
+        broker: where jobs come from.
+        instruments: who hears about it.
+        rand: source of jitter, in ``[0, 1)``.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        broker: Broker,
+        instruments: Instruments | None = None,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.spec = spec
+        self.broker = broker
+        self.instruments = instruments if instruments is not None else Instruments()
+        self.consumer = consumer_name(spec.name)
+        self._rand = rand
+        self._capacity = spec.concurrency + spec.prefetch
+        # Refill in batches: a claim per freed slot would make one broker round
+        # trip per job. Claim as soon as a quarter of the capacity is free (or at
+        # once when nothing is held, so an idle worker never waits).
+        self._refill_at = max(1, self._capacity // 4)
+        self._held: dict[tuple[str, str], Delivery] = {}
+        self._busy = 0
+        self._running = 0
+        self._wakeup = trio.Event()
+        self._claimer_waiting = False
+        self._draining = trio.Event()
+        self._claim_started: float | None = None
+        self._lost: set[tuple[str, str]] = set()
+        self._acks_flushed = trio.Event()
+        self._streak = 0
+        self._counts = {"done": 0, "retried": 0, "dead": 0}
+        send, receive = trio.open_memory_channel[Delivery](math.inf)
+        self._jobs_send, self._jobs_receive = send, receive
+        ack_send, ack_receive = trio.open_memory_channel[tuple[Delivery, JSONValue]](math.inf)
+        self._ack_send, self._ack_receive = ack_send, ack_receive
+
+    # --- public ----------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop claiming and finish (or hand back) what is held, then return."""
+        self._draining.set()
+        self._wake()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            name=self.spec.name,
+            queue=self.spec.queue,
+            held=len(self._held),
+            running=self._running,
+            draining=self.draining,
+            dependency_streak=self._streak,
+            **self._counts,
+        )
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until drained (returns) or crashed (raises).
+
+        Error handling: a job's exception never leaves this method; a broker
+        error, :class:`ClaimerStalled` or a dependency failure streak does.
+        """
+        try:
+            await self._serve_tree(task_status)
+        finally:
+            # A crash or cancel leaves claimed-but-unstarted jobs in the buffer:
+            # hand them back now instead of letting them wait out their lease.
+            await self._hand_back_all()
+
+    async def _serve_tree(self, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(self._lease_keeper)
+            outer.start_soon(self._acker)
+            outer.start_soon(self._watchdog)
+            async with trio.open_nursery() as inner:
+                for _ in range(self.spec.concurrency):
+                    inner.start_soon(self._handler_loop)
+                inner.start_soon(self._claimer, inner.cancel_scope)
+                task_status.started()
+            await self._ack_send.aclose()
+            # The acker exits once every ack is flushed; then the keeper and the
+            # watchdog have nothing left to guard.
+            await self._acks_flushed.wait()
+            outer.cancel_scope.cancel(reason="worker drained")
+
+    # --- claimer ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # Only the claimer waits on this, and only when capacity ran out: skip
+        # the event churn on every finished job otherwise.
+        if self._claimer_waiting or self.draining:
+            self._claimer_waiting = False
+            self._wakeup.set()
+            self._wakeup = trio.Event()
+
+    async def _claimer(self, handlers_scope: trio.CancelScope) -> None:
+        spec = self.spec
+        wants = self.instruments.wants("claim_polled")
+        try:
+            while not self.draining:
+                free = self._capacity - self._busy
+                if free <= 0 or (free < self._refill_at and self._busy > 0):
+                    self._claimer_waiting = True
+                    await self._wakeup.wait()
+                    continue
+                self._claim_started = trio.current_time()
+                deliveries = await self.broker.claim(
+                    spec.queue,
+                    consumer=self.consumer,
+                    limit=free,
+                    lease=spec.lease,
+                    wait=spec.claim_wait,
+                )
+                self._claim_started = None
+                if wants:
+                    self.instruments.emit(
+                        "claim_polled",
+                        ClaimPolled(
+                            worker=spec.name,
+                            queue=spec.queue,
+                            claimed=len(deliveries),
+                            at=self.broker.now(),
+                        ),
+                    )
+                for delivery in deliveries:
+                    self._held[_key(delivery)] = delivery
+                    self._busy += 1
+                    self._jobs_send.send_nowait(delivery)
+        finally:
+            self._claim_started = None
+            self._jobs_send.close()
+        # Drain: running jobs get graceful_timeout, then the scope's deadline
+        # cancels them (and they hand their jobs back).
+        handlers_scope.deadline = min(
+            handlers_scope.deadline, trio.current_time() + spec.graceful_timeout
+        )
+
+    async def _watchdog(self) -> NoReturn:
+        limit = self.spec.claim_wait + self.spec.stall_timeout
+        while True:
+            await trio.sleep(max(1.0, limit / 4))
+            started = self._claim_started
+            if started is not None and trio.current_time() - started > limit:
+                raise ClaimerStalled(
+                    f"worker {self.spec.name!r}: a claim call has not returned for"
+                    f" {trio.current_time() - started:.1f}s (limit {limit:g}s)"
+                )
+
+    # --- handlers --------------------------------------------------------------
+
+    async def _handler_loop(self) -> None:
+        # One cancel scope per handler task, its deadline re-armed for each job:
+        # opening a scope per job costs a third of the memory broker's throughput.
+        slot = _Slot()
+        receive = self._jobs_receive
+        structlog.contextvars.bind_contextvars(worker=self.spec.name)
+        while True:
+            with trio.CancelScope() as scope:
+                while True:
+                    # Take what is buffered without a schedule point per job; the
+                    # buffer holds at most concurrency + prefetch jobs, so a task
+                    # still yields at least that often (and at every real await
+                    # inside a handler).
+                    try:
+                        delivery = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        try:
+                            delivery = await receive.receive()
+                        except trio.EndOfChannel:
+                            return
+                    except trio.EndOfChannel:
+                        return
+                    if self.draining:
+                        await self._hand_back(delivery)
+                    else:
+                        await self._run(delivery, scope, slot)
+            # Only the scope's own deadline ends up here: the job in the slot timed out.
+            timed_out, slot.delivery = slot.delivery, None
+            if timed_out is not None:
+                error = JobTimeout(timed_out.job.id, slot.timeout)
+                await self._settle(timed_out, _Failed(error), time.perf_counter() - slot.started)
+
+    async def _run(self, delivery: Delivery, scope: trio.CancelScope, slot: _Slot) -> None:
+        job = delivery.job
+        spec = self.spec
+        # The worker's name is bound once per handler task (_handler_loop).
+        structlog.contextvars.bind_contextvars(
+            task_id=job.id, trace_id=job.trace_id, attempt=job.attempt
+        )
+        if self.instruments.wants("job_started"):
+            self.instruments.emit(
+                "job_started", JobStarted(worker=spec.name, job=job, at=self.broker.now())
+            )
+        timeout = job.timeout if job.timeout is not None else spec.timeout
+        slot.delivery = delivery
+        slot.started = time.perf_counter()
+        if timeout is not None:
+            slot.timeout = timeout
+            deadline = trio.current_time() + timeout
+            # Moving a deadline costs a heap operation; back-to-back short jobs
+            # would pay it for every job. A deadline at most 1 ms early is kept.
+            if deadline < scope.deadline or deadline - scope.deadline > _DEADLINE_SLACK:
+                scope.deadline = deadline
+        self._running += 1
+        try:
+            verdict = await self._attempt(job)
+        except BaseException:
+            self._running -= 1
+            if not scope.cancel_called:
+                # Cancelled from outside (drain deadline, restart): the job is not
+                # finished, so it goes back now rather than waiting out its lease.
+                slot.delivery = None
+                await self._hand_back(delivery)
+            raise
+        self._running -= 1
+        slot.delivery = None
+        if not isinstance(verdict, _Done):
+            # Settling a failure talks to the broker: the job's deadline must not
+            # cut that short. (A done job is settled without a checkpoint, and a
+            # stale deadline that fires while the next receive waits takes nothing:
+            # the loop just opens a fresh scope. One deadline change per job, not two.)
+            scope.deadline = math.inf
+        await self._settle(delivery, verdict, time.perf_counter() - slot.started)
+
+    async def _attempt(self, job: Job) -> _Verdict:
+        if isinstance(job.payload, UndecodablePayload):
+            return _Rejected(job.payload.reason)
+        try:
+            return _Done(await self.spec.handler(job))
+        except Retry as request:
+            return _Failed(request, after=request.after)
+        except Reject as request:
+            return _Rejected(request.reason)
+        except Exception as error:
+            return _Failed(error)
+
+    async def _settle(self, delivery: Delivery, verdict: _Verdict, duration: float) -> None:
+        match verdict:
+            case _Done(value):
+                self._streak = 0
+                self._counts["done"] += 1
+                self._ack_send.send_nowait((delivery, value))
+                self._emit_finished(delivery.job, Outcome.DONE, duration)
+            case _Rejected(reason):
+                await self._bury(delivery, f"rejected: {reason}", None, duration)
+            case _Failed(error, after):
+                await self._fail(delivery, error, after, duration)
+
+    async def _fail(
+        self, delivery: Delivery, error: BaseException, after: float | None, duration: float
+    ) -> None:
+        job = delivery.job
+        reason = describe(error)
+        trace = "".join(traceback.format_exception(error))
+        decision = self.spec.retry.decide(job, self.broker.now(), self._rand(), after=after)
+        if isinstance(decision, Dead):
+            await self._bury(delivery, f"{reason} ({decision.reason})", trace, duration)
+        else:
+            await self._retry(delivery, decision, reason, duration)
+        if isinstance(error, (DependencyFailure, *self.spec.dependency_errors)):
+            self._streak += 1
+            if self._streak >= self.spec.dependency_threshold:
+                raise DependencyFailure(
+                    f"worker {self.spec.name!r}: {self._streak} dependency failures in a row;"
+                    f" last: {reason}"
+                ) from error
+        else:
+            self._streak = 0
+
+    async def _retry(
+        self, delivery: Delivery, decision: RetryAt, reason: str, duration: float
+    ) -> None:
+        await self.broker.retry(delivery, at=decision.at, error=reason)
+        self._forget(delivery)
+        self._counts["retried"] += 1
+        self._emit_finished(delivery.job, Outcome.RETRY, duration, reason, decision.at)
+
+    async def _bury(
+        self, delivery: Delivery, reason: str, trace: str | None, duration: float
+    ) -> None:
+        await self.broker.dead(delivery, error=reason, traceback=trace)
+        self._forget(delivery)
+        self._counts["dead"] += 1
+        self._emit_finished(delivery.job, Outcome.DEAD, duration, reason)
+
+    async def _hand_back(self, delivery: Delivery) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
+            try:
+                await self.broker.release([delivery])
+            except BrokerError as error:
+                # The broker is the thing that failed; the lease brings the job back.
+                _log.warning("release_failed", job_id=delivery.job.id, error=describe(error))
+        self._forget(delivery)
+        self._emit_finished(delivery.job, Outcome.RELEASED, 0.0)
+
+    async def _hand_back_all(self) -> None:
+        held = list(self._held.values())
+        if not held:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
+            try:
+                await self.broker.release(held)
+            except BrokerError as error:
+                _log.warning("release_failed", count=len(held), error=describe(error))
+        for delivery in held:
+            self._forget(delivery)
+
+    def _forget(self, delivery: Delivery) -> None:
+        self._lost.discard(_key(delivery))
+        if self._held.pop(_key(delivery), None) is not None:
+            self._busy -= 1
+            self._wake()
+
+    def _emit_finished(
+        self,
+        job: Job,
+        outcome: Outcome,
+        duration: float,
+        error: str | None = None,
+        retry_at: float | None = None,
+    ) -> None:
+        if self.instruments.wants("job_finished"):
+            self.instruments.emit(
+                "job_finished",
+                JobFinished(
+                    worker=self.spec.name,
+                    job=job,
+                    outcome=outcome,
+                    duration=duration,
+                    error=error,
+                    retry_at=retry_at,
+                ),
+            )
+
+    # --- acker and lease keeper ---------------------------------------------------
+
+    async def _acker(self) -> None:
+        receive = self._ack_receive
+        try:
+            async for first in receive:
+                # One scheduling round lets the handlers that are about to finish
+                # add their acks to this batch: one broker call for many jobs.
+                await trio.lowlevel.checkpoint()
+                batch = [first]
+                while len(batch) < _ACK_BATCH:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self.broker.ack(batch)
+                for delivery, _ in batch:
+                    self._forget(delivery)
+        finally:
+            self._acks_flushed.set()
+
+    async def _lease_keeper(self) -> None:
+        period = self.spec.lease / 3
+        while True:
+            await trio.sleep(period)
+            held = [d for d in self._held.values() if _key(d) not in self._lost]
+            if not held:
+                continue
+            renewed = await self.broker.extend(held, lease=self.spec.lease)
+            kept = {_key(d) for d in renewed}
+            for delivery in renewed:
+                if _key(delivery) in self._held:
+                    self._held[_key(delivery)] = delivery
+            lost = [d for d in held if _key(d) not in kept and _key(d) in self._held]
+            if lost:
+                self._lost.update(_key(d) for d in lost)
+                _log.warning(
+                    "leases_lost",
+                    worker=self.spec.name,
+                    jobs=[d.job.id for d in lost][:20],
+                    count=len(lost),
+                )

@@ -1,0 +1,41 @@
+"""The one place coredis and socket errors become guild errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import coredis.exceptions
+
+from .._errors import BrokerError, BrokerUnavailable
+
+UNREACHABLE = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The non-group exceptions inside ``group``, depth first."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
+
+
+@contextmanager
+def map_redis_exceptions(what: str) -> Iterator[None]:
+    """Translate a failed Redis call: unreachable -> BrokerUnavailable, else BrokerError.
+
+    coredis runs its connections in a task group, so one failure can arrive
+    wrapped in exception groups; a group of one is unwrapped first.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = leaves(group)
+        if len(found) == 1 and isinstance(found[0], Exception):
+            with map_redis_exceptions(what):
+                raise found[0] from None
+        raise
+    except UNREACHABLE as exc:
+        raise BrokerUnavailable(f"redis: {what}: {exc}") from exc
+    except coredis.exceptions.RedisError as exc:
+        raise BrokerError(f"redis: {what}: {exc}") from exc

@@ -1,0 +1,330 @@
+-- guild's Redis scripts: every state change of a job is one atomic script.
+--
+-- Layout (names built from ARGV[1], the key prefix; see _redis_keys.py):
+--   P:job:<id>              hash: the job's fields + status, entry, receipt, error, ...
+--   P:q:<queue>:ready       stream of {j=<id>} entries; consumer group "guild"
+--   P:q:<queue>:delayed     zset: id -> ready_at (delayed jobs and retries)
+--   P:q:<queue>:leases      zset: id -> lease_expires (claimed jobs)
+--   P:q:<queue>:dead        zset: id -> died_at
+--   P:q:<queue>:cursor      XAUTOCLAIM cursor for orphaned deliveries
+--   P:queues  P:done        set of queue names; hash queue -> jobs done
+--   P:key:<queue>:<key>     idempotency key -> id (SET NX EX)
+--   P:result:<id>           the result as JSON, with a TTL
+--   P:waiting:<id> P:notify:<id>   a waiter's flag and its wake-up list
+--
+-- Statuses: ready | delayed | in_flight | done | dead. A job's stream entry is
+-- XACKed and XDELed whenever it leaves "ready/in_flight", so streams stay bounded.
+-- Each section below is one script; the @common section is prepended to each.
+
+-- @common
+local P = ARGV[1]
+local GROUP = 'guild'
+local function k_job(id) return P .. ':job:' .. id end
+local function k_q(queue, part) return P .. ':q:' .. queue .. ':' .. part end
+
+local function notify(id)
+  if redis.call('EXISTS', P .. ':waiting:' .. id) == 1 then
+    redis.call('RPUSH', P .. ':notify:' .. id, '1')
+    redis.call('PEXPIRE', P .. ':notify:' .. id, 60000)
+  end
+end
+
+local function drop_entry(queue, entry)
+  if entry and entry ~= '' then
+    local stream = k_q(queue, 'ready')
+    redis.call('XACK', stream, GROUP, entry)
+    redis.call('XDEL', stream, entry)
+  end
+end
+
+local function make_ready(id, queue)
+  local entry = redis.call('XADD', k_q(queue, 'ready'), '*', 'j', id)
+  redis.call('HSET', k_job(id), 'status', 'ready', 'entry', entry, 'receipt', '')
+end
+
+local function result_json(id, queue, status, attempts, now, value_json, err)
+  local parts = {'{"job_id":', cjson.encode(id), ',"queue":', cjson.encode(queue),
+    ',"status":"', status, '","attempts":', tostring(attempts), ',"finished_at":', now}
+  if value_json then parts[#parts + 1] = ',"value":' .. value_json end
+  if err then parts[#parts + 1] = ',"error":' .. cjson.encode(err) end
+  parts[#parts + 1] = '}'
+  return table.concat(parts)
+end
+
+local function bury(id, queue, attempts, err, trace, now, result_ttl_ms)
+  redis.call('HSET', k_job(id), 'status', 'dead', 'error', err, 'traceback', trace,
+    'died_at', now, 'entry', '', 'receipt', '')
+  redis.call('ZREM', k_q(queue, 'leases'), id)
+  redis.call('ZREM', k_q(queue, 'delayed'), id)
+  redis.call('ZADD', k_q(queue, 'dead'), tonumber(now), id)
+  redis.call('SET', P .. ':result:' .. id,
+    result_json(id, queue, 'dead', attempts, now, nil, err), 'PX', result_ttl_ms)
+  notify(id)
+end
+
+-- A delivery is still held when the job is in flight under the same receipt.
+local function held(id, receipt)
+  local f = redis.call('HMGET', k_job(id), 'status', 'receipt', 'queue', 'entry', 'attempt')
+  if f[1] ~= 'in_flight' or f[2] ~= receipt then return nil end
+  return f
+end
+
+-- @enqueue
+-- ARGV: P, now, key_ttl_s, then 8 per job: id queue payload max_attempts not_before timeout key trace_id
+local now = ARGV[2]
+local key_ttl = ARGV[3]
+local out = {}
+for i = 4, #ARGV, 8 do
+  local id, queue, payload, max_attempts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local not_before, timeout, key, trace = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local holder = nil
+  if key ~= '' then
+    local kk = P .. ':key:' .. queue .. ':' .. key
+    if not redis.call('SET', kk, id, 'NX', 'EX', key_ttl) then
+      holder = redis.call('GET', kk)
+      if redis.call('EXISTS', k_job(holder)) == 0 then
+        redis.call('SET', kk, id, 'EX', key_ttl)
+        holder = nil
+      end
+    end
+  end
+  if holder then
+    out[#out + 1] = holder
+  else
+    if redis.call('SADD', P .. ':queues', queue) == 1 then
+      redis.pcall('XGROUP', 'CREATE', k_q(queue, 'ready'), GROUP, '0', 'MKSTREAM')
+    end
+    redis.call('HSET', k_job(id), 'id', id, 'queue', queue, 'payload', payload,
+      'attempt', 0, 'max_attempts', max_attempts, 'enqueued_at', now,
+      'not_before', not_before, 'timeout', timeout, 'key', key, 'trace_id', trace)
+    if not_before ~= '' and tonumber(not_before) > tonumber(now) then
+      redis.call('HSET', k_job(id), 'status', 'delayed')
+      redis.call('ZADD', k_q(queue, 'delayed'), tonumber(not_before), id)
+    else
+      make_ready(id, queue)
+    end
+    out[#out + 1] = id
+  end
+end
+return out
+
+-- @prepare
+-- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms. Moves due delayed jobs and
+-- expired leases back to the stream (or to the dead letters when their attempts
+-- are spent), re-queues orphaned deliveries, and returns the next due time or -1.
+local queue, now, result_ttl, orphan_idle = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local nnow = tonumber(now)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', nnow, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', k_q(queue, 'leases'), id)
+  local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'max_attempts')
+  if f[1] == 'in_flight' then
+    drop_entry(queue, f[2])
+    local attempt, max_attempts = tonumber(f[3]), tonumber(f[4])
+    if attempt >= max_attempts then
+      bury(id, queue, attempt, 'lease expired on attempt ' .. attempt .. ' of ' .. max_attempts,
+        '', now, result_ttl)
+    else
+      make_ready(id, queue)
+    end
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'delayed'), '-inf', nnow, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', k_q(queue, 'delayed'), id)
+  make_ready(id, queue)
+end
+-- Entries delivered to a consumer that never marked them (it was cancelled or
+-- killed between XREADGROUP and @mark) sit in the PEL with the job still "ready".
+-- Walk the PEL with a persistent XAUTOCLAIM cursor and give them back.
+local cursor_key = k_q(queue, 'cursor')
+local cursor = redis.call('GET', cursor_key) or '0-0'
+local ok, claimed = pcall(redis.call, 'XAUTOCLAIM', k_q(queue, 'ready'), GROUP, 'guild-reaper',
+  orphan_idle, cursor, 'COUNT', 100, 'JUSTID')
+if ok then
+  redis.call('SET', cursor_key, claimed[1])
+  for _, entry in ipairs(claimed[2]) do
+    local fields = redis.call('XRANGE', k_q(queue, 'ready'), entry, entry)
+    local id = fields[1] and fields[1][2][2]
+    if id then
+      local f = redis.call('HMGET', k_job(id), 'status', 'entry')
+      drop_entry(queue, entry)
+      if f[1] == 'ready' and f[2] == entry then make_ready(id, queue) end
+    else
+      drop_entry(queue, entry)
+    end
+  end
+end
+local next_due = -1
+local d = redis.call('ZRANGE', k_q(queue, 'delayed'), 0, 0, 'WITHSCORES')
+if d[2] then next_due = tonumber(d[2]) end
+local l = redis.call('ZRANGE', k_q(queue, 'leases'), 0, 0, 'WITHSCORES')
+if l[2] and (next_due < 0 or tonumber(l[2]) < next_due) then next_due = tonumber(l[2]) end
+return tostring(next_due)
+
+-- @mark
+-- ARGV: P, queue, lease_expires, consumer, then pairs: entry id, job id.
+-- Returns 11 fields per job taken: id queue payload attempt max_attempts
+-- enqueued_at not_before timeout key trace_id receipt.
+local queue, lease_expires, consumer = ARGV[2], ARGV[3], ARGV[4]
+local out = {}
+for i = 5, #ARGV, 2 do
+  local entry, id = ARGV[i], ARGV[i + 1]
+  local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt')
+  if f[1] ~= 'ready' or f[2] ~= entry then
+    -- A stale entry (the job moved on, or its hash expired): drop it.
+    redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
+    redis.call('XDEL', k_q(queue, 'ready'), entry)
+  else
+    local attempt = tonumber(f[3]) + 1
+    local receipt = entry .. '/' .. attempt
+    -- From here the lease (a zset score) holds the job, not the stream: the entry
+    -- goes at once, so the PEL only ever holds deliveries nobody marked (orphans).
+    redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
+    redis.call('XDEL', k_q(queue, 'ready'), entry)
+    redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
+      'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires)
+    redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
+    local j = redis.call('HMGET', k_job(id), 'id', 'queue', 'payload', 'attempt', 'max_attempts',
+      'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'receipt')
+    for _, v in ipairs(j) do out[#out + 1] = v end
+  end
+end
+return out
+
+-- @ack
+-- ARGV: P, now, result_ttl_ms, then pairs: job id, value JSON. By job id: a job
+-- that finished is done, whoever finishes it.
+local now, result_ttl = ARGV[2], ARGV[3]
+local ttl_s = math.max(1, math.floor(tonumber(result_ttl) / 1000))
+for i = 4, #ARGV, 2 do
+  local id, value = ARGV[i], ARGV[i + 1]
+  local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'attempt')
+  if f[1] and f[1] ~= 'done' and f[1] ~= 'dead' then
+    local queue = f[2]
+    drop_entry(queue, f[3])
+    redis.call('ZREM', k_q(queue, 'leases'), id)
+    redis.call('ZREM', k_q(queue, 'delayed'), id)
+    redis.call('HSET', k_job(id), 'status', 'done', 'entry', '', 'receipt', '')
+    redis.call('EXPIRE', k_job(id), ttl_s)
+    redis.call('HINCRBY', P .. ':done', queue, 1)
+    redis.call('SET', P .. ':result:' .. id,
+      result_json(id, queue, 'done', f[4], now, value, nil), 'PX', result_ttl)
+    notify(id)
+  end
+end
+return 1
+
+-- @retry
+-- ARGV: P, now, id, receipt, at, error
+local now, id, receipt, at, err = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local f = held(id, receipt)
+if not f then return 0 end
+local queue = f[3]
+drop_entry(queue, f[4])
+redis.call('ZREM', k_q(queue, 'leases'), id)
+redis.call('HSET', k_job(id), 'error', err)
+if tonumber(at) > tonumber(now) then
+  redis.call('HSET', k_job(id), 'status', 'delayed', 'entry', '', 'receipt', '')
+  redis.call('ZADD', k_q(queue, 'delayed'), tonumber(at), id)
+else
+  make_ready(id, queue)
+end
+return 1
+
+-- @dead
+-- ARGV: P, now, id, receipt, error, traceback, result_ttl_ms
+local now, id, receipt, err, trace, result_ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local f = held(id, receipt)
+if not f then return 0 end
+drop_entry(f[3], f[4])
+bury(id, f[3], f[5], err, trace, now, result_ttl)
+return 1
+
+-- @release
+-- ARGV: P, then pairs: id, receipt. Back to ready without counting the attempt.
+for i = 2, #ARGV, 2 do
+  local id, receipt = ARGV[i], ARGV[i + 1]
+  local f = held(id, receipt)
+  if f then
+    drop_entry(f[3], f[4])
+    redis.call('ZREM', k_q(f[3], 'leases'), id)
+    redis.call('HSET', k_job(id), 'attempt', math.max(0, tonumber(f[5]) - 1))
+    make_ready(id, f[3])
+  end
+end
+return 1
+
+-- @extend
+-- ARGV: P, now, lease_expires, then pairs: id, receipt. Returns the ids renewed.
+local now, lease_expires = tonumber(ARGV[2]), ARGV[3]
+local out = {}
+for i = 4, #ARGV, 2 do
+  local id, receipt = ARGV[i], ARGV[i + 1]
+  local f = held(id, receipt)
+  if f then
+    local current = redis.call('ZSCORE', k_q(f[3], 'leases'), id)
+    if current and tonumber(current) > now then
+      redis.call('ZADD', k_q(f[3], 'leases'), tonumber(lease_expires), id)
+      redis.call('HSET', k_job(id), 'lease_expires', lease_expires)
+      out[#out + 1] = id
+    end
+  end
+end
+return out
+
+-- @stats
+-- ARGV: P, now, queues... (none: every queue). Returns 6 per queue:
+-- name ready delayed in_flight done dead.
+local now = tonumber(ARGV[2])
+local queues = {}
+if #ARGV > 2 then
+  for i = 3, #ARGV do queues[#queues + 1] = ARGV[i] end
+else
+  queues = redis.call('SMEMBERS', P .. ':queues')
+end
+local out = {}
+for _, queue in ipairs(queues) do
+  local stream = k_q(queue, 'ready')
+  local length = redis.call('XLEN', stream)
+  local pending = 0
+  local ok, summary = pcall(redis.call, 'XPENDING', stream, GROUP)
+  if ok then pending = tonumber(summary[1]) end
+  local expired = redis.call('ZCOUNT', k_q(queue, 'leases'), '-inf', now)
+  local live = redis.call('ZCOUNT', k_q(queue, 'leases'), '(' .. now, '+inf')
+  local due = redis.call('ZCOUNT', k_q(queue, 'delayed'), '-inf', now)
+  local later = redis.call('ZCOUNT', k_q(queue, 'delayed'), '(' .. now, '+inf')
+  local done = redis.call('HGET', P .. ':done', queue) or '0'
+  local dead = redis.call('ZCARD', k_q(queue, 'dead'))
+  out[#out + 1] = queue
+  out[#out + 1] = length - pending + expired + due
+  out[#out + 1] = later
+  out[#out + 1] = live
+  out[#out + 1] = tonumber(done)
+  out[#out + 1] = dead
+end
+return out
+
+-- @requeue
+-- ARGV: P, queue filter ('' = any), then ids (none: every dead job). Returns the count.
+local filter = ARGV[2]
+local ids = {}
+if #ARGV > 2 then
+  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    if filter == '' or filter == queue then
+      for _, id in ipairs(redis.call('ZRANGE', k_q(queue, 'dead'), 0, -1)) do ids[#ids + 1] = id end
+    end
+  end
+end
+local count = 0
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', k_job(id), 'status', 'queue')
+  if f[1] == 'dead' and (filter == '' or filter == f[2]) then
+    redis.call('ZREM', k_q(f[2], 'dead'), id)
+    redis.call('DEL', P .. ':result:' .. id)
+    redis.call('HSET', k_job(id), 'attempt', 0, 'not_before', '', 'error', '', 'traceback', '')
+    make_ready(id, f[2])
+    count = count + 1
+  end
+end
+return count

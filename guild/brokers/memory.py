@@ -1,0 +1,395 @@
+"""The memory broker: in-process, exact, and deterministic under MockClock.
+
+A real, supported backend (for tests, for embedding, for work that may be lost
+with the process), not a mock. It keeps the same semantics as the durable
+brokers (see ``_protocol``), and its clock is ``trio.current_time`` so leases,
+delays and result TTLs follow ``trio.testing.MockClock``.
+
+Theory of operation: each queue has one heap of ``(ready_at, id, version)`` for
+jobs waiting to be claimed (ready and delayed alike) and one heap of
+``(lease_expires, id, version)`` for claimed ones. Entries are never removed
+from a heap in place: a job's ``version`` goes up whenever it moves, and a heap
+entry whose version is stale is skipped when popped. Waiting claimers sleep on
+a per-queue event that enqueue/retry/release/requeue set, bounded by the next
+time a delay or a lease runs out.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import attrs
+import trio
+
+from .._errors import BrokerClosed
+from .._job import (
+    DeadLetter,
+    Delivery,
+    Job,
+    JobStatus,
+    JSONValue,
+    QueueStats,
+    Result,
+    replace_fields,
+)
+
+
+@attrs.define(slots=True)
+class _Entry:
+    job: Job
+    status: JobStatus
+    version: int = 0
+    receipt: str = ""
+    lease_expires: float = 0.0
+    ready_at: float = 0.0
+
+
+@attrs.define(slots=True)
+class _Queue:
+    waiting: list[tuple[float, str, int]] = attrs.Factory(list)
+    leased: list[tuple[float, str, int]] = attrs.Factory(list)
+    wakeup: trio.Event = attrs.Factory(trio.Event)
+    done: int = 0
+
+
+class MemoryBroker:
+    """In-process broker.
+
+    Args:
+        clock: the clock; ``trio.current_time`` by default (MockClock-friendly).
+        key_ttl: seconds an idempotency key holds.
+        result_ttl: seconds a result is kept.
+
+    Resource handling: holds nothing but memory; ``aclose`` wakes waiting
+    claimers, which then raise :class:`~guild.BrokerClosed`.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        key_ttl: float = 86_400.0,
+        result_ttl: float = 86_400.0,
+    ) -> None:
+        self._clock = clock
+        self._key_ttl = key_ttl
+        self._result_ttl = result_ttl
+        self._entries: dict[str, _Entry] = {}
+        self._queues: dict[str, _Queue] = {}
+        self._keys: dict[tuple[str, str], tuple[str, float]] = {}
+        self._results: dict[str, tuple[Result, float]] = {}
+        self._result_events: dict[str, trio.Event] = {}
+        self._dead: dict[str, DeadLetter] = {}
+        self._receipts = itertools.count(1)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryBroker(jobs={len(self._entries)})"
+
+    def now(self) -> float:
+        return self._clock()
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosed("the memory broker is closed")
+
+    def _queue(self, name: str) -> _Queue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = _Queue()
+        return queue
+
+    def _wake(self, queue: _Queue) -> None:
+        queue.wakeup.set()
+        queue.wakeup = trio.Event()
+
+    def _make_waiting(self, entry: _Entry, ready_at: float) -> None:
+        entry.version += 1
+        entry.receipt = ""
+        entry.ready_at = ready_at
+        entry.status = JobStatus.DELAYED if ready_at > self.now() else JobStatus.READY
+        queue = self._queue(entry.job.queue)
+        heapq.heappush(queue.waiting, (ready_at, entry.job.id, entry.version))
+        self._wake(queue)
+
+    def _holds(self, delivery: Delivery) -> _Entry | None:
+        entry = self._entries.get(delivery.job.id)
+        if (
+            entry is None
+            or entry.status is not JobStatus.IN_FLIGHT
+            or entry.receipt != delivery.receipt
+        ):
+            return None
+        return entry
+
+    def _finish(self, entry: _Entry, result: Result) -> None:
+        entry.version += 1
+        entry.receipt = ""
+        entry.status = result.status
+        self._results[entry.job.id] = (result, self.now() + self._result_ttl)
+        event = self._result_events.pop(entry.job.id, None)
+        if event is not None:
+            event.set()
+
+    def _bury(self, entry: _Entry, error: str, traceback: str | None) -> None:
+        now = self.now()
+        self._dead[entry.job.id] = DeadLetter(
+            job=entry.job, error=error, traceback=traceback, died_at=now
+        )
+        self._finish(
+            entry,
+            Result(
+                job_id=entry.job.id,
+                queue=entry.job.queue,
+                status=JobStatus.DEAD,
+                error=error,
+                attempts=entry.job.attempt,
+                finished_at=now,
+            ),
+        )
+
+    def _expire_leases(self, queue: _Queue, now: float) -> None:
+        while queue.leased and queue.leased[0][0] <= now:
+            _, job_id, version = heapq.heappop(queue.leased)
+            entry = self._entries.get(job_id)
+            if entry is None or entry.version != version:
+                continue
+            if entry.job.attempt >= entry.job.max_attempts:
+                attempt = entry.job.attempt
+                self._bury(entry, f"lease expired on attempt {attempt} of {attempt}", None)
+            else:
+                self._make_waiting(entry, now)
+
+    def _next_due(self, queue: _Queue) -> float:
+        due = math.inf
+        if queue.waiting:
+            due = queue.waiting[0][0]
+        if queue.leased:
+            due = min(due, queue.leased[0][0])
+        return due
+
+    # --- the Protocol ----------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = self.now()
+        stored: list[Job] = []
+        for job in jobs:
+            if job.key is not None:
+                holder = self._keys.get((job.queue, job.key))
+                if holder is not None and holder[1] > now and holder[0] in self._entries:
+                    stored.append(self._entries[holder[0]].job)
+                    continue
+                self._keys[(job.queue, job.key)] = (job.id, now + self._key_ttl)
+            job = replace_fields(job, enqueued_at=now, attempt=0)
+            entry = _Entry(job=job, status=JobStatus.READY)
+            self._entries[job.id] = entry
+            ready_at = now if job.not_before is None else max(now, job.not_before)
+            self._make_waiting(entry, ready_at)
+            stored.append(job)
+        return stored
+
+    async def claim(
+        self, queue: str, *, consumer: str, limit: int, lease: float, wait: float = 0.0
+    ) -> list[Delivery]:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        state = self._queue(queue)
+        deadline = self.now() + wait
+        while True:
+            claimed = self._claim_now(state, consumer, limit, lease)
+            if claimed:
+                return claimed
+            now = self.now()
+            if now >= deadline:
+                return []
+            with trio.move_on_at(min(deadline, self._next_due(state))):
+                await state.wakeup.wait()
+            self._check_open()
+
+    def _claim_now(self, queue: _Queue, consumer: str, limit: int, lease: float) -> list[Delivery]:
+        now = self.now()
+        self._expire_leases(queue, now)
+        claimed: list[Delivery] = []
+        while queue.waiting and len(claimed) < limit and queue.waiting[0][0] <= now:
+            _, job_id, version = heapq.heappop(queue.waiting)
+            entry = self._entries.get(job_id)
+            if entry is None or entry.version != version:
+                continue
+            job = replace_fields(entry.job, attempt=entry.job.attempt + 1)
+            entry.job = job
+            entry.version += 1
+            entry.status = JobStatus.IN_FLIGHT
+            entry.receipt = str(next(self._receipts))
+            entry.lease_expires = now + lease
+            heapq.heappush(queue.leased, (entry.lease_expires, job_id, entry.version))
+            claimed.append(
+                Delivery(
+                    job=job,
+                    receipt=entry.receipt,
+                    consumer=consumer,
+                    lease_expires=entry.lease_expires,
+                )
+            )
+        return claimed
+
+    async def ack(self, done: Sequence[tuple[Delivery, JSONValue]]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = self.now()
+        for delivery, value in done:
+            entry = self._entries.get(delivery.job.id)
+            if entry is None or entry.status in (JobStatus.DONE, JobStatus.DEAD):
+                continue
+            self._queue(entry.job.queue).done += 1
+            self._finish(
+                entry,
+                Result(
+                    job_id=entry.job.id,
+                    queue=entry.job.queue,
+                    status=JobStatus.DONE,
+                    value=value,
+                    attempts=delivery.job.attempt,
+                    finished_at=now,
+                ),
+            )
+
+    async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        entry = self._holds(delivery)
+        if entry is not None:
+            self._make_waiting(entry, max(at, self.now()))
+
+    async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        entry = self._holds(delivery)
+        if entry is not None:
+            self._bury(entry, error, traceback)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        for delivery in deliveries:
+            entry = self._holds(delivery)
+            if entry is not None:
+                entry.job = attrs.evolve(entry.job, attempt=max(0, entry.job.attempt - 1))
+                self._make_waiting(entry, self.now())
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = self.now()
+        renewed: list[Delivery] = []
+        for delivery in deliveries:
+            entry = self._holds(delivery)
+            if entry is None or entry.lease_expires <= now:
+                continue
+            entry.version += 1
+            entry.lease_expires = now + lease
+            queue = self._queue(entry.job.queue)
+            heapq.heappush(queue.leased, (entry.lease_expires, entry.job.id, entry.version))
+            renewed.append(attrs.evolve(delivery, lease_expires=entry.lease_expires))
+        return renewed
+
+    async def get_result(self, job_id: str, *, wait: float = 0.0) -> Result | None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        found = self._live_result(job_id)
+        if found is not None or wait <= 0:
+            return found
+        event = self._result_events.setdefault(job_id, trio.Event())
+        with trio.move_on_after(wait):
+            await event.wait()
+        return self._live_result(job_id)
+
+    def _live_result(self, job_id: str) -> Result | None:
+        stored = self._results.get(job_id)
+        if stored is None:
+            return None
+        if stored[1] <= self.now():
+            del self._results[job_id]
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.status in (JobStatus.DONE, JobStatus.DEAD):
+                # The job's record lives as long as its result; dead letters stay.
+                del self._entries[job_id]
+            return None
+        return stored[0]
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = self.now()
+        names = list(self._queues) if queues is None else list(queues)
+        counts = {name: {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0} for name in names}
+        for entry in self._entries.values():
+            row = counts.get(entry.job.queue)
+            if row is None:
+                continue
+            if entry.status is JobStatus.IN_FLIGHT:
+                if entry.lease_expires <= now:
+                    row["ready"] += 1  # an expired lease is claimable again
+                else:
+                    row["in_flight"] += 1
+            elif entry.status in (JobStatus.READY, JobStatus.DELAYED):
+                row["delayed" if entry.ready_at > now else "ready"] += 1
+        for letter in self._dead.values():
+            if letter.job.queue in counts:
+                counts[letter.job.queue]["dead"] += 1
+        return {
+            name: QueueStats(
+                queue=name,
+                done=self._queues[name].done if name in self._queues else 0,
+                **row,
+            )
+            for name, row in counts.items()
+        }
+
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        letters = [d for d in self._dead.values() if queue is None or d.job.queue == queue]
+        letters.sort(key=lambda d: (d.died_at, d.job.id))
+        return letters[:limit]
+
+    async def get_dead(self, job_id: str) -> DeadLetter | None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        return self._dead.get(job_id)
+
+    async def requeue_dead(
+        self, job_ids: Sequence[str] | None = None, *, queue: str | None = None
+    ) -> int:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        chosen = list(self._dead) if job_ids is None else [i for i in job_ids if i in self._dead]
+        count = 0
+        for job_id in chosen:
+            letter = self._dead[job_id]
+            if queue is not None and letter.job.queue != queue:
+                continue
+            del self._dead[job_id]
+            self._results.pop(job_id, None)
+            job = attrs.evolve(letter.job, attempt=0, not_before=None)
+            entry = self._entries.get(job_id)
+            if entry is None:
+                entry = self._entries[job_id] = _Entry(job=job, status=JobStatus.READY)
+            entry.job = job
+            self._make_waiting(entry, self.now())
+            count += 1
+        return count
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for queue in self._queues.values():
+            self._wake(queue)
+        for event in self._result_events.values():
+            event.set()
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,451 @@
+"""The Redis broker: Streams and consumer groups, for many processes on many machines.
+
+Theory of operation (the Lua side is ``_redis_functions.lua``):
+
+* Each queue is a stream with one consumer group. An enqueue writes the job's
+  hash and ``XADD``s ``{j: id}``; a delayed job (or a retry) waits in a sorted
+  set by due time instead.
+* ``claim`` runs ``@prepare`` (move due delayed jobs and expired leases back to
+  the stream, dead-letter those whose attempts are spent, give back orphaned
+  deliveries), then ``XREADGROUP … BLOCK`` — so an idle worker wakes within a
+  millisecond of an enqueue, with no polling — bounded by the next due time,
+  then ``@mark`` (attempt + 1, a lease in a sorted set, a fresh receipt).
+* A lease is a score in ``q:<queue>:leases``: exact, whatever lease each claimer
+  asked for, and renewed by ``extend`` only for the receipt that holds it.
+  Deliveries read but never marked (a consumer cancelled or killed between the
+  read and the mark) stay in the PEL; ``@prepare`` walks the PEL with a
+  persistent ``XAUTOCLAIM`` cursor and gives them back.
+* Results live under ``result:<id>`` with a TTL. ``get_result(wait=…)`` sets a
+  short-lived ``waiting:<id>`` flag and ``BLPOP``s ``notify:<id>``, which the
+  script that finishes the job pushes to only when someone waits: one blocking
+  read per waiter, no pub/sub subscription per job.
+
+Every coredis error is translated at one boundary (``map_redis_exceptions``):
+``BrokerUnavailable`` when Redis cannot be reached, ``BrokerClosed`` after
+``aclose``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from importlib import resources
+from typing import Any
+
+import coredis
+import trio
+
+from .._errors import BrokerClosed
+from .._job import (
+    DeadLetter,
+    Delivery,
+    Job,
+    JobStatus,
+    JSONValue,
+    QueueStats,
+    Result,
+    decode_payload,
+    encode_payload,
+    replace_fields,
+)
+from . import _redis_keys as keys
+from ._redis_errors import map_redis_exceptions
+
+_ORPHAN_IDLE_MS = 5_000
+_JOB_FIELDS = 11
+
+
+def _load_scripts() -> dict[str, str]:
+    text = resources.files("guild.brokers").joinpath("_redis_functions.lua").read_text()
+    sections: dict[str, list[str]] = {}
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("-- @"):
+            name = line[4:].strip()
+            sections[name] = []
+        elif name:
+            sections[name].append(line)
+    common = "\n".join(sections.pop("common"))
+    return {name: common + "\n" + "\n".join(body) for name, body in sections.items()}
+
+
+SCRIPTS = _load_scripts()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    text = _text(value) if value is not None else ""
+    return float(text) if text else None
+
+
+class RedisBroker:
+    """A broker on Redis (>= 6.2) through coredis.
+
+    Open it with ``await RedisBroker.open(url)`` (or ``guild.open_broker(url)``),
+    inside the Trio run that will use it.
+
+    Args:
+        client: a connected ``coredis.Redis``.
+        prefix: namespace of every key (several apps can share one Redis).
+        key_ttl: seconds an idempotency key holds.
+        result_ttl: seconds a result is kept.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = keys.DEFAULT_PREFIX,
+        key_ttl: float = 86_400.0,
+        result_ttl: float = 86_400.0,
+        exit_stack: AsyncExitStack | None = None,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._key_ttl = key_ttl
+        self._result_ttl_ms = max(1, int(result_ttl * 1000))
+        self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
+        self._groups: set[str] = set()
+        self._exit_stack = exit_stack
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> RedisBroker:
+        """Connect to ``redis://host:port/db`` or ``rediss://…``.
+
+        Raises:
+            BrokerUnavailable: Redis cannot be reached.
+        """
+        stack = AsyncExitStack()
+        client: Any = coredis.Redis.from_url(url)
+        with map_redis_exceptions(f"connect to {url}"):
+            await stack.enter_async_context(client)
+            await client.ping()
+        return cls(client, exit_stack=stack, **options)
+
+    def __repr__(self) -> str:
+        return f"RedisBroker(prefix={self._prefix!r})"
+
+    def now(self) -> float:
+        return time.time()
+
+    async def _call(self, name: str, args: Sequence[Any]) -> Any:
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        with map_redis_exceptions(name):
+            return await self._scripts[name](keys=[], args=[self._prefix, *args])
+
+    # --- producing -------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        if not jobs:
+            await trio.lowlevel.checkpoint()
+            return []
+        now = self.now()
+        args: list[Any] = [repr(now), math.ceil(self._key_ttl)]
+        for job in jobs:
+            args += [
+                job.id,
+                job.queue,
+                encode_payload(job.payload),
+                job.max_attempts,
+                "" if job.not_before is None else repr(job.not_before),
+                "" if job.timeout is None else repr(job.timeout),
+                job.key or "",
+                job.trace_id,
+            ]
+        stored = [_text(i) for i in await self._call("enqueue", args)]
+        out: list[Job] = []
+        for job, stored_id in zip(jobs, stored, strict=True):
+            if stored_id == job.id:
+                out.append(_stored(job, now))
+            else:
+                out.append(await self._load_job(stored_id))
+        return out
+
+    async def _load_job(self, job_id: str) -> Job:
+        with map_redis_exceptions("load job"):
+            fields = await self._client.hgetall(keys.job(self._prefix, job_id))
+        return _job_from_hash({_text(k): v for k, v in fields.items()})
+
+    # --- claiming --------------------------------------------------------------
+
+    async def _ensure_group(self, queue: str) -> None:
+        if queue in self._groups:
+            return
+        # Another process may have made the group first; that is fine.
+        with (
+            map_redis_exceptions("create group"),
+            contextlib.suppress(coredis.exceptions.StreamDuplicateConsumerGroupError),
+        ):
+            await self._client.xgroup_create(
+                keys.ready(self._prefix, queue), keys.GROUP, "0", mkstream=True
+            )
+        self._groups.add(queue)
+
+    async def claim(
+        self, queue: str, *, consumer: str, limit: int, lease: float, wait: float = 0.0
+    ) -> list[Delivery]:
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        await self._ensure_group(queue)
+        deadline = self.now() + wait
+        while True:
+            now = self.now()
+            next_due = float(
+                _text(
+                    await self._call(
+                        "prepare", [queue, repr(now), self._result_ttl_ms, _ORPHAN_IDLE_MS]
+                    )
+                )
+            )
+            remaining = deadline - now
+            block: int | None = None
+            if remaining > 0:
+                until = remaining if next_due < 0 else min(remaining, max(0.0, next_due - now))
+                block = max(1, int(until * 1000))
+            entries = await self._read(queue, consumer, limit, block)
+            if entries:
+                taken = await self._mark(queue, consumer, lease, entries)
+                if taken:
+                    return taken
+            if self.now() >= deadline:
+                return []
+
+    async def _read(
+        self, queue: str, consumer: str, limit: int, block: int | None
+    ) -> list[tuple[str, str]]:
+        stream = keys.ready(self._prefix, queue)
+        with map_redis_exceptions("xreadgroup"):
+            try:
+                found = await self._client.xreadgroup(
+                    keys.GROUP, consumer, {stream: ">"}, count=limit, block=block
+                )
+            except coredis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost the group (a restart without persistence): make it again.
+                self._groups.discard(queue)
+                await self._ensure_group(queue)
+                return []
+        if not found:
+            return []
+        pairs: list[tuple[str, str]] = []
+        for entries in found.values():
+            for entry in entries:
+                values = {_text(k): _text(v) for k, v in entry.field_values.items()}
+                pairs.append((_text(entry.identifier), values.get("j", "")))
+        return pairs
+
+    async def _mark(
+        self, queue: str, consumer: str, lease: float, entries: list[tuple[str, str]]
+    ) -> list[Delivery]:
+        lease_expires = self.now() + lease
+        args: list[Any] = [queue, repr(lease_expires), consumer]
+        for entry, job_id in entries:
+            args += [entry, job_id]
+        # The read already took these entries: a cancellation now would orphan them
+        # until @prepare's reaper finds them, so finish marking first.
+        with trio.CancelScope(shield=True):
+            flat = await self._call("mark", args)
+        deliveries = []
+        for i in range(0, len(flat), _JOB_FIELDS):
+            row = flat[i : i + _JOB_FIELDS]
+            job = _job_from_row(row)
+            deliveries.append(
+                Delivery(
+                    job=job, receipt=_text(row[10]), consumer=consumer, lease_expires=lease_expires
+                )
+            )
+        return deliveries
+
+    # --- settling --------------------------------------------------------------
+
+    async def ack(self, done: Sequence[tuple[Delivery, JSONValue]]) -> None:
+        if not done:
+            await trio.lowlevel.checkpoint()
+            return
+        args: list[Any] = [repr(self.now()), self._result_ttl_ms]
+        for delivery, value in done:
+            args += [delivery.job.id, encode_payload(value)]
+        await self._call("ack", args)
+
+    async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
+        await self._call(
+            "retry", [repr(self.now()), delivery.job.id, delivery.receipt, repr(at), error]
+        )
+
+    async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
+        await self._call(
+            "dead",
+            [
+                repr(self.now()),
+                delivery.job.id,
+                delivery.receipt,
+                error,
+                traceback or "",
+                self._result_ttl_ms,
+            ],
+        )
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        args: list[Any] = []
+        for delivery in deliveries:
+            args += [delivery.job.id, delivery.receipt]
+        await self._call("release", args)
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
+        if not deliveries:
+            await trio.lowlevel.checkpoint()
+            return []
+        now = self.now()
+        lease_expires = now + lease
+        args: list[Any] = [repr(now), repr(lease_expires)]
+        for delivery in deliveries:
+            args += [delivery.job.id, delivery.receipt]
+        renewed = {_text(i) for i in await self._call("extend", args)}
+        return [
+            Delivery(job=d.job, receipt=d.receipt, consumer=d.consumer, lease_expires=lease_expires)
+            for d in deliveries
+            if d.job.id in renewed
+        ]
+
+    # --- results, stats, dead letters ---------------------------------------------
+
+    async def get_result(self, job_id: str, *, wait: float = 0.0) -> Result | None:
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        key = keys.result(self._prefix, job_id)
+        with map_redis_exceptions("get result"):
+            raw = await self._client.get(key)
+            if raw is None and wait > 0:
+                await self._client.set(
+                    keys.waiting(self._prefix, job_id), "1", px=int(wait * 1000) + 1000
+                )
+                raw = await self._client.get(key)
+                if raw is None:
+                    await self._client.blpop([keys.notify(self._prefix, job_id)], timeout=wait)
+                    raw = await self._client.get(key)
+        return None if raw is None else _result_from_json(raw)
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        flat = await self._call("stats", [repr(self.now()), *(queues or [])])
+        out: dict[str, QueueStats] = {}
+        for i in range(0, len(flat), 6):
+            name = _text(flat[i])
+            ready, delayed, in_flight, done, dead = (int(v) for v in flat[i + 1 : i + 6])
+            out[name] = QueueStats(
+                queue=name, ready=ready, delayed=delayed, in_flight=in_flight, done=done, dead=dead
+            )
+        return out
+
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        with map_redis_exceptions("list dead"):
+            if queue is None:
+                names = [_text(q) for q in await self._client.smembers(keys.queues(self._prefix))]
+            else:
+                names = [queue]
+            scored: list[tuple[float, str]] = []
+            for name in names:
+                rows = await self._client.zrange(
+                    keys.dead(self._prefix, name), 0, limit - 1, withscores=True
+                )
+                scored += [(float(score), _text(member)) for member, score in rows]
+        scored.sort()
+        letters = []
+        for _, job_id in scored[:limit]:
+            letter = await self.get_dead(job_id)
+            if letter is not None:
+                letters.append(letter)
+        return letters
+
+    async def get_dead(self, job_id: str) -> DeadLetter | None:
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        with map_redis_exceptions("get dead"):
+            raw = await self._client.hgetall(keys.job(self._prefix, job_id))
+        fields = {_text(k): v for k, v in raw.items()}
+        if _text(fields.get("status", b"")) != "dead":
+            return None
+        return DeadLetter(
+            job=_job_from_hash(fields),
+            error=_text(fields.get("error", b"")),
+            traceback=_text(fields.get("traceback", b"")) or None,
+            died_at=float(_text(fields.get("died_at", b"0"))),
+        )
+
+    async def requeue_dead(
+        self, job_ids: Sequence[str] | None = None, *, queue: str | None = None
+    ) -> int:
+        if job_ids is not None and not job_ids:
+            await trio.lowlevel.checkpoint()
+            return 0
+        return int(await self._call("requeue", [queue or "", *(job_ids or [])]))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._exit_stack is not None:
+            # Not shielded: the client's task group must be exited in the same
+            # cancel-scope nesting it was entered in.
+            with map_redis_exceptions("close"):
+                await self._exit_stack.aclose()
+        await trio.lowlevel.checkpoint()
+
+
+def _stored(job: Job, now: float) -> Job:
+    return replace_fields(job, enqueued_at=now, attempt=0)
+
+
+def _job_from_row(row: Sequence[Any]) -> Job:
+    job_id = _text(row[0])
+    base = Job(queue=_text(row[1]), id=job_id, trace_id=_text(row[9]) or job_id)
+    return replace_fields(
+        base,
+        payload=decode_payload(job_id, row[2]),
+        attempt=int(_text(row[3])),
+        max_attempts=int(_text(row[4])),
+        enqueued_at=float(_text(row[5])),
+        not_before=_opt_float(row[6]),
+        timeout=_opt_float(row[7]),
+        key=_text(row[8]) or None,
+    )
+
+
+def _job_from_hash(fields: dict[str, Any]) -> Job:
+    order = (
+        "id",
+        "queue",
+        "payload",
+        "attempt",
+        "max_attempts",
+        "enqueued_at",
+        "not_before",
+        "timeout",
+        "key",
+        "trace_id",
+    )
+    return _job_from_row([fields.get(name, b"") for name in order])
+
+
+def _result_from_json(raw: Any) -> Result:
+    data = json.loads(raw)
+    return Result(
+        job_id=data["job_id"],
+        queue=data["queue"],
+        status=JobStatus(data["status"]),
+        value=data.get("value"),
+        error=data.get("error"),
+        attempts=int(data["attempts"]),
+        finished_at=float(data["finished_at"]),
+    )

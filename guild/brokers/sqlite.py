@@ -1,0 +1,529 @@
+"""The SQLite broker: the embedded, durable default. One file, no server.
+
+Theory of operation. Every job is a row; its ``status`` is ``ready`` (delayed
+when ``ready_at`` is still ahead), ``in_flight`` (held under ``receipt`` until
+``lease_expires``), ``done`` or ``dead``. A claim is one ``BEGIN IMMEDIATE``
+transaction: jobs whose lease expired go back to ready (or to the dead letters
+when their attempts are spent), then one ``UPDATE … RETURNING`` takes the
+oldest ready rows by ``(queue, ready_at, id)`` through an index. Several
+processes may share the file: WAL lets readers run beside the one writer, and
+``busy_timeout`` makes writers queue instead of failing.
+
+Blocking calls run in a worker thread (``trio.to_thread.run_sync`` with a
+``CapacityLimiter(1)``, one connection), never on the Trio thread. They are not
+abandoned on cancellation, and no checkpoint follows them before a method
+returns, so a claim that happened is never lost to a cancellation.
+
+Durability: WAL with ``synchronous=NORMAL`` (the default) loses nothing when a
+process crashes or is killed — commits are in the WAL before the call returns —
+but a power loss or kernel crash may lose the last transactions.
+``synchronous=FULL`` (``sqlite:path.db?synchronous=FULL``) fsyncs every commit.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from .._errors import BrokerClosed
+from .._job import (
+    DeadLetter,
+    Delivery,
+    Job,
+    JobStatus,
+    JSONValue,
+    QueueStats,
+    Result,
+    decode_payload,
+    encode_payload,
+    replace_fields,
+)
+from ._sqlite_errors import map_sqlite_exceptions
+from ._sqlite_schema import MIGRATIONS
+
+T = TypeVar("T")
+_JOB_COLUMNS = (
+    "id, queue, payload, attempt, max_attempts, enqueued_at, not_before, timeout, key, trace_id"
+)
+_POLL_START = 0.005
+_POLL_MAX = 0.05
+
+
+def _job(row: Sequence[Any]) -> Job:
+    job_id = row[0]
+    base = Job(queue=row[1], id=job_id, trace_id=row[9] or job_id)
+    return replace_fields(
+        base,
+        payload=decode_payload(job_id, row[2]),
+        attempt=row[3],
+        max_attempts=row[4],
+        enqueued_at=row[5],
+        not_before=row[6],
+        timeout=row[7],
+        key=row[8],
+    )
+
+
+class SqliteBroker:
+    """A broker in one SQLite file.
+
+    Open it with ``await SqliteBroker.open(path)`` (or ``guild.open_broker("sqlite:…")``).
+
+    Args:
+        connection: an open ``sqlite3`` connection made by :meth:`open`.
+        path: the file, for messages.
+        key_ttl: seconds an idempotency key holds.
+        result_ttl: seconds a result is kept.
+    """
+
+    def __init__(
+        self, connection: sqlite3.Connection, path: str, *, key_ttl: float, result_ttl: float
+    ) -> None:
+        self._db = connection
+        self._path = path
+        self._key_ttl = key_ttl
+        self._result_ttl = result_ttl
+        self._limiter = trio.CapacityLimiter(1)
+        self._changed = trio.Event()
+        self._closed = False
+        self._last_purge = 0.0
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        key_ttl: float = 86_400.0,
+        result_ttl: float = 86_400.0,
+        synchronous: str = "NORMAL",
+    ) -> SqliteBroker:
+        """Open (creating and migrating if needed) the database at ``path``.
+
+        Raises:
+            BrokerUnavailable: the file cannot be opened or migrated.
+        """
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        shown = str(path)
+
+        def connect() -> sqlite3.Connection:
+            with map_sqlite_exceptions(shown):
+                db = sqlite3.connect(
+                    shown, check_same_thread=False, isolation_level=None, timeout=30
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+                db.execute("PRAGMA busy_timeout=30000")
+                _migrate(db)
+                return db
+
+        connection = await trio.to_thread.run_sync(connect)
+        return cls(connection, shown, key_ttl=key_ttl, result_ttl=result_ttl)
+
+    def __repr__(self) -> str:
+        return f"SqliteBroker({self._path!r})"
+
+    def now(self) -> float:
+        return time.time()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise BrokerClosed(f"the sqlite broker for {self._path} is closed")
+
+        def call() -> T:
+            with map_sqlite_exceptions(self._path):
+                return fn(self._db)
+
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def transaction(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                value = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return value
+
+        return await self._run(transaction)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # --- producing -------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        now = self.now()
+        rows = [
+            (
+                job.id,
+                job.queue,
+                encode_payload(job.payload),
+                job.max_attempts,
+                now,
+                job.not_before,
+                job.timeout,
+                job.key,
+                job.trace_id,
+                max(now, job.not_before) if job.not_before is not None else now,
+            )
+            for job in jobs
+        ]
+
+        def insert(db: sqlite3.Connection) -> list[Job]:
+            stored: list[Job] = []
+            plain: list[tuple[Any, ...]] = []
+            for job, row in zip(jobs, rows, strict=True):
+                holder = self._hold_key(db, job, now) if job.key is not None else None
+                if holder is not None:
+                    stored.append(holder)
+                    continue
+                plain.append(row)
+                stored.append(replace_fields(job, enqueued_at=now, attempt=0))
+            db.executemany(
+                "INSERT INTO jobs (id, queue, payload, max_attempts, enqueued_at, not_before,"
+                " timeout, key, trace_id, ready_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,'ready')",
+                plain,
+            )
+            return stored
+
+        stored = await self._write(insert)
+        self._wake()
+        return stored
+
+    def _hold_key(self, db: sqlite3.Connection, job: Job, now: float) -> Job | None:
+        """The job holding ``job.key`` on its queue, or None after taking the key for ``job``."""
+        found = db.execute(
+            "SELECT j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.enqueued_at,"
+            " j.not_before, j.timeout, j.key, j.trace_id FROM idempotency i JOIN jobs j"
+            " ON j.id = i.job_id WHERE i.queue = ? AND i.key = ? AND i.expires > ?",
+            (job.queue, job.key, now),
+        ).fetchone()
+        if found is not None:
+            return _job(found)
+        db.execute(
+            "INSERT INTO idempotency (queue, key, job_id, expires) VALUES (?,?,?,?)"
+            " ON CONFLICT (queue, key) DO UPDATE SET job_id = excluded.job_id,"
+            " expires = excluded.expires",
+            (job.queue, job.key, job.id, now + self._key_ttl),
+        )
+        return None
+
+    # --- claiming --------------------------------------------------------------
+
+    async def claim(
+        self, queue: str, *, consumer: str, limit: int, lease: float, wait: float = 0.0
+    ) -> list[Delivery]:
+        deadline = self.now() + wait
+        interval = _POLL_START
+        while True:
+            changed = self._changed
+            deliveries = await self._claim_now(queue, consumer, limit, lease)
+            remaining = deadline - self.now()
+            if deliveries or remaining <= 0:
+                return deliveries
+            # Another process's enqueue shows up only by polling; our own wakes us.
+            with trio.move_on_after(min(interval, remaining)):
+                await changed.wait()
+            interval = min(interval * 2, _POLL_MAX)
+
+    async def _claim_now(
+        self, queue: str, consumer: str, limit: int, lease: float
+    ) -> list[Delivery]:
+        receipt = secrets.token_hex(8) + ":"
+
+        def claim(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], float]:
+            now = self.now()
+            self._expire_leases(db, queue, now)
+            rows = db.execute(
+                "UPDATE jobs SET status = 'in_flight', attempt = attempt + 1, receipt = ? || id,"
+                " consumer = ?, lease_expires = ? WHERE id IN (SELECT id FROM jobs"
+                " WHERE queue = ? AND status = 'ready' AND ready_at <= ?"
+                " ORDER BY ready_at, id LIMIT ?)"
+                f" RETURNING {_JOB_COLUMNS}, ready_at, receipt",
+                (receipt, consumer, now + lease, queue, now, limit),
+            ).fetchall()
+            self._purge(db, now)
+            return rows, now + lease
+
+        rows, lease_expires = await self._write(claim)
+        rows.sort(key=lambda row: (row[10], row[0]))
+        return [
+            Delivery(job=_job(row), receipt=row[11], consumer=consumer, lease_expires=lease_expires)
+            for row in rows
+        ]
+
+    def _expire_leases(self, db: sqlite3.Connection, queue: str, now: float) -> None:
+        db.execute(
+            "UPDATE jobs SET status = 'dead', receipt = NULL, died_at = ?, traceback = NULL,"
+            " error = 'lease expired on attempt ' || attempt || ' of ' || max_attempts,"
+            " finished_at = ?, result_expires = ? WHERE queue = ? AND status = 'in_flight'"
+            " AND lease_expires <= ? AND attempt >= max_attempts",
+            (now, now, now + self._result_ttl, queue, now),
+        )
+        db.execute(
+            "UPDATE jobs SET status = 'ready', ready_at = lease_expires, receipt = NULL"
+            " WHERE queue = ? AND status = 'in_flight' AND lease_expires <= ?",
+            (queue, now),
+        )
+
+    def _purge(self, db: sqlite3.Connection, now: float) -> None:
+        # Finished jobs whose results expired: at most once a minute, in the claim's
+        # transaction, so the table does not grow without bound.
+        if now - self._last_purge < 60:
+            return
+        self._last_purge = now
+        db.execute("DELETE FROM jobs WHERE status = 'done' AND result_expires <= ?", (now,))
+        db.execute("DELETE FROM idempotency WHERE expires <= ?", (now,))
+
+    # --- settling --------------------------------------------------------------
+
+    async def ack(self, done: Sequence[tuple[Delivery, JSONValue]]) -> None:
+        now = self.now()
+        rows = [(encode_payload(value), now, now + self._result_ttl, d.job.id) for d, value in done]
+
+        def finish(db: sqlite3.Connection) -> None:
+            counts: dict[str, int] = {}
+            for row in rows:
+                hit = db.execute(
+                    "UPDATE jobs SET status = 'done', result = ?, finished_at = ?,"
+                    " result_expires = ?, receipt = NULL WHERE id = ?"
+                    " AND status NOT IN ('done', 'dead') RETURNING queue",
+                    row,
+                ).fetchone()
+                if hit is not None:
+                    counts[hit[0]] = counts.get(hit[0], 0) + 1
+            db.executemany(
+                "INSERT INTO queue_counts (queue, done) VALUES (?, ?) ON CONFLICT (queue)"
+                " DO UPDATE SET done = done + excluded.done",
+                list(counts.items()),
+            )
+
+        await self._write(finish)
+        self._wake()
+
+    async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
+        now = self.now()
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL, error = ?"
+                " WHERE id = ? AND status = 'in_flight' AND receipt = ?",
+                (max(at, now), error, delivery.job.id, delivery.receipt),
+            )
+        )
+        self._wake()
+
+    async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
+        now = self.now()
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE jobs SET status = 'dead', receipt = NULL, error = ?, traceback = ?,"
+                " died_at = ?, finished_at = ?, result_expires = ?"
+                " WHERE id = ? AND status = 'in_flight' AND receipt = ?",
+                (
+                    error,
+                    traceback,
+                    now,
+                    now,
+                    now + self._result_ttl,
+                    delivery.job.id,
+                    delivery.receipt,
+                ),
+            )
+        )
+        self._wake()
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        now = self.now()
+        rows = [(now, d.job.id, d.receipt) for d in deliveries]
+        await self._write(
+            lambda db: db.executemany(
+                "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL,"
+                " attempt = MAX(attempt - 1, 0) WHERE id = ? AND status = 'in_flight'"
+                " AND receipt = ?",
+                rows,
+            )
+        )
+        self._wake()
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
+        now = self.now()
+        expires = now + lease
+
+        def renew(db: sqlite3.Connection) -> list[Delivery]:
+            kept = []
+            for delivery in deliveries:
+                hit = db.execute(
+                    "UPDATE jobs SET lease_expires = ? WHERE id = ? AND status = 'in_flight'"
+                    " AND receipt = ? AND lease_expires > ? RETURNING id",
+                    (expires, delivery.job.id, delivery.receipt, now),
+                ).fetchone()
+                if hit is not None:
+                    kept.append(
+                        Delivery(
+                            job=delivery.job,
+                            receipt=delivery.receipt,
+                            consumer=delivery.consumer,
+                            lease_expires=expires,
+                        )
+                    )
+            return kept
+
+        return await self._write(renew)
+
+    # --- results, stats, dead letters ---------------------------------------------
+
+    async def get_result(self, job_id: str, *, wait: float = 0.0) -> Result | None:
+        deadline = self.now() + wait
+        interval = _POLL_START
+        while True:
+            changed = self._changed
+            found = await self._run(lambda db: self._result(db, job_id))
+            remaining = deadline - self.now()
+            if found is not None or remaining <= 0:
+                return found
+            with trio.move_on_after(min(interval, remaining)):
+                await changed.wait()
+            interval = min(interval * 2, _POLL_MAX)
+
+    def _result(self, db: sqlite3.Connection, job_id: str) -> Result | None:
+        row = db.execute(
+            "SELECT queue, status, result, error, attempt, finished_at FROM jobs WHERE id = ?"
+            " AND (status = 'dead' OR (status = 'done' AND result_expires > ?))",
+            (job_id, self.now()),
+        ).fetchone()
+        if row is None:
+            return None
+        value = json.loads(row[2]) if row[2] is not None else None
+        return Result(
+            job_id=job_id,
+            queue=row[0],
+            status=JobStatus(row[1]),
+            value=value,
+            error=row[3] if row[1] == "dead" else None,
+            attempts=row[4],
+            finished_at=row[5] or 0.0,
+        )
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        now = self.now()
+
+        def count(db: sqlite3.Connection) -> dict[str, QueueStats]:
+            rows = db.execute(
+                "SELECT queue,"
+                " SUM((status = 'ready' AND ready_at <= ?) OR (status = 'in_flight' AND lease_expires <= ?)),"
+                " SUM(status = 'ready' AND ready_at > ?),"
+                " SUM(status = 'in_flight' AND lease_expires > ?),"
+                " SUM(status = 'dead') FROM jobs GROUP BY queue",
+                (now, now, now, now),
+            ).fetchall()
+            done = dict(db.execute("SELECT queue, done FROM queue_counts").fetchall())
+            found = {
+                row[0]: QueueStats(
+                    queue=row[0],
+                    ready=row[1],
+                    delayed=row[2],
+                    in_flight=row[3],
+                    done=done.get(row[0], 0),
+                    dead=row[4],
+                )
+                for row in rows
+            }
+            for name, value in done.items():
+                found.setdefault(name, QueueStats(queue=name, done=value))
+            if queues is None:
+                return found
+            return {name: found.get(name, QueueStats(queue=name)) for name in queues}
+
+        return await self._run(count)
+
+    async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        def select(db: sqlite3.Connection) -> list[DeadLetter]:
+            sql = (
+                f"SELECT {_JOB_COLUMNS}, error, traceback, died_at FROM jobs WHERE status = 'dead'"
+            )
+            params: tuple[Any, ...] = ()
+            if queue is not None:
+                sql += " AND queue = ?"
+                params = (queue,)
+            rows = db.execute(sql + " ORDER BY died_at, id LIMIT ?", (*params, limit)).fetchall()
+            return [_letter(row) for row in rows]
+
+        return await self._run(select)
+
+    async def get_dead(self, job_id: str) -> DeadLetter | None:
+        def select(db: sqlite3.Connection) -> DeadLetter | None:
+            row = db.execute(
+                f"SELECT {_JOB_COLUMNS}, error, traceback, died_at FROM jobs"
+                " WHERE id = ? AND status = 'dead'",
+                (job_id,),
+            ).fetchone()
+            return _letter(row) if row is not None else None
+
+        return await self._run(select)
+
+    async def requeue_dead(
+        self, job_ids: Sequence[str] | None = None, *, queue: str | None = None
+    ) -> int:
+        now = self.now()
+
+        def requeue(db: sqlite3.Connection) -> int:
+            sql = (
+                "UPDATE jobs SET status = 'ready', ready_at = ?, attempt = 0, not_before = NULL,"
+                " error = NULL, traceback = NULL, died_at = NULL, result = NULL,"
+                " finished_at = NULL WHERE status = 'dead'"
+            )
+            params: list[Any] = [now]
+            if queue is not None:
+                sql += " AND queue = ?"
+                params.append(queue)
+            if job_ids is None:
+                return db.execute(sql, params).rowcount
+            return sum(db.execute(sql + " AND id = ?", [*params, i]).rowcount for i in job_ids)
+
+        count = await self._write(requeue)
+        self._wake()
+        return count
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        self._wake()
+        async with self._limiter:
+            await trio.to_thread.run_sync(self._db.close)
+
+
+def _letter(row: Sequence[Any]) -> DeadLetter:
+    return DeadLetter(job=_job(row), error=row[10] or "", traceback=row[11], died_at=row[12] or 0.0)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    current = db.execute("PRAGMA user_version").fetchone()[0]
+    pending = [(v, s) for v, s in MIGRATIONS if v > current]
+    if not pending:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-read inside the lock: another process may have migrated meanwhile.
+        current = db.execute("PRAGMA user_version").fetchone()[0]
+        for version, statements in MIGRATIONS:
+            if version > current:
+                for statement in statements:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

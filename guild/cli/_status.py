@@ -1,0 +1,94 @@
+"""``guild status``: a running app's health and per-worker figures, from its ``/health``.
+
+Exit codes follow the monitoring-plugin convention, so the command drops into
+any checker: 0 healthy, 1 degraded, 2 unhealthy, 3 the server could not be
+reached or did not answer with a health report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import httpx
+
+from ._output import print_json, table
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+EXIT_UNKNOWN = 3
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="health and per-worker figures of a running app",
+        description="Ask a running app's HTTP server (guild run --http) how it is doing."
+        " Exit code: 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable.",
+    )
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"the app's HTTP server ({DEFAULT_URL})")
+    parser.add_argument("--json", action="store_true", help="print the /health JSON as is")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    parser.set_defaults(func=status)
+
+
+async def status(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/health"
+    try:
+        async with httpx.AsyncClient(timeout=args.timeout) as client:
+            response = await client.get(url)
+        body = response.json()
+        verdict = body["status"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        print(f"guild: cannot read {url}: {type(exc).__name__}: {exc}")
+        return EXIT_UNKNOWN
+    if args.json:
+        print_json(body)
+    else:
+        print(render(body))
+    return EXIT_CODES.get(verdict, EXIT_UNKNOWN)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def render(body: dict[str, Any]) -> str:
+    """The human view of a ``/health`` body: verdict, workers, queues, failing checks."""
+    lines = [f"{body.get('app', 'guild')}: {body['status']}", ""]
+    workers = body.get("workers") or {}
+    rows = [
+        (
+            name,
+            w["queue"],
+            w["state"],
+            w["active"],
+            w["processed"],
+            w["failed"],
+            f"{w['error_rate']:.2%}",
+            _seconds(w["p95"]),
+            w["restarts"],
+        )
+        for name, w in sorted(workers.items())
+    ]
+    headers = ("worker", "queue", "state", "active", "done", "failed", "errors", "p95", "restarts")
+    lines.append(table(headers, rows) if rows else "no workers")
+    queues = body.get("queues")
+    if queues is None:
+        lines += ["", "broker: unreachable"]
+    elif queues:
+        queue_rows = [
+            (name, q["ready"], q["delayed"], q["in_flight"], q["dead"])
+            for name, q in sorted(queues.items())
+        ]
+        lines += ["", table(("queue", "ready", "delayed", "in_flight", "dead"), queue_rows)]
+    problems = [
+        f"  {name}: {check['status']}" + (f" ({check['detail']})" if check.get("detail") else "")
+        for name, check in body.get("checks", {}).items()
+        if check["status"] != "healthy"
+    ]
+    if problems:
+        lines += ["", "problems:", *problems]
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Turn ``guild run TARGET`` into an app: ``module:attribute`` or a ``guild.toml``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from .._app import Guild, SupervisorOptions
+from .._errors import ConfigError
+from ..config import GuildConfig, load_config
+from ..supervision import Strategy
+
+
+def import_app(target: str, *, source: str = "TARGET") -> Guild:
+    """Import ``module:attribute`` and check it is a :class:`guild.Guild`.
+
+    Raises:
+        ConfigError: malformed target, module not importable, or not a Guild.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(source, "app", 'a "module:attribute" naming a guild.Guild', target)
+    # Like `python -m`, let the current directory's modules be found.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(source, "app", f"an importable module ({exc})", target) from exc
+    app = module
+    for part in attribute.split("."):
+        app = getattr(app, part, None)  # type: ignore[assignment]
+        if app is None:
+            raise ConfigError(source, "app", f"{module_name} to have {attribute!r}", target)
+    if not isinstance(app, Guild):
+        raise ConfigError(source, "app", "a guild.Guild instance", type(app).__name__)
+    return app
+
+
+def load_target(target: str) -> tuple[Guild, GuildConfig | None]:
+    """The app a target names, with the config file's overrides applied."""
+    if target.endswith(".toml") or Path(target).is_file():
+        config = load_config(target)
+        app = import_app(config.app, source=config.path)
+        apply_config(app, config)
+        return app, config
+    return import_app(target), None
+
+
+def apply_config(app: Guild, config: GuildConfig) -> None:
+    app.supervision = SupervisorOptions(
+        strategy=Strategy(config.supervisor.strategy),
+        max_restarts=config.supervisor.max_restarts,
+        period=config.supervisor.period,
+    )
+    for name, options in config.workers.items():
+        if name not in app.specs:
+            raise ConfigError(
+                config.path, f"workers.{name}", f"one of the app's workers {sorted(app.specs)}"
+            )
+        app.configure(name, **options)

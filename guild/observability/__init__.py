@@ -1,0 +1,90 @@
+"""guild.observability: logs, metrics, health and the live event feed.
+
+Everything here plugs into an app as an :class:`Instrument` (the runtime emits
+typed events; instruments decide what to do with them):
+
+* :func:`configure_logging` and :class:`LoggingInstrument`: structlog JSON lines
+  with the seed's fields;
+* :class:`PrometheusInstrument`: Prometheus metrics, one registry per app;
+* :class:`Monitor` and :func:`assess`: the health policy behind ``/health``;
+* :class:`EventHub`: the ``/events`` websocket feed;
+* :func:`serve_http`: ``/health``, ``/metrics`` and ``/events`` on hypercorn.
+"""
+
+from __future__ import annotations
+
+from ._events import ClaimPolled as ClaimPolled
+from ._events import Instrument as Instrument
+from ._events import Instruments as Instruments
+from ._events import JobFinished as JobFinished
+from ._events import JobStarted as JobStarted
+from ._events import Outcome as Outcome
+from ._events import RateLimited as RateLimited
+from ._events import SandboxRan as SandboxRan
+from ._events import WorkerStateChanged as WorkerStateChanged
+from ._health import Check as Check
+from ._health import Health as Health
+from ._health import Snapshot as Snapshot
+from ._health import Status as Status
+from ._health import Thresholds as Thresholds
+from ._health import WorkerView as WorkerView
+from ._health import assess as assess
+from ._http import Observability as Observability
+from ._http import ObservabilityApp as ObservabilityApp
+from ._http import observe as observe
+from ._http import serve_http as serve_http
+from ._hub import EventHub as EventHub
+from ._logging import LoggingInstrument as LoggingInstrument
+from ._logging import SeedFields as SeedFields
+from ._logging import configure_logging as configure_logging
+from ._metrics import PrometheusInstrument as PrometheusInstrument
+from ._monitor import Monitor as Monitor
+from ._multiprocess import prepare_multiprocess as prepare_multiprocess
+from ._multiprocess import process_exited as process_exited
+from ._tally import DURATION_BUCKETS as DURATION_BUCKETS
+from ._tally import JobCounts as JobCounts
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "Check",
+    "ClaimPolled",
+    "EventHub",
+    "Health",
+    "Instrument",
+    "Instruments",
+    "JobCounts",
+    "JobFinished",
+    "JobStarted",
+    "LoggingInstrument",
+    "Monitor",
+    "Observability",
+    "ObservabilityApp",
+    "Outcome",
+    "PrometheusInstrument",
+    "RateLimited",
+    "SandboxRan",
+    "SeedFields",
+    "Snapshot",
+    "Status",
+    "Thresholds",
+    "WorkerStateChanged",
+    "WorkerView",
+    "assess",
+    "configure_logging",
+    "observe",
+    "prepare_multiprocess",
+    "process_exited",
+    "serve_http",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Tracebacks and reprs say guild.observability.X, not the private module.
+    for name in __all__:
+        value = globals()[name]
+        if isinstance(value, type) and value.__module__.startswith("guild.observability."):
+            value.__module__ = __name__
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -1,0 +1,334 @@
+"""Health policy: a snapshot of the runtime in, a verdict out. Pure; no I/O, no clock.
+
+Rules (each one a named check in the verdict, so ``/health`` says *why*):
+
+* **unhealthy** (HTTP 503) when
+  - the broker could not be reached (``Snapshot.queues is None``);
+  - a worker's circuit is open, or its supervisor gave up on it;
+  - a worker is *stalled*: its queue has ready jobs, it has a free handler, and
+    it has claimed nothing for longer than ``Thresholds.stall`` seconds.
+* **degraded** (HTTP 200) when a threshold is crossed:
+  - a worker's error rate over the window is above ``error_rate`` (failed
+    attempts / finished attempts, once ``min_jobs`` attempts finished);
+  - a worker's p95 processing time over the window is above ``p95_latency``;
+  - memory use is above ``memory`` (a fraction of the limit);
+  - a queue holds more than ``queue_length`` ready jobs;
+  - a worker is crashed, restarting or half-open (its supervisor is on it).
+* **healthy** otherwise.
+
+The overall status is the worst status of any check. Every threshold is
+exclusive ("above 1 %"): a value equal to its limit passes. Time enters only
+through ``now``; the rolling windows that feed the snapshot live in
+:mod:`._window` and the Trio shell that gathers it in :mod:`._monitor`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .._job import QueueStats
+
+
+class Status(enum.Enum):
+    """A verdict, ordered by severity."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Status.HEALTHY: 0, Status.DEGRADED: 1, Status.UNHEALTHY: 2}
+
+UNHEALTHY_STATES = frozenset({"open", "gave_up"})
+"""Supervisor states in which a worker claims nothing and will not on its own."""
+DEGRADED_STATES = frozenset({"crashed", "restarting", "half_open"})
+"""Supervisor states of a worker its supervisor is bringing back."""
+CLAIMING_STATES = frozenset({"starting", "running", "closed"})
+"""States in which a worker is expected to claim (and so can stall)."""
+
+
+def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be a fraction in [0, 1], got {value!r}")
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Thresholds:
+    """Where healthy ends. The defaults are the seed's.
+
+    Attributes:
+        error_rate: failed / finished attempts above which a worker is degraded.
+        p95_latency: seconds of p95 processing time above which a worker is degraded.
+        memory: fraction of the memory limit above which the process is degraded.
+        queue_length: ready jobs above which a queue is degraded.
+        stall: seconds a worker with free handlers may leave ready jobs unclaimed
+            before it is unhealthy.
+        window: seconds the error rate and p95 are measured over.
+        min_jobs: attempts a worker must have finished in the window before its
+            error rate counts (1: from the first failure on).
+    """
+
+    error_rate: float = attrs.field(default=0.01, validator=_fraction)
+    p95_latency: float = attrs.field(default=5.0, validator=_positive)
+    memory: float = attrs.field(default=0.80, validator=_fraction)
+    queue_length: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
+    stall: float = attrs.field(default=60.0, validator=_positive)
+    window: float = attrs.field(default=60.0, validator=_positive)
+    min_jobs: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen(kw_only=True)
+class WorkerView:
+    """What is known of one worker at one moment.
+
+    Attributes:
+        name: the worker's name.
+        queue: the queue it claims from.
+        state: its supervisor state (``running``, ``open``, ``crashed`` …).
+        finished: attempts finished (done, retried or dead) within the window.
+        failed: of those, attempts that failed (retried or dead).
+        p95: 95th percentile processing seconds within the window (None: no data).
+        active: jobs running now.
+        concurrency: handler tasks (None: unknown, then it never counts as busy).
+        last_claim: when it last claimed a job, or when it was first seen if it
+            never has (None: unknown, then it cannot be judged stalled).
+        restarts: restarts since the process started.
+        last_error: why it last crashed.
+        processed: jobs done since the process started.
+        failed_total: failed attempts since the process started.
+    """
+
+    name: str
+    queue: str
+    state: str = "running"
+    finished: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    failed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    p95: float | None = None
+    active: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    concurrency: int | None = None
+    last_claim: float | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    processed: int = 0
+    failed_total: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.failed / self.finished if self.finished else 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """Everything :func:`assess` looks at.
+
+    Attributes:
+        workers: by name.
+        queues: broker counts by queue; None when the broker could not be reached.
+        broker_error: why the broker could not be reached.
+        memory: fraction of the memory limit in use (None: unknown on this system).
+    """
+
+    workers: Mapping[str, WorkerView] = attrs.field(factory=dict)
+    queues: Mapping[str, QueueStats] | None = attrs.field(factory=dict)
+    broker_error: str | None = None
+    memory: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Check:
+    """One named rule's outcome."""
+
+    name: str
+    status: Status
+    value: float | str | None = None
+    limit: float | str | None = None
+    detail: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Health:
+    """The verdict: an overall status, the checks behind it, and the workers seen."""
+
+    status: Status
+    checks: tuple[Check, ...]
+    workers: Mapping[str, WorkerView]
+    queues: Mapping[str, QueueStats] | None
+
+    @property
+    def http_status(self) -> int:
+        """200 when healthy or degraded (keep routing traffic), 503 when unhealthy."""
+        return 503 if self.status is Status.UNHEALTHY else 200
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The ``/health`` body: ``{status, workers, queues, checks}``."""
+        return {
+            "status": self.status.value,
+            "workers": {name: _worker_json(w, now) for name, w in sorted(self.workers.items())},
+            "queues": None
+            if self.queues is None
+            else {name: attrs.asdict(q) for name, q in sorted(self.queues.items())},
+            "checks": {
+                c.name: {
+                    "status": c.status.value,
+                    "value": c.value,
+                    "limit": c.limit,
+                    "detail": c.detail,
+                }
+                for c in self.checks
+            },
+        }
+
+
+def _worker_json(worker: WorkerView, now: float) -> dict[str, Any]:
+    return {
+        "queue": worker.queue,
+        "state": worker.state,
+        "active": worker.active,
+        "processed": worker.processed,
+        "failed": worker.failed_total,
+        "error_rate": round(worker.error_rate, 6),
+        "p95": worker.p95,
+        "restarts": worker.restarts,
+        "last_error": worker.last_error,
+        "idle_for": None
+        if worker.last_claim is None
+        else round(max(0.0, now - worker.last_claim), 3),
+    }
+
+
+def assess(snapshot: Snapshot, thresholds: Thresholds, now: float) -> Health:
+    """Judge a snapshot against thresholds at time ``now`` (see the module rules)."""
+    checks = [_broker_check(snapshot), _memory_check(snapshot.memory, thresholds)]
+    for name, stats in sorted((snapshot.queues or {}).items()):
+        checks.append(_queue_check(name, stats, thresholds))
+    for name, worker in sorted(snapshot.workers.items()):
+        checks.extend(_worker_checks(name, worker, snapshot.queues, thresholds, now))
+    status = max((c.status for c in checks), key=lambda s: s.severity)
+    return Health(
+        status=status, checks=tuple(checks), workers=snapshot.workers, queues=snapshot.queues
+    )
+
+
+def _broker_check(snapshot: Snapshot) -> Check:
+    if snapshot.queues is None:
+        return Check(
+            name="broker",
+            status=Status.UNHEALTHY,
+            value="unreachable",
+            detail=snapshot.broker_error or "the broker did not answer",
+        )
+    return Check(name="broker", status=Status.HEALTHY, value="reachable")
+
+
+def _memory_check(memory: float | None, thresholds: Thresholds) -> Check:
+    if memory is None:
+        return Check(
+            name="memory", status=Status.HEALTHY, limit=thresholds.memory, detail="unknown"
+        )
+    over = memory > thresholds.memory
+    return Check(
+        name="memory",
+        status=Status.DEGRADED if over else Status.HEALTHY,
+        value=round(memory, 4),
+        limit=thresholds.memory,
+        detail=f"{memory:.0%} of the memory limit in use" if over else "",
+    )
+
+
+def _queue_check(name: str, stats: QueueStats, thresholds: Thresholds) -> Check:
+    over = stats.ready > thresholds.queue_length
+    return Check(
+        name=f"queue:{name}:length",
+        status=Status.DEGRADED if over else Status.HEALTHY,
+        value=stats.ready,
+        limit=thresholds.queue_length,
+        detail=f"{stats.ready} jobs ready" if over else "",
+    )
+
+
+def _worker_checks(
+    name: str,
+    worker: WorkerView,
+    queues: Mapping[str, QueueStats] | None,
+    thresholds: Thresholds,
+    now: float,
+) -> list[Check]:
+    prefix = f"worker:{name}"
+    if worker.state in UNHEALTHY_STATES:
+        state_status = Status.UNHEALTHY
+    elif worker.state in DEGRADED_STATES:
+        state_status = Status.DEGRADED
+    else:
+        state_status = Status.HEALTHY
+    checks = [
+        Check(
+            name=f"{prefix}:state",
+            status=state_status,
+            value=worker.state,
+            detail=(worker.last_error or "") if state_status is not Status.HEALTHY else "",
+        )
+    ]
+    counted = worker.finished >= thresholds.min_jobs
+    rate_over = counted and worker.error_rate > thresholds.error_rate
+    checks.append(
+        Check(
+            name=f"{prefix}:error_rate",
+            status=Status.DEGRADED if rate_over else Status.HEALTHY,
+            value=round(worker.error_rate, 6),
+            limit=thresholds.error_rate,
+            detail=f"{worker.failed} of {worker.finished} attempts failed" if rate_over else "",
+        )
+    )
+    slow = worker.p95 is not None and worker.p95 > thresholds.p95_latency
+    checks.append(
+        Check(
+            name=f"{prefix}:p95_latency",
+            status=Status.DEGRADED if slow else Status.HEALTHY,
+            value=worker.p95,
+            limit=thresholds.p95_latency,
+        )
+    )
+    checks.append(_stall_check(prefix, worker, queues, thresholds, now))
+    return checks
+
+
+def _stall_check(
+    prefix: str,
+    worker: WorkerView,
+    queues: Mapping[str, QueueStats] | None,
+    thresholds: Thresholds,
+    now: float,
+) -> Check:
+    ready = queues[worker.queue].ready if queues and worker.queue in queues else 0
+    idle = None if worker.last_claim is None else now - worker.last_claim
+    # A worker whose handlers are all busy leaves jobs waiting by design; that is
+    # slowness (p95, queue length), not a stall.
+    busy = worker.concurrency is not None and worker.active >= worker.concurrency
+    stalled = (
+        ready > 0
+        and idle is not None
+        and idle > thresholds.stall
+        and not busy
+        and worker.state in CLAIMING_STATES
+    )
+    return Check(
+        name=f"{prefix}:claiming",
+        status=Status.UNHEALTHY if stalled else Status.HEALTHY,
+        value=None if idle is None else round(idle, 3),
+        limit=thresholds.stall,
+        detail=f"{ready} jobs ready, nothing claimed for {idle:.0f}s" if stalled and idle else "",
+    )

@@ -1,0 +1,348 @@
+"""The observability HTTP server: ``/health``, ``/metrics`` and ``/events``.
+
+A small ASGI application written by hand (three routes do not need a
+framework) served by hypercorn's Trio server inside the app's nursery::
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(app.run, broker)
+        port = await nursery.start(functools.partial(serve_http, app, port=8000))
+
+* ``GET /health``: the verdict of :func:`assess` as JSON; 200 when healthy or
+  degraded, 503 when unhealthy.
+* ``GET /metrics``: the Prometheus text format (every process's in
+  multiprocess mode).
+* ``/events`` (websocket): every message is a JSON array of events, in the
+  order they happened. The first holds one ``hello`` event with every worker's
+  state; then come runtime events (``job_started``, ``job_finished``,
+  ``worker_state``, …), batched as they were buffered. A client that falls
+  ``buffer`` events behind is closed with code 1008 (see :mod:`._hub`).
+
+The broker is asked for its counts at each ``/health`` and ``/metrics``
+request, with a time limit: a broker that does not answer within
+``broker_timeout`` seconds is *unreachable*, which is unhealthy.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._errors import BrokerError, GuildError
+from .._job import QueueStats
+from ._health import Health, Thresholds, assess
+from ._hub import EventHub, Message
+from ._logging import LoggingInstrument
+from ._memory import memory_fraction
+from ._metrics import CONTENT_TYPE, PrometheusInstrument, multiprocess_dir
+from ._monitor import Monitor
+
+if TYPE_CHECKING:
+    # Only for annotations: guild._app imports this package (for its events).
+    from .._app import Guild
+
+_BATCH = 512
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@attrs.frozen
+class Observability:
+    """The instruments one app is observed through.
+
+    ``metrics`` also counts jobs (it is the :class:`JobCounts` the monitor reads);
+    ``hub`` joins the app's instruments only while ``/events`` has clients.
+    """
+
+    metrics: PrometheusInstrument
+    monitor: Monitor
+    hub: EventHub
+
+
+def observe(
+    app: Guild, *, thresholds: Thresholds | None = None, logs: bool = True, buffer: int = 1024
+) -> Observability:
+    """Install guild's instruments on ``app``, once; later calls return the same ones.
+
+    Call it before ``app.run`` to see the workers start; :func:`serve_http`
+    calls it too. Thresholds given to a later call replace the earlier ones.
+
+    Args:
+        thresholds: health thresholds (the monitor's window comes from them).
+        logs: also add a :class:`LoggingInstrument`.
+        buffer: messages an ``/events`` client may lag behind before it is dropped.
+    """
+    found = _installed.get(app)
+    if found is not None:
+        if thresholds is not None:
+            found.monitor.set_thresholds(thresholds)
+        return found
+    present = {type(i): i for i in app.instruments}
+    metrics = present.get(PrometheusInstrument)
+    if not isinstance(metrics, PrometheusInstrument):
+        # A weak reference: the registry below must not keep the app alive.
+        ref = weakref.ref(app)
+        metrics = PrometheusInstrument(app.name, active=lambda: _running(ref()))
+        app.instruments.add(metrics)
+    monitor = Monitor(metrics, thresholds)
+    app.instruments.add(monitor)
+    hub = EventHub(buffer=buffer)
+    hub.attach(app.instruments)
+    if logs and LoggingInstrument not in present:
+        app.instruments.add(LoggingInstrument())
+    for name, spec in app.specs.items():
+        monitor.known(name, spec.queue)
+    observability = Observability(metrics=metrics, monitor=monitor, hub=hub)
+    _installed[app] = observability
+    return observability
+
+
+# Weak, so that observing an app does not keep it alive.
+_installed: weakref.WeakKeyDictionary[Guild, Observability] = weakref.WeakKeyDictionary()
+
+
+def _running(app: Guild | None) -> dict[str, int]:
+    if app is None:
+        return {}
+    return {name: stats.running for name, stats in app.workers().items()}
+
+
+class ObservabilityApp:
+    """The ASGI application behind :func:`serve_http`.
+
+    Args:
+        app: the guild app observed.
+        observability: its instruments (from :func:`observe`).
+        broker_timeout: seconds the broker gets to report its counts.
+        memory: reads the fraction of memory in use (None: unknown).
+    """
+
+    def __init__(
+        self,
+        app: Guild,
+        observability: Observability,
+        *,
+        broker_timeout: float = 2.0,
+        memory: Callable[[], float | None] = memory_fraction,
+    ) -> None:
+        self.app = app
+        self.observability = observability
+        self.broker_timeout = broker_timeout
+        self._memory = memory
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    # --- readings --------------------------------------------------------------
+
+    async def _queues(self) -> tuple[Mapping[str, QueueStats] | None, str | None]:
+        try:
+            broker = self.app.broker
+        except GuildError as exc:  # NotRunning: an app that is not running has no broker
+            return None, str(exc)
+        try:
+            with trio.fail_after(self.broker_timeout):
+                return await broker.stats(), None
+        except trio.TooSlowError:
+            return None, f"the broker did not answer within {self.broker_timeout:g}s"
+        except BrokerError as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+    async def health(self) -> tuple[Health, float]:
+        """Assess the app now: the verdict and the monitor's time it was made at."""
+        queues, error = await self._queues()
+        concurrency = {name: spec.concurrency for name, spec in self.app.specs.items()}
+        monitor = self.observability.monitor
+        snapshot, now = monitor.snapshot(
+            queues=queues,
+            broker_error=error,
+            memory=self._memory(),
+            active=_running(self.app),
+            concurrency=concurrency,
+        )
+        return assess(snapshot, monitor.thresholds, now), now
+
+    # --- routes ------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path not in ("/health", "/metrics"):
+            await _respond(send, 404, b'{"error": "not found"}', "application/json", method)
+            return
+        if method not in ("GET", "HEAD"):
+            await _respond(
+                send, 405, b'{"error": "method not allowed"}', "application/json", method
+            )
+            return
+        if path == "/health":
+            health, now = await self.health()
+            body = json.dumps(
+                {"app": self.app.name, **health.to_json(now)}, separators=(",", ":")
+            ).encode()
+            await _respond(send, health.http_status, body, "application/json", method)
+            return
+        queues, _ = await self._queues()
+        metrics = self.observability.metrics
+        metrics.set_queues(queues)
+        metrics.set_memory(self._memory())
+        await _respond(send, 200, metrics.render(), CONTENT_TYPE, method)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if scope["path"] != "/events":
+            await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
+            return
+        await send({"type": "websocket.accept"})
+        with self.observability.hub.subscribe() as subscription:
+            await _send_json(send, [self._hello()])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
+                with subscription.scope:
+                    await _forward(subscription.receive, send)
+                if subscription.dropped:
+                    with trio.move_on_after(1.0):
+                        await send({"type": "websocket.close", "code": 1008, "reason": "too slow"})
+                nursery.cancel_scope.cancel(reason="events feed ended")
+
+    def _hello(self) -> dict[str, Any]:
+        running = _running(self.app)
+        states = self.observability.monitor.states()
+        return {
+            "type": "hello",
+            "time": time.time(),
+            "app": self.app.name,
+            "workers": {
+                name: {"queue": queue, "state": state, "active": running.get(name, 0)}
+                for name, (queue, state) in sorted(states.items())
+            },
+        }
+
+
+async def _forward(receive: trio.MemoryReceiveChannel[Message], send: Send) -> None:
+    # One websocket message per batch of whatever is buffered: a send costs
+    # several checkpoints, so one event per message falls behind a busy worker.
+    async for first in receive:
+        batch = [first]
+        while len(batch) < _BATCH:
+            try:
+                batch.append(receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        await _send_json(send, batch)
+
+
+async def _send_json(send: Send, messages: list[Message]) -> None:
+    await send({"type": "websocket.send", "text": json.dumps(messages, default=str)})
+
+
+async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "websocket.disconnect":
+        pass  # a client has nothing to say on this feed; ignore what it sends
+    scope.cancel(reason="events client left")
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str, method: str) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Several `guild run` children share one port; the kernel spreads
+        # scrapes over them, and in multiprocess mode each answers for all.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(address)
+    sock.setblocking(False)
+    sock.listen(128)
+    return sock
+
+
+async def serve_http(
+    app: Guild,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    thresholds: Thresholds | None = None,
+    reuse_port: bool | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``/health``, ``/metrics`` and ``/events`` for ``app`` until cancelled.
+
+    Args:
+        app: the app to observe; its instruments are installed by :func:`observe`.
+        host: the address to listen on.
+        port: the port (0: any free one; the bound port is what ``started`` gets).
+        thresholds: health thresholds (default: the seed's).
+        reuse_port: share the port with other processes (default: on in
+            multiprocess mode, see :mod:`._metrics`).
+        shutdown_trigger: awaited; when it returns the server stops gracefully.
+
+    Resource handling: the listening socket is closed when this returns;
+    ``/events`` clients are cut off after a one-second grace.
+    """
+    # Imported here: hypercorn costs ~90 ms to import, and every `import guild`
+    # would pay it although only processes that serve HTTP need it.
+    from hypercorn.config import Config, Sockets
+    from hypercorn.trio.run import worker_serve
+    from hypercorn.utils import wrap_app
+
+    observability = observe(app, thresholds=thresholds)
+    asgi = ObservabilityApp(app, observability)
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.graceful_timeout = 1.0
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    share = multiprocess_dir() is not None if reuse_port is None else reuse_port
+    sock = _listening_socket(host, port, reuse_port=share)
+    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+    with sock:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(observability.monitor.serve_sampling)
+            nursery.start_soon(observability.metrics.serve_flush)
+            await nursery.start(
+                functools.partial(
+                    worker_serve,
+                    # hypercorn types ASGI apps with TypedDict scopes; ours reads plain mappings.
+                    wrap_app(asgi, config.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
+                    config,
+                    sockets=sockets,
+                    shutdown_trigger=shutdown_trigger,
+                )
+            )
+            task_status.started(sock.getsockname()[1])

@@ -1,0 +1,270 @@
+"""The Prometheus instrument: runtime events in, metrics out.
+
+One :class:`prometheus_client.CollectorRegistry` per instrument (so per app):
+two apps in one process never collide, and nothing lands in the global
+registry behind a user's back. Every series carries an ``app`` label as well,
+because in multiprocess mode all apps of all processes share one directory.
+
+Multiprocess (``guild run --processes N``): prometheus-client's own mode. When
+``PROMETHEUS_MULTIPROC_DIR`` names a directory *before prometheus_client is
+imported* (``guild run`` sets it for its children), every value lives in an
+mmap'd file of that directory, and :meth:`PrometheusInstrument.render` merges
+the files of every process with ``MultiProcessCollector``: whichever process
+answers a scrape reports the sum of all. Gauges say how to merge: active jobs
+add up across live processes (``livesum``), worker states keep a ``pid`` label
+(``liveall``), queue depth and memory take the most recent reading.
+
+Per job, the instrument only counts (it is a :class:`JobCounts`: plain Python
+arithmetic, no lock). The counts reach prometheus-client at each scrape and,
+under :func:`serve_http`, once a second (:meth:`PrometheusInstrument.flush`):
+in multiprocess mode the process that answers a scrape reads the others'
+values from their files, flushed at most a second ago.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import prometheus_client
+import prometheus_client.values
+import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .._job import QueueStats
+from ._events import RateLimited, SandboxRan, WorkerStateChanged
+from ._tally import DURATION_BUCKETS, JobCounts, WorkerCounts
+
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+WORKER_STATES = (
+    "starting",
+    "running",
+    "draining",
+    "stopped",
+    "crashed",
+    "restarting",
+    "open",
+    "half_open",
+    "closed",
+    "gave_up",
+    "exited",
+)
+"""Every state ``guild_worker_state`` reports (one series each, the current one is 1)."""
+QUEUE_STATUSES = ("ready", "delayed", "in_flight", "dead")
+_WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+"""Rate-limiter wait bucket bounds, in seconds."""
+
+
+def multiprocess_dir() -> str | None:
+    """The directory shared by all processes, when multiprocess mode is on in this one."""
+    if prometheus_client.values.ValueClass is prometheus_client.values.MutexValue:
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def _add_buckets(histogram: Any, counts: list[int], total: float) -> None:
+    # prometheus-client has no "observe many"; its Histogram child keeps one
+    # non-cumulative value per bucket (``_buckets``, +Inf last) and ``_sum``,
+    # and ``observe`` increments exactly those. A test pins this contract.
+    for index, count in enumerate(counts):
+        if count:
+            histogram._buckets[index].inc(count)
+    histogram._sum.inc(total)
+
+
+class PrometheusInstrument(JobCounts):
+    """Counts and times jobs; tracks workers, queues, rate limiters and the sandbox.
+
+    Args:
+        app: the app's name (the ``app`` label).
+        registry: where the metrics register (default: a fresh one).
+        active: reads the jobs running now per worker, for ``guild_jobs_active``
+            (:func:`observe` passes the app's worker statistics).
+    """
+
+    def __init__(
+        self,
+        app: str = "guild",
+        *,
+        registry: CollectorRegistry | None = None,
+        active: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.app = app
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        worker = ("app", "worker")
+        self.processed = Counter("guild_jobs_processed", "Jobs done.", worker, registry=r)
+        self.failed = Counter(
+            "guild_jobs_failed", "Attempts that failed (retried or dead).", worker, registry=r
+        )
+        self.retried = Counter(
+            "guild_jobs_retried", "Attempts scheduled for retry.", worker, registry=r
+        )
+        self.dead = Counter(
+            "guild_jobs_dead", "Jobs moved to the dead letters.", worker, registry=r
+        )
+        self.duration = Histogram(
+            "guild_job_duration_seconds",
+            "Processing time of an attempt.",
+            worker,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.active = Gauge(
+            "guild_jobs_active",
+            "Jobs running now.",
+            worker,
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._register_runtime_metrics(r)
+        self._states: dict[str, str] = {}
+        self._flushed: dict[str, WorkerCounts] = {}
+        self._active = active
+
+    def _register_runtime_metrics(self, r: CollectorRegistry) -> None:
+        worker = ("app", "worker")
+        self.queue = Gauge(
+            "guild_queue_jobs",
+            "Jobs in the broker by queue and status.",
+            ("app", "queue", "status"),
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.broker_up = Gauge(
+            "guild_broker_up",
+            "1 if the broker answered the last scrape.",
+            ("app",),
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.memory = Gauge(
+            "guild_memory_usage_ratio",
+            "Fraction of the memory limit in use.",
+            ("app",),
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.restarts = Counter("guild_worker_restarts", "Worker restarts.", worker, registry=r)
+        self.state = Gauge(
+            "guild_worker_state",
+            "1 for a worker's current supervisor state.",
+            ("app", "worker", "state"),
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.ratelimit_wait = Histogram(
+            "guild_ratelimit_wait_seconds",
+            "Waits at a rate limiter (_count: how many).",
+            ("app", "limiter"),
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.sandbox_runs = Counter(
+            "guild_sandbox_runs",
+            "Sandboxed commands by result (ok, failed, killed, refused).",
+            ("app", "result"),
+            registry=r,
+        )
+        self.sandbox_refusals = Counter(
+            "guild_sandbox_refusals",
+            "Sandboxed commands refused, by rule.",
+            ("app", "rule"),
+            registry=r,
+        )
+        self.sandbox_duration = Histogram(
+            "guild_sandbox_duration_seconds",
+            "Run time of sandboxed commands.",
+            ("app",),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+
+    # --- instrument hooks ----------------------------------------------------
+
+    def worker_state_changed(self, event: WorkerStateChanged) -> None:
+        worker, state = event.worker, event.state
+        previous = self._states.get(worker)
+        if previous is None:
+            for name in WORKER_STATES:
+                self.state.labels(self.app, worker, name).set(0)
+        elif previous != state:
+            self.state.labels(self.app, worker, previous).set(0)
+        self.state.labels(self.app, worker, state).set(1)
+        self._states[worker] = state
+        if state == "restarting":
+            self.restarts.labels(self.app, worker).inc()
+
+    def rate_limited(self, event: RateLimited) -> None:
+        self.ratelimit_wait.labels(self.app, event.limiter).observe(event.waited)
+
+    def sandbox_ran(self, event: SandboxRan) -> None:
+        if event.refused_rule is not None:
+            result = "refused"
+            self.sandbox_refusals.labels(self.app, event.refused_rule).inc()
+        elif event.exit_code is None:
+            result = "killed"
+        else:
+            result = "ok" if event.exit_code == 0 else "failed"
+        self.sandbox_runs.labels(self.app, result).inc()
+        if event.refused_rule is None:
+            self.sandbox_duration.labels(self.app).observe(event.duration)
+
+    # --- scrape-time readings --------------------------------------------------
+
+    def set_queues(self, queues: Mapping[str, QueueStats] | None) -> None:
+        """Record the broker's counts (None: the broker did not answer)."""
+        self.broker_up.labels(self.app).set(0 if queues is None else 1)
+        for name, stats in (queues or {}).items():
+            for status in QUEUE_STATUSES:
+                self.queue.labels(self.app, name, status).set(getattr(stats, status))
+
+    def flush(self) -> None:
+        """Move the job counts gathered since the last flush into the metrics."""
+        app = self.app
+        for worker, counts in self.workers.items():
+            before = self._flushed.get(worker) or WorkerCounts()
+            for counter, delta in (
+                (self.processed, counts.processed - before.processed),
+                (self.failed, counts.failed - before.failed),
+                (self.retried, counts.retried - before.retried),
+                (self.dead, counts.dead - before.dead),
+            ):
+                counter.labels(app, worker).inc(delta)
+            _add_buckets(
+                self.duration.labels(app, worker),
+                [now - then for now, then in zip(counts.durations, before.durations, strict=True)],
+                counts.duration_sum - before.duration_sum,
+            )
+            self._flushed[worker] = counts.copy()
+        if self._active is not None:
+            for worker, running in self._active().items():
+                self.active.labels(app, worker).set(running)
+
+    async def serve_flush(self, interval: float = 1.0) -> None:
+        """Flush every ``interval`` seconds, forever (multiprocess: other processes scrape)."""
+        while True:
+            await trio.sleep(interval)
+            self.flush()
+
+    def set_memory(self, fraction: float | None) -> None:
+        if fraction is not None:
+            self.memory.labels(self.app).set(fraction)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition: this app's, or every process's in multiprocess mode."""
+        self.flush()
+        directory = multiprocess_dir()
+        if directory is None:
+            return _generate(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return _generate(merged)
+
+
+def _generate(registry: CollectorRegistry) -> bytes:
+    data: Any = prometheus_client.generate_latest(registry)
+    return bytes(data)

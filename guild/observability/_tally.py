@@ -1,0 +1,94 @@
+"""Job counts: the one piece of observability that runs once per job.
+
+:class:`JobCounts` listens only to ``job_finished`` (so the worker never builds
+a ``JobStarted`` event for it) and keeps cumulative, per-worker counts and a
+duration histogram in plain Python numbers: an attribute increment and a
+bisect per job, no lock, no allocation. Prometheus (:mod:`._metrics`) exports
+them at scrape time and the health monitor (:mod:`._monitor`) derives its
+rolling windows from samples of them, so a job is counted once for both.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from ._events import Instrument, JobFinished, Outcome
+
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+"""Processing-time bucket bounds, in seconds: from a millisecond to ten minutes."""
+
+
+class WorkerCounts:
+    """One worker's attempts since the process started.
+
+    ``durations[i]`` counts attempts that took at most ``DURATION_BUCKETS[i]``
+    seconds and more than the bound before it; the last slot is the overflow.
+    """
+
+    __slots__ = ("dead", "duration_sum", "durations", "failed", "processed", "retried")
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.failed = 0
+        self.retried = 0
+        self.dead = 0
+        self.durations = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+
+    @property
+    def finished(self) -> int:
+        return self.processed + self.failed
+
+    def copy(self) -> WorkerCounts:
+        twin = WorkerCounts()
+        twin.processed, twin.failed = self.processed, self.failed
+        twin.retried, twin.dead = self.retried, self.dead
+        twin.durations = list(self.durations)
+        twin.duration_sum = self.duration_sum
+        return twin
+
+
+class JobCounts(Instrument):
+    """Counts finished attempts per worker (done, failed, retried, dead) and times them."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerCounts] = {}
+
+    def job_finished(self, event: JobFinished) -> None:
+        outcome = event.outcome
+        if outcome is Outcome.RELEASED:
+            return  # handed back unfinished: not an attempt that counts
+        counts = self.workers.get(event.worker)
+        if counts is None:
+            counts = self.workers[event.worker] = WorkerCounts()
+        duration = event.duration
+        counts.durations[bisect_left(DURATION_BUCKETS, duration)] += 1
+        counts.duration_sum += duration
+        if outcome is Outcome.DONE:
+            counts.processed += 1
+        else:
+            counts.failed += 1
+            if outcome is Outcome.RETRY:
+                counts.retried += 1
+            else:
+                counts.dead += 1

@@ -1,0 +1,19 @@
+"""Rate limiting with the ``trio.CapacityLimiter`` interface.
+
+* :class:`RateLimiter` — in-process: at most ``rate`` per ``period`` and at most
+  ``concurrency`` at once, FIFO-fair.
+* :class:`RedisRateLimiter` — one GCRA limit shared by every process on every
+  machine through Redis.
+* :func:`admit` / :class:`Rate` — the pure admission math both use.
+"""
+
+from __future__ import annotations
+
+from ._gcra import Decision as Decision
+from ._gcra import Rate as Rate
+from ._gcra import admit as admit
+from ._local import RateLimiter as RateLimiter
+from ._local import RateLimiterStatistics as RateLimiterStatistics
+from ._redis import RedisRateLimiter as RedisRateLimiter
+
+__all__ = ["Decision", "Rate", "RateLimiter", "RateLimiterStatistics", "RedisRateLimiter", "admit"]

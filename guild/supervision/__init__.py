@@ -1,0 +1,48 @@
+"""Supervision: OTP restart semantics standing in for the circuit breaker.
+
+* :class:`Supervisor` — runs :class:`ChildSpec` children as tasks in its nursery,
+  restarting them by :class:`Strategy` and :class:`Restart` type, with backoff,
+  OTP intensity, and an opt-in :class:`Circuit` per child.
+* :class:`SupervisorPolicy` — the pure state machine behind it.
+* :func:`supervise_processes` — the same policy over OS processes (``guild run --processes N``).
+"""
+
+from __future__ import annotations
+
+from ._policy import Backoff as Backoff
+from ._policy import ChildState as ChildState
+from ._policy import Circuit as Circuit
+from ._policy import CloseCircuit as CloseCircuit
+from ._policy import GiveUp as GiveUp
+from ._policy import IllegalTransition as IllegalTransition
+from ._policy import OpenCircuit as OpenCircuit
+from ._policy import Remove as Remove
+from ._policy import Restart as Restart
+from ._policy import RestartChildren as RestartChildren
+from ._policy import Strategy as Strategy
+from ._policy import SupervisorPolicy as SupervisorPolicy
+from ._processes import supervise_processes as supervise_processes
+from ._supervisor import ChildEvent as ChildEvent
+from ._supervisor import ChildSpec as ChildSpec
+from ._supervisor import ChildStatus as ChildStatus
+from ._supervisor import Supervisor as Supervisor
+
+__all__ = [
+    "Backoff",
+    "ChildEvent",
+    "ChildSpec",
+    "ChildState",
+    "ChildStatus",
+    "Circuit",
+    "CloseCircuit",
+    "GiveUp",
+    "IllegalTransition",
+    "OpenCircuit",
+    "Remove",
+    "Restart",
+    "RestartChildren",
+    "Strategy",
+    "Supervisor",
+    "SupervisorPolicy",
+    "supervise_processes",
+]

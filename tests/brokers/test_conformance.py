@@ -1,0 +1,14 @@
+"""Every broker passes every check of guild.testing's conformance suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from guild.testing import CHECKS
+
+from .conftest import MakeBroker
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+async def test_conformance(check: str, make_broker: MakeBroker) -> None:
+    await CHECKS[check](make_broker)

@@ -1,0 +1,108 @@
+"""``guild status`` and ``guild top`` against a real server."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import trio
+
+from guild.cli import _status, _top
+from guild.observability import JobStarted, Outcome
+
+from .conftest import Served
+from .helpers import finished, state
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="guild")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _status.register(subparsers)
+    _top.register(subparsers)
+    return parser.parse_args(argv)
+
+
+class TestStatus:
+    """``guild status`` prints the verdict and per-worker figures; its exit code is the verdict."""
+
+    async def test_healthy_table(self, served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+        served.app.instruments.emit("worker_state_changed", state("emails", "running"))
+        for _ in range(3):
+            served.app.instruments.emit("job_finished", finished("emails"))
+        with trio.fail_after(10):
+            code = await _status.status(parse("status", "--url", served.url))
+        out = capsys.readouterr().out
+        assert code == 0
+        assert out.startswith("shop: healthy")
+        row = next(line for line in out.splitlines() if line.startswith("emails"))
+        assert row.split()[:5] == ["emails", "emails", "running", "0", "3"]
+
+    async def test_degraded_and_unhealthy_exit_codes(
+        self, served: Served, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        served.app.instruments.emit("job_finished", finished("emails", Outcome.DEAD))
+        with trio.fail_after(10):
+            assert await _status.status(parse("status", "--url", served.url)) == 1
+            assert "worker:emails:error_rate: degraded" in capsys.readouterr().out
+            served.app.instruments.emit("worker_state_changed", state("emails", "open"))
+            assert await _status.status(parse("status", "--url", served.url, "--json")) == 2
+        assert '"status": "unhealthy"' in capsys.readouterr().out
+
+    async def test_unreachable_server(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with trio.fail_after(10):
+            # Port 1 on loopback: nothing listens there, the connection is refused.
+            code = await _status.status(parse("status", "--url", "http://127.0.0.1:1"))
+        assert code == 3
+        assert "cannot read" in capsys.readouterr().out
+
+
+class TestTop:
+    """``guild top`` folds the /events feed into one row per worker."""
+
+    async def test_a_frame_shows_workers_and_counts(
+        self, served: Served, capsys: pytest.CaptureFixture[str], nursery: trio.Nursery
+    ) -> None:
+        served.app.instruments.emit("worker_state_changed", state("emails", "running"))
+
+        async def traffic() -> None:
+            while True:
+                started = JobStarted(worker="emails", job=finished("emails").job, at=0.0)
+                served.app.instruments.emit("job_started", started)
+                served.app.instruments.emit(
+                    "job_finished", finished("emails", Outcome.RETRY, job=started.job)
+                )
+                await trio.sleep(0.01)
+
+        nursery.start_soon(traffic)
+        with trio.fail_after(10):
+            code = await _top.top(parse("top", "--url", served.url, "--interval", "0.5", "--once"))
+        out = capsys.readouterr().out
+        assert code == 0
+        assert out.startswith("shop: 1 workers")
+        row = next(line for line in out.splitlines() if line.startswith("emails")).split()
+        assert row[:3] == ["emails", "emails", "running"]
+        finished_count, failed = int(row[5]), int(row[6])
+        assert finished_count == failed > 0
+
+    def test_view_counts_in_flight_jobs(self) -> None:
+        view = _top.TopView()
+        view.apply(
+            {
+                "type": "hello",
+                "app": "a",
+                "workers": {"w": {"queue": "q", "state": "running", "active": 2}},
+            }
+        )
+        view.apply({"type": "job_started", "worker": "w", "queue": "q", "task_id": "t1"})
+        view.apply(
+            {"type": "job_finished", "worker": "w", "queue": "q", "task_id": "x", "outcome": "done"}
+        )
+        view.apply({"type": "worker_state", "worker": "w", "state": "crashed"})
+        row = view.frame(elapsed=2.0).splitlines()[-1].split()
+        assert row == ["w", "q", "crashed", "0.5", "2", "1", "0"]
+
+    async def test_unreachable_server(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with trio.fail_after(10):
+            code = await _top.top(parse("top", "--url", "http://127.0.0.1:1", "--once"))
+        assert code == 3
+        assert "cannot watch ws://127.0.0.1:1/events" in capsys.readouterr().out

@@ -1,0 +1,117 @@
+"""RateLimiter keeps trio.CapacityLimiter's contract and adds a rate, in virtual time."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import assert_checkpoints, wait_all_tasks_blocked
+
+import guild
+from guild.ratelimit import RateLimiter
+
+
+class TestCapacityLimiterInterface:
+    """The same calls, errors and checkpoints as trio.CapacityLimiter."""
+
+    async def test_tokens_and_statistics(self, autojump_clock: trio.testing.MockClock) -> None:
+        limiter = RateLimiter(1000, concurrency=2, burst=10)
+        assert (limiter.total_tokens, limiter.borrowed_tokens, limiter.available_tokens) == (
+            2,
+            0,
+            2,
+        )
+        await limiter.acquire()
+        assert limiter.borrowed_tokens == 1
+        stats = limiter.statistics()
+        assert stats.borrowers == [trio.lowlevel.current_task()]
+        assert stats.admitted == 1
+        limiter.release()
+        assert limiter.available_tokens == 2
+
+    async def test_acquire_always_checkpoints(self, autojump_clock: trio.testing.MockClock) -> None:
+        limiter = RateLimiter(1000, concurrency=2, burst=10)
+        with assert_checkpoints():
+            await limiter.acquire()
+        limiter.release()
+        with assert_checkpoints():
+            async with limiter:
+                pass
+
+    async def test_nowait_and_double_acquire(self, autojump_clock: trio.testing.MockClock) -> None:
+        limiter = RateLimiter(1000, concurrency=1, burst=10)
+        limiter.acquire_nowait()
+        with pytest.raises(guild.RateLimitError, match="already holds"):
+            limiter.acquire_nowait()
+        with pytest.raises(trio.WouldBlock):
+            limiter.acquire_on_behalf_of_nowait("someone else")
+        with pytest.raises(guild.RateLimitError, match="does not hold"):
+            limiter.release_on_behalf_of("someone else")
+        limiter.release()
+        limiter.acquire_on_behalf_of_nowait("someone else")
+        limiter.release_on_behalf_of("someone else")
+
+    async def test_cancelled_waiter_leaves_the_queue(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        limiter = RateLimiter(1000, concurrency=1, burst=10)
+        await limiter.acquire()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(limiter.acquire_on_behalf_of, "waiter")
+            await wait_all_tasks_blocked()
+            assert limiter.statistics().tasks_waiting == 1
+            nursery.cancel_scope.cancel()
+        assert limiter.statistics().tasks_waiting == 0
+        limiter.release()
+        limiter.acquire_on_behalf_of_nowait("next")
+
+
+class TestRate:
+    """Admissions follow the GCRA schedule and waiters are served in order."""
+
+    async def test_rate_spaces_admissions(self, autojump_clock: trio.testing.MockClock) -> None:
+        limiter = RateLimiter(10, period=1.0, burst=2)  # 0.1 s apart after a burst of 2
+        times: list[float] = []
+        start = trio.current_time()
+        for i in range(6):
+            await limiter.acquire_on_behalf_of(i)
+            limiter.release_on_behalf_of(i)
+            times.append(round(trio.current_time() - start, 6))
+        assert times == [0.0, 0.0, 0.1, 0.2, 0.3, 0.4]
+        assert limiter.statistics().waits == 4
+
+    async def test_fifo_under_contention(self, autojump_clock: trio.testing.MockClock) -> None:
+        limiter = RateLimiter(5, period=1.0)
+        order: list[int] = []
+
+        async def take(i: int) -> None:
+            await limiter.acquire_on_behalf_of(i)
+            order.append(i)
+            limiter.release_on_behalf_of(i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(take, i)
+                await wait_all_tasks_blocked()
+        assert order == list(range(10))
+
+    async def test_nowait_refuses_while_others_wait(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        limiter = RateLimiter(1, period=10.0)
+        limiter.acquire_on_behalf_of_nowait("a")
+        limiter.release_on_behalf_of("a")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(limiter.acquire_on_behalf_of, "b")
+            await wait_all_tasks_blocked()
+            with pytest.raises(trio.WouldBlock):
+                limiter.acquire_on_behalf_of_nowait("c")
+        assert limiter.borrowed_tokens == 1
+
+    async def test_on_wait_hook_reports_waits(self, autojump_clock: trio.testing.MockClock) -> None:
+        waits: list[float] = []
+        limiter = RateLimiter(2, period=1.0, on_wait=waits.append)
+        for i in range(3):
+            await limiter.acquire_on_behalf_of(i)
+            limiter.release_on_behalf_of(i)
+        assert waits == [pytest.approx(0.5), pytest.approx(0.5)]

@@ -1,0 +1,48 @@
+"""Every example runs to completion as a real process and says what it did."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+# What each example must print, so a silent no-op cannot pass.
+EXPECTED = {
+    "quickstart.py": ["processed 999 jobs", "succeeded on attempt 2", "dead letter"],
+    "embedded.py": ["img9.png -> thumb-img9.png", "app drained"],
+    "testing_demo.py": ["200 jobs", "0 lost", "2 kills"],
+    "observability_demo.py": ["health: degraded (HTTP 200)", "emails: 95 done"],
+    "sandbox_demo.py": [
+        "hello from the sandbox",
+        "refused by rule 'shell'",
+        "timed out after 0.5s",
+    ],
+    "ratelimit_demo.py": ["10 calls admitted"],
+    "custom_broker_check.py": ["conformance checks passed"],
+    "task_worker_demo.py": [
+        "command job: exit 0",
+        "'report written'",
+        "shell job: dead after 1 attempt",
+        "rule 'shell'",
+    ],
+}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs(path: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for needle in EXPECTED.get(path.name, []):
+        assert needle in done.stdout, done.stdout
