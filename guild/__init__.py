@@ -57,14 +57,28 @@ from .observability._events import Instrument as Instrument
 from .sandbox import Sandbox as Sandbox
 from .sandbox import SandboxPolicy as SandboxPolicy
 from .sandbox import SandboxResult as SandboxResult
+from .supervision import Backoff as Backoff
+from .supervision import ChildEvent as ChildEvent
+from .supervision import ChildSpec as ChildSpec
+from .supervision import ChildStatus as ChildStatus
+from .supervision import Circuit as Circuit
+from .supervision import Restart as Restart
+from .supervision import Strategy as Strategy
+from .supervision import Supervisor as Supervisor
+from .supervision import supervise_processes as supervise_processes
 
 __all__ = [
     "ACTIVE",
     "TERMINAL",
+    "Backoff",
     "Broker",
     "BrokerClosed",
     "BrokerError",
     "BrokerUnavailable",
+    "ChildEvent",
+    "ChildSpec",
+    "ChildStatus",
+    "Circuit",
     "ClaimerStalled",
     "CommandRefused",
     "ConfigError",
@@ -90,6 +104,7 @@ __all__ = [
     "QueueStats",
     "RateLimitError",
     "Reject",
+    "Restart",
     "Result",
     "Retry",
     "RetryAt",
@@ -100,6 +115,8 @@ __all__ = [
     "SandboxResult",
     "SandboxTimeout",
     "ScheduleError",
+    "Strategy",
+    "Supervisor",
     "SupervisorError",
     "SupervisorOptions",
     "UndecodablePayload",
@@ -110,6 +127,7 @@ __all__ = [
     "__version__",
     "load_config",
     "open_broker",
+    "supervise_processes",
 ]
 
 

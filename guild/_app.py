@@ -28,7 +28,7 @@ from ._worker import Worker, WorkerStatistics
 from .brokers._protocol import Broker
 from .brokers._url import open_broker
 from .observability._events import Instrument, Instruments, WorkerStateChanged
-from .supervision import ChildEvent, ChildSpec, Circuit, Restart, Strategy, Supervisor
+from .supervision import Backoff, ChildEvent, ChildSpec, Circuit, Restart, Strategy, Supervisor
 
 _log = structlog.get_logger("guild")
 H = TypeVar("H", bound=Handler)
@@ -59,6 +59,7 @@ class SupervisorOptions:
     strategy: Strategy = Strategy.ONE_FOR_ONE
     max_restarts: int = 3
     period: float = 5.0
+    backoff: Backoff = attrs.Factory(Backoff)
 
 
 class Guild:
@@ -265,6 +266,7 @@ class Guild:
             strategy=options.strategy,
             max_restarts=options.max_restarts,
             period=options.period,
+            backoff=options.backoff,
             on_event=self._on_child_event,
         )
         self.supervisor = supervisor

@@ -29,3 +29,10 @@ def unwrap(*types: type[BaseException]) -> Iterator[None]:
         if len(found) == 1 and isinstance(found[0], types):
             raise found[0] from None
         raise
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of the error, or of each leaf of a group ("; "-joined), for
+    logs and status: a group's own message says nothing about what failed."""
+    found = leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in found)

@@ -15,10 +15,9 @@
 
 from __future__ import annotations
 
-import math
-
 import attrs
 
+from ._backoff import exponential_delay
 from ._job import Job
 
 
@@ -62,12 +61,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rand: float) -> float:
         """The delay after failed attempt number ``attempt`` (1-based)."""
-        try:
-            raw = self.base * self.factor ** max(0, attempt - 1)
-        except OverflowError:  # a huge attempt count: the cap is the answer
-            raw = math.inf if self.base > 0 else 0.0
-        capped = min(raw, self.max_delay)
-        return capped * (1.0 - self.jitter * rand)
+        return exponential_delay(self.base, self.factor, self.max_delay, self.jitter, attempt, rand)
 
     def decide(
         self, job: Job, now: float, rand: float, *, after: float | None = None

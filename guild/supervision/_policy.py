@@ -19,8 +19,10 @@ Rules (OTP's, plus backoff and an opt-in circuit):
   caller's random number), where *n* counts the restarts in the window.
 * **Circuit** (per child, opt-in). ``threshold`` crashes of that child within
   ``window`` open its circuit: the child stays down for ``cooldown`` seconds
-  (a worker that is down claims nothing; its jobs wait in the broker) and these
-  crashes do not count toward intensity. Then it is half-open: exactly one trial
+  (a worker that is down claims nothing; its jobs wait in the broker). A child
+  with a circuit answers to its circuit, not to the intensity: its crashes are
+  restarted with backoff (the *n*-th crash in its window waits the *n*-th
+  delay) and never make the supervisor give up. Then it is half-open: exactly one trial
   start. If the trial stays up ``healthy_after`` seconds the circuit closes; if
   it crashes, the circuit opens again.
 
@@ -32,10 +34,11 @@ state raises :class:`IllegalTransition` and leaves everything unchanged.
 from __future__ import annotations
 
 import enum
-import math
 from collections import deque
 
 import attrs
+
+from .._backoff import exponential_delay
 
 
 class Restart(enum.Enum):
@@ -105,11 +108,7 @@ class Backoff:
     )
 
     def delay(self, n: int, rand: float) -> float:
-        try:
-            raw = self.initial * self.multiplier ** max(0, n - 1)
-        except OverflowError:
-            raw = math.inf
-        return min(raw, self.maximum) * (1 - self.jitter * rand)
+        return exponential_delay(self.initial, self.multiplier, self.maximum, self.jitter, n, rand)
 
 
 @attrs.frozen(kw_only=True)
@@ -175,6 +174,7 @@ class _Child:
     crashes: deque[float] = attrs.Factory(deque)
     open_until: float = 0.0
     trial_since: float | None = None
+    trial_scheduled: bool = False
     last_error: str | None = None
 
 
@@ -234,6 +234,7 @@ class SupervisorPolicy:
     def scheduled_start(self, name: str) -> None:
         """The shell is starting a child the policy scheduled (restart or trial)."""
         child = self._require(name, Event.SCHEDULED_START)
+        child.trial_scheduled = False
         self._move(
             child,
             Event.SCHEDULED_START,
@@ -263,17 +264,29 @@ class SupervisorPolicy:
                 child.open_until = now + circuit.cooldown
                 child.trial_since = None
                 return [OpenCircuit(name, child.open_until)]
+            # The circuit, not the intensity, limits this child: its crashes open
+            # the circuit instead of escalating.
+            return self._restart(
+                child, Event.CRASHED, now, rand, f"{name} crashed: {error}", len(child.crashes)
+            )
         return self._restart(child, Event.CRASHED, now, rand, f"{name} crashed: {error}")
 
     def _restart(
-        self, child: _Child, event: Event, now: float, rand: float, cause: str
+        self,
+        child: _Child,
+        event: Event,
+        now: float,
+        rand: float,
+        cause: str,
+        circuit_crashes: int | None = None,
     ) -> list[Decision]:
         while self.restarts and self.restarts[0] <= now - self.period:
             self.restarts.popleft()
-        if len(self.restarts) + 1 > self.max_restarts:
-            self.gave_up = True
-            return [GiveUp(restarts=len(self.restarts) + 1, period=self.period, cause=cause)]
-        self.restarts.append(now)
+        if circuit_crashes is None:
+            if len(self.restarts) + 1 > self.max_restarts:
+                self.gave_up = True
+                return [GiveUp(restarts=len(self.restarts) + 1, period=self.period, cause=cause)]
+            self.restarts.append(now)
         ordered = sorted(self.children.values(), key=lambda c: c.order)
         if self.strategy is Strategy.ONE_FOR_ONE:
             group = [child]
@@ -299,14 +312,21 @@ class SupervisorPolicy:
                 else:
                     c.state = ChildState.RESTARTING
                     restart_names.append(c.name)
-        delay = self.backoff.delay(len(self.restarts), rand)
+        nth = len(self.restarts) if circuit_crashes is None else circuit_crashes
+        delay = self.backoff.delay(nth, rand)
         return [RestartChildren(stop=stop, start=tuple(restart_names), delay=delay, cause=cause)]
 
     def tick(self, now: float) -> list[Decision]:
         """Time passed: circuits whose cooldown ended get their trial; healthy trials close."""
         decisions: list[Decision] = []
         for child in sorted(self.children.values(), key=lambda c: c.order):
-            if child.state is ChildState.OPEN and now >= child.open_until:
+            if (
+                child.state is ChildState.OPEN
+                and now >= child.open_until
+                and not child.trial_scheduled
+            ):
+                # Exactly one trial per cooldown, however often time is ticked.
+                child.trial_scheduled = True
                 decisions.append(
                     RestartChildren(
                         stop=(),
@@ -331,7 +351,7 @@ class SupervisorPolicy:
         """The next time :meth:`tick` has something to do, if any."""
         times = []
         for child in self.children.values():
-            if child.state is ChildState.OPEN:
+            if child.state is ChildState.OPEN and not child.trial_scheduled:
                 times.append(child.open_until)
             elif (
                 child.state is ChildState.HALF_OPEN

@@ -20,7 +20,7 @@ import structlog
 import trio
 
 from .._errors import GaveUp
-from .._groups import unwrap
+from .._groups import describe, unwrap
 from ._policy import (
     Backoff,
     ChildState,
@@ -165,7 +165,14 @@ class Supervisor:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     task_status.started()
-                    await self._loop()
+                    try:
+                        await self._loop()
+                    finally:
+                        # Cancelling the nursery would stop every child at once;
+                        # OTP stops them one by one, latest started first, each
+                        # within its grace.
+                        with trio.CancelScope(shield=True):
+                            await self._stop_all("shutdown")
         finally:
             self._nursery = None
 
@@ -242,7 +249,11 @@ class Supervisor:
         spec = self._specs[name]
         self._generation += 1
         running = _Running(
-            spec=spec, generation=self._generation, scope=trio.CancelScope(), done=trio.Event()
+            spec=spec,
+            generation=self._generation,
+            # Shielded: only the supervisor stops a child, in reverse start order.
+            scope=trio.CancelScope(shield=True),
+            done=trio.Event(),
         )
         self._running[name] = running
         self._emit(name, "starting")
@@ -271,7 +282,7 @@ class Supervisor:
             with running.scope:
                 await spec.start(task_status=_StartedFlag(on_started))
         except Exception as exc:
-            crashed, error = True, f"{type(exc).__name__}: {exc}"
+            crashed, error = True, describe(exc)
         finally:
             running.done.set()
             if not started:

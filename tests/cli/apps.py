@@ -27,3 +27,17 @@ async def echo(job: guild.Job) -> object:
 
 
 not_an_app = 42
+
+
+doomed = guild.Guild(
+    "doomed",
+    supervision=guild.SupervisorOptions(
+        max_restarts=2, period=60.0, backoff=guild.Backoff(initial=0.01, jitter=0.0)
+    ),
+)
+
+
+@doomed.worker("doomed", dependency_threshold=1, max_attempts=100)
+async def always_down(job: guild.Job) -> None:
+    # Every job finds its dependency down: the worker crashes until the supervisor gives up.
+    raise guild.DependencyFailure("the database is gone")
