@@ -24,6 +24,11 @@ EXPECTED = {
     ],
     "ratelimit_demo.py": ["10 calls admitted"],
     "custom_broker_check.py": ["conformance checks passed"],
+    "supervision_demo.py": [
+        "charges: open (circuit open for 1s)",
+        "charges: closed",
+        "charges: 20 done, 0 dead; circuit closed",
+    ],
     "task_worker_demo.py": [
         "command job: exit 0",
         "'report written'",
