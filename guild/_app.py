@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
@@ -99,6 +99,7 @@ class Guild:
         self._broker: Broker | None = None
         self._wall_clock = wall_clock
         self._periodic: dict[str, Periodic] = {}
+        self._lifespans: list[Callable[[Guild], AbstractAsyncContextManager[object]]] = []
         self._specs: dict[str, WorkerSpec] = {}
         self._circuits: dict[str, Circuit | None] = {}
         self._workers: dict[str, Worker] = {}
@@ -199,6 +200,18 @@ class Guild:
         """The registered workers by name."""
         return dict(self._specs)
 
+    def lifespan(
+        self, factory: Callable[[Guild], AbstractAsyncContextManager[object]]
+    ) -> Callable[[Guild], AbstractAsyncContextManager[object]]:
+        """Enter ``factory(app)`` around every run of the app (usable as a decorator).
+
+        What the workers share and must close (an HTTP client, a connection pool)
+        opens before the first worker starts and closes after the last one
+        stopped, in reverse order of registration.
+        """
+        self._lifespans.append(factory)
+        return factory
+
     def configure(self, name: str, **changes: Any) -> None:
         """Change a registered worker's options (``concurrency=…`` from the CLI, say)."""
         self._specs[name] = attrs.evolve(self._specs[name], **changes)
@@ -245,7 +258,9 @@ class Guild:
         Raises:
             GaveUp: the supervisor's restart intensity was exceeded.
         """
-        async with self._using_broker(broker) as opened:
+        async with self._using_broker(broker) as opened, AsyncExitStack() as resources:
+            for factory in self._lifespans:
+                await resources.enter_async_context(factory(self))
             self._broker = opened
             self._draining = False
             self._idle = trio.Event()

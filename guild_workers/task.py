@@ -71,10 +71,11 @@ def _command_parts(
 class TaskWorker:
     """The task handler and what it owns.
 
-    Build it with :func:`open_task_worker`, which also owns its HTTP client.
+    Register it with :func:`add_task_worker` (for ``guild run``) or
+    :func:`open_task_worker` (in your own Trio program). Its HTTP client is open
+    while the app runs (an app lifespan) or inside :meth:`session`.
 
     Attributes:
-        client: the shared HTTP client for LLM calls.
         sandbox: where commands run.
         llm: where prompts go (``None``: prompt jobs are rejected).
         limiter: admission in front of the LLM API.
@@ -83,7 +84,6 @@ class TaskWorker:
         name: the worker's name in logs.
     """
 
-    client: httpx.AsyncClient
     sandbox: Sandbox
     llm: LLMSettings | None
     limiter: RateLimiter
@@ -92,6 +92,8 @@ class TaskWorker:
     max_timeout: float = 300.0
     name: str = "tasks"
     _ask: Any = attrs.field(init=False, default=None)
+    _client: httpx.AsyncClient | None = attrs.field(init=False, default=None)
+    _sessions: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         model = self.llm.model if self.llm is not None else ""
@@ -100,6 +102,32 @@ class TaskWorker:
             ttl=self.cache_ttl,
             key=lambda prompt, max_tokens, system: prompt_key(model, prompt, max_tokens, system),
         )(self._ask_api)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[TaskWorker]:
+        """Own the shared HTTP client for the block; nested blocks share one client."""
+        if self._sessions == 0:
+            self._client = httpx.AsyncClient()
+        self._sessions += 1
+        try:
+            yield self
+        finally:
+            self._sessions -= 1
+            if self._sessions == 0 and self._client is not None:
+                client, self._client = self._client, None
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The shared HTTP client.
+
+        Raises:
+            guild.NotRunning: outside a :meth:`session` (the app is not running).
+        """
+        if self._client is None:
+            raise guild.NotRunning(f"task worker {self.name!r} has no open session")
+        return self._client
 
     async def handle(self, job: guild.Job) -> dict[str, Any]:
         """The handler: dispatch on the payload's shape, run, report."""
@@ -177,6 +205,48 @@ def prompt_key(model: str, prompt: str, max_tokens: int, system: str | None) -> 
     return f"llm:{digest}"
 
 
+def add_task_worker(
+    app: guild.Guild,
+    *,
+    queue: str = "tasks",
+    concurrency: int = 16,
+    policy: SandboxPolicy | None = None,
+    llm: LLMSettings | None = None,
+    limiter: RateLimiter | None = None,
+    cache: Cache | None = None,
+    max_timeout: float = 300.0,
+) -> TaskWorker:
+    """Register a TaskWorker on ``app``; its HTTP client opens and closes with each run.
+
+    Args:
+        queue: the queue it consumes (also the worker's name).
+        concurrency: jobs at once.
+        policy: the sandbox policy (default: ``SandboxPolicy.default()``).
+        llm: the API settings (default: from the environment, if set).
+        limiter: admission for API calls (default: 5 per second, 4 at once).
+        cache: for identical prompts (default: an in-memory cache).
+        max_timeout: the longest a command may ask to run, in seconds.
+    """
+    worker = TaskWorker(
+        sandbox=Sandbox(policy or SandboxPolicy.default()),
+        llm=llm if llm is not None else LLMSettings.from_env(),
+        limiter=limiter or RateLimiter(5, period=1.0, concurrency=4),
+        cache=cache or MemoryCache(),
+        max_timeout=max_timeout,
+        name=queue,
+    )
+    app.add_worker(
+        guild.WorkerSpec(
+            queue=queue,
+            handler=worker.handle,
+            concurrency=concurrency,
+            timeout=max_timeout + 30.0,
+        )
+    )
+    app.lifespan(lambda _app: worker.session())
+    return worker
+
+
 @asynccontextmanager
 async def open_task_worker(
     app: guild.Guild,
@@ -189,36 +259,29 @@ async def open_task_worker(
     cache: Cache | None = None,
     max_timeout: float = 300.0,
 ) -> AsyncIterator[TaskWorker]:
-    """Register a TaskWorker on ``app`` and own its HTTP client for the block.
+    """:func:`add_task_worker`, with the worker's HTTP client open for the block
+    (so ``handle`` can be called directly, as in tests).
 
     Run the app inside the block::
 
-        async with open_task_worker(app) as tasks:
-            await app.run(broker)
-
-    Args:
-        policy: the sandbox policy (default: ``SandboxPolicy.default()``).
-        llm: the API settings (default: from the environment, if set).
-        limiter: admission for API calls (default: 5 per second, 4 at once).
-        cache: for identical prompts (default: an in-memory cache).
+        async with open_task_worker(app) as tasks, app.open(broker):
+            ...
     """
-    async with httpx.AsyncClient() as client:
-        worker = TaskWorker(
-            client=client,
-            sandbox=Sandbox(policy or SandboxPolicy.default()),
-            llm=llm if llm is not None else LLMSettings.from_env(),
-            limiter=limiter or RateLimiter(5, period=1.0, concurrency=4),
-            cache=cache or MemoryCache(),
-            max_timeout=max_timeout,
-            name=queue,
-        )
-        app.add_worker(
-            guild.WorkerSpec(
-                queue=queue,
-                handler=worker.handle,
-                concurrency=concurrency,
-                timeout=max_timeout + 30.0,
-            )
-        )
+    worker = add_task_worker(
+        app,
+        queue=queue,
+        concurrency=concurrency,
+        policy=policy,
+        llm=llm,
+        limiter=limiter,
+        cache=cache,
+        max_timeout=max_timeout,
+    )
+    async with worker.session():
         yield worker
-        await trio.lowlevel.checkpoint()
+
+
+app = guild.Guild("tasks")
+"""A ready app for ``guild run guild_workers.task:app``: one TaskWorker on ``tasks``,
+configured from ``GUILD_LLM_BASE_URL`` / ``GUILD_LLM_MODEL`` / ``GUILD_LLM_API_KEY``."""
+add_task_worker(app)

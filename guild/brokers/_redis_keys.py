@@ -1,4 +1,8 @@
-"""Every Redis key name guild uses, in one place (the Lua scripts build the same names)."""
+"""Every Redis key name guild uses, in one place (the Lua scripts build the same names).
+
+In cluster mode the prefix is a hash tag (``{guild}``), so every name below
+hashes to the one slot of that tag; see :func:`cluster_prefix`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,37 @@ GROUP = "guild"
 """The consumer group on every queue's stream."""
 
 DEFAULT_PREFIX = "guild"
+
+
+def hash_tag(name: str) -> str | None:
+    """The hash tag Redis Cluster hashes ``name`` by, or ``None`` (it hashes the whole name).
+
+    As Redis does: the text between the first ``{`` and the first ``}`` after it,
+    if that text is not empty.
+    """
+    start = name.find("{")
+    if start < 0:
+        return None
+    end = name.find("}", start + 1)
+    if end < 0 or end == start + 1:
+        return None
+    return name[start + 1 : end]
+
+
+def cluster_prefix(prefix: str) -> str:
+    """The prefix to use on a Redis Cluster: one whose every key lands in one slot.
+
+    ``guild`` becomes ``{guild}``; a prefix that already holds a hash tag
+    (``app:{jobs}``) is kept as it is. Every key name starts with the prefix, so
+    its first hash tag is the prefix's whatever the job id or queue name holds.
+    """
+    return prefix if hash_tag(prefix) is not None else "{" + prefix + "}"
+
+
+def anchor(prefix: str) -> str:
+    """The key passed as ``KEYS[1]`` to every script: it names the slot (and so the
+    cluster node) the script runs on, and is one of the keys the scripts use."""
+    return queues(prefix)
 
 
 def job(prefix: str, job_id: str) -> str:

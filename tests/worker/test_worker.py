@@ -333,3 +333,37 @@ class TestLogContext:
             await _run_until(worker, done)
         (line,) = [entry for entry in logs if entry["event"] == "inside"]
         assert line["task_id"] == job.id and line["worker"] == "q" and line["attempt"] == 1
+
+
+class TestLifespan:
+    """Lifespans open before the first job and close after the last, in reverse order."""
+
+    async def test_order(self, autojump_clock: trio.testing.MockClock) -> None:
+        from collections.abc import AsyncIterator
+        from contextlib import asynccontextmanager
+
+        log: list[str] = []
+        app = guild.Guild("life")
+
+        def resource(name: str) -> object:
+            @asynccontextmanager
+            async def factory(running: guild.Guild) -> AsyncIterator[None]:
+                assert running is app
+                log.append(f"open {name}")
+                yield
+                log.append(f"close {name}")
+
+            return factory
+
+        app.lifespan(resource("pool"))  # type: ignore[arg-type]
+        app.lifespan(resource("client"))  # type: ignore[arg-type]
+
+        @app.worker("q")
+        async def handler(job: Job) -> None:
+            log.append("job")
+
+        broker = MemoryBroker()
+        async with app.open(broker):
+            job = await app.enqueue("q", None)
+            await app.result(job, wait=10)
+        assert log == ["open pool", "open client", "job", "close client", "close pool"]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,3 +189,34 @@ class TestCommands:
                     await tasks.handle(
                         guild.Job(queue="tasks", payload={"argv": ["python3", "-c", "print(1)"]})
                     )
+
+
+class TestGuildRun:
+    """`guild run guild_workers.task:app` is a working deployment of the TaskWorker."""
+
+    async def test_command_job_through_a_real_guild_run(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path}/tasks.db"
+        log = tmp_path / "run.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
+        args = ["--broker", url, "--concurrency", "2"]
+        with trio.fail_after(60):
+            async with guild.open_broker(url) as broker:
+                (job,) = await broker.enqueue(
+                    [guild.Job(queue="tasks", payload={"argv": ["python3", "--version"]})]
+                )
+                with log.open("ab") as sink:
+                    process = await trio.lowlevel.open_process(
+                        [sys.executable, "-m", "guild", "run", "guild_workers.task:app", *args],
+                        env=env,
+                        stdout=sink,
+                        stderr=sink,
+                    )
+                try:
+                    result = await broker.get_result(job.id, wait=50)
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    code = await process.wait()
+        assert code == 0, log.read_text()
+        assert result is not None and result.ok, log.read_text()
+        assert result.value["exit_code"] == 0
+        assert result.value["stdout"].startswith("Python 3")
