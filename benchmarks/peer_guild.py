@@ -11,6 +11,7 @@ notify list (no pub/sub subscription per job).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -36,7 +37,14 @@ async def noop(job: guild.Job) -> int:
 
 
 def worker_argv() -> list[str]:
+    # The harness starts workers in its own folder with only itself on PYTHONPATH;
+    # `env` (which execs, so the worker is still the process it measures) adds
+    # this adapter's folder so `peer_guild:app` imports.
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
     return [
+        "/usr/bin/env",
+        f"PYTHONPATH={path}",
         benchlib.bin_path("guild"),
         "run",
         "peer_guild:app",
