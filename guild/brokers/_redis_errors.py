@@ -8,16 +8,9 @@ from contextlib import contextmanager
 import coredis.exceptions
 
 from .._errors import BrokerError, BrokerUnavailable
+from .._groups import leaves
 
 UNREACHABLE = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
-
-
-def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The non-group exceptions inside ``group``, depth first."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found += leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-    return found
 
 
 @contextmanager
