@@ -7,6 +7,7 @@ shared server, so they pass on any machine and never see each other's keys.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -117,3 +118,143 @@ def running_redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+def redis_cli_binary() -> str:
+    """``redis-cli`` from PATH, else the one next to :func:`redis_server_binary`."""
+    found = shutil.which("redis-cli")
+    if found is None:
+        sibling = Path(redis_server_binary()).with_name("redis-cli")
+        found = str(sibling) if sibling.is_file() else None
+    if found is None:
+        raise RuntimeError(
+            "no redis-cli (needed to create a Redis Cluster): install redis-tools,"
+            " or put redis-cli on PATH or next to redis-server"
+        )
+    return found
+
+
+def _cluster_state_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"CLUSTER INFO\r\n")
+            data = b""
+            while b"cluster_state:" not in data or not data.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return b"cluster_state:ok" in data
+    except OSError:
+        return False
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a redis cluster node")
+
+
+@attrs.define
+class RedisCluster:
+    """A running Redis Cluster of primaries only; ``url`` names its first node."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+
+def _start_cluster_node(port: int, directory: Path, timeout: float = 10.0) -> RedisServer:
+    node = RedisServer(port=port, directory=directory, appendonly=False)
+    argv = [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        str(directory / f"nodes-{port}.conf"),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(directory / "redis.log"),
+    ]
+    node.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not _ping(port):
+        if node.process.poll() is not None or time.monotonic() > deadline:
+            node.stop()
+            raise RuntimeError(f"redis-server (cluster node) on port {port} did not start")
+        time.sleep(0.02)
+    return node
+
+
+@contextmanager
+def running_redis_cluster(*, size: int = 3, timeout: float = 30.0) -> Iterator[RedisCluster]:
+    """A fresh Redis Cluster of ``size`` primaries (no replicas) for the ``with`` block.
+
+    Each node runs on its own free loopback port with its own data directory;
+    ``redis-cli --cluster create`` assigns the slots, and the block starts once
+    every node reports ``cluster_state:ok``.
+    """
+    cli = redis_cli_binary()
+    with contextlib.ExitStack() as stack:
+        cluster = RedisCluster(nodes=[])
+
+        def stop_all() -> None:
+            for node in cluster.nodes:
+                node.stop()
+
+        stack.callback(stop_all)
+        for _ in range(size):
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="guild-rc-")))
+            cluster.nodes.append(_start_cluster_node(free_cluster_port(), directory))
+        created = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in cluster.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(
+                "redis-cli --cluster create failed:"
+                f" {created.stdout.decode(errors='replace')}"
+                f" {created.stderr.decode(errors='replace')}"
+            )
+        deadline = time.monotonic() + timeout
+        while not all(_cluster_state_ok(port) for port in cluster.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis cluster on ports {cluster.ports} never became ok")
+            time.sleep(0.05)
+        yield cluster

@@ -69,7 +69,9 @@ async def open_broker(url: str | None = None) -> AsyncIterator[Broker]:
 
     Args:
         url: ``memory://``, ``sqlite:///abs.db``, ``sqlite:rel.db``, ``redis://host:port/db``,
-            ``rediss://…``; ``None`` reads ``$GUILD_BROKER`` (default ``sqlite:guild.db``).
+            ``rediss://…``, a Redis Cluster as ``redis+cluster://host:port`` (any node;
+            ``rediss+cluster://…`` for TLS); ``None`` reads ``$GUILD_BROKER`` (default
+            ``sqlite:guild.db``).
 
     Raises:
         UnknownBrokerURL: the scheme is unknown or the URL is malformed.
@@ -85,13 +87,14 @@ async def open_broker(url: str | None = None) -> AsyncIterator[Broker]:
         from .sqlite import SqliteBroker
 
         broker = await SqliteBroker.open(sqlite_path(url), synchronous=sqlite_synchronous(url))
-    elif scheme in ("redis", "rediss", "redis+cluster"):
+    elif scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         from .redis import RedisBroker
 
         broker = await RedisBroker.open(url)
     else:
         raise UnknownBrokerURL(
-            url, "unknown scheme (expected memory://, sqlite:, redis:// or rediss://)"
+            url,
+            "unknown scheme (expected memory://, sqlite:, redis://, rediss:// or redis+cluster://)",
         )
     try:
         yield broker

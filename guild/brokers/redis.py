@@ -23,6 +23,20 @@ Theory of operation (the Lua side is ``_redis_functions.lua``):
 Every coredis error is translated at one boundary (``map_redis_exceptions``):
 ``BrokerUnavailable`` when Redis cannot be reached, ``BrokerClosed`` after
 ``aclose``.
+
+Redis Cluster (``redis+cluster://host:port``, ``rediss+cluster://…``; any one
+node will do, the client discovers the rest): the scripts touch many keys of a
+job and its queue in one atomic step, and Redis Cluster only allows that for
+keys of one hash slot. So in cluster mode the key prefix is a hash tag
+(``guild`` becomes ``{guild}``, see ``_redis_keys.cluster_prefix``): every key of
+one prefix hashes to one slot, and so lives on one shard. Every script call
+names one real key of that slot as ``KEYS[1]``, so the client routes it to the
+node that owns the slot and Redis lets the script use the slot's other keys;
+the direct commands (``XREADGROUP``, ``XGROUP CREATE``, ``BLPOP``, …) use the same
+tagged names and go to the same node. One prefix therefore scales like one
+Redis primary (plus its replicas for failover); to spread load over the
+cluster, give apps or groups of queues their own prefixes — the same trade-off
+BullMQ-style queues make with their ``{queue}`` tags.
 """
 
 from __future__ import annotations
@@ -31,15 +45,18 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import coredis
 import trio
+from coredis.connection import TCPLocation
 
-from .._errors import BrokerClosed
+from .._errors import BrokerClosed, BrokerUnavailable, UnknownBrokerURL
+from .._groups import leaves
 from .._job import (
     DeadLetter,
     Delivery,
@@ -53,7 +70,7 @@ from .._job import (
     replace_fields,
 )
 from . import _redis_keys as keys
-from ._redis_errors import map_redis_exceptions
+from ._redis_errors import UNREACHABLE, map_redis_exceptions
 
 _ORPHAN_IDLE_MS = 5_000
 _JOB_FIELDS = 11
@@ -76,6 +93,62 @@ def _load_scripts() -> dict[str, str]:
 SCRIPTS = _load_scripts()
 
 
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_client_url(url: str) -> str | None:
+    """The ``redis://`` URL coredis' cluster client takes for a ``redis+cluster://``
+    (or ``rediss+cluster://``) URL; ``None`` for any other URL.
+
+    Raises:
+        UnknownBrokerURL: the URL names a database other than 0 (a cluster has only 0).
+    """
+    scheme, sep, rest = url.partition("://")
+    plain = _CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    if plain is None:
+        return None
+    path = rest.split("?", 1)[0].partition("/")[2]
+    if path not in ("", "0"):
+        raise UnknownBrokerURL(url, "a Redis Cluster has only database 0")
+    return f"{plain}://{rest}"
+
+
+def _cluster_client(url: str) -> Any:
+    """A ``coredis.RedisCluster`` bootstrapped from the one node ``url`` names."""
+    parts = urlsplit(url)
+    # The startup node is given as a TCPLocation: left to parse it from the URL,
+    # coredis builds a deprecated ``Node`` dict and warns.
+    startup = TCPLocation(host=parts.hostname or "localhost", port=parts.port or 6379)
+    # Every key of one prefix lives on one node, so let each node's pool grow to
+    # the whole connection budget (each blocked reader holds a connection).
+    return coredis.RedisCluster.from_url(
+        url, startup_nodes=[startup], max_connections_per_node=True
+    )
+
+
+@contextlib.contextmanager
+def _unreachable_cluster(url: str) -> Iterator[None]:
+    """Cluster discovery reports "no startup node reachable" as a ``RedisClusterError``
+    (caused by the last connection error): make that ``BrokerUnavailable`` too."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = leaves(group)
+        if len(found) == 1 and _is_unreachable(found[0]):
+            raise BrokerUnavailable(f"redis: connect to {url}: {found[0]}") from found[0]
+        raise
+    except coredis.exceptions.RedisClusterError as exc:
+        if _is_unreachable(exc):
+            raise BrokerUnavailable(f"redis: connect to {url}: {exc}") from exc
+        raise
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, coredis.exceptions.RedisClusterError) and (
+        isinstance(exc.__cause__, UNREACHABLE) or "cannot be connected" in str(exc)
+    )
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -92,8 +165,10 @@ class RedisBroker:
     inside the Trio run that will use it.
 
     Args:
-        client: a connected ``coredis.Redis``.
-        prefix: namespace of every key (several apps can share one Redis).
+        client: a connected ``coredis.Redis`` or ``coredis.RedisCluster``.
+        prefix: namespace of every key (several apps can share one Redis). On a
+            cluster it is made a hash tag (``guild`` -> ``{guild}``): one prefix,
+            one shard.
         key_ttl: seconds an idempotency key holds.
         result_ttl: seconds a result is kept.
     """
@@ -108,7 +183,11 @@ class RedisBroker:
         exit_stack: AsyncExitStack | None = None,
     ) -> None:
         self._client = client
-        self._prefix = prefix
+        self._cluster = isinstance(client, coredis.RedisCluster)
+        self._prefix = keys.cluster_prefix(prefix) if self._cluster else prefix
+        # KEYS[1] of every script: on a cluster it routes the call to the node
+        # owning the prefix's slot (and declares that slot to Redis).
+        self._script_keys = [keys.anchor(self._prefix)]
         self._key_ttl = key_ttl
         self._result_ttl_ms = max(1, int(result_ttl * 1000))
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
@@ -118,14 +197,20 @@ class RedisBroker:
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisBroker:
-        """Connect to ``redis://host:port/db`` or ``rediss://…``.
+        """Connect to ``redis://host:port/db``, ``rediss://…``, or a Redis Cluster
+        through any of its nodes: ``redis+cluster://host:port`` (``rediss+cluster://…``).
 
         Raises:
             BrokerUnavailable: Redis cannot be reached.
+            UnknownBrokerURL: a cluster URL names a database other than 0.
         """
         stack = AsyncExitStack()
-        client: Any = coredis.Redis.from_url(url)
-        with map_redis_exceptions(f"connect to {url}"):
+        client: Any
+        if (cluster_url := cluster_client_url(url)) is not None:
+            client = _cluster_client(cluster_url)
+        else:
+            client = coredis.Redis.from_url(url)
+        with map_redis_exceptions(f"connect to {url}"), _unreachable_cluster(url):
             await stack.enter_async_context(client)
             await client.ping()
         return cls(client, exit_stack=stack, **options)
@@ -140,7 +225,7 @@ class RedisBroker:
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
         with map_redis_exceptions(name):
-            return await self._scripts[name](keys=[], args=[self._prefix, *args])
+            return await self._scripts[name](keys=self._script_keys, args=[self._prefix, *args])
 
     # --- producing -------------------------------------------------------------
 

@@ -12,7 +12,12 @@ import pytest
 from guild.brokers import Broker, MemoryBroker
 from guild.brokers.redis import RedisBroker
 from guild.brokers.sqlite import SqliteBroker
-from tests._redis_server import RedisServer, running_redis_server
+from tests._redis_server import (
+    RedisCluster,
+    RedisServer,
+    running_redis_cluster,
+    running_redis_server,
+)
 
 MakeBroker = Callable[[], AbstractAsyncContextManager[Broker]]
 _prefixes = itertools.count()
@@ -24,7 +29,13 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    with running_redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 def make_broker(request: pytest.FixtureRequest, tmp_path: Path) -> MakeBroker:
     kind = request.param
 
@@ -53,4 +64,15 @@ def make_broker(request: pytest.FixtureRequest, tmp_path: Path) -> MakeBroker:
         finally:
             await broker.aclose()
 
-    return {"memory": memory, "sqlite": sqlite, "redis": redis}[kind]
+    @asynccontextmanager
+    async def redis_cluster() -> AsyncIterator[Broker]:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        broker = await RedisBroker.open(cluster.url, prefix=f"t{next(_prefixes)}")
+        try:
+            yield broker
+        finally:
+            await broker.aclose()
+
+    return {"memory": memory, "sqlite": sqlite, "redis": redis, "redis-cluster": redis_cluster}[
+        kind
+    ]
