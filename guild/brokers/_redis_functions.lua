@@ -10,7 +10,7 @@
 --   P:queues  P:done        set of queue names; hash queue -> jobs done
 --   P:key:<queue>:<key>     idempotency key -> id (SET NX EX)
 --   P:result:<id>           the result as JSON, with a TTL
---   P:waiting:<id> P:notify:<id>   a waiter's flag and its wake-up list
+--   P:waiting:<id> P:notify:<id>   how many wait for a result; the list that hands it to them
 --
 -- Statuses: ready | delayed | in_flight | done | dead. A job's stream entry is
 -- XACKed and XDELed whenever it leaves "ready/in_flight", so streams stay bounded.
@@ -22,10 +22,16 @@ local GROUP = 'guild'
 local function k_job(id) return P .. ':job:' .. id end
 local function k_q(queue, part) return P .. ':q:' .. queue .. ':' .. part end
 
-local function notify(id)
-  if redis.call('EXISTS', P .. ':waiting:' .. id) == 1 then
-    redis.call('RPUSH', P .. ':notify:' .. id, '1')
-    redis.call('PEXPIRE', P .. ':notify:' .. id, 60000)
+-- Wake each waiter of a job with the result itself: one list element per
+-- waiter, so a BLPOP returns the result and needs no GET after it.
+local function notify(id, result)
+  local waiting = P .. ':waiting:' .. id
+  local waiters = tonumber(redis.call('GET', waiting) or '0')
+  if waiters > 0 then
+    local list = P .. ':notify:' .. id
+    for _ = 1, waiters do redis.call('RPUSH', list, result) end
+    redis.call('PEXPIRE', list, 60000)
+    redis.call('DEL', waiting)
   end
 end
 
@@ -57,9 +63,9 @@ local function bury(id, queue, attempts, err, trace, now, result_ttl_ms)
   redis.call('ZREM', k_q(queue, 'leases'), id)
   redis.call('ZREM', k_q(queue, 'delayed'), id)
   redis.call('ZADD', k_q(queue, 'dead'), tonumber(now), id)
-  redis.call('SET', P .. ':result:' .. id,
-    result_json(id, queue, 'dead', attempts, now, nil, err), 'PX', result_ttl_ms)
-  notify(id)
+  local result = result_json(id, queue, 'dead', attempts, now, nil, err)
+  redis.call('SET', P .. ':result:' .. id, result, 'PX', result_ttl_ms)
+  notify(id, result)
 end
 
 -- A delivery is still held when the job is in flight under the same receipt.
@@ -206,9 +212,9 @@ for i = 4, #ARGV, 2 do
     redis.call('HSET', k_job(id), 'status', 'done', 'entry', '', 'receipt', '')
     redis.call('EXPIRE', k_job(id), ttl_s)
     redis.call('HINCRBY', P .. ':done', queue, 1)
-    redis.call('SET', P .. ':result:' .. id,
-      result_json(id, queue, 'done', f[4], now, value, nil), 'PX', result_ttl)
-    notify(id)
+    local result = result_json(id, queue, 'done', f[4], now, value, nil)
+    redis.call('SET', P .. ':result:' .. id, result, 'PX', result_ttl)
+    notify(id, result)
   end
 end
 return 1
@@ -270,6 +276,18 @@ for i = 4, #ARGV, 2 do
   end
 end
 return out
+
+-- @await
+-- ARGV: P, id, wait_ms. The result if the job has one; else the caller is
+-- counted as a waiter (atomically with the check, so no finish is missed) and
+-- BLPOPs the job's notify list next.
+local id, wait_ms = ARGV[2], tonumber(ARGV[3])
+local result = redis.call('GET', P .. ':result:' .. id)
+if result then return result end
+local waiting = P .. ':waiting:' .. id
+redis.call('INCR', waiting)
+redis.call('PEXPIRE', waiting, wait_ms + 1000)
+return false
 
 -- @stats
 -- ARGV: P, now, queues... (none: every queue). Returns 6 per queue:

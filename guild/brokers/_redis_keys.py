@@ -63,9 +63,5 @@ def result(prefix: str, job_id: str) -> str:
     return f"{prefix}:result:{job_id}"
 
 
-def waiting(prefix: str, job_id: str) -> str:
-    return f"{prefix}:waiting:{job_id}"
-
-
 def notify(prefix: str, job_id: str) -> str:
     return f"{prefix}:notify:{job_id}"

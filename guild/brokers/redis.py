@@ -408,16 +408,17 @@ class RedisBroker:
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
         key = keys.result(self._prefix, job_id)
-        with map_redis_exceptions("get result"):
-            raw = await self._client.get(key)
-            if raw is None and wait > 0:
-                await self._client.set(
-                    keys.waiting(self._prefix, job_id), "1", px=int(wait * 1000) + 1000
-                )
+        if wait <= 0:
+            with map_redis_exceptions("get result"):
                 raw = await self._client.get(key)
-                if raw is None:
-                    await self._client.blpop([keys.notify(self._prefix, job_id)], timeout=wait)
-                    raw = await self._client.get(key)
+            return None if raw is None else _result_from_json(raw)
+        # Two round trips: the script returns the result or registers us as a
+        # waiter; the finishing script pushes the result to each waiter's BLPOP.
+        raw = await self._call("await", [job_id, math.ceil(wait * 1000)])
+        if raw is None:
+            with map_redis_exceptions("wait for result"):
+                popped = await self._client.blpop([keys.notify(self._prefix, job_id)], timeout=wait)
+                raw = popped[1] if popped else await self._client.get(key)
         return None if raw is None else _result_from_json(raw)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
