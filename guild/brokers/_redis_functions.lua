@@ -75,6 +75,88 @@ local function held(id, receipt)
   return f
 end
 
+-- Move due delayed jobs and expired leases back to the stream (or to the dead
+-- letters when their attempts are spent), re-queue orphaned deliveries, and
+-- return the next due time (or -1) as a string.
+local function prepare_queue(queue, now, result_ttl, orphan_idle)
+  local nnow = tonumber(now)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', nnow, 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', k_q(queue, 'leases'), id)
+    local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'max_attempts')
+    if f[1] == 'in_flight' then
+      drop_entry(queue, f[2])
+      local attempt, max_attempts = tonumber(f[3]), tonumber(f[4])
+      if attempt >= max_attempts then
+        bury(id, queue, attempt, 'lease expired on attempt ' .. attempt .. ' of ' .. max_attempts,
+          '', now, result_ttl)
+      else
+        make_ready(id, queue)
+      end
+    end
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'delayed'), '-inf', nnow, 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', k_q(queue, 'delayed'), id)
+    make_ready(id, queue)
+  end
+  -- Entries delivered to a consumer that never marked them (it was cancelled or
+  -- killed between the read and the mark) sit in the PEL with the job still "ready".
+  -- Walk the PEL with a persistent XAUTOCLAIM cursor and give them back.
+  local cursor_key = k_q(queue, 'cursor')
+  local cursor = redis.call('GET', cursor_key) or '0-0'
+  local ok, claimed = pcall(redis.call, 'XAUTOCLAIM', k_q(queue, 'ready'), GROUP, 'guild-reaper',
+    orphan_idle, cursor, 'COUNT', 100, 'JUSTID')
+  if ok then
+    redis.call('SET', cursor_key, claimed[1])
+    for _, entry in ipairs(claimed[2]) do
+      local fields = redis.call('XRANGE', k_q(queue, 'ready'), entry, entry)
+      local id = fields[1] and fields[1][2][2]
+      if id then
+        local f = redis.call('HMGET', k_job(id), 'status', 'entry')
+        drop_entry(queue, entry)
+        if f[1] == 'ready' and f[2] == entry then make_ready(id, queue) end
+      else
+        drop_entry(queue, entry)
+      end
+    end
+  end
+  local next_due = -1
+  local d = redis.call('ZRANGE', k_q(queue, 'delayed'), 0, 0, 'WITHSCORES')
+  if d[2] then next_due = tonumber(d[2]) end
+  local l = redis.call('ZRANGE', k_q(queue, 'leases'), 0, 0, 'WITHSCORES')
+  if l[2] and (next_due < 0 or tonumber(l[2]) < next_due) then next_due = tonumber(l[2]) end
+  return tostring(next_due)
+end
+
+-- Take the read stream entries (flat: entry id, job id, ...) under a lease.
+-- Returns 11 fields per job taken: id queue payload attempt max_attempts
+-- enqueued_at not_before timeout key trace_id receipt.
+local function mark_entries(queue, lease_expires, consumer, taken)
+  local out = {}
+  for i = 1, #taken, 2 do
+    local entry, id = taken[i], taken[i + 1]
+    local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt')
+    if f[1] ~= 'ready' or f[2] ~= entry then
+      -- A stale entry (the job moved on, or its hash expired): drop it.
+      redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
+      redis.call('XDEL', k_q(queue, 'ready'), entry)
+    else
+      local attempt = tonumber(f[3]) + 1
+      local receipt = entry .. '/' .. attempt
+      -- From here the lease (a zset score) holds the job, not the stream: the entry
+      -- goes at once, so the PEL only ever holds deliveries nobody marked (orphans).
+      redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
+      redis.call('XDEL', k_q(queue, 'ready'), entry)
+      redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
+        'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires)
+      redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
+      local j = redis.call('HMGET', k_job(id), 'id', 'queue', 'payload', 'attempt', 'max_attempts',
+        'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'receipt')
+      for _, v in ipairs(j) do out[#out + 1] = v end
+    end
+  end
+  return out
+end
+
 -- @enqueue
 -- ARGV: P, now, key_ttl_s, then 8 per job: id queue payload max_attempts not_before timeout key trace_id
 local now = ARGV[2]
@@ -114,86 +196,35 @@ for i = 4, #ARGV, 8 do
 end
 return out
 
--- @prepare
--- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms. Moves due delayed jobs and
--- expired leases back to the stream (or to the dead letters when their attempts
--- are spent), re-queues orphaned deliveries, and returns the next due time or -1.
-local queue, now, result_ttl, orphan_idle = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local nnow = tonumber(now)
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', nnow, 'LIMIT', 0, 1000)) do
-  redis.call('ZREM', k_q(queue, 'leases'), id)
-  local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'max_attempts')
-  if f[1] == 'in_flight' then
-    drop_entry(queue, f[2])
-    local attempt, max_attempts = tonumber(f[3]), tonumber(f[4])
-    if attempt >= max_attempts then
-      bury(id, queue, attempt, 'lease expired on attempt ' .. attempt .. ' of ' .. max_attempts,
-        '', now, result_ttl)
-    else
-      make_ready(id, queue)
-    end
+-- @claim
+-- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms, lease_expires, consumer, limit.
+-- A busy worker's whole claim in one round trip: prepare, a non-blocking
+-- XREADGROUP of up to limit entries, mark. Returns the next due time, the
+-- stream's last generated id (an idle worker waits for entries after it), then
+-- mark_entries' fields; or {'nogroup'} when Redis lost the consumer group.
+local queue, consumer = ARGV[2], ARGV[7]
+local next_due = prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5])
+local stream = k_q(queue, 'ready')
+local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', ARGV[8],
+  'STREAMS', stream, '>')
+if type(read) == 'table' and read.err then return {'nogroup'} end
+local taken = {}
+if read then
+  for _, e in ipairs(read[1][2]) do
+    local id = ''
+    for k = 1, #e[2], 2 do if e[2][k] == 'j' then id = e[2][k + 1] end end
+    taken[#taken + 1] = e[1]
+    taken[#taken + 1] = id
   end
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'delayed'), '-inf', nnow, 'LIMIT', 0, 1000)) do
-  redis.call('ZREM', k_q(queue, 'delayed'), id)
-  make_ready(id, queue)
+local out = mark_entries(queue, ARGV[6], consumer, taken)
+local last = '0-0'
+if #taken == 0 then
+  local info = redis.call('XINFO', 'STREAM', stream)
+  for k = 1, #info, 2 do if info[k] == 'last-generated-id' then last = info[k + 1] end end
 end
--- Entries delivered to a consumer that never marked them (it was cancelled or
--- killed between XREADGROUP and @mark) sit in the PEL with the job still "ready".
--- Walk the PEL with a persistent XAUTOCLAIM cursor and give them back.
-local cursor_key = k_q(queue, 'cursor')
-local cursor = redis.call('GET', cursor_key) or '0-0'
-local ok, claimed = pcall(redis.call, 'XAUTOCLAIM', k_q(queue, 'ready'), GROUP, 'guild-reaper',
-  orphan_idle, cursor, 'COUNT', 100, 'JUSTID')
-if ok then
-  redis.call('SET', cursor_key, claimed[1])
-  for _, entry in ipairs(claimed[2]) do
-    local fields = redis.call('XRANGE', k_q(queue, 'ready'), entry, entry)
-    local id = fields[1] and fields[1][2][2]
-    if id then
-      local f = redis.call('HMGET', k_job(id), 'status', 'entry')
-      drop_entry(queue, entry)
-      if f[1] == 'ready' and f[2] == entry then make_ready(id, queue) end
-    else
-      drop_entry(queue, entry)
-    end
-  end
-end
-local next_due = -1
-local d = redis.call('ZRANGE', k_q(queue, 'delayed'), 0, 0, 'WITHSCORES')
-if d[2] then next_due = tonumber(d[2]) end
-local l = redis.call('ZRANGE', k_q(queue, 'leases'), 0, 0, 'WITHSCORES')
-if l[2] and (next_due < 0 or tonumber(l[2]) < next_due) then next_due = tonumber(l[2]) end
-return tostring(next_due)
-
--- @mark
--- ARGV: P, queue, lease_expires, consumer, then pairs: entry id, job id.
--- Returns 11 fields per job taken: id queue payload attempt max_attempts
--- enqueued_at not_before timeout key trace_id receipt.
-local queue, lease_expires, consumer = ARGV[2], ARGV[3], ARGV[4]
-local out = {}
-for i = 5, #ARGV, 2 do
-  local entry, id = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt')
-  if f[1] ~= 'ready' or f[2] ~= entry then
-    -- A stale entry (the job moved on, or its hash expired): drop it.
-    redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
-    redis.call('XDEL', k_q(queue, 'ready'), entry)
-  else
-    local attempt = tonumber(f[3]) + 1
-    local receipt = entry .. '/' .. attempt
-    -- From here the lease (a zset score) holds the job, not the stream: the entry
-    -- goes at once, so the PEL only ever holds deliveries nobody marked (orphans).
-    redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
-    redis.call('XDEL', k_q(queue, 'ready'), entry)
-    redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
-      'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires)
-    redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
-    local j = redis.call('HMGET', k_job(id), 'id', 'queue', 'payload', 'attempt', 'max_attempts',
-      'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'receipt')
-    for _, v in ipairs(j) do out[#out + 1] = v end
-  end
-end
+table.insert(out, 1, last)
+table.insert(out, 1, next_due)
 return out
 
 -- @ack

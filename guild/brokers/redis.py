@@ -5,20 +5,24 @@ Theory of operation (the Lua side is ``_redis_functions.lua``):
 * Each queue is a stream with one consumer group. An enqueue writes the job's
   hash and ``XADD``s ``{j: id}``; a delayed job (or a retry) waits in a sorted
   set by due time instead.
-* ``claim`` runs ``@prepare`` (move due delayed jobs and expired leases back to
-  the stream, dead-letter those whose attempts are spent, give back orphaned
-  deliveries), then ``XREADGROUP … BLOCK`` — so an idle worker wakes within a
-  millisecond of an enqueue, with no polling — bounded by the next due time,
-  then ``@mark`` (attempt + 1, a lease in a sorted set, a fresh receipt).
+* ``claim`` is one script call while there is work (``@claim``): move due
+  delayed jobs and expired leases back to the stream (dead-lettering those
+  whose attempts are spent), a non-blocking ``XREADGROUP`` of up to N entries,
+  and the mark (attempt + 1, a lease in a sorted set, a fresh receipt, the
+  entry ``XACK``ed and ``XDEL``ed). An idle worker then blocks in ``XREAD …
+  BLOCK`` for entries newer than the stream's last id (it takes nothing, so no
+  delivery can be stranded between a read and a mark), bounded by the next due
+  time — it wakes within a millisecond of an enqueue, with no polling.
 * A lease is a score in ``q:<queue>:leases``: exact, whatever lease each claimer
   asked for, and renewed by ``extend`` only for the receipt that holds it.
-  Deliveries read but never marked (a consumer cancelled or killed between the
-  read and the mark) stay in the PEL; ``@prepare`` walks the PEL with a
-  persistent ``XAUTOCLAIM`` cursor and gives them back.
-* Results live under ``result:<id>`` with a TTL. ``get_result(wait=…)`` sets a
-  short-lived ``waiting:<id>`` flag and ``BLPOP``s ``notify:<id>``, which the
-  script that finishes the job pushes to only when someone waits: one blocking
-  read per waiter, no pub/sub subscription per job.
+  The claim script also walks the consumer group's pending list with a
+  persistent ``XAUTOCLAIM`` cursor and gives back any entry read but never
+  marked (a script that failed half-way), so nothing can be stranded there.
+* Results live under ``result:<id>`` with a TTL. ``get_result(wait=…)`` is two
+  round trips: ``@await`` returns the result or counts the caller in
+  ``waiting:<id>``; the script that finishes the job pushes the result itself
+  to ``notify:<id>`` once per waiter, which the caller ``BLPOP``s. No pub/sub
+  subscription per job.
 
 Every coredis error is translated at one boundary (``map_redis_exceptions``):
 ``BrokerUnavailable`` when Redis cannot be reached, ``BrokerClosed`` after
@@ -284,72 +288,33 @@ class RedisBroker:
         deadline = self.now() + wait
         while True:
             now = self.now()
-            next_due = float(
-                _text(
-                    await self._call(
-                        "prepare", [queue, repr(now), self._result_ttl_ms, _ORPHAN_IDLE_MS]
-                    )
-                )
-            )
-            remaining = deadline - now
-            block: int | None = None
-            if remaining > 0:
-                until = remaining if next_due < 0 else min(remaining, max(0.0, next_due - now))
-                block = max(1, int(until * 1000))
-            entries = await self._read(queue, consumer, limit, block)
-            if entries:
-                taken = await self._mark(queue, consumer, lease, entries)
-                if taken:
-                    return taken
-            if self.now() >= deadline:
-                return []
-
-    async def _read(
-        self, queue: str, consumer: str, limit: int, block: int | None
-    ) -> list[tuple[str, str]]:
-        stream = keys.ready(self._prefix, queue)
-        with map_redis_exceptions("xreadgroup"):
-            try:
-                found = await self._client.xreadgroup(
-                    keys.GROUP, consumer, {stream: ">"}, count=limit, block=block
-                )
-            except coredis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
+            lease_expires = now + lease
+            args = [queue, repr(now), self._result_ttl_ms, _ORPHAN_IDLE_MS]
+            args += [repr(lease_expires), consumer, limit]
+            # The script takes the jobs under a lease before it returns: a
+            # cancellation while its reply is on the way would strand them until
+            # their leases expire, so the reply is always read.
+            with trio.CancelScope(shield=True):
+                flat = await self._call("claim", args)
+            if _text(flat[0]) == "nogroup":
                 # Redis lost the group (a restart without persistence): make it again.
                 self._groups.discard(queue)
                 await self._ensure_group(queue)
-                return []
-        if not found:
-            return []
-        pairs: list[tuple[str, str]] = []
-        for entries in found.values():
-            for entry in entries:
-                values = {_text(k): _text(v) for k, v in entry.field_values.items()}
-                pairs.append((_text(entry.identifier), values.get("j", "")))
-        return pairs
+                continue
+            taken = _deliveries(flat[2:], consumer, lease_expires)
+            remaining = deadline - self.now()
+            if taken or remaining <= 0:
+                return taken
+            next_due = float(_text(flat[0]))
+            until = remaining if next_due < 0 else min(remaining, max(0.0, next_due - now))
+            await self._wait_for_entries(queue, _text(flat[1]), max(1, int(until * 1000)))
 
-    async def _mark(
-        self, queue: str, consumer: str, lease: float, entries: list[tuple[str, str]]
-    ) -> list[Delivery]:
-        lease_expires = self.now() + lease
-        args: list[Any] = [queue, repr(lease_expires), consumer]
-        for entry, job_id in entries:
-            args += [entry, job_id]
-        # The read already took these entries: a cancellation now would orphan them
-        # until @prepare's reaper finds them, so finish marking first.
-        with trio.CancelScope(shield=True):
-            flat = await self._call("mark", args)
-        deliveries = []
-        for i in range(0, len(flat), _JOB_FIELDS):
-            row = flat[i : i + _JOB_FIELDS]
-            job = _job_from_row(row)
-            deliveries.append(
-                Delivery(
-                    job=job, receipt=_text(row[10]), consumer=consumer, lease_expires=lease_expires
-                )
-            )
-        return deliveries
+    async def _wait_for_entries(self, queue: str, after: str, block_ms: int) -> None:
+        """Block until the stream has an entry newer than ``after`` (or ``block_ms``
+        passed). ``XREAD`` takes nothing: the next claim script does, atomically,
+        so an idle worker wakes within a millisecond of an enqueue, no polling."""
+        with map_redis_exceptions("xread"):
+            await self._client.xread({keys.ready(self._prefix, queue): after}, block=block_ms)
 
     # --- settling --------------------------------------------------------------
 
@@ -535,3 +500,18 @@ def _result_from_json(raw: Any) -> Result:
         attempts=int(data["attempts"]),
         finished_at=float(data["finished_at"]),
     )
+
+
+def _deliveries(flat: Sequence[Any], consumer: str, lease_expires: float) -> list[Delivery]:
+    deliveries = []
+    for i in range(0, len(flat), _JOB_FIELDS):
+        row = flat[i : i + _JOB_FIELDS]
+        deliveries.append(
+            Delivery(
+                job=_job_from_row(row),
+                receipt=_text(row[10]),
+                consumer=consumer,
+                lease_expires=lease_expires,
+            )
+        )
+    return deliveries
