@@ -2,8 +2,9 @@
 
     python benchmarks/bench_sandbox.py [-n 300] [--json]
 
-Each mode runs the same command N times one after another and reports runs/s and
-p50 / p99 of the per-run time. "sandbox" is the full policy path (check, job
+Each mode runs the same command N times and reports runs/s and p50 / p99 of the
+per-run time. The modes take turns, one run each, so that load from elsewhere on
+the machine lands on all of them alike. "sandbox" is the full policy path (check, job
 directory, rlimits, privilege drop when root, output capture, cleanup sweep);
 "sandbox+bwrap" adds bubblewrap namespaces when bwrap works here.
 """
@@ -25,12 +26,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-async def _timed(n: int, one: object) -> list[float]:
-    times = []
+async def _timed(n: int, modes: list[tuple[str, object]]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {label: [] for label, _ in modes}
     for _ in range(n):
-        t = time.perf_counter()
-        await one()  # type: ignore[operator]
-        times.append(time.perf_counter() - t)
+        for label, one in modes:
+            t = time.perf_counter()
+            await one()  # type: ignore[operator]
+            times[label].append(time.perf_counter() - t)
     return times
 
 
@@ -52,9 +54,8 @@ async def main(n: int) -> list[dict[str, object]]:
             await box.run(["true"], timeout=10)
 
         modes.append((label, sandboxed))
-    for label, one in modes:
-        await _timed(10, one)  # warm-up
-        times = await _timed(n, one)
+    await _timed(10, modes)  # warm-up (and the fork server's start)
+    for label, times in (await _timed(n, modes)).items():
         rows.append(
             {
                 "mode": label,

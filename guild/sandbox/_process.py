@@ -2,7 +2,8 @@
 
 Per run: a fresh job directory (the command's files written into it, owned by
 the unprivileged user when the worker is root), a scrubbed environment, stdin
-closed, rlimits and the privilege drop applied in the child before exec, a new
+closed, rlimits and the privilege drop applied in the child before exec (by a
+pre-forked child of the fork server, or a ``preexec_fn``: see ``_spawn``), a new
 session, and bubblewrap namespaces when isolation is on. Output is read in
 chunks and kept up to the cap; the rest is read and thrown away, so a flood
 cannot grow memory or block the child. However the run ends (exit, timeout,
@@ -31,7 +32,7 @@ import structlog
 import trio
 
 from .._errors import CommandRefused, SandboxError, SandboxTimeout
-from . import _reaper
+from . import _reaper, _spawn
 from ._bwrap import READ_ONLY, bwrap_argv
 from ._policy import SandboxPolicy, check, resolve_allowed
 
@@ -119,6 +120,7 @@ class Sandbox:
             except KeyError as exc:
                 raise SandboxError(f"sandbox user/group not found: {exc}") from exc
         _reaper.become_subreaper()
+        _spawn.server()  # start the fork server now rather than in the first run
 
     @property
     def isolated(self) -> bool:
@@ -201,9 +203,11 @@ class Sandbox:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         if identity is not None:
-            for path in [root, *root.rglob("*")]:
-                os.chown(path, *identity)
-        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+            os.chown(root, *identity)
+            if files:
+                for path in root.rglob("*"):
+                    os.chown(path, *identity)
+        return _files(workdir) if files else set()
 
     def _environment(self, workdir: str, env: Mapping[str, str], token: str) -> dict[str, str]:
         passed = {k: os.environ[k] for k in self.policy.pass_env if k in os.environ}
@@ -216,9 +220,9 @@ class Sandbox:
             _reaper.TOKEN_VARIABLE: token,
         }
 
-    def _preexec(self, identity: tuple[int, int] | None) -> None:
+    def _limits(self) -> list[tuple[int, int]]:
         policy = self.policy
-        limits = [
+        return [
             (resource.RLIMIT_CPU, policy.cpu_seconds),
             (resource.RLIMIT_AS, policy.address_space),
             (resource.RLIMIT_FSIZE, policy.file_size),
@@ -226,12 +230,29 @@ class Sandbox:
             (resource.RLIMIT_NPROC, policy.processes),
             (resource.RLIMIT_CORE, 0),
         ]
-        for which, value in limits:
-            resource.setrlimit(which, (value, value))
-        if identity is not None:
-            os.setgroups([])
-            os.setgid(identity[1])
-            os.setuid(identity[0])
+
+    async def _start(
+        self, full: list[str], workdir: str, env: dict[str, str], identity: tuple[int, int] | None
+    ) -> _spawn.Child | trio.Process:
+        limits = self._limits()
+        server = _spawn.server()
+        if server is not None:
+            try:
+                return await server.spawn(full, env, workdir, limits, identity, _DIRECT)
+            except _spawn.ServerUnavailable:
+                pass
+        process = await trio.lowlevel.open_process(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=functools.partial(_spawn.apply_in_child, limits, identity),
+        )
+        _DIRECT.add(process.pid)
+        return process
 
     async def _run(
         self,
@@ -252,19 +273,11 @@ class Sandbox:
         out, err = _Capture(self.policy.output_cap), _Capture(self.policy.output_cap)
         started = time.monotonic()
         try:
-            process = await trio.lowlevel.open_process(
-                full,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=workdir,
-                env=self._environment(workdir, env, token),
-                start_new_session=True,
-                preexec_fn=functools.partial(self._preexec, identity),
+            process = await self._start(
+                full, workdir, self._environment(workdir, env, token), identity
             )
         except OSError as exc:
             raise SandboxError(f"could not start {resolved[0]!r}: {exc}") from exc
-        _DIRECT.add(process.pid)
         timed_out = False
         try:
             async with trio.open_nursery() as nursery:
@@ -279,12 +292,15 @@ class Sandbox:
                     with trio.CancelScope(shield=True):
                         await self._terminate(process, token, identity)
         finally:
+            assert process.stdout is not None and process.stderr is not None
+            with trio.CancelScope(shield=True):
+                await process.stdout.aclose()
+                await process.stderr.aclose()
             duration = time.monotonic() - started
             self._audit(resolved, process.returncode, duration, out, err, requested_by, timed_out)
         if timed_out:
             raise SandboxTimeout(resolved, timeout, out.value(), err.value())
-        root = Path(workdir)
-        created = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        created = sorted(_files(workdir) - written)
         return SandboxResult(
             argv=resolved,
             exit_code=process.returncode if process.returncode is not None else -9,
@@ -293,13 +309,13 @@ class Sandbox:
             stdout_truncated=out.truncated,
             stderr_truncated=err.truncated,
             duration=duration,
-            files_created=tuple(name for name in created if name not in written),
+            files_created=tuple(created),
             workdir=workdir if self.policy.keep_dir else None,
             isolated=self.isolated,
         )
 
     async def _terminate(
-        self, process: trio.Process, token: str, identity: tuple[int, int] | None
+        self, process: _spawn.Child | trio.Process, token: str, identity: tuple[int, int] | None
     ) -> None:
         """SIGTERM the group, SIGKILL after the grace, then every straggler; reap."""
         pgid = process.pid
@@ -313,7 +329,8 @@ class Sandbox:
         uid = identity[0] if identity is not None and self.policy.uid_pool is not None else None
         for _ in range(500):
             orphans = _reaper.children(_DIRECT)
-            _reaper.reap(c.pid for c in orphans if c.zombie)
+            if not _spawn.handshakes:
+                _reaper.reap(c.pid for c in orphans if c.zombie)
             ours = [c.pid for c in orphans if not c.zombie and _reaper.belongs(c, token, uid)]
             _reaper.kill_all(ours)
             if not ours and not _reaper.group_alive(pgid):
@@ -343,6 +360,17 @@ class Sandbox:
             requested_by=requested_by,
             policy={"allow": list(self.policy.allow), "cpu_seconds": self.policy.cpu_seconds},
         )
+
+
+def _files(workdir: str) -> set[str]:
+    """The files under ``workdir``, relative to it, as ``Path.rglob`` + ``is_file`` saw them."""
+    found = set()
+    for top, _dirs, names in os.walk(workdir):
+        for name in names:
+            path = os.path.join(top, name)
+            if os.path.isfile(path):
+                found.add(os.path.relpath(path, workdir))
+    return found
 
 
 def _signal_group(pgid: int, sig: int) -> None:

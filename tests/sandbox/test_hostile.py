@@ -29,11 +29,17 @@ def _cases() -> list[dict[str, object]]:
     return []
 
 
-@pytest.fixture(params=MODES)
-def sandbox(request: pytest.FixtureRequest) -> Sandbox:
-    return Sandbox(
-        SandboxPolicy(isolate=request.param, cpu_seconds=5, processes=32, kill_grace=0.5)
-    )
+# Runs start through the fork server, or (its fallback) a preexec_fn in a fork of
+# the worker: both must contain the same attacks.
+SPAWNS = ["forkserver", "preexec"]
+
+
+@pytest.fixture(params=[(mode, spawn) for mode in MODES for spawn in SPAWNS], ids=str)
+def sandbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    mode, spawn = request.param
+    if spawn == "preexec":
+        monkeypatch.setenv("GUILD_SANDBOX_SPAWN", "preexec")
+    return Sandbox(SandboxPolicy(isolate=mode, cpu_seconds=5, processes=32, kill_grace=0.5))
 
 
 def _refused(argv: list[str], rule: str, env: dict[str, str] | None = None) -> None:
@@ -349,3 +355,14 @@ def _assert_no_zombies() -> None:
         p for p in _processes() if p[1] == "Z" and p[3] == os.getpid() and os.getsid(p[0]) != mine
     ]
     assert zombies == [], zombies
+
+
+class TestSpawnPaths:
+    def test_the_fork_server_is_the_default_and_the_switch_turns_it_off(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from guild.sandbox import _spawn
+
+        assert _spawn.server() is not None
+        monkeypatch.setenv("GUILD_SANDBOX_SPAWN", "preexec")
+        assert _spawn.server() is None
