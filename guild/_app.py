@@ -57,9 +57,12 @@ class SupervisorOptions:
     """How the app's supervisor treats its workers (OTP intensity + backoff)."""
 
     strategy: Strategy = Strategy.ONE_FOR_ONE
-    max_restarts: int = 3
-    period: float = 5.0
-    backoff: Backoff = attrs.Factory(Backoff)
+    # A worker whose broker is down crashes at each claim: these defaults ride out
+    # ~15 s of outage (restarts after 0.5, 1, 2, 4, 8 s) and give up on a worker
+    # that crashes for longer, as OTP would escalate a crash loop.
+    max_restarts: int = 5
+    period: float = 30.0
+    backoff: Backoff = attrs.Factory(lambda: Backoff(initial=0.5, maximum=10.0))
 
 
 class Guild:

@@ -75,6 +75,7 @@ from .._job import (
 )
 from . import _redis_keys as keys
 from ._redis_errors import UNREACHABLE, map_redis_exceptions
+from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
 
 _ORPHAN_IDLE_MS = 5_000
 _JOB_FIELDS = 11
@@ -125,9 +126,10 @@ def _cluster_client(url: str) -> Any:
     startup = TCPLocation(host=parts.hostname or "localhost", port=parts.port or 6379)
     # Every key of one prefix lives on one node, so let each node's pool grow to
     # the whole connection budget (each blocked reader holds a connection).
-    return coredis.RedisCluster.from_url(
+    pool = SlotKeepingClusterPool.from_url(
         url, startup_nodes=[startup], max_connections_per_node=True
     )
+    return coredis.RedisCluster(connection_pool=pool)
 
 
 @contextlib.contextmanager
@@ -213,7 +215,7 @@ class RedisBroker:
         if (cluster_url := cluster_client_url(url)) is not None:
             client = _cluster_client(cluster_url)
         else:
-            client = coredis.Redis.from_url(url)
+            client = coredis.Redis(connection_pool=SlotKeepingPool.from_url(url))
         with map_redis_exceptions(f"connect to {url}"), _unreachable_cluster(url):
             await stack.enter_async_context(client)
             await client.ping()

@@ -7,7 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from .._app import Guild, SupervisorOptions
+import attrs
+
+from .._app import Guild
 from .._errors import ConfigError
 from ..config import GuildConfig, load_config
 from ..supervision import Strategy
@@ -50,10 +52,12 @@ def load_target(target: str) -> tuple[Guild, GuildConfig | None]:
 
 
 def apply_config(app: Guild, config: GuildConfig) -> None:
-    app.supervision = SupervisorOptions(
-        strategy=Strategy(config.supervisor.strategy),
-        max_restarts=config.supervisor.max_restarts,
-        period=config.supervisor.period,
+    chosen, current = config.supervisor, app.supervision
+    app.supervision = attrs.evolve(
+        current,
+        strategy=Strategy(chosen.strategy) if chosen.strategy is not None else current.strategy,
+        max_restarts=chosen.max_restarts or current.max_restarts,
+        period=chosen.period or current.period,
     )
     for name, options in config.workers.items():
         if name not in app.specs:

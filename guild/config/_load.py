@@ -91,13 +91,14 @@ def load_config(path: str | Path) -> GuildConfig:
 
 def _supervisor(table: _Reader) -> SupervisorConfig:
     table.reject_unknown({"strategy", "max_restarts", "period"})
-    strategy = table.get("strategy", (str,), " | ".join(STRATEGIES), "one_for_one")
-    if strategy not in STRATEGIES:
+    strategy = table.get("strategy", (str,), " | ".join(STRATEGIES), None)
+    if strategy is not None and strategy not in STRATEGIES:
         raise ConfigError(table.path, table.key("strategy"), " | ".join(STRATEGIES), strategy)
+    period = table.positive("period", (int, float), None)
     return SupervisorConfig(
         strategy=strategy,
-        max_restarts=table.positive("max_restarts", (int,), 3),
-        period=float(table.positive("period", (int, float), 5.0)),
+        max_restarts=table.positive("max_restarts", (int,), None),
+        period=None if period is None else float(period),
     )
 
 

@@ -10,8 +10,8 @@
 
     [supervisor]
     strategy = "one_for_one"        # one_for_one | one_for_all | rest_for_one
-    max_restarts = 3
-    period = 5.0
+    max_restarts = 5                # each key left out keeps the app's own setting
+    period = 30.0
 
     [workers.emails]                # per worker (by name): overrides of @app.worker options
     concurrency = 16
@@ -45,9 +45,11 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
 @attrs.frozen(kw_only=True)
 class SupervisorConfig:
-    strategy: str = "one_for_one"
-    max_restarts: int = 3
-    period: float = 5.0
+    """The ``[supervisor]`` table; ``None``: the app's own setting stands."""
+
+    strategy: str | None = None
+    max_restarts: int | None = None
+    period: float | None = None
 
 
 @attrs.frozen(kw_only=True)

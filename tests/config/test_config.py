@@ -85,3 +85,26 @@ class TestConfigErrors:
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(guild.ConfigError, match="an existing TOML file"):
             load_config(tmp_path / "nope.toml")
+
+
+class TestApplyConfig:
+    """The [supervisor] table overrides only the keys it names."""
+
+    def test_keys_left_out_keep_the_apps_own_options(self, tmp_path: Path) -> None:
+        from guild.cli._target import apply_config
+
+        backoff = guild.Backoff(initial=2.0)
+        app = guild.Guild(
+            "mine",
+            supervision=guild.SupervisorOptions(max_restarts=9, period=99.0, backoff=backoff),
+        )
+        config = load_config(
+            _write(tmp_path, '[guild]\napp = "x:y"\n[supervisor]\nstrategy = "one_for_all"\n')
+        )
+        apply_config(app, config)
+        assert app.supervision == guild.SupervisorOptions(
+            strategy=guild.Strategy.ONE_FOR_ALL, max_restarts=9, period=99.0, backoff=backoff
+        )
+        untouched = guild.Guild("defaults")
+        apply_config(untouched, load_config(_write(tmp_path, '[guild]\napp = "x:y"\n')))
+        assert untouched.supervision == guild.SupervisorOptions()
