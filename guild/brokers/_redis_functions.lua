@@ -127,6 +127,13 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle)
   return tostring(next_due)
 end
 
+-- The 11 fields of a claimed job, appended to out.
+local function append_row(out, id)
+  local j = redis.call('HMGET', k_job(id), 'id', 'queue', 'payload', 'attempt', 'max_attempts',
+    'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'receipt')
+  for _, v in ipairs(j) do out[#out + 1] = v end
+end
+
 -- Take the read stream entries (flat: entry id, job id, ...) under a lease.
 -- Returns 11 fields per job taken: id queue payload attempt max_attempts
 -- enqueued_at not_before timeout key trace_id receipt.
@@ -149,9 +156,7 @@ local function mark_entries(queue, lease_expires, consumer, taken)
       redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
         'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires)
       redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
-      local j = redis.call('HMGET', k_job(id), 'id', 'queue', 'payload', 'attempt', 'max_attempts',
-        'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'receipt')
-      for _, v in ipairs(j) do out[#out + 1] = v end
+      append_row(out, id)
     end
   end
   return out
@@ -197,12 +202,25 @@ end
 return out
 
 -- @claim
--- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms, lease_expires, consumer, limit.
+-- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms, lease_expires, consumer, limit, token.
 -- A busy worker's whole claim in one round trip: prepare, a non-blocking
 -- XREADGROUP of up to limit entries, mark. Returns the next due time, the
 -- stream's last generated id (an idle worker waits for entries after it), then
 -- mark_entries' fields; or {'nogroup'} when Redis lost the consumer group.
+-- A call whose reply was lost is sent again with the same token: it gets the
+-- jobs the first call took (those still held), not a second batch while the
+-- first waits out its leases.
 local queue, consumer = ARGV[2], ARGV[7]
+local token_key = P .. ':claim:' .. ARGV[9]
+local replay = redis.call('LRANGE', token_key, 0, -1)
+if #replay > 0 then
+  local out = {'-1', '0-0'}
+  for _, id in ipairs(replay) do
+    local f = redis.call('HMGET', k_job(id), 'status', 'consumer')
+    if f[1] == 'in_flight' and f[2] == consumer then append_row(out, id) end
+  end
+  return out
+end
 local next_due = prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5])
 local stream = k_q(queue, 'ready')
 local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', ARGV[8],
@@ -218,6 +236,8 @@ if read then
   end
 end
 local out = mark_entries(queue, ARGV[6], consumer, taken)
+for i = 1, #out, 11 do redis.call('RPUSH', token_key, out[i]) end
+if #out > 0 then redis.call('PEXPIRE', token_key, 60000) end
 local last = '0-0'
 if #taken == 0 then
   local info = redis.call('XINFO', 'STREAM', stream)

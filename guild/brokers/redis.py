@@ -61,6 +61,7 @@ from coredis.connection import TCPLocation
 
 from .._errors import BrokerClosed, BrokerUnavailable, UnknownBrokerURL
 from .._groups import leaves
+from .._ids import new_id
 from .._job import (
     DeadLetter,
     Delivery,
@@ -79,6 +80,7 @@ from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
 
 _ORPHAN_IDLE_MS = 5_000
 _JOB_FIELDS = 11
+_CLAIM_RETRY_PAUSE = 0.05
 
 
 def _load_scripts() -> dict[str, str]:
@@ -287,17 +289,24 @@ class RedisBroker:
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
         await self._ensure_group(queue)
+        if limit < 1:
+            return []  # XREADGROUP's COUNT 0 would mean "all"
         deadline = self.now() + wait
         while True:
             now = self.now()
             lease_expires = now + lease
             args = [queue, repr(now), self._result_ttl_ms, _ORPHAN_IDLE_MS]
-            args += [repr(lease_expires), consumer, limit]
+            args += [repr(lease_expires), consumer, limit, new_id()]
             # The script takes the jobs under a lease before it returns: a
             # cancellation while its reply is on the way would strand them until
-            # their leases expire, so the reply is always read.
+            # their leases expire, so the reply is always read; a reply lost with
+            # its connection is asked for again under the same token.
             with trio.CancelScope(shield=True):
-                flat = await self._call("claim", args)
+                try:
+                    flat = await self._call("claim", args)
+                except BrokerUnavailable:
+                    await trio.sleep(_CLAIM_RETRY_PAUSE)
+                    flat = await self._call("claim", args)
             if _text(flat[0]) == "nogroup":
                 # Redis lost the group (a restart without persistence): make it again.
                 self._groups.discard(queue)

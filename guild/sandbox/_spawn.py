@@ -13,6 +13,7 @@ Both paths apply the same things in the same order.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import marshal
 import os
@@ -197,6 +198,15 @@ handshakes = 0
 _server: ForkServer | None = None
 _broken = False
 _lock = threading.Lock()
+
+
+def _close_at_exit() -> None:
+    # Stop the helper with the interpreter rather than leave it to Popen.__del__.
+    if _server is not None:
+        _server.close()
+
+
+atexit.register(_close_at_exit)
 
 
 def server() -> ForkServer | None:
