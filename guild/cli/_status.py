@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import httpx
-
 from ._output import print_json, table
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -33,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def status(args: argparse.Namespace) -> int:
+    import httpx  # here, not at the top: `guild run` should not pay for it
+
     url = args.url.rstrip("/") + "/health"
     try:
         async with httpx.AsyncClient(timeout=args.timeout) as client:

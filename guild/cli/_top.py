@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-import trio_websocket
 
 from ._output import table
 from ._status import DEFAULT_URL
+
+if TYPE_CHECKING:
+    import trio_websocket
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 3
@@ -117,11 +119,13 @@ def _events_url(url: str) -> str:
 async def _read(
     ws: trio_websocket.WebSocketConnection, view: TopView, scope: trio.CancelScope
 ) -> None:
+    from trio_websocket import ConnectionClosed
+
     try:
         while True:
             for event in json.loads(await ws.get_message()):
                 view.apply(event)
-    except trio_websocket.ConnectionClosed as exc:
+    except ConnectionClosed as exc:
         # The app stopped, or dropped us as too slow: say so and end, rather than
         # leave the feed's error inside the nursery's exception group.
         view.closed = str(exc.reason)
@@ -129,6 +133,8 @@ async def _read(
 
 
 async def top(args: argparse.Namespace) -> int:
+    import trio_websocket  # here, not at the top: `guild run` should not pay for it
+
     url = _events_url(args.url)
     view = TopView()
     clear = sys.stdout.isatty() and not args.once
