@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import attrs
 import httpx
@@ -247,17 +247,21 @@ def add_task_worker(
     return worker
 
 
+class TaskWorkerOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`add_task_worker`."""
+
+    queue: str
+    concurrency: int
+    policy: SandboxPolicy | None
+    llm: LLMSettings | None
+    limiter: RateLimiter | None
+    cache: Cache | None
+    max_timeout: float
+
+
 @asynccontextmanager
 async def open_task_worker(
-    app: guild.Guild,
-    *,
-    queue: str = "tasks",
-    concurrency: int = 16,
-    policy: SandboxPolicy | None = None,
-    llm: LLMSettings | None = None,
-    limiter: RateLimiter | None = None,
-    cache: Cache | None = None,
-    max_timeout: float = 300.0,
+    app: guild.Guild, **options: Unpack[TaskWorkerOptions]
 ) -> AsyncIterator[TaskWorker]:
     """:func:`add_task_worker`, with the worker's HTTP client open for the block
     (so ``handle`` can be called directly, as in tests).
@@ -267,16 +271,7 @@ async def open_task_worker(
         async with open_task_worker(app) as tasks, app.open(broker):
             ...
     """
-    worker = add_task_worker(
-        app,
-        queue=queue,
-        concurrency=concurrency,
-        policy=policy,
-        llm=llm,
-        limiter=limiter,
-        cache=cache,
-        max_timeout=max_timeout,
-    )
+    worker = add_task_worker(app, **options)
     async with worker.session():
         yield worker
 

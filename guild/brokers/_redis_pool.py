@@ -20,22 +20,29 @@ import coredis.pool
 from coredis._concurrency import QueueFull
 
 
+def _release(pool: Any, connection: Any, base: Any, free_slot: Any) -> None:
+    if connection.usable:
+        base.release(pool, connection)
+        return
+    pool.statistics.connection_released(connection)
+    connection.invalidate()
+    free_slot()
+
+
 class SlotKeepingPool(coredis.pool.ConnectionPool):  # type: ignore[type-arg]
     def release(self, connection: Any) -> None:
-        if connection.usable:
-            super().release(connection)
-            return
-        self.statistics.connection_released(connection)
-        connection.invalidate()
-        self._available_connections.put_nowait(None)
+        _release(
+            self,
+            connection,
+            coredis.pool.ConnectionPool,
+            lambda: self._available_connections.put_nowait(None),
+        )
 
 
 class SlotKeepingClusterPool(coredis.pool.ClusterConnectionPool):
     def release(self, connection: Any) -> None:
-        if connection.usable:
-            super().release(connection)
-            return
-        self.statistics.connection_released(connection)
-        connection.invalidate()
-        with contextlib.suppress(QueueFull):  # as coredis's own release
-            self._node_pool(connection.location).put_nowait(None)
+        def free_slot() -> None:
+            with contextlib.suppress(QueueFull):  # as coredis's own release
+                self._node_pool(connection.location).put_nowait(None)
+
+        _release(self, connection, coredis.pool.ClusterConnectionPool, free_slot)
