@@ -39,40 +39,21 @@ def redis_cluster() -> Iterator[RedisCluster]:
 def make_broker(request: pytest.FixtureRequest, tmp_path: Path) -> MakeBroker:
     kind = request.param
 
+    async def open_one() -> Broker:
+        if kind == "memory":
+            return MemoryBroker()
+        if kind == "sqlite":
+            return await SqliteBroker.open(tmp_path / f"broker-{next(_prefixes)}.db")
+        # A fresh key prefix per broker: one server, no test sees another's keys.
+        server = request.getfixturevalue("redis_server" if kind == "redis" else "redis_cluster")
+        return await RedisBroker.open(server.url, prefix=f"t{next(_prefixes)}")
+
     @asynccontextmanager
-    async def memory() -> AsyncIterator[Broker]:
-        broker = MemoryBroker()
+    async def make() -> AsyncIterator[Broker]:
+        broker = await open_one()
         try:
             yield broker
         finally:
             await broker.aclose()
 
-    @asynccontextmanager
-    async def sqlite() -> AsyncIterator[Broker]:
-        broker = await SqliteBroker.open(tmp_path / f"broker-{next(_prefixes)}.db")
-        try:
-            yield broker
-        finally:
-            await broker.aclose()
-
-    @asynccontextmanager
-    async def redis() -> AsyncIterator[Broker]:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        broker = await RedisBroker.open(server.url, prefix=f"t{next(_prefixes)}")
-        try:
-            yield broker
-        finally:
-            await broker.aclose()
-
-    @asynccontextmanager
-    async def redis_cluster() -> AsyncIterator[Broker]:
-        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        broker = await RedisBroker.open(cluster.url, prefix=f"t{next(_prefixes)}")
-        try:
-            yield broker
-        finally:
-            await broker.aclose()
-
-    return {"memory": memory, "sqlite": sqlite, "redis": redis, "redis-cluster": redis_cluster}[
-        kind
-    ]
+    return make
