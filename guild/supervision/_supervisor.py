@@ -319,13 +319,13 @@ class Supervisor:
         self._status[child] = ChildStatus(
             state=state, restarts_in_period=restarts, last_error=last_error
         )
+        facts = {"detail": detail, "last_error": last_error}
         _log.info(
             "child_" + state,
             supervisor=self.name,
             child=child,
-            detail=detail,
             restarts_in_period=restarts,
-            last_error=last_error,
+            **{name: value for name, value in facts.items() if value is not None},
         )
         if self._on_event is not None:
             self._on_event(
