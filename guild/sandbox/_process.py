@@ -119,8 +119,6 @@ class Sandbox:
                 )
             except KeyError as exc:
                 raise SandboxError(f"sandbox user/group not found: {exc}") from exc
-        _reaper.become_subreaper()
-        _spawn.server()  # start the fork server now rather than in the first run
 
     @property
     def isolated(self) -> bool:
@@ -234,6 +232,10 @@ class Sandbox:
     async def _start(
         self, full: list[str], workdir: str, env: dict[str, str], identity: tuple[int, int] | None
     ) -> _spawn.Child | trio.Process:
+        # At the first run, not when the Sandbox is built: a process that only
+        # builds one (the parent of `guild run --processes`, importing the app)
+        # must not collect its children's orphans, nor start a fork server.
+        _reaper.become_subreaper()
         limits = self._limits()
         server = _spawn.server()
         if server is not None:
