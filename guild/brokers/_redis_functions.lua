@@ -225,7 +225,10 @@ local next_due = prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5])
 local stream = k_q(queue, 'ready')
 local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', ARGV[8],
   'STREAMS', stream, '>')
-if type(read) == 'table' and read.err then return {'nogroup'} end
+if type(read) == 'table' and read.err then
+  if string.find(read.err, 'NOGROUP', 1, true) then return {'nogroup'} end
+  return redis.error_reply(read.err)
+end
 local taken = {}
 if read then
   for _, e in ipairs(read[1][2]) do

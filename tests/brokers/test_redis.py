@@ -54,3 +54,23 @@ async def _held(broker: RedisBroker, job_id: str) -> list[guild.Delivery]:
         "claim", ["q", repr(now), 60_000, 5_000, repr(now + 30), "c1", 5, "token-1"]
     )
     return [d for d in _deliveries(flat[2:], "c1", now + 30) if d.job.id == job_id]
+
+
+class TestClaimErrors:
+    async def test_a_read_error_other_than_nogroup_is_reported_as_it_is(
+        self, server: RedisServer
+    ) -> None:
+        broker = await RedisBroker.open(server.url, prefix="wrongtype")
+        try:
+            assert await broker.claim("q", consumer="c1", limit=1, lease=1.0) == []
+            # Something else took the stream's key: the error says so, and is not
+            # mistaken for a lost consumer group.
+            await broker._client.delete(["wrongtype:q:q:ready"])
+            await broker._client.set("wrongtype:q:q:ready", "not a stream")
+            with pytest.raises(
+                guild.BrokerError,
+                match="claim: Operation against a key holding the wrong kind of value",
+            ):
+                await broker.claim("q", consumer="c1", limit=1, lease=1.0)
+        finally:
+            await broker.aclose()
