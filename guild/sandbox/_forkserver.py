@@ -30,6 +30,18 @@ _FDS = _socket.CMSG_LEN(3 * _INT.size)
 _MAX_REQUEST = 1 << 20
 
 
+def apply_in_child(limits: list[tuple[int, int]], identity: tuple[int, int] | None) -> None:
+    """The rlimits, then the drop to ``identity`` (uid, gid; no supplementary
+    groups), in a child about to exec. Both spawn paths call this: the spare here,
+    and the ``preexec_fn`` fallback in ``_spawn``."""
+    for which, value in limits:
+        resource.setrlimit(which, (value, value))
+    if identity is not None:
+        os.setgroups([])
+        os.setgid(identity[1])
+        os.setuid(identity[0])
+
+
 def _spare(ctl: _socket.socket, taken: int) -> None:
     try:
         message, ancillary, flags, _ = ctl.recvmsg(_MAX_REQUEST, _FDS)
@@ -65,12 +77,7 @@ def _spare(ctl: _socket.socket, taken: int) -> None:
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         os.chdir(cwd)
-        for which, value in limits:
-            resource.setrlimit(which, (value, value))
-        if identity is not None:
-            os.setgroups([])
-            os.setgid(identity[1])
-            os.setuid(identity[0])
+        apply_in_child(limits, identity)
         os.execve(argv[0], argv, env)
     except OSError as exc:
         code = exc.errno or 1

@@ -189,6 +189,7 @@ class Sandbox:
         identity: tuple[int, int] | None,
     ) -> set[str]:
         root = Path(workdir)
+        written: set[str] = set()
         for name, content in files.items():
             relative = Path(name)
             if relative.is_absolute() or ".." in relative.parts or "\0" in name or not name:
@@ -200,12 +201,13 @@ class Sandbox:
             target = root / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
+            written.add(str(target.relative_to(root)))
         if identity is not None:
             os.chown(root, *identity)
             if files:
                 for path in root.rglob("*"):
                     os.chown(path, *identity)
-        return _files(workdir) if files else set()
+        return written
 
     def _environment(self, workdir: str, env: Mapping[str, str], token: str) -> dict[str, str]:
         passed = {k: os.environ[k] for k in self.policy.pass_env if k in os.environ}

@@ -17,7 +17,6 @@ import atexit
 import contextlib
 import marshal
 import os
-import resource
 import socket
 import struct
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 import trio
 
 from . import _reaper
+from ._forkserver import apply_in_child as apply_in_child
 
 Limits = Sequence[tuple[int, int]]
 Identity = tuple[int, int] | None
@@ -231,13 +231,3 @@ def server() -> ForkServer | None:
             _broken = True
             return None
         return _server
-
-
-def apply_in_child(limits: Limits, identity: Identity) -> None:
-    """The ``preexec_fn`` path: the same limits and drop, in a forked child."""
-    for which, value in limits:
-        resource.setrlimit(which, (value, value))
-    if identity is not None:
-        os.setgroups([])
-        os.setgid(identity[1])
-        os.setuid(identity[0])
