@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import attrs
 import trio
 
 import guild
-from guild.observability import WorkerStateChanged
 
 QUEUE = "work"
 
@@ -47,19 +45,3 @@ async def wait_for_done(broker: guild.Broker, at_least: int) -> guild.QueueStats
 async def results(broker: guild.Broker, jobs: Sequence[guild.Job]) -> list[guild.Result | None]:
     """Every job's result, in order."""
     return [await broker.get_result(job.id) for job in jobs]
-
-
-@attrs.define
-class SupervisionLog(guild.Instrument):
-    """Records the worker's supervision events (crashes, restarts, giving up)."""
-
-    events: list[WorkerStateChanged] = attrs.Factory(list)
-
-    def worker_state_changed(self, event: WorkerStateChanged) -> None:
-        self.events.append(event)
-
-    def count(self, state: str) -> int:
-        return sum(1 for event in self.events if event.state == state)
-
-    def errors(self) -> list[str]:
-        return [e.last_error or "" for e in self.events if e.state == "crashed"]

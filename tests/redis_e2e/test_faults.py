@@ -12,10 +12,10 @@ import trio
 import guild
 from tests._redis_server import RedisServer, running_redis_server
 
+from .._state_log import StateLog
 from ._proxy import TcpProxy
 from ._support import (
     QUEUE,
-    SupervisionLog,
     enqueue_batched,
     queue_stats,
     results,
@@ -30,8 +30,8 @@ STORM_CUTS = 30
 TOLERANT = guild.SupervisorOptions(max_restarts=30, period=5.0)
 
 
-def _app(seen: collections.Counter[str]) -> tuple[guild.Guild, SupervisionLog]:
-    log = SupervisionLog()
+def _app(seen: collections.Counter[str]) -> tuple[guild.Guild, StateLog]:
+    log = StateLog()
     app = guild.Guild("redis-e2e", instruments=[log], supervision=TOLERANT)
 
     # A short lease brings back, within 2 s, jobs whose claim or release was lost
@@ -63,7 +63,7 @@ async def _assert_all_done(
         assert result.value == job.payload
 
 
-def _report(name: str, supervision: SupervisionLog, seen: collections.Counter[str]) -> str:
+def _report(name: str, supervision: StateLog, seen: collections.Counter[str]) -> str:
     crashes = collections.Counter(supervision.errors())
     duplicates = sum(1 for n in seen.values() if n > 1)
     return (

@@ -83,7 +83,7 @@ class TestProcessSupervisor:
                 assert (stats.done, stats.dead, stats.ready, stats.in_flight) == (JOBS, 0, 0, 0)
                 results = [await broker.get_result(job.id) for job in jobs]
                 assert all(r is not None and r.ok for r in results)
-                pids = {r.value["pid"] for r in results if r is not None}  # type: ignore[index]
+                pids = {r.value["pid"] for r in results if r is not None}
                 # Three processes did the work: the two first children and the replacement.
                 assert len(pids) == 3
         text = log.read_text()

@@ -15,7 +15,6 @@ from guild import (
     ChildSpec,
     Circuit,
     GaveUp,
-    Instrument,
     Job,
     MemoryBroker,
     Restart,
@@ -23,9 +22,9 @@ from guild import (
     Supervisor,
     SupervisorOptions,
 )
-from guild.observability import WorkerStateChanged
 
 from .._poll import until
+from .._state_log import StateLog
 
 
 async def _dead(broker: MemoryBroker, queue: str, count: int) -> bool:
@@ -175,17 +174,6 @@ class TestRestarts:
             assert supervisor.snapshot()["late"].state == "running"
             nursery.cancel_scope.cancel()
         assert late.starts == [5.0] and late.cancelled == 1
-
-
-class StateLog(Instrument):
-    def __init__(self) -> None:
-        self.events: list[WorkerStateChanged] = []
-
-    def worker_state_changed(self, event: WorkerStateChanged) -> None:
-        self.events.append(event)
-
-    def states(self) -> list[str]:
-        return [e.state for e in self.events]
 
 
 class TestDependencyCircuit:
