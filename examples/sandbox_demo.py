@@ -13,7 +13,7 @@ from guild.sandbox import Sandbox, SandboxPolicy
 
 async def main() -> None:
     sandbox = Sandbox(SandboxPolicy.default())
-    print(f"isolated with bubblewrap: {sandbox.isolated}")
+    print(f"isolation: {sandbox.isolation}")  # "bwrap" or "kernel"; "none" only if asked
     result = await sandbox.run(
         ["python3", "hello.py"],
         timeout=10,

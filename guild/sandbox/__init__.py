@@ -4,6 +4,8 @@
 * :class:`Sandbox` — ``await sandbox.run(argv, timeout=…, files=…)``.
 * :class:`SandboxResult` — exit code, capped output, files created, duration.
 * :func:`check` — the pure policy decision, for tests and tooling.
+* :func:`host_isolation` — ``"bwrap"``, ``"kernel"`` or ``"none"``: what ``isolate="auto"`` gets here.
+* :func:`check_run` — the pure check of a run's timeout and files.
 
 Refusals raise ``guild.CommandRefused`` (naming the rule); timeouts raise
 ``guild.SandboxTimeout`` (carrying the output so far).
@@ -16,9 +18,11 @@ from ._policy import WRAPPERS as WRAPPERS
 from ._policy import Resolved as Resolved
 from ._policy import SandboxPolicy as SandboxPolicy
 from ._policy import check as check
+from ._policy import check_run as check_run
 from ._policy import resolve_allowed as resolve_allowed
 from ._process import Sandbox as Sandbox
 from ._process import SandboxResult as SandboxResult
+from ._process import host_isolation as host_isolation
 
 __all__ = [
     "SHELLS",
@@ -28,5 +32,7 @@ __all__ = [
     "SandboxPolicy",
     "SandboxResult",
     "check",
+    "check_run",
+    "host_isolation",
     "resolve_allowed",
 ]

@@ -14,8 +14,34 @@ Rules, checked in this order (the first that fails names the refusal):
                    module chosen by the caller (``python3 -c``, ``-Sc``, ``-m``,
                    ``node -e``, ``--eval=…``, ``perl -e``, …), unless the policy
                    allows inline code for that interpreter.
+``debugger``       ``--inspect*`` or ``--debug*`` (``_`` spelled ``-`` too): a debugger
+                   port runs whatever code its client sends.
+``double-dash``    ``--`` before the script: it turns the next argument into a
+                   script name however it is spelled (``python3 -- -c …``).
+``script-stdin``   the script is stdin: ``-``, ``/dev/stdin``, ``/dev/fd/N``,
+                   ``/proc/self/fd/N`` (the job does not choose what stdin holds).
+``script-outside`` the script does not resolve inside the job directory: an
+                   absolute path (a stdlib module's, ``/tmp/x.py``), a ``..``
+                   component, a URL (``https://…``), an empty name.
 ``env-injection``  a job variable that steers the loader or an interpreter
-                   (``LD_PRELOAD``, ``PYTHONPATH``, ``NODE_OPTIONS``, …).
+                   (``LD_PRELOAD``, ``PYTHONPATH``, ``NODE_OPTIONS``, …), or an
+                   option that loads variables from a file (``node --env-file``).
+
+The interpreter's arguments are read as the interpreter reads them, up to its
+script: a flag's value is skipped, never taken for the script. An option this
+module does not know, written without ``=``, may take the next argument as its
+value or not: both readings are checked, so a script hidden behind one is found.
+A refused argument never starts a process; neither does a bad run
+(:func:`check_run`, before the job directory is made):
+
+``bad-timeout``    not a number, NaN or infinite, not above 0, or above the
+                   policy's ``max_timeout``.
+``bad-file``       a file name that is not relative text, is empty, has an empty,
+                   ``.`` or ``..`` component or a NUL, has a component over 255
+                   bytes or is over 4096 bytes (UTF-8), or names a file that
+                   another name needs as a directory; content that is not bytes.
+``disk-budget``    the files do not fit the job directory's budget
+                   (``disk_bytes`` counted in 4 KiB pages, ``disk_inodes``).
 
 Executables are resolved to absolute paths once, when the sandbox is built
 (``resolve_allowed``); checking an argv afterwards is a pure function of the
@@ -24,9 +50,10 @@ argv, the job's environment and that table.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import attrs
@@ -69,15 +96,41 @@ WRAPPERS = frozenset(
     }
 )
 
-# Per interpreter family: short flags that run inline code or a caller-chosen
-# module, short flags that take a value (so the value is skipped, not parsed as
-# flags), and long options that do the same.
-_INLINE: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
-    "python": (frozenset("cm"), frozenset("WXQ"), frozenset()),
-    "node": (
-        frozenset("epr"),
-        frozenset(),
-        frozenset(
+
+@attrs.frozen
+class _Syntax:
+    """How one interpreter family reads its options, up to the script."""
+
+    inline: frozenset[str]  # short flags that run inline code or a caller-chosen module
+    takes_value: frozenset[str]  # short flags whose value follows (in the cluster or next)
+    # Short flags whose optional value can only be the rest of their cluster
+    # (perl -i.bak, -F:): the next argument is never theirs.
+    attached_value: frozenset[str] = frozenset()
+    # Short flags followed by optional digits, after which the cluster goes on
+    # as flags (perl -l015, -0777, -0x1F): `perl -lane CODE` runs CODE.
+    number_value: frozenset[str] = frozenset()
+    inline_long: frozenset[str] = frozenset()  # long options (or words) that run inline code
+    value_long: frozenset[str] = frozenset()  # long options whose value may be the next arg
+    flag_long: frozenset[str] = frozenset()  # long options known to take no value
+    env_long: frozenset[str] = frozenset()  # long options that load variables from a file
+    subcommands: frozenset[str] = frozenset()  # a word before the script (deno run x.ts)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_SYNTAX: dict[str, _Syntax] = {
+    "python": _Syntax(
+        inline=frozenset("cm"),
+        takes_value=frozenset("WXQ"),
+        value_long=frozenset({"--check-hash-based-pycs"}),
+        flag_long=frozenset({"--help", "--help-env", "--help-xoptions", "--help-all", "--version"}),
+    ),
+    "node": _Syntax(
+        inline=frozenset("epr"),
+        takes_value=frozenset("C"),
+        inline_long=frozenset(
             {
                 "--eval",
                 "--print",
@@ -89,12 +142,65 @@ _INLINE: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
                 "--inspect-brk",
             }
         ),
+        # node 20's `--help`, the options shown with a value, each seen to take
+        # the next argument as its value (V8's own options do not).
+        value_long=_words(
+            """--allow-fs-read --allow-fs-write --build-snapshot-config --conditions
+            --cpu-prof-dir --cpu-prof-interval --cpu-prof-name --diagnostic-dir
+            --disable-proto --disable-warning --dns-result-order
+            --experimental-policy --experimental-sea-config --heap-prof-dir
+            --heap-prof-interval --heap-prof-name --heapsnapshot-near-heap-limit
+            --heapsnapshot-signal --icu-data-dir --input-type --max-http-header-size
+            --network-family-autoselection-attempt-timeout --openssl-config
+            --policy-integrity --redirect-warnings --report-filename --report-signal
+            --secure-heap --secure-heap-min --snapshot-blob
+            --test-concurrency --test-name-pattern --test-reporter
+            --test-reporter-destination --test-shard --test-timeout --title
+            --tls-cipher-list --tls-keylog --trace-event-categories
+            --trace-event-file-pattern --unhandled-rejections --use-largepages
+            --v8-pool-size --watch-path"""
+        ),
+        flag_long=_words(
+            """--help --version --check --interactive --test --watch --expose-gc
+            --enable-source-maps --trace-warnings --trace-uncaught --trace-exit
+            --trace-sigint --preserve-symlinks --preserve-symlinks-main
+            --abort-on-uncaught-exception --throw-deprecation --trace-deprecation
+            --pending-deprecation --experimental-vm-modules --frozen-intrinsics
+            --zero-fill-buffers --jitless --experimental-permission
+            --experimental-wasm-modules --experimental-detect-module
+            --force-fips --enable-fips --experimental-global-webcrypto
+            --report-on-fatalerror --report-uncaught-exception --report-compact
+            --build-snapshot --test-only --prof --cpu-prof --heap-prof"""
+        ),
+        env_long=frozenset({"--env-file", "--env-file-if-exists"}),
     ),
-    "perl": (frozenset("eEMmx"), frozenset("IidlF0"), frozenset()),
-    "ruby": (frozenset("er"), frozenset("IC"), frozenset({"--require"})),
-    "php": (frozenset("rRBEF"), frozenset("dc"), frozenset({"--run"})),
-    "deno": (frozenset(), frozenset(), frozenset({"eval", "repl"})),
+    # perl -d[:Module] runs a debugger or a module the caller names: inline code.
+    "perl": _Syntax(
+        inline=frozenset("eEMmxd"),
+        takes_value=frozenset("I"),
+        attached_value=frozenset("iF"),
+        number_value=frozenset("l0"),
+    ),
+    "ruby": _Syntax(
+        inline=frozenset("er"), takes_value=frozenset("IC"), inline_long=frozenset({"--require"})
+    ),
+    "php": _Syntax(
+        inline=frozenset("rRBEF"), takes_value=frozenset("dc"), inline_long=frozenset({"--run"})
+    ),
+    "deno": _Syntax(
+        inline=frozenset(),
+        takes_value=frozenset(),
+        inline_long=frozenset({"eval", "repl"}),
+        subcommands=frozenset({"run", "test", "bench", "check", "compile", "serve", "lint"}),
+    ),
 }
+_DEBUGGER = ("--inspect", "--debug")
+_STDIN = re.compile(r"^/(dev/(stdin|fd/.*)|proc/[^/]+/fd/.*)$")
+# Limits of Linux file names (NAME_MAX, PATH_MAX), in bytes of UTF-8.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+# tmpfs gives every non-empty file whole pages.
+_PAGE = 4096
 _FAMILY = re.compile(r"^(python|node|nodejs|perl|ruby|php|deno)(\d+(\.\d+)*)?$")
 
 _ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "NODE_", "NPM_", "PERL", "RUBY", "GEM_", "MALLOC_")
@@ -118,12 +224,26 @@ _ENV_NAMES = frozenset(
 )
 
 DEFAULT_SEARCH_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
-Isolation = Literal["auto", "always", "never"]
+Isolation = Literal["auto", "always", "never", "bwrap", "kernel"]
 
 
 def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+# Typed converters: attrs' mypy plugin cannot infer one from ``frozenset`` or ``tuple``.
+def _frozen(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(names)
+
+
+def _strings(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(names)
+
+
+def _finite_positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{attribute.name} must be a finite number above 0, got {value!r}")
 
 
 def _names(_: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
@@ -144,9 +264,23 @@ class SandboxPolicy:
         allow: program names that may run (bare names, resolved on ``search_path``).
         inline_code: interpreter names (from ``allow``) that may take inline-code flags.
         pass_env: variables of the worker's environment passed to the command.
-        cpu_seconds, address_space, file_size, open_files, processes: rlimits.
+        cpu_seconds, address_space, file_size, open_files, processes: rlimits
+            (per process; ``processes`` is also the run's process budget).
         output_cap: bytes kept of stdout and of stderr each.
-        isolate: bubblewrap namespaces: ``"auto"`` (when it works), ``"always"``, ``"never"``.
+        isolate: namespaces for each run. ``"auto"`` (and its old name ``"always"``):
+            bubblewrap when it works, else the kernel's namespaces directly, else
+            refuse to build (``IsolationUnavailable``); ``"bwrap"`` or ``"kernel"``:
+            that mode or refuse; ``"never"``: no isolation (an explicit choice).
+        memory: bytes all of a run's processes may hold together, tmpfs pages
+            they write included (a cgroup, where one can be made).
+        run_cpu_seconds: CPU seconds all of a run's processes may use together.
+        tmpfs_size, tmpfs_inodes: each scratch tmpfs (``/tmp``, ``/dev/shm``,
+            ``/var/tmp``) of a kernel-isolated run holds at most this much.
+        disk_bytes, disk_inodes: the job directory's budget. When the worker is
+            root it is a tmpfs of this size and inode count; a run that fills it
+            gets ENOSPC and its result says ``budget_exceeded="disk"`` or
+            ``"inodes"``. The files a run is given must fit (``disk-budget``).
+        max_timeout: the longest timeout a run may ask for, in seconds.
         user, group: who the command runs as when the worker is root.
         uid_pool: when the worker is root, each concurrent run gets its own uid
             from this inclusive range (with ``group``), so runs cannot signal or
@@ -158,10 +292,10 @@ class SandboxPolicy:
     """
 
     allow: tuple[str, ...] = attrs.field(
-        default=("python3", "node"), converter=tuple, validator=_names
+        default=("python3", "node"), converter=_strings, validator=_names
     )
-    inline_code: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
-    pass_env: tuple[str, ...] = attrs.field(default=("LANG", "LC_ALL", "TZ"), converter=tuple)
+    inline_code: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen)
+    pass_env: tuple[str, ...] = attrs.field(default=("LANG", "LC_ALL", "TZ"), converter=_strings)
     cpu_seconds: int = attrs.field(default=60, validator=_positive)
     address_space: int = attrs.field(default=4 << 30, validator=_positive)
     file_size: int = attrs.field(default=64 << 20, validator=_positive)
@@ -169,14 +303,22 @@ class SandboxPolicy:
     processes: int = attrs.field(default=64, validator=_positive)
     output_cap: int = attrs.field(default=1 << 20, validator=_positive)
     isolate: Isolation = attrs.field(
-        default="auto", validator=attrs.validators.in_(("auto", "always", "never"))
+        default="auto",
+        validator=attrs.validators.in_(("auto", "always", "never", "bwrap", "kernel")),
     )
+    memory: int = attrs.field(default=1 << 30, validator=_positive)
+    run_cpu_seconds: int = attrs.field(default=120, validator=_positive)
+    tmpfs_size: int = attrs.field(default=64 << 20, validator=_positive)
+    tmpfs_inodes: int = attrs.field(default=4096, validator=_positive)
+    disk_bytes: int = attrs.field(default=128 << 20, validator=_positive)
+    disk_inodes: int = attrs.field(default=16384, validator=_positive)
+    max_timeout: float = attrs.field(default=3600.0, validator=_finite_positive)
     user: str = "nobody"
     group: str = "nogroup"
     uid_pool: tuple[int, int] | None = (200_000, 200_999)
     kill_grace: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     keep_dir: bool = False
-    search_path: tuple[str, ...] = attrs.field(default=DEFAULT_SEARCH_PATH, converter=tuple)
+    search_path: tuple[str, ...] = attrs.field(default=DEFAULT_SEARCH_PATH, converter=_strings)
 
     @inline_code.validator
     def _inline_subset(self, _: object, value: frozenset[str]) -> None:
@@ -248,27 +390,187 @@ def _check_executable(argv: Sequence[str], table: Mapping[str, Resolved]) -> Res
     return found
 
 
-def _check_inline(argv: Sequence[str], kind: str) -> None:
-    inline, takes_value, long_options = _INLINE[kind]
-    args = iter(argv[1:])
-    for arg in args:
-        if arg == "--" or not arg.startswith("-") or arg == "-":
-            if kind == "deno" and arg in long_options:
-                raise _refuse("inline-code", argv, f"deno {arg} runs inline code")
-            return  # the script (or its arguments) from here on
-        if arg.startswith("--"):
-            name = arg.split("=", 1)[0]
-            if name in long_options:
-                raise _refuse("inline-code", argv, f"{name} runs code given on the command line")
+def check_script(argv: Sequence[str], script: str) -> None:
+    """Refuse a script that does not resolve inside the job directory (the working
+    directory): stdin, an absolute path, a ``..`` component, a URL, an empty name."""
+    if script == "-" or _STDIN.match(script):
+        raise _refuse("script-stdin", argv, f"the script {script!r} is stdin")
+    if not script:
+        raise _refuse("script-outside", argv, "an empty script name")
+    if script.startswith("/"):
+        raise _refuse(
+            "script-outside", argv, f"the script {script!r} is not inside the job directory"
+        )
+    parts = script.split("/")
+    if ".." in parts:
+        raise _refuse("script-outside", argv, f"the script {script!r} leaves the job directory")
+    if ":" in parts[0]:
+        raise _refuse("script-outside", argv, f"the script {script!r} is a URL, not a file")
+
+
+# A place in the argv, and whether deno's subcommand has been read.
+_Place = tuple[int, bool]
+
+
+def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) -> list[_Place]:
+    """Read the argument at ``place``; where reading may go on (none: the script
+    was found and is confined, or the rest is inline code the policy allows)."""
+    index, past_subcommand = place
+    if index >= len(argv):
+        return []  # no script: the interpreter reads stdin, which is /dev/null
+    arg = argv[index]
+    if arg == "--":
+        raise _refuse("double-dash", argv, "'--' before the script makes any word a script name")
+    if arg == "-" or not arg.startswith("-"):
+        if syntax.subcommands and not past_subcommand:
+            if arg in syntax.inline_long:
+                if inline_ok:
+                    return []
+                raise _refuse("inline-code", argv, f"{arg} runs code given on the command line")
+            if arg in syntax.subcommands:
+                return [(index + 1, True)]
+        check_script(argv, arg)
+        return []
+    if arg.startswith("--"):
+        name, has_value, _ = arg.partition("=")
+        name = name.replace("_", "-")  # node reads --inspect_brk as --inspect-brk
+        if name in syntax.inline_long and not inline_ok:
+            raise _refuse("inline-code", argv, f"{name} runs code given on the command line")
+        if name.startswith(_DEBUGGER):
+            raise _refuse("debugger", argv, f"{name} opens a debugger that runs any code")
+        if name in syntax.inline_long:
+            return []
+        if name in syntax.env_long:
+            raise _refuse("env-injection", argv, f"{name} loads variables from a file")
+        if has_value or name in syntax.flag_long or name.startswith("--no-"):
+            return [(index + 1, past_subcommand)]
+        if name in syntax.value_long:
+            return [(index + 2, past_subcommand)]
+        # Unknown: a flag, or an option that takes the next argument. Read both ways.
+        return [(index + 1, past_subcommand), (index + 2, past_subcommand)]
+    cluster = arg[1:]
+    position = 0
+    while position < len(cluster):
+        flag = cluster[position]
+        position += 1
+        if flag in syntax.number_value:
+            position = _number_end(cluster, position)
             continue
-        cluster = arg[1:]
-        for index, flag in enumerate(cluster):
-            if flag in inline:
-                raise _refuse("inline-code", argv, f"inline code flag -{flag} (in {arg!r})")
-            if flag in takes_value:
-                if index == len(cluster) - 1:
-                    next(args, None)  # the value is the next argument
-                break  # the rest of the cluster is the value
+        if flag in syntax.inline:
+            if inline_ok:
+                return []
+            raise _refuse("inline-code", argv, f"inline code flag -{flag} (in {arg!r})")
+        if flag in syntax.attached_value:
+            return [(index + 1, past_subcommand)]
+        if flag in syntax.takes_value:
+            # The rest of the cluster is the value, or else the next argument is.
+            skip = 2 if position == len(cluster) else 1
+            return [(index + skip, past_subcommand)]
+    return [(index + 1, past_subcommand)]
+
+
+def _number_end(cluster: str, start: int) -> int:
+    """Where the digits of perl's -l/-0 value end: octal digits, or x and hex digits."""
+    digits = "01234567"
+    if cluster[start : start + 1] in ("x", "X"):
+        start, digits = start + 1, "0123456789abcdefABCDEF"
+    while start < len(cluster) and cluster[start] in digits:
+        start += 1
+    return start
+
+
+def check_interpreter(argv: Sequence[str], kind: str, inline_ok: bool = False) -> None:
+    """Refuse an interpreter argv whose options run code that is not the job's
+    script in the job directory (see the module's rules)."""
+    syntax = _SYNTAX[kind]
+    pending: list[_Place] = [(1, False)]
+    seen: set[_Place] = set()
+    while pending:
+        place = pending.pop()
+        if place not in seen:
+            seen.add(place)
+            pending += _step(argv, place, syntax, inline_ok)
+
+
+def check_timeout(argv: Sequence[str], timeout: object, max_timeout: float) -> float:
+    """The timeout as a float, or ``bad-timeout``: finite, above 0, at most ``max_timeout``."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise _refuse("bad-timeout", argv, f"timeout {timeout!r} is not a number of seconds")
+    # An int is finite however large (and too large for math.isfinite to take).
+    if (isinstance(timeout, float) and not math.isfinite(timeout)) or timeout <= 0:
+        raise _refuse("bad-timeout", argv, f"timeout {timeout!r} must be finite and above 0")
+    if timeout > max_timeout:
+        raise _refuse(
+            "bad-timeout",
+            argv,
+            f"timeout {timeout!r} is over the policy's max_timeout {max_timeout:g}",
+        )
+    return float(timeout)
+
+
+def check_file_name(argv: Sequence[str], name: object) -> tuple[str, ...]:
+    """The components of a job file's name, or ``bad-file`` naming what is wrong."""
+    if not isinstance(name, str):
+        raise _refuse("bad-file", argv, f"file name {name!r} is not text")
+    try:
+        encoded = name.encode()
+    except UnicodeEncodeError:
+        raise _refuse("bad-file", argv, f"file name {name!r} is not valid UTF-8") from None
+    if not name or "\0" in name:
+        raise _refuse("bad-file", argv, f"file name {name!r} is empty or has a NUL")
+    if name.startswith("/"):
+        raise _refuse("bad-file", argv, f"file name {name!r} is absolute")
+    parts = tuple(name.split("/"))
+    if any(part in ("", ".", "..") for part in parts):
+        raise _refuse("bad-file", argv, f"file name {name!r} has an empty, '.' or '..' component")
+    if len(encoded) > MAX_PATH_BYTES:
+        raise _refuse("bad-file", argv, f"file name {name[:40]!r}… is over {MAX_PATH_BYTES} bytes")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
+        raise _refuse(
+            "bad-file",
+            argv,
+            f"file name {name[:40]!r}… has a component over {MAX_NAME_BYTES} bytes",
+        )
+    return parts
+
+
+def check_run(
+    argv: Sequence[str], timeout: object, files: Mapping[str, bytes], policy: SandboxPolicy
+) -> float:
+    """The run's timeout as a float, or :class:`CommandRefused` (``bad-timeout``,
+    ``bad-file``, ``disk-budget``) for a run that must not start."""
+    seconds = check_timeout(argv, timeout, policy.max_timeout)
+    if not isinstance(files, Mapping):
+        raise _refuse(
+            "bad-file", argv, f"files must map names to bytes, not {type(files).__name__}"
+        )
+    directories: set[tuple[str, ...]] = set()
+    names: set[tuple[str, ...]] = set()
+    pages = 0
+    for name, content in files.items():
+        parts = check_file_name(argv, name)
+        if not isinstance(content, bytes):
+            raise _refuse("bad-file", argv, f"the content of {name!r} is not bytes")
+        names.add(parts)
+        directories.update(parts[:end] for end in range(1, len(parts)))
+        pages += -(-len(content) // _PAGE)
+    clash = names & directories
+    if clash:
+        shown = "/".join(min(clash))
+        raise _refuse("bad-file", argv, f"{shown!r} is both a file and a directory")
+    if pages * _PAGE > policy.disk_bytes:
+        raise _refuse(
+            "disk-budget",
+            argv,
+            f"the files take {pages * _PAGE} bytes; disk_bytes is {policy.disk_bytes}",
+        )
+    if len(names) + len(directories) > policy.disk_inodes:
+        raise _refuse(
+            "disk-budget",
+            argv,
+            f"the files need {len(names) + len(directories)} inodes; disk_inodes is {policy.disk_inodes}",
+        )
+    return seconds
 
 
 def check_env(argv: Sequence[str], env: Mapping[str, str]) -> None:
@@ -301,7 +603,7 @@ def check(
             raise _refuse("bad-argv", argv, "NUL byte in an argument")
     entry = _check_executable(argv, table)
     kind = family(entry)
-    if kind is not None and entry.name not in policy.inline_code:
-        _check_inline(argv, kind)
+    if kind is not None:
+        check_interpreter(argv, kind, entry.name in policy.inline_code)
     check_env(argv, env or {})
     return (entry.path, *argv[1:])

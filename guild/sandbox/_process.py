@@ -4,11 +4,15 @@ Per run: a fresh job directory (the command's files written into it, owned by
 the unprivileged user when the worker is root), a scrubbed environment, stdin
 closed, rlimits and the privilege drop applied in the child before exec (by a
 pre-forked child of the fork server, or a ``preexec_fn``: see ``_spawn``), a new
-session, and bubblewrap namespaces when isolation is on. Output is read in
-chunks and kept up to the cap; the rest is read and thrown away, so a flood
-cannot grow memory or block the child. However the run ends (exit, timeout,
-cancellation), ``_terminate`` kills the group, then every process marked with
-the run's token or seen descending from it, and reaps what it killed.
+session, and namespaces (bubblewrap's, or the kernel's made by the fork
+server: see ``_namespaces``) unless the policy says ``isolate="never"``. A uid
+leased host-wide (``_uids``) and a cgroup per run (``_cgroup``) where the host
+allows one carry the run's budgets. Output is read in chunks and kept up to the
+cap; the rest is read and thrown away, so a flood cannot grow memory or block
+the child. However the run ends (exit, timeout, budget, cancellation),
+``_terminate`` kills the group, then everything left in the run's cgroup (or
+running as its uid), every process marked with the run's token or seen
+descending from it, until nothing is left, and reaps what it killed.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import pwd
 import resource
 import secrets
 import shutil
+import signal
 import subprocess
-import tempfile
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,10 +36,10 @@ import attrs
 import structlog
 import trio
 
-from .._errors import CommandRefused, SandboxError, SandboxTimeout
-from . import _reaper, _spawn
+from .._errors import CommandRefused, IsolationUnavailable, SandboxError, SandboxTimeout
+from . import _cgroup, _jobdir, _reaper, _spawn, _uids
 from ._bwrap import READ_ONLY, bwrap_argv
-from ._policy import SandboxPolicy, check, resolve_allowed
+from ._policy import SandboxPolicy, check, check_run, resolve_allowed
 
 _log = structlog.get_logger("guild.sandbox")
 # Sandbox children Trio itself waits for: never reaped by the orphan sweep.
@@ -42,6 +47,14 @@ _DIRECT: set[int] = set()
 _CHUNK = 65536
 _MARKER = b"\n[guild: output truncated at %d bytes]\n"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The most file names a result lists (files_created_truncated says there were more).
+FILES_REPORTED = 1000
+# How often a running run's cgroup is read for a budget it went over.
+_WATCH_INTERVAL = 0.025
+# Once every process of a run is dead, its pipes are at end of file; this bounds
+# the read of what is left in them in case something still holds them open.
+_DRAIN_GRACE = 0.05
+_NAMESPACE_SCRIPT = str(Path(__file__).with_name("_namespaces.py"))
 
 
 @attrs.frozen(kw_only=True)
@@ -58,6 +71,9 @@ class SandboxResult:
     files_created: tuple[str, ...]
     workdir: str | None
     isolated: bool
+    isolation: str = "none"
+    budget_exceeded: str | None = None
+    files_created_truncated: bool = False
 
 
 @attrs.define
@@ -88,29 +104,89 @@ def _bwrap_works(bwrap: str) -> bool:
         return False
 
 
+@functools.cache
+def _bwrap_problem() -> tuple[str | None, str | None]:
+    """(the usable bwrap, None) or (None, why bubblewrap cannot isolate here); once per process."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None, "bwrap: not installed (not on PATH)"
+    if not _bwrap_works(bwrap):
+        return None, f"bwrap: {bwrap} cannot create namespaces here"
+    return bwrap, None
+
+
+@functools.cache
+def _kernel_problem() -> str | None:
+    """None when the fork server can make namespaces itself, else what is missing; once
+    per process (a helper interpreter tries every step, so the worker never forks)."""
+    if not (hasattr(os, "pidfd_open") and _reaper.become_subreaper()):
+        return "kernel: needs Linux 5.3+ (pidfd_open) and a child subreaper"
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-I", "-S", "-B", _NAMESPACE_SCRIPT],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"kernel: the namespace probe did not run ({exc})"
+    if probe.returncode == 0:
+        return None
+    why = probe.stdout.decode(errors="replace").strip() or f"exit status {probe.returncode}"
+    return f"kernel: {why} (root, or unprivileged user namespaces, are needed)"
+
+
+def host_isolation() -> str:
+    """The isolation ``isolate="auto"`` gets on this host: ``"bwrap"``, ``"kernel"`` or
+    ``"none"`` (then an auto sandbox refuses to build). For banners and health checks."""
+    if _bwrap_problem()[0] is not None:
+        return "bwrap"
+    return "kernel" if _kernel_problem() is None else "none"
+
+
+def _resolve_isolation(isolate: str) -> tuple[str, str | None]:
+    """The mode a policy's ``isolate`` gets here, and the bwrap to use.
+
+    Raises:
+        IsolationUnavailable: isolation was asked for and the mode(s) it allows lack
+            what they need (named).
+    """
+    if isolate == "never":
+        return "none", None
+    missing: list[str] = []
+    if isolate in ("auto", "always", "bwrap"):
+        bwrap, problem = _bwrap_problem()
+        if bwrap is not None:
+            return "bwrap", bwrap
+        missing.append(problem or "bwrap: unusable")
+    if isolate in ("auto", "always", "kernel"):
+        problem = _kernel_problem()
+        if problem is None:
+            return "kernel", None
+        missing.append(problem)
+    raise IsolationUnavailable(tuple(missing))
+
+
 class Sandbox:
     """Runs argvs under a :class:`SandboxPolicy`.
 
-    Resolves the allowed executables and probes bubblewrap once, at construction.
+    Resolves the allowed executables and chooses the isolation mode once, at
+    construction (the host's probes run once per process).
 
     Raises:
-        SandboxError: ``isolate="always"`` and bubblewrap does not work here, or
-            the worker is root and the policy's user or group does not exist.
+        IsolationUnavailable: the policy asks for isolation and this host offers
+            none of the modes it allows (the message names what each lacks).
+        SandboxError: the worker is root and the policy's user or group does not exist.
     """
 
     def __init__(self, policy: SandboxPolicy | None = None) -> None:
         self.policy = policy or SandboxPolicy.default()
         self._table = resolve_allowed(self.policy)
-        bwrap = shutil.which("bwrap") if self.policy.isolate != "never" else None
-        self._bwrap = bwrap if bwrap and _bwrap_works(bwrap) else None
-        if self.policy.isolate == "always" and self._bwrap is None:
-            raise SandboxError(
-                "isolate='always' but bubblewrap (bwrap) is not installed or not usable"
-            )
+        self._isolation, self._bwrap = _resolve_isolation(self.policy.isolate)
         self._present = [p for p in READ_ONLY if os.path.exists(p)]
         self._root = os.geteuid() == 0
+        self._jobs = _jobdir.parent(self._root)
         self._user = (0, 0)
-        self._uids_in_use: set[int] = set()
         if self._root:
             try:
                 self._user = (
@@ -122,8 +198,13 @@ class Sandbox:
 
     @property
     def isolated(self) -> bool:
-        """Whether runs get bubblewrap namespaces."""
-        return self._bwrap is not None
+        """Whether runs get namespaces (bubblewrap's or the kernel's)."""
+        return self._isolation != "none"
+
+    @property
+    def isolation(self) -> str:
+        """The isolation in force: ``"bwrap"``, ``"kernel"`` or ``"none"``."""
+        return self._isolation
 
     def check(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[str, ...]:
         """The argv that would run, or :class:`CommandRefused` naming the rule (no process)."""
@@ -146,6 +227,7 @@ class Sandbox:
         """
         try:
             resolved = self.check(argv, env)
+            seconds = check_run(argv, timeout, files or {}, self.policy)
         except CommandRefused as refused:
             _log.warning(
                 "sandbox_refused",
@@ -155,59 +237,31 @@ class Sandbox:
                 requested_by=requested_by,
             )
             raise
-        workdir = tempfile.mkdtemp(prefix="guild-job-")
-        identity = self._take_identity()
+        lease = _uids.acquire(self.policy.uid_pool) if self._root and self.policy.uid_pool else None
+        identity = (lease.uid, self._user[1]) if lease else self._user if self._root else None
+        job: _jobdir.JobDir | None = None
         try:
-            written = self._prepare(workdir, files or {}, argv, identity)
-            return await self._run(
-                resolved, workdir, written, timeout, env or {}, requested_by, identity
+            job = await trio.to_thread.run_sync(
+                _jobdir.make, self._jobs, identity, self._disk_budget(), files or {}
             )
+            return await self._run(resolved, job, seconds, env or {}, requested_by, identity, lease)
         finally:
-            if identity is not None:
-                self._uids_in_use.discard(identity[0])
-            if not self.policy.keep_dir:
-                shutil.rmtree(workdir, ignore_errors=True)
+            # _run returns only once no process of the run is left: the uid is free.
+            if lease is not None:
+                lease.release()
+            if job is not None and not self.policy.keep_dir:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_jobdir.remove, job)
 
-    def _take_identity(self) -> tuple[int, int] | None:
-        """The (uid, gid) a run drops to, or None when the worker is not root."""
+    def _disk_budget(self) -> tuple[int, int] | None:
+        """The job directory's tmpfs (bytes, inodes), when one can be mounted for it.
+
+        In kernel mode the run's mount namespace is made before the directory
+        exists: the job process attaches a clone of the directory's mounts
+        (``_namespaces.open_tree``), its tmpfs included."""
         if not self._root:
             return None
-        pool = self.policy.uid_pool
-        if pool is None:
-            return self._user
-        for uid in range(pool[0], pool[1] + 1):
-            if uid not in self._uids_in_use:
-                self._uids_in_use.add(uid)
-                return (uid, self._user[1])
-        raise SandboxError(f"all {pool[1] - pool[0] + 1} sandbox uids of the pool are in use")
-
-    def _prepare(
-        self,
-        workdir: str,
-        files: Mapping[str, bytes],
-        argv: Sequence[str],
-        identity: tuple[int, int] | None,
-    ) -> set[str]:
-        root = Path(workdir)
-        written: set[str] = set()
-        for name, content in files.items():
-            relative = Path(name)
-            if relative.is_absolute() or ".." in relative.parts or "\0" in name or not name:
-                raise CommandRefused(
-                    "bad-file",
-                    tuple(argv),
-                    f"file name {name!r} must stay inside the job directory",
-                )
-            target = root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-            written.add(str(target.relative_to(root)))
-        if identity is not None:
-            os.chown(root, *identity)
-            if files:
-                for path in root.rglob("*"):
-                    os.chown(path, *identity)
-        return written
+        return (self.policy.disk_bytes, self.policy.disk_inodes)
 
     def _environment(self, workdir: str, env: Mapping[str, str], token: str) -> dict[str, str]:
         passed = {k: os.environ[k] for k in self.policy.pass_env if k in os.environ}
@@ -227,47 +281,93 @@ class Sandbox:
             (resource.RLIMIT_AS, policy.address_space),
             (resource.RLIMIT_FSIZE, policy.file_size),
             (resource.RLIMIT_NOFILE, policy.open_files),
-            (resource.RLIMIT_NPROC, policy.processes),
+            # With a cgroup, its pids.max is the budget (and names it when hit);
+            # the rlimit, checked first by the kernel, stays out of its way.
+            (resource.RLIMIT_NPROC, policy.processes + (16 if _cgroup.layout() else 0)),
             (resource.RLIMIT_CORE, 0),
         ]
 
     async def _start(
-        self, full: list[str], workdir: str, env: dict[str, str], identity: tuple[int, int] | None
-    ) -> _spawn.Child | trio.Process:
+        self,
+        full: list[str],
+        workdir: str,
+        env: dict[str, str],
+        identity: tuple[int, int] | None,
+    ) -> tuple[_spawn.Child | trio.Process, _cgroup.RunCgroup | None]:
+        """The started process and the cgroup it runs in (None where none can be made)."""
         # At the first run, not when the Sandbox is built: a process that only
         # builds one (the parent of `guild run --processes`, importing the app)
         # must not collect its children's orphans, nor start a fork server.
         _reaper.become_subreaper()
         limits = self._limits()
+        policy = self.policy
+        budget = (policy.memory, policy.processes, float(policy.run_cpu_seconds))
+        if self._isolation == "kernel":
+            child = await self._start_kernel(full, workdir, env, limits, identity, budget)
+            return child, child.cgroup
         server = _spawn.server()
         if server is not None:
             try:
-                return await server.spawn(full, env, workdir, limits, identity, _DIRECT)
+                child = await server.spawn(full, env, workdir, limits, identity, _DIRECT, budget)
+                return child, child.cgroup
             except _spawn.ServerUnavailable:
                 pass
-        process = await trio.lowlevel.open_process(
-            full,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-            preexec_fn=functools.partial(_spawn.apply_in_child, limits, identity),
-        )
+        group = _cgroup.acquire(*budget)
+        procs = group.open_procs() if group is not None else []
+        try:
+            process = await trio.lowlevel.open_process(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+                preexec_fn=functools.partial(_spawn.preexec, limits, identity, procs),
+            )
+        except BaseException:
+            if group is not None:
+                _cgroup.release(group)
+            raise
+        finally:
+            for fd in procs:
+                os.close(fd)
         _DIRECT.add(process.pid)
-        return process
+        return process, group
+
+    async def _start_kernel(
+        self,
+        full: list[str],
+        workdir: str,
+        env: dict[str, str],
+        limits: list[tuple[int, int]],
+        identity: tuple[int, int] | None,
+        budget: tuple[int, int, float],
+    ) -> _spawn.Child:
+        scratch = (self.policy.tmpfs_size, self.policy.tmpfs_inodes)
+        # A server that died since the last run is restarted once; a second
+        # failure means namespaces no longer work here.
+        for _attempt in range(2):
+            server = _spawn.server("kernel", scratch)
+            if server is None:
+                break
+            try:
+                return await server.spawn(full, env, workdir, limits, identity, _DIRECT, budget)
+            except _spawn.ServerUnavailable:
+                continue
+        raise SandboxError("the kernel-namespace fork server stopped working on this host")
 
     async def _run(
         self,
         resolved: tuple[str, ...],
-        workdir: str,
-        written: set[str],
+        job: _jobdir.JobDir,
         timeout: float,
         env: Mapping[str, str],
         requested_by: str | None,
         identity: tuple[int, int] | None,
+        lease: _uids.Lease | None,
     ) -> SandboxResult:
+        workdir = job.path
         token = secrets.token_hex(12)
         full = (
             [*bwrap_argv(self._bwrap, workdir, self._present), *resolved]
@@ -277,70 +377,100 @@ class Sandbox:
         out, err = _Capture(self.policy.output_cap), _Capture(self.policy.output_cap)
         started = time.monotonic()
         try:
-            process = await self._start(
+            process, cgroup = await self._start(
                 full, workdir, self._environment(workdir, env, token), identity
             )
         except OSError as exc:
             raise SandboxError(f"could not start {resolved[0]!r}: {exc}") from exc
         timed_out = False
+        verdict: list[str] = []
+        uid = lease.uid if lease is not None else None
         try:
             async with trio.open_nursery() as nursery:
                 assert process.stdout is not None and process.stderr is not None
-                nursery.start_soon(_drain, process.stdout, out)
-                nursery.start_soon(_drain, process.stderr, err)
+                drains = trio.CancelScope()
+                nursery.start_soon(_drain_both, drains, process.stdout, process.stderr, out, err)
+                watch = trio.CancelScope()
+                if cgroup is not None:
+                    nursery.start_soon(_watch, watch, cgroup, process.pid, verdict)
                 try:
                     with trio.move_on_after(timeout) as deadline:
                         await process.wait()
-                    timed_out = deadline.cancelled_caught
+                    timed_out = deadline.cancelled_caught and not verdict
                 finally:
+                    watch.cancel()
                     with trio.CancelScope(shield=True):
-                        await self._terminate(process, token, identity)
+                        await self._terminate(process, token, uid, cgroup)
+                    drains.deadline = trio.current_time() + _DRAIN_GRACE
         finally:
             assert process.stdout is not None and process.stderr is not None
             with trio.CancelScope(shield=True):
                 await process.stdout.aclose()
                 await process.stderr.aclose()
             duration = time.monotonic() - started
+            if cgroup is not None:
+                verdict.append(cgroup.exceeded() or "")
+                _cgroup.release(cgroup)
             self._audit(resolved, process.returncode, duration, out, err, requested_by, timed_out)
         if timed_out:
             raise SandboxTimeout(resolved, timeout, out.value(), err.value())
-        created = sorted(_files(workdir) - written)
+        created, more = await trio.to_thread.run_sync(_jobdir.walk, job, FILES_REPORTED)
+        code = process.returncode if process.returncode is not None else -9
+        scratch = process.scratch_full if isinstance(process, _spawn.Child) else ""
         return SandboxResult(
             argv=resolved,
-            exit_code=process.returncode if process.returncode is not None else -9,
+            exit_code=code,
             stdout=out.value(),
             stderr=err.value(),
             stdout_truncated=out.truncated,
             stderr_truncated=err.truncated,
             duration=duration,
-            files_created=tuple(created),
+            files_created=created,
+            files_created_truncated=more,
             workdir=workdir if self.policy.keep_dir else None,
             isolated=self.isolated,
+            isolation=self._isolation,
+            budget_exceeded=budget_verdict(verdict, code, scratch, _directory_full(workdir)),
         )
 
     async def _terminate(
-        self, process: _spawn.Child | trio.Process, token: str, identity: tuple[int, int] | None
+        self,
+        process: _spawn.Child | trio.Process,
+        token: str,
+        uid: int | None,
+        cgroup: _cgroup.RunCgroup | None,
     ) -> None:
-        """SIGTERM the group, SIGKILL after the grace, then every straggler; reap."""
+        """SIGTERM the group, SIGKILL after the grace; then kill until nothing of the
+        run is left (its cgroup empty, no process of its uid, no marked orphan) and
+        reap. In a PID namespace the exit of its PID 1 has already killed the rest."""
         pgid = process.pid
         if process.returncode is None:
             _signal_group(pgid, 15)
             with trio.move_on_after(self.policy.kill_grace):
                 await process.wait()
         _signal_group(pgid, 9)
+        if cgroup is not None:
+            cgroup.kill()
         await process.wait()
         _DIRECT.discard(process.pid)
-        uid = identity[0] if identity is not None and self.policy.uid_pool is not None else None
-        for _ in range(500):
+        # Without a cgroup, a uid leased to this run alone finds what left the group.
+        by_uid = uid if cgroup is None and self._isolation != "kernel" else None
+        for _ in range(2500):
+            left = cgroup.kill() if cgroup is not None else False
+            if by_uid is not None:
+                left = _kill_uid(by_uid) or left
             orphans = _reaper.children(_DIRECT)
+            zombies = [c.pid for c in orphans if c.zombie]
             if not _spawn.handshakes:
-                _reaper.reap(c.pid for c in orphans if c.zombie)
+                _reaper.reap(zombies)
+                zombies = []
             ours = [c.pid for c in orphans if not c.zombie and _reaper.belongs(c, token, uid)]
             _reaper.kill_all(ours)
-            if not ours and not _reaper.group_alive(pgid):
+            if not (ours or left or zombies or _reaper.group_alive(pgid)):
                 return
             # Killed parents re-parent their children to us a moment later.
             await trio.sleep(0.002)
+        _log.error("sandbox_survivors", pgid=pgid, uid=uid)
 
     def _audit(
         self,
@@ -361,25 +491,93 @@ class Sandbox:
             bytes_err=err.total,
             timed_out=timed_out,
             isolated=self.isolated,
+            isolation=self._isolation,
             requested_by=requested_by,
             policy={"allow": list(self.policy.allow), "cpu_seconds": self.policy.cpu_seconds},
         )
 
 
-def _files(workdir: str) -> set[str]:
-    """The files under ``workdir``, relative to it, as ``Path.rglob`` + ``is_file`` saw them."""
-    found = set()
-    for top, _dirs, names in os.walk(workdir):
-        for name in names:
-            path = os.path.join(top, name)
-            if os.path.isfile(path):
-                found.add(os.path.relpath(path, workdir))
-    return found
-
-
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def budget_verdict(
+    cgroup: Sequence[str], exit_code: int, scratch: str, directory: str
+) -> str | None:
+    """Which budget a run went over, first the cgroup's (memory, processes, cpu, as the
+    watch or the final read saw it), then a CPU rlimit's signal, then a full scratch
+    tmpfs (``tmpfs`` or ``inodes``), then a full job directory (``disk`` or ``inodes``)."""
+    for name in cgroup:
+        if name:
+            return name
+    if exit_code == -signal.SIGXCPU:
+        return "cpu"
+    return scratch or directory or None
+
+
+def _directory_full(workdir: str) -> str:
+    """``disk`` or ``inodes`` when the job directory is a file system of its own and full."""
+    try:
+        if not os.path.ismount(workdir):
+            return ""
+        stat = os.statvfs(workdir)
+    except OSError:
+        return ""
+    if stat.f_blocks and stat.f_bfree == 0:
+        return "disk"
+    if stat.f_files and stat.f_ffree == 0:
+        return "inodes"
+    return ""
+
+
+def _kill_uid(uid: int) -> bool:
+    """SIGKILL every live process running as ``uid``; whether any was found."""
+    found = False
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue
+            if data[data.rindex(b")") + 2 : data.rindex(b")") + 3] != b"Z":
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), 9)
+    return found
+
+
+async def _watch(
+    scope: trio.CancelScope, cgroup: _cgroup.RunCgroup, pgid: int, verdict: list[str]
+) -> None:
+    """End the run as soon as its cgroup shows a budget exceeded, naming it."""
+    with scope:
+        while True:
+            await trio.sleep(_WATCH_INTERVAL)
+            exceeded = cgroup.exceeded()
+            if exceeded is not None:
+                verdict.append(exceeded)
+                _signal_group(pgid, 9)
+                cgroup.kill()
+                return
+
+
+async def _drain_both(
+    scope: trio.CancelScope,
+    stdout: trio.abc.ReceiveStream,
+    stderr: trio.abc.ReceiveStream,
+    out: _Capture,
+    err: _Capture,
+) -> None:
+    with scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, stdout, out)
+            nursery.start_soon(_drain, stderr, err)
 
 
 async def _drain(stream: trio.abc.ReceiveStream, capture: _Capture) -> None:

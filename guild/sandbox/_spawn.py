@@ -9,11 +9,16 @@ cannot be used (no child subreaper, no ``pidfd_open``, the helper will not
 start, or ``GUILD_SANDBOX_SPAWN=preexec``), runs fall back to
 ``trio.lowlevel.open_process`` with the same limits applied in ``preexec_fn``.
 Both paths apply the same things in the same order.
+
+Kernel-namespace isolation (``isolate`` resolving to ``"kernel"``) always goes
+through a fork server of its own (mode ``kernel``), whose spares enter the
+namespaces before a run asks for them; it has no ``preexec_fn`` form.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import marshal
 import os
@@ -27,8 +32,9 @@ from pathlib import Path
 
 import trio
 
-from . import _reaper
+from . import _cgroup, _namespaces, _reaper
 from ._forkserver import apply_in_child as apply_in_child
+from ._forkserver import join_cgroups
 
 Limits = Sequence[tuple[int, int]]
 Identity = tuple[int, int] | None
@@ -36,17 +42,32 @@ _SERVER_SCRIPT = str(Path(__file__).with_name("_forkserver.py"))
 _INT = struct.Struct("=i")
 
 
+def preexec(limits: Limits, identity: Identity, cgroups: Sequence[int]) -> None:
+    """The ``preexec_fn`` of the fallback path: what a fork-server spare applies."""
+    join_cgroups(list(cgroups))
+    apply_in_child(list(limits), identity)
+
+
 class ServerUnavailable(Exception):
     """The fork server could not take this run; use the ``preexec_fn`` path."""
 
 
 class Child:
-    """A child started by the fork server: a pid this process waits for, and its pipes."""
+    """A child started by the fork server: a pid this process waits for, and its pipes.
 
-    def __init__(self, pid: int, pidfd: int, stdout: int, stderr: int) -> None:
+    In kernel mode the pid is the namespace's PID 1, and ``report`` the socket on
+    which it sends the job process's wait status (and a full scratch tmpfs).
+    """
+
+    def __init__(
+        self, pid: int, pidfd: int, stdout: int, stderr: int, report: socket.socket | None
+    ) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self.scratch_full = ""
+        self.cgroup: _cgroup.RunCgroup | None = None
         self._pidfd = pidfd
+        self._report = report
         self.stdout = trio.lowlevel.FdStream(stdout)
         self.stderr = trio.lowlevel.FdStream(stderr)
 
@@ -65,6 +86,19 @@ class Child:
             self.returncode = -9
         os.close(self._pidfd)
         self._pidfd = -1
+        if self._report is not None:
+            # PID 1 sent the job's status before it exited (or was killed first).
+            try:
+                data = self._report.recv(256)
+            except OSError:
+                data = b""
+            if len(data) >= _INT.size:
+                self.returncode = os.waitstatus_to_exitcode(_INT.unpack(data[: _INT.size])[0])
+                self.scratch_full = data[_INT.size :].decode(errors="replace")
+            elif self.returncode == 0:
+                self.returncode = -9
+            self._report.close()
+            self._report = None
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -73,13 +107,25 @@ class Child:
 
 
 class ForkServer:
-    """One per worker process, started on first use; restarted if it dies."""
+    """One per worker process and mode, started on first use; restarted if it dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "none", scratch: tuple[int, int] = (0, 0)) -> None:
+        self.mode = mode
+        self._prepared: collections.deque[_cgroup.RunCgroup] = collections.deque()
+        self._order = trio.Lock()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", _SERVER_SCRIPT, str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-B",
+                    _SERVER_SCRIPT,
+                    mode,
+                    str(theirs.fileno()),
+                    *(str(n) for n in scratch),
+                ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -97,6 +143,29 @@ class ForkServer:
             self.close()
             raise
         ours.setblocking(False)
+        self._prepare_next()
+
+    def _prepare_next(self) -> None:
+        """Send the next spare its cgroup (at most one pending: see :meth:`spawn`)."""
+        if self._prepared:
+            return
+        group = _cgroup.blank()
+        if group is None:
+            return
+        procs = group.open_procs()
+        try:
+            socket.send_fds(self._ctl, [b"P"], procs)
+        except OSError:  # full or closed: that spare joins a cgroup at its request
+            _cgroup.release(group)
+            return
+        finally:
+            for fd in procs:
+                os.close(fd)
+        self._prepared.append(group)
+
+    def _drop_prepared(self) -> None:
+        while self._prepared:
+            _cgroup.release(self._prepared.popleft())
 
     @property
     def alive(self) -> bool:
@@ -104,6 +173,7 @@ class ForkServer:
 
     def close(self) -> None:
         self._ctl.close()
+        self._drop_prepared()
         if self._pid != os.getpid():
             return  # inherited through a fork: the server is the parent's
         with contextlib.suppress(OSError):
@@ -119,33 +189,71 @@ class ForkServer:
         limits: Limits,
         identity: Identity,
         direct: set[int],
+        budget: tuple[int, int, float] | None = None,
     ) -> Child:
         """Start ``argv``; the pid is in ``direct`` before it can exit.
+
+        ``budget`` (memory, processes, CPU seconds): the child runs in a cgroup
+        with those budgets (``Child.cgroup``), where one can be made. The spare
+        that takes this run has usually joined one already: after each request
+        the server is sent the next spare's cgroup (a ``P`` message), so the
+        slow join happens between runs. Requests and ``P`` messages alternate
+        and spares take them in order, so the n-th request goes to the spare
+        that joined the n-th prepared cgroup.
 
         Raises:
             ServerUnavailable: the server is gone (nothing was started).
             OSError: the child could not ``exec`` (or apply a limit); nothing runs.
         """
         global handshakes
-        payload = marshal.dumps((list(argv), env, cwd, [tuple(x) for x in limits], identity))
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        extra: list[int] = []
+        tree = -1
+        if self.mode == "kernel":
+            # A clone of the job directory's mount (its own tmpfs, if it has one),
+            # made here because the run's mount namespace predates the directory.
+            tree = _namespaces.open_tree(cwd)
+            if tree >= 0:
+                extra.insert(0, tree)
+        payload = marshal.dumps(
+            (list(argv), env, cwd, [tuple(x) for x in limits], identity, tree >= 0)
+        )
         child: Child | None = None
+        group: _cgroup.RunCgroup | None = None
+        procs: list[int] = []
         try:
             try:
-                while True:
-                    try:
-                        socket.send_fds(self._ctl, [payload], [theirs.fileno(), out_w, err_w])
-                        break
-                    except BlockingIOError:
-                        await trio.sleep(0.001)
+                # No await from taking the prepared cgroup to sending the next
+                # one: the order of the messages is what pairs runs with cgroups.
+                async with self._order:
+                    if self._prepared:
+                        group = self._prepared.popleft()
+                        if budget is not None and not _cgroup.configure(group, *budget):
+                            group = None
+                    elif budget is not None:
+                        group = _cgroup.acquire(*budget)
+                        procs = group.open_procs() if group is not None else []
+                    fds = [theirs.fileno(), out_w, err_w, *extra, *procs]
+                    while True:
+                        try:
+                            socket.send_fds(self._ctl, [payload], fds)
+                            break
+                        except BlockingIOError:
+                            await trio.lowlevel.wait_writable(self._ctl)
+                    self._prepare_next()
             except OSError as exc:
+                self._drop_prepared()
                 raise ServerUnavailable(str(exc)) from exc
             finally:
                 theirs.close()
                 os.close(out_w)
                 os.close(err_w)
+                if tree >= 0:
+                    os.close(tree)
+                for fd in procs:
+                    os.close(fd)
             # A spare has the request (or it was dropped, which ends the stream):
             # finish the handshake whatever happens to this task meanwhile.
             with trio.CancelScope(shield=True):
@@ -161,20 +269,27 @@ class ForkServer:
                     direct.add(pid)
                 finally:
                     handshakes -= 1
-                child = Child(pid, os.pidfd_open(pid), out_r, err_r)
+                report = mine if self.mode == "kernel" else None
+                child = Child(pid, os.pidfd_open(pid), out_r, err_r, report)
+                child.cgroup, group = group, None
                 failed = await _recv_int(mine)
-                if failed is not None:
+                if failed:
                     await child.wait()
                     direct.discard(pid)
                     await child.aclose()
+                    if child.cgroup is not None:
+                        _cgroup.release(child.cgroup)
                     raise OSError(failed, os.strerror(failed))
             assert child is not None
             return child
         finally:
-            mine.close()
+            if child is None or child._report is None:
+                mine.close()
             if child is None:
                 os.close(out_r)
                 os.close(err_r)
+                if group is not None:
+                    _cgroup.release(group)
 
 
 async def _recv_int(sock: socket.socket) -> int | None:
@@ -195,39 +310,44 @@ async def _recv_int(sock: socket.socket) -> int | None:
 # Fork-server handshakes in flight: the child may already have exited before its
 # pid is known, so the orphan sweep must not reap zombies meanwhile.
 handshakes = 0
-_server: ForkServer | None = None
-_broken = False
+_servers: dict[str, ForkServer] = {}
+_broken: set[str] = set()
 _lock = threading.Lock()
 
 
 def _close_at_exit() -> None:
-    # Stop the helper with the interpreter rather than leave it to Popen.__del__.
-    if _server is not None:
-        _server.close()
+    # Stop the helpers with the interpreter rather than leave them to Popen.__del__.
+    for running in list(_servers.values()):
+        running.close()
 
 
 atexit.register(_close_at_exit)
 
 
-def server() -> ForkServer | None:
-    """The process's fork server, started (or restarted) if needed; None to use preexec."""
-    global _server, _broken
-    if _broken or os.environ.get("GUILD_SANDBOX_SPAWN") == "preexec":
+def server(mode: str = "none", scratch: tuple[int, int] = (0, 0)) -> ForkServer | None:
+    """The process's fork server for ``mode`` (``"none"`` or ``"kernel"``; a kernel
+    one per ``scratch`` size, which its spares mount before a run asks), started
+    (or restarted) if needed; None when it cannot run (unisolated runs then use
+    the ``preexec_fn`` path; kernel runs cannot start)."""
+    if mode in _broken or (mode == "none" and os.environ.get("GUILD_SANDBOX_SPAWN") == "preexec"):
         return None
-    if _server is not None and _server.alive:
-        return _server
+    key = mode if mode == "none" else f"{mode}:{scratch[0]}:{scratch[1]}"
+    running = _servers.get(key)
+    if running is not None and running.alive:
+        return running
     with _lock:
-        if _server is not None and _server.alive:
-            return _server
-        if _server is not None:
-            _server.close()
-            _server = None
+        running = _servers.get(key)
+        if running is not None and running.alive:
+            return running
+        if running is not None:
+            running.close()
+            del _servers[key]
         if not (_reaper.become_subreaper() and hasattr(os, "pidfd_open")):
-            _broken = True
+            _broken.add(mode)
             return None
         try:
-            _server = ForkServer()
+            running = _servers[key] = ForkServer(mode, scratch)
         except OSError:
-            _broken = True
+            _broken.add(mode)
             return None
-        return _server
+        return running

@@ -1,0 +1,365 @@
+"""The job directory: a run's files, the one place of the host it may write, and its disk budget.
+
+Where it lives. Each run gets a fresh directory (0700, owned by the run's uid)
+inside a parent the job cannot write: when the worker is root,
+``/run/guild/jobs`` (or ``/var/lib/guild/jobs``), root's and 0711, so a job can
+reach its own directory by name but can neither list the others nor rename or
+replace its own (that needs write access to the parent). A job that could swap
+its directory for a symlink would have the root worker walk and delete
+whatever the link points at. When the worker is not root, the parent is a
+directory private to the worker's user (0700); the job runs as that same user
+there, so only a namespace keeps it from renaming its directory, and nothing
+here trusts the name: every step below opens it without following symlinks.
+
+The disk budget. When the worker is root, a tmpfs of ``disk_bytes`` and
+``disk_inodes`` is mounted on the directory before the files are written, so a
+disk fill or a million tiny files end with ENOSPC at the budget, and removing
+the directory is one lazy unmount (``MNT_DETACH``) and an ``rmdir``, however
+many files it held.
+
+What the run created. :func:`walk` goes through directory descriptors opened
+with ``O_NOFOLLOW`` and ``lstat``s each entry relative to its directory's
+descriptor: only regular files are reported (never a symlink, nor what one
+points at), at most ``cap`` names, at most :data:`MAX_DEPTH` levels down and
+:data:`MAX_VISITS` entries in all. The caller runs :func:`make`, :func:`walk`
+and :func:`remove` in a worker thread, off the event loop.
+
+What a killed worker left. A directory is named ``job-<worker pid>-<random>``;
+the first sandbox of a process removes those of workers that are gone
+(:func:`sweep`), unmounting their tmpfs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Mapping
+
+import attrs
+import structlog
+
+from .._errors import SandboxError
+
+_log = structlog.get_logger("guild.sandbox")
+ROOT_PARENTS = ("/run/guild/jobs", "/var/lib/guild/jobs")
+MAX_DEPTH = 64
+MAX_VISITS = 200_000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MS_NOSUID = 2
+_MS_NODEV = 4
+_MNT_DETACH = 2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+@attrs.frozen
+class JobDir:
+    """One run's directory: ``parent``/``name``, whether a tmpfs is mounted on it,
+    and the files written into it before the run (relative names)."""
+
+    parent: str
+    name: str
+    mounted: bool
+    written: frozenset[str]
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.parent, self.name)
+
+
+def _ours(path: str, owner: int, mode: int) -> bool:
+    """Whether ``path`` is a real directory (no symlink) of ``owner`` with ``mode``."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(info.st_mode) and info.st_uid == owner and stat.S_IMODE(info.st_mode) == mode
+    )
+
+
+def _trusted(path: str, owner: int) -> bool:
+    """Whether nobody but root and ``owner`` can rename what is in ``path`` (a
+    world-writable directory counts when it is sticky, as /tmp is)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    mode = stat.S_IMODE(info.st_mode)
+    return info.st_uid in (0, owner) and (mode & 0o022 == 0 or bool(mode & stat.S_ISVTX))
+
+
+def _make_parent(path: str, mode: int) -> str | None:
+    owner = os.geteuid()
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, mode)
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == owner:
+            os.chmod(path, mode)  # the umask may have taken bits off
+    ancestors = []
+    head = os.path.dirname(path)
+    while head not in ("", "/"):
+        ancestors.append(head)
+        head = os.path.dirname(head)
+    if all(_trusted(a, owner) for a in ancestors) and _ours(path, owner, mode):
+        return path
+    return None
+
+
+@functools.cache
+def parent(root: bool) -> str:
+    """The directory job directories are made in (created once per process).
+
+    Root: the first of :data:`ROOT_PARENTS` that can be made root's and 0711 with
+    no writable ancestor. Otherwise ``$XDG_RUNTIME_DIR/guild-jobs`` or
+    ``<tmp>/guild-jobs-<uid>``, 0700 and the user's, or else a fresh private one.
+
+    Raises:
+        SandboxError: the worker is root and no safe parent can be made.
+    """
+    if root:
+        for candidate in ROOT_PARENTS:
+            made = _make_parent(candidate, 0o711)
+            if made is not None:
+                sweep(made)
+                return made
+        raise SandboxError(
+            f"no root-owned 0711 job directory parent could be made at {ROOT_PARENTS}"
+        )
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    candidates = [os.path.join(runtime, "guild-jobs")] if runtime else []
+    candidates.append(os.path.join(tempfile.gettempdir(), f"guild-jobs-{os.geteuid()}"))
+    for candidate in candidates:
+        made = _make_parent(candidate, 0o700)
+        if made is not None:
+            sweep(made)
+            return made
+    # Someone else holds the usual name: a fresh one only this process knows.
+    return tempfile.mkdtemp(prefix=f"guild-jobs-{os.geteuid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(parent_dir: str) -> list[str]:
+    """Remove the job directories of workers that are gone (a worker killed before
+    its cleanup leaves its runs' directories, mounted tmpfs and all); which.
+
+    A directory is ``job-<pid>-<random>``; one whose pid is alive is left alone,
+    even if the pid was reused, rather than risk a live run's directory."""
+    removed = []
+    for name in os.listdir(parent_dir):
+        pid = name.split("-")[1] if name.count("-") == 2 and name.startswith("job-") else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            path = os.path.join(parent_dir, name)
+            remove(JobDir(parent_dir, name, os.path.ismount(path), frozenset()))
+            removed.append(name)
+    if removed:
+        _log.warning("sandbox_stale_job_directories_removed", parent=parent_dir, count=len(removed))
+    return removed
+
+
+def make(
+    parent_dir: str,
+    identity: tuple[int, int] | None,
+    budget: tuple[int, int] | None,
+    files: Mapping[str, bytes],
+) -> JobDir:
+    """A fresh job directory in ``parent_dir`` holding ``files`` (names already
+    checked by the policy), owned by ``identity``; a tmpfs of ``budget``
+    (bytes, inodes) on it when given. Nothing is left behind if a step fails.
+
+    Raises:
+        SandboxError: the directory or a file could not be made (the cause attached).
+    """
+    parent_fd = os.open(parent_dir, _DIR_FLAGS)
+    try:
+        name = _fresh(parent_fd)
+        job = JobDir(parent=parent_dir, name=name, mounted=False, written=frozenset(files))
+        try:
+            if budget is not None and identity is not None:
+                job = attrs.evolve(job, mounted=_mount(job.path, budget, identity))
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            try:
+                if identity is not None:
+                    os.fchown(fd, *identity)
+                for relative, content in files.items():
+                    _write(fd, relative.split("/"), content, identity)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            remove(job)
+            raise SandboxError(f"could not prepare the job directory {job.path}: {exc}") from exc
+        return job
+    finally:
+        os.close(parent_fd)
+
+
+def _fresh(parent_fd: int) -> str:
+    for _ in range(100):
+        name = f"job-{os.getpid()}-{os.urandom(8).hex()}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            continue
+        return name
+    raise SandboxError("could not make a fresh job directory name")
+
+
+def _mount(path: str, budget: tuple[int, int], identity: tuple[int, int]) -> bool:
+    size, inodes = budget
+    # The root directory of a tmpfs takes one of its inodes.
+    options = f"size={size},nr_inodes={inodes + 1},mode=0700,uid={identity[0]},gid={identity[1]}"
+    result = _libc().mount(
+        b"tmpfs", os.fsencode(path), b"tmpfs", _MS_NOSUID | _MS_NODEV, options.encode()
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EPERM, errno.ENODEV, errno.ENOSYS):
+        _log.warning("sandbox_disk_budget_unavailable", reason=os.strerror(code))
+        return False
+    raise OSError(code, f"mount tmpfs on {path}: {os.strerror(code)}")
+
+
+def _write(
+    directory: int, parts: list[str], content: bytes, identity: tuple[int, int] | None
+) -> None:
+    """Write one file below ``directory``, making its directories; no symlink followed."""
+    fds: list[int] = []
+    try:
+        here = directory
+        for part in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=here)
+                if identity is not None:
+                    os.chown(part, *identity, dir_fd=here, follow_symlinks=False)
+            here = os.open(part, _DIR_FLAGS, dir_fd=here)
+            fds.append(here)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(parts[-1], flags, 0o600, dir_fd=here)
+        try:
+            if identity is not None:
+                os.fchown(fd, *identity)
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@attrs.define
+class _Found:
+    written: frozenset[str]
+    cap: int
+    names: list[str] = attrs.Factory(list)
+    visits: int = 0
+    truncated: bool = False
+
+
+def walk(job: JobDir, cap: int) -> tuple[tuple[str, ...], bool]:
+    """The regular files the run created (sorted, at most ``cap``), and whether
+    there were more (or more than the walk looks at)."""
+    found = _Found(written=job.written, cap=cap)
+    try:
+        parent_fd = os.open(job.parent, _DIR_FLAGS)
+    except OSError:
+        return (), False
+    try:
+        top = os.open(job.name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError:
+        return (), False  # gone, or replaced by something that is not a directory
+    finally:
+        os.close(parent_fd)
+    try:
+        _walk(top, "", 0, found)
+    finally:
+        os.close(top)
+    return tuple(sorted(found.names)), found.truncated
+
+
+def _walk(directory: int, prefix: str, depth: int, found: _Found) -> None:
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            found.visits += 1
+            if found.visits > MAX_VISITS:
+                found.truncated = True
+                return
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            relative = prefix + entry.name
+            if stat.S_ISREG(info.st_mode):
+                if relative in found.written:
+                    continue
+                if len(found.names) >= found.cap:
+                    found.truncated = True
+                    return
+                found.names.append(relative)
+            elif stat.S_ISDIR(info.st_mode):
+                if depth + 1 >= MAX_DEPTH:
+                    found.truncated = True
+                    continue
+                try:
+                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=directory)
+                except OSError:
+                    continue
+                try:
+                    _walk(child, relative + "/", depth + 1, found)
+                finally:
+                    os.close(child)
+                if found.truncated and found.visits > MAX_VISITS:
+                    return
+
+
+def remove(job: JobDir) -> None:
+    """Remove the job directory: unmount its tmpfs (lazily) and ``rmdir``, or, with
+    no tmpfs, delete it through descriptors (``shutil.rmtree`` with ``dir_fd``)."""
+    if job.mounted and _libc().umount2(os.fsencode(job.path), _MNT_DETACH) != 0:
+        _log.error("sandbox_umount_failed", path=job.path, reason=os.strerror(ctypes.get_errno()))
+    try:
+        parent_fd = os.open(job.parent, _DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        try:
+            os.rmdir(job.name, dir_fd=parent_fd)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass  # not empty, or not a directory
+        try:
+            shutil.rmtree(job.name, dir_fd=parent_fd)
+        except NotADirectoryError:
+            os.unlink(job.name, dir_fd=parent_fd)
+        except OSError as exc:
+            if os.path.islink(job.path):
+                # The job swapped its directory for a symlink: remove the link only.
+                os.unlink(job.name, dir_fd=parent_fd)
+            else:
+                _log.warning("sandbox_cleanup_incomplete", path=job.path, reason=str(exc))
+    finally:
+        os.close(parent_fd)

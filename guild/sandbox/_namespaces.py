@@ -1,0 +1,321 @@
+"""Linux namespaces without bubblewrap: the kernel calls the fork server's spares make.
+
+Imported both by the package and by the fork server (which runs as a plain
+script), so it uses the standard library only and no package-relative imports.
+
+A kernel-isolated run is built in three steps, two of them before any request:
+
+1. :func:`enter` (in the fork server's intermediate child, before the spare
+   exists): new network, PID, mount, IPC and UTS namespaces (plus a user
+   namespace mapping only the worker's own uid and gid when it is not root);
+   the loopback interface up and nothing else, so no route leaves the host
+   namespace; every mount private and read-only; :data:`HIDDEN` directories
+   (``/run`` with its sockets, ``/var/lib`` with broker files, homes) covered
+   by empty read-only tmpfs.
+2. :func:`enter_pid` (in the spare, which is PID 1 of the new namespace): a
+   fresh ``/proc`` that shows only the run's processes.
+   It also mounts fresh tmpfs on :data:`SCRATCH`, limited in bytes and inodes.
+3. :func:`prepare_run` (in the job process, after the request): the job
+   directory attached as the only writable place of the host's file system.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+# The same numbers on every architecture (syscalls added since 5.1 are unified).
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+_OPEN_TREE_FLAGS = 1 | 0o2000000 | 0x8000  # OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE
+_MOVE_MOUNT_F_EMPTY_PATH = 4
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_RDONLY = 0x1
+_MOUNT_ATTR_NOSUID = 0x2
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_PDEATHSIG = 1
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_MNT_DETACH = 2
+_HIDING = "size=16k,nr_inodes=64,mode=755"
+
+# Scratch directories a job may write: each a fresh tmpfs of the run's size.
+SCRATCH = ("/tmp", "/dev/shm", "/var/tmp")
+# Host directories a job must not see: sockets and pid files under /run, broker
+# and database files under /var/lib, and the users' homes.
+HIDDEN = ("/run", "/var/lib", "/var/spool", "/var/log", "/home", "/root", "/srv", "/mnt", "/media")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+def _check(result: int, what: str) -> None:
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def _mount(source: str | None, target: str, kind: str | None, flags: int, data: str = "") -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            kind.encode() if kind else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _set_readonly(target: str, recursive: bool, readonly: bool = True) -> None:
+    attr = _MountAttr()
+    if readonly:
+        attr.attr_set = _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID
+    else:
+        attr.attr_clr = _MOUNT_ATTR_RDONLY
+    flags = _AT_RECURSIVE if recursive else 0
+    result = _libc.syscall(
+        _SYS_MOUNT_SETATTR,
+        _AT_FDCWD,
+        target.encode(),
+        flags,
+        ctypes.byref(attr),
+        ctypes.sizeof(attr),
+    )
+    if result < 0 and ctypes.get_errno() == errno.ENOSYS:
+        _remount_each(target, recursive, readonly)
+        return
+    _check(result, f"mount_setattr {target}")
+
+
+def _remount_each(target: str, recursive: bool, readonly: bool) -> None:
+    """Kernels before 5.12 (no ``mount_setattr``): remount every mount under ``target``."""
+    with open("/proc/self/mountinfo") as handle:
+        points = [line.split()[4] for line in handle]
+    prefix = target.rstrip("/") + "/"
+    for point in points:
+        if point == target or (recursive and point.startswith(prefix)):
+            flags = MS_REMOUNT | MS_BIND | (MS_RDONLY | MS_NOSUID if readonly else 0)
+            try:
+                _mount(None, point, None, flags)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EINVAL, errno.ENOENT):
+                    raise
+
+
+def _loopback_up() -> None:
+    import fcntl  # only the namespace path needs it
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+
+
+def _cover(path: str, flags: int, options: str) -> dict[str, int]:
+    """Mount a fresh tmpfs on ``path``; what was under it stays reachable through the
+    returned descriptor (for a job directory that lies below it, see prepare_run)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return {}
+    under = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    _mount("tmpfs", path, "tmpfs", flags, options)
+    return {path: under}
+
+
+def enter(root: bool) -> dict[str, int]:
+    """New namespaces for this process and the children it forks next (see module
+    doc); returns a descriptor of what each hidden directory covers."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(_libc.unshare(FLAGS | (0 if root else CLONE_NEWUSER)), "unshare")
+    if not root:
+        # Only the worker's own ids exist inside: a job's exec drops every
+        # capability (its uid is not 0 there), and it owns nothing it did not.
+        with open("/proc/self/setgroups", "w") as handle:
+            handle.write("deny")
+        with open("/proc/self/uid_map", "w") as handle:
+            handle.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as handle:
+            handle.write(f"{gid} {gid} 1")
+    _loopback_up()
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _set_readonly("/", recursive=True)
+    covered: dict[str, int] = {}
+    for path in HIDDEN:
+        # Read-only as a mount, not as a file system: a job directory below it
+        # can still be made (see prepare_run).
+        hidden = _cover(path, MS_NOSUID | MS_NODEV, _HIDING)
+        if hidden:
+            _set_readonly(path, recursive=False)
+        covered.update(hidden)
+    return covered
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent (the worker, once re-parented) dies: the
+    namespace's PID 1 takes every process of the run with it."""
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0), "prctl(PDEATHSIG)")
+
+
+def enter_pid() -> None:
+    """In PID 1 of the new namespace: a ``/proc`` of this namespace only."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | 8)  # 8: MS_NOEXEC
+
+
+def open_tree(path: str) -> int:
+    """In the worker: a detached clone of the mount tree at ``path`` (a descriptor the
+    job process attaches in its own namespace), or -1 before Linux 5.2."""
+    fd = int(_libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, path.encode(), _OPEN_TREE_FLAGS))
+    return fd if fd >= 0 else -1
+
+
+def mount_scratch(size: int, inodes: int) -> dict[str, int]:
+    """In PID 1, before any request: a fresh tmpfs of ``size`` bytes and ``inodes``
+    inodes on each of :data:`SCRATCH` (the fork server is started per size);
+    returns a descriptor of what each covers."""
+    options = f"size={size},nr_inodes={inodes},mode=1777"
+    covered: dict[str, int] = {}
+    for path in SCRATCH:
+        covered.update(_cover(path, MS_NOSUID | MS_NODEV, options))
+    return covered
+
+
+def prepare_run(workdir: str, tree: int, covered: dict[str, int]) -> None:
+    """In the job process, before exec: the job directory (see module doc).
+
+    ``tree`` is :func:`open_tree` of the job directory, made in the worker's
+    namespace (so it carries the directory's own tmpfs, mounted after this
+    namespace was made), or -1 (no ``open_tree``, or not allowed to clone the
+    worker's mounts): then the directory is bound from this namespace's copy of
+    the host's tree, reached below a tmpfs through ``covered`` (see :func:`_cover`).
+    """
+    hiding = [p for p in HIDDEN if workdir.startswith(p.rstrip("/") + "/")]
+    workdir_fd = -1
+    if tree < 0:
+        below = [p for p in covered if workdir.startswith(p.rstrip("/") + "/")]
+        if below:
+            relative = os.path.relpath(workdir, below[0])
+            flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+            workdir_fd = os.open(relative, flags, dir_fd=covered[below[0]])
+        else:
+            workdir_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    for path in hiding:
+        _set_readonly(path, recursive=False, readonly=False)
+    os.makedirs(workdir, exist_ok=True)
+    if tree >= 0:
+        flags = _MOVE_MOUNT_F_EMPTY_PATH
+        moved = _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, workdir.encode(), flags)
+        _check(moved, f"move_mount {workdir}")
+        os.close(tree)
+    else:
+        _mount(f"/proc/self/fd/{workdir_fd}", workdir, None, MS_BIND)
+        os.close(workdir_fd)
+        _set_readonly(workdir, recursive=False, readonly=False)
+    for path in hiding:
+        _set_readonly(path, recursive=False)
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+
+
+def full(paths: tuple[str, ...]) -> str:
+    """``"tmpfs"`` or ``"inodes"`` when one of ``paths`` (statvfs'd from inside the
+    namespace) has no free block or no free inode; else empty."""
+    for path in paths:
+        try:
+            stat = os.statvfs(path)
+        except OSError:
+            continue
+        if stat.f_bfree == 0:
+            return "tmpfs"
+        if stat.f_files and stat.f_ffree == 0:
+            return "inodes"
+    return ""
+
+
+def probe() -> str | None:
+    """Whether this process may make the namespaces: None, or what is missing.
+
+    Forks a child that makes them all (and mounts a ``/proc`` and a scratch tmpfs
+    in them) and exits; run in a small helper process, not in the worker.
+    """
+    root = os.geteuid() == 0
+    workdir = f"/tmp/guild-probe-{os.getpid()}"
+    os.mkdir(workdir, 0o700)
+    try:
+        return _probe_in(root, workdir)
+    finally:
+        os.rmdir(workdir)
+
+
+def _probe_in(root: bool, workdir: str) -> str | None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            covered = enter(root)
+            inner = os.fork()
+            if inner == 0:
+                try:
+                    enter_pid()
+                    prepare_run(workdir, -1, {**covered, **mount_scratch(1 << 20, 64)})
+                    os._exit(0)
+                except OSError as exc:
+                    os.write(write, str(exc).encode())
+                    os._exit(1)
+            _, status = os.waitpid(inner, 0)
+            os._exit(0 if status == 0 else 1)
+        except OSError as exc:
+            os.write(write, str(exc).encode())
+            os._exit(1)
+    os.close(write)
+    with os.fdopen(read, "rb") as handle:
+        message = handle.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status == 0:
+        return None
+    return message or f"namespace probe exited with status {status}"
+
+
+if __name__ == "__main__":
+    failure = probe()
+    sys.stdout.write(failure or "")
+    sys.exit(1 if failure else 0)

@@ -1,0 +1,760 @@
+"""Issue 9: the sandbox contains by default, on any Linux host, and leaves nothing behind.
+
+Every harm is checked from the host: a listener the test opens that the job must
+not reach, a secret in a host process's argv it must not read, files in the
+host's scratch directories, the uids of the run's processes in the host's
+/proc, lock files, leftover processes. Each isolation mode this host offers
+runs; a mode it lacks is a skip that says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+import guild
+from guild.sandbox import Sandbox, SandboxPolicy, _cgroup, _jobdir, _process, _uids
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.geteuid() == 0
+BWRAP = _process._bwrap_problem()
+KERNEL = _process._kernel_problem()
+CGROUPS = _cgroup.layout() is not None
+POOL = (200_000, 200_999)  # SandboxPolicy's default uid_pool, written out
+
+MODES = [
+    pytest.param("kernel", marks=pytest.mark.skipif(KERNEL is not None, reason=str(KERNEL))),
+    pytest.param("bwrap", marks=pytest.mark.skipif(BWRAP[0] is None, reason=str(BWRAP[1]))),
+]
+needs_kernel = pytest.mark.skipif(KERNEL is not None, reason=str(KERNEL))
+needs_cgroups = pytest.mark.skipif(
+    not CGROUPS, reason="no writable cgroup (v1 memory+pids, or delegated v2) on this host"
+)
+needs_root = pytest.mark.skipif(not ROOT, reason="uid leases need a root worker")
+
+
+def _policy(isolate: str, **changes: object) -> SandboxPolicy:
+    base: dict[str, object] = {"isolate": isolate, "kill_grace": 0.2, "cpu_seconds": 20}
+    base.update(changes)
+    return SandboxPolicy(**base)  # type: ignore[arg-type]
+
+
+def _host_pids() -> set[int]:
+    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_ci_runs_an_isolating_mode() -> None:
+    """On CI (.ci/run sets CI) the host must offer bubblewrap or kernel namespaces."""
+    if not os.environ.get("CI"):
+        pytest.skip("CI is not set: a developer machine may lack every isolating mode")
+    assert _process.host_isolation() in ("bwrap", "kernel"), (BWRAP[1], KERNEL)
+
+
+class TestDefaultIsolation:
+    async def test_the_default_policy_isolates_without_bwrap(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        if KERNEL is not None:
+            pytest.skip(str(KERNEL))
+        # No bwrap on PATH, whatever this host has installed.
+        monkeypatch.setenv("PATH", "/nonexistent")
+        _process._bwrap_problem.cache_clear()
+        try:
+            sandbox = Sandbox()
+            assert (sandbox.isolation, sandbox.isolated) == ("kernel", True)
+            with trio.fail_after(30):
+                result = await sandbox.run(
+                    ["python3", "job.py"], timeout=20, files={"job.py": b"print(6 * 7)"}
+                )
+        finally:
+            _process._bwrap_problem.cache_clear()
+        assert (result.exit_code, result.stdout, result.isolation) == (0, b"42\n", "kernel")
+
+    def test_a_missing_mode_is_refused_naming_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PATH", "/nonexistent")
+        _process._bwrap_problem.cache_clear()
+        try:
+            with pytest.raises(guild.IsolationUnavailable) as info:
+                Sandbox(SandboxPolicy(isolate="bwrap"))
+        finally:
+            _process._bwrap_problem.cache_clear()
+        assert info.value.missing == ("bwrap: not installed (not on PATH)",)
+        assert "isolate='never'" in str(info.value)
+
+    def test_unisolated_is_an_explicit_choice(self) -> None:
+        sandbox = Sandbox(SandboxPolicy(isolate="never"))
+        assert (sandbox.isolation, sandbox.isolated) == ("none", False)
+
+
+UNPRIVILEGED_WORKER = """
+import sys, trio
+from guild.sandbox import Sandbox, SandboxPolicy
+
+JOB = (
+    b"import os, socket, sys\\n"
+    b"s = socket.socket()\\n"
+    b"try:\\n"
+    b"    s.connect(('127.0.0.1', int(sys.argv[1])))\\n"
+    b"    print('connected')\\n"
+    b"except OSError as exc:\\n"
+    b"    print(type(exc).__name__)\\n"
+    b"print(len([p for p in os.listdir('/proc') if p.isdigit()]))\\n"
+)
+
+async def main():
+    box = Sandbox(SandboxPolicy(isolate="auto"))
+    result = await box.run(["python3", "j.py", sys.argv[1]], timeout=20, files={"j.py": JOB})
+    print(box.isolation)
+    sys.stdout.write(result.stdout.decode())
+
+trio.run(main)
+"""
+
+
+def _unprivileged_python(env: dict[str, str]) -> str | None:
+    """An interpreter uid 65534 may run that finds guild and its dependencies."""
+    for candidate in ("/usr/bin/python3", sys.executable):
+        probe = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                candidate,
+                "-c",
+                "import subprocess, sys, trio, attrs, structlog, guild\n"
+                "subprocess.run([sys.executable, '-c', ''], check=True)",
+            ],
+            env=env,
+            capture_output=True,
+            check=False,
+            cwd="/",
+        )
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root and setpriv")
+async def test_an_unprivileged_worker_gets_kernel_namespaces() -> None:
+    """Not root: the kernel path goes through a user namespace of the worker's own uid."""
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    repo = str(Path(guild.__file__).resolve().parents[1])
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/", "PYTHONPATH": ":".join([repo, *site])}
+    python = _unprivileged_python(env)
+    if python is None:
+        pytest.skip("no interpreter with guild's dependencies that uid 65534 may run")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        argv = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            python,
+            "-c",
+            UNPRIVILEGED_WORKER,
+            str(listener.getsockname()[1]),
+        ]
+        with trio.fail_after(60):
+            worker = await trio.run_process(
+                argv, env=env, capture_stdout=True, capture_stderr=True, check=False, cwd="/"
+            )
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    if worker.returncode != 0 and b"IsolationUnavailable" in worker.stderr:
+        pytest.skip("this host allows no unprivileged user namespaces")
+    assert worker.returncode == 0, worker.stderr
+    mode, reached, count = worker.stdout.splitlines()[-3:]  # after the audit log lines
+    assert mode in (b"kernel", b"bwrap")
+    assert reached == b"ConnectionRefusedError"
+    assert int(count) <= 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+class TestIsolation:
+    async def test_no_reach_to_a_host_loopback_listener(self, mode: str) -> None:
+        with socket.socket() as listener, socket.socket(socket.AF_UNIX) as abstract:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            listener.setblocking(False)
+            port = listener.getsockname()[1]
+            name = f"\0guild-test-{os.getpid()}-{port}"
+            abstract.bind(name)
+            abstract.listen(8)
+            abstract.setblocking(False)
+            job = (
+                "import socket, sys\n"
+                "results = []\n"
+                "for family, address in ((socket.AF_INET, ('127.0.0.1', int(sys.argv[1]))),\n"
+                "                        (socket.AF_UNIX, sys.argv[2].encode('latin-1').replace(b'@', b'\\0'))):\n"
+                "    s = socket.socket(family)\n"
+                "    try:\n"
+                "        s.connect(address)\n"
+                "        results.append('connected')\n"
+                "    except OSError as exc:\n"
+                "        results.append(type(exc).__name__)\n"
+                "print(' '.join(results))\n"
+            )
+            argv = ["python3", "job.py", str(port), "@" + name[1:]]
+            with trio.fail_after(30):
+                result = await Sandbox(_policy(mode)).run(
+                    argv, timeout=20, files={"job.py": job.encode()}
+                )
+            # The host side saw no connection on either socket.
+            for sock in (listener, abstract):
+                with pytest.raises(BlockingIOError):
+                    sock.accept()
+        assert result.exit_code == 0, result.stderr
+        assert b"connected" not in result.stdout
+        assert result.stdout.split() == [b"ConnectionRefusedError", b"ConnectionRefusedError"]
+
+    async def test_proc_shows_no_host_process(self, mode: str) -> None:
+        secret = f"guild-secret-{os.getpid()}"
+        host = await trio.lowlevel.open_process(
+            [sys.executable, "-c", "import sys; sys.stdin.read()", f"--password={secret}"],
+            stdin=subprocess.PIPE,
+        )
+        try:
+            with trio.fail_after(20):  # the host sees it once the exec is done
+                while True:
+                    if secret.encode() in _cmdline(host.pid):
+                        break
+                    await trio.sleep(0.005)
+            job = (
+                "import os\n"
+                "pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+                "seen = b''\n"
+                "for pid in pids:\n"
+                "    try:\n"
+                "        seen += open(f'/proc/{pid}/cmdline', 'rb').read()\n"
+                "    except OSError:\n"
+                "        pass\n"
+                "print(len(pids), seen.count(b'guild-secret'))\n"
+            )
+            with trio.fail_after(30):
+                result = await Sandbox(_policy(mode)).run(
+                    ["python3", "job.py"], timeout=20, files={"job.py": job.encode()}
+                )
+        finally:
+            assert host.stdin is not None
+            await host.stdin.aclose()
+            await host.wait()
+        count, secrets_seen = result.stdout.split()
+        # The job itself and at most its namespace's init (bwrap's or ours).
+        assert int(count) <= 2
+        assert secrets_seen == b"0"
+
+    async def test_scratch_files_are_gone_for_the_next_job(self, mode: str) -> None:
+        tag = f"guild-left-{os.getpid()}-{mode}"
+        write = (
+            "import os, sys\n"
+            "for d in ('/tmp', '/dev/shm', '/var/tmp'):\n"
+            "    if os.path.isdir(d):\n"
+            "        try:\n"
+            "            open(os.path.join(d, sys.argv[1]), 'w').write('x')\n"
+            "        except OSError as exc:\n"
+            "            print(d, type(exc).__name__)\n"
+        )
+        look = (
+            "import os, sys\n"
+            "print(sorted(d for d in ('/tmp', '/dev/shm', '/var/tmp')\n"
+            "             if os.path.exists(os.path.join(d, sys.argv[1]))))\n"
+        )
+        sandbox = Sandbox(_policy(mode))
+        with trio.fail_after(30):
+            first = await sandbox.run(
+                ["python3", "w.py", tag], timeout=20, files={"w.py": write.encode()}
+            )
+            second = await sandbox.run(
+                ["python3", "l.py", tag], timeout=20, files={"l.py": look.encode()}
+            )
+        assert first.exit_code == 0, first.stderr
+        assert second.stdout.strip() == b"[]"
+        for directory in ("/tmp", "/dev/shm", "/var/tmp"):
+            assert not os.path.exists(os.path.join(directory, tag))
+
+    async def test_host_run_and_var_lib_are_not_readable(self, mode: str) -> None:
+        if mode == "bwrap":
+            pytest.skip("bubblewrap binds only the system directories; /run is never bound")
+        planted = Path("/var/lib") / f"guild-broker-{os.getpid()}.db"
+        planted.write_bytes(b"SQLite format 3\0 secret jobs")
+        planted.chmod(0o644)
+        job = (
+            "import os, sys\n"
+            "try:\n"
+            "    print(open(sys.argv[1], 'rb').read()[:6])\n"
+            "except OSError as exc:\n"
+            "    print(type(exc).__name__)\n"
+            "print(os.path.basename(sys.argv[1]) in os.listdir('/var/lib'))\n"
+            "print(os.path.exists('/run/guild/uids'))\n"
+            "# Only the path down to the job's own directory, if it lies under /run.\n"
+            "print(all(os.getcwd().startswith(os.path.join('/run', n)) for n in os.listdir('/run')))\n"
+        )
+        try:
+            with trio.fail_after(30):
+                result = await Sandbox(_policy(mode)).run(
+                    ["python3", "j.py", str(planted)], timeout=20, files={"j.py": job.encode()}
+                )
+        finally:
+            planted.unlink()
+        assert result.stdout.splitlines() == [b"FileNotFoundError", b"False", b"False", b"True"], (
+            result.stderr
+        )
+
+    async def test_the_system_is_read_only_and_the_job_directory_writable(self, mode: str) -> None:
+        job = (
+            "import os\n"
+            "out = []\n"
+            "for path in ('/etc/guild-test', '/usr/guild-test', 'here.txt'):\n"
+            "    try:\n"
+            "        open(path, 'w').write('x')\n"
+            "        out.append('wrote')\n"
+            "    except OSError as exc:\n"
+            "        out.append(type(exc).__name__)\n"
+            "print(' '.join(out))\n"
+        )
+        with trio.fail_after(30):
+            result = await Sandbox(_policy(mode)).run(
+                ["python3", "j.py"], timeout=20, files={"j.py": job.encode()}
+            )
+        first, second, third = result.stdout.split()
+        assert first in (b"OSError", b"PermissionError")  # EROFS, or EACCES as a user
+        assert second in (b"OSError", b"PermissionError")
+        assert third == b"wrote"
+        assert result.files_created == ("here.txt",)
+        assert not os.path.exists("/etc/guild-test")
+
+
+def _watch_for(markers: list[str]) -> dict[str, int]:
+    """The uid of a host process whose argv carries each marker (those seen so far)."""
+    found: dict[str, int] = {}
+    for pid in _host_pids():
+        command = _cmdline(pid)
+        for marker in markers:
+            if marker.encode() in command and b"job.py" in command:
+                uid = _uid_of(pid)
+                if uid is not None:
+                    found[marker] = uid
+    return found
+
+
+WAIT_JOB = b"import sys\nsys.stdin.read()\nimport time\ntime.sleep(60)\n"
+
+
+@needs_root
+class TestUidLeases:
+    async def test_two_sandboxes_running_at_once_never_share_a_uid(self) -> None:
+        mode = "never" if KERNEL is not None else "kernel"
+        markers = [f"guild-uid-a-{os.getpid()}", f"guild-uid-b-{os.getpid()}"]
+        boxes = [Sandbox(_policy(mode)), Sandbox(_policy(mode))]
+        seen: dict[str, int] = {}
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for box, marker in zip(boxes, markers, strict=True):
+                    nursery.start_soon(
+                        lambda b=box, m=marker: b.run(  # type: ignore[misc]
+                            ["python3", "job.py", m], timeout=25, files={"job.py": WAIT_JOB}
+                        )
+                    )
+                while len(seen) < 2:
+                    seen = _watch_for(markers)
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        assert seen[markers[0]] != seen[markers[1]]
+        assert all(POOL[0] <= uid <= POOL[1] for uid in seen.values())
+        assert _watch_for(markers) == {}  # no process of either run is left
+
+    async def test_two_worker_processes_never_share_a_uid(self, tmp_path: Path) -> None:
+        mode = "never" if KERNEL is not None else "kernel"
+        markers = [f"guild-wk-a-{os.getpid()}", f"guild-wk-b-{os.getpid()}"]
+        worker = tmp_path / "worker.py"
+        worker.write_text(
+            "import signal, sys, trio\n"
+            "from guild.sandbox import Sandbox, SandboxPolicy\n"
+            "async def main():\n"
+            f"    box = Sandbox(SandboxPolicy(isolate={mode!r}, kill_grace=0.2))\n"
+            "    with trio.open_signal_receiver(signal.SIGTERM) as signals:\n"
+            "        async with trio.open_nursery() as nursery:\n"
+            "            nursery.start_soon(lambda: box.run(['python3', 'job.py', sys.argv[1]],\n"
+            f"                timeout=25, files={{'job.py': {WAIT_JOB!r}}}))\n"
+            "            async for _ in signals:\n"
+            "                nursery.cancel_scope.cancel()\n"
+            "trio.run(main)\n"
+        )
+        workers = [
+            await trio.lowlevel.open_process(
+                [sys.executable, str(worker), marker], cwd=str(tmp_path)
+            )
+            for marker in markers
+        ]
+        try:
+            seen: dict[str, int] = {}
+            with trio.fail_after(60):
+                while len(seen) < 2:
+                    seen = _watch_for(markers)
+                    await trio.sleep(0.01)
+        finally:
+            for process in workers:
+                process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                for process in workers:
+                    await process.wait()
+        assert seen[markers[0]] != seen[markers[1]]
+        assert [p.returncode for p in workers] == [0, 0]
+        assert _watch_for(markers) == {}
+
+    def test_a_uid_with_a_live_process_is_not_leased(self, tmp_path: Path) -> None:
+        pool = (POOL[1] - 1, POOL[1])  # two uids, the first one busy
+        squatter = subprocess.Popen(
+            [
+                "setpriv",
+                f"--reuid={pool[0]}",
+                f"--regid={pool[0]}",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                "import sys; sys.stdin.read()",
+            ],
+            stdin=subprocess.PIPE,
+        )
+        try:
+            # Wait for setpriv's exec to take the uid.
+            while _uid_of(squatter.pid) != pool[0]:
+                assert squatter.poll() is None
+            lease = _uids.acquire(pool, str(tmp_path / "uids"))
+            try:
+                assert lease.uid == pool[1]
+                with pytest.raises(guild.SandboxError, match="leased or in use"):
+                    _uids.acquire(pool, str(tmp_path / "uids"))
+            finally:
+                lease.release()
+        finally:
+            squatter.communicate(b"")
+
+
+BOMB = b"import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+MEMORY_BOMB = (
+    b"import os, time\n"
+    b"for _ in range(7):\n"
+    b"    if os.fork() == 0:\n"
+    b"        break\n"
+    b"block = bytearray(64 << 20)\n"
+    b"for i in range(0, len(block), 4096):\n"
+    b"    block[i] = 1\n"
+    b"time.sleep(30)\n"
+)
+TMPFS_FILL = (
+    b"import sys\n"
+    b"with open(sys.argv[1], 'wb') as f:\n"
+    b"    while True:\n"
+    b"        f.write(b'x' * 65536)\n"
+)
+INODE_FILL = (
+    b"import sys\ni = 0\nwhile True:\n    open(f'{sys.argv[1]}/{i}', 'w').close()\n    i += 1\n"
+)
+
+
+async def _bystander(box: Sandbox) -> guild.SandboxResult:
+    return await box.run(
+        ["python3", "b.py"], timeout=25, files={"b.py": b"print(sum(range(10**6)))"}
+    )
+
+
+@needs_cgroups
+@pytest.mark.parametrize("mode", ["never", *MODES])
+class TestBudgets:
+    async def _with_bystander(
+        self, mode: str, policy: SandboxPolicy, argv: list[str], script: bytes
+    ) -> tuple[guild.SandboxResult, guild.SandboxResult]:
+        results: dict[str, guild.SandboxResult] = {}
+
+        async def hostile() -> None:
+            results["hostile"] = await Sandbox(policy).run(
+                argv, timeout=25, files={argv[1]: script}
+            )
+
+        async def normal() -> None:
+            results["normal"] = await _bystander(Sandbox(_policy(mode)))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hostile)
+                nursery.start_soon(normal)
+        assert results["normal"].stdout == b"499999500000\n"
+        assert results["normal"].budget_exceeded is None
+        return results["hostile"], results["normal"]
+
+    async def test_a_fork_bomb_ends_at_the_process_budget(self, mode: str) -> None:
+        policy = _policy(mode, processes=24)
+        hostile, _ = await self._with_bystander(mode, policy, ["python3", "bomb.py"], BOMB)
+        assert hostile.budget_exceeded == "processes"
+
+    async def test_memory_spread_over_processes_ends_at_the_memory_budget(self, mode: str) -> None:
+        # Eight processes of 64 MiB each: every one under address_space, 512 MiB together.
+        policy = _policy(mode, memory=160 << 20, address_space=1 << 30, processes=32)
+        hostile, _ = await self._with_bystander(mode, policy, ["python3", "mem.py"], MEMORY_BOMB)
+        assert hostile.budget_exceeded == "memory"
+
+    async def test_cpu_over_all_processes_ends_at_the_cpu_budget(self, mode: str) -> None:
+        spin = b"import os\nos.fork()\nwhile True:\n    pass\n"
+        policy = _policy(mode, run_cpu_seconds=1, cpu_seconds=20)
+        hostile, _ = await self._with_bystander(mode, policy, ["python3", "spin.py"], spin)
+        assert hostile.budget_exceeded == "cpu"
+
+
+DISK_FILL = b"with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 65536)\n"
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["never", *MODES])
+class TestJobDirectoryBudgets:
+    async def test_a_disk_fill_ends_at_the_disk_budget(self, mode: str) -> None:
+        policy = _policy(mode, disk_bytes=4 << 20, file_size=1 << 30)
+        hostile, _ = await TestBudgets()._with_bystander(
+            mode, policy, ["python3", "fill.py"], DISK_FILL
+        )
+        assert (hostile.budget_exceeded, hostile.exit_code) == ("disk", 1)
+        assert b"No space left on device" in hostile.stderr
+
+    async def test_an_inode_fill_of_the_job_directory_ends_at_its_inode_budget(
+        self, mode: str
+    ) -> None:
+        policy = _policy(mode, disk_inodes=64)
+        hostile, _ = await TestBudgets()._with_bystander(
+            mode, policy, ["python3", "fill.py", "."], INODE_FILL
+        )
+        assert hostile.budget_exceeded == "inodes"
+
+
+@needs_kernel
+class TestScratchBudgets:
+    async def test_a_tmpfs_fill_ends_at_its_size(self) -> None:
+        policy = _policy("kernel", tmpfs_size=4 << 20, file_size=1 << 30)
+        hostile, _ = await TestBudgets()._with_bystander(
+            "kernel", policy, ["python3", "fill.py", "/tmp/fill"], TMPFS_FILL
+        )
+        assert hostile.budget_exceeded == "tmpfs"
+        assert hostile.exit_code != 0  # the write failed: ENOSPC, not a silent stop
+
+    async def test_an_inode_fill_ends_at_its_inode_budget(self) -> None:
+        policy = _policy("kernel", tmpfs_inodes=200)
+        hostile, _ = await TestBudgets()._with_bystander(
+            "kernel", policy, ["python3", "fill.py", "/dev/shm"], INODE_FILL
+        )
+        assert hostile.budget_exceeded == "inodes"
+
+
+HOSTILE = {
+    # Leaves a setsid double-forked daemon holding the output pipe open.
+    "daemon.py": (
+        b"import os, time\n"
+        b"if os.fork() == 0:\n"
+        b"    os.setsid()\n"
+        b"    if os.fork() == 0:\n"
+        b"        time.sleep(60)\n"
+        b"    os._exit(0)\n"
+        b"print('parent done')\n"
+    ),
+    # Ignores SIGTERM and forks children that do the same.
+    "stubborn.py": (
+        b"import os, signal, time\n"
+        b"signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        b"for _ in range(3):\n"
+        b"    if os.fork() == 0:\n"
+        b"        break\n"
+        b"time.sleep(60)\n"
+    ),
+    # Many short children it never waits for (zombies, until someone reaps them).
+    "zombies.py": (
+        b"import os, time\n"
+        b"for _ in range(10):\n"
+        b"    if os.fork() == 0:\n"
+        b"        os._exit(0)\n"
+        b"time.sleep(0.05)\n"
+    ),
+}
+
+
+def _child_zombies() -> list[int]:
+    me = os.getpid()
+    found = []
+    for pid in _host_pids():
+        try:
+            data = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        if fields[0] == b"Z" and int(fields[1]) == me:
+            found.append(pid)
+    return found
+
+
+def _descendants() -> set[int]:
+    parents: dict[int, int] = {}
+    for pid in _host_pids():
+        try:
+            data = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        parents[pid] = int(data[data.rindex(b")") + 2 :].split()[1])
+    found: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    # The fork servers' spares wait for the next run, each a new process.
+    return {p for p in found if b"_forkserver.py" not in _cmdline(p)}
+
+
+@pytest.mark.parametrize("mode", ["never", *MODES])
+async def test_hostile_runs_leave_nothing_behind(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 hostile runs, 8 at a time, then a normal run: no fd, zombie, uid lease,
+    job directory, cgroup or process is left."""
+    sandbox = Sandbox(_policy(mode, kill_grace=0.1))
+    await sandbox.run(["python3", "w.py"], timeout=20, files={"w.py": b""})  # fork servers up
+    fds = set(os.listdir("/proc/self/fd"))
+    helpers = _descendants()
+    zombies = set(_child_zombies())  # earlier tests' own children, theirs to wait for
+    made: list[str] = []
+    real_make = _jobdir.make
+
+    def recording_make(*args: Any) -> _jobdir.JobDir:
+        job = real_make(*args)
+        made.append(job.path)
+        return job
+
+    monkeypatch.setattr(_jobdir, "make", recording_make)
+    names = list(HOSTILE)
+    limiter = trio.CapacityLimiter(8)
+    done: list[str] = []
+
+    async def one(index: int) -> None:
+        name = names[index % len(names)]
+        argv, files = ["python3", name], {name: HOSTILE[name]}
+        async with limiter:
+            if name == "stubborn.py":
+                with pytest.raises(guild.SandboxTimeout):
+                    await sandbox.run(argv, timeout=0.5, files=files)
+            else:
+                result = await sandbox.run(argv, timeout=20, files=files)
+                assert result.exit_code == 0, result.stderr
+        done.append(name)
+
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            for index in range(200):
+                nursery.start_soon(one, index)
+        normal = await _bystander(sandbox)
+    assert normal.exit_code == 0 and normal.stdout == b"499999500000\n"
+    assert len(done) == 200
+    assert set(os.listdir("/proc/self/fd")) <= fds | {str(fd) for fd in range(3)}
+    assert set(_child_zombies()) <= zombies
+    assert _descendants() <= helpers
+    assert len(made) == 201 and [p for p in made if os.path.exists(p)] == []
+    if ROOT:
+        assert not _held_leases()
+
+
+def _held_leases() -> list[str]:
+    """Lock files under the uid lease directory that this process still holds."""
+    held: list[str] = []
+    if not os.path.isdir(_uids.LOCK_DIR):
+        return held
+    mine = str(os.getpid())
+    with open("/proc/locks") as handle:
+        lines = [line.split() for line in handle]
+    for line in lines:
+        if len(line) > 5 and line[1] == "FLOCK" and line[4] == mine:
+            held.append(line[5])
+    return held
+
+
+def test_cleanup_helpers_see_what_they_look_for() -> None:
+    """The leak checks above can fail: a zombie child and a held lease are seen."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        while pid not in _child_zombies():
+            pass
+    finally:
+        os.waitpid(pid, 0)
+    if ROOT:
+        lease = _uids.acquire(POOL)
+        try:
+            assert _held_leases()
+        finally:
+            lease.release()
+        assert not _held_leases()
+
+
+counts = st.integers(min_value=0, max_value=10**6)
+
+
+class TestBudgetVerdicts:
+    """The pure verdicts, against expectations written out per budget."""
+
+    @given(counts, counts, counts, counts, counts, st.integers(0, 10**12), st.integers(0, 10**12))
+    def test_the_first_budget_that_grew_is_named(
+        self, oom: int, oom_more: int, pids: int, pids_more: int, cpu: int, used: int, budget: int
+    ) -> None:
+        before = _cgroup.Counters(oom, pids, cpu)
+        now = _cgroup.Counters(oom + oom_more, pids + pids_more, cpu + used)
+        if oom_more:
+            expected: str | None = "memory"
+        elif pids_more:
+            expected = "processes"
+        elif budget and used >= budget:
+            expected = "cpu"
+        else:
+            expected = None
+        assert _cgroup.verdict(before, now, budget) == expected
+
+    @given(
+        st.lists(st.sampled_from(["", "memory", "processes", "cpu"]), max_size=3),
+        st.integers(-64, 255),
+        st.sampled_from(["", "tmpfs", "inodes"]),
+        st.sampled_from(["", "disk", "inodes"]),
+    )
+    def test_cgroup_then_signal_then_scratch_then_directory(
+        self, cgroup: list[str], code: int, scratch: str, directory: str
+    ) -> None:
+        named = [name for name in cgroup if name]
+        if named:
+            expected: str | None = named[0]
+        elif code == -24:  # SIGXCPU
+            expected = "cpu"
+        else:
+            expected = scratch or directory or None
+        assert _process.budget_verdict(cgroup, code, scratch, directory) == expected
