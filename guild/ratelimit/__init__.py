@@ -2,8 +2,9 @@
 
 * :class:`RateLimiter` — in-process: at most ``rate`` per ``period`` and at most
   ``concurrency`` at once, FIFO-fair.
-* :class:`RedisRateLimiter` — one GCRA limit shared by every process on every
-  machine through Redis.
+* :class:`RedisRateLimiter` — the same contract, both limits shared by every
+  process on every machine through Redis (tokens are leases that come back
+  when their process dies).
 * :func:`admit` / :class:`Rate` — the pure admission math both use.
 """
 

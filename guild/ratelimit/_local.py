@@ -1,19 +1,25 @@
-"""RateLimiter: ``trio.CapacityLimiter``'s interface, admitting by rate as well as count.
+"""RateLimiter: ``trio.CapacityLimiter``'s contract, admitting by rate as well as count.
 
-Theory of operation. Admission needs two things: a free concurrency token (when
-``concurrency`` is set) and the GCRA's consent (``_gcra.admit``). Waiters queue
-FIFO; only the head of the queue may be admitted, so a burst of late arrivals
-can never overtake an earlier waiter, and ``*_nowait`` refuses whenever anyone
-is queued. The head sleeps for exactly the GCRA's ``retry_after`` when it is the
-rate that holds it back, and on an event when it is the count; every release
-and every admission sets that event, so the next head re-checks. A cancelled
-waiter removes itself and wakes the one behind it.
+Theory of operation. Admission needs two things: a free token (fewer than
+``total_tokens`` borrowers) and the GCRA's consent (``_gcra.admit``). Waiters
+queue FIFO in an ordered dict, and tokens are *handed over*: whoever frees a
+token (a release, a raised ``total_tokens``, a cancelled waiter) runs
+``_hand_over``, which admits waiters from the head of the queue for as long as
+both conditions hold, marks each admitted and wakes it alone. So a release costs
+O(1) per admission, whatever the queue's length, and the admitted task already
+holds its token when it next runs: nobody can slip in between, and
+``*_nowait`` refuses whenever anyone is queued.
+
+When the head is held back by the rate rather than by the count, nothing will
+free a token for it, so the head waiter itself sleeps until the GCRA's
+``retry_after`` and then hands over again. Exactly one waiter, the head, carries
+that deadline; if it leaves, the next head is woken to take the deadline over.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
 
@@ -37,6 +43,35 @@ class RateLimiterStatistics:
     waited_seconds: float
 
 
+def checked_total_tokens(value: object, name: str = "total_tokens") -> int | float:
+    """``value`` if it is a valid token count (an int >= 0, or ``math.inf``), else raise.
+
+    Raises:
+        TypeError: ``value`` is not an int or ``math.inf`` (floats, bools and
+            strings are refused, as ``trio.CapacityLimiter`` refuses them).
+        ValueError: ``value`` is a negative int.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+        return value
+    if isinstance(value, float) and value == math.inf:
+        return value
+    raise TypeError(f"{name} must be an int or math.inf, got {value!r}")
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    """One queued acquire: who it is for, whether it got its token, and its wake-up."""
+
+    borrower: object
+    started: float
+    wake: trio.Event = attrs.field(factory=trio.Event)
+    admitted: bool = False
+    # When the head is held back by the rate: when to try again (inf otherwise).
+    retry_at: float = math.inf
+
+
 class RateLimiter:
     """At most ``rate`` admissions per ``period`` and at most ``concurrency`` at once.
 
@@ -49,10 +84,17 @@ class RateLimiter:
     Args:
         rate: admissions per period.
         period: seconds.
-        concurrency: holders at once (``None``: no limit on count).
+        concurrency: holders at once: an int >= 0 (0 starts paused; raise
+            ``total_tokens`` to let waiters in), or ``None``/``math.inf`` for no
+            limit on count.
         burst: admissions allowed at once after an idle spell.
         on_wait: called with the seconds a task waited, whenever it had to wait
             (metrics hook; must not raise).
+
+    Raises:
+        TypeError: ``concurrency`` is not an int, ``math.inf`` or ``None``.
+        ValueError: ``concurrency`` is negative, or ``rate``/``period``/``burst``
+            are out of range.
     """
 
     def __init__(
@@ -60,17 +102,16 @@ class RateLimiter:
         rate: float,
         period: float = 1.0,
         *,
-        concurrency: int | None = None,
+        concurrency: int | float | None = None,
         burst: int = 1,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
-        if concurrency is not None and concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1 or None, got {concurrency!r}")
         self._rate = Rate(rate=rate, period=period, burst=burst)
-        self._total: int | float = math.inf if concurrency is None else concurrency
+        self._total: int | float = (
+            math.inf if concurrency is None else checked_total_tokens(concurrency, "concurrency")
+        )
         self._borrowers: set[object] = set()
-        self._queue: deque[object] = deque()
-        self._changed = trio.Event()
+        self._queue: OrderedDict[_Waiter, None] = OrderedDict()
         self._tat = -math.inf
         self._on_wait = on_wait
         self._admitted = 0
@@ -87,8 +128,19 @@ class RateLimiter:
 
     @property
     def total_tokens(self) -> int | float:
-        """The concurrency limit (``math.inf`` when only the rate limits)."""
+        """The concurrency limit (``math.inf`` when only the rate limits).
+
+        Assigning a larger value admits waiters at once (rate permitting); a
+        smaller one lets current holders finish and admits no one until the
+        borrowers drop below it.
+        """
         return self._total
+
+    @total_tokens.setter
+    @trio.lowlevel.enable_ki_protection
+    def total_tokens(self, value: int | float) -> None:
+        self._total = checked_total_tokens(value)
+        self._hand_over(None)
 
     @property
     def borrowed_tokens(self) -> int:
@@ -98,10 +150,15 @@ class RateLimiter:
     def available_tokens(self) -> int | float:
         return self._total - len(self._borrowers)
 
+    @property
+    def rate(self) -> Rate:
+        return self._rate
+
     def acquire_nowait(self) -> None:
         """Take a token for the current task now, or raise ``trio.WouldBlock``."""
         self.acquire_on_behalf_of_nowait(trio.lowlevel.current_task())
 
+    @trio.lowlevel.enable_ki_protection
     def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
         """Take a token for ``borrower`` now, or raise ``trio.WouldBlock``.
 
@@ -117,8 +174,13 @@ class RateLimiter:
         """Take a token for the current task, waiting (FIFO) as long as needed."""
         await self.acquire_on_behalf_of(trio.lowlevel.current_task())
 
+    @trio.lowlevel.enable_ki_protection
     async def acquire_on_behalf_of(self, borrower: object) -> None:
-        """Take a token for ``borrower``, waiting (FIFO) as long as needed."""
+        """Take a token for ``borrower``, waiting (FIFO) as long as needed.
+
+        Raises:
+            RateLimitError: ``borrower`` holds a token already.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             self.acquire_on_behalf_of_nowait(borrower)
@@ -131,8 +193,9 @@ class RateLimiter:
         """Give back the current task's token."""
         self.release_on_behalf_of(trio.lowlevel.current_task())
 
+    @trio.lowlevel.enable_ki_protection
     def release_on_behalf_of(self, borrower: object) -> None:
-        """Give back ``borrower``'s token.
+        """Give back ``borrower``'s token; the next waiter gets it at once.
 
         Raises:
             RateLimitError: ``borrower`` holds no token.
@@ -140,7 +203,7 @@ class RateLimiter:
         if borrower not in self._borrowers:
             raise RateLimitError("this borrower does not hold a token of this RateLimiter")
         self._borrowers.remove(borrower)
-        self._notify()
+        self._hand_over(None)
 
     def statistics(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(
@@ -172,10 +235,6 @@ class RateLimiter:
                 "this borrower already holds a token of this RateLimiter (acquired twice)"
             )
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
     def _try_take(self, borrower: object) -> bool:
         """Admit ``borrower`` if a token is free and the rate allows; False otherwise."""
         if len(self._borrowers) >= self._total:
@@ -188,26 +247,51 @@ class RateLimiter:
         self._admitted += 1
         return True
 
+    def _hand_over(self, me: _Waiter | None) -> None:
+        """Admit waiters from the head while tokens and the rate allow.
+
+        ``me`` is the calling waiter, if a waiter calls: it is not woken to learn
+        of a deadline it is about to read itself.
+        """
+        while self._queue:
+            head = next(iter(self._queue))
+            if not self._try_take(head.borrower):
+                if len(self._borrowers) < self._total and head.retry_at == math.inf:
+                    # Only the rate holds the head back: it must wake itself then.
+                    refusal = admit(self._tat, trio.current_time(), self._rate)
+                    head.retry_at = trio.current_time() + refusal.retry_after
+                    if head is not me:
+                        head.wake.set()
+                return
+            del self._queue[head]
+            head.admitted = True
+            head.wake.set()
+
     async def _wait_in_line(self, borrower: object) -> None:
-        started = trio.current_time()
-        self._queue.append(borrower)
+        me = _Waiter(borrower, trio.current_time())
+        self._queue[me] = None
+        self._hand_over(me)
         try:
-            while True:
-                if self._queue[0] is borrower and len(self._borrowers) < self._total:
-                    decision = admit(self._tat, trio.current_time(), self._rate)
-                    if decision.admitted:
-                        break
-                    await trio.sleep(decision.retry_after)
-                    continue
-                await self._changed.wait()
+            while not me.admitted:
+                if me.retry_at == math.inf:
+                    await me.wake.wait()  # the common case: no cancel scope to build
+                else:
+                    with trio.move_on_at(me.retry_at):
+                        await me.wake.wait()
+                if not me.admitted:
+                    me.wake = trio.Event()
+                    me.retry_at = math.inf
+                    self._hand_over(me)
         except BaseException:
-            self._queue.remove(borrower)
-            self._notify()
+            if me.admitted:
+                # Admitted, then interrupted (KeyboardInterrupt) before returning:
+                # the token would be lost, so give it to the next in line.
+                self._borrowers.discard(borrower)
+            else:
+                del self._queue[me]
+            self._hand_over(None)
             raise
-        self._queue.popleft()
-        self._try_take(borrower)
-        self._notify()
-        self._record_wait(trio.current_time() - started)
+        self._record_wait(trio.current_time() - me.started)
 
     def _record_wait(self, waited: float) -> None:
         self._waits += 1

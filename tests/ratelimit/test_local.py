@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 import trio.testing
@@ -115,3 +117,43 @@ class TestRate:
             await limiter.acquire_on_behalf_of(i)
             limiter.release_on_behalf_of(i)
         assert waits == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+class TestDefaults:
+    """The documented defaults, written out: one per ``period`` of 1 s, no burst, no count limit."""
+
+    async def test_one_second_period_and_no_burst(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        limiter = RateLimiter(4)  # 4 per second: 0.25 s apart from the very first
+        times: list[float] = []
+        start = trio.current_time()
+        for i in range(4):
+            await limiter.acquire_on_behalf_of(i)
+            times.append(round(trio.current_time() - start, 6))
+        assert times == [0.0, 0.25, 0.5, 0.75]
+
+    async def test_no_count_limit_by_default(self, autojump_clock: trio.testing.MockClock) -> None:
+        limiter = RateLimiter(1000, burst=100)
+        assert limiter.total_tokens == math.inf
+        for i in range(100):
+            limiter.acquire_on_behalf_of_nowait(i)  # none released, none refused
+        assert limiter.borrowed_tokens == 100
+        assert limiter.available_tokens == math.inf
+
+    @pytest.mark.parametrize("concurrency", [-1, -5])
+    def test_negative_concurrency_is_refused(self, concurrency: int) -> None:
+        with pytest.raises(ValueError, match=f"concurrency.*got {concurrency}"):
+            RateLimiter(10, concurrency=concurrency)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"rate": 0}, "rate must be a positive finite number"),
+            ({"rate": 1, "period": -1.0}, "period must be a positive finite number"),
+            ({"rate": 1, "burst": 0}, "burst"),
+        ],
+    )
+    def test_bad_rates_are_refused(self, kwargs: dict[str, float], message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            RateLimiter(**kwargs)  # type: ignore[arg-type]
