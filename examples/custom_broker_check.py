@@ -26,8 +26,12 @@ async def fresh() -> AsyncIterator[guild.Broker]:
 
 
 async def main() -> None:
-    await check_broker(fresh)
-    print(f"all {len(CHECKS)} conformance checks passed: {', '.join(CHECKS)}")
+    # A check needing an optional hook your broker lacks (store_raw_for_test, to
+    # store garbage and see claim survive it) is skipped, and named here.
+    skipped = await check_broker(fresh)
+    print(f"{len(CHECKS) - len(skipped)} of {len(CHECKS)} conformance checks passed")
+    for reason in skipped:
+        print(f"skipped {reason}")
 
 
 if __name__ == "__main__":

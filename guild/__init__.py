@@ -15,22 +15,29 @@ from ._cron import Every as Every
 from ._cron import ScheduleError as ScheduleError
 from ._errors import BrokerClosed as BrokerClosed
 from ._errors import BrokerError as BrokerError
+from ._errors import BrokerFileReplaced as BrokerFileReplaced
 from ._errors import BrokerUnavailable as BrokerUnavailable
 from ._errors import CommandRefused as CommandRefused
 from ._errors import ConfigError as ConfigError
 from ._errors import DependencyFailure as DependencyFailure
 from ._errors import GaveUp as GaveUp
 from ._errors import GuildError as GuildError
+from ._errors import InvalidHandler as InvalidHandler
+from ._errors import InvalidQueueName as InvalidQueueName
+from ._errors import IsolationUnavailable as IsolationUnavailable
 from ._errors import JobError as JobError
 from ._errors import JobTimeout as JobTimeout
 from ._errors import PayloadDecodeError as PayloadDecodeError
+from ._errors import PayloadEncodeError as PayloadEncodeError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import Reject as Reject
+from ._errors import ResultEncodeError as ResultEncodeError
 from ._errors import Retry as Retry
 from ._errors import SandboxError as SandboxError
 from ._errors import SandboxTimeout as SandboxTimeout
 from ._errors import SupervisorError as SupervisorError
 from ._errors import UnknownBrokerURL as UnknownBrokerURL
+from ._errors import WorkerEnded as WorkerEnded
 from ._job import ACTIVE as ACTIVE
 from ._job import TERMINAL as TERMINAL
 from ._job import DeadLetter as DeadLetter
@@ -40,6 +47,7 @@ from ._job import JobStatus as JobStatus
 from ._job import QueueStats as QueueStats
 from ._job import Result as Result
 from ._job import UndecodablePayload as UndecodablePayload
+from ._outage import OutageBackoff as OutageBackoff
 from ._retry import Dead as Dead
 from ._retry import RetryAt as RetryAt
 from ._retry import RetryPolicy as RetryPolicy
@@ -74,6 +82,7 @@ __all__ = [
     "Broker",
     "BrokerClosed",
     "BrokerError",
+    "BrokerFileReplaced",
     "BrokerUnavailable",
     "ChildEvent",
     "ChildSpec",
@@ -93,19 +102,25 @@ __all__ = [
     "GuildConfig",
     "GuildError",
     "Instrument",
+    "InvalidHandler",
+    "InvalidQueueName",
+    "IsolationUnavailable",
     "Job",
     "JobError",
     "JobStatus",
     "JobTimeout",
     "MemoryBroker",
     "NotRunning",
+    "OutageBackoff",
     "PayloadDecodeError",
+    "PayloadEncodeError",
     "Periodic",
     "QueueStats",
     "RateLimitError",
     "Reject",
     "Restart",
     "Result",
+    "ResultEncodeError",
     "Retry",
     "RetryAt",
     "RetryPolicy",
@@ -122,6 +137,7 @@ __all__ = [
     "UndecodablePayload",
     "UnknownBrokerURL",
     "Worker",
+    "WorkerEnded",
     "WorkerSpec",
     "WorkerStatistics",
     "__version__",

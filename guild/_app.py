@@ -20,8 +20,10 @@ import structlog
 import trio
 
 from ._cron import Cron, Every, Schedule, tick_key
-from ._errors import GuildError
-from ._job import Job, JSONValue, Result
+from ._errors import GaveUp, GuildError, WorkerEnded
+from ._groups import unwrap
+from ._handlers import check_handler
+from ._job import Job, JSONValue, Result, check_queue_name
 from ._retry import RetryPolicy
 from ._spec import Handler, WorkerSpec
 from ._worker import Worker, WorkerStatistics
@@ -57,9 +59,9 @@ class SupervisorOptions:
     """How the app's supervisor treats its workers (OTP intensity + backoff)."""
 
     strategy: Strategy = Strategy.ONE_FOR_ONE
-    # A worker whose broker is down crashes at each claim: these defaults ride out
-    # ~15 s of outage (restarts after 0.5, 1, 2, 4, 8 s) and give up on a worker
-    # that crashes for longer, as OTP would escalate a crash loop.
+    # Only real crashes count: a worker whose broker is unreachable waits it out
+    # (see guild._outage). Five crashes within 30 s (restarts after 0.5, 1, 2, 4,
+    # 8 s) are a crash loop, which OTP would escalate: the supervisor gives up.
     max_restarts: int = 5
     period: float = 30.0
     backoff: Backoff = attrs.Factory(lambda: Backoff(initial=0.5, maximum=10.0))
@@ -161,8 +163,10 @@ class Guild:
         """Register a worker from a spec (what ``@app.worker`` does).
 
         Raises:
+            InvalidHandler: the handler is not ``async def handler(job)``.
             ValueError: a worker of that name is registered already.
         """
+        check_handler(spec.handler)
         if spec.name in self._specs:
             raise ValueError(f"a worker named {spec.name!r} is registered already")
         self._specs[spec.name] = spec
@@ -187,12 +191,14 @@ class Guild:
 
         Raises:
             ScheduleError: the expression is not a schedule.
+            InvalidQueueName: ``queue`` is not a name a queue may have.
             ValueError: a schedule of that name exists already.
         """
         if isinstance(schedule, str):
             schedule = Cron(schedule)
         elif isinstance(schedule, int | float):
             schedule = Every(float(schedule))
+        check_queue_name(queue)
         name = name or queue
         if name in self._periodic:
             raise ValueError(f"a periodic schedule named {name!r} exists already")
@@ -202,6 +208,11 @@ class Guild:
     def specs(self) -> dict[str, WorkerSpec]:
         """The registered workers by name."""
         return dict(self._specs)
+
+    @property
+    def schedules(self) -> dict[str, Periodic]:
+        """The periodic jobs registered with :meth:`periodic`, by name."""
+        return dict(self._periodic)
 
     def lifespan(
         self, factory: Callable[[Guild], AbstractAsyncContextManager[object]]
@@ -216,7 +227,13 @@ class Guild:
         return factory
 
     def configure(self, name: str, **changes: Any) -> None:
-        """Change a registered worker's options (``concurrency=…`` from the CLI, say)."""
+        """Change a registered worker's options (``concurrency=…`` from the CLI, say).
+
+        Raises:
+            InvalidHandler: a new ``handler`` is not ``async def handler(job)``.
+        """
+        if "handler" in changes:
+            check_handler(changes["handler"])
         self._specs[name] = attrs.evolve(self._specs[name], **changes)
 
     # --- running ---------------------------------------------------------------
@@ -268,7 +285,10 @@ class Guild:
             self._draining = False
             self._idle = trio.Event()
             try:
-                await self._supervise(shutdown_trigger, task_status)
+                # The supervisor's nursery wraps its GaveUp in a group; the
+                # documented `except guild.GaveUp` must catch it as it is.
+                with unwrap(GaveUp):
+                    await self._supervise(shutdown_trigger, task_status)
             finally:
                 self._broker = None
                 self.supervisor = None
@@ -345,6 +365,10 @@ class Guild:
         finally:
             del self._workers[spec.name]
             self._note_worker_exit()
+        if not worker.draining:
+            # Workers are transient: a quiet return would leave the queue with no
+            # consumer and nothing restarting one.
+            raise WorkerEnded(spec.name)
 
     def _note_worker_exit(self) -> None:
         if self._draining and not self._workers and self._idle is not None:
@@ -419,12 +443,13 @@ class Guild:
         timeout: float | None,
         trace_id: str | None,
     ) -> Job:
-        spec = next((s for s in self._specs.values() if s.queue == queue), None)
         fields: dict[str, Any] = {
             "queue": queue,
             "payload": payload,
             "key": key,
-            "max_attempts": max_attempts or (spec.max_attempts if spec else 5),
+            # None: the worker's, resolved where the job runs (a guild.toml there
+            # may set it), as a job's timeout is.
+            "max_attempts": max_attempts,
             "timeout": timeout,
             "not_before": now + delay if delay else None,
         }

@@ -6,6 +6,8 @@ Two kinds, both pure (``next_fire(after) -> datetime``, time passed in, UTC):
   of month, month, day of week), each ``*``, a number, a range ``a-b``, a list
   ``a,b``, and steps ``*/n`` or ``a-b/n``; names for months and weekdays. As in
   Vixie cron, when both day fields are restricted a day matching *either* fires.
+  An expression that names no date at all (``0 0 30 2 *``) is refused when built;
+  a rare one (``0 0 29 2 *``, eight years apart across 2100) is searched for.
 * ``Every(seconds)`` — ticks aligned to the epoch (``t % seconds == 0``), so every
   process computes the same ticks without talking to the others.
 
@@ -36,15 +38,40 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("month", 1, 12, _MONTHS),
     ("day of week", 0, 7, _WEEKDAYS),
 )
-_SEARCH_LIMIT_DAYS = 366 * 5
+# The longest each month can be (February 29 in leap years): a day-of-month that
+# is above this in every month of the expression names no date at all.
+_LONGEST_MONTH = {
+    1: 31,
+    2: 29,
+    3: 31,
+    4: 30,
+    5: 31,
+    6: 30,
+    7: 31,
+    8: 31,
+    9: 30,
+    10: 31,
+    11: 30,
+    12: 31,
+}
+# The Gregorian calendar repeats every 400 years: a schedule that has not fired
+# within one whole cycle never will. The constructor proves that every accepted
+# expression fires (the longest gap is February 29th's eight years, 2096 to
+# 2104), so the search only ever ends here on a bug.
+_SEARCH_LIMIT_YEARS = 400
 
 
 class ScheduleError(ValueError):
     """A cron expression or interval that cannot be a schedule."""
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit() is true of "²" and "٣" too; a cron number is ASCII digits only.
+    return text.isascii() and text.isdigit()
+
+
 def _value(text: str, low: int, high: int, names: dict[str, int], field: str) -> int:
-    value = names.get(text.lower()) if not text.isdigit() else int(text)
+    value = int(text) if _is_number(text) else names.get(text.lower())
     if value is None or not low <= value <= high:
         raise ScheduleError(f"{field}: {text!r} is not in {low}-{high}")
     return value
@@ -58,7 +85,7 @@ def _parse_field(
         body, _, step_text = part.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) < 1:
+            if not _is_number(step_text) or int(step_text) < 1:
                 raise ScheduleError(f"{field}: step {step_text!r} must be a positive integer")
             step = int(step_text)
         if body == "*":
@@ -106,6 +133,16 @@ class Cron:
             object.__setattr__(self, name, value)
         object.__setattr__(self, "any_day", parts[2] == "*")
         object.__setattr__(self, "any_weekday", parts[4] == "*")
+        # Only a restricted day of month combined with any weekday can name no
+        # date: every month has every weekday, and with both day fields
+        # restricted a matching weekday alone fires.
+        if self.any_weekday and not self.any_day:
+            longest = max(_LONGEST_MONTH[m] for m in self.months)
+            if min(self.days) > longest:
+                raise ScheduleError(
+                    f"cron {self.expression!r} never fires: its months have at most"
+                    f" {longest} days, and it asks for day {min(self.days)}"
+                )
 
     def _day_matches(self, day: dt.date) -> bool:
         in_month = day.day in self.days
@@ -117,22 +154,25 @@ class Cron:
     def next_fire(self, after: dt.datetime) -> dt.datetime:
         """The first firing time strictly after ``after`` (an aware UTC datetime)."""
         t = after.astimezone(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        limit = t + dt.timedelta(days=_SEARCH_LIMIT_DAYS)
-        while t < limit:
-            if t.month not in self.months:
-                t = (t.replace(day=1, hour=0, minute=0) + dt.timedelta(days=32)).replace(day=1)
-                continue
-            if not self._day_matches(t.date()):
-                t = t.replace(hour=0, minute=0) + dt.timedelta(days=1)
-                continue
-            if t.hour not in self.hours:
-                t = t.replace(minute=0) + dt.timedelta(hours=1)
-                continue
-            if t.minute not in self.minutes:
-                t += dt.timedelta(minutes=1)
-                continue
+        limit_year = t.year + _SEARCH_LIMIT_YEARS
+        while t.year <= limit_year:
+            try:
+                if t.month not in self.months:
+                    t = (t.replace(day=1, hour=0, minute=0) + dt.timedelta(days=32)).replace(day=1)
+                    continue
+                if not self._day_matches(t.date()):
+                    t = t.replace(hour=0, minute=0) + dt.timedelta(days=1)
+                    continue
+                if t.hour not in self.hours:
+                    t = t.replace(minute=0) + dt.timedelta(hours=1)
+                    continue
+                if t.minute not in self.minutes:
+                    t += dt.timedelta(minutes=1)
+                    continue
+            except OverflowError:
+                break  # past 9999-12-31, the last instant a datetime can hold
             return t
-        raise ScheduleError(f"cron {self.expression!r} never fires (e.g. February 30th)")
+        raise ScheduleError(f"cron {self.expression!r} does not fire after {after.isoformat()}")
 
 
 @attrs.frozen

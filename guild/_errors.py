@@ -6,17 +6,24 @@
     ├── BrokerError
     │   ├── BrokerClosed            you closed the broker, then used it
     │   ├── BrokerUnavailable       the backend is unreachable (cause in __cause__)
+    │   ├── BrokerFileReplaced      the SQLite file was deleted or replaced under the broker
     │   └── UnknownBrokerURL        a URL whose scheme or form no broker accepts (also ValueError)
     ├── JobError
     │   ├── PayloadDecodeError      the stored payload is not valid JSON (also ValueError)
+    │   ├── PayloadEncodeError      JSON cannot encode a payload: nothing enqueued (also TypeError)
+    │   ├── ResultEncodeError       JSON cannot encode a handler's result: that attempt failed (also TypeError)
     │   └── JobTimeout              the handler ran past job.timeout (also TimeoutError)
     ├── DependencyFailure           raise (or subclass) in a handler: a dependency, not the job, failed
     ├── SupervisorError
-    │   └── GaveUp                  restart intensity exceeded; the supervisor stopped its children
+    │   ├── GaveUp                  restart intensity exceeded; the supervisor stopped its children
+    │   └── WorkerEnded             a worker stopped without being drained: a crash, restarted
     ├── ConfigError                 a bad guild.toml or option: path, key, expected (also ValueError)
+    ├── InvalidQueueName            empty, whitespace-padded or control characters (ValueError)
+    ├── InvalidHandler              a handler that is not `async def h(job)`, refused at registration (also TypeError)
     ├── SandboxError
     │   ├── CommandRefused          the policy refused an argv, naming the rule (also PermissionError)
-    │   └── SandboxTimeout          the command ran past its timeout; carries partial output
+    │   ├── SandboxTimeout          the command ran past its timeout; carries partial output
+    │   └── IsolationUnavailable    isolation was asked for (the default) and this host offers none
     └── RateLimitError              a rate limiter was misused (over-release, double-acquire)
 
 Control-flow requests a handler may raise (not failures):
@@ -51,6 +58,27 @@ class BrokerClosed(BrokerError):
 
 class BrokerUnavailable(BrokerError):
     """The broker's backend cannot be reached; the original error is ``__cause__``."""
+
+
+class BrokerFileReplaced(BrokerError):
+    """The SQLite file was deleted or replaced while the broker had it open.
+
+    The broker refuses every call from then on: it would go on writing to a file
+    nobody else can see (its jobs lost when the process ends), while new
+    enqueues go to the new file. Restart the process to serve the file now at
+    the path.
+
+    Attributes:
+        path: the file's path.
+    """
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(
+            f"sqlite {path}: the database file was {what} while the broker had it open;"
+            " refusing to go on with a file nobody else sees (restart to open the one"
+            " now at the path)"
+        )
+        self.path = path
 
 
 class UnknownBrokerURL(BrokerError, ValueError):
@@ -88,6 +116,37 @@ class PayloadDecodeError(JobError, ValueError):
         self.job_id = job_id
         self.raw = shown
         self.reason = reason
+
+
+class PayloadEncodeError(JobError, TypeError):
+    """JSON cannot encode a job's payload; nothing was enqueued.
+
+    Attributes:
+        path: where in the payload, e.g. ``payload['when']``.
+        problem: what is there, e.g. ``is a datetime, which JSON cannot encode``.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path} {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class ResultEncodeError(JobError, TypeError):
+    """JSON cannot encode what a handler returned.
+
+    The worker fails that attempt with it (then retries or dead-letters the job
+    as its retry policy says); the handler's other jobs are unaffected.
+
+    Attributes:
+        path: where in the result, e.g. ``result[2]['at']``.
+        problem: what is there, e.g. ``is a datetime, which JSON cannot encode``.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path} {problem}")
+        self.path = path
+        self.problem = problem
 
 
 class JobTimeout(JobError, TimeoutError):
@@ -138,6 +197,20 @@ class GaveUp(SupervisorError):
         self.last_error = last_error
 
 
+class WorkerEnded(SupervisorError):
+    """A worker ended without being told to drain (its tasks all returned, say,
+    after a cancellation that was not its own leaked in). Raised in place of the
+    quiet return so its supervisor restarts it like any crash.
+
+    Attributes:
+        worker: the worker's name.
+    """
+
+    def __init__(self, worker: str) -> None:
+        super().__init__(f"worker {worker!r} stopped without being drained")
+        self.worker = worker
+
+
 # --- configuration -----------------------------------------------------------------
 
 
@@ -158,6 +231,34 @@ class ConfigError(GuildError, ValueError):
         self.path = path
         self.key = key
         self.expected = expected
+
+
+class InvalidQueueName(GuildError, ValueError):
+    """A queue name no broker should store: empty, padded with whitespace, or
+    holding control characters (they break log lines, key names and tables).
+
+    Attributes:
+        name: the name as given.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, name: object, reason: str) -> None:
+        super().__init__(f"queue name {name!r}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class InvalidHandler(GuildError, TypeError):
+    """A worker's handler that could never run a job (a plain ``def``, or one that
+    cannot take the job as its one argument), refused when it is registered.
+
+    Attributes:
+        handler: the handler's name.
+    """
+
+    def __init__(self, handler: str, message: str) -> None:
+        super().__init__(message)
+        self.handler = handler
 
 
 # --- sandbox -----------------------------------------------------------------------
@@ -181,6 +282,23 @@ class CommandRefused(SandboxError, PermissionError):
         self.rule = rule
         self.argv = argv
         self.detail = detail
+
+
+class IsolationUnavailable(SandboxError):
+    """The policy asks for isolation (``isolate="auto"``, the default) and none works here.
+
+    Attributes:
+        missing: one sentence per isolation mode, saying what it lacks.
+    """
+
+    def __init__(self, missing: tuple[str, ...]) -> None:
+        super().__init__(
+            "no sandbox isolation works on this host ("
+            + "; ".join(missing)
+            + "); install bubblewrap, allow user namespaces, or set isolate='never'"
+            " to run commands unisolated"
+        )
+        self.missing = missing
 
 
 class SandboxTimeout(SandboxError, TimeoutError):

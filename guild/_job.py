@@ -9,13 +9,14 @@ memory broker so that it is deterministic under ``trio.testing.MockClock``.
 from __future__ import annotations
 
 import enum
-import json
+import functools
 import math
+import unicodedata
 from typing import Any, Final
 
 import attrs
 
-from ._errors import PayloadDecodeError
+from ._errors import InvalidQueueName
 from ._ids import new_id
 
 JSONValue = Any
@@ -48,6 +49,37 @@ def _non_empty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
         raise ValueError(f"{attribute.name} must not be empty")
 
 
+def check_queue_name(name: object) -> str:
+    """The name, if it is one a queue may have; the one rule for jobs, workers and the CLI.
+
+    Raises:
+        InvalidQueueName: not a string, empty, padded with whitespace, or holding a
+            control character (a newline would forge log lines and break tables).
+    """
+    if not isinstance(name, str):
+        raise InvalidQueueName(name, f"must be a string, not {type(name).__name__}")
+    problem = _queue_name_problem(name)
+    if problem is not None:
+        raise InvalidQueueName(name, problem)
+    return name
+
+
+@functools.lru_cache(maxsize=4096)
+def _queue_name_problem(name: str) -> str | None:
+    # Cached: every Job built checks its queue, and an app has few queue names.
+    if not name.strip():
+        return "must not be empty or only whitespace"
+    if name != name.strip():
+        return "must not start or end with whitespace"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "must not hold control or line-breaking characters"
+    return None
+
+
+def _queue_name(_: object, __: attrs.Attribute[Any], value: str) -> None:
+    check_queue_name(value)
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class UndecodablePayload:
     """Stands in for a payload that a broker could not decode.
@@ -68,9 +100,11 @@ class Job:
         queue: the queue (and so the worker) it is for.
         payload: JSON-serialisable arguments for the handler.
         id: unique, sortable by creation time.
-        attempt: how many times it has been claimed, the current claim included
-            (0 until first claimed).
-        max_attempts: claims allowed before it goes to the dead letters.
+        attempt: how many times a handler has started it (0 until first
+            started). In a :class:`Delivery` it is the number of that delivery's
+            run: counted by the broker when the run starts, not when it is claimed.
+        max_attempts: runs allowed before it goes to the dead letters (``None``:
+            the worker's ``max_attempts``, resolved when it runs).
         enqueued_at: when it was enqueued, in the broker's clock.
         not_before: the earliest time it may be claimed (``None``: at once).
         timeout: seconds its handler may run (``None``: the worker's default).
@@ -79,11 +113,13 @@ class Job:
         trace_id: links the jobs of one pipeline; defaults to ``id``.
     """
 
-    queue: str = attrs.field(validator=_non_empty)
+    queue: str = attrs.field(validator=_queue_name)
     payload: JSONValue = None
     id: str = attrs.field(factory=new_id, validator=_non_empty)
     attempt: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    max_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    max_attempts: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
     enqueued_at: float = 0.0
     not_before: float | None = None
     timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
@@ -98,12 +134,29 @@ class Delivery:
     Only brokers create deliveries. ``receipt`` identifies this claim: after the
     lease has expired and another consumer claimed the job, the old receipt no
     longer renews, retries or dead-letters it.
+
+    ``started`` says whether the broker has counted this run as an attempt. A
+    prefetched delivery is not started until a handler takes it
+    (``Broker.start``); if its lease expires first, the job is claimable again
+    with its attempts unchanged.
+
+    ``interrupted`` says that the job's last run started and never finished: its
+    lease expired (its process died, perhaps because of it). A broker never
+    starts such a job at claim, and a worker runs it alone, so that a job that
+    kills its process is charged for it and the jobs beside it are not.
     """
 
     job: Job
     receipt: str
     consumer: str
     lease_expires: float
+    started: bool = True
+    interrupted: bool = False
+
+
+def attempts_allowed(job: Job, default: int) -> int:
+    """``job.max_attempts``, or ``default`` (its worker's) when the job sets none."""
+    return job.max_attempts if job.max_attempts is not None else default
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -143,29 +196,6 @@ class QueueStats:
     in_flight: int = 0
     done: int = 0
     dead: int = 0
-
-
-def encode_payload(payload: JSONValue) -> str:
-    """Encode a payload as compact JSON.
-
-    Raises:
-        TypeError: the payload is not JSON-serialisable (named in the message).
-    """
-    try:
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"job payload is not JSON-serialisable: {exc}") from exc
-
-
-def decode_payload(job_id: str, raw: bytes | str) -> JSONValue:
-    """Decode a stored payload; an undecodable one becomes :class:`UndecodablePayload`."""
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
-        return UndecodablePayload(
-            raw=data[:200], reason=str(PayloadDecodeError(job_id, raw, str(exc)))
-        )
 
 
 _JOB_FIELDS = tuple(field.name for field in attrs.fields(Job))

@@ -2,7 +2,8 @@
 
 ``RetryPolicy.decide(job, now, rand, after=None)`` is a pure function. Rules:
 
-* A job that has used ``max_attempts`` claims is dead: ``Dead(reason)``.
+* A job that has used ``max_attempts`` runs is dead: ``Dead(reason)``. A job
+  that sets no ``max_attempts`` takes its worker's, passed in.
 * Otherwise it runs again at ``now + delay`` where the delay is exponential in
   the attempt number, ``base * factor ** (attempt - 1)``, capped at
   ``max_delay``, then spread by ``jitter``: the delay is multiplied by a factor
@@ -18,7 +19,7 @@ from __future__ import annotations
 import attrs
 
 from ._backoff import exponential_delay
-from ._job import Job
+from ._job import Job, attempts_allowed
 
 
 @attrs.frozen(slots=True)
@@ -64,17 +65,25 @@ class RetryPolicy:
         return exponential_delay(self.base, self.factor, self.max_delay, self.jitter, attempt, rand)
 
     def decide(
-        self, job: Job, now: float, rand: float, *, after: float | None = None
+        self,
+        job: Job,
+        now: float,
+        rand: float,
+        *,
+        after: float | None = None,
+        max_attempts: int = 5,
     ) -> RetryAt | Dead:
         """Decide the fate of ``job`` whose attempt ``job.attempt`` just failed.
 
         Args:
-            job: the job as claimed (``attempt`` counts this attempt).
+            job: the job as run (``attempt`` counts this attempt).
             now: the broker's current time.
             rand: a number in ``[0, 1)``, for jitter.
             after: the delay the handler asked for with ``Retry(after=…)``.
+            max_attempts: the worker's, for a job whose ``max_attempts`` is ``None``.
         """
-        if job.attempt >= job.max_attempts:
-            return Dead(f"gave up after {job.attempt} of {job.max_attempts} attempts")
+        allowed = attempts_allowed(job, max_attempts)
+        if job.attempt >= allowed:
+            return Dead(f"gave up after {job.attempt} of {allowed} attempts")
         delay = max(0.0, after) if after is not None else self.delay(job.attempt, rand)
         return RetryAt(at=now + delay, delay=delay)

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ._job import Job
+from ._job import Job, check_queue_name
 from ._retry import RetryPolicy
 
 Handler = Callable[[Job], Awaitable[Any]]
@@ -63,7 +63,7 @@ class WorkerSpec:
             plus this long is a stalled claimer: the worker crashes.
     """
 
-    queue: str = attrs.field(validator=attrs.validators.min_len(1))
+    queue: str = attrs.field(validator=lambda _, __, name: check_queue_name(name))
     handler: Handler
     name: str = attrs.field(default=attrs.Factory(lambda self: self.queue, takes_self=True))
     concurrency: int = attrs.field(default=16, validator=attrs.validators.ge(1))

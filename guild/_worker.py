@@ -15,6 +15,14 @@ job failure is the job's problem (retry with backoff, then dead letters); only
 failures of the worker itself (a broker error, a streak of dependency failures,
 a stalled claimer) leave the nursery, for the supervisor to handle.
 
+Attempts count runs, not claims (see ``brokers._protocol``). A claim starts as
+many jobs as there are idle handlers and prefetches the rest uncounted; a
+handler that takes a prefetched job has its start counted, durably, before it
+runs it (handlers starting together share one ``Broker.start`` call). An
+interrupted job (its last run's process died) runs alone: its handler waits
+until every other counted run is settled, and nothing else starts until it
+ends, so a job that kills the process is the only one charged for it.
+
 Draining (``drain()``): the claimer stops; jobs claimed but not started go back
 at once; running jobs get ``graceful_timeout`` seconds (a deadline on the inner
 nursery, never an outright cancel), then are cancelled and handed back; pending
@@ -30,18 +38,29 @@ import secrets
 import socket
 import time
 import traceback
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import attrs
 import structlog
 import trio
 
-from ._errors import BrokerError, DependencyFailure, GuildError, JobTimeout, Reject, Retry
-from ._job import Delivery, Job, JSONValue, UndecodablePayload
+from ._codec import ResultJSON, encode_result
+from ._errors import (
+    BrokerError,
+    BrokerUnavailable,
+    DependencyFailure,
+    GuildError,
+    JobTimeout,
+    Reject,
+    ResultEncodeError,
+    Retry,
+)
+from ._job import Delivery, Job, UndecodablePayload
+from ._outage import OutageBackoff
 from ._retry import Dead, RetryAt
 from ._spec import WorkerSpec
-from .brokers._protocol import Broker
+from .brokers._protocol import Broker, StartsInline
 from .observability._events import (
     ClaimPolled,
     Instruments,
@@ -54,6 +73,7 @@ _log = structlog.get_logger("guild.worker")
 _ACK_BATCH = 512
 _RELEASE_TIMEOUT = 5.0
 _DEADLINE_SLACK = 0.001
+T = TypeVar("T")
 
 
 class ClaimerStalled(GuildError):
@@ -62,7 +82,7 @@ class ClaimerStalled(GuildError):
 
 @attrs.frozen(slots=True)
 class _Done:
-    value: JSONValue
+    value: ResultJSON
 
 
 @attrs.frozen(slots=True)
@@ -77,6 +97,16 @@ class _Rejected:
 
 
 _Verdict = _Done | _Failed | _Rejected
+
+
+@attrs.define(slots=True)
+class _StartBatch:
+    """Prefetched deliveries whose handlers start at the same moment: one broker call."""
+
+    deliveries: list[Delivery] = attrs.Factory(list)
+    done: trio.Event = attrs.Factory(trio.Event)
+    started: dict[tuple[str, str], Delivery] | None = None
+    error: BrokerUnavailable | None = None
 
 
 @attrs.define(slots=True)
@@ -107,6 +137,8 @@ class WorkerStatistics:
     dead: int
     draining: bool
     dependency_streak: int
+    broker_error: str | None = None
+    """Why the broker is unreachable, while it is (the worker waits, then resumes)."""
 
 
 def _key(delivery: Delivery) -> tuple[str, str]:
@@ -117,7 +149,14 @@ def _key(delivery: Delivery) -> tuple[str, str]:
 
 def consumer_name(worker: str) -> str:
     """A consumer id unique to this process and run: host, pid, worker, random."""
-    return f"{socket.gethostname()}:{os.getpid()}:{worker}:{secrets.token_hex(3)}"
+    return f"{consumer_prefix(os.getpid())}{worker}:{secrets.token_hex(3)}"
+
+
+def consumer_prefix(pid: int) -> str:
+    """What the consumer names of every worker in process ``pid`` on this host
+    start with: a supervisor hands back a killed child's jobs by it
+    (``Broker.release_consumers``)."""
+    return f"{socket.gethostname()}:{pid}:"
 
 
 class Worker:
@@ -128,6 +167,7 @@ class Worker:
         broker: where jobs come from.
         instruments: who hears about it.
         rand: source of jitter, in ``[0, 1)``.
+        outage: how long to wait between attempts while the broker is unreachable.
     """
 
     def __init__(
@@ -137,12 +177,15 @@ class Worker:
         instruments: Instruments | None = None,
         *,
         rand: Callable[[], float] = random.random,
+        outage: OutageBackoff | None = None,
     ) -> None:
         self.spec = spec
         self.broker = broker
         self.instruments = instruments if instruments is not None else Instruments()
         self.consumer = consumer_name(spec.name)
         self._rand = rand
+        self._outage = outage if outage is not None else OutageBackoff()
+        self._broker_error: str | None = None
         self._capacity = spec.concurrency + spec.prefetch
         # Refill in batches: a claim per freed slot would make one broker round
         # trip per job. Claim as soon as a quarter of the capacity is free (or at
@@ -158,10 +201,17 @@ class Worker:
         self._lost: set[tuple[str, str]] = set()
         self._acks_flushed = trio.Event()
         self._streak = 0
+        self._starting: _StartBatch | None = None
+        self._start_inline = broker.start_nowait if isinstance(broker, StartsInline) else None
+        # Held deliveries whose runs are counted (or being counted): an interrupted
+        # job runs alone, once none is left. While ``_alone`` is set, nothing starts.
+        self._charged: set[tuple[str, str]] = set()
+        self._alone: trio.Event | None = None
+        self._uncharged: trio.Event | None = None
         self._counts = {"done": 0, "retried": 0, "dead": 0}
         send, receive = trio.open_memory_channel[Delivery](math.inf)
         self._jobs_send, self._jobs_receive = send, receive
-        ack_send, ack_receive = trio.open_memory_channel[tuple[Delivery, JSONValue]](math.inf)
+        ack_send, ack_receive = trio.open_memory_channel[tuple[Delivery, ResultJSON]](math.inf)
         self._ack_send, self._ack_receive = ack_send, ack_receive
 
     # --- public ----------------------------------------------------------------
@@ -183,6 +233,7 @@ class Worker:
             running=self._running,
             draining=self.draining,
             dependency_streak=self._streak,
+            broker_error=self._broker_error,
             **self._counts,
         )
 
@@ -228,6 +279,7 @@ class Worker:
     async def _claimer(self, handlers_scope: trio.CancelScope) -> None:
         spec = self.spec
         wants = self.instruments.wants("claim_polled")
+        failures = 0
         try:
             while not self.draining:
                 free = self._capacity - self._busy
@@ -236,14 +288,26 @@ class Worker:
                     await self._wakeup.wait()
                     continue
                 self._claim_started = trio.current_time()
-                deliveries = await self.broker.claim(
-                    spec.queue,
-                    consumer=self.consumer,
-                    limit=free,
-                    lease=spec.lease,
-                    wait=spec.claim_wait,
-                )
+                try:
+                    deliveries = await self.broker.claim(
+                        spec.queue,
+                        consumer=self.consumer,
+                        limit=free,
+                        lease=spec.lease,
+                        wait=spec.claim_wait,
+                        # While an interrupted job waits to run alone, start nothing.
+                        start=self._idle_handlers() if self._alone is None else 0,
+                        max_attempts=spec.max_attempts,
+                    )
+                except BrokerUnavailable as error:
+                    # An outage is not a crash: wait it out (any length), then claim again.
+                    self._claim_started = None
+                    failures += 1
+                    await self._wait_out_outage("claim", error, failures)
+                    continue
                 self._claim_started = None
+                failures = 0
+                self._broker_back()
                 if wants:
                     self.instruments.emit(
                         "claim_polled",
@@ -256,6 +320,8 @@ class Worker:
                     )
                 for delivery in deliveries:
                     self._held[_key(delivery)] = delivery
+                    if delivery.started:
+                        self._charged.add(_key(delivery))
                     self._busy += 1
                     self._jobs_send.send_nowait(delivery)
         finally:
@@ -304,6 +370,31 @@ class Worker:
                         return
                     if self.draining:
                         await self._hand_back(delivery)
+                        continue
+                    if not delivery.started:
+                        # Prefetched: its run is counted before it begins.
+                        if (
+                            self._start_inline is not None
+                            and self._alone is None
+                            and not delivery.interrupted
+                        ):
+                            found = self._start_inline((delivery,))
+                            if not found:
+                                # Its lease ran out while it waited: someone else has it.
+                                self._forget(delivery)
+                                continue
+                            delivery = found[0]
+                            self._charged.add(_key(delivery))
+                        else:
+                            started = await self._begin(delivery)
+                            if started is None:
+                                continue
+                            delivery = started
+                    if delivery.interrupted:
+                        try:
+                            await self._run(delivery, scope, slot)
+                        finally:
+                            self._end_alone()
                     else:
                         await self._run(delivery, scope, slot)
             # Only the scope's own deadline ends up here: the job in the slot timed out.
@@ -311,6 +402,105 @@ class Worker:
             if timed_out is not None:
                 error = JobTimeout(timed_out.job.id, slot.timeout)
                 await self._settle(timed_out, _Failed(error), time.perf_counter() - slot.started)
+
+    def _idle_handlers(self) -> int:
+        """Handlers waiting for a job now: a claim starts that many of the jobs it
+        takes (they go straight to them) and prefetches the rest, uncounted."""
+        stats = self._jobs_receive.statistics()
+        return max(0, stats.tasks_waiting_receive - stats.current_buffer_used)
+
+    async def _begin(self, delivery: Delivery) -> Delivery | None:
+        """Start a prefetched delivery: its attempt is counted, durably, before its
+        handler runs (a run that kills the process must count, or a poison job
+        would come back for ever). ``None``: its lease was lost meanwhile.
+
+        ``_held`` keeps the delivery as claimed: the broker calls made with it
+        (extend, release) go by job id and receipt, which a start leaves as they are.
+        """
+        try:
+            while self._alone is not None:
+                await self._alone.wait()
+            if self.draining:
+                await self._hand_back(delivery)
+                return None
+            if delivery.interrupted:
+                return await self._start_alone(delivery)
+            self._charged.add(_key(delivery))
+            if self._start_inline is not None:
+                found = self._start_inline((delivery,))
+            else:
+                one = await self._start(delivery)
+                found = [one] if one is not None else []
+        except BaseException:
+            # Cancelled before the run began (a drain deadline, a restart, a stale
+            # job deadline): the job goes back now, its run not counted.
+            await self._hand_back(delivery)
+            raise
+        if not found:
+            # Its lease ran out while it waited: someone else has it.
+            self._forget(delivery)
+            return None
+        return found[0]
+
+    async def _start_alone(self, delivery: Delivery) -> Delivery | None:
+        """Start an interrupted job once every other counted run has finished (and
+        been settled), with nothing else starting until it ends: if it is what
+        killed the last process, it is charged alone for killing this one."""
+        self._alone = trio.Event()
+        try:
+            while self._charged:
+                self._uncharged = trio.Event()
+                await self._uncharged.wait()
+            # Nothing else is counted or being counted: its batch is its own.
+            self._charged.add(_key(delivery))
+            started = await self._start(delivery)
+        except BaseException:
+            self._end_alone()
+            raise
+        if started is None:
+            self._end_alone()
+            self._forget(delivery)
+        return started
+
+    def _end_alone(self) -> None:
+        if self._alone is not None:
+            self._alone.set()
+            self._alone = None
+
+    async def _start(self, delivery: Delivery) -> Delivery | None:
+        # Group commit: the first handler to start opens a batch, lets the others
+        # starting in the same scheduling round join it, and makes one broker call
+        # for all. Shielded, so that the call's answer always reaches the batch.
+        failures = 0
+        while True:
+            batch = self._starting
+            if batch is None:
+                batch = self._starting = _StartBatch()
+                batch.deliveries.append(delivery)
+                with trio.CancelScope(shield=True):
+                    try:
+                        await trio.lowlevel.checkpoint()
+                        self._starting = None
+                        started = await self.broker.start(batch.deliveries)
+                        batch.started = {_key(d): d for d in started}
+                    except BrokerUnavailable as error:
+                        batch.error = error
+                    finally:
+                        if self._starting is batch:
+                            self._starting = None
+                        batch.done.set()
+            else:
+                batch.deliveries.append(delivery)
+                await batch.done.wait()
+            if batch.started is not None:
+                if failures:
+                    self._broker_back()
+                return batch.started.get(_key(delivery))
+            if batch.error is not None:
+                failures += 1
+                await self._wait_out_outage("start", batch.error, failures)
+            # Otherwise the batch's leader crashed (and with it the worker): try again
+            # until this task is cancelled too.
 
     async def _run(self, delivery: Delivery, scope: trio.CancelScope, slot: _Slot) -> None:
         job = delivery.job
@@ -358,12 +548,18 @@ class Worker:
         if isinstance(job.payload, UndecodablePayload):
             return _Rejected(job.payload.reason)
         try:
-            return _Done(await self.spec.handler(job))
+            value = await self.spec.handler(job)
         except Retry as request:
             return _Failed(request, after=request.after)
         except Reject as request:
             return _Rejected(request.reason)
         except Exception as error:
+            return _Failed(error)
+        # Encoded here, in the job's own task: a result JSON cannot encode fails
+        # this attempt, not the acker's batch (and with it the worker).
+        try:
+            return _Done(encode_result(value))
+        except ResultEncodeError as error:
             return _Failed(error)
 
     async def _settle(self, delivery: Delivery, verdict: _Verdict, duration: float) -> None:
@@ -384,7 +580,9 @@ class Worker:
         job = delivery.job
         reason = describe(error)
         trace = "".join(traceback.format_exception(error))
-        decision = self.spec.retry.decide(job, self.broker.now(), self._rand(), after=after)
+        decision = self.spec.retry.decide(
+            job, self.broker.now(), self._rand(), after=after, max_attempts=self.spec.max_attempts
+        )
         if isinstance(decision, Dead):
             await self._bury(delivery, f"{reason} ({decision.reason})", trace, duration)
         else:
@@ -402,7 +600,9 @@ class Worker:
     async def _retry(
         self, delivery: Delivery, decision: RetryAt, reason: str, duration: float
     ) -> None:
-        await self.broker.retry(delivery, at=decision.at, error=reason)
+        await self._until_available(
+            "retry", lambda: self.broker.retry(delivery, at=decision.at, error=reason)
+        )
         self._forget(delivery)
         self._counts["retried"] += 1
         self._emit_finished(delivery.job, Outcome.RETRY, duration, reason, decision.at)
@@ -410,7 +610,9 @@ class Worker:
     async def _bury(
         self, delivery: Delivery, reason: str, trace: str | None, duration: float
     ) -> None:
-        await self.broker.dead(delivery, error=reason, traceback=trace)
+        await self._until_available(
+            "dead", lambda: self.broker.dead(delivery, error=reason, traceback=trace)
+        )
         self._forget(delivery)
         self._counts["dead"] += 1
         self._emit_finished(delivery.job, Outcome.DEAD, duration, reason)
@@ -438,8 +640,13 @@ class Worker:
             self._forget(delivery)
 
     def _forget(self, delivery: Delivery) -> None:
-        self._lost.discard(_key(delivery))
-        if self._held.pop(_key(delivery), None) is not None:
+        key = _key(delivery)
+        self._lost.discard(key)
+        self._charged.discard(key)
+        if self._uncharged is not None and not self._charged:
+            self._uncharged.set()
+            self._uncharged = None
+        if self._held.pop(key, None) is not None:
             self._busy -= 1
             self._wake()
 
@@ -479,11 +686,90 @@ class Worker:
                         batch.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await self.broker.ack(batch)
-                for delivery, _ in batch:
-                    self._forget(delivery)
+                if await self._ack_through_outage(batch):
+                    for delivery, _ in batch:
+                        self._forget(delivery)
         finally:
             self._acks_flushed.set()
+
+    async def _ack_through_outage(self, batch: list[tuple[Delivery, ResultJSON]]) -> bool:
+        """Ack ``batch``, waiting out a broker outage of any length: the jobs stay
+        held (their leases renewed once the broker is back) and the acks are kept.
+
+        Only a drain bounds the wait (by ``graceful_timeout``, so that shutdown
+        cannot hang on a dead broker): then the acks are given up, loudly, and
+        the jobs run again after their leases expire (at least once). Returns
+        whether the acks were stored.
+        """
+        failures = 0
+        drain_deadline: float | None = None
+        while True:
+            try:
+                await self.broker.ack(batch)
+            except BrokerUnavailable as error:
+                failures += 1
+                if self.draining:
+                    now = trio.current_time()
+                    if drain_deadline is None:
+                        drain_deadline = now + self.spec.graceful_timeout
+                    if now >= drain_deadline:
+                        _log.error(
+                            "acks_abandoned",
+                            worker=self.spec.name,
+                            queue=self.spec.queue,
+                            count=len(batch),
+                            jobs=[d.job.id for d, _ in batch][:20],
+                            error=describe(error),
+                        )
+                        for delivery, _ in batch:
+                            self._forget(delivery)
+                        return False
+                await self._wait_out_outage("ack", error, failures)
+                continue
+            if failures:
+                self._broker_back()
+            return True
+
+    async def _until_available(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, again and again while the broker is unreachable."""
+        failures = 0
+        while True:
+            try:
+                value = await call()
+            except BrokerUnavailable as error:
+                failures += 1
+                await self._wait_out_outage(what, error, failures)
+                continue
+            if failures:
+                self._broker_back()
+            return value
+
+    def _broker_away(self, what: str, error: BrokerUnavailable) -> None:
+        text = describe(error)
+        if self._broker_error is None:
+            _log.error(
+                "broker_unavailable",
+                worker=self.spec.name,
+                queue=self.spec.queue,
+                during=what,
+                error=text,
+                held=len(self._held),
+            )
+        self._broker_error = text
+
+    async def _wait_out_outage(self, what: str, error: BrokerUnavailable, failures: int) -> None:
+        self._broker_away(what, error)
+        await trio.sleep(self._outage.delay(failures, self._rand()))
+
+    def _broker_back(self) -> None:
+        if self._broker_error is not None:
+            self._broker_error = None
+            _log.warning(
+                "broker_available",
+                worker=self.spec.name,
+                queue=self.spec.queue,
+                held=len(self._held),
+            )
 
     async def _lease_keeper(self) -> None:
         period = self.spec.lease / 3
@@ -492,7 +778,14 @@ class Worker:
             held = [d for d in self._held.values() if _key(d) not in self._lost]
             if not held:
                 continue
-            renewed = await self.broker.extend(held, lease=self.spec.lease)
+            try:
+                renewed = await self.broker.extend(held, lease=self.spec.lease)
+            except BrokerUnavailable as error:
+                # Keep holding: the next period tries again. A lease that runs out
+                # meanwhile shows up as lost then; an ack still counts (by job id).
+                self._broker_away("extend", error)
+                continue
+            self._broker_back()
             kept = {_key(d) for d in renewed}
             for delivery in renewed:
                 if _key(delivery) in self._held:

@@ -23,11 +23,33 @@ EXPECTED = {
         "timed out after 0.5s",
     ],
     "ratelimit_demo.py": ["10 calls admitted"],
+    "ratelimit_redis_demo.py": ["10 calls through two limiters, at most 2 at once"],
+    "broker_health_demo.py": [
+        "health: healthy (HTTP 200)",
+        "after deleting the file: unhealthy (HTTP 503)",
+        "broker check: BrokerFileReplaced: sqlite",
+        "gave up",
+    ],
     "custom_broker_check.py": ["conformance checks passed"],
+    "cli_contract_demo.py": [
+        "-> exit 2: guild: error: PAYLOAD_JSON: not valid JSON (NaN is not JSON)",
+        "-> exit 2: guild: error: no database at ",
+        "database created by the errors: False",
+        "banner: app shop on sqlite:///",
+        "warning: periodic job 'nightly-report' goes to queue 'reports'",
+        "drained: exit 0",
+    ],
     "supervision_demo.py": [
         "charges: open (circuit open for 1s)",
         "charges: closed",
         "charges: 20 done, 0 dead; circuit closed",
+    ],
+    "supervisor_otp_demo.py": [
+        "children started: ['database', 'poller']",
+        "refused: supervisor 'mine' has a child named 'database' already (running)",
+        "mailer failed its first start: smtp.example.com refused the connection",
+        "gave up: supervisor 'mine' gave up: 3 restarts within 10s",
+        "poller started 3 times",
     ],
     "task_worker_demo.py": [
         "command job: exit 0",

@@ -1,14 +1,25 @@
 """Brokers: where jobs wait. ``open_broker(url)`` picks one from a URL.
 
 ``SqliteBroker`` and ``RedisBroker`` are imported on first use, so a program
-that never touches Redis never imports its client.
+that never touches Redis never imports its client. For writing a broker:
+``encode_result``/``ResultJSON`` (what ``ack`` stores), ``job_from_row``/``BadRow``
+(a stored row to a job, or the reason it is none) and ``RawStorable`` (the hook
+the conformance suite stores garbage through).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._codec import ROW_FIELDS as ROW_FIELDS
+from .._codec import BadRow as BadRow
+from .._codec import ResultJSON as ResultJSON
+from .._codec import encode_result as encode_result
+from .._codec import job_from_row as job_from_row
 from ._protocol import Broker as Broker
+from ._protocol import BrokerIssue as BrokerIssue
+from ._protocol import Diagnosable as Diagnosable
+from ._protocol import RawStorable as RawStorable
 from ._url import open_broker as open_broker
 from .memory import MemoryBroker as MemoryBroker
 
@@ -16,7 +27,21 @@ if TYPE_CHECKING:
     from .redis import RedisBroker as RedisBroker
     from .sqlite import SqliteBroker as SqliteBroker
 
-__all__ = ["Broker", "MemoryBroker", "RedisBroker", "SqliteBroker", "open_broker"]
+__all__ = [
+    "ROW_FIELDS",
+    "BadRow",
+    "Broker",
+    "BrokerIssue",
+    "Diagnosable",
+    "MemoryBroker",
+    "RawStorable",
+    "RedisBroker",
+    "ResultJSON",
+    "SqliteBroker",
+    "encode_result",
+    "job_from_row",
+    "open_broker",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,11 +9,24 @@ Semantics every broker keeps (the conformance suite checks each):
 * **Delivery is at least once.** ``claim`` hands a job to one consumer under a
   lease. Until ``ack``/``retry``/``dead``/``release`` or the lease's expiry no
   other consumer can claim it. An expired lease makes the job claimable again.
-* **Attempts.** Each claim increments ``job.attempt`` (the first claim sees 1).
-  A claim that would exceed ``job.max_attempts`` (a job whose leases keep
-  expiring: the poison message that kills its worker) moves the job to the dead
-  letters with the reason ``"lease expired on attempt N of N"`` instead of
-  handing it out. ``release`` gives a job back without counting the attempt.
+* **Attempts are counted when a run starts, not when a job is claimed.** A
+  delivery is *started* (``Delivery.started``) once the broker has counted its
+  run: ``claim(..., start=n)`` starts the first ``n`` jobs it takes (those go
+  straight to free handlers; ``None``, the default, starts them all) and hands
+  the rest out prefetched, uncounted; ``start(deliveries)`` counts prefetched
+  ones, durably, before their handlers run. ``delivery.job.attempt`` is the
+  number of that run either way (the first run is 1). When the lease of a
+  started delivery expires (the poison message that kills its worker), that
+  attempt stays counted: the job is claimable again, or, when it was the last of
+  ``max_attempts``, moved to the dead letters with the reason ``"lease expired
+  on attempt N of M"`` at the next claim of its queue. Such a job is
+  *interrupted* (``Delivery.interrupted``) until a run of it finishes (``retry``):
+  a claim never starts it, whatever ``start`` says, so that its worker can run
+  it alone (which job of a dead process killed it is unknown). The lease of an
+  unstarted delivery expiring counts nothing. A job whose ``max_attempts`` is ``None``
+  takes the ``max_attempts`` of the claim that finds its lease expired (its
+  worker's). ``release`` and ``release_consumers`` give jobs back without
+  counting their runs.
 * **Order.** Within a queue, jobs are claimed in the order they became ready
   (enqueue time, or ``not_before`` / retry time for delayed ones), ties broken by id.
 * **Delay.** A job is never claimed before its ``not_before``.
@@ -24,16 +37,28 @@ Semantics every broker keeps (the conformance suite checks each):
   delivery's ``extend``/``retry``/``dead`` do nothing for that job. ``ack`` is by
   job id: a job that finished is done, whoever finishes it.
 * **Time.** Absolute times are in ``broker.now()``'s clock.
+* **One bad job stays one bad job.** ``enqueue`` encodes payloads with
+  ``guild._codec.encode_payload``: a payload JSON cannot encode raises
+  :class:`~guild.PayloadEncodeError` and nothing of that call is stored.
+  ``ack`` takes results the worker already encoded (``encode_result``), so it
+  never fails for one job's value. ``claim`` never raises for stored data: an
+  entry that cannot become a valid ``Job`` (``job_from_row`` returns a
+  ``BadRow``) goes to the dead letters with the reason, naming each wrong field,
+  and the rest of the batch is handed out; a payload that is not JSON comes out
+  as :class:`~guild.UndecodablePayload`, for the worker to dead-letter.
 * **Errors.** Only ``guild`` errors escape: ``BrokerClosed`` after ``aclose``,
   ``BrokerUnavailable`` when the backend cannot be reached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol, runtime_checkable
 
-from .._job import DeadLetter, Delivery, Job, JSONValue, QueueStats, Result
+import attrs
+
+from .._codec import ResultJSON
+from .._job import DeadLetter, Delivery, Job, QueueStats, Result
 
 
 @runtime_checkable
@@ -53,18 +78,43 @@ class Broker(Protocol):
         ...
 
     async def claim(
-        self, queue: str, *, consumer: str, limit: int, lease: float, wait: float = 0.0
+        self,
+        queue: str,
+        *,
+        consumer: str,
+        limit: int,
+        lease: float,
+        wait: float = 0.0,
+        start: int | None = None,
+        max_attempts: int = 5,
     ) -> list[Delivery]:
         """Claim up to ``limit`` ready jobs of ``queue`` for ``lease`` seconds.
 
-        When none is ready, waits up to ``wait`` seconds for one (an enqueue, a
-        delay running out or a lease expiring) and returns ``[]`` if none came.
-        Always a checkpoint.
+        The first ``start`` of them (all when ``None``) come back started, their
+        attempt counted; the rest prefetched, to be started with :meth:`start`.
+        ``max_attempts`` is the worker's, for jobs that set none, when this call
+        finds leases expired. When none is ready, waits up to ``wait`` seconds
+        for one (an enqueue, a delay running out or a lease expiring) and
+        returns ``[]`` if none came. Always a checkpoint.
         """
         ...
 
-    async def ack(self, done: Sequence[tuple[Delivery, JSONValue]]) -> None:
-        """Mark jobs done and store each one's result (kept for the result TTL)."""
+    async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Count the attempt of prefetched deliveries, durably, before their handlers run.
+
+        Returns the deliveries started (``started=True``; a delivery started
+        already comes back as it is). A delivery missing from the answer was
+        lost (its lease had expired and the job was claimed again or finished):
+        its holder must not run it.
+        """
+        ...
+
+    async def ack(self, done: Sequence[tuple[Delivery, ResultJSON]]) -> None:
+        """Mark jobs done and store each one's result (kept for the result TTL).
+
+        Each result is JSON text made by ``encode_result``: stored as it is,
+        decoded by ``get_result``.
+        """
         ...
 
     async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
@@ -77,6 +127,12 @@ class Broker(Protocol):
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         """Hand jobs back, ready at once, without counting the attempt (shutdown)."""
+        ...
+
+    async def release_consumers(self, prefix: str) -> int:
+        """Hand back, as :meth:`release` does, every job held by a consumer whose
+        name starts with ``prefix`` (a process that was killed: ``host:pid:``).
+        Returns how many."""
         ...
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
@@ -112,4 +168,77 @@ class Broker(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and files. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class StartsInline(Protocol):
+    """A broker that can count a start without I/O (optional; the memory broker).
+
+    A worker then starts a prefetched delivery in line, with no schedule point,
+    instead of batching starts into one :meth:`Broker.start` call.
+    """
+
+    def start_nowait(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """:meth:`Broker.start`, done at once."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class BrokerIssue:
+    """Something a broker found wrong with its backend, for ``/health``.
+
+    Attributes:
+        name: what it is about (``persistence``, ``eviction``, ``data_loss:<queue>`` …);
+            the health check is ``broker:<name>``.
+        severity: ``unhealthy``, ``degraded``, or ``info`` (reported, judged healthy).
+        detail: what was found, and what it means.
+    """
+
+    name: str
+    severity: Literal["info", "degraded", "unhealthy"]
+    detail: str
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    """A broker that can check its backend beyond "does it answer" (optional).
+
+    ``/health`` calls :meth:`diagnose` at each request, next to ``stats``.
+    """
+
+    async def diagnose(self) -> list[BrokerIssue]:
+        """Issues found now (and any not yet acknowledged)."""
+        ...
+
+    def acknowledge(self) -> int:
+        """Clear the issues that stay until acknowledged (lost data); returns how many."""
+        ...
+
+
+@runtime_checkable
+class RawStorable(Protocol):
+    """A broker that can store a raw, possibly corrupt entry: the test hook behind
+    the conformance check ``bad_stored_entries`` (optional; without it the check
+    is skipped).
+
+    Implement it on your own broker to prove that its ``claim`` survives
+    whatever its storage may come to hold (a hand-edited row, a half-migrated
+    schema, another program writing to the same keys).
+    """
+
+    async def store_raw_for_test(self, queue: str, fields: Mapping[str, str | bytes]) -> bool:
+        """Store one entry, ready to claim now on ``queue``, exactly as given.
+
+        ``fields`` maps names of ``ROW_FIELDS`` (``id``, ``queue``, ``payload``,
+        ``attempt``, ``max_attempts``, ``enqueued_at``, ``not_before``,
+        ``timeout``, ``key``, ``trace_id``) to the text (``str``) or raw bytes
+        (``bytes``, stored byte for byte, even when not UTF-8) the backend would
+        hold in that place; a name left out is stored missing. ``id`` is always
+        given and valid. Nothing is checked or converted beyond what the
+        backend itself does to stored text (SQLite's column affinity, say).
+
+        Returns False when the backend cannot hold such an entry at all (a SQL
+        ``NOT NULL`` column left out): that garbage cannot occur there.
+        """
         ...

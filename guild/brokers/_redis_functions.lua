@@ -12,6 +12,12 @@
 --   P:result:<id>           the result as JSON, with a TTL
 --   P:waiting:<id> P:notify:<id>   how many wait for a result; the list that hands it to them
 --
+-- Attempts: a job's 'attempt' counts started runs. 'started' ('1'/'0') says whether
+-- the holder's run is counted: a claim starts the first N jobs it takes, the rest
+-- are prefetched and started by @start. A job with no 'started' field was claimed
+-- by an older guild, which counted at claim: it reads as started. An empty
+-- 'max_attempts' means the worker's, which each claim passes in.
+--
 -- Statuses: ready | delayed | in_flight | done | dead. A job's stream entry is
 -- XACKed and XDELed whenever it leaves "ready/in_flight", so streams stay bounded.
 -- Each section below is one script; the @common section is prepended to each.
@@ -50,7 +56,7 @@ end
 
 local function result_json(id, queue, status, attempts, now, value_json, err)
   local parts = {'{"job_id":', cjson.encode(id), ',"queue":', cjson.encode(queue),
-    ',"status":"', status, '","attempts":', tostring(attempts), ',"finished_at":', now}
+    ',"status":"', status, '","attempts":', tostring(tonumber(attempts) or 0), ',"finished_at":', now}
   if value_json then parts[#parts + 1] = ',"value":' .. value_json end
   if err then parts[#parts + 1] = ',"error":' .. cjson.encode(err) end
   parts[#parts + 1] = '}'
@@ -69,27 +75,47 @@ local function bury(id, queue, attempts, err, trace, now, result_ttl_ms)
 end
 
 -- A delivery is still held when the job is in flight under the same receipt.
+-- Returns status, receipt, queue, entry, attempt, started.
 local function held(id, receipt)
-  local f = redis.call('HMGET', k_job(id), 'status', 'receipt', 'queue', 'entry', 'attempt')
+  local f = redis.call('HMGET', k_job(id), 'status', 'receipt', 'queue', 'entry', 'attempt',
+    'started')
   if f[1] ~= 'in_flight' or f[2] ~= receipt then return nil end
   return f
 end
 
+-- Back to ready without counting the holder's run (release, a killed consumer).
+local function give_back(id, queue, entry, attempt, started)
+  drop_entry(queue, entry)
+  redis.call('ZREM', k_q(queue, 'leases'), id)
+  if started ~= '0' then
+    redis.call('HSET', k_job(id), 'attempt', math.max(0, tonumber(attempt) - 1))
+  end
+  redis.call('HSET', k_job(id), 'started', '0')
+  make_ready(id, queue)
+end
+
 -- Move due delayed jobs and expired leases back to the stream (or to the dead
--- letters when their attempts are spent), re-queue orphaned deliveries, and
--- return the next due time (or -1) as a string.
-local function prepare_queue(queue, now, result_ttl, orphan_idle)
+-- letters when a started run was the last attempt; max_default is the worker's
+-- max_attempts), re-queue orphaned deliveries, and return the next due time (or
+-- -1) as a string.
+local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
   local nnow = tonumber(now)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', nnow, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', k_q(queue, 'leases'), id)
-    local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'max_attempts')
+    local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'max_attempts',
+      'started')
     if f[1] == 'in_flight' then
       drop_entry(queue, f[2])
-      local attempt, max_attempts = tonumber(f[3]), tonumber(f[4])
-      if attempt >= max_attempts then
+      local attempt = tonumber(f[3])
+      local max_attempts = tonumber(f[4] or '') or tonumber(max_default)
+      -- A stored attempt that is no number goes back to the stream: the claim
+      -- that takes it dead-letters it, naming the field (_codec.job_from_row).
+      if f[5] ~= '0' and attempt and attempt >= max_attempts then
         bury(id, queue, attempt, 'lease expired on attempt ' .. attempt .. ' of ' .. max_attempts,
           '', now, result_ttl)
       else
+        -- A started run that never finished: the next one runs alone.
+        if f[5] ~= '0' then redis.call('HSET', k_job(id), 'interrupted', '1') end
         make_ready(id, queue)
       end
     end
@@ -127,34 +153,48 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle)
   return tostring(next_due)
 end
 
--- The 11 fields of a claimed job, appended to out.
+-- The 13 fields of a claimed job, appended to out.
 local function append_row(out, id)
   local j = redis.call('HMGET', k_job(id), 'id', 'queue', 'payload', 'attempt', 'max_attempts',
-    'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'receipt')
+    'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'receipt', 'started',
+    'interrupted')
+  -- The id the entry names, whatever the hash's own 'id' field holds (or lacks):
+  -- a bad entry must be dead-lettered by the id it is stored under.
+  j[1] = id
   for _, v in ipairs(j) do out[#out + 1] = v end
 end
 
--- Take the read stream entries (flat: entry id, job id, ...) under a lease.
--- Returns 11 fields per job taken: id queue payload attempt max_attempts
--- enqueued_at not_before timeout key trace_id receipt.
-local function mark_entries(queue, lease_expires, consumer, taken)
+-- Take the read stream entries (flat: entry id, job id, ...) under a lease; the
+-- first `start` of them started (their attempt counted) unless interrupted (its
+-- worker runs it alone), the rest prefetched. Returns 13 fields per job taken:
+-- id queue payload attempt max_attempts enqueued_at not_before timeout key
+-- trace_id receipt started interrupted.
+local function mark_entries(queue, lease_expires, consumer, taken, start)
   local out = {}
+  local marked = 0
   for i = 1, #taken, 2 do
     local entry, id = taken[i], taken[i + 1]
-    local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt')
+    local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'interrupted')
     if f[1] ~= 'ready' or f[2] ~= entry then
       -- A stale entry (the job moved on, or its hash expired): drop it.
       redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
       redis.call('XDEL', k_q(queue, 'ready'), entry)
     else
-      local attempt = tonumber(f[3]) + 1
+      local started, attempt = '0', tonumber(f[3])
+      if not attempt then
+        -- Not a number: kept as stored, for claim to dead-letter (_codec.job_from_row).
+        attempt = f[3] or ''
+      elseif marked < start and f[4] ~= '1' then started, attempt = '1', attempt + 1 end
+      marked = marked + 1
+      -- The stream entry id is unique to this claim.
       local receipt = entry .. '/' .. attempt
       -- From here the lease (a zset score) holds the job, not the stream: the entry
       -- goes at once, so the PEL only ever holds deliveries nobody marked (orphans).
       redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
       redis.call('XDEL', k_q(queue, 'ready'), entry)
       redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
-        'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires)
+        'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires,
+        'started', started)
       redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
       append_row(out, id)
     end
@@ -202,7 +242,8 @@ end
 return out
 
 -- @claim
--- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms, lease_expires, consumer, limit, token.
+-- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms, lease_expires, consumer, limit, token,
+-- start (how many of the jobs taken to start), max_default (the worker's max_attempts).
 -- A busy worker's whole claim in one round trip: prepare, a non-blocking
 -- XREADGROUP of up to limit entries, mark. Returns the next due time, the
 -- stream's last generated id (an idle worker waits for entries after it), then
@@ -221,7 +262,7 @@ if #replay > 0 then
   end
   return out
 end
-local next_due = prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5])
+local next_due = prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5], ARGV[11])
 local stream = k_q(queue, 'ready')
 local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', ARGV[8],
   'STREAMS', stream, '>')
@@ -238,8 +279,8 @@ if read then
     taken[#taken + 1] = id
   end
 end
-local out = mark_entries(queue, ARGV[6], consumer, taken)
-for i = 1, #out, 11 do redis.call('RPUSH', token_key, out[i]) end
+local out = mark_entries(queue, ARGV[6], consumer, taken, tonumber(ARGV[10]))
+for i = 1, #out, 13 do redis.call('RPUSH', token_key, out[i]) end
 if #out > 0 then redis.call('PEXPIRE', token_key, 60000) end
 local last = '0-0'
 if #taken == 0 then
@@ -281,7 +322,8 @@ if not f then return 0 end
 local queue = f[3]
 drop_entry(queue, f[4])
 redis.call('ZREM', k_q(queue, 'leases'), id)
-redis.call('HSET', k_job(id), 'error', err)
+-- The run finished (it failed, and said so): the job is no longer interrupted.
+redis.call('HSET', k_job(id), 'error', err, 'interrupted', '0')
 if tonumber(at) > tonumber(now) then
   redis.call('HSET', k_job(id), 'status', 'delayed', 'entry', '', 'receipt', '')
   redis.call('ZADD', k_q(queue, 'delayed'), tonumber(at), id)
@@ -304,14 +346,48 @@ return 1
 for i = 2, #ARGV, 2 do
   local id, receipt = ARGV[i], ARGV[i + 1]
   local f = held(id, receipt)
-  if f then
-    drop_entry(f[3], f[4])
-    redis.call('ZREM', k_q(f[3], 'leases'), id)
-    redis.call('HSET', k_job(id), 'attempt', math.max(0, tonumber(f[5]) - 1))
-    make_ready(id, f[3])
-  end
+  if f then give_back(id, f[3], f[4], f[5], f[6]) end
 end
 return 1
+
+-- @release_consumers
+-- ARGV: P, prefix. Every job in flight under a consumer whose name starts with
+-- prefix goes back to ready without counting the attempt. Returns the count.
+local prefix = ARGV[2]
+local count = 0
+for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+  for _, id in ipairs(redis.call('ZRANGE', k_q(queue, 'leases'), 0, -1)) do
+    local f = redis.call('HMGET', k_job(id), 'status', 'consumer', 'entry', 'attempt', 'started')
+    if f[1] == 'in_flight' and f[2] and string.sub(f[2], 1, #prefix) == prefix then
+      give_back(id, queue, f[3], f[4], f[5])
+      count = count + 1
+    end
+  end
+end
+return count
+
+-- @start
+-- ARGV: P, now, then pairs: id, receipt. Counts the attempt of each held delivery
+-- whose lease is live (once). Returns pairs: id, attempt, for the deliveries started.
+local now = tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 2 do
+  local id, receipt = ARGV[i], ARGV[i + 1]
+  local f = held(id, receipt)
+  if f then
+    local current = redis.call('ZSCORE', k_q(f[3], 'leases'), id)
+    if current and tonumber(current) > now then
+      local attempt = tonumber(f[5])
+      if f[6] == '0' then
+        attempt = attempt + 1
+        redis.call('HSET', k_job(id), 'attempt', attempt, 'started', '1')
+      end
+      out[#out + 1] = id
+      out[#out + 1] = attempt
+    end
+  end
+end
+return out
 
 -- @extend
 -- ARGV: P, now, lease_expires, then pairs: id, receipt. Returns the ids renewed.
@@ -394,9 +470,38 @@ for _, id in ipairs(ids) do
   if f[1] == 'dead' and (filter == '' or filter == f[2]) then
     redis.call('ZREM', k_q(f[2], 'dead'), id)
     redis.call('DEL', P .. ':result:' .. id)
-    redis.call('HSET', k_job(id), 'attempt', 0, 'not_before', '', 'error', '', 'traceback', '')
+    redis.call('HSET', k_job(id), 'attempt', 0, 'not_before', '', 'error', '', 'traceback', '',
+      'interrupted', '0')
     make_ready(id, f[2])
     count = count + 1
   end
 end
 return count
+
+-- @dead_many
+-- ARGV: P, queue, now, result_ttl_ms, then triples: id, receipt, error. Claim's
+-- follow-up for entries that are no valid job (see _codec.job_from_row): each
+-- still held goes to the dead letters of queue, where claim found it (its own
+-- 'queue' field may be the thing that is wrong).
+local queue, now, result_ttl = ARGV[2], ARGV[3], ARGV[4]
+for i = 5, #ARGV, 3 do
+  local id, receipt, err = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local f = held(id, receipt)
+  if f then bury(id, queue, f[5], err, '', now, result_ttl) end
+end
+return 1
+
+-- @store_raw
+-- ARGV: P, queue, then pairs: field, value. The RawStorable test hook: a job hash
+-- exactly as given (garbage included), ready on queue.
+local queue = ARGV[2]
+local id = ''
+for i = 3, #ARGV, 2 do
+  if ARGV[i] == 'id' then id = ARGV[i + 1] end
+end
+for i = 3, #ARGV, 2 do redis.call('HSET', k_job(id), ARGV[i], ARGV[i + 1]) end
+if redis.call('SADD', P .. ':queues', queue) == 1 then
+  redis.pcall('XGROUP', 'CREATE', k_q(queue, 'ready'), GROUP, '0', 'MKSTREAM')
+end
+make_ready(id, queue)
+return 1

@@ -65,3 +65,8 @@ def result(prefix: str, job_id: str) -> str:
 
 def notify(prefix: str, job_id: str) -> str:
     return f"{prefix}:notify:{job_id}"
+
+
+def epoch(prefix: str) -> str:
+    """A random token written once: if it vanishes or changes, Redis lost data."""
+    return f"{prefix}:epoch"

@@ -52,4 +52,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE TABLE queue_counts (queue TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0)",
         ],
     ),
+    (
+        2,
+        [
+            # Attempts are counted when a run starts, not at claim: ``started`` says
+            # whether the holder's run is counted in ``attempt``. Rows in flight now
+            # were claimed under version 1, which counted at claim.
+            "ALTER TABLE jobs ADD COLUMN started INTEGER NOT NULL DEFAULT 0",
+            "UPDATE jobs SET started = 1 WHERE status = 'in_flight'",
+            # The job's last started run never finished (its lease expired): the
+            # next run is never started at claim, and its worker runs it alone.
+            "ALTER TABLE jobs ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0",
+            # max_attempts 0 stands for "the worker's" (Job.max_attempts None): the
+            # column is NOT NULL, and SQLite cannot drop that without a table copy.
+        ],
+    ),
 ]

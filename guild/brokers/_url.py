@@ -6,9 +6,9 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
-from .._errors import UnknownBrokerURL
+from .._errors import BrokerUnavailable, UnknownBrokerURL
 from ._protocol import Broker
 
 DEFAULT_URL = "sqlite:guild.db"
@@ -39,10 +39,36 @@ def sqlite_path(url: str) -> Path:
         raise UnknownBrokerURL(
             url, "no database file named (sqlite:///abs/path.db or sqlite:rel.db)"
         )
-    path = Path(rest)
-    if not path.parent.exists():
+    # sqlite:////abs.db (the "sqlite:///" + an absolute path many write) is /abs.db.
+    path = Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)
+    if not path.parent.is_dir():
         raise UnknownBrokerURL(url, f"the directory {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise UnknownBrokerURL(url, f"{str(path)!r} is a directory, not a database file")
     return path
+
+
+def display_url(url: str) -> str:
+    """The URL fit to print: a SQLite file as its absolute path, any password as ``***``.
+
+    For banners and logs, which are read by more people than hold the password.
+    """
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        path = sqlite_path(url).absolute()
+        query = url.split("?", 1)[1] if "?" in url else ""
+        return f"sqlite://{path}" + (f"?{query}" if query else "")
+    parts = urlsplit(url)
+    if parts.password is None and "password=" not in parts.query.lower():
+        return url
+    if parts.password is not None:
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    fields = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name.lower() == "password" for name, _ in fields):
+        hidden = [(n, "***" if n.lower() == "password" else v) for n, v in fields]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return parts.geturl()
 
 
 def sqlite_synchronous(url: str) -> str:
@@ -63,8 +89,45 @@ def sqlite_synchronous(url: str) -> str:
     return synchronous
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+SCHEMES = ("memory://", "sqlite:", "redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+"""The URL forms :func:`open_broker` accepts, as named in its errors."""
+
+
+def check_broker_url(url: str) -> str:
+    """The URL's scheme (lower case) if a broker accepts the URL; touches nothing.
+
+    For a command to refuse a bad URL before it imports an app or opens anything.
+
+    Raises:
+        UnknownBrokerURL: an unknown scheme, a sqlite URL without a usable file
+            path or with an unknown option, a redis URL without a host or port.
+    """
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        sqlite_path(url)
+        sqlite_synchronous(url)
+        return scheme
+    shown = display_url(url)  # the error is printed: no password in it
+    if scheme in _REDIS_SCHEMES:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (parsing it is the check: a non-number raises)
+        except ValueError as exc:
+            raise UnknownBrokerURL(shown, f"malformed ({exc})") from None
+        if not parts.hostname:
+            raise UnknownBrokerURL(shown, "no host (redis://HOST:PORT/DB)")
+    elif scheme != "memory":
+        raise UnknownBrokerURL(
+            shown,
+            f"unknown scheme {scheme + ':' if scheme else '(none)'}; expected one of "
+            + ", ".join(SCHEMES),
+        )
+    return scheme
+
+
 @asynccontextmanager
-async def open_broker(url: str | None = None) -> AsyncIterator[Broker]:
+async def open_broker(url: str | None = None, *, create: bool = True) -> AsyncIterator[Broker]:
     """Open the broker a URL names, and close it on exit.
 
     Args:
@@ -72,12 +135,16 @@ async def open_broker(url: str | None = None) -> AsyncIterator[Broker]:
             ``rediss://…``, a Redis Cluster as ``redis+cluster://host:port`` (any node;
             ``rediss+cluster://…`` for TLS); ``None`` reads ``$GUILD_BROKER`` (default
             ``sqlite:guild.db``).
+        create: with ``False``, a SQLite file that does not exist is an error rather
+            than a new empty database (for commands that only read).
 
     Raises:
         UnknownBrokerURL: the scheme is unknown or the URL is malformed.
+        BrokerUnavailable: the backend cannot be reached, or (``create=False``) there
+            is no SQLite database at the path.
     """
     url = broker_url_from_env(url)
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    scheme = check_broker_url(url)
     broker: Broker
     if scheme == "memory":
         from .memory import MemoryBroker
@@ -86,16 +153,14 @@ async def open_broker(url: str | None = None) -> AsyncIterator[Broker]:
     elif scheme == "sqlite":
         from .sqlite import SqliteBroker
 
-        broker = await SqliteBroker.open(sqlite_path(url), synchronous=sqlite_synchronous(url))
-    elif scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        path = sqlite_path(url)
+        if not create and not path.exists():
+            raise BrokerUnavailable(f"no database at {path.absolute()}")
+        broker = await SqliteBroker.open(path, synchronous=sqlite_synchronous(url))
+    else:
         from .redis import RedisBroker
 
         broker = await RedisBroker.open(url)
-    else:
-        raise UnknownBrokerURL(
-            url,
-            "unknown scheme (expected memory://, sqlite:, redis://, rediss:// or redis+cluster://)",
-        )
     try:
         yield broker
     finally:

@@ -18,21 +18,23 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 import trio
 
+from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payload, job_from_row
 from .._errors import BrokerClosed
 from .._job import (
     DeadLetter,
     Delivery,
     Job,
     JobStatus,
-    JSONValue,
     QueueStats,
     Result,
+    attempts_allowed,
     replace_fields,
 )
 
@@ -45,6 +47,15 @@ class _Entry:
     receipt: str = ""
     lease_expires: float = 0.0
     ready_at: float = 0.0
+    # While in flight, job.attempt is the number of the holder's run; ``started``
+    # says whether that run counts yet (see Broker.start). One field to flip,
+    # rather than a new Job, keeps a start cheap.
+    started: bool = False
+    # Its last started run's lease expired (see Delivery.interrupted).
+    interrupted: bool = False
+    consumer: str = ""
+    # Why a raw entry (store_raw_for_test) is no valid job: claim dead-letters it.
+    bad: str | None = None
 
 
 @attrs.define(slots=True)
@@ -137,6 +148,8 @@ class MemoryBroker:
             event.set()
 
     def _bury(self, entry: _Entry, error: str, traceback: str | None) -> None:
+        if entry.status is JobStatus.IN_FLIGHT and not entry.started:
+            entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
         now = self.now()
         self._dead[entry.job.id] = DeadLetter(
             job=entry.job, error=error, traceback=traceback, died_at=now
@@ -153,17 +166,21 @@ class MemoryBroker:
             ),
         )
 
-    def _expire_leases(self, queue: _Queue, now: float) -> None:
+    def _expire_leases(self, queue: _Queue, now: float, max_attempts: int) -> None:
         while queue.leased and queue.leased[0][0] <= now:
             _, job_id, version = heapq.heappop(queue.leased)
             entry = self._entries.get(job_id)
             if entry is None or entry.version != version:
                 continue
-            if entry.job.attempt >= entry.job.max_attempts:
-                attempt = entry.job.attempt
-                self._bury(entry, f"lease expired on attempt {attempt} of {attempt}", None)
+            if not entry.started:
+                entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
             else:
-                self._make_waiting(entry, now)
+                attempt, allowed = entry.job.attempt, attempts_allowed(entry.job, max_attempts)
+                if attempt >= allowed:
+                    self._bury(entry, f"lease expired on attempt {attempt} of {allowed}", None)
+                    continue
+                entry.interrupted = True
+            self._make_waiting(entry, now)
 
     def _next_due(self, queue: _Queue) -> float:
         due = math.inf
@@ -179,6 +196,10 @@ class MemoryBroker:
         await trio.lowlevel.checkpoint()
         self._check_open()
         now = self.now()
+        # Held as objects, but checked as the durable brokers store them, so a
+        # payload that would not survive SQLite or Redis is refused here too.
+        for job in jobs:
+            encode_payload(job.payload)
         stored: list[Job] = []
         for job in jobs:
             if job.key is not None:
@@ -196,14 +217,23 @@ class MemoryBroker:
         return stored
 
     async def claim(
-        self, queue: str, *, consumer: str, limit: int, lease: float, wait: float = 0.0
+        self,
+        queue: str,
+        *,
+        consumer: str,
+        limit: int,
+        lease: float,
+        wait: float = 0.0,
+        start: int | None = None,
+        max_attempts: int = 5,
     ) -> list[Delivery]:
         await trio.lowlevel.checkpoint()
         self._check_open()
         state = self._queue(queue)
         deadline = self.now() + wait
+        started = limit if start is None else start
         while True:
-            claimed = self._claim_now(state, consumer, limit, lease)
+            claimed = self._claim_now(state, consumer, limit, lease, started, max_attempts)
             if claimed:
                 return claimed
             now = self.now()
@@ -213,17 +243,25 @@ class MemoryBroker:
                 await state.wakeup.wait()
             self._check_open()
 
-    def _claim_now(self, queue: _Queue, consumer: str, limit: int, lease: float) -> list[Delivery]:
+    def _claim_now(
+        self, queue: _Queue, consumer: str, limit: int, lease: float, start: int, max_attempts: int
+    ) -> list[Delivery]:
         now = self.now()
-        self._expire_leases(queue, now)
+        self._expire_leases(queue, now, max_attempts)
         claimed: list[Delivery] = []
         while queue.waiting and len(claimed) < limit and queue.waiting[0][0] <= now:
             _, job_id, version = heapq.heappop(queue.waiting)
             entry = self._entries.get(job_id)
             if entry is None or entry.version != version:
                 continue
+            if entry.bad is not None:
+                self._bury(entry, entry.bad, None)
+                continue
+            started = len(claimed) < start and not entry.interrupted
             job = replace_fields(entry.job, attempt=entry.job.attempt + 1)
             entry.job = job
+            entry.started = started
+            entry.consumer = consumer
             entry.version += 1
             entry.status = JobStatus.IN_FLIGHT
             entry.receipt = str(next(self._receipts))
@@ -235,15 +273,43 @@ class MemoryBroker:
                     receipt=entry.receipt,
                     consumer=consumer,
                     lease_expires=entry.lease_expires,
+                    started=started,
+                    interrupted=entry.interrupted,
                 )
             )
         return claimed
 
-    async def ack(self, done: Sequence[tuple[Delivery, JSONValue]]) -> None:
+    async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        await trio.lowlevel.checkpoint()
+        return self.start_nowait(deliveries)
+
+    def start_nowait(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """:meth:`start` without a schedule point: in memory, the count is made as
+        durable as it can be at once, so a worker starts a prefetched job in line."""
+        self._check_open()
+        now = self.now()
+        started: list[Delivery] = []
+        for delivery in deliveries:
+            entry = self._holds(delivery)
+            if entry is None or entry.lease_expires <= now:
+                continue
+            entry.started = True
+            started.append(
+                Delivery(
+                    job=entry.job,
+                    receipt=delivery.receipt,
+                    consumer=delivery.consumer,
+                    lease_expires=delivery.lease_expires,
+                    interrupted=delivery.interrupted,
+                )
+            )
+        return started
+
+    async def ack(self, done: Sequence[tuple[Delivery, ResultJSON]]) -> None:
         await trio.lowlevel.checkpoint()
         self._check_open()
         now = self.now()
-        for delivery, value in done:
+        for delivery, text in done:
             entry = self._entries.get(delivery.job.id)
             if entry is None or entry.status in (JobStatus.DONE, JobStatus.DEAD):
                 continue
@@ -254,7 +320,7 @@ class MemoryBroker:
                     job_id=entry.job.id,
                     queue=entry.job.queue,
                     status=JobStatus.DONE,
-                    value=value,
+                    value=None if text == "null" else json.loads(text),
                     attempts=delivery.job.attempt,
                     finished_at=now,
                 ),
@@ -265,6 +331,7 @@ class MemoryBroker:
         self._check_open()
         entry = self._holds(delivery)
         if entry is not None:
+            entry.interrupted = False  # this run finished: it failed, and said so
             self._make_waiting(entry, max(at, self.now()))
 
     async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
@@ -280,8 +347,23 @@ class MemoryBroker:
         for delivery in deliveries:
             entry = self._holds(delivery)
             if entry is not None:
-                entry.job = attrs.evolve(entry.job, attempt=max(0, entry.job.attempt - 1))
-                self._make_waiting(entry, self.now())
+                self._give_back(entry)
+
+    async def release_consumers(self, prefix: str) -> int:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        held = [
+            entry
+            for entry in self._entries.values()
+            if entry.status is JobStatus.IN_FLIGHT and entry.consumer.startswith(prefix)
+        ]
+        for entry in held:
+            self._give_back(entry)
+        return len(held)
+
+    def _give_back(self, entry: _Entry) -> None:
+        entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
+        self._make_waiting(entry, self.now())
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         await trio.lowlevel.checkpoint()
@@ -382,9 +464,26 @@ class MemoryBroker:
             if entry is None:
                 entry = self._entries[job_id] = _Entry(job=job, status=JobStatus.READY)
             entry.job = job
+            entry.interrupted = False
             self._make_waiting(entry, self.now())
             count += 1
         return count
+
+    async def store_raw_for_test(self, queue: str, fields: Mapping[str, str | bytes]) -> bool:
+        """Store an entry as given, ready now (the ``RawStorable`` test hook).
+
+        The memory broker holds jobs, not text: the entry is read as the durable
+        brokers read a stored row, and one that is no valid job is dead-lettered
+        by the next claim of ``queue``, with the reason.
+        """
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        found = job_from_row([fields.get(name) for name in ROW_FIELDS], queue=queue)
+        job, bad = (found.job, found.reason) if isinstance(found, BadRow) else (found, None)
+        entry = _Entry(job=replace_fields(job, queue=queue), status=JobStatus.READY, bad=bad)
+        self._entries[job.id] = entry
+        self._make_waiting(entry, self.now())
+        return True
 
     async def aclose(self) -> None:
         self._closed = True

@@ -48,18 +48,21 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 import coredis
+import structlog
 import trio
 from coredis.connection import TCPLocation
 
-from .._errors import BrokerClosed, BrokerUnavailable, UnknownBrokerURL
+from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payload, job_from_row
+from .._errors import BrokerClosed, BrokerError, BrokerUnavailable, UnknownBrokerURL
 from .._groups import leaves
 from .._ids import new_id
 from .._job import (
@@ -67,20 +70,25 @@ from .._job import (
     Delivery,
     Job,
     JobStatus,
-    JSONValue,
     QueueStats,
     Result,
-    decode_payload,
-    encode_payload,
     replace_fields,
 )
 from . import _redis_keys as keys
+from ._protocol import BrokerIssue
+from ._redis_checks import CONFIG_KEYS, DataLoss, config_issues
 from ._redis_errors import UNREACHABLE, map_redis_exceptions
 from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
+from ._url import display_url
 
 _ORPHAN_IDLE_MS = 5_000
-_JOB_FIELDS = 11
+_JOB_FIELDS = 13
 _CLAIM_RETRY_PAUSE = 0.05
+# How often a claiming broker re-reads the epoch marker and its queue's counts
+# (what it can say was lost if Redis loses the queue), and Redis' config.
+_WATCH_EVERY = 5.0
+_CONFIG_EVERY = 60.0
+_log = structlog.get_logger("guild.brokers.redis")
 
 
 def _load_scripts() -> dict[str, str]:
@@ -202,6 +210,12 @@ class RedisBroker:
         self._groups: set[str] = set()
         self._exit_stack = exit_stack
         self._closed = False
+        self._epoch: str | None = None
+        self._counts: dict[str, tuple[QueueStats, float]] = {}
+        self._watched: dict[str, float] = {}
+        self._losses: dict[str, DataLoss] = {}
+        self._config: list[BrokerIssue] = []
+        self._config_read = -math.inf
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisBroker:
@@ -218,10 +232,26 @@ class RedisBroker:
             client = _cluster_client(cluster_url)
         else:
             client = coredis.Redis(connection_pool=SlotKeepingPool.from_url(url))
-        with map_redis_exceptions(f"connect to {url}"), _unreachable_cluster(url):
-            await stack.enter_async_context(client)
-            await client.ping()
-        return cls(client, exit_stack=stack, **options)
+        shown = display_url(url)  # errors are logged and printed: no password in them
+        try:
+            with map_redis_exceptions(f"connect to {shown}"), _unreachable_cluster(shown):
+                await stack.enter_async_context(client)
+                await client.ping()
+        except BaseException:
+            # The client's task group is open once entered: left unexited, trio's
+            # nursery stack is corrupt for the caller even when it catches the error.
+            # Closing may fail the same way the ping did; the ping's error is the news.
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+            raise
+        broker = cls(client, exit_stack=stack, **options)
+        try:
+            await broker._read_config(at_start=True)
+            await broker._check_epoch()
+        except BaseException:
+            await broker.aclose()
+            raise
+        return broker
 
     def __repr__(self) -> str:
         return f"RedisBroker(prefix={self._prefix!r})"
@@ -248,7 +278,7 @@ class RedisBroker:
                 job.id,
                 job.queue,
                 encode_payload(job.payload),
-                job.max_attempts,
+                "" if job.max_attempts is None else job.max_attempts,
                 "" if job.not_before is None else repr(job.not_before),
                 "" if job.timeout is None else repr(job.timeout),
                 job.key or "",
@@ -284,11 +314,20 @@ class RedisBroker:
         self._groups.add(queue)
 
     async def claim(
-        self, queue: str, *, consumer: str, limit: int, lease: float, wait: float = 0.0
+        self,
+        queue: str,
+        *,
+        consumer: str,
+        limit: int,
+        lease: float,
+        wait: float = 0.0,
+        start: int | None = None,
+        max_attempts: int = 5,
     ) -> list[Delivery]:
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
         await self._ensure_group(queue)
+        await self._watch(queue)
         if limit < 1:
             return []  # XREADGROUP's COUNT 0 would mean "all"
         deadline = self.now() + wait
@@ -297,6 +336,7 @@ class RedisBroker:
             lease_expires = now + lease
             args = [queue, repr(now), self._result_ttl_ms, _ORPHAN_IDLE_MS]
             args += [repr(lease_expires), consumer, limit, new_id()]
+            args += [limit if start is None else start, max_attempts]
             # The script takes the jobs under a lease before it returns: a
             # cancellation while its reply is on the way would strand them until
             # their leases expire, so the reply is always read; a reply lost with
@@ -308,11 +348,16 @@ class RedisBroker:
                     await trio.sleep(_CLAIM_RETRY_PAUSE)
                     flat = await self._call("claim", args)
             if _text(flat[0]) == "nogroup":
-                # Redis lost the group (a restart without persistence): make it again.
+                # Redis lost the group (a restart without persistence): say so
+                # loudly, then make it again so that new jobs run.
+                self._lost(queue, "its consumer group vanished")
+                await self._check_epoch()
                 self._groups.discard(queue)
                 await self._ensure_group(queue)
                 continue
-            taken = _deliveries(flat[2:], consumer, lease_expires)
+            taken, bad = _deliveries(flat[2:], queue, consumer, lease_expires)
+            if bad:
+                await self._bury_bad(queue, bad)
             remaining = deadline - self.now()
             if taken or remaining <= 0:
                 return taken
@@ -329,13 +374,34 @@ class RedisBroker:
 
     # --- settling --------------------------------------------------------------
 
-    async def ack(self, done: Sequence[tuple[Delivery, JSONValue]]) -> None:
+    async def _bury_bad(self, queue: str, bad: Sequence[tuple[BadRow, str]]) -> None:
+        """Dead-letter entries that are no valid job, with the reason, in one call.
+
+        Shielded: the claim's good jobs are taken, and a cancellation here must
+        not lose them. If it fails, the bad entries come back when their leases
+        expire, and the next claim tries again.
+        """
+        args: list[Any] = [queue, repr(self.now()), self._result_ttl_ms]
+        for row, receipt in bad:
+            args += [row.job.id, receipt, row.reason]
+        with trio.CancelScope(shield=True):
+            try:
+                await self._call("dead_many", args)
+            except BrokerError as error:
+                _log.warning(
+                    "bad_rows_not_buried", jobs=[r.job.id for r, _ in bad], error=str(error)
+                )
+                return
+        for row, _ in bad:
+            _log.error("bad_row_dead_lettered", job_id=row.job.id, reason=row.reason)
+
+    async def ack(self, done: Sequence[tuple[Delivery, ResultJSON]]) -> None:
         if not done:
             await trio.lowlevel.checkpoint()
             return
         args: list[Any] = [repr(self.now()), self._result_ttl_ms]
-        for delivery, value in done:
-            args += [delivery.job.id, encode_payload(value)]
+        for delivery, text in done:
+            args += [delivery.job.id, text]
         await self._call("ack", args)
 
     async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
@@ -356,11 +422,35 @@ class RedisBroker:
             ],
         )
 
+    async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        if not deliveries:
+            await trio.lowlevel.checkpoint()
+            return []
+        args: list[Any] = [repr(self.now())]
+        for delivery in deliveries:
+            args += [delivery.job.id, delivery.receipt]
+        flat = await self._call("start", args)
+        attempts = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return [
+            Delivery(
+                job=replace_fields(d.job, attempt=attempts[d.job.id]),
+                receipt=d.receipt,
+                consumer=d.consumer,
+                lease_expires=d.lease_expires,
+                interrupted=d.interrupted,
+            )
+            for d in deliveries
+            if d.job.id in attempts
+        ]
+
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         args: list[Any] = []
         for delivery in deliveries:
             args += [delivery.job.id, delivery.receipt]
         await self._call("release", args)
+
+    async def release_consumers(self, prefix: str) -> int:
+        return int(await self._call("release_consumers", [prefix]))
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         if not deliveries:
@@ -373,7 +463,14 @@ class RedisBroker:
             args += [delivery.job.id, delivery.receipt]
         renewed = {_text(i) for i in await self._call("extend", args)}
         return [
-            Delivery(job=d.job, receipt=d.receipt, consumer=d.consumer, lease_expires=lease_expires)
+            Delivery(
+                job=d.job,
+                receipt=d.receipt,
+                consumer=d.consumer,
+                lease_expires=lease_expires,
+                started=d.started,
+                interrupted=d.interrupted,
+            )
             for d in deliveries
             if d.job.id in renewed
         ]
@@ -406,7 +503,96 @@ class RedisBroker:
             out[name] = QueueStats(
                 queue=name, ready=ready, delayed=delayed, in_flight=in_flight, done=done, dead=dead
             )
+        at = self.now()
+        for name, counted in out.items():
+            self._counts[name] = (counted, at)
         return out
+
+    # --- lost data and durability (see _redis_checks) ------------------------------
+
+    async def diagnose(self) -> list[BrokerIssue]:
+        """Redis' durability settings, and any lost queue not yet acknowledged."""
+        await self._check_epoch()
+        if time.monotonic() - self._config_read >= _CONFIG_EVERY:
+            await self._read_config(at_start=False)
+        return [*self._config, *(loss.issue() for loss in self._losses.values())]
+
+    def acknowledge(self) -> int:
+        """Forget the lost queues reported so far; returns how many."""
+        count = len(self._losses)
+        if count:
+            _log.warning("redis_data_loss_acknowledged", queues=sorted(self._losses))
+        self._losses.clear()
+        return count
+
+    async def _read_config(self, *, at_start: bool) -> None:
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        self._config_read = time.monotonic()
+        read: dict[str, str] = {}
+        config: dict[str, str] | None = read
+        refusal = None
+        try:
+            with map_redis_exceptions("config get"):
+                for name in CONFIG_KEYS:
+                    answer = await self._client.config_get([name])
+                    read.update({_text(key): _text(value) for key, value in answer.items()})
+        except BrokerUnavailable:
+            raise
+        except BrokerError as exc:
+            # Disabled or renamed (managed services often do): say so, carry on.
+            config, refusal = None, str(exc)
+        issues = config_issues(config, refusal)
+        if at_start or [i.name for i in issues] != [i.name for i in self._config]:
+            for issue in issues:
+                log = _log.info if issue.severity == "info" else _log.warning
+                log("redis_" + issue.name, detail=issue.detail)
+        self._config = issues
+
+    async def _check_epoch(self) -> None:
+        """Compare the epoch marker with the one seen before: gone or changed means
+        Redis lost data (for every queue this broker knew); then adopt the new one."""
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        key = keys.epoch(self._prefix)
+        with map_redis_exceptions("epoch"):
+            found = await self._client.get(key)
+            if found is None:
+                await self._client.set(key, secrets.token_hex(8), condition=coredis.PureToken.NX)
+                found = await self._client.get(key)
+        current = None if found is None else _text(found)
+        if self._epoch is not None and current != self._epoch:
+            for queue in sorted(set(self._groups) | set(self._counts)):
+                self._lost(queue, "Redis lost its data: guild's epoch marker vanished")
+        self._epoch = current
+
+    async def _watch(self, queue: str) -> None:
+        # Every few seconds, a claiming broker notes its queue's counts (what it
+        # can say was lost) and checks the epoch marker.
+        now = time.monotonic()
+        if now - self._watched.get(queue, -math.inf) < _WATCH_EVERY:
+            return
+        self._watched[queue] = now
+        await self._check_epoch()
+        await self.stats([queue])
+
+    def _lost(self, queue: str, how: str) -> None:
+        if queue in self._losses:
+            return
+        last, last_at = self._counts.get(queue, (None, None))
+        loss = DataLoss(queue=queue, how=how, at=self.now(), last=last, last_at=last_at)
+        self._losses[queue] = loss
+        self._counts.pop(queue, None)
+        _log.error(
+            "redis_data_lost",
+            queue=queue,
+            how=how,
+            lost=loss.lost,
+            ready=None if last is None else last.ready,
+            delayed=None if last is None else last.delayed,
+            in_flight=None if last is None else last.in_flight,
+            detail=loss.describe(),
+        )
 
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         if self._closed:
@@ -440,7 +626,7 @@ class RedisBroker:
             return None
         return DeadLetter(
             job=_job_from_hash(fields),
-            error=_text(fields.get("error", b"")),
+            error=_lenient_text(fields.get("error", b"")),
             traceback=_text(fields.get("traceback", b"")) or None,
             died_at=float(_text(fields.get("died_at", b"0"))),
         )
@@ -452,6 +638,17 @@ class RedisBroker:
             await trio.lowlevel.checkpoint()
             return 0
         return int(await self._call("requeue", [queue or "", *(job_ids or [])]))
+
+    async def store_raw_for_test(self, queue: str, fields: Mapping[str, str | bytes]) -> bool:
+        """Store a job hash as given, ready now on ``queue`` (the ``RawStorable`` test hook).
+
+        Values are stored byte for byte; a field left out is absent from the hash.
+        """
+        args: list[Any] = [queue]
+        for name, value in fields.items():
+            args += [name, value]
+        await self._call("store_raw", args)
+        return True
 
     async def aclose(self) -> None:
         if self._closed:
@@ -469,35 +666,18 @@ def _stored(job: Job, now: float) -> Job:
     return replace_fields(job, enqueued_at=now, attempt=0)
 
 
-def _job_from_row(row: Sequence[Any]) -> Job:
-    job_id = _text(row[0])
-    base = Job(queue=_text(row[1]), id=job_id, trace_id=_text(row[9]) or job_id)
-    return replace_fields(
-        base,
-        payload=decode_payload(job_id, row[2]),
-        attempt=int(_text(row[3])),
-        max_attempts=int(_text(row[4])),
-        enqueued_at=float(_text(row[5])),
-        not_before=_opt_float(row[6]),
-        timeout=_opt_float(row[7]),
-        key=_text(row[8]) or None,
-    )
-
-
 def _job_from_hash(fields: dict[str, Any]) -> Job:
-    order = (
-        "id",
-        "queue",
-        "payload",
-        "attempt",
-        "max_attempts",
-        "enqueued_at",
-        "not_before",
-        "timeout",
-        "key",
-        "trace_id",
+    """The job a hash holds, or what can be read of it (for a dead letter)."""
+    queue = fields.get("queue", b"")
+    found = job_from_row(
+        [fields.get(name) for name in ROW_FIELDS],
+        queue=queue.decode("utf-8", "replace") if isinstance(queue, bytes) and queue else "?",
     )
-    return _job_from_row([fields.get(name, b"") for name in order])
+    return found.job if isinstance(found, BadRow) else found
+
+
+def _lenient_text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _result_from_json(raw: Any) -> Result:
@@ -513,16 +693,32 @@ def _result_from_json(raw: Any) -> Result:
     )
 
 
-def _deliveries(flat: Sequence[Any], consumer: str, lease_expires: float) -> list[Delivery]:
+def _deliveries(
+    flat: Sequence[Any], queue: str, consumer: str, lease_expires: float
+) -> tuple[list[Delivery], list[tuple[BadRow, str]]]:
+    """The claim script's rows as deliveries, and the rows that are no valid job
+    (with their receipts, to dead-letter them)."""
     deliveries = []
+    bad: list[tuple[BadRow, str]] = []
     for i in range(0, len(flat), _JOB_FIELDS):
         row = flat[i : i + _JOB_FIELDS]
+        job = job_from_row(row[:10], queue=queue)
+        if isinstance(job, BadRow):
+            bad.append((job, _text(row[10])))
+            continue
+        # A prefetched job's stored attempt counts only started runs; its
+        # delivery carries the number its run will have (see _protocol).
+        started = row[11] != b"0" and row[11] != "0"
+        if not started:
+            job = replace_fields(job, attempt=job.attempt + 1)
         deliveries.append(
             Delivery(
-                job=_job_from_row(row),
+                job=job,
                 receipt=_text(row[10]),
                 consumer=consumer,
                 lease_expires=lease_expires,
+                started=started,
+                interrupted=row[12] in (b"1", "1"),
             )
         )
-    return deliveries
+    return deliveries, bad

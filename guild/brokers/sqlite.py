@@ -23,32 +23,36 @@ but a power loss or kernel crash may lose the last transactions.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 import trio
 
-from .._errors import BrokerClosed
+from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payload, job_from_row
+from .._errors import BrokerClosed, BrokerError, BrokerFileReplaced
 from .._job import (
     DeadLetter,
     Delivery,
     Job,
     JobStatus,
-    JSONValue,
     QueueStats,
     Result,
-    decode_payload,
-    encode_payload,
     replace_fields,
 )
 from ._sqlite_errors import map_sqlite_exceptions
 from ._sqlite_schema import MIGRATIONS
 
 T = TypeVar("T")
+_log = structlog.get_logger("guild.brokers.sqlite")
+# How often (at most) a call checks that the path still names the open file;
+# ``stats`` (the health tick) always checks.
+_FILE_CHECK_EVERY = 1.0
 _JOB_COLUMNS = (
     "id, queue, payload, attempt, max_attempts, enqueued_at, not_before, timeout, key, trace_id"
 )
@@ -56,19 +60,82 @@ _POLL_START = 0.005
 _POLL_MAX = 0.05
 
 
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """The file's (device, inode); None when there is none at ``path`` (or the
+    database is not a plain file: ``:memory:``, an URI)."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+def _decode(row: Sequence[Any], queue: str) -> Job | BadRow:
+    # max_attempts 0 stands for None: the worker's (see the schema).
+    fields = row[:10] if row[4] != 0 else (*row[:4], None, *row[5:10])
+    return job_from_row(fields, queue=queue)
+
+
 def _job(row: Sequence[Any]) -> Job:
-    job_id = row[0]
-    base = Job(queue=row[1], id=job_id, trace_id=row[9] or job_id)
-    return replace_fields(
-        base,
-        payload=decode_payload(job_id, row[2]),
-        attempt=row[3],
-        max_attempts=row[4],
-        enqueued_at=row[5],
-        not_before=row[6],
-        timeout=row[7],
-        key=row[8],
-    )
+    """The job a row holds, or what can be read of it (for a dead letter)."""
+    found = _decode(row, row[1] if isinstance(row[1], str) and row[1] else "?")
+    return found.job if isinstance(found, BadRow) else found
+
+
+class _UndecodableText(Exception):
+    """A TEXT value read is not UTF-8 (sqlite3 refuses the whole fetch): read as bytes."""
+
+
+def _strict_text(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    def call(db: sqlite3.Connection) -> T:
+        try:
+            return fn(db)
+        except sqlite3.OperationalError as exc:
+            if "Could not decode to UTF-8" in str(exc):
+                raise _UndecodableText(str(exc)) from exc
+            raise
+
+    return call
+
+
+def _bytes_text(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    def call(db: sqlite3.Connection) -> T:
+        db.text_factory = bytes
+        try:
+            return fn(db)
+        finally:
+            db.text_factory = str
+
+    return call
+
+
+def _utf8_where_valid(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row read as bytes, with every value that is UTF-8 text made ``str`` again."""
+    return tuple(_utf8(value) for value in row)
+
+
+def _utf8(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+def _create_private(path: str) -> None:
+    """Create a missing database file 0600: SQLite gives its -wal and -shm files the
+    database file's mode, so jobs, results and keys stay readable by the owner only.
+    An existing file keeps its mode; a path that cannot be created is left for
+    ``sqlite3.connect`` to report."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError:
+        return
 
 
 class SqliteBroker:
@@ -94,6 +161,11 @@ class SqliteBroker:
         self._changed = trio.Event()
         self._closed = False
         self._last_purge = 0.0
+        # Absolute: a later chdir must not read as the file being replaced.
+        self._stat_path = os.path.abspath(path)
+        self._identity = _file_identity(path)
+        self._file_checked = time.monotonic()
+        self._replaced: str | None = None
 
     @classmethod
     async def open(
@@ -115,6 +187,7 @@ class SqliteBroker:
 
         def connect() -> sqlite3.Connection:
             with map_sqlite_exceptions(shown):
+                _create_private(shown)
                 db = sqlite3.connect(
                     shown, check_same_thread=False, isolation_level=None, timeout=30
                 )
@@ -133,9 +206,28 @@ class SqliteBroker:
     def now(self) -> float:
         return time.time()
 
+    def _check_file(self, *, now: bool = False) -> None:
+        """Refuse to go on once the path names another file, or none (see
+        :class:`BrokerFileReplaced`): the open connection would keep writing to
+        an unlinked inode that no other process serves."""
+        if self._replaced is None:
+            if self._identity is None:
+                return
+            tick = time.monotonic()
+            if not now and tick - self._file_checked < _FILE_CHECK_EVERY:
+                return
+            self._file_checked = tick
+            found = _file_identity(self._stat_path)
+            if found == self._identity:
+                return
+            self._replaced = "deleted" if found is None else "replaced"
+            _log.error("sqlite_file_replaced", path=self._path, what=self._replaced)
+        raise BrokerFileReplaced(self._path, self._replaced)
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise BrokerClosed(f"the sqlite broker for {self._path} is closed")
+        self._check_file()
 
         def call() -> T:
             with map_sqlite_exceptions(self._path):
@@ -169,7 +261,7 @@ class SqliteBroker:
                 job.id,
                 job.queue,
                 encode_payload(job.payload),
-                job.max_attempts,
+                job.max_attempts or 0,
                 now,
                 job.not_before,
                 job.timeout,
@@ -222,13 +314,22 @@ class SqliteBroker:
     # --- claiming --------------------------------------------------------------
 
     async def claim(
-        self, queue: str, *, consumer: str, limit: int, lease: float, wait: float = 0.0
+        self,
+        queue: str,
+        *,
+        consumer: str,
+        limit: int,
+        lease: float,
+        wait: float = 0.0,
+        start: int | None = None,
+        max_attempts: int = 5,
     ) -> list[Delivery]:
         deadline = self.now() + wait
         interval = _POLL_START
+        started = limit if start is None else min(start, limit)
         while True:
             changed = self._changed
-            deliveries = await self._claim_now(queue, consumer, limit, lease)
+            deliveries = await self._claim_now(queue, consumer, limit, lease, started, max_attempts)
             remaining = deadline - self.now()
             if deliveries or remaining <= 0:
                 return deliveries
@@ -238,41 +339,138 @@ class SqliteBroker:
             interval = min(interval * 2, _POLL_MAX)
 
     async def _claim_now(
-        self, queue: str, consumer: str, limit: int, lease: float
+        self, queue: str, consumer: str, limit: int, lease: float, start: int, max_attempts: int
     ) -> list[Delivery]:
         receipt = secrets.token_hex(8) + ":"
 
+        def take(db: sqlite3.Connection, now: float, count: int, started: int) -> list[Any]:
+            # The stored attempt counts started runs only: a prefetched row keeps
+            # its count until Broker.start (see _protocol). An interrupted job is
+            # never started here: its worker runs it alone.
+            return db.execute(
+                "UPDATE jobs SET status = 'in_flight', attempt = attempt + ? * (1 - interrupted),"
+                " started = ? * (1 - interrupted), receipt = ? || id, consumer = ?,"
+                " lease_expires = ? WHERE id IN (SELECT id"
+                " FROM jobs WHERE queue = ? AND status = 'ready' AND ready_at <= ?"
+                " ORDER BY ready_at, id LIMIT ?)"
+                f" RETURNING {_JOB_COLUMNS}, ready_at, receipt, started, interrupted",
+                (started, started, receipt, consumer, now + lease, queue, now, count),
+            ).fetchall()
+
         def claim(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], float]:
             now = self.now()
-            self._expire_leases(db, queue, now)
-            rows = db.execute(
-                "UPDATE jobs SET status = 'in_flight', attempt = attempt + 1, receipt = ? || id,"
-                " consumer = ?, lease_expires = ? WHERE id IN (SELECT id FROM jobs"
-                " WHERE queue = ? AND status = 'ready' AND ready_at <= ?"
-                " ORDER BY ready_at, id LIMIT ?)"
-                f" RETURNING {_JOB_COLUMNS}, ready_at, receipt",
-                (receipt, consumer, now + lease, queue, now, limit),
-            ).fetchall()
+            self._expire_leases(db, queue, now, max_attempts)
+            rows = take(db, now, start, 1) if start > 0 else []
+            if limit > start:
+                rows += take(db, now, limit - start, 0)
             self._purge(db, now)
             return rows, now + lease
 
-        rows, lease_expires = await self._write(claim)
+        try:
+            rows, lease_expires = await self._write(_strict_text(claim))
+        except _UndecodableText:
+            # A row holds text that is not UTF-8: claim again (the first try was
+            # rolled back), reading text as bytes, so that row can be dead-lettered.
+            rows, lease_expires = await self._write(_bytes_text(claim))
+            rows = [_utf8_where_valid(row) for row in rows]
         rows.sort(key=lambda row: (row[10], row[0]))
-        return [
-            Delivery(job=_job(row), receipt=row[11], consumer=consumer, lease_expires=lease_expires)
-            for row in rows
-        ]
+        deliveries = []
+        bad: list[tuple[BadRow, Any]] = []
+        for row in rows:
+            job = _decode(row, queue)
+            if isinstance(job, BadRow):
+                bad.append((job, row[11]))
+                continue
+            if not row[12]:
+                job = replace_fields(job, attempt=job.attempt + 1)
+            deliveries.append(
+                Delivery(
+                    job=job,
+                    receipt=row[11],
+                    consumer=consumer,
+                    lease_expires=lease_expires,
+                    started=bool(row[12]),
+                    interrupted=bool(row[13]),
+                )
+            )
+        if bad:
+            await self._bury_bad(bad)
+        return deliveries
 
-    def _expire_leases(self, db: sqlite3.Connection, queue: str, now: float) -> None:
+    async def _bury_bad(self, bad: Sequence[tuple[BadRow, Any]]) -> None:
+        """Dead-letter rows that are no valid job, with the reason; the claim goes on.
+
+        Shielded: the good jobs of the claim are taken, and a cancellation here
+        must not lose them. If it fails, the bad rows come back when their
+        leases expire, and the next claim tries again.
+        """
+        now = self.now()
+        rows = [
+            (row.reason, now, now, now + self._result_ttl, row.job.id, receipt)
+            for row, receipt in bad
+        ]
+        with trio.CancelScope(shield=True):
+            try:
+                await self._write(
+                    lambda db: db.executemany(
+                        "UPDATE jobs SET status = 'dead', receipt = NULL, error = ?,"
+                        " traceback = NULL, died_at = ?, finished_at = ?, result_expires = ?"
+                        " WHERE id = ? AND status = 'in_flight' AND receipt = ?",
+                        rows,
+                    )
+                )
+            except BrokerError as error:
+                _log.warning(
+                    "bad_rows_not_buried", jobs=[r.job.id for r, _ in bad], error=str(error)
+                )
+                return
+        for row, _ in bad:
+            _log.error("bad_row_dead_lettered", job_id=row.job.id, reason=row.reason)
+
+    async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        now = self.now()
+
+        def mark(db: sqlite3.Connection) -> list[Delivery]:
+            started = []
+            for delivery in deliveries:
+                hit = db.execute(
+                    "UPDATE jobs SET attempt = attempt + 1 - started, started = 1 WHERE id = ?"
+                    " AND status = 'in_flight' AND receipt = ? AND lease_expires > ?"
+                    " RETURNING attempt",
+                    (delivery.job.id, delivery.receipt, now),
+                ).fetchone()
+                if hit is not None:
+                    started.append(
+                        Delivery(
+                            job=replace_fields(delivery.job, attempt=hit[0]),
+                            receipt=delivery.receipt,
+                            consumer=delivery.consumer,
+                            lease_expires=delivery.lease_expires,
+                            interrupted=delivery.interrupted,
+                        )
+                    )
+            return started
+
+        # Committed before any of these handlers runs: a run that kills its
+        # process is counted, so a poison job cannot come back for ever.
+        return await self._write(mark)
+
+    def _expire_leases(
+        self, db: sqlite3.Connection, queue: str, now: float, max_attempts: int
+    ) -> None:
+        # A started run whose lease expired was an attempt (its process died
+        # mid-run): dead when it was the last. An unstarted one just comes back.
         db.execute(
             "UPDATE jobs SET status = 'dead', receipt = NULL, died_at = ?, traceback = NULL,"
-            " error = 'lease expired on attempt ' || attempt || ' of ' || max_attempts,"
-            " finished_at = ?, result_expires = ? WHERE queue = ? AND status = 'in_flight'"
-            " AND lease_expires <= ? AND attempt >= max_attempts",
-            (now, now, now + self._result_ttl, queue, now),
+            " error = 'lease expired on attempt ' || attempt || ' of '"
+            " || COALESCE(NULLIF(max_attempts, 0), ?), finished_at = ?, result_expires = ?"
+            " WHERE queue = ? AND status = 'in_flight' AND lease_expires <= ? AND started = 1"
+            " AND attempt >= COALESCE(NULLIF(max_attempts, 0), ?)",
+            (now, max_attempts, now, now + self._result_ttl, queue, now, max_attempts),
         )
         db.execute(
-            "UPDATE jobs SET status = 'ready', ready_at = lease_expires, receipt = NULL"
+            "UPDATE jobs SET status = 'ready', ready_at = lease_expires, receipt = NULL,"
+            " interrupted = MAX(interrupted, started)"
             " WHERE queue = ? AND status = 'in_flight' AND lease_expires <= ?",
             (queue, now),
         )
@@ -288,9 +486,9 @@ class SqliteBroker:
 
     # --- settling --------------------------------------------------------------
 
-    async def ack(self, done: Sequence[tuple[Delivery, JSONValue]]) -> None:
+    async def ack(self, done: Sequence[tuple[Delivery, ResultJSON]]) -> None:
         now = self.now()
-        rows = [(encode_payload(value), now, now + self._result_ttl, d.job.id) for d, value in done]
+        rows = [(text, now, now + self._result_ttl, d.job.id) for d, text in done]
 
         def finish(db: sqlite3.Connection) -> None:
             counts: dict[str, int] = {}
@@ -316,8 +514,8 @@ class SqliteBroker:
         now = self.now()
         await self._write(
             lambda db: db.execute(
-                "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL, error = ?"
-                " WHERE id = ? AND status = 'in_flight' AND receipt = ?",
+                "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL, error = ?,"
+                " interrupted = 0 WHERE id = ? AND status = 'in_flight' AND receipt = ?",
                 (max(at, now), error, delivery.job.id, delivery.receipt),
             )
         )
@@ -349,12 +547,27 @@ class SqliteBroker:
         await self._write(
             lambda db: db.executemany(
                 "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL,"
-                " attempt = MAX(attempt - 1, 0) WHERE id = ? AND status = 'in_flight'"
+                " attempt = attempt - started, started = 0 WHERE id = ? AND status = 'in_flight'"
                 " AND receipt = ?",
                 rows,
             )
         )
         self._wake()
+
+    async def release_consumers(self, prefix: str) -> int:
+        now = self.now()
+        count = await self._write(
+            lambda db: (
+                db.execute(
+                    "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL,"
+                    " attempt = attempt - started, started = 0 WHERE status = 'in_flight'"
+                    " AND substr(consumer, 1, ?) = ?",
+                    (now, len(prefix), prefix),
+                ).rowcount
+            )
+        )
+        self._wake()
+        return count
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         now = self.now()
@@ -375,6 +588,8 @@ class SqliteBroker:
                             receipt=delivery.receipt,
                             consumer=delivery.consumer,
                             lease_expires=expires,
+                            started=delivery.started,
+                            interrupted=delivery.interrupted,
                         )
                     )
             return kept
@@ -416,6 +631,7 @@ class SqliteBroker:
         )
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        self._check_file(now=True)
         now = self.now()
 
         def count(db: sqlite3.Connection) -> dict[str, QueueStats]:
@@ -459,7 +675,7 @@ class SqliteBroker:
             rows = db.execute(sql + " ORDER BY died_at, id LIMIT ?", (*params, limit)).fetchall()
             return [_letter(row) for row in rows]
 
-        return await self._run(select)
+        return await self._read_any_text(select)
 
     async def get_dead(self, job_id: str) -> DeadLetter | None:
         def select(db: sqlite3.Connection) -> DeadLetter | None:
@@ -470,7 +686,15 @@ class SqliteBroker:
             ).fetchone()
             return _letter(row) if row is not None else None
 
-        return await self._run(select)
+        return await self._read_any_text(select)
+
+    async def _read_any_text(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a read; again reading text as bytes if some of it is not UTF-8
+        (a dead letter of a corrupt row must still be listed)."""
+        try:
+            return await self._run(_strict_text(fn))
+        except _UndecodableText:
+            return await self._run(_bytes_text(fn))
 
     async def requeue_dead(
         self, job_ids: Sequence[str] | None = None, *, queue: str | None = None
@@ -479,7 +703,8 @@ class SqliteBroker:
 
         def requeue(db: sqlite3.Connection) -> int:
             sql = (
-                "UPDATE jobs SET status = 'ready', ready_at = ?, attempt = 0, not_before = NULL,"
+                "UPDATE jobs SET status = 'ready', ready_at = ?, attempt = 0, interrupted = 0,"
+                " not_before = NULL,"
                 " error = NULL, traceback = NULL, died_at = NULL, result = NULL,"
                 " finished_at = NULL WHERE status = 'dead'"
             )
@@ -495,6 +720,35 @@ class SqliteBroker:
         self._wake()
         return count
 
+    async def store_raw_for_test(self, queue: str, fields: Mapping[str, str | bytes]) -> bool:
+        """Store a row as given, ready now (the ``RawStorable`` test hook).
+
+        Text is bound as text (so column affinity applies, as for any writer);
+        bytes are stored as TEXT byte for byte, even when not UTF-8. The row is
+        filed under ``queue`` (the column claims select on), whatever
+        ``fields["queue"]`` says. Returns False, storing nothing, when a
+        ``NOT NULL`` column is left out.
+        """
+        now = self.now()
+
+        def insert(db: sqlite3.Connection) -> bool:
+            required = {row[1] for row in db.execute("PRAGMA table_info(jobs)") if row[3]}
+            given = {name: value for name, value in fields.items() if name in ROW_FIELDS}
+            given.pop("queue", None)
+            if required & set(ROW_FIELDS) - {"queue"} - set(given):
+                return False
+            names = ", ".join([*given, "queue", "status", "ready_at"])
+            marks = ["CAST(? AS TEXT)" if isinstance(v, bytes) else "?" for v in given.values()]
+            db.execute(
+                f"INSERT INTO jobs ({names}) VALUES ({', '.join(marks)}, ?, 'ready', ?)",
+                [*given.values(), queue, now],
+            )
+            return True
+
+        stored = await self._write(insert)
+        self._wake()
+        return stored
+
     async def aclose(self) -> None:
         if self._closed:
             await trio.lowlevel.checkpoint()
@@ -506,7 +760,9 @@ class SqliteBroker:
 
 
 def _letter(row: Sequence[Any]) -> DeadLetter:
-    return DeadLetter(job=_job(row), error=row[10] or "", traceback=row[11], died_at=row[12] or 0.0)
+    row = _utf8_where_valid(row)
+    error, trace = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in row[10:12])
+    return DeadLetter(job=_job(row), error=error or "", traceback=trace, died_at=row[12] or 0.0)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

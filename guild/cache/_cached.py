@@ -27,7 +27,10 @@ class _Flight:
 
     done: trio.Event = attrs.Factory(trio.Event)
     value: Any = None
-    error: BaseException | None = None
+    error: Exception | None = None
+    # The leader was cancelled (its own timeout, its worker stopping) or
+    # interrupted: that ended its call, not the followers', who run again.
+    abandoned: bool = False
 
 
 def cached(
@@ -37,7 +40,9 @@ def cached(
 
     Concurrent calls with the same key share one call (single flight): the
     first runs the function, the others wait for its result. An exception is not
-    cached, and every waiter of that flight gets it too.
+    cached, and every waiter of that flight gets it too. A cancellation is not
+    shared: when the caller running the function is cancelled (its own timeout,
+    its worker stopping), the waiters are not; one of them runs it again.
 
     Args:
         cache: where results go (values must be JSON-serialisable for Redis).
@@ -48,17 +53,23 @@ def cached(
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         flights: dict[str, _Flight] = {}
-        name = f"{fn.__module__}.{fn.__qualname__}"
+        # A callable object has no name of its own: its class names it.
+        named = fn if hasattr(fn, "__qualname__") else type(fn)
+        name = f"{named.__module__}.{named.__qualname__}"
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             cache_key = key(*args, **kwargs) if key else default_key(name, args, kwargs)
-            found = await cache.get(cache_key)
-            if found is not None:
-                return found  # type: ignore[no-any-return]
-            flight = flights.get(cache_key)
-            if flight is not None:
+            while True:
+                found = await cache.get(cache_key)
+                if found is not None:
+                    return found  # type: ignore[no-any-return]
+                flight = flights.get(cache_key)
+                if flight is None:
+                    break
                 await flight.done.wait()
+                if flight.abandoned:
+                    continue  # the leader's cancellation was its own: lead, or follow anew
                 if flight.error is not None:
                     raise flight.error
                 return flight.value  # type: ignore[no-any-return]
@@ -66,8 +77,13 @@ def cached(
             try:
                 flight.value = await fn(*args, **kwargs)
                 await cache.set(cache_key, flight.value, ttl=ttl)
-            except BaseException as error:
+            except Exception as error:
                 flight.error = error
+                raise
+            except BaseException:
+                # trio.Cancelled (or a group of them), KeyboardInterrupt: handing
+                # these to followers would cancel tasks nobody cancelled.
+                flight.abandoned = True
                 raise
             finally:
                 del flights[cache_key]

@@ -1,26 +1,37 @@
-"""The ``guild`` command: one module per subcommand, each with ``register(subparsers)``."""
+"""The ``guild`` command: one module per subcommand, each with ``register(subparsers)``.
+
+The error contract lives here, in one handler around every command: exit 0 when
+the command did its work, 1 when the work itself failed (a supervisor gave up, a
+dead job is not there), 2 when the input was wrong or the broker cannot be
+reached. Every error is one line on stderr, ``guild: error: …`` (a JSON object
+with ``--json``), never a traceback; ``GUILD_DEBUG=1`` adds the traceback.
+"""
 
 from __future__ import annotations
 
-import argparse
 import inspect
+import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 import trio
 
-from .._errors import BrokerError, ConfigError
+from .._errors import GaveUp, GuildError
+from .._groups import leaves
 from .._version import __version__
+from ..observability import configure_logging
 from . import _dlq, _enqueue, _run, _stats, _status, _top
-from ._output import error
+from ._args import CommandFailed, Parser, wants_json
+from ._output import EXIT_FAILED, EXIT_USAGE
 
 COMMANDS = (_run, _enqueue, _stats, _dlq, _status, _top)
+EXIT_INTERRUPTED = 130
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="guild", description="guild: a Trio-native runtime for background work."
-    )
+def parser() -> Parser:
+    root = Parser(prog="guild", description="guild: a Trio-native runtime for background work.")
     root.add_argument("--version", action="version", version=f"guild {__version__}")
     subparsers = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
@@ -30,16 +41,66 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``guild`` command; returns the exit code."""
-    args = parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = parser().parse_args(arguments)
+        # stdout carries a command's answer (and its --json); a broker's warnings
+        # go to stderr. `guild run` sets its own level and format when it starts.
+        configure_logging(level="warning")
         if inspect.iscoroutinefunction(args.func):
             code: int = trio.run(args.func, args)
         else:
             code = args.func(args)
-    except (ConfigError, BrokerError) as exc:
-        return error(str(exc))
-    except KeyboardInterrupt:
-        return 130
+    except SystemExit:
+        raise  # --help, --version
+    except BaseException as exc:  # the one place every error becomes one line
+        found = leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+        # Ctrl-C, perhaps wrapped by a nursery it crossed.
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in found):
+            return EXIT_INTERRUPTED
+        if not isinstance(exc, Exception | BaseExceptionGroup):
+            raise
+        return report(exc, as_json=wants_json(arguments))
+    return code
+
+
+def classify(exc: BaseException) -> tuple[int, str, str]:
+    """The exit code, one-line message and type name of an error that ended a command.
+
+    Guild's own errors are the user's to fix (exit 2), except a supervisor that gave
+    up (exit 1). An exception group (trio's nurseries wrap what leaves them) is
+    judged by its leaves. Anything else is a fault in guild or the app: exit 1.
+    """
+    found = leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    unique = list(dict.fromkeys(_one_line(leaf) for leaf in found))
+    message = "; ".join(unique)
+    failed = [leaf for leaf in found if isinstance(leaf, GaveUp | CommandFailed)]
+    if failed:
+        return EXIT_FAILED, message, type(failed[0]).__name__
+    unexpected = [leaf for leaf in found if not isinstance(leaf, GuildError)]
+    if not unexpected:
+        return EXIT_USAGE, message, type(found[0]).__name__
+    name = type(unexpected[0]).__name__
+    detail = f"unexpected {name}: {_one_line(unexpected[0])}"
+    return EXIT_FAILED, detail + " (GUILD_DEBUG=1 shows the traceback)", name
+
+
+def _one_line(exc: BaseException) -> str:
+    # A message may hold newlines (a SyntaxError's, a nested error's): the contract
+    # is one line, so whitespace runs collapse to one space.
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def report(exc: BaseException, *, as_json: bool = False) -> int:
+    """Print ``exc`` as the one error line on stderr; return its exit code."""
+    code, message, name = classify(exc)
+    if os.environ.get("GUILD_DEBUG"):
+        traceback.print_exception(exc, file=sys.stderr)
+    if as_json:
+        line = json.dumps({"error": message, "type": name, "exit_code": code})
+        print(line, file=sys.stderr)
+    else:
+        print(f"guild: error: {message}", file=sys.stderr)
     return code
 
 

@@ -9,27 +9,44 @@ import trio
 
 from .._job import DeadLetter
 from ..brokers._url import open_broker
-from ._output import EXIT_FAILED, EXIT_OK, error, print_json, table
+from ._args import CommandFailed, UsageError, broker_url, integer, non_empty, queue_name
+from ._output import EXIT_FAILED, EXIT_OK, print_json, table
+
+MAX_LIMIT = 1_000_000
+
+
+class NoSuchDeadJob(CommandFailed):
+    """``dlq show ID`` found no dead job with that id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no dead job with id {job_id}")
+        self.job_id = job_id
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("dlq", help="list, show and requeue dead jobs")
     parser.add_argument(
-        "--broker", help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)"
+        "--broker",
+        type=broker_url,
+        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="dead jobs, oldest first")
-    listing.add_argument("--queue")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--queue", type=queue_name)
+    listing.add_argument(
+        "--limit", type=integer(1, MAX_LIMIT), default=100, help=f"at most (1 to {MAX_LIMIT:,})"
+    )
     show = actions.add_parser("show", help="one dead job with its error and traceback")
-    show.add_argument("id")
+    show.add_argument("id", type=non_empty("a job id"))
     requeue = actions.add_parser("requeue", help="put dead jobs back to work, attempts reset")
-    requeue.add_argument("ids", nargs="*", metavar="ID")
+    requeue.add_argument("ids", nargs="*", metavar="ID", type=non_empty("a job id"))
     requeue.add_argument("--all", action="store_true", help="every dead job (of --queue if given)")
-    requeue.add_argument("--queue")
+    requeue.add_argument("--queue", type=queue_name)
     for sub in (listing, show, requeue):
-        sub.add_argument("--broker", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sub.add_argument(
+            "--broker", type=broker_url, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         sub.add_argument(
             "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
@@ -52,12 +69,13 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
 
 def dlq(args: argparse.Namespace) -> int:
     if args.action == "requeue" and bool(args.ids) == bool(args.all):
-        return error("dlq requeue takes job IDs or --all (not both, not neither)")
+        raise UsageError("dlq requeue takes job IDs or --all (not both, not neither)")
     return trio.run(_dlq, args)
 
 
 async def _dlq(args: argparse.Namespace) -> int:
-    async with open_broker(args.broker) as broker:
+    # No command here makes a database: with none, there are no dead jobs to touch.
+    async with open_broker(args.broker, create=False) as broker:
         if args.action == "list":
             letters = await broker.list_dead(args.queue, limit=args.limit)
             if args.json:
@@ -71,8 +89,7 @@ async def _dlq(args: argparse.Namespace) -> int:
         if args.action == "show":
             letter = await broker.get_dead(args.id)
             if letter is None:
-                print(f"guild: error: no dead job with id {args.id}", flush=True)
-                return EXIT_FAILED
+                raise NoSuchDeadJob(args.id)
             if args.json:
                 print_json(_letter_json(letter))
             else:

@@ -6,43 +6,72 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
 from .._job import Job, JSONValue
-from ..brokers._url import open_broker
-from ._output import EXIT_OK, error, print_json, progress
+from ..brokers._url import broker_url_from_env, check_broker_url, open_broker
+from ._args import UsageError, broker_url, integer, non_empty, number, queue_name
+from ._output import EXIT_OK, print_json, progress
 
 BATCH = 500
+MAX_DELAY = 10 * 365 * 86_400.0
+"""Ten years: further out is a typo, and a clock sum that large loses its seconds."""
+MAX_ATTEMPTS = 1_000_000
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("enqueue", help="enqueue jobs")
-    parser.add_argument("queue")
+    parser.add_argument("queue", type=queue_name)
     parser.add_argument("payload", help="a JSON payload, or - for one JSON payload per stdin line")
     parser.add_argument(
-        "--broker", help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)"
+        "--broker",
+        type=broker_url,
+        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
     )
-    parser.add_argument("--key", help="idempotency key (single payload only)")
-    parser.add_argument("--delay", type=float, help="seconds before the job may run")
-    parser.add_argument("--max-attempts", type=int, default=5)
+    parser.add_argument(
+        "--key", type=non_empty("a non-empty key"), help="idempotency key (single payload only)"
+    )
+    parser.add_argument(
+        "--delay",
+        type=number(0, MAX_DELAY),
+        help=f"seconds before the job may run (0 to {MAX_DELAY:g})",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=integer(1, MAX_ATTEMPTS),
+        help=f"runs before the job is dead-lettered (1 to {MAX_ATTEMPTS:,};"
+        " default: the worker's max_attempts)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=enqueue)
 
 
+def _no_constant(name: str) -> NoReturn:
+    # Python's json reads NaN and Infinity; JSON has neither, and no broker could
+    # store the job, so they are refused with the rest of the bad input.
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse(text: str, where: str) -> JSONValue:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
-        raise ValueError(f"{where}: not valid JSON ({exc})") from exc
+        raise UsageError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply to be a payload") from None
 
 
 def _stdin_batches() -> Iterator[list[JSONValue]]:
     batch: list[JSONValue] = []
-    for number, line in enumerate(sys.stdin, start=1):
+    for line_number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"stdin line {line_number}: not UTF-8 ({exc})") from None
         if line.strip():
-            batch.append(_parse(line, f"stdin line {number}"))
+            batch.append(_parse(line, f"stdin line {line_number}"))
         if len(batch) >= BATCH:
             yield batch
             batch = []
@@ -51,23 +80,16 @@ def _stdin_batches() -> Iterator[list[JSONValue]]:
 
 
 def enqueue(args: argparse.Namespace) -> int:
-    if args.delay is not None and args.delay < 0:
-        return error(f"--delay must be >= 0, got {args.delay}")
-    if args.max_attempts < 1:
-        return error(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    check_broker_url(broker_url_from_env(args.broker))
     if args.payload == "-":
         if args.key is not None:
-            return error("--key names one job; it cannot be used with - (many payloads)")
+            raise UsageError("--key names one job; it cannot be used with - (many payloads)")
         # Parse everything first: a bad line must not leave half a file enqueued.
-        try:
-            batches = list(_stdin_batches())
-        except ValueError as exc:
-            return error(str(exc))
+        batches = list(_stdin_batches())
+        if not batches:
+            raise UsageError("stdin held no payloads (one JSON value per line)")
     else:
-        try:
-            batches = [[_parse(args.payload, "PAYLOAD_JSON")]]
-        except ValueError as exc:
-            return error(str(exc))
+        batches = [[_parse(args.payload, "PAYLOAD_JSON")]]
     jobs = trio.run(_enqueue_batches, args, batches)
     if args.json:
         print_json([{"id": j.id, "queue": j.queue, "key": j.key} for j in jobs])

@@ -1,4 +1,7 @@
-"""How commands talk: human text by default, JSON with ``--json``, errors as one line."""
+"""How commands talk: human text by default, JSON with ``--json``.
+
+Errors are printed in one place, ``guild.cli.report``.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +16,6 @@ import attrs
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-def error(message: str) -> int:
-    """Print one ``guild: error: …`` line on stderr; return the usage exit code."""
-    print(f"guild: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def to_jsonable(value: Any) -> Any:

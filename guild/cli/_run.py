@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import shutil
 import signal
@@ -17,17 +18,28 @@ import sys
 import tempfile
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
 from .._app import Guild
-from .._errors import ConfigError, GaveUp
-from ..brokers._url import broker_url_from_env, sqlite_path
+from .._errors import BrokerError, ConfigError, GaveUp, UnknownBrokerURL
+from .._groups import unwrap
+from .._worker import consumer_prefix
+from ..brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
+from ..config._load import MAX_PROCESSES
 from ..observability import configure_logging, observe, serve_http
 from ..observability._multiprocess import prepare_multiprocess
 from ..supervision import supervise_processes
-from ._output import EXIT_FAILED, EXIT_OK, error
+from ._args import UsageError, broker_url, integer, number
+from ._banner import banner, render, unserved_schedules, unserved_warning
+from ._output import EXIT_OK
 from ._target import load_target
+
+MAX_CONCURRENCY = 100_000
+MAX_GRACE = 86_400.0
+
+_HAND_BACK_TIMEOUT = 10.0
 
 _log = structlog.get_logger("guild.cli")
 
@@ -40,11 +52,26 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("target", help="module:attribute of a guild.Guild, or a guild.toml")
     parser.add_argument(
-        "--broker", help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)"
+        "--broker",
+        type=broker_url,
+        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
     )
-    parser.add_argument("--concurrency", type=int, help="handler tasks per worker")
-    parser.add_argument("--processes", type=int, help="worker processes (default 1)")
-    parser.add_argument("--grace", type=float, default=30.0, help="seconds children get to drain")
+    parser.add_argument(
+        "--concurrency",
+        type=integer(1, MAX_CONCURRENCY),
+        help=f"handler tasks per worker (1 to {MAX_CONCURRENCY:,})",
+    )
+    parser.add_argument(
+        "--processes",
+        type=integer(1, MAX_PROCESSES),
+        help=f"worker processes (default 1, at most {MAX_PROCESSES})",
+    )
+    parser.add_argument(
+        "--grace",
+        type=number(0, MAX_GRACE),
+        default=30.0,
+        help=f"seconds children get to drain (0 to {MAX_GRACE:g})",
+    )
     parser.add_argument(
         "--http",
         nargs="?",
@@ -59,11 +86,19 @@ def register(subparsers: Any) -> None:
         default="auto",
         help="JSON lines, console lines, or auto (console on a terminal)",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="the start-up banner and errors as JSON lines"
+    )
+    # Set on the children of --processes N: the parent has printed the banner once.
+    parser.add_argument("--no-banner", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
-def parse_http(value: str) -> tuple[str, int]:
+def parse_http(value: str, source: tuple[str, str] = ("--http", "http")) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts.
+
+    Args:
+        source: where the value came from, as the error's (path, key).
 
     Raises:
         ConfigError: not of that form.
@@ -71,7 +106,7 @@ def parse_http(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError("--http", "http", '"HOST:PORT" with a port from 0 to 65535', value)
+        raise ConfigError(*source, '"HOST:PORT" with a port from 0 to 65535', value)
     return host, int(port)
 
 
@@ -82,21 +117,27 @@ def run(args: argparse.Namespace) -> int:
             level=args.log_level,
         )
     except ValueError as exc:
-        return error(f"--log-level: {exc}")
+        raise UsageError(f"--log-level: {exc}") from None
     app, config = load_target(args.target)
-    http_value = args.http or (config.http if config else None)
-    http = parse_http(http_value) if http_value else None
+    http: tuple[str, int] | None = None
+    if args.http:
+        http = parse_http(args.http)
+    elif config is not None and config.http:
+        http = parse_http(config.http, (config.path, "guild.http"))
     url = broker_url_from_env(args.broker or (config.broker if config else None))
-    if url.startswith("sqlite:"):
-        sqlite_path(url)  # a missing directory is a usage error now, not a crash later
+    # Every URL fault is a usage error now, before a child starts or a file is made.
+    try:
+        check_broker_url(url)
+    except UnknownBrokerURL as exc:
+        if args.broker is None and config is not None and config.broker is not None:
+            expected = f"a broker URL ({exc.reason})"
+            raise ConfigError(config.path, "guild.broker", expected, config.broker) from exc
+        raise
     if args.concurrency is not None:
-        if args.concurrency < 1:
-            return error(f"--concurrency must be at least 1, got {args.concurrency}")
         for name in app.specs:
             app.configure(name, concurrency=args.concurrency)
     processes = args.processes or (config.processes if config else 1)
-    if processes < 1:
-        return error(f"--processes must be at least 1, got {processes}")
+    say = _Announcer(args, app, url, processes)
     if processes > 1:
         child = [
             sys.executable,
@@ -108,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             url,
             "--processes",
             "1",
+            "--no-banner",
         ]
         child += ["--log-level", args.log_level, "--log-format", args.log_format]
         if args.concurrency is not None:
@@ -118,44 +160,128 @@ def run(args: argparse.Namespace) -> int:
             child += ["--http", f"{http[0]}:{http[1]}"]
         # Children share one metrics directory (prometheus multiprocess mode), so
         # whichever child answers a scrape reports every child's counts.
+        # Reached once here: an unreachable broker is one error line, not N
+        # children failing until their supervisor gives up.
+        trio.run(_reach, url)
         metrics_dir = tempfile.mkdtemp(prefix="guild-metrics-")
         env = {**os.environ, **prepare_multiprocess(metrics_dir)}
+        say.started(http)
         try:
-            return trio.run(_supervise_children, child, processes, args.grace, env)
+            return trio.run(_supervise_children, child, processes, args.grace, env, url)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return trio.run(_serve, app, url, http)
+    return trio.run(_serve, app, url, http, say)
+
+
+@attrs.frozen
+class _Announcer:
+    """Prints the start-up banner and warnings once, human or JSON, on stderr."""
+
+    args: argparse.Namespace
+    app: Guild
+    url: str
+    processes: int
+
+    def started(self, http: tuple[str, int] | None) -> None:
+        if self.args.no_banner:
+            return
+        facts = banner(
+            self.app,
+            broker=display_url(self.url),
+            http=http,
+            processes=self.processes,
+        )
+        warnings = [unserved_warning(entry) for entry in unserved_schedules(self.app)]
+        if self.args.json:
+            print(json.dumps(facts, sort_keys=True), file=sys.stderr)
+            for warning in warnings:
+                print(json.dumps({"warning": warning}), file=sys.stderr)
+        else:
+            print(render(facts), file=sys.stderr)
+            for warning in warnings:
+                print(f"guild: warning: {warning}", file=sys.stderr)
+        sys.stderr.flush()
+
+
+async def _reach(url: str) -> None:
+    async with open_broker(url):
+        pass
 
 
 async def _supervise_children(
-    child: list[str], processes: int, grace: float, env: dict[str, str]
+    child: list[str], processes: int, grace: float, env: dict[str, str], url: str
 ) -> int:
-    return await supervise_processes(child, processes, grace=grace, env=env)
+    return await supervise_processes(
+        child,
+        processes,
+        grace=grace,
+        env=env,
+        on_killed=functools.partial(_hand_back_jobs, url),
+    )
 
 
-async def _serve(app: Guild, url: str, http: tuple[str, int] | None) -> int:
+async def _hand_back_jobs(url: str, pid: int) -> None:
+    """Give back at once, uncounted, every job child ``pid`` held when it was killed
+    after its grace: the kill was ours, not the jobs' fault, and their leases would
+    keep them waiting (and count their runs)."""
+    prefix = consumer_prefix(pid)
+    count: int | None = None
+    with trio.move_on_after(_HAND_BACK_TIMEOUT):
+        try:
+            async with open_broker(url) as broker:
+                count = await broker.release_consumers(prefix)
+        except BrokerError as exc:
+            # Their leases still bring the jobs back.
+            _log.warning("hand_back_failed", pid=pid, error=str(exc))
+            return
+    if count is None:
+        _log.warning("hand_back_failed", pid=pid, error="the broker did not answer in time")
+    else:
+        _log.info("jobs_handed_back", pid=pid, consumers=prefix, count=count)
+
+
+async def _serve(app: Guild, url: str, http: tuple[str, int] | None, say: _Announcer) -> int:
     stop = trio.Event()
     observe(app)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+    # Connected before the banner: an unreachable broker is the one error line,
+    # not a banner that claims a broker and then a crash.
+    async with open_broker(url) as broker, trio.open_nursery() as nursery:
+        # Started (not start_soon): a signal from here on drains, none is missed.
+        await nursery.start(_watch_signals, stop, nursery.cancel_scope)
         if http is not None:
-            port = await nursery.start(
-                functools.partial(serve_http, app, host=http[0], port=http[1])
-            )
-            _log.info("http_listening", host=http[0], port=port)
+            http = (http[0], await _listen(nursery, app, *http))
+        say.started(http)
         try:
-            await app.run(url, shutdown_trigger=stop.wait)
-        except GaveUp as exc:
-            _log.error("gave_up", app=app.name, error=str(exc))
-            return EXIT_FAILED
+            # A supervisor that gives up raises GaveUp, perhaps in a group: unwrapped
+            # here, it ends the command as one line and exit code 1 (guild.cli.main).
+            with unwrap(GaveUp):
+                await app.run(broker, shutdown_trigger=stop.wait)
         finally:
             nursery.cancel_scope.cancel(reason="app stopped")
     _log.info("stopped", app=app.name)
     return EXIT_OK
 
 
-async def _watch_signals(stop: trio.Event, scope: trio.CancelScope) -> None:
+async def _listen(nursery: trio.Nursery, app: Guild, host: str, port: int) -> int:
+    """Start the HTTP endpoints; a host or port that cannot be bound is a usage error."""
+    try:
+        with unwrap(OSError):
+            bound: int = await nursery.start(
+                functools.partial(serve_http, app, host=host, port=port)
+            )
+    except OSError as exc:
+        raise UsageError(f"--http {host}:{port}: cannot listen ({exc})") from None
+    _log.info("http_listening", host=host, port=bound)
+    return bound
+
+
+async def _watch_signals(
+    stop: trio.Event,
+    scope: trio.CancelScope,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             if not stop.is_set():
                 _log.info("draining", signal=signal.Signals(signum).name)

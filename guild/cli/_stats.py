@@ -9,20 +9,24 @@ import trio
 
 from .._job import QueueStats
 from ..brokers._url import open_broker
+from ._args import broker_url
 from ._output import EXIT_OK, print_json, table
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("stats", help="counts of jobs per queue")
     parser.add_argument(
-        "--broker", help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)"
+        "--broker",
+        type=broker_url,
+        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=stats)
 
 
 async def _stats(url: str | None) -> dict[str, QueueStats]:
-    async with open_broker(url) as broker:
+    # Reading never creates: a mistyped path is "no database at …", not a new empty one.
+    async with open_broker(url, create=False) as broker:
         return await broker.stats()
 
 

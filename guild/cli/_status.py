@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._args import http_url, number
 from ._output import print_json, table
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -24,9 +25,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Ask a running app's HTTP server (guild run --http) how it is doing."
         " Exit code: 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable.",
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"the app's HTTP server ({DEFAULT_URL})")
+    parser.add_argument(
+        "--url", type=http_url, default=DEFAULT_URL, help=f"the app's HTTP server ({DEFAULT_URL})"
+    )
     parser.add_argument("--json", action="store_true", help="print the /health JSON as is")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    parser.add_argument(
+        "--timeout",
+        type=number(above=0, high=3600),
+        default=5.0,
+        help="seconds to wait for an answer (more than 0, at most 3600)",
+    )
     parser.set_defaults(func=status)
 
 

@@ -19,7 +19,8 @@ def import_app(target: str, *, source: str = "TARGET") -> Guild:
     """Import ``module:attribute`` and check it is a :class:`guild.Guild`.
 
     Raises:
-        ConfigError: malformed target, module not importable, or not a Guild.
+        ConfigError: malformed target, module not found or raising on import, or
+            not a Guild.
     """
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
@@ -29,8 +30,13 @@ def import_app(target: str, *, source: str = "TARGET") -> Guild:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise ConfigError(source, "app", f"an importable module ({exc})", target) from exc
+    except Exception as exc:  # the app's own code: anything can go wrong
+        what = f"{type(exc).__name__}: {exc}"
+        raise ConfigError(
+            source, "app", f"module {module_name!r} to import, but it raised {what}", target
+        ) from exc
     app = module
     for part in attribute.split("."):
         app = getattr(app, part, None)  # type: ignore[assignment]
@@ -64,4 +70,8 @@ def apply_config(app: Guild, config: GuildConfig) -> None:
             raise ConfigError(
                 config.path, f"workers.{name}", f"one of the app's workers {sorted(app.specs)}"
             )
-        app.configure(name, **options)
+        try:
+            app.configure(name, **options)
+        except (TypeError, ValueError) as exc:
+            # The worker's own validation (prefetch against concurrency, say).
+            raise ConfigError(config.path, f"workers.{name}", f"valid options ({exc})") from exc

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ._args import http_url, number
 from ._output import table
 from ._status import DEFAULT_URL
 
@@ -34,10 +35,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="live view of a running app's workers",
         description="Watch a running app's workers (guild run --http) through /events.",
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"the app's HTTP server ({DEFAULT_URL})")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    parser.add_argument(
+        "--url", type=http_url, default=DEFAULT_URL, help=f"the app's HTTP server ({DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--interval",
+        type=number(above=0, high=3600),
+        default=1.0,
+        help="seconds between frames (more than 0, at most 3600)",
+    )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
-    parser.add_argument("--duration", type=float, help="exit after this many seconds")
+    parser.add_argument(
+        "--duration", type=number(above=0), help="exit after this many seconds (more than 0)"
+    )
     parser.set_defaults(func=top)
 
 

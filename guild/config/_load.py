@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from .._errors import ConfigError
 from ._schema import STRATEGIES, WORKER_OPTIONS, GuildConfig, SupervisorConfig
 
 _TOP_LEVEL = {"guild", "supervisor", "workers"}
+MAX_PROCESSES = 1024
+"""As ``guild run --processes``: more is a typo, and would fork that many."""
 
 
 class _Reader:
@@ -39,11 +42,17 @@ class _Reader:
             raise ConfigError(self.path, self.key(name), expected, value)
         return value
 
-    def positive(self, name: str, types: tuple[type, ...], default: Any) -> Any:
-        kind = "an integer" if types == (int,) else "a number"
-        value = self.get(name, types, f"{kind} > 0", default)
-        if value is not None and value <= 0:
-            raise ConfigError(self.path, self.key(name), f"{kind} > 0", value)
+    def positive(
+        self, name: str, types: tuple[type, ...], default: Any, at_most: float | None = None
+    ) -> Any:
+        kind = "an integer" if types == (int,) else "a finite number"
+        expected = f"{kind} > 0" + (f" and <= {at_most:,}" if at_most is not None else "")
+        value = self.get(name, types, expected, default)
+        # TOML has nan and inf: neither is a count or a duration.
+        if value is not None and not (0 < value < math.inf):
+            raise ConfigError(self.path, self.key(name), expected, value)
+        if value is not None and at_most is not None and value > at_most:
+            raise ConfigError(self.path, self.key(name), expected, value)
         return value
 
     def table_at(self, name: str) -> _Reader:
@@ -82,7 +91,7 @@ def load_config(path: str | Path) -> GuildConfig:
         path=shown,
         app=app,
         broker=top.get("broker", (str,), "a broker URL string", None),
-        processes=top.positive("processes", (int,), 1),
+        processes=top.positive("processes", (int,), 1, at_most=MAX_PROCESSES),
         http=top.get("http", (str,), 'a "host:port" string', None),
         supervisor=_supervisor(root.table_at("supervisor")),
         workers=_workers(root.table_at("workers")),

@@ -4,7 +4,13 @@ Rules (each one a named check in the verdict, so ``/health`` says *why*):
 
 * **unhealthy** (HTTP 503) when
   - the broker could not be reached (``Snapshot.queues is None``);
-  - a worker's circuit is open, or its supervisor gave up on it;
+  - a worker cannot reach the broker (``worker:<name>:broker``: it waits out
+    the outage and resumes by itself, but claims nothing meanwhile);
+  - the broker reports an unhealthy issue (``broker:<name>``, e.g. Redis lost
+    the jobs of a queue; it stays until acknowledged);
+  - a worker is not running: its circuit is open, its supervisor gave up on
+    it, it stopped or exited, its state is one this module does not know, or
+    its supervisor says it runs but its task is gone (``WorkerView.alive``);
   - a worker is *stalled*: its queue has ready jobs, it has a free handler, and
     it has claimed nothing for longer than ``Thresholds.stall`` seconds.
 * **degraded** (HTTP 200) when a threshold is crossed:
@@ -13,7 +19,10 @@ Rules (each one a named check in the verdict, so ``/health`` says *why*):
   - a worker's p95 processing time over the window is above ``p95_latency``;
   - memory use is above ``memory`` (a fraction of the limit);
   - a queue holds more than ``queue_length`` ready jobs;
-  - a worker is crashed, restarting or half-open (its supervisor is on it).
+  - a worker is crashed, restarting or half-open (its supervisor is on it),
+    or draining (it finishes what it holds, then stops);
+  - the broker reports a degraded issue (e.g. Redis without persistence, or
+    with an eviction policy that may drop job keys).
 * **healthy** otherwise.
 
 The overall status is the worst status of any check. Every threshold is
@@ -32,6 +41,7 @@ from typing import Any
 import attrs
 
 from .._job import QueueStats
+from ..brokers._protocol import BrokerIssue
 
 
 class Status(enum.Enum):
@@ -48,12 +58,16 @@ class Status(enum.Enum):
 
 _SEVERITY = {Status.HEALTHY: 0, Status.DEGRADED: 1, Status.UNHEALTHY: 2}
 
-UNHEALTHY_STATES = frozenset({"open", "gave_up"})
-"""Supervisor states in which a worker claims nothing and will not on its own."""
-DEGRADED_STATES = frozenset({"crashed", "restarting", "half_open"})
-"""Supervisor states of a worker its supervisor is bringing back."""
+UNHEALTHY_STATES = frozenset({"open", "gave_up", "stopped", "exited"})
+"""Supervisor states in which a worker claims nothing and will not on its own.
+(Any state not listed in this module is judged the same way.)"""
+DEGRADED_STATES = frozenset({"crashed", "restarting", "half_open", "draining"})
+"""Supervisor states of a worker its supervisor is bringing back, or that is
+finishing its jobs before it stops."""
 CLAIMING_STATES = frozenset({"starting", "running", "closed"})
-"""States in which a worker is expected to claim (and so can stall)."""
+"""States in which a worker is expected to claim (and so can stall); the only
+states judged healthy."""
+_ISSUE_STATUS = {"info": Status.HEALTHY, "degraded": Status.DEGRADED, "unhealthy": Status.UNHEALTHY}
 
 
 def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -110,6 +124,9 @@ class WorkerView:
         last_error: why it last crashed.
         processed: jobs done since the process started.
         failed_total: failed attempts since the process started.
+        broker_error: why the worker cannot reach the broker, while it cannot.
+        alive: whether the worker's task is running (False: it ended, whatever
+            its last supervisor state said).
     """
 
     name: str
@@ -125,6 +142,8 @@ class WorkerView:
     last_error: str | None = None
     processed: int = 0
     failed_total: int = 0
+    broker_error: str | None = None
+    alive: bool = True
 
     @property
     def error_rate(self) -> float:
@@ -140,12 +159,14 @@ class Snapshot:
         queues: broker counts by queue; None when the broker could not be reached.
         broker_error: why the broker could not be reached.
         memory: fraction of the memory limit in use (None: unknown on this system).
+        issues: what the broker found wrong with its backend (see ``Diagnosable``).
     """
 
     workers: Mapping[str, WorkerView] = attrs.field(factory=dict)
     queues: Mapping[str, QueueStats] | None = attrs.field(factory=dict)
     broker_error: str | None = None
     memory: float | None = None
+    issues: tuple[BrokerIssue, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -204,6 +225,8 @@ def _worker_json(worker: WorkerView, now: float) -> dict[str, Any]:
         "p95": worker.p95,
         "restarts": worker.restarts,
         "last_error": worker.last_error,
+        "broker_error": worker.broker_error,
+        "alive": worker.alive,
         "idle_for": None
         if worker.last_claim is None
         else round(max(0.0, now - worker.last_claim), 3),
@@ -213,6 +236,7 @@ def _worker_json(worker: WorkerView, now: float) -> dict[str, Any]:
 def assess(snapshot: Snapshot, thresholds: Thresholds, now: float) -> Health:
     """Judge a snapshot against thresholds at time ``now`` (see the module rules)."""
     checks = [_broker_check(snapshot), _memory_check(snapshot.memory, thresholds)]
+    checks.extend(_issue_check(issue) for issue in snapshot.issues)
     for name, stats in sorted((snapshot.queues or {}).items()):
         checks.append(_queue_check(name, stats, thresholds))
     for name, worker in sorted(snapshot.workers.items()):
@@ -232,6 +256,15 @@ def _broker_check(snapshot: Snapshot) -> Check:
             detail=snapshot.broker_error or "the broker did not answer",
         )
     return Check(name="broker", status=Status.HEALTHY, value="reachable")
+
+
+def _issue_check(issue: BrokerIssue) -> Check:
+    return Check(
+        name=f"broker:{issue.name}",
+        status=_ISSUE_STATUS[issue.severity],
+        value=issue.severity,
+        detail=issue.detail,
+    )
 
 
 def _memory_check(memory: float | None, thresholds: Thresholds) -> Check:
@@ -268,20 +301,7 @@ def _worker_checks(
     now: float,
 ) -> list[Check]:
     prefix = f"worker:{name}"
-    if worker.state in UNHEALTHY_STATES:
-        state_status = Status.UNHEALTHY
-    elif worker.state in DEGRADED_STATES:
-        state_status = Status.DEGRADED
-    else:
-        state_status = Status.HEALTHY
-    checks = [
-        Check(
-            name=f"{prefix}:state",
-            status=state_status,
-            value=worker.state,
-            detail=(worker.last_error or "") if state_status is not Status.HEALTHY else "",
-        )
-    ]
+    checks = [_state_check(prefix, worker), _worker_broker_check(prefix, worker)]
     counted = worker.finished >= thresholds.min_jobs
     rate_over = counted and worker.error_rate > thresholds.error_rate
     checks.append(
@@ -304,6 +324,38 @@ def _worker_checks(
     )
     checks.append(_stall_check(prefix, worker, queues, thresholds, now))
     return checks
+
+
+def _state_check(prefix: str, worker: WorkerView) -> Check:
+    detail = worker.last_error or ""
+    if worker.state in CLAIMING_STATES and worker.state != "starting" and not worker.alive:
+        # The supervisor's last word was "running", but the task has ended: a
+        # worker that returned without being asked claims nothing, however it
+        # ended. ("starting" is exempt: its task is registered a moment later.)
+        status, detail = Status.UNHEALTHY, "the worker is not running (its task ended)"
+    elif worker.state in CLAIMING_STATES:
+        status = Status.HEALTHY
+    elif worker.state in DEGRADED_STATES:
+        status = Status.DEGRADED
+    else:
+        status = Status.UNHEALTHY
+        detail = detail or f"the worker is {worker.state}"
+    return Check(
+        name=f"{prefix}:state",
+        status=status,
+        value=worker.state,
+        detail=detail if status is not Status.HEALTHY else "",
+    )
+
+
+def _worker_broker_check(prefix: str, worker: WorkerView) -> Check:
+    away = worker.broker_error is not None
+    return Check(
+        name=f"{prefix}:broker",
+        status=Status.UNHEALTHY if away else Status.HEALTHY,
+        value="unreachable" if away else "reachable",
+        detail=worker.broker_error or "",
+    )
 
 
 def _stall_check(

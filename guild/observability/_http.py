@@ -9,6 +9,8 @@ framework) served by hypercorn's Trio server inside the app's nursery::
 
 * ``GET /health``: the verdict of :func:`assess` as JSON; 200 when healthy or
   degraded, 503 when unhealthy.
+* ``POST /health/acknowledge``: clear the broker issues that stay until
+  acknowledged (Redis lost jobs); answers ``{"acknowledged": n}``.
 * ``GET /metrics``: the Prometheus text format (every process's in
   multiprocess mode).
 * ``/events`` (websocket): every message is a JSON array of events, in the
@@ -37,6 +39,7 @@ import trio
 
 from .._errors import BrokerError, GuildError
 from .._job import QueueStats
+from ..brokers._protocol import BrokerIssue, Diagnosable
 from ._health import Health, Thresholds, assess
 from ._hub import EventHub, Message
 from ._logging import LoggingInstrument
@@ -162,17 +165,41 @@ class ObservabilityApp:
         except BrokerError as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
+    async def _issues(self) -> tuple[BrokerIssue, ...]:
+        try:
+            broker = self.app.broker
+        except GuildError:
+            return ()
+        if not isinstance(broker, Diagnosable):
+            return ()
+        try:
+            with trio.fail_after(self.broker_timeout):
+                return tuple(await broker.diagnose())
+        except (trio.TooSlowError, BrokerError):
+            return ()  # the broker check (stats) already says it is unreachable
+
     async def health(self) -> tuple[Health, float]:
         """Assess the app now: the verdict and the monitor's time it was made at."""
         queues, error = await self._queues()
+        issues = await self._issues() if queues is not None else ()
         concurrency = {name: spec.concurrency for name, spec in self.app.specs.items()}
         monitor = self.observability.monitor
+        workers = self.app.workers()
         snapshot, now = monitor.snapshot(
             queues=queues,
             broker_error=error,
             memory=self._memory(),
-            active=_running(self.app),
+            active={name: stats.running for name, stats in workers.items()},
             concurrency=concurrency,
+            broker_errors={
+                name: stats.broker_error
+                for name, stats in workers.items()
+                if stats.broker_error is not None
+            },
+            # Which worker tasks are alive is known only while the app runs; when
+            # it does not, the supervisor's last states (stopped, exited) speak.
+            alive=set(workers) if self.app.supervisor is not None else None,
+            issues=issues,
         )
         return assess(snapshot, monitor.thresholds, now), now
 
@@ -180,6 +207,9 @@ class ObservabilityApp:
 
     async def _http(self, scope: Scope, send: Send) -> None:
         path, method = scope["path"], scope["method"]
+        if path == "/health/acknowledge" and method == "POST":
+            await self._acknowledge(send)
+            return
         if path not in ("/health", "/metrics"):
             await _respond(send, 404, b'{"error": "not found"}', "application/json", method)
             return
@@ -200,6 +230,17 @@ class ObservabilityApp:
         metrics.set_queues(queues)
         metrics.set_memory(self._memory())
         await _respond(send, 200, metrics.render(), CONTENT_TYPE, method)
+
+    async def _acknowledge(self, send: Send) -> None:
+        try:
+            broker = self.app.broker
+        except GuildError as exc:
+            body = json.dumps({"error": str(exc)}).encode()
+            await _respond(send, 503, body, "application/json", "POST")
+            return
+        count = broker.acknowledge() if isinstance(broker, Diagnosable) else 0
+        body = json.dumps({"acknowledged": count}).encode()
+        await _respond(send, 200, body, "application/json", "POST")
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":

@@ -10,12 +10,13 @@ concurrency, memory) to :meth:`Monitor.snapshot`. Its clock is its own
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import attrs
 import trio
 
 from .._job import QueueStats
+from ..brokers._protocol import BrokerIssue
 from ._events import ClaimPolled, Instrument, WorkerStateChanged
 from ._health import Snapshot, Thresholds, WorkerView
 from ._tally import JobCounts, WorkerCounts
@@ -120,6 +121,9 @@ class Monitor(Instrument):
         memory: float | None = None,
         active: Mapping[str, int] | None = None,
         concurrency: Mapping[str, int] | None = None,
+        broker_errors: Mapping[str, str] | None = None,
+        alive: Collection[str] | None = None,
+        issues: tuple[BrokerIssue, ...] = (),
     ) -> tuple[Snapshot, float]:
         """The snapshot now, and the monitor's ``now`` it was taken at.
 
@@ -129,6 +133,10 @@ class Monitor(Instrument):
             memory: fraction of the memory limit in use.
             active: jobs running now, per worker name.
             concurrency: handler tasks per worker name.
+            broker_errors: per worker name, why it cannot reach the broker now.
+            alive: the names of the workers whose task is running (None: unknown,
+                then every worker counts as alive).
+            issues: what the broker found wrong with its backend.
         """
         now = self.sample()
         views = {}
@@ -151,6 +159,14 @@ class Monitor(Instrument):
                 last_error=worker.last_error,
                 processed=counts.processed,
                 failed_total=counts.failed,
+                broker_error=(broker_errors or {}).get(name),
+                alive=alive is None or name in alive,
             )
-        snapshot = Snapshot(workers=views, queues=queues, broker_error=broker_error, memory=memory)
+        snapshot = Snapshot(
+            workers=views,
+            queues=queues,
+            broker_error=broker_error,
+            memory=memory,
+            issues=issues,
+        )
         return snapshot, now

@@ -13,7 +13,8 @@ Rules (OTP's, plus backoff and an opt-in circuit):
   sliding window: more than ``max_restarts`` within ``period`` seconds and the
   policy decides :class:`GiveUp` — the shell stops every child in reverse start
   order and fails into its parent. Restarts whose child crashes again before
-  coming up count the same.
+  coming up count the same. A child whose *first* start fails is not restarted
+  and counts nothing: the caller gets the error (:meth:`SupervisorPolicy.failed_to_start`).
 * **Backoff.** A restart waits ``initial * multiplier ** (n - 1)`` seconds,
   capped at ``maximum`` and shortened by up to ``jitter`` of itself (by the
   caller's random number), where *n* counts the restarts in the window.
@@ -70,6 +71,7 @@ class Event(enum.Enum):
     EXITED = "exited"
     CRASHED = "crashed"
     SCHEDULED_START = "scheduled_start"  # the shell starts a child the policy scheduled
+    FAILED_TO_START = "failed_to_start"  # its first start raised: the caller gets the error
 
 
 # Legal (state, event) pairs. Where a crash or an exit leads depends on the rules
@@ -79,6 +81,7 @@ TRANSITIONS: dict[tuple[ChildState, Event], frozenset[ChildState | None]] = {
     (ChildState.HALF_OPEN, Event.STARTED): frozenset({ChildState.HALF_OPEN}),
     (ChildState.RESTARTING, Event.SCHEDULED_START): frozenset({ChildState.STARTING}),
     (ChildState.OPEN, Event.SCHEDULED_START): frozenset({ChildState.HALF_OPEN}),
+    (ChildState.STARTING, Event.FAILED_TO_START): frozenset({None}),
     **{
         (state, event): frozenset({ChildState.RESTARTING, ChildState.OPEN, None})
         for state in (ChildState.STARTING, ChildState.RUNNING, ChildState.HALF_OPEN)
@@ -178,13 +181,23 @@ class _Child:
     last_error: str | None = None
 
 
+def _whole(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name!r} must be a whole number, got {value!r}")
+
+
 @attrs.define
 class SupervisorPolicy:
-    """The state machine of one supervisor."""
+    """The state machine of one supervisor.
+
+    Raises (when made):
+        ValueError: ``max_restarts`` below 0 or ``period`` not above 0 (OTP's
+            limits: a zero period would count no restart and never give up).
+    """
 
     strategy: Strategy = Strategy.ONE_FOR_ONE
-    max_restarts: int = 3
-    period: float = 5.0
+    max_restarts: int = attrs.field(default=3, validator=[_whole, attrs.validators.ge(0)])
+    period: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     backoff: Backoff = attrs.Factory(Backoff)
     children: dict[str, _Child] = attrs.Factory(dict)
     restarts: deque[float] = attrs.Factory(deque)
@@ -240,6 +253,12 @@ class SupervisorPolicy:
             Event.SCHEDULED_START,
             ChildState.HALF_OPEN if child.state is ChildState.OPEN else ChildState.STARTING,
         )
+
+    def failed_to_start(self, name: str) -> None:
+        """Its first start raised before it was up: as in OTP, that is the caller's
+        error (``start_child`` raises, a supervisor's init fails), not a restart."""
+        child = self._require(name, Event.FAILED_TO_START)
+        self._move(child, Event.FAILED_TO_START, None)
 
     def exited(self, name: str, now: float, rand: float) -> list[Decision]:
         child = self._require(name, Event.EXITED)

@@ -10,6 +10,10 @@ only the parent, which forwards one SIGTERM to every child (each drains: stops
 claiming, finishes or hands back its jobs) and waits up to ``grace`` seconds
 before SIGKILL. Each child also gets SIGTERM if the parent itself dies
 (``PR_SET_PDEATHSIG``), so no worker outlives its supervisor.
+
+A child killed after its grace dies holding jobs. ``on_killed(pid)`` runs once
+it is gone, so the caller can hand those back at once (``guild run`` releases
+every job its consumers held, uncounted) instead of leaving them to their leases.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import functools
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import structlog
 import trio
@@ -44,11 +48,22 @@ def _child_setup() -> None:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+OnKilled = Callable[[int], Awaitable[None]]
+"""Called with the pid of a child that was SIGKILLed after its grace, once it exited."""
+
+
 class _Fleet:
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None, grace: float) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        grace: float,
+        on_killed: OnKilled | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.grace = grace
+        self.on_killed = on_killed
         self.processes: dict[int, trio.Process] = {}
         self.draining = False
         self.killed = 0
@@ -84,10 +99,15 @@ class _Fleet:
         with trio.move_on_after(self.grace):
             await process.wait()
         if process.returncode is None:
-            self.killed += 1
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+            await self._kill(process)
+
+    async def _kill(self, process: trio.Process) -> None:
+        self.killed += 1
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        if self.on_killed is not None:
+            await self.on_killed(process.pid)
 
     async def drain(self) -> None:
         self.draining = True
@@ -100,10 +120,7 @@ class _Fleet:
                 await process.wait()
         for process in live:
             if process.returncode is None:
-                self.killed += 1
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+                await self._kill(process)
 
 
 async def supervise_processes(
@@ -115,16 +132,21 @@ async def supervise_processes(
     period: float = 30.0,
     backoff: Backoff | None = None,
     env: Mapping[str, str] | None = None,
+    on_killed: OnKilled | None = None,
     task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run ``count`` copies of ``argv`` until SIGTERM/SIGINT; restart any that dies.
+
+    ``on_killed(pid)`` is awaited for each child killed after ``grace`` seconds,
+    once it has exited; it should bound its own time and not raise (an error
+    would end the supervision).
 
     Returns:
         0 when every child drained cleanly on a signal; 1 when the supervisor
         gave up, a child had to be killed after ``grace``, or one exited with an
         error while draining.
     """
-    fleet = _Fleet(argv, env, grace)
+    fleet = _Fleet(argv, env, grace, on_killed)
     supervisor = Supervisor(
         "processes",
         strategy=Strategy.ONE_FOR_ONE,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -20,7 +20,7 @@ import structlog
 import trio
 
 from .._errors import GaveUp
-from .._groups import describe, unwrap
+from .._groups import describe, leaves
 from ._policy import (
     Backoff,
     ChildState,
@@ -91,6 +91,7 @@ class _Outcome:
     crashed: bool
     started: bool
     error: str | None
+    detail: str | None = None
 
 
 @attrs.define
@@ -99,6 +100,17 @@ class _Running:
     generation: int
     scope: trio.CancelScope
     done: trio.Event
+    # Set once it called task_status.started() or ended, whichever came first:
+    # what the starter waits for (cancellably, so no start can hold up shutdown).
+    settled: trio.Event
+    first: bool  # its first start: a failure is the caller's error, not a restart
+    up: bool = False
+    failure: Exception | None = None
+
+
+def _only(error: BaseException, kind: type[BaseException]) -> bool:
+    found = leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return bool(found) and all(isinstance(leaf, kind) for leaf in found)
 
 
 class _StartedFlag:
@@ -121,8 +133,18 @@ class Supervisor:
         on_event: called with every :class:`ChildEvent`.
         rand: jitter source in ``[0, 1)``.
 
+        children: started in order by :meth:`run` before it reports started
+            (OTP's init); one that fails its first start fails the supervisor.
+
+    Raises:
+        ValueError: ``max_restarts < 0``, ``period <= 0``, or two children share a name.
+
     Raises (from :meth:`run`):
-        GaveUp: intensity exceeded; every child was stopped first.
+        GaveUp: intensity exceeded; every child was stopped first. Raised as it
+            is, never inside an exception group, so ``except GaveUp`` catches it.
+        Exception: a child of ``children`` failed its first start (the child's
+            own error, with a note naming it); the ones started before it were
+            stopped, latest first.
     """
 
     def __init__(
@@ -135,7 +157,13 @@ class Supervisor:
         backoff: Backoff | None = None,
         on_event: Callable[[ChildEvent], None] | None = None,
         rand: Callable[[], float] = random.random,
+        children: Sequence[ChildSpec] = (),
     ) -> None:
+        names = [spec.name for spec in children]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"supervisor {name!r}: children named {duplicated} more than once")
+        self._initial = tuple(children)
         self.name = name
         self.policy = SupervisorPolicy(
             strategy=strategy,
@@ -159,35 +187,70 @@ class Supervisor:
         return dict(self._status)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Supervise until cancelled; raise :class:`GaveUp` when intensity is exceeded."""
+        """Start ``children``, then supervise until cancelled; raise :class:`GaveUp`
+        when intensity is exceeded."""
+        if self._nursery is not None:
+            raise RuntimeError(f"supervisor {self.name!r} is running already")
+        outcome: BaseException | None = None
         try:
-            with unwrap(GaveUp):
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    task_status.started()
-                    try:
-                        await self._loop()
-                    finally:
-                        # Cancelling the nursery would stop every child at once;
-                        # OTP stops them one by one, latest started first, each
-                        # within its grace.
-                        with trio.CancelScope(shield=True):
-                            await self._stop_all("shutdown")
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    outcome = await self._init()
+                    if outcome is None:
+                        task_status.started()
+                        outcome = await self._loop()
+                finally:
+                    # Cancelling the nursery would stop every child at once;
+                    # OTP stops them one by one, latest started first, each
+                    # within its grace.
+                    with trio.CancelScope(shield=True):
+                        await self._stop_all("shutdown")
         finally:
             self._nursery = None
+        # Raised here, outside the nursery, so it is not wrapped in a group.
+        if outcome is not None:
+            raise outcome
 
     async def start_child(self, spec: ChildSpec) -> None:
-        """Add and start a child; returns once it called ``task_status.started()``
-        (or once it failed, which the policy then handles)."""
+        """Add and start a child; returns once it called ``task_status.started()``.
+
+        Raises:
+            RuntimeError: the supervisor is not running.
+            ValueError: a child of that name exists (running, or waiting for a
+                restart); nothing was changed.
+            Exception: the child failed its first start (its own error): as in
+                OTP it is not restarted, counts nothing, and is not kept.
+        """
         if self._nursery is None:
             raise RuntimeError(f"supervisor {self.name!r} is not running")
+        if spec.name in self._specs or self.policy.state(spec.name) is not None:
+            now = "running" if spec.name in self._running else "present"
+            raise ValueError(
+                f"supervisor {self.name!r} has a child named {spec.name!r} already ({now});"
+                " the new spec was refused and nothing changed"
+            )
         self._specs[spec.name] = spec
         self.policy.add(spec.name, spec.restart, spec.circuit)
-        await self._start(spec.name)
+        await self._start(spec.name, first=True)
+
+    async def _init(self) -> Exception | None:
+        for spec in self._initial:
+            try:
+                await self.start_child(spec)
+            except Exception as error:
+                _log.error(
+                    "supervisor_failed_to_start",
+                    supervisor=self.name,
+                    child=spec.name,
+                    error=describe(error),
+                )
+                return error
+        return None
 
     # --- the loop --------------------------------------------------------------
 
-    async def _loop(self) -> None:
+    async def _loop(self) -> GaveUp:
         while True:
             deadline = self.policy.next_deadline()
             outcome = None
@@ -196,7 +259,9 @@ class Supervisor:
             now = trio.current_time()
             decisions = self.policy.tick(now) if outcome is None else self._feed(outcome, now)
             for decision in decisions:
-                await self._apply(decision)
+                gave_up = await self._apply(decision, now)
+                if gave_up is not None:
+                    return gave_up
 
     def _feed(self, outcome: _Outcome, now: float) -> list[Decision]:
         current = self._running.get(outcome.child)
@@ -206,14 +271,17 @@ class Supervisor:
         if outcome.crashed:
             self._emit(outcome.child, "crashed", outcome.error, outcome.error)
             return self.policy.crashed(outcome.child, now, self._rand(), outcome.error or "")
-        self._emit(outcome.child, "exited")
+        self._emit(outcome.child, "exited", outcome.detail)
         return self.policy.exited(outcome.child, now, self._rand())
 
-    async def _apply(self, decision: Decision) -> None:
+    async def _apply(self, decision: Decision, now: float) -> GaveUp | None:
         match decision:
             case RestartChildren(stop, start, delay, cause):
                 for name in stop:
                     await self._stop(name, reason="supervisor restart")
+                    if self.policy.state(name) is None:
+                        # A temporary sibling: stopped for good, so it goes (as in OTP).
+                        self._forget(name)
                 for name in start:
                     self._emit(name, "restarting", f"in {delay:.3g}s: {cause}")
                 await trio.sleep(delay)
@@ -224,12 +292,13 @@ class Supervisor:
                             self._emit(name, "half_open", "one trial start")
                         await self._start(name)
             case OpenCircuit(child, until):
-                self._emit(child, "open", f"circuit open for {until - trio.current_time():.3g}s")
+                # `now` is when the policy decided: reading the clock again would
+                # report a cooldown shortened by however long logging took.
+                self._emit(child, "open", f"circuit open for {until - now:.3g}s")
             case CloseCircuit(child):
                 self._emit(child, "closed", "trial stayed up; circuit closed")
             case Remove(child):
-                self._specs.pop(child, None)
-                self._status.pop(child, None)
+                self._forget(child)
             case GiveUp(restarts, period, cause):
                 self._emit_all("gave_up", cause)
                 _log.error(
@@ -239,12 +308,16 @@ class Supervisor:
                     period=period,
                     cause=cause,
                 )
-                await self._stop_all("shutdown")
-                raise GaveUp(self.name, restarts, period, cause)
+                return GaveUp(self.name, restarts, period, cause)
+        return None
+
+    def _forget(self, name: str) -> None:
+        self._specs.pop(name, None)
+        self._status.pop(name, None)
 
     # --- children --------------------------------------------------------------
 
-    async def _start(self, name: str) -> None:
+    async def _start(self, name: str, *, first: bool = False) -> None:
         assert self._nursery is not None
         spec = self._specs[name]
         self._generation += 1
@@ -254,20 +327,30 @@ class Supervisor:
             # Shielded: only the supervisor stops a child, in reverse start order.
             scope=trio.CancelScope(shield=True),
             done=trio.Event(),
+            settled=trio.Event(),
+            first=first,
         )
         self._running[name] = running
         self._emit(name, "starting")
-        await self._nursery.start(self._child_task, running)
+        # Not nursery.start(): that would wait out a start that never reports,
+        # uncancellably (the child's scope is shielded). Waiting here can be
+        # cancelled, and the child, already in _running, is then stopped with
+        # the rest, within its grace.
+        self._nursery.start_soon(self._child_task, running, name=f"{self.name}/{name}")
+        await running.settled.wait()
+        if running.failure is not None:
+            running.failure.add_note(
+                f"child {name!r} of supervisor {self.name!r} failed its first start"
+            )
+            raise running.failure
 
-    async def _child_task(self, running: _Running, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _child_task(self, running: _Running) -> None:
         spec = running.spec
-        started = False
 
         def on_started() -> None:
-            nonlocal started
-            if not started:
-                started = True
-                task_status.started()
+            if not running.up:
+                running.up = True
+                running.settled.set()
                 if self._running.get(spec.name) is running:
                     self.policy.started(spec.name, trio.current_time())
                     self._emit(
@@ -277,19 +360,43 @@ class Supervisor:
                         else "half_open",
                     )
 
-        crashed, error = False, None
+        crashed, error, detail = False, None, None
         try:
             with running.scope:
                 await spec.start(task_status=_StartedFlag(on_started))
         except Exception as exc:
-            crashed, error = True, describe(exc)
+            if _only(exc, GaveUp):
+                # A child supervisor that gave up exits as OTP's `shutdown`: not a
+                # crash, so a transient parent lets it go, a permanent one restarts it.
+                detail = f"shutdown: {describe(exc)}"
+            elif running.first and not running.up and self._running.get(spec.name) is running:
+                self._failed_to_start(running, exc)
+                return
+            else:
+                crashed, error = True, describe(exc)
+        except BaseException as exc:
+            if running.scope.cancel_called or not _only(exc, trio.Cancelled):
+                raise
+            # A Cancelled that no scope of ours sent (one leaked from another
+            # task): the child ended without being asked to, which is a crash.
+            crashed = True
+            error = f"LeakedCancellation: {spec.name} ended by a cancellation that was not its own"
         finally:
             running.done.set()
-            if not started:
-                task_status.started()
+            running.settled.set()
         if running.scope.cancelled_caught and not crashed:
             return  # stopped by us
-        self._send.send_nowait(_Outcome(spec.name, running.generation, crashed, started, error))
+        self._send.send_nowait(
+            _Outcome(spec.name, running.generation, crashed, running.up, error, detail)
+        )
+
+    def _failed_to_start(self, running: _Running, error: Exception) -> None:
+        name = running.spec.name
+        del self._running[name]
+        self.policy.failed_to_start(name)
+        self._emit(name, "failed_to_start", describe(error), describe(error))
+        self._forget(name)
+        running.failure = error
 
     async def _stop(self, name: str, *, reason: str) -> None:
         running = self._running.pop(name, None)

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
+from .._codec import ResultJSON
 from .._errors import BrokerUnavailable
-from .._job import DeadLetter, Delivery, Job, JSONValue, QueueStats, Result
+from .._job import DeadLetter, Delivery, Job, QueueStats, Result
 from ..brokers._protocol import Broker
 
 Hook = Callable[[str], Awaitable[None]]
@@ -89,12 +90,32 @@ class FaultyBroker:
         return await self.inner.enqueue(jobs)
 
     async def claim(
-        self, queue: str, *, consumer: str, limit: int, lease: float, wait: float = 0.0
+        self,
+        queue: str,
+        *,
+        consumer: str,
+        limit: int,
+        lease: float,
+        wait: float = 0.0,
+        start: int | None = None,
+        max_attempts: int = 5,
     ) -> list[Delivery]:
         await self._before("claim")
-        return await self.inner.claim(queue, consumer=consumer, limit=limit, lease=lease, wait=wait)
+        return await self.inner.claim(
+            queue,
+            consumer=consumer,
+            limit=limit,
+            lease=lease,
+            wait=wait,
+            start=start,
+            max_attempts=max_attempts,
+        )
 
-    async def ack(self, done: Sequence[tuple[Delivery, JSONValue]]) -> None:
+    async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        await self._before("start")
+        return await self.inner.start(deliveries)
+
+    async def ack(self, done: Sequence[tuple[Delivery, ResultJSON]]) -> None:
         await self._before("ack")
         await self.inner.ack(done)
 
@@ -109,6 +130,10 @@ class FaultyBroker:
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         await self._before("release")
         await self.inner.release(deliveries)
+
+    async def release_consumers(self, prefix: str) -> int:
+        await self._before("release_consumers")
+        return await self.inner.release_consumers(prefix)
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         await self._before("extend")

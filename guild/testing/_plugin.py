@@ -1,5 +1,11 @@
 """guild's pytest plugin (entry point ``pytest11``): fixtures for testing workers.
 
+Everyone who installs guild gets this plugin loaded into every pytest run, so
+loading it imports nothing beyond guild's own runtime dependencies and pytest:
+the fixtures run on pytest-trio, an extra (``pip install 'guild[testing]'``).
+Without it the fixtures still exist, and a test that asks for one fails saying
+which extra to install; every other test runs as if the plugin were not there.
+
 (``autojump_clock`` comes from pytest-trio itself: ask for it and virtual time
 jumps whenever every task is blocked, so retries, backoff and leases that take
 minutes run in milliseconds; the memory broker follows it.)
@@ -12,42 +18,40 @@ minutes run in milliseconds; the memory broker follows it.)
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-
 import pytest
-import trio
 
-from .._app import Guild
-from ..brokers._protocol import Broker
-from ..brokers.memory import MemoryBroker
+EXTRA = "pip install 'guild[testing]'"
 
-RunApp = Callable[[Guild, Broker], Awaitable[Guild]]
+# pytest-trio's own entry-point name: present when installed and not disabled (-p no:trio).
+_PYTEST_TRIO = "trio"
 
 
-@pytest.fixture
-async def memory_broker() -> AsyncIterator[MemoryBroker]:
-    """A fresh in-memory broker."""
-    broker = MemoryBroker()
-    try:
-        yield broker
-    finally:
-        await broker.aclose()
+def _missing(fixture: str) -> None:
+    pytest.fail(
+        f"guild's {fixture} fixture runs on pytest-trio, which is not installed"
+        f" (or disabled with -p no:trio): {EXTRA}",
+        pytrace=False,
+    )
 
 
-@pytest.fixture
-async def run_app(nursery: trio.Nursery) -> AsyncIterator[RunApp]:
-    """Start apps in the test's nursery; each is drained when the test ends."""
-    stops: list[trio.Event] = []
+class _WithoutTrio:
+    """Stand-ins with the fixtures' names that say which extra they need."""
 
-    async def start(app: Guild, broker: Broker) -> Guild:
-        stop = trio.Event()
-        stops.append(stop)
-        await nursery.start(functools.partial(app.run, broker, shutdown_trigger=stop.wait))
-        return app
+    @pytest.fixture
+    def memory_broker(self) -> None:
+        _missing("memory_broker")
 
-    try:
-        yield start
-    finally:
-        for stop in stops:
-            stop.set()
+    @pytest.fixture
+    def run_app(self) -> None:
+        _missing("run_app")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every pytest11 plugin is loaded before pytest_configure, so pytest-trio's
+    # presence is known here whatever order the entry points came in.
+    if config.pluginmanager.hasplugin(_PYTEST_TRIO):
+        from . import _trio_fixtures
+
+        config.pluginmanager.register(_trio_fixtures, "guild-fixtures")
+    else:
+        config.pluginmanager.register(_WithoutTrio(), "guild-fixtures")

@@ -32,7 +32,7 @@ import trio.testing
 
 from .._app import Guild
 from .._errors import BrokerUnavailable, DependencyFailure, GaveUp
-from .._job import Job, JobStatus, JSONValue
+from .._job import Job, JobStatus, JSONValue, attempts_allowed
 from .._spec import Handler, WorkerSpec
 from ..brokers.memory import MemoryBroker
 from ._faults import FaultyBroker
@@ -243,7 +243,7 @@ class Simulator:
                 lost.append(job.id)
                 continue
             counts[result.status] += 1
-            if result.attempts > job.max_attempts:
+            if result.attempts > attempts_allowed(job, self._spec_for(job.queue).max_attempts):
                 over.append(job.id)
             if result.status is JobStatus.DEAD and not result.error:
                 no_reason.append(job.id)

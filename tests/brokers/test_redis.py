@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 import guild
-from guild.brokers.redis import RedisBroker, _deliveries
+from guild.brokers import encode_result
+from guild.brokers.redis import _JOB_FIELDS, RedisBroker, _deliveries
 from tests._redis_server import RedisServer, running_redis_server
 
 
@@ -20,9 +21,11 @@ def server() -> Iterator[RedisServer]:
 async def _claim_script(broker: RedisBroker, token: str, limit: int) -> list[str]:
     now = broker.now()
     flat = await broker._call(
-        "claim", ["q", repr(now), 60_000, 5_000, repr(now + 30), "c1", limit, token]
+        # start every job taken; 5 attempts for jobs that set none
+        "claim",
+        ["q", repr(now), 60_000, 5_000, repr(now + 30), "c1", limit, token, limit, 5],
     )
-    return [str(flat[i], "utf-8") for i in range(2, len(flat), 11)]
+    return [str(flat[i], "utf-8") for i in range(2, len(flat), _JOB_FIELDS)]
 
 
 class TestClaimReplay:
@@ -40,7 +43,7 @@ class TestClaimReplay:
             stats = (await broker.stats(["q"]))["q"]
             assert (stats.in_flight, stats.ready) == (2, 3)
             # A job finished since is not handed out again.
-            await broker.ack([(d, None) for d in await _held(broker, jobs[0].id)])
+            await broker.ack([(d, encode_result(None)) for d in await _held(broker, jobs[0].id)])
             assert await _claim_script(broker, "token-1", 2) == [jobs[1].id]
             # A new token is a new claim.
             assert await _claim_script(broker, "token-2", 2) == [jobs[2].id, jobs[3].id]
@@ -51,9 +54,10 @@ class TestClaimReplay:
 async def _held(broker: RedisBroker, job_id: str) -> list[guild.Delivery]:
     now = broker.now()
     flat = await broker._call(
-        "claim", ["q", repr(now), 60_000, 5_000, repr(now + 30), "c1", 5, "token-1"]
+        "claim", ["q", repr(now), 60_000, 5_000, repr(now + 30), "c1", 5, "token-1", 5, 5]
     )
-    return [d for d in _deliveries(flat[2:], "c1", now + 30) if d.job.id == job_id]
+    taken, _ = _deliveries(flat[2:], "q", "c1", now + 30)
+    return [d for d in taken if d.job.id == job_id]
 
 
 class TestClaimErrors:

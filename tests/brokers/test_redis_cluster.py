@@ -13,6 +13,7 @@ import trio
 
 from guild import BrokerUnavailable, Job, JobStatus, UnknownBrokerURL, open_broker
 from guild.brokers import _redis_keys as keys
+from guild.brokers import encode_result
 from guild.brokers.redis import RedisBroker, cluster_client_url
 from tests._redis_server import RedisCluster, free_cluster_port, redis_cli_binary
 
@@ -44,7 +45,7 @@ def _slot(cluster: RedisCluster, key: str) -> int:
 async def _round_trip(broker: RedisBroker, queue: str = "q") -> None:
     [job] = await broker.enqueue([Job(queue=queue, payload={"n": 1})])
     [delivery] = await broker.claim(queue, consumer="c", limit=1, lease=30, wait=1)
-    await broker.ack([(delivery, 42)])
+    await broker.ack([(delivery, encode_result(42))])
     result = await broker.get_result(job.id, wait=1)
     assert result is not None
     assert (result.status, result.value) == (JobStatus.DONE, 42)

@@ -41,3 +41,42 @@ doomed = guild.Guild(
 async def always_down(job: guild.Job) -> None:
     # Every job finds its dependency down: the worker crashes until the supervisor gives up.
     raise guild.DependencyFailure("the database is gone")
+
+
+scheduled = guild.Guild("scheduled")
+
+
+@scheduled.worker("reports", concurrency=3)
+async def report(job: guild.Job) -> None:
+    return None
+
+
+@scheduled.worker("mail", name="mailer", concurrency=2)
+async def mail(job: guild.Job) -> None:
+    return None
+
+
+scheduled.periodic(3600, "reports", name="hourly-report")
+# No worker of this app takes from "cleanup": `guild run` warns at start.
+scheduled.periodic("0 3 * * *", "cleanup", name="nightly-cleanup")
+
+
+class Runner:
+    """A handler that runs commands in a sandbox (as guild_workers' task worker does)."""
+
+    def __init__(self, sandbox: guild.Sandbox) -> None:
+        self.sandbox = sandbox
+
+    async def handle(self, job: guild.Job) -> None:
+        return None
+
+
+sandboxed = guild.Guild("sandboxed")
+sandboxed.add_worker(
+    guild.WorkerSpec(
+        queue="commands",
+        handler=Runner(
+            guild.Sandbox(guild.SandboxPolicy(isolate="never", allow=("python3",)))
+        ).handle,
+    )
+)

@@ -78,11 +78,13 @@ class TestBadInput:
         assert len(lines) == 1, done.stderr
         assert lines[0].startswith("guild: error: ") and message in lines[0]
 
-    def test_bad_line_in_bulk_enqueues_nothing(self, db_url: str) -> None:
+    def test_bad_line_in_bulk_enqueues_nothing(self, tmp_path: Path, db_url: str) -> None:
         done = run_guild("enqueue", "q", "-", "--broker", db_url, input="1\n2\n{oops\n4\n")
         assert done.returncode == 2 and "stdin line 3" in done.stderr
+        assert list(tmp_path.iterdir()) == []  # not even an empty database
         stats = run_guild("stats", "--broker", db_url, "--json")
-        assert json.loads(stats.stdout) == {}
+        assert stats.returncode == 2
+        assert json.loads(stats.stderr)["error"] == f"no database at {tmp_path}/guild.db"
 
     def test_bad_config_names_file_and_key(self, tmp_path: Path) -> None:
         config = tmp_path / "guild.toml"

@@ -40,7 +40,7 @@ class TestAdmit:
         for i, start in enumerate(admitted):
             for j in range(i, len(admitted)):
                 window = admitted[j] - start
-                assert j - i + 1 <= rate.burst + window / rate.interval + 1e-6
+                assert j - i + 1 <= rate.burst + window * rate.rate / rate.period + 1e-6
 
     @given(rates, gaps)
     def test_refusal_retry_after_is_exact(self, rate: Rate, gaps: list[float]) -> None:
@@ -72,10 +72,76 @@ class TestAdmit:
             decision = admit(tat, now, rate)
             assert decision.admitted
             tat = decision.tat
-            now += rate.interval
+            now += rate.period / rate.rate  # the spacing, computed here
 
     def test_invalid_rates_cannot_be_built(self) -> None:
         with pytest.raises(ValueError, match="rate"):
             Rate(rate=0)
         with pytest.raises(ValueError, match="burst"):
             Rate(rate=1, burst=0)
+
+
+class TestWrittenOut:
+    """Defaults, derived figures and one schedule, written out rather than read back."""
+
+    def test_defaults_are_one_second_and_no_burst(self) -> None:
+        rate = Rate(rate=2)
+        assert (rate.period, rate.burst, rate.interval, rate.tolerance) == (1.0, 1, 0.5, 0.0)
+        wide = Rate(rate=4, period=2.0, burst=3)
+        assert (wide.interval, wide.tolerance) == (0.5, 1.0)
+
+    def test_a_schedule(self) -> None:
+        rate = Rate(rate=2)  # one every 0.5 s, no burst
+        first = admit(-math.inf, 10.0, rate)
+        assert (first.admitted, first.tat, first.retry_after) == (True, 10.5, 0.0)
+        again = admit(first.tat, 10.0, rate)
+        assert (again.admitted, again.tat, again.retry_after) == (False, 10.5, 0.5)
+        on_time = admit(first.tat, 10.5, rate)
+        assert (on_time.admitted, on_time.tat) == (True, 11.0)
+        # After an idle spell the state restarts from now, it does not bank credit.
+        idle = admit(on_time.tat, 20.0, rate)
+        assert (idle.admitted, idle.tat) == (True, 20.5)
+        assert not admit(idle.tat, 20.1, rate).admitted
+
+    def test_a_burst_of_three(self) -> None:
+        rate = Rate(rate=1, burst=3)
+        tat = -math.inf
+        for expected in (1.0, 2.0, 3.0):
+            decision = admit(tat, 0.0, rate)
+            assert (decision.admitted, decision.tat) == (True, expected)
+            tat = decision.tat
+        refused = admit(tat, 0.0, rate)
+        assert (refused.admitted, refused.retry_after) == (False, 1.0)
+        assert admit(tat, 1.0, rate).tat == 4.0
+
+    def test_rounding_slack_is_burst_plus_four_units_in_the_last_place(self) -> None:
+        # A caller back exactly when told may be a few float roundings early: up to
+        # (burst + 4) ulps of the largest of 1, |now| and |tat| are forgiven, no more.
+        one = Rate(rate=1.0)  # burst 1: 5 ulps
+        ulp = math.ulp(1000.0)
+        assert admit(1000.0 + 5 * ulp, 1000.0, one).admitted
+        assert not admit(1000.0 + 6 * ulp, 1000.0, one).admitted
+        # Below 1 the unit is ulp(1.0), not the smaller ulp of now or tat.
+        unit = math.ulp(1.0)
+        assert admit(0.5 + 5 * unit, 0.5, one).admitted
+        assert not admit(0.5 + 6 * unit, 0.5, one).admitted
+        three = Rate(rate=1.0, burst=3)  # tolerance 2 s, 7 ulps
+        assert admit(1002.0 + 7 * ulp, 1000.0, three).admitted
+        late = admit(1002.0 + 8 * ulp, 1000.0, three)
+        assert (late.admitted, late.retry_after) == (False, 8 * ulp)
+
+    @pytest.mark.parametrize(
+        ("bad", "message"),
+        [
+            ({"rate": 0}, "rate must be a positive finite number"),
+            ({"rate": -1}, "rate must be a positive finite number"),
+            ({"rate": math.inf}, "rate must be a positive finite number"),
+            ({"rate": math.nan}, "rate must be a positive finite number"),
+            ({"rate": 1, "period": 0}, "period must be a positive finite number"),
+            ({"rate": 1, "period": math.inf}, "period must be a positive finite number"),
+            ({"rate": 1, "burst": 0}, "burst"),
+        ],
+    )
+    def test_validators(self, bad: dict[str, float], message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            Rate(**bad)  # type: ignore[arg-type]

@@ -317,3 +317,305 @@ class TestTransitions:
     def test_stop_order_is_reverse_start_order(self) -> None:
         policy = _policy(Strategy.ONE_FOR_ONE, [Restart.PERMANENT] * 4)
         assert policy.running_in_stop_order() == ["c3", "c2", "c1", "c0"]
+
+
+class TestHalfOpenAgain:
+    """A trial that crashes reopens the circuit, and the next cooldown brings another trial."""
+
+    def test_a_second_trial_follows_a_crashed_first_one(self) -> None:
+        circuit = Circuit(threshold=1, window=60.0, cooldown=10.0, healthy_after=5.0)
+        policy = _circuit_policy(circuit)
+        assert policy.crashed("dep", 0.0, 0.0, "down") == [OpenCircuit("dep", 10.0)]
+        trial = RestartChildren(stop=(), start=("dep",), delay=0.0, cause="dep half-open trial")
+        assert policy.tick(10.0) == [trial]
+        policy.scheduled_start("dep")
+        policy.started("dep", 10.0)
+        assert policy.crashed("dep", 12.0, 0.0, "still down") == [OpenCircuit("dep", 22.0)]
+        # Down again, but not for ever: the next cooldown ends in another trial.
+        assert policy.next_deadline() == 22.0
+        assert policy.tick(21.9) == []
+        assert policy.tick(22.0) == [trial]
+        assert policy.tick(23.0) == []  # still exactly one per cooldown
+        assert policy.next_deadline() is None
+        policy.scheduled_start("dep")
+        # The first trial's start time is gone: nothing closes before this one is up.
+        assert policy.next_deadline() is None
+        assert policy.tick(22.0) == []
+        assert policy.started("dep", 22.0) == []
+        assert policy.state("dep") is ChildState.HALF_OPEN
+        assert policy.next_deadline() == 27.0
+        assert policy.tick(27.0) == [CloseCircuit("dep")]
+        assert policy.state("dep") is ChildState.RUNNING
+
+    def test_a_trial_that_fails_before_it_is_up_reopens_and_retries(self) -> None:
+        circuit = Circuit(threshold=1, window=60.0, cooldown=10.0, healthy_after=5.0)
+        policy = _circuit_policy(circuit)
+        policy.crashed("dep", 0.0, 0.0, "down")
+        policy.tick(10.0)
+        policy.scheduled_start("dep")  # the trial's start raises before `started`
+        assert policy.state("dep") is ChildState.HALF_OPEN
+        assert policy.next_deadline() is None  # not up, so nothing to close
+        assert policy.tick(100.0) == []
+        assert policy.crashed("dep", 10.5, 0.0, "no route") == [OpenCircuit("dep", 20.5)]
+        assert policy.tick(20.5) == [
+            RestartChildren(stop=(), start=("dep",), delay=0.0, cause="dep half-open trial")
+        ]
+
+    def test_many_failed_trials_never_give_up(self) -> None:
+        circuit = Circuit(threshold=1, window=60.0, cooldown=10.0)
+        policy = _circuit_policy(circuit)
+        policy.crashed("dep", 0.0, 0.0, "down")
+        now = 0.0
+        for _ in range(20):
+            now += 10.0
+            (trial,) = policy.tick(now)
+            assert isinstance(trial, RestartChildren) and trial.start == ("dep",)
+            policy.scheduled_start("dep")
+            policy.started("dep", now)
+            assert policy.crashed("dep", now + 1.0, 0.0, "down") == [OpenCircuit("dep", now + 11.0)]
+            now += 1.0
+        assert not policy.gave_up
+
+
+class TestWrittenOut:
+    """Defaults, validators and names, written out from the documented rules."""
+
+    def test_default_policy_gives_up_on_the_fourth_restart_in_five_seconds(self) -> None:
+        policy = SupervisorPolicy()
+        policy.add("c0", Restart.PERMANENT)
+        policy.started("c0", 0.0)
+        delays = []
+        for now in (0.0, 1.0, 2.0):
+            (decision,) = policy.crashed("c0", now, 0.0, "boom")
+            assert isinstance(decision, RestartChildren)
+            assert (decision.stop, decision.start, decision.cause) == (
+                (),
+                ("c0",),
+                "c0 crashed: boom",
+            )
+            delays.append(decision.delay)
+            _bring_up(policy, ["c0"], now)
+        # Default backoff: 0.1 s doubling, rand 0 takes no jitter off.
+        assert delays == pytest.approx([0.1, 0.2, 0.4])
+        assert policy.crashed("c0", 4.9, 0.0, "boom") == [
+            GiveUp(restarts=4, period=5.0, cause="c0 crashed: boom")
+        ]
+        assert policy.gave_up
+
+    def test_default_period_is_five_seconds(self) -> None:
+        policy = SupervisorPolicy()
+        policy.add("c0", Restart.PERMANENT)
+        policy.started("c0", 0.0)
+        for now in (0.0, 1.0, 2.0, 5.0):  # the restart at 0.0 has left the window at 5.0
+            assert isinstance(policy.crashed("c0", now, 0.0, "x")[0], RestartChildren)
+            _bring_up(policy, ["c0"], now)
+        assert policy.restarts_in_period(5.0) == 3
+        assert policy.restarts_in_period(6.0) == 2
+        assert policy.restarts_in_period(7.0) == 1
+        assert policy.restarts_in_period(10.0) == 0
+
+    def test_default_backoff(self) -> None:
+        backoff = Backoff()
+        assert [backoff.delay(n, 0.0) for n in range(1, 11)] == pytest.approx(
+            [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0]
+        )
+        # Jitter 0.2: rand 0.5 takes 10 % off, rand near 1 nearly 20 %.
+        assert backoff.delay(1, 0.5) == pytest.approx(0.09)
+        assert backoff.delay(20, 0.999999) == pytest.approx(24.0, abs=1e-4)
+
+    def test_default_circuit(self) -> None:
+        policy = SupervisorPolicy(backoff=NO_BACKOFF)
+        policy.add("dep", Restart.PERMANENT, Circuit())
+        policy.started("dep", 0.0)
+        # Five crashes within 60 s open it for 60 s; then a trial that stays up 5 s closes it.
+        for now in (0.0, 10.0, 20.0, 30.0):
+            assert isinstance(policy.crashed("dep", now, 0.0, "x")[0], RestartChildren)
+            _bring_up(policy, ["dep"], now)
+        assert policy.crashed("dep", 40.0, 0.0, "x") == [OpenCircuit("dep", 100.0)]
+        assert policy.tick(99.9) == []
+        policy.tick(100.0)
+        policy.scheduled_start("dep")
+        policy.started("dep", 100.0)
+        assert policy.tick(104.9) == []
+        assert policy.tick(105.0) == [CloseCircuit("dep")]
+
+    def test_default_circuit_window_is_sixty_seconds(self) -> None:
+        policy = SupervisorPolicy(backoff=NO_BACKOFF)
+        policy.add("dep", Restart.PERMANENT, Circuit())
+        policy.started("dep", 0.0)
+        for now in (0.0, 15.0, 30.0, 45.0, 60.0):  # the crash at 0.0 has left at 60.0
+            assert isinstance(policy.crashed("dep", now, 0.0, "x")[0], RestartChildren)
+            _bring_up(policy, ["dep"], now)
+        assert policy.crashed("dep", 61.0, 0.0, "x") == [OpenCircuit("dep", 121.0)]
+
+    def test_circuit_crashes_wait_the_nth_delay(self) -> None:
+        policy = SupervisorPolicy(
+            max_restarts=1, backoff=Backoff(initial=1.0, multiplier=3.0, jitter=0.0)
+        )
+        policy.add("dep", Restart.PERMANENT, Circuit(threshold=4, window=100.0))
+        policy.started("dep", 0.0)
+        delays = []
+        for now in (0.0, 1.0, 2.0):
+            (decision,) = policy.crashed("dep", now, 0.0, "x")
+            assert isinstance(decision, RestartChildren)
+            delays.append(decision.delay)
+            _bring_up(policy, ["dep"], now)
+        assert delays == [1.0, 3.0, 9.0]
+        # The circuit, not the intensity, limits it: no restart was counted.
+        assert policy.restarts_in_period(2.0) == 0
+
+    def test_exits_and_crashes_by_restart_type(self) -> None:
+        policy = _policy(
+            Strategy.ONE_FOR_ONE, [Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY]
+        )
+        (again,) = policy.exited("c0", 1.0, 0.0)
+        assert again == RestartChildren(stop=(), start=("c0",), delay=0.0, cause="c0 exited")
+        assert policy.exited("c1", 1.0, 0.0) == [Remove("c1")]
+        assert policy.crashed("c2", 1.0, 0.0, "x") == [Remove("c2")]
+        assert (policy.state("c1"), policy.state("c2")) == (None, None)
+        assert policy.children["c0"].last_error is None
+
+    def test_a_crash_records_its_error(self) -> None:
+        policy = _policy(Strategy.ONE_FOR_ONE, [Restart.TRANSIENT])
+        (decision,) = policy.crashed("c0", 1.0, 0.0, "disk full")
+        assert isinstance(decision, RestartChildren)
+        assert decision.cause == "c0 crashed: disk full"
+        assert policy.children["c0"].last_error == "disk full"
+
+    def test_starting_and_half_open_siblings_are_stopped_too(self) -> None:
+        policy = SupervisorPolicy(strategy=Strategy.ONE_FOR_ALL, backoff=NO_BACKOFF)
+        policy.add("a", Restart.PERMANENT)
+        policy.started("a", 0.0)
+        policy.add("b", Restart.PERMANENT, Circuit(threshold=1, cooldown=1.0))
+        policy.started("b", 0.0)
+        policy.add("c", Restart.PERMANENT)  # added, not yet up
+        policy.crashed("b", 0.0, 0.0, "x")
+        policy.tick(1.0)
+        policy.scheduled_start("b")
+        policy.started("b", 1.0)
+        assert policy.state("b") is ChildState.HALF_OPEN
+        (decision,) = policy.crashed("a", 2.0, 0.0, "x")
+        assert decision == RestartChildren(
+            stop=("c", "b"), start=("a", "b", "c"), delay=0.0, cause="a crashed: x"
+        )
+        assert [policy.state(n) for n in "abc"] == [ChildState.RESTARTING] * 3
+
+    @pytest.mark.parametrize(
+        ("bad", "field"),
+        [
+            ({"initial": -0.1}, "initial"),
+            ({"maximum": -0.1}, "maximum"),
+            ({"multiplier": 0.99}, "multiplier"),
+            ({"jitter": -0.01}, "jitter"),
+            ({"jitter": 1.01}, "jitter"),
+        ],
+    )
+    def test_backoff_validators(self, bad: dict[str, float], field: str) -> None:
+        with pytest.raises(ValueError, match=field):
+            Backoff(**bad)
+
+    @pytest.mark.parametrize(
+        ("bad", "field"),
+        [
+            ({"threshold": 0}, "threshold"),
+            ({"window": 0.0}, "window"),
+            ({"cooldown": -0.1}, "cooldown"),
+            ({"healthy_after": -0.1}, "healthy_after"),
+        ],
+    )
+    def test_circuit_validators(self, bad: dict[str, float], field: str) -> None:
+        with pytest.raises(ValueError, match=field):
+            Circuit(**bad)  # type: ignore[arg-type]
+
+    def test_backoff_and_circuit_fields_are_keyword_only(self) -> None:
+        with pytest.raises(TypeError):
+            Backoff(0.1)  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            Circuit(5)  # type: ignore[misc]
+
+    def test_validator_boundaries_are_accepted(self) -> None:
+        assert Backoff(initial=0.0, maximum=0.0, multiplier=1.0, jitter=1.0).delay(3, 0.5) == 0.0
+        assert Backoff(initial=2.0, multiplier=1.0, jitter=0.0).delay(9, 0.5) == 2.0
+        Circuit(threshold=1, window=0.001, cooldown=0.0, healthy_after=0.0)
+
+    def test_names(self) -> None:
+        assert [r.value for r in Restart] == ["permanent", "transient", "temporary"]
+        assert [s.value for s in Strategy] == ["one_for_one", "one_for_all", "rest_for_one"]
+        # The health policy and the logs know children by these names.
+        assert {s.value for s in ChildState} >= {
+            "starting",
+            "running",
+            "restarting",
+            "open",
+            "half_open",
+        }
+
+
+class TestIllegalEvents:
+    """An event a state does not allow raises, names both, and changes nothing."""
+
+    def _in(self, state: ChildState) -> SupervisorPolicy:
+        policy = SupervisorPolicy(backoff=NO_BACKOFF, max_restarts=100)
+        policy.add("c", Restart.PERMANENT, Circuit(threshold=1, cooldown=1.0))
+        if state is ChildState.STARTING:
+            return policy
+        policy.started("c", 0.0)
+        if state is ChildState.RUNNING:
+            return policy
+        policy.crashed("c", 0.0, 0.0, "x")  # threshold 1: open
+        if state is ChildState.OPEN:
+            return policy
+        policy.tick(1.0)
+        policy.scheduled_start("c")
+        policy.started("c", 1.0)
+        assert policy.state("c") is ChildState.HALF_OPEN
+        return policy
+
+    def _restarting(self) -> SupervisorPolicy:
+        policy = SupervisorPolicy(backoff=NO_BACKOFF)
+        policy.add("c", Restart.PERMANENT)
+        policy.started("c", 0.0)
+        policy.crashed("c", 0.0, 0.0, "x")
+        assert policy.state("c") is ChildState.RESTARTING
+        return policy
+
+    @pytest.mark.parametrize("state", [ChildState.RUNNING, ChildState.OPEN])
+    def test_started(self, state: ChildState) -> None:
+        policy = self._in(state)
+        with pytest.raises(IllegalTransition, match=f"'c' in state '{state.value}'.*'started'"):
+            policy.started("c", 5.0)
+        assert policy.state("c") is state
+
+    def test_started_while_restarting(self) -> None:
+        policy = self._restarting()
+        with pytest.raises(IllegalTransition, match="in state 'restarting'"):
+            policy.started("c", 5.0)
+        assert policy.state("c") is ChildState.RESTARTING
+
+    @pytest.mark.parametrize(
+        "state", [ChildState.STARTING, ChildState.RUNNING, ChildState.HALF_OPEN]
+    )
+    def test_scheduled_start(self, state: ChildState) -> None:
+        policy = self._in(state)
+        with pytest.raises(IllegalTransition, match=f"in state '{state.value}'.*'scheduled_start'"):
+            policy.scheduled_start("c")
+        assert policy.state("c") is state
+
+    def test_crash_and_exit_while_down(self) -> None:
+        for policy, state in (
+            (self._restarting(), ChildState.RESTARTING),
+            (self._in(ChildState.OPEN), ChildState.OPEN),
+        ):
+            with pytest.raises(IllegalTransition, match="'crashed'"):
+                policy.crashed("c", 5.0, 0.0, "x")
+            with pytest.raises(IllegalTransition, match="'exited'"):
+                policy.exited("c", 5.0, 0.0)
+            assert policy.state("c") is state
+            assert not policy.gave_up
+
+    def test_an_absent_child(self) -> None:
+        policy = SupervisorPolicy()
+        with pytest.raises(
+            IllegalTransition, match="child 'x' in state 'absent' cannot take event 'started'"
+        ):
+            policy.started("x", 0.0)

@@ -24,9 +24,9 @@ from ._support import (
 
 JOBS = 2000
 STORM_CUTS = 30
-# The default SupervisorOptions ride out ~15 s of broker outage; a storm of cuts
-# 50 ms apart crashes the worker faster than that backoff allows, so these tests
-# allow more restarts.
+# A broker outage (a cut connection) is waited out, not a crash; these tests
+# still allow many restarts so that a crash they did not expect shows in the
+# report rather than as a GaveUp.
 TOLERANT = guild.SupervisorOptions(max_restarts=30, period=5.0)
 
 
@@ -147,7 +147,8 @@ async def test_redis_restart_with_aof(aof_redis_server: RedisServer) -> None:
                 assert after_restart.done + after_restart.ready + after_restart.in_flight == JOBS
                 await wait_for_done(direct, JOBS)
             await _assert_all_done(direct, jobs, seen)
-    assert supervision.count("crashed") >= 1, "the restart never reached the worker"
+    # The restart is an outage the worker waits out: no crash, no restart.
+    assert supervision.count("crashed") == 0, supervision.errors()
     assert supervision.count("gave_up") == 0
     print(f"\n{_report('restart', supervision, seen)}; after the restart: {after_restart}")
 

@@ -144,7 +144,9 @@ async def test_two_processes_one_killed(
     duplicates = sum(1 for count in runs.values() if count > 1)
     assert set(runs) == {job.id for job in jobs}, "a job finished without a job_done line"
     assert max(runs.values()) <= 2
-    assert 0 < redelivered <= HELD_PER_PROCESS, redelivered
+    # Only a run that had started counts: a kill that lands between a claim and
+    # the starts of its (prefetched) jobs sends them back uncounted.
+    assert redelivered <= HELD_PER_PROCESS, redelivered
     assert duplicates <= redelivered
     print(
         f"[duplicates] executed twice: {duplicates}; redelivered after the kill: {redelivered};"

@@ -1,9 +1,11 @@
-"""The worker's task tree over the memory broker, in virtual time."""
+"""The worker's task tree over the memory broker, in virtual time (and SQLite where said)."""
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import structlog
@@ -12,6 +14,7 @@ import trio.testing
 
 import guild
 from guild import Job, MemoryBroker, RetryPolicy, WorkerSpec
+from guild.brokers.sqlite import SqliteBroker
 
 
 async def _run_until(worker: guild.Worker, condition: trio.Event) -> None:
@@ -183,8 +186,16 @@ class TestFailures:
         assert result is not None and result.error is not None
         assert result.error.startswith("JobTimeout: job") and "timed out after 3s" in result.error
 
+    @pytest.mark.parametrize(
+        ("raw", "reason"),
+        [
+            (b"{nope", "payload is not valid JSON"),
+            (b"\xff\xfe", "payload is not valid JSON"),
+            ("[" * 100_000 + "]" * 100_000, "(nested too deeply to decode)"),
+        ],
+    )
     async def test_undecodable_payload_goes_to_dead_letters(
-        self, autojump_clock: trio.testing.MockClock
+        self, autojump_clock: trio.testing.MockClock, raw: str | bytes, reason: str
     ) -> None:
         broker = MemoryBroker()
         ran = False
@@ -193,17 +204,26 @@ class TestFailures:
             nonlocal ran
             ran = True
 
-        bad = guild.UndecodablePayload(raw=b"{nope", reason="payload is not valid JSON")
-        (job,) = await broker.enqueue([Job(queue="q", payload=bad)])
+        # Stored as a corrupt row would be: the broker reads it back as it reads any row.
+        fields: dict[str, str | bytes] = {
+            "id": "j1",
+            "queue": "q",
+            "payload": raw,
+            "attempt": "0",
+            "max_attempts": "3",
+            "enqueued_at": "1.0",
+        }
+        assert await broker.store_raw_for_test("q", fields)
         worker = guild.Worker(WorkerSpec(queue="q", handler=handler), broker)
         async with trio.open_nursery() as nursery:
             await nursery.start(worker.serve)
-            result = await broker.get_result(job.id, wait=100)
+            result = await broker.get_result("j1", wait=100)
             worker.drain()
         assert not ran
         assert result is not None and result.status is guild.JobStatus.DEAD
-        letter = await broker.get_dead(job.id)
-        assert letter is not None and "not valid JSON" in letter.error
+        letter = await broker.get_dead("j1")
+        assert letter is not None and reason in letter.error
+        assert letter.error.startswith("rejected: job j1: payload is not valid JSON")
 
     async def test_dependency_streak_crashes_the_worker(
         self, autojump_clock: trio.testing.MockClock
@@ -367,3 +387,91 @@ class TestLifespan:
             job = await app.enqueue("q", None)
             await app.result(job, wait=10)
         assert log == ["open pool", "open client", "job", "close client", "close pool"]
+
+
+class TestUnencodableResults:
+    """A result JSON cannot encode fails that job's attempt, in its own task: the
+    acker, the job's batch-mates and the worker carry on (real SQLite file)."""
+
+    async def test_only_the_bad_results_fail(self, tmp_path: Path) -> None:
+        broker = await SqliteBroker.open(tmp_path / "jobs.db")
+        at = datetime.datetime(2026, 1, 2, 3, 4, 5)
+        returns: dict[str, object] = {
+            "good-a": {"n": 1},
+            "datetime": at,
+            "good-b": [1, "two"],
+            "bytes": b"\x00raw",
+            "set": {1, 2},
+            "nan": float("nan"),
+            "nested": [0, 1, {"rows": [{"at": at}]}],
+            "good-c": None,
+        }
+        # Written out, not computed by guild: what each dead letter must say.
+        expected_errors = {
+            "datetime": "ResultEncodeError: result is a datetime, which JSON cannot encode",
+            "bytes": "ResultEncodeError: result is bytes, which JSON cannot encode",
+            "set": "ResultEncodeError: result is a set, which JSON cannot encode",
+            "nan": "ResultEncodeError: result is float('nan'); JSON has no NaN or Infinity",
+            "nested": "ResultEncodeError: result[2]['rows'][0]['at'] is a datetime,"
+            " which JSON cannot encode",
+        }
+        calls: dict[str, int] = {}
+
+        async def handler(job: Job) -> object:
+            calls[job.payload] = calls.get(job.payload, 0) + 1
+            return returns[job.payload]
+
+        try:
+            jobs = await broker.enqueue(
+                [Job(queue="q", payload=name, max_attempts=1) for name in returns]
+            )
+            # Concurrency above the job count: every job finishes in one scheduling
+            # round, so the good and the bad share an ack batch.
+            spec = WorkerSpec(queue="q", handler=handler, concurrency=16)
+            worker = guild.Worker(spec, broker)
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(worker.serve)
+                    results = {
+                        job.payload: await broker.get_result(job.id, wait=20) for job in jobs
+                    }
+                    # Still serving: a job enqueued now is run and done.
+                    (late,) = await broker.enqueue([Job(queue="q", payload="good-a")])
+                    after = await broker.get_result(late.id, wait=20)
+                    worker.drain()
+            assert after is not None and after.ok and after.value == {"n": 1}
+            for name, value in [("good-a", {"n": 1}), ("good-b", [1, "two"]), ("good-c", None)]:
+                result = results[name]
+                assert result is not None and result.ok and result.value == value, name
+            for name, error in expected_errors.items():
+                result = results[name]
+                assert result is not None and result.status is guild.JobStatus.DEAD, name
+                letter = await broker.get_dead(next(j.id for j in jobs if j.payload == name))
+                assert letter is not None and letter.error.startswith(error), letter
+            # Each ran once (max_attempts=1) and no good job ran again for its batch-mates.
+            assert calls == {name: 2 if name == "good-a" else 1 for name in returns}
+            stats = (await broker.stats(["q"]))["q"]
+            assert (stats.done, stats.dead, stats.ready, stats.in_flight) == (4, 5, 0, 0)
+        finally:
+            await broker.aclose()
+
+    async def test_a_bad_result_is_retried_by_policy(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        broker = MemoryBroker()
+        attempts: list[int] = []
+        done = trio.Event()
+
+        async def handler(job: Job) -> object:
+            attempts.append(job.attempt)
+            if job.attempt < 3:
+                return {"when": datetime.date(2026, 1, 1)}
+            done.set()
+            return "fine"
+
+        (job,) = await broker.enqueue([Job(queue="q", payload=None, max_attempts=3)])
+        spec = WorkerSpec(queue="q", handler=handler, retry=RetryPolicy(base=1.0, jitter=0.0))
+        await _run_until(guild.Worker(spec, broker), done)
+        result = await broker.get_result(job.id, wait=1)
+        assert attempts == [1, 2, 3]
+        assert result is not None and result.ok and result.value == "fine"

@@ -1,0 +1,136 @@
+"""Option types that refuse what a command cannot use, before anything is opened.
+
+argparse's own ``type=float`` takes ``nan`` and ``inf``, and ``type=int`` any
+count; each type here checks the value is finite and in range, so that a bad
+option is a usage error naming the option, never a crash (or a silent
+never-ending sleep) later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+from .._errors import GuildError
+from .._job import check_queue_name
+from ..brokers._url import check_broker_url
+
+
+class UsageError(GuildError):
+    """The command line is wrong: an unknown option, a missing or malformed value."""
+
+
+class CommandFailed(GuildError):
+    """The command line was right but the work failed (exit 1, not 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are raised, not printed with the usage text:
+    ``guild.cli.main`` prints every error as the same single line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: float | None = None,
+) -> Callable[[str], float]:
+    """A finite float, ``>= low`` / ``> above`` / ``<= high`` where given."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        _check_range(value, text, low, high, above)
+        return value
+
+    return parse
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """A whole number, ``>= low`` and ``<= high`` where given."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        _check_range(value, text, low, high, None)
+        return value
+
+    return parse
+
+
+def _check_range(
+    value: float, text: str, low: float | None, high: float | None, above: float | None
+) -> None:
+    if low is not None and value < low:
+        raise argparse.ArgumentTypeError(f"expected at least {_show(low)}, got {text}")
+    if above is not None and value <= above:
+        raise argparse.ArgumentTypeError(f"expected more than {_show(above)}, got {text}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"expected at most {_show(high)}, got {text}")
+
+
+def _show(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:,g}"
+
+
+def queue_name(text: str) -> str:
+    """A queue name by the library's one rule (:func:`guild._job.check_queue_name`)."""
+    try:
+        return check_queue_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def broker_url(text: str) -> str:
+    """A URL some broker accepts (checked, not opened); an empty one is refused
+    rather than read as "use the default", which would hide the mistake."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a broker URL, got ''")
+    try:
+        check_broker_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def http_url(text: str) -> str:
+    """The base URL of a running app's HTTP server: ``http(s)://host[:port]``, or
+    a bare ``host:port`` (taken as ``http://``)."""
+    full = text if "://" in text else "http://" + text
+    try:
+        parts = urlsplit(full)
+        parts.port  # noqa: B018  (parsing it is the check: a non-number raises)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"malformed URL {text!r} ({exc})") from None
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected http://HOST:PORT, got {text!r}")
+    return full
+
+
+def non_empty(what: str) -> Callable[[str], str]:
+    """A string that is not empty or only whitespace (a job id, a URL)."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return text
+
+    return parse
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether errors should be JSON: decided from the raw argv, since an error may
+    come before (or instead of) a parsed ``--json``."""
+    return "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv

@@ -1,0 +1,104 @@
+"""What ``guild run`` says when it starts: where it is, and what looks wrong.
+
+Pure: :func:`banner` gathers the facts into a dict, :func:`render` makes the
+human text, :func:`unserved_schedules` finds periodic jobs no worker will take.
+The command prints them; the tests check them without running anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from .._app import Guild, Periodic
+from .._version import __version__
+from ..sandbox import Sandbox
+
+
+def banner(
+    app: Guild,
+    *,
+    broker: str,
+    http: tuple[str, int] | None,
+    processes: int,
+) -> dict[str, Any]:
+    """The start-up facts, JSON-ready.
+
+    Args:
+        broker: the broker URL as it may be shown (see ``display_url``).
+        http: the address the HTTP endpoints listen on, or ``None``.
+        processes: worker processes (each runs every worker below).
+    """
+    facts: dict[str, Any] = {
+        "event": "guild_started",
+        "version": __version__,
+        "app": app.name,
+        "broker": broker,
+        "processes": processes,
+        "queues": [
+            {"queue": spec.queue, "worker": name, "concurrency": spec.concurrency}
+            for name, spec in sorted(app.specs.items())
+        ],
+        "http": None if http is None else _address(*http),
+    }
+    isolation = sandbox_isolation(app)
+    if isolation is not None:
+        facts["sandbox"] = isolation
+    return facts
+
+
+def sandbox_isolation(app: Guild) -> str | None:
+    """The isolation of the sandboxes the app's workers hold (``"bwrap"``,
+    ``"kernel"``, ``"none"``; several joined by ``", "``), or ``None`` if none holds one.
+
+    A worker holds a sandbox when its handler is a method of an object with a
+    :class:`guild.Sandbox` attribute (``guild_workers``' task worker) or a function
+    that closes over one.
+    """
+    found: set[str] = set()
+    for spec in app.specs.values():
+        handler: Any = spec.handler
+        owner = getattr(handler, "__self__", None)
+        held = list(vars(owner).values()) if hasattr(owner, "__dict__") else []
+        for cell in getattr(handler, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):  # a cell not yet filled
+                held.append(cell.cell_contents)
+        found |= {value.isolation for value in held if isinstance(value, Sandbox)}
+    return ", ".join(sorted(found)) if found else None
+
+
+def _address(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def render(facts: dict[str, Any]) -> str:
+    """The banner as a few aligned lines for a person."""
+    queues = ", ".join(
+        f"{q['queue']} (concurrency {q['concurrency']}"
+        + (f", worker {q['worker']})" if q["worker"] != q["queue"] else ")")
+        for q in facts["queues"]
+    )
+    processes = facts["processes"]
+    lines = [
+        f"guild {facts['version']} running app {facts['app']!r}"
+        + (f" in {processes} processes" if processes != 1 else ""),
+        f"  broker:  {facts['broker']}",
+        f"  queues:  {queues or 'none (the app has no workers)'}",
+        f"  http:    {facts['http'] or 'off (--http HOST:PORT to serve /health, /metrics)'}",
+    ]
+    if "sandbox" in facts:
+        lines.append(f"  sandbox: {facts['sandbox']} isolation")
+    return "\n".join(lines)
+
+
+def unserved_schedules(app: Guild) -> list[Periodic]:
+    """Periodic jobs whose queue no worker of ``app`` takes from: they would pile up."""
+    served = {spec.queue for spec in app.specs.values()}
+    return [entry for _, entry in sorted(app.schedules.items()) if entry.queue not in served]
+
+
+def unserved_warning(entry: Periodic) -> str:
+    return (
+        f"periodic job {entry.name!r} goes to queue {entry.queue!r},"
+        " which no worker of this app serves: its jobs will wait for another app"
+    )

@@ -1,0 +1,55 @@
+"""Apps the attempt-accounting tests run in real `guild run` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import trio
+
+import guild
+
+poison = guild.Guild("poison")
+
+
+# One handler and four prefetched jobs: whatever was claimed with the poison job
+# is held, never started, when the process dies. No max_attempts on the jobs
+# (the CLI enqueues them): the worker's 3 applies.
+@poison.worker("poison", concurrency=1, prefetch=4, lease=1.0, max_attempts=3, timeout=30)
+async def poison_or_echo(job: guild.Job) -> object:
+    if job.payload == "poison":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return job.payload
+
+
+crowd = guild.Guild("crowd")
+
+
+# Four handlers: the jobs claimed and started beside the poison job the first
+# time are charged for that run (it was theirs too); after that the poison job,
+# interrupted, runs alone.
+@crowd.worker("poison", concurrency=4, lease=1.0, max_attempts=3, timeout=30)
+async def poison_in_a_crowd(job: guild.Job) -> object:
+    return await poison_or_echo(job)
+
+
+flaky = guild.Guild("flaky")
+
+
+@flaky.worker(
+    "flaky", concurrency=1, max_attempts=3, retry=guild.RetryPolicy(base=0.01, jitter=0.0)
+)
+async def always_fails(job: guild.Job) -> None:
+    raise RuntimeError(f"attempt {job.attempt} failed")
+
+
+stuck = guild.Guild("stuck")
+
+
+# A drain would give these jobs a minute; `guild run --grace` kills the process
+# long before. Each run leaves a file named after its job, to say it began.
+@stuck.worker("stuck", concurrency=4, prefetch=0, lease=120.0, graceful_timeout=60.0)
+async def hang(job: guild.Job) -> None:
+    (Path(os.environ["GUILD_TEST_STARTED_DIR"]) / job.id).touch()
+    await trio.sleep_forever()
