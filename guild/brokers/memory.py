@@ -91,7 +91,10 @@ class MemoryBroker:
         self._entries: dict[str, _Entry] = {}
         self._queues: dict[str, _Queue] = {}
         self._keys: dict[tuple[str, str], tuple[str, float]] = {}
-        self._results: dict[str, tuple[Result, float]] = {}
+        # A done job's value is kept as the JSON text acked and decoded when first
+        # read: an ack stays as cheap as a durable broker's, and every read gets
+        # back what SQLite or Redis would give.
+        self._results: dict[str, tuple[Result, float, ResultJSON | None]] = {}
         self._result_events: dict[str, trio.Event] = {}
         self._dead: dict[str, DeadLetter] = {}
         self._receipts = itertools.count(1)
@@ -138,11 +141,11 @@ class MemoryBroker:
             return None
         return entry
 
-    def _finish(self, entry: _Entry, result: Result) -> None:
+    def _finish(self, entry: _Entry, result: Result, text: ResultJSON | None = None) -> None:
         entry.version += 1
         entry.receipt = ""
         entry.status = result.status
-        self._results[entry.job.id] = (result, self.now() + self._result_ttl)
+        self._results[entry.job.id] = (result, self.now() + self._result_ttl, text)
         event = self._result_events.pop(entry.job.id, None)
         if event is not None:
             event.set()
@@ -320,10 +323,10 @@ class MemoryBroker:
                     job_id=entry.job.id,
                     queue=entry.job.queue,
                     status=JobStatus.DONE,
-                    value=None if text == "null" else json.loads(text),
                     attempts=delivery.job.attempt,
                     finished_at=now,
                 ),
+                None if text == "null" else text,
             )
 
     async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
@@ -403,7 +406,11 @@ class MemoryBroker:
                 # The job's record lives as long as its result; dead letters stay.
                 del self._entries[job_id]
             return None
-        return stored[0]
+        result, expires, text = stored
+        if text is not None:
+            result = attrs.evolve(result, value=json.loads(text))
+            self._results[job_id] = (result, expires, None)
+        return result
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         await trio.lowlevel.checkpoint()

@@ -7,12 +7,11 @@ The command prints them; the tests check them without running anything.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from .._app import Guild, Periodic
 from .._version import __version__
-from ..sandbox import Sandbox
+from ..sandbox._held import held_isolation
 
 
 def banner(
@@ -41,30 +40,10 @@ def banner(
         ],
         "http": None if http is None else _address(*http),
     }
-    isolation = sandbox_isolation(app)
+    isolation = held_isolation(app)
     if isolation is not None:
         facts["sandbox"] = isolation
     return facts
-
-
-def sandbox_isolation(app: Guild) -> str | None:
-    """The isolation of the sandboxes the app's workers hold (``"bwrap"``,
-    ``"kernel"``, ``"none"``; several joined by ``", "``), or ``None`` if none holds one.
-
-    A worker holds a sandbox when its handler is a method of an object with a
-    :class:`guild.Sandbox` attribute (``guild_workers``' task worker) or a function
-    that closes over one.
-    """
-    found: set[str] = set()
-    for spec in app.specs.values():
-        handler: Any = spec.handler
-        owner = getattr(handler, "__self__", None)
-        held = list(vars(owner).values()) if hasattr(owner, "__dict__") else []
-        for cell in getattr(handler, "__closure__", None) or ():
-            with contextlib.suppress(ValueError):  # a cell not yet filled
-                held.append(cell.cell_contents)
-        found |= {value.isolation for value in held if isinstance(value, Sandbox)}
-    return ", ".join(sorted(found)) if found else None
 
 
 def _address(host: str, port: int) -> str:

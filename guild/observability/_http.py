@@ -40,6 +40,7 @@ import trio
 from .._errors import BrokerError, GuildError
 from .._job import QueueStats
 from ..brokers._protocol import BrokerIssue, Diagnosable
+from ..sandbox._held import held_isolation
 from ._health import Health, Thresholds, assess
 from ._hub import EventHub, Message
 from ._logging import LoggingInstrument
@@ -220,9 +221,11 @@ class ObservabilityApp:
             return
         if path == "/health":
             health, now = await self.health()
-            body = json.dumps(
-                {"app": self.app.name, **health.to_json(now)}, separators=(",", ":")
-            ).encode()
+            answer = {"app": self.app.name, **health.to_json(now)}
+            isolation = held_isolation(self.app)
+            if isolation is not None:
+                answer["sandbox"] = {"isolation": isolation}
+            body = json.dumps(answer, separators=(",", ":")).encode()
             await _respond(send, health.http_status, body, "application/json", method)
             return
         queues, _ = await self._queues()

@@ -241,10 +241,28 @@ class Sandbox:
         identity = (lease.uid, self._user[1]) if lease else self._user if self._root else None
         job: _jobdir.JobDir | None = None
         try:
-            job = await trio.to_thread.run_sync(
+            make = functools.partial(
                 _jobdir.make, self._jobs, identity, self._disk_budget(), files or {}
             )
-            return await self._run(resolved, job, seconds, env or {}, requested_by, identity, lease)
+            # A thread keeps big writes, walks and removals off the event loop; a
+            # small one is cheaper done here than the hand-off and wake-up of a
+            # trip to a thread, each on the run's critical path.
+            job = (
+                make() if _jobdir.small_input(files or {}) else await trio.to_thread.run_sync(make)
+            )
+            result = await self._run(
+                resolved, job, seconds, env or {}, requested_by, identity, lease
+            )
+            finished, job = job, None
+            finish = functools.partial(
+                _jobdir.finish, finished, FILES_REPORTED, not self.policy.keep_dir
+            )
+            created, more = (
+                finish()
+                if _jobdir.small_output(finished)
+                else await trio.to_thread.run_sync(finish)
+            )
+            return attrs.evolve(result, files_created=created, files_created_truncated=more)
         finally:
             # _run returns only once no process of the run is left: the uid is free.
             if lease is not None:
@@ -414,7 +432,6 @@ class Sandbox:
             self._audit(resolved, process.returncode, duration, out, err, requested_by, timed_out)
         if timed_out:
             raise SandboxTimeout(resolved, timeout, out.value(), err.value())
-        created, more = await trio.to_thread.run_sync(_jobdir.walk, job, FILES_REPORTED)
         code = process.returncode if process.returncode is not None else -9
         scratch = process.scratch_full if isinstance(process, _spawn.Child) else ""
         return SandboxResult(
@@ -425,8 +442,7 @@ class Sandbox:
             stdout_truncated=out.truncated,
             stderr_truncated=err.truncated,
             duration=duration,
-            files_created=created,
-            files_created_truncated=more,
+            files_created=(),  # filled in by run(), which walks the directory
             workdir=workdir if self.policy.keep_dir else None,
             isolated=self.isolated,
             isolation=self._isolation,
@@ -444,12 +460,15 @@ class Sandbox:
         run is left (its cgroup empty, no process of its uid, no marked orphan) and
         reap. In a PID namespace the exit of its PID 1 has already killed the rest."""
         pgid = process.pid
-        if process.returncode is None:
+        exited = process.returncode is not None
+        if not exited:
             _signal_group(pgid, 15)
             with trio.move_on_after(self.policy.kill_grace):
                 await process.wait()
         _signal_group(pgid, 9)
-        if cgroup is not None:
+        if cgroup is not None and not exited:
+            # When the run's process has been waited for already, the first sweep
+            # below is this kill (one read of the cgroup fewer per run).
             cgroup.kill()
         await process.wait()
         _DIRECT.discard(process.pid)

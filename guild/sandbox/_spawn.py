@@ -38,6 +38,8 @@ from ._forkserver import join_cgroups
 
 Limits = Sequence[tuple[int, int]]
 Identity = tuple[int, int] | None
+# A run's cgroup budgets: memory bytes, processes, CPU seconds.
+Budget = tuple[int, int, float]
 _SERVER_SCRIPT = str(Path(__file__).with_name("_forkserver.py"))
 _INT = struct.Struct("=i")
 
@@ -111,7 +113,10 @@ class ForkServer:
 
     def __init__(self, mode: str = "none", scratch: tuple[int, int] = (0, 0)) -> None:
         self.mode = mode
-        self._prepared: collections.deque[_cgroup.RunCgroup] = collections.deque()
+        # Each prepared cgroup with the budgets already set on it (None: not yet).
+        self._prepared: collections.deque[tuple[_cgroup.RunCgroup, Budget | None]] = (
+            collections.deque()
+        )
         self._order = trio.Lock()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -145,13 +150,18 @@ class ForkServer:
         ours.setblocking(False)
         self._prepare_next()
 
-    def _prepare_next(self) -> None:
-        """Send the next spare its cgroup (at most one pending: see :meth:`spawn`)."""
+    def _prepare_next(self, budget: Budget | None = None) -> None:
+        """Send the next spare its cgroup (at most one pending: see :meth:`spawn`), with
+        ``budget`` (the last run's, which the next one most likely shares) already set:
+        the cgroup writes happen while the run just sent is starting, not when the
+        next one asks."""
         if self._prepared:
             return
         group = _cgroup.blank()
         if group is None:
             return
+        if budget is not None and not _cgroup.configure(group, *budget):
+            return  # removed: that spare joins a cgroup at its request
         procs = group.open_procs()
         try:
             socket.send_fds(self._ctl, [b"P"], procs)
@@ -161,11 +171,11 @@ class ForkServer:
         finally:
             for fd in procs:
                 os.close(fd)
-        self._prepared.append(group)
+        self._prepared.append((group, budget))
 
     def _drop_prepared(self) -> None:
         while self._prepared:
-            _cgroup.release(self._prepared.popleft())
+            _cgroup.release(self._prepared.popleft()[0])
 
     @property
     def alive(self) -> bool:
@@ -189,7 +199,7 @@ class ForkServer:
         limits: Limits,
         identity: Identity,
         direct: set[int],
-        budget: tuple[int, int, float] | None = None,
+        budget: Budget | None = None,
     ) -> Child:
         """Start ``argv``; the pid is in ``direct`` before it can exit.
 
@@ -229,8 +239,8 @@ class ForkServer:
                 # one: the order of the messages is what pairs runs with cgroups.
                 async with self._order:
                     if self._prepared:
-                        group = self._prepared.popleft()
-                        if budget is not None and not _cgroup.configure(group, *budget):
+                        group, ready = self._prepared.popleft()
+                        if budget not in (None, ready) and not _cgroup.configure(group, *budget):
                             group = None
                     elif budget is not None:
                         group = _cgroup.acquire(*budget)
@@ -242,7 +252,7 @@ class ForkServer:
                             break
                         except BlockingIOError:
                             await trio.lowlevel.wait_writable(self._ctl)
-                    self._prepare_next()
+                    self._prepare_next(budget)
             except OSError as exc:
                 self._drop_prepared()
                 raise ServerUnavailable(str(exc)) from exc

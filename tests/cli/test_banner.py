@@ -123,7 +123,11 @@ def _start(
 
 
 async def _run_until_banner(
-    tmp_path: Path, *options: str, lines: int, target: str = "tests.cli.apps:scheduled"
+    tmp_path: Path,
+    *options: str,
+    lines: int,
+    target: str = "tests.cli.apps:scheduled",
+    health_out: dict[str, object] | None = None,
 ) -> list[str]:
     """Start `guild run` on ``target`` in ``tmp_path``, return its first stderr
     lines, then stop it with SIGINT (it must drain and exit 0)."""
@@ -137,6 +141,8 @@ async def _run_until_banner(
                 async with httpx.AsyncClient() as client:
                     health = await client.get(address + "/health")
                 assert health.json()["app"] == target.rpartition(":")[2]
+                if health_out is not None:
+                    health_out.update(health.json())
     finally:
         process.send_signal(signal.SIGINT)
         code = await trio.to_thread.run_sync(process.wait)
@@ -177,8 +183,19 @@ async def test_human_banner_of_a_real_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_a_real_run_names_the_sandbox_isolation(tmp_path: Path) -> None:
+    health: dict[str, object] = {}
     (line,) = await _run_until_banner(
-        tmp_path, "--broker", "memory://", "--json", lines=1, target="tests.cli.apps:sandboxed"
+        tmp_path,
+        "--broker",
+        "memory://",
+        "--http",
+        "127.0.0.1:0",
+        "--json",
+        lines=1,
+        target="tests.cli.apps:sandboxed",
+        health_out=health,
     )
     facts = json.loads(line)
     assert (facts["app"], facts["sandbox"]) == ("sandboxed", "none")
+    # /health says it too (tests.cli.apps:sandboxed asks for isolate="never").
+    assert health["sandbox"] == {"isolation": "none"}

@@ -204,6 +204,25 @@ class TestEncoding:
         assert json.loads(encode_result(value)) == value
         assert json.loads(encode_payload(value)) == value
 
+    @given(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.integers(min_value=-(2**70), max_value=2**70)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text()
+    )
+    def test_a_scalar_is_the_text_json_dumps_gives(self, value: Any) -> None:
+        # Scalars take a shortcut past the encoder: it must give the same text.
+        expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        assert encode_result(value) == expected
+
+    @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+    def test_a_float_json_cannot_hold_is_refused(self, value: float) -> None:
+        with pytest.raises(guild.ResultEncodeError) as caught:
+            encode_result(value)
+        assert caught.value.path == "result"
+
     @given(value_with_bad_leaf())
     def test_the_bad_leaf_is_named(self, case: tuple[Any, str, str]) -> None:
         value, path, problem = case

@@ -529,8 +529,12 @@ class TestHostHarms:
             [sys.executable, "-c", "import time; time.sleep(120)", secret]
         )
         try:
-            # The harm is real: on the host, the secret is in that process's argv.
-            assert secret.encode() in Path(f"/proc/{planted.pid}/cmdline").read_bytes()
+            # The harm is real: on the host, the secret is in that process's argv
+            # (empty for a moment after exec returns, until the kernel sets it up).
+            cmdline = Path(f"/proc/{planted.pid}/cmdline")
+            while not cmdline.read_bytes():
+                assert planted.poll() is None
+            assert secret.encode() in cmdline.read_bytes()
             script = (
                 b"import os\n"
                 b"seen = []\n"
