@@ -136,7 +136,8 @@ async def open_broker(url: str | None = None, *, create: bool = True) -> AsyncIt
             ``rediss+cluster://…`` for TLS); ``None`` reads ``$GUILD_BROKER`` (default
             ``sqlite:guild.db``).
         create: with ``False``, a SQLite file that does not exist is an error rather
-            than a new empty database (for commands that only read).
+            than a new empty database, and so is ``memory://``, which holds nothing
+            before it is opened (for commands that only read).
 
     Raises:
         UnknownBrokerURL: the scheme is unknown or the URL is malformed.
@@ -147,6 +148,10 @@ async def open_broker(url: str | None = None, *, create: bool = True) -> AsyncIt
     scheme = check_broker_url(url)
     broker: Broker
     if scheme == "memory":
+        if not create:
+            raise UnknownBrokerURL(
+                url, "memory:// lives inside one process: there is nothing stored to read"
+            )
         from .memory import MemoryBroker
 
         broker = MemoryBroker()

@@ -80,7 +80,11 @@ def _stdin_batches() -> Iterator[list[JSONValue]]:
 
 
 def enqueue(args: argparse.Namespace) -> int:
-    check_broker_url(broker_url_from_env(args.broker))
+    if check_broker_url(broker_url_from_env(args.broker)) == "memory":
+        raise UsageError(
+            "memory:// lives inside one process: a job enqueued from the command line"
+            " would be lost when it exits; use sqlite:PATH or redis://HOST"
+        )
     if args.payload == "-":
         if args.key is not None:
             raise UsageError("--key names one job; it cannot be used with - (many payloads)")

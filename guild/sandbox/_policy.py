@@ -22,7 +22,9 @@ Rules, checked in this order (the first that fails names the refusal):
                    ``/proc/self/fd/N`` (the job does not choose what stdin holds).
 ``script-outside`` the script does not resolve inside the job directory: an
                    absolute path (a stdlib module's, ``/tmp/x.py``), a ``..``
-                   component, a URL (``https://…``), an empty name.
+                   component, a URL (``https://…``), an empty name; or it is
+                   looked up on PATH (``perl -S``, ``ruby -S``). The same for an
+                   option's file that runs as code (``node --test-reporter``).
 ``env-injection``  a job variable that steers the loader or an interpreter
                    (``LD_PRELOAD``, ``PYTHONPATH``, ``NODE_OPTIONS``, …), or an
                    option that loads variables from a file (``node --env-file``).
@@ -103,16 +105,23 @@ class _Syntax:
 
     inline: frozenset[str]  # short flags that run inline code or a caller-chosen module
     takes_value: frozenset[str]  # short flags whose value follows (in the cluster or next)
-    # Short flags whose optional value can only be the rest of their cluster
-    # (perl -i.bak, -F:): the next argument is never theirs.
+    # Short flags whose optional value can only be the rest of their cluster, up
+    # to a space (perl -i.bak, -F:): the next argument is never theirs, and perl
+    # reads switches again after the space (`perl "-i -e" CODE` runs CODE).
     attached_value: frozenset[str] = frozenset()
     # Short flags followed by optional digits, after which the cluster goes on
     # as flags (perl -l015, -0777, -0x1F): `perl -lane CODE` runs CODE.
     number_value: frozenset[str] = frozenset()
+    # Short flags that look the script up on PATH (perl -S, ruby -S): whatever
+    # the name, the file run is not the job's.
+    path_search: frozenset[str] = frozenset()
     inline_long: frozenset[str] = frozenset()  # long options (or words) that run inline code
     value_long: frozenset[str] = frozenset()  # long options whose value may be the next arg
     flag_long: frozenset[str] = frozenset()  # long options known to take no value
     env_long: frozenset[str] = frozenset()  # long options that load variables from a file
+    # Long options whose value is a file the interpreter runs as code: it must
+    # be in the job directory, as the script must (node --test-reporter=./r.mjs).
+    code_long: frozenset[str] = frozenset()
     subcommands: frozenset[str] = frozenset()  # a word before the script (deno run x.ts)
 
 
@@ -153,8 +162,8 @@ _SYNTAX: dict[str, _Syntax] = {
             --heapsnapshot-signal --icu-data-dir --input-type --max-http-header-size
             --network-family-autoselection-attempt-timeout --openssl-config
             --policy-integrity --redirect-warnings --report-filename --report-signal
-            --secure-heap --secure-heap-min --snapshot-blob
-            --test-concurrency --test-name-pattern --test-reporter
+            --secure-heap --secure-heap-min
+            --test-concurrency --test-name-pattern
             --test-reporter-destination --test-shard --test-timeout --title
             --tls-cipher-list --tls-keylog --trace-event-categories
             --trace-event-file-pattern --unhandled-rejections --use-largepages
@@ -173,16 +182,26 @@ _SYNTAX: dict[str, _Syntax] = {
             --build-snapshot --test-only --prof --cpu-prof --heap-prof"""
         ),
         env_long=frozenset({"--env-file", "--env-file-if-exists"}),
+        # A reporter is a module node imports; a snapshot blob's main function
+        # runs instead of the script (both seen with node 20).
+        code_long=frozenset({"--test-reporter", "--snapshot-blob"}),
     ),
     # perl -d[:Module] runs a debugger or a module the caller names: inline code.
+    # -C takes the rest of its cluster (unicode letters or digits; perl exits on
+    # anything else) and -D all word characters after it: `perl -CI /tmp/x.pl`
+    # runs /tmp/x.pl, the I is not -I (checked with perl 5.36).
     "perl": _Syntax(
         inline=frozenset("eEMmxd"),
         takes_value=frozenset("I"),
-        attached_value=frozenset("iF"),
+        attached_value=frozenset("iFCD"),
         number_value=frozenset("l0"),
+        path_search=frozenset("S"),
     ),
     "ruby": _Syntax(
-        inline=frozenset("er"), takes_value=frozenset("IC"), inline_long=frozenset({"--require"})
+        inline=frozenset("er"),
+        takes_value=frozenset("IC"),
+        inline_long=frozenset({"--require"}),
+        path_search=frozenset("S"),
     ),
     "php": _Syntax(
         inline=frozenset("rRBEF"), takes_value=frozenset("dc"), inline_long=frozenset({"--run"})
@@ -432,7 +451,7 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
         check_script(argv, arg)
         return []
     if arg.startswith("--"):
-        name, has_value, _ = arg.partition("=")
+        name, has_value, value = arg.partition("=")
         name = name.replace("_", "-")  # node reads --inspect_brk as --inspect-brk
         if name in syntax.inline_long and not inline_ok:
             raise _refuse("inline-code", argv, f"{name} runs code given on the command line")
@@ -442,6 +461,11 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
             return []
         if name in syntax.env_long:
             raise _refuse("env-injection", argv, f"{name} loads variables from a file")
+        if name in syntax.code_long:
+            value_index = index if has_value else index + 1
+            if value_index < len(argv):
+                check_script(argv, value if has_value else argv[value_index])
+            return [(value_index + 1, past_subcommand)]
         if has_value or name in syntax.flag_long or name.startswith("--no-"):
             return [(index + 1, past_subcommand)]
         if name in syntax.value_long:
@@ -454,14 +478,22 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
         flag = cluster[position]
         position += 1
         if flag in syntax.number_value:
-            position = _number_end(cluster, position)
+            position = _number_end(cluster, position, hexadecimal=flag == "0")
             continue
         if flag in syntax.inline:
             if inline_ok:
                 return []
             raise _refuse("inline-code", argv, f"inline code flag -{flag} (in {arg!r})")
+        if flag in syntax.path_search:
+            raise _refuse(
+                "script-outside", argv, f"-{flag} (in {arg!r}) looks the script up on PATH"
+            )
         if flag in syntax.attached_value:
-            return [(index + 1, past_subcommand)]
+            space = cluster.find(" ", position)
+            if space < 0:
+                return [(index + 1, past_subcommand)]
+            position = space
+            continue
         if flag in syntax.takes_value:
             # The rest of the cluster is the value, or else the next argument is.
             skip = 2 if position == len(cluster) else 1
@@ -469,10 +501,11 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
     return [(index + 1, past_subcommand)]
 
 
-def _number_end(cluster: str, start: int) -> int:
-    """Where the digits of perl's -l/-0 value end: octal digits, or x and hex digits."""
+def _number_end(cluster: str, start: int, hexadecimal: bool) -> int:
+    """Where the digits of perl's -l/-0 value end: octal digits, or for -0 only,
+    x and hex digits (`perl -lx f` is -l then -x; `-0X1F` is -0 then -X)."""
     digits = "01234567"
-    if cluster[start : start + 1] in ("x", "X"):
+    if hexadecimal and cluster[start : start + 1] == "x":
         start, digits = start + 1, "0123456789abcdefABCDEF"
     while start < len(cluster) and cluster[start] in digits:
         start += 1

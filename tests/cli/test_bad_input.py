@@ -120,6 +120,11 @@ CASES = [
     case("enqueue", "q", "1", "--broker", "redis://host:port/0", says="malformed"),
     case("enqueue", "q", "1", "--broker", "redis:///0", says="no host"),
     case("enqueue", "q", "1", env={"GUILD_BROKER": "ftp://x"}, says="unknown scheme"),
+    # A memory broker lives in one process: from the command line a job would vanish.
+    case("enqueue", "q", "1", "--broker", "memory://", says="would be lost when it exits"),
+    case("enqueue", "q", "1", env={"GUILD_BROKER": "memory://"}, says="would be lost"),
+    case("stats", "--broker", "memory://", says="nothing stored to read"),
+    case("dlq", "list", "--broker", "memory://", says="nothing stored to read"),
     case("stats", "--broker", "mysql://db", says="unknown scheme mysql:"),
     case("stats", env={"GUILD_BROKER": "sqlite:."}, says="is a directory"),
     # --- an unreachable Redis, for every command that opens a broker ---

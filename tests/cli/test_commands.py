@@ -52,12 +52,12 @@ class TestBadInput:
         ("args", "message"),
         [
             (
-                ["enqueue", "q", "{not json", "--broker", "memory://"],
+                ["enqueue", "q", "{not json", "--broker", "sqlite:guild.db"],
                 "PAYLOAD_JSON: not valid JSON",
             ),
             (["enqueue", "q", "1", "--broker", "postgres://x"], "unknown scheme"),
             (["enqueue", "q", "1", "--broker", "sqlite:///no/such/dir/x.db"], "does not exist"),
-            (["enqueue", "q", "1", "--broker", "memory://", "--delay", "-1"], "--delay"),
+            (["enqueue", "q", "1", "--broker", "sqlite:guild.db", "--delay", "-1"], "--delay"),
             (
                 ["run", "tests.cli.apps:not_an_app", "--broker", "memory://"],
                 "a guild.Guild instance",
