@@ -12,7 +12,7 @@ import coredis
 import coredis.exceptions
 
 from .._errors import BrokerUnavailable
-from ..ratelimit._redis import _leaves
+from .._groups import leaves
 
 _REDIS_ERRORS = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 
@@ -36,9 +36,9 @@ class RedisCache:
             async with client:
                 yield cls(client, prefix=prefix)
         except BaseExceptionGroup as group:
-            leaves = _leaves(group)
-            if len(leaves) == 1:
-                raise leaves[0] from None
+            found = leaves(group)
+            if len(found) == 1:
+                raise found[0] from None
             raise
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"redis at {url} is unreachable: {exc}") from exc

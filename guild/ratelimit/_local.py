@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from types import TracebackType
 
 import attrs
 import trio
 
 from .._errors import RateLimitError
+from ._capacity import CapacityInterface
 from ._gcra import Rate, admit
 
 
@@ -72,7 +72,7 @@ class _Waiter:
     retry_at: float = math.inf
 
 
-class RateLimiter:
+class RateLimiter(CapacityInterface):
     """At most ``rate`` admissions per ``period`` and at most ``concurrency`` at once.
 
     Use it where a ``trio.CapacityLimiter`` goes::
@@ -142,22 +142,6 @@ class RateLimiter:
         self._total = checked_total_tokens(value)
         self._hand_over(None)
 
-    @property
-    def borrowed_tokens(self) -> int:
-        return len(self._borrowers)
-
-    @property
-    def available_tokens(self) -> int | float:
-        return self._total - len(self._borrowers)
-
-    @property
-    def rate(self) -> Rate:
-        return self._rate
-
-    def acquire_nowait(self) -> None:
-        """Take a token for the current task now, or raise ``trio.WouldBlock``."""
-        self.acquire_on_behalf_of_nowait(trio.lowlevel.current_task())
-
     @trio.lowlevel.enable_ki_protection
     def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
         """Take a token for ``borrower`` now, or raise ``trio.WouldBlock``.
@@ -169,10 +153,6 @@ class RateLimiter:
         self._check_not_holding(borrower)
         if self._queue or not self._try_take(borrower):
             raise trio.WouldBlock
-
-    async def acquire(self) -> None:
-        """Take a token for the current task, waiting (FIFO) as long as needed."""
-        await self.acquire_on_behalf_of(trio.lowlevel.current_task())
 
     @trio.lowlevel.enable_ki_protection
     async def acquire_on_behalf_of(self, borrower: object) -> None:
@@ -188,10 +168,6 @@ class RateLimiter:
             await self._wait_in_line(borrower)
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-
-    def release(self) -> None:
-        """Give back the current task's token."""
-        self.release_on_behalf_of(trio.lowlevel.current_task())
 
     @trio.lowlevel.enable_ki_protection
     def release_on_behalf_of(self, borrower: object) -> None:
@@ -215,17 +191,6 @@ class RateLimiter:
             waits=self._waits,
             waited_seconds=self._waited,
         )
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     # --- internals -------------------------------------------------------------
 

@@ -45,7 +45,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -56,6 +55,8 @@ import structlog
 import trio
 
 from .._errors import BrokerError, BrokerUnavailable, RateLimitError
+from .._groups import leaves
+from ._capacity import CapacityInterface
 from ._gcra import Rate
 from ._local import RateLimiterStatistics, checked_total_tokens
 
@@ -188,7 +189,7 @@ class _Waiter:
     wake: trio.Event = attrs.field(factory=trio.Event)
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(CapacityInterface):
     """At most ``rate`` admissions per ``period`` and ``concurrency`` holders at once,
     across every process on every machine that uses ``name``.
 
@@ -303,9 +304,9 @@ class RedisRateLimiter:
         except BaseExceptionGroup as group:
             # The nursery and coredis's pool wrap whatever leaves the block; a lone
             # exception is re-raised as itself, as the caller raised it.
-            leaves = _leaves(group)
-            if len(leaves) == 1:
-                raise leaves[0] from None
+            found = leaves(group)
+            if len(found) == 1:
+                raise found[0] from None
             raise
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"redis at {url} is unreachable: {exc}") from exc
@@ -333,24 +334,6 @@ class RedisRateLimiter:
     def total_tokens(self, value: int | float) -> None:
         self._total = checked_total_tokens(value)
         self._kick_head()
-
-    @property
-    def borrowed_tokens(self) -> int:
-        """Tokens held by this process's borrowers."""
-        return len(self._borrowers)
-
-    @property
-    def available_tokens(self) -> int | float:
-        """``total_tokens`` less this process's borrowed tokens (others may hold some)."""
-        return self._total - len(self._borrowers)
-
-    @property
-    def rate(self) -> Rate:
-        return self._rate
-
-    def acquire_nowait(self) -> None:
-        """Take a token for the current task now, or raise ``trio.WouldBlock``."""
-        self.acquire_on_behalf_of_nowait(trio.lowlevel.current_task())
 
     def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
         """Take a token for ``borrower`` now (one blocking round trip), or raise.
@@ -384,10 +367,6 @@ class RedisRateLimiter:
         if not _answer(reply).admitted:
             raise trio.WouldBlock
         self._admit(borrower, member)
-
-    async def acquire(self) -> None:
-        """Take a token for the current task, waiting (FIFO here) as long as needed."""
-        await self.acquire_on_behalf_of(trio.lowlevel.current_task())
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         """Take a token for ``borrower``, waiting (FIFO here) as long as needed.
@@ -451,10 +430,6 @@ class RedisRateLimiter:
             self._waits += 1
             self._waited += trio.current_time() - me.started
 
-    def release(self) -> None:
-        """Give back the current task's token."""
-        self.release_on_behalf_of(trio.lowlevel.current_task())
-
     def release_on_behalf_of(self, borrower: object) -> None:
         """Give back ``borrower``'s token (no I/O: it goes back with the next script).
 
@@ -483,17 +458,6 @@ class RedisRateLimiter:
             waits=self._waits,
             waited_seconds=self._waited,
         )
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     # --- the rate alone ----------------------------------------------------------
 
@@ -620,16 +584,6 @@ def _answer(reply: Sequence[Any]) -> _Answer:
         refused_by=kind,
         wait=math.inf if seconds < 0 else max(seconds, 1e-3) if kind != "ok" else 0.0,
     )
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found += _leaves(exc)
-        else:
-            found.append(exc)
-    return found
 
 
 class _ReplyError(Exception):
