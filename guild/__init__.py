@@ -10,6 +10,8 @@ from ._app import Guild as Guild
 from ._app import NotRunning as NotRunning
 from ._app import Periodic as Periodic
 from ._app import SupervisorOptions as SupervisorOptions
+from ._client import AsyncClient as AsyncClient
+from ._client import Client as Client
 from ._cron import Cron as Cron
 from ._cron import Every as Every
 from ._cron import ScheduleError as ScheduleError
@@ -24,9 +26,11 @@ from ._errors import GaveUp as GaveUp
 from ._errors import GuildError as GuildError
 from ._errors import InvalidHandler as InvalidHandler
 from ._errors import InvalidQueueName as InvalidQueueName
+from ._errors import InvalidWorkflow as InvalidWorkflow
 from ._errors import IsolationUnavailable as IsolationUnavailable
 from ._errors import JobError as JobError
 from ._errors import JobTimeout as JobTimeout
+from ._errors import NotAWorkflowStep as NotAWorkflowStep
 from ._errors import PayloadDecodeError as PayloadDecodeError
 from ._errors import PayloadEncodeError as PayloadEncodeError
 from ._errors import RateLimitError as RateLimitError
@@ -37,6 +41,8 @@ from ._errors import SandboxError as SandboxError
 from ._errors import SandboxTimeout as SandboxTimeout
 from ._errors import SupervisorError as SupervisorError
 from ._errors import UnknownBrokerURL as UnknownBrokerURL
+from ._errors import UnknownJob as UnknownJob
+from ._errors import UnknownWorkflow as UnknownWorkflow
 from ._errors import WorkerEnded as WorkerEnded
 from ._job import ACTIVE as ACTIVE
 from ._job import TERMINAL as TERMINAL
@@ -47,7 +53,12 @@ from ._job import JobStatus as JobStatus
 from ._job import QueueStats as QueueStats
 from ._job import Result as Result
 from ._job import UndecodablePayload as UndecodablePayload
+from ._jobinfo import InvalidProgress as InvalidProgress
+from ._jobinfo import JobInfo as JobInfo
+from ._jobinfo import JobProgress as JobProgress
+from ._limits import Limit as Limit
 from ._outage import OutageBackoff as OutageBackoff
+from ._progress import progress as progress
 from ._retry import Dead as Dead
 from ._retry import RetryAt as RetryAt
 from ._retry import RetryPolicy as RetryPolicy
@@ -57,6 +68,7 @@ from ._worker import ClaimerStalled as ClaimerStalled
 from ._worker import Worker as Worker
 from ._worker import WorkerStatistics as WorkerStatistics
 from .brokers import Broker as Broker
+from .brokers import Ledger as Ledger
 from .brokers import MemoryBroker as MemoryBroker
 from .brokers import open_broker as open_broker
 from .config import GuildConfig as GuildConfig
@@ -74,10 +86,23 @@ from .supervision import Restart as Restart
 from .supervision import Strategy as Strategy
 from .supervision import Supervisor as Supervisor
 from .supervision import supervise_processes as supervise_processes
+from .workflows import Compensation as Compensation
+from .workflows import CompensationView as CompensationView
+from .workflows import Step as Step
+from .workflows import StepInput as StepInput
+from .workflows import StepView as StepView
+from .workflows import Workflow as Workflow
+from .workflows import WorkflowRecord as WorkflowRecord
+from .workflows import WorkflowStore as WorkflowStore
+from .workflows import WorkflowView as WorkflowView
+from .workflows import chain as chain
+from .workflows import chord as chord
+from .workflows import group as group
 
 __all__ = [
     "ACTIVE",
     "TERMINAL",
+    "AsyncClient",
     "Backoff",
     "Broker",
     "BrokerClosed",
@@ -89,7 +114,10 @@ __all__ = [
     "ChildStatus",
     "Circuit",
     "ClaimerStalled",
+    "Client",
     "CommandRefused",
+    "Compensation",
+    "CompensationView",
     "ConfigError",
     "Cron",
     "Dead",
@@ -103,13 +131,20 @@ __all__ = [
     "GuildError",
     "Instrument",
     "InvalidHandler",
+    "InvalidProgress",
     "InvalidQueueName",
+    "InvalidWorkflow",
     "IsolationUnavailable",
     "Job",
     "JobError",
+    "JobInfo",
+    "JobProgress",
     "JobStatus",
     "JobTimeout",
+    "Ledger",
+    "Limit",
     "MemoryBroker",
+    "NotAWorkflowStep",
     "NotRunning",
     "OutageBackoff",
     "PayloadDecodeError",
@@ -130,19 +165,32 @@ __all__ = [
     "SandboxResult",
     "SandboxTimeout",
     "ScheduleError",
+    "Step",
+    "StepInput",
+    "StepView",
     "Strategy",
     "Supervisor",
     "SupervisorError",
     "SupervisorOptions",
     "UndecodablePayload",
     "UnknownBrokerURL",
+    "UnknownJob",
+    "UnknownWorkflow",
     "Worker",
     "WorkerEnded",
     "WorkerSpec",
     "WorkerStatistics",
+    "Workflow",
+    "WorkflowRecord",
+    "WorkflowStore",
+    "WorkflowView",
     "__version__",
+    "chain",
+    "chord",
+    "group",
     "load_config",
     "open_broker",
+    "progress",
     "supervise_processes",
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -19,20 +20,32 @@ import attrs
 import structlog
 import trio
 
+from ._client import client_url, job_info
 from ._cron import Cron, Every, Schedule, tick_key
 from ._errors import GaveUp, GuildError, WorkerEnded
 from ._groups import unwrap
 from ._handlers import check_handler
 from ._job import Job, JSONValue, Result, check_queue_name
+from ._jobinfo import JobInfo
+from ._limits import Limit, open_gate
 from ._retry import RetryPolicy
 from ._spec import Handler, WorkerSpec
 from ._worker import Worker, WorkerStatistics
 from .brokers._protocol import Broker
 from .brokers._url import open_broker
-from .observability._events import Instrument, Instruments, WorkerStateChanged
+from .observability._events import Instrument, Instruments, WorkerStateChanged, WorkflowChanged
 from .supervision import Backoff, ChildEvent, ChildSpec, Circuit, Restart, Strategy, Supervisor
+from .workflows._coordinator import Coordinator
+from .workflows._coordinator import cancel as cancel_workflow
+from .workflows._coordinator import submit as submit_workflow
+from .workflows._coordinator import view as view_workflow
+from .workflows._coordinator import views as view_workflows
+from .workflows._spec import Workflow
+from .workflows._store import WorkflowStore
+from .workflows._view import WorkflowView
 
 _log = structlog.get_logger("guild")
+_COORDINATOR = "workflow-coordinator"
 H = TypeVar("H", bound=Handler)
 
 
@@ -77,6 +90,9 @@ class Guild:
         supervision: the supervisor's strategy and intensity.
         wall_clock: seconds since the epoch, for periodic schedules
             (``trio.current_time`` makes them follow a MockClock in tests).
+        workflow_poll: seconds between the workflow coordinator's looks at
+            every active workflow (jobs finished by this process's workers wake
+            it at once); ``None`` runs no coordinator in this app.
 
     Example::
 
@@ -95,8 +111,14 @@ class Guild:
         instruments: Iterable[Instrument] = (),
         supervision: SupervisorOptions | None = None,
         wall_clock: Callable[[], float] = time.time,
+        workflow_poll: float | None = 1.0,
     ) -> None:
+        if workflow_poll is not None and not (workflow_poll > 0 and math.isfinite(workflow_poll)):
+            raise ValueError(
+                f"workflow_poll must be a positive number or None, got {workflow_poll!r}"
+            )
         self.name = name
+        self.workflow_poll = workflow_poll
         self.instruments = Instruments(instruments)
         self.supervision = supervision or SupervisorOptions()
         self.supervisor: Supervisor | None = None
@@ -130,13 +152,15 @@ class Guild:
         dependency_errors: Sequence[type[BaseException]] = (),
         dependency_threshold: int = 5,
         circuit: Circuit | None = None,
+        limit: Limit | None = None,
         **options: Any,
     ) -> Callable[[H], H]:
         """Register ``handler`` as the worker for ``queue``.
 
         Keyword arguments are those of :class:`guild.WorkerSpec`, plus
         ``circuit`` (a :class:`guild.Circuit`) to stop claiming while a
-        dependency is down.
+        dependency is down. ``limit`` (a :class:`guild.Limit`) bounds the rate
+        and the concurrency of its jobs per key, across processes on Redis.
         """
 
         def register(handler: H) -> H:
@@ -152,6 +176,7 @@ class Guild:
                 graceful_timeout=graceful_timeout,
                 dependency_errors=tuple(dependency_errors),
                 dependency_threshold=dependency_threshold,
+                limit=limit,
                 **options,
             )
             self.add_worker(spec, circuit=circuit)
@@ -255,6 +280,10 @@ class Guild:
         """Live figures of the running workers."""
         return {name: worker.statistics() for name, worker in self._workers.items()}
 
+    def running_jobs(self) -> dict[str, list[tuple[Job, float]]]:
+        """Per running worker, the jobs its handlers run now and the seconds each has run."""
+        return {name: worker.running_jobs() for name, worker in self._workers.items()}
+
     async def run(
         self,
         broker: Broker | str | None = None,
@@ -327,6 +356,12 @@ class Guild:
                         name="periodic", start=self._serve_periodic, restart=Restart.TRANSIENT
                     )
                 )
+            if self.workflow_poll is not None and isinstance(self.broker, WorkflowStore):
+                await supervisor.start_child(
+                    ChildSpec(
+                        name=_COORDINATOR, start=self._serve_workflows, restart=Restart.TRANSIENT
+                    )
+                )
             task_status.started()
             if shutdown_trigger is None:
                 await trio.sleep_forever()
@@ -358,13 +393,14 @@ class Guild:
         if self._draining:
             task_status.started()
             return
-        worker = Worker(spec, self.broker, self.instruments)
-        self._workers[spec.name] = worker
-        try:
-            await worker.serve(task_status=task_status)
-        finally:
-            del self._workers[spec.name]
-            self._note_worker_exit()
+        async with open_gate(spec.name, spec.limit, self.broker, self.instruments) as gate:
+            worker = Worker(spec, self.broker, self.instruments, gate=gate)
+            self._workers[spec.name] = worker
+            try:
+                await worker.serve(task_status=task_status)
+            finally:
+                del self._workers[spec.name]
+                self._note_worker_exit()
         if not worker.draining:
             # Workers are transient: a quiet return would leave the queue with no
             # consumer and nothing restarting one.
@@ -392,8 +428,27 @@ class Guild:
             await self.enqueue(entry.queue, entry.payload, key=tick_key(name, fire_at))
             upcoming[name] = entry.schedule.next_fire(fire_at)
 
+    async def _serve_workflows(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Drive the broker's workflows (see guild.workflows._coordinator)."""
+        coordinator = Coordinator(
+            self.broker, poll_interval=self.workflow_poll or 1.0, emit=self._workflow_changed
+        )
+        self.instruments.add(coordinator.signal)
+        try:
+            await coordinator.serve(task_status=task_status)
+        finally:
+            self.instruments.remove(coordinator.signal)
+
+    def _workflow_changed(self, event: WorkflowChanged) -> None:
+        if self.instruments.wants("workflow_changed"):
+            self.instruments.emit("workflow_changed", event)
+
     def _on_child_event(self, event: ChildEvent) -> None:
-        if self.instruments.wants("worker_state_changed"):
+        # The coordinator is a service, not a worker: /health and the metrics
+        # would judge it by claims it never makes.
+        if event.child != _COORDINATOR and self.instruments.wants("worker_state_changed"):
             self.instruments.emit(
                 "worker_state_changed",
                 WorkerStateChanged(
@@ -467,9 +522,12 @@ class Guild:
         max_attempts: int | None = None,
         timeout: float | None = None,
         trace_id: str | None = None,
-        broker: Broker | None = None,
+        broker: Broker | str | None = None,
     ) -> Job:
-        """Enqueue one job and return it (for a duplicate ``key``: the job that holds it)."""
+        """Enqueue one job and return it (for a duplicate ``key``: the job that holds it).
+
+        Works outside :meth:`run` too: see :meth:`enqueue_many` for the broker used.
+        """
         (job,) = await self.enqueue_many(
             queue,
             [payload],
@@ -492,27 +550,167 @@ class Guild:
         max_attempts: int | None = None,
         timeout: float | None = None,
         trace_id: str | None = None,
-        broker: Broker | None = None,
+        broker: Broker | str | None = None,
     ) -> list[Job]:
-        """Enqueue many jobs in one broker call."""
-        target = broker or self.broker
-        now = target.now()
-        jobs = [
-            self._job(
-                queue,
-                payload,
-                now=now,
-                key=key,
-                delay=delay,
-                max_attempts=max_attempts,
-                timeout=timeout,
-                trace_id=trace_id,
-            )
-            for payload in payloads
-        ]
-        return await target.enqueue(jobs)
+        """Enqueue many jobs in one broker call.
 
-    async def result(self, job: Job | str, *, wait: float = 0.0) -> Result | None:
-        """The result of a job, waiting up to ``wait`` seconds for it to finish."""
+        The broker: ``broker`` if given (an open Broker, or a URL opened for this
+        call); else the one the app runs on; else the app's own (a Broker, or a
+        URL opened for this call; with none, ``$GUILD_BROKER``, else
+        ``sqlite:guild.db``, as ``guild run`` does). Opening a URL per call costs
+        a connection each time: a producer that enqueues often keeps a
+        :class:`guild.AsyncClient` or :class:`guild.Client` open instead.
+
+        Raises:
+            UnknownBrokerURL: a URL to open is malformed, or ``memory://`` (a
+                memory broker opened for one call would lose the job with it).
+        """
+        async with self._producing(broker) as target:
+            now = target.now()
+            jobs = [
+                self._job(
+                    queue,
+                    payload,
+                    now=now,
+                    key=key,
+                    delay=delay,
+                    max_attempts=max_attempts,
+                    timeout=timeout,
+                    trace_id=trace_id,
+                )
+                for payload in payloads
+            ]
+            return await target.enqueue(jobs)
+
+    async def result(
+        self, job: Job | str, *, wait: float = 0.0, broker: Broker | str | None = None
+    ) -> Result | None:
+        """The result of a job, waiting up to ``wait`` seconds for it to finish.
+
+        ``None`` if it has not finished in time. The broker is chosen as for
+        :meth:`enqueue_many`, so a producer script can ask too.
+        """
         job_id = job.id if isinstance(job, Job) else job
-        return await self.broker.get_result(job_id, wait=wait)
+        async with self._producing(broker) as target:
+            return await target.get_result(job_id, wait=wait)
+
+    async def job(self, job: Job | str, *, broker: Broker | str | None = None) -> JobInfo:
+        """Everything known of a job now: status, attempts, timings, the worker that
+        ran it, its last error and traceback, its progress and its result (see
+        :class:`guild.JobInfo`). The broker is chosen as for :meth:`enqueue_many`.
+
+        Raises:
+            UnknownJob: the broker knows no job with that id.
+        """
+        job_id = job.id if isinstance(job, Job) else job
+        async with self._producing(broker) as target:
+            return await job_info(target, job_id)
+
+    async def cancel(self, job: Job | str, *, broker: Broker | str | None = None) -> bool:
+        """Cancel a job: one waiting (ready, delayed, or held but not started) never
+        runs; a running one has its handler cancelled within about a second, on
+        whichever process runs it (its sandboxed processes killed with it). Either
+        way it ends with the status ``CANCELLED``. The broker is chosen as for
+        :meth:`enqueue_many`.
+
+        Returns:
+            True if the job was cancelled or its cancel requested; False when it
+            is unknown or had already finished (its result stays as it was).
+        """
+        job_id = job.id if isinstance(job, Job) else job
+        async with self._producing(broker) as target:
+            return bool(await target.cancel([job_id]))
+
+    # --- workflows -------------------------------------------------------------
+
+    async def submit(
+        self,
+        workflow: Workflow,
+        *,
+        queues: Iterable[str] = (),
+        broker: Broker | str | None = None,
+    ) -> str:
+        """Store a workflow and start its first steps; returns its id.
+
+        Its steps then run as jobs on their queues, each once the steps it runs
+        after are done; a coordinator (one runs inside every :meth:`run` on the
+        broker) drives it. Submitting the same workflow again (same id, same
+        spec) is a no-op that returns the id. The broker is chosen as for
+        :meth:`enqueue_many`.
+
+        Args:
+            workflow: the workflow (see :class:`guild.Workflow`, :func:`guild.chain`).
+            queues: queues served by workers of other processes: each step's
+                queue must be one of these or of this app's workers.
+
+        Raises:
+            InvalidWorkflow: a rule is broken (``rule`` and ``step`` say which):
+                an unknown queue, a cycle, an unknown step or compensation...
+            BrokerError: the broker keeps no workflows.
+        """
+        known = {spec.queue for spec in self._specs.values()} | set(queues)
+        async with self._producing(broker) as target:
+            return await submit_workflow(target, workflow, known, emit=self._workflow_changed)
+
+    async def workflow(
+        self, workflow_id: str, *, wait: float = 0.0, broker: Broker | str | None = None
+    ) -> WorkflowView:
+        """A workflow's status and each step's state, attempts, timings, result or error.
+
+        Args:
+            wait: seconds to wait for the workflow to finish; the view comes back
+                as it is then, finished or not (check ``view.finished``).
+
+        Raises:
+            UnknownWorkflow: no workflow has this id.
+        """
+        async with self._producing(broker) as target:
+            return await view_workflow(target, workflow_id, wait=wait)
+
+    async def workflows(
+        self,
+        *,
+        statuses: Iterable[str] | None = None,
+        limit: int = 100,
+        broker: Broker | str | None = None,
+    ) -> list[WorkflowView]:
+        """Stored workflows, oldest first (of ``statuses`` only, if given)."""
+        chosen = None if statuses is None else list(statuses)
+        async with self._producing(broker) as target:
+            return await view_workflows(target, statuses=chosen, limit=limit)
+
+    async def cancel_workflow(
+        self,
+        workflow_id: str,
+        *,
+        reason: str = "cancel requested",
+        broker: Broker | str | None = None,
+    ) -> bool:
+        """Stop a workflow: no new step starts, its running steps are cancelled and
+        its completed steps compensated (last completed first); it ends ``cancelled``.
+
+        Returns:
+            False if it had finished, or was stopping, already.
+
+        Raises:
+            UnknownWorkflow: no workflow has this id.
+        """
+        async with self._producing(broker) as target:
+            return await cancel_workflow(target, workflow_id, reason, emit=self._workflow_changed)
+
+    @asynccontextmanager
+    async def _producing(self, broker: Broker | str | None) -> AsyncIterator[Broker]:
+        if isinstance(broker, Broker):
+            yield broker
+            return
+        url = broker
+        if url is None:
+            if self._broker is not None:
+                yield self._broker
+                return
+            if isinstance(self._default_broker, Broker):
+                yield self._default_broker
+                return
+            url = self._default_broker
+        async with open_broker(client_url(url)) as opened:
+            yield opened

@@ -20,6 +20,9 @@
     ├── ConfigError                 a bad guild.toml or option: path, key, expected (also ValueError)
     ├── InvalidQueueName            empty, whitespace-padded or control characters (ValueError)
     ├── InvalidHandler              a handler that is not `async def h(job)`, refused at registration (also TypeError)
+    ├── InvalidWorkflow             a workflow refused at submission: rule, step, reason (also ValueError)
+    ├── NotAWorkflowStep            StepInput.of(job) for a job that no workflow enqueued (also ValueError)
+    ├── UnknownWorkflow             no workflow with that id in the broker (also LookupError)
     ├── SandboxError
     │   ├── CommandRefused          the policy refused an argv, naming the rule (also PermissionError)
     │   ├── SandboxTimeout          the command ran past its timeout; carries partial output
@@ -158,6 +161,18 @@ class JobTimeout(JobError, TimeoutError):
         self.timeout = timeout
 
 
+class UnknownJob(GuildError, LookupError):
+    """No job with that id is known to the broker (never enqueued, or expired).
+
+    Attributes:
+        job_id: the id asked for.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
 class DependencyFailure(GuildError):
     """Raised by a handler when something the worker depends on failed.
 
@@ -259,6 +274,52 @@ class InvalidHandler(GuildError, TypeError):
     def __init__(self, handler: str, message: str) -> None:
         super().__init__(message)
         self.handler = handler
+
+
+class InvalidWorkflow(GuildError, ValueError):
+    """A workflow that cannot run, refused before anything of it is stored.
+
+    Attributes:
+        rule: which check refused it: ``empty``, ``workflow-id``, ``step-name``,
+            ``duplicate-step``, ``unknown-dependency``, ``cycle``,
+            ``unknown-compensation``, ``duplicate-compensation``, ``payload``,
+            ``unknown-queue`` or ``duplicate-id``.
+        step: the step it is about (``None`` when about the whole workflow).
+        reason: a human sentence.
+    """
+
+    def __init__(self, rule: str, step: str | None, reason: str) -> None:
+        where = f"step {step!r}: " if step is not None else ""
+        super().__init__(f"invalid workflow ({rule}): {where}{reason}")
+        self.rule = rule
+        self.step = step
+        self.reason = reason
+
+
+class NotAWorkflowStep(GuildError, ValueError):
+    """A job that is not a workflow's step or compensation was read as one.
+
+    Attributes:
+        job_id: the job.
+        reason: what its payload lacks.
+    """
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id} is not a workflow step: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+class UnknownWorkflow(GuildError, LookupError):
+    """No workflow with that id is stored in the broker (never submitted, or purged).
+
+    Attributes:
+        workflow_id: the id asked for.
+    """
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow with id {workflow_id!r}")
+        self.workflow_id = workflow_id
 
 
 # --- sandbox -----------------------------------------------------------------------

@@ -31,9 +31,11 @@ class JobStatus(enum.Enum):
     IN_FLIGHT = "in_flight"
     DONE = "done"
     DEAD = "dead"
+    CANCELLED = "cancelled"
+    """Stopped on request (``broker.cancel``): never run, or its run cut short."""
 
 
-TERMINAL: Final = frozenset({JobStatus.DONE, JobStatus.DEAD})
+TERMINAL: Final = frozenset({JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED})
 """Statuses a job never leaves on its own."""
 ACTIVE: Final = frozenset({JobStatus.READY, JobStatus.DELAYED, JobStatus.IN_FLIGHT})
 """Statuses of a job that still has work ahead of it."""
@@ -188,7 +190,11 @@ class DeadLetter:
 
 @attrs.frozen(kw_only=True, slots=True)
 class QueueStats:
-    """Counts of one queue's jobs by status."""
+    """Counts of one queue's jobs by status.
+
+    ``done`` and ``cancelled`` count every job that ended so since the broker's
+    records began; the others count the jobs in that state now.
+    """
 
     queue: str
     ready: int = 0
@@ -196,6 +202,7 @@ class QueueStats:
     in_flight: int = 0
     done: int = 0
     dead: int = 0
+    cancelled: int = 0
 
 
 _JOB_FIELDS = tuple(field.name for field in attrs.fields(Job))

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from ._job import Job, check_queue_name
+from ._limits import Limit
 from ._retry import RetryPolicy
 
 Handler = Callable[[Job], Awaitable[Any]]
@@ -61,6 +62,9 @@ class WorkerSpec:
             worker so its supervisor takes over.
         stall_timeout: a claim call that has not returned after ``claim_wait``
             plus this long is a stalled claimer: the worker crashes.
+        limit: how fast and how many jobs may run per key (:class:`guild.Limit`),
+            waited for before the job's timeout starts; shared by every process
+            on the same Redis when the broker is Redis.
     """
 
     queue: str = attrs.field(validator=lambda _, __, name: check_queue_name(name))
@@ -82,3 +86,6 @@ class WorkerSpec:
     )
     dependency_threshold: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     stall_timeout: float = attrs.field(default=60.0, validator=_positive)
+    limit: Limit | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Limit))
+    )

@@ -6,6 +6,7 @@
     ├── lease keeper   renews the leases of every job this worker holds
     ├── acker          acks finished jobs in batches (one broker round trip for many)
     ├── watchdog       crashes the worker if a claim call hangs (alive-but-idle is a failure)
+    ├── cancel watcher asks the broker twice a second which held jobs are to be cancelled
     └── inner nursery
         ├── claimer    claims only while handler capacity (+ prefetch) is free
         └── handlers x concurrency   cancel scope (timeout) → handler → ack | retry | dead
@@ -27,6 +28,15 @@ Draining (``drain()``): the claimer stops; jobs claimed but not started go back
 at once; running jobs get ``graceful_timeout`` seconds (a deadline on the inner
 nursery, never an outright cancel), then are cancelled and handed back; pending
 acks are flushed; the lease keeper stops last, so nothing held is left to expire.
+
+Cancellation (``Broker.cancel``): the broker ends a waiting or prefetched job
+itself; a started one gets a request, which the cancel watcher finds
+(``Broker.cancel_requested``, every ``_CANCEL_POLL`` seconds, only while jobs are
+held). A running job's handler is cancelled through its handler task's cancel
+scope (a sandboxed process dies with it) and the job finished cancelled
+(``Broker.finish_cancelled``); a held job not yet running is finished so when its
+handler takes it. A handler that returned before the request landed keeps its
+result. Nothing of it is on the claim/run/ack path but two attribute reads.
 """
 
 from __future__ import annotations
@@ -57,7 +67,9 @@ from ._errors import (
     Retry,
 )
 from ._job import Delivery, Job, UndecodablePayload
+from ._limits import BadLimitKey, LimitGate, Permit, local_gate
 from ._outage import OutageBackoff
+from ._progress import ProgressWriter
 from ._retry import Dead, RetryAt
 from ._spec import WorkerSpec
 from .brokers._protocol import Broker, StartsInline
@@ -73,6 +85,9 @@ _log = structlog.get_logger("guild.worker")
 _ACK_BATCH = 512
 _RELEASE_TIMEOUT = 5.0
 _DEADLINE_SLACK = 0.001
+# Seconds between asks for cancel requests: a running job stops within about this
+# (plus one broker round trip) of its cancel.
+_CANCEL_POLL = 0.5
 T = TypeVar("T")
 
 
@@ -111,11 +126,15 @@ class _StartBatch:
 
 @attrs.define(slots=True)
 class _Slot:
-    """What one handler task is running, for its timeout path."""
+    """What one handler task is running, for its timeout and cancel paths."""
 
     delivery: Delivery | None = None
     started: float = 0.0
     timeout: float = 0.0
+    # The handler task's current scope, and whether the cancel watcher cancelled
+    # it for the job in ``delivery`` (then a fresh scope is opened for the next job).
+    scope: trio.CancelScope | None = None
+    cancelling: bool = False
 
 
 def describe(error: BaseException) -> str:
@@ -139,6 +158,8 @@ class WorkerStatistics:
     dependency_streak: int
     broker_error: str | None = None
     """Why the broker is unreachable, while it is (the worker waits, then resumes)."""
+    cancelled: int = 0
+    """Jobs ended on a cancel request (``broker.cancel``)."""
 
 
 def _key(delivery: Delivery) -> tuple[str, str]:
@@ -178,6 +199,7 @@ class Worker:
         *,
         rand: Callable[[], float] = random.random,
         outage: OutageBackoff | None = None,
+        gate: LimitGate | None = None,
     ) -> None:
         self.spec = spec
         self.broker = broker
@@ -185,6 +207,11 @@ class Worker:
         self.consumer = consumer_name(spec.name)
         self._rand = rand
         self._outage = outage if outage is not None else OutageBackoff()
+        # The app passes a gate shared through its broker's Redis; on its own,
+        # a worker's limits are this process's.
+        if gate is None and spec.limit is not None:
+            gate = local_gate(spec.name, spec.limit, self.instruments)
+        self._gate = gate
         self._broker_error: str | None = None
         self._capacity = spec.concurrency + spec.prefetch
         # Refill in batches: a claim per freed slot would make one broker round
@@ -208,7 +235,12 @@ class Worker:
         self._charged: set[tuple[str, str]] = set()
         self._alone: trio.Event | None = None
         self._uncharged: trio.Event | None = None
-        self._counts = {"done": 0, "retried": 0, "dead": 0}
+        self._counts = {"done": 0, "retried": 0, "dead": 0, "cancelled": 0}
+        # Every handler task's slot, for the cancel watcher; and held jobs with a
+        # cancel request that no handler runs yet (finished when one takes them).
+        self._slots: list[_Slot] = []
+        self._progress = ProgressWriter(broker, self.instruments, spec.name)
+        self._doomed: set[tuple[str, str]] = set()
         send, receive = trio.open_memory_channel[Delivery](math.inf)
         self._jobs_send, self._jobs_receive = send, receive
         ack_send, ack_receive = trio.open_memory_channel[tuple[Delivery, ResultJSON]](math.inf)
@@ -219,6 +251,8 @@ class Worker:
     def drain(self) -> None:
         """Stop claiming and finish (or hand back) what is held, then return."""
         self._draining.set()
+        if self._gate is not None:
+            self._gate.close()  # jobs waiting for their limit go back unrun
         self._wake()
 
     @property
@@ -236,6 +270,11 @@ class Worker:
             broker_error=self._broker_error,
             **self._counts,
         )
+
+    def running_jobs(self) -> list[tuple[Job, float]]:
+        """The jobs whose handlers run now, each with the seconds it has run."""
+        now = time.perf_counter()
+        return [(s.delivery.job, now - s.started) for s in self._slots if s.delivery is not None]
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until drained (returns) or crashed (raises).
@@ -255,6 +294,8 @@ class Worker:
             outer.start_soon(self._lease_keeper)
             outer.start_soon(self._acker)
             outer.start_soon(self._watchdog)
+            outer.start_soon(self._cancel_watcher)
+            outer.start_soon(self._progress.run)
             async with trio.open_nursery() as inner:
                 for _ in range(self.spec.concurrency):
                     inner.start_soon(self._handler_loop)
@@ -350,10 +391,12 @@ class Worker:
         # One cancel scope per handler task, its deadline re-armed for each job:
         # opening a scope per job costs a third of the memory broker's throughput.
         slot = _Slot()
+        self._slots.append(slot)
         receive = self._jobs_receive
         structlog.contextvars.bind_contextvars(worker=self.spec.name)
         while True:
             with trio.CancelScope() as scope:
+                slot.scope = scope
                 while True:
                     # Take what is buffered without a schedule point per job; the
                     # buffer holds at most concurrency + prefetch jobs, so a task
@@ -397,9 +440,16 @@ class Worker:
                             self._end_alone()
                     else:
                         await self._run(delivery, scope, slot)
-            # Only the scope's own deadline ends up here: the job in the slot timed out.
+                    if slot.cancelling:
+                        # Its job finished as the cancel came: this scope is spent.
+                        break
+            # Only the scope's own deadline or a cancel request ends up here.
             timed_out, slot.delivery = slot.delivery, None
-            if timed_out is not None:
+            if slot.cancelling:
+                slot.cancelling = False
+                if timed_out is not None:
+                    await self._end_cancelled(timed_out, time.perf_counter() - slot.started)
+            elif timed_out is not None:
                 error = JobTimeout(timed_out.job.id, slot.timeout)
                 await self._settle(timed_out, _Failed(error), time.perf_counter() - slot.started)
 
@@ -503,12 +553,26 @@ class Worker:
             # until this task is cancelled too.
 
     async def _run(self, delivery: Delivery, scope: trio.CancelScope, slot: _Slot) -> None:
+        if self._doomed and _key(delivery) in self._doomed:
+            # Its cancel request was found while it waited for a handler.
+            await self._end_cancelled(delivery, 0.0)
+            return
         job = delivery.job
         spec = self.spec
         # The worker's name is bound once per handler task (_handler_loop).
         structlog.contextvars.bind_contextvars(
             task_id=job.id, trace_id=job.trace_id, attempt=job.attempt
         )
+        permit = None
+        if self._gate is not None:
+            permit = await self._wait_for_limit(self._gate, delivery, scope)
+            if permit is None:
+                return
+            if self._doomed and _key(delivery) in self._doomed:
+                # Its cancel request was found while it waited for its limit.
+                permit.release()
+                await self._end_cancelled(delivery, 0.0)
+                return
         if self.instruments.wants("job_started"):
             self.instruments.emit(
                 "job_started", JobStarted(worker=spec.name, job=job, at=self.broker.now())
@@ -524,18 +588,34 @@ class Worker:
             if deadline < scope.deadline or deadline - scope.deadline > _DEADLINE_SLACK:
                 scope.deadline = deadline
         self._running += 1
+        progress = self._progress.enter(delivery)
         try:
             verdict = await self._attempt(job)
         except BaseException:
+            self._progress.leave(progress)
             self._running -= 1
+            if permit is not None:
+                permit.release()
             if not scope.cancel_called:
                 # Cancelled from outside (drain deadline, restart): the job is not
                 # finished, so it goes back now rather than waiting out its lease.
                 slot.delivery = None
                 await self._hand_back(delivery)
             raise
+        unwritten = self._progress.leave(progress)
+        if unwritten is not None:
+            # Its last progress is written while the job is still held (and so
+            # still takes it), before it is settled.
+            await self._progress.finish(unwritten)
         self._running -= 1
+        if permit is not None:
+            permit.release()
         slot.delivery = None
+        if slot.cancelling and not isinstance(verdict, _Done):
+            # It failed as its cancel came (perhaps because of it): it ends
+            # cancelled, not retried; the cancelled scope must not cut that short.
+            await self._end_cancelled(delivery, time.perf_counter() - slot.started)
+            return
         if not isinstance(verdict, _Done):
             # Settling a failure talks to the broker: the job's deadline must not
             # cut that short. (A done job is settled without a checkpoint, and a
@@ -543,6 +623,41 @@ class Worker:
             # the loop just opens a fresh scope. One deadline change per job, not two.)
             scope.deadline = math.inf
         await self._settle(delivery, verdict, time.perf_counter() - slot.started)
+
+    async def _wait_for_limit(
+        self, gate: LimitGate, delivery: Delivery, scope: trio.CancelScope
+    ) -> Permit | None:
+        """Wait for the job's limit (``spec.limit``); ``None``: the job is settled
+        or handed back instead. Its lease is renewed meanwhile (it is held)."""
+        try:
+            key = gate.key_of(delivery.job)
+        except BadLimitKey as error:
+            await self._bury(delivery, str(error), None, 0.0)
+            return None
+        # The wait is not the job's: a deadline left from the last job must not
+        # fire during it (the job's own deadline is set once it is admitted).
+        scope.deadline = math.inf
+        failures = 0
+        try:
+            while True:
+                try:
+                    permit = await gate.enter(delivery.job, key, _key(delivery))
+                    break
+                except BrokerUnavailable as error:
+                    # The limits' Redis is away: wait it out, as for the broker.
+                    failures += 1
+                    await self._wait_out_outage("limit", error, failures)
+                    if self.draining:
+                        permit = None
+                        break
+        except BaseException:
+            await self._hand_back(delivery)
+            raise
+        if failures:
+            self._broker_back()
+        if permit is None:  # draining
+            await self._hand_back(delivery)
+        return permit
 
     async def _attempt(self, job: Job) -> _Verdict:
         if isinstance(job.payload, UndecodablePayload):
@@ -586,7 +701,7 @@ class Worker:
         if isinstance(decision, Dead):
             await self._bury(delivery, f"{reason} ({decision.reason})", trace, duration)
         else:
-            await self._retry(delivery, decision, reason, duration)
+            await self._retry(delivery, decision, reason, duration, trace)
         if isinstance(error, (DependencyFailure, *self.spec.dependency_errors)):
             self._streak += 1
             if self._streak >= self.spec.dependency_threshold:
@@ -598,10 +713,16 @@ class Worker:
             self._streak = 0
 
     async def _retry(
-        self, delivery: Delivery, decision: RetryAt, reason: str, duration: float
+        self,
+        delivery: Delivery,
+        decision: RetryAt,
+        reason: str,
+        duration: float,
+        trace: str | None = None,
     ) -> None:
         await self._until_available(
-            "retry", lambda: self.broker.retry(delivery, at=decision.at, error=reason)
+            "retry",
+            lambda: self.broker.retry(delivery, at=decision.at, error=reason, traceback=trace),
         )
         self._forget(delivery)
         self._counts["retried"] += 1
@@ -639,8 +760,51 @@ class Worker:
         for delivery in held:
             self._forget(delivery)
 
+    async def _end_cancelled(self, delivery: Delivery, duration: float) -> None:
+        # Shielded and bounded, like a hand-back: its handler's scope is cancelled.
+        # If the broker cannot be told, the lease runs out and the broker ends the
+        # job cancelled then (it has the request).
+        with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
+            try:
+                await self.broker.finish_cancelled([delivery])
+            except BrokerError as error:
+                _log.warning("cancel_not_recorded", job_id=delivery.job.id, error=describe(error))
+        self._forget(delivery)
+        self._counts["cancelled"] += 1
+        self._emit_finished(delivery.job, Outcome.CANCELLED, duration)
+
+    async def _cancel_watcher(self) -> NoReturn:
+        """Ask the broker which held jobs have a cancel request; stop each."""
+        while True:
+            await trio.sleep(_CANCEL_POLL)
+            if not self._held:
+                continue
+            try:
+                wanted = await self.broker.cancel_requested([job_id for job_id, _ in self._held])
+            except BrokerUnavailable as error:
+                self._broker_away("cancel_requested", error)
+                continue
+            self._broker_back()
+            if wanted:
+                self._cancel_held(wanted)
+
+    def _cancel_held(self, job_ids: set[str]) -> None:
+        running: set[tuple[str, str]] = set()
+        for slot in self._slots:
+            delivery = slot.delivery
+            if delivery is not None and delivery.job.id in job_ids and slot.scope is not None:
+                running.add(_key(delivery))
+                if not slot.cancelling:
+                    slot.cancelling = True
+                    slot.scope.cancel(reason=f"job {delivery.job.id} cancelled")
+        for key in self._held:
+            if key[0] in job_ids and key not in running:
+                self._doomed.add(key)
+
     def _forget(self, delivery: Delivery) -> None:
         key = _key(delivery)
+        if self._doomed:
+            self._doomed.discard(key)
         self._lost.discard(key)
         self._charged.discard(key)
         if self._uncharged is not None and not self._charged:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.py")) + sorted((ROOT / "examples").glob("*/main.py"))
 
 # What each example must print, so a silent no-op cannot pass.
 EXPECTED = {
@@ -17,13 +17,33 @@ EXPECTED = {
     "embedded.py": ["img9.png -> thumb-img9.png", "app drained"],
     "testing_demo.py": ["200 jobs", "0 lost", "2 kills"],
     "observability_demo.py": ["health: degraded (HTTP 200)", "emails: 95 done"],
+    "dashboard_demo.py": [
+        "without the token: 401",
+        "with ?token=: 200 at /, csrf cookie set: True",
+        "dead letters: 1: RuntimeError: the card of order 1042 was declined",
+        "requeue without X-Guild-CSRF: 403",
+        "requeued 1; job now done: charged order 1042",
+    ],
     "sandbox_demo.py": [
         "hello from the sandbox",
         "refused by rule 'shell'",
         "timed out after 0.5s",
     ],
+    "cancel_demo.py": [
+        "delayed job cancelled: True",
+        "running job cancel requested: True",
+        "yearly report: cancelled (cancelled) after",
+        "cancelling it again: False",
+        "handlers that ran: ['yearly']",
+    ],
     "ratelimit_demo.py": ["10 calls admitted"],
     "ratelimit_redis_demo.py": ["10 calls through two limiters, at most 2 at once"],
+    "worker_limits_demo.py": [
+        "acme: 10 jobs",
+        "globex: 2 jobs",
+        "bad key: limit key function raised KeyError: 'tenant'",
+        "12 admissions waited",
+    ],
     "broker_health_demo.py": [
         "health: healthy (HTTP 200)",
         "after deleting the file: unhealthy (HTTP 503)",
@@ -31,6 +51,24 @@ EXPECTED = {
         "gave up",
     ],
     "custom_broker_check.py": ["conformance checks passed"],
+    "config_envs_demo.py": [
+        'guild.broker = "sqlite:staging.db"',
+        "production chosen by GUILD_ENV",
+        "workers.emails.concurrency = 32 from env (env.production)",
+        "workers.emails.timeout = 30.0 from file",
+        "guild.processes = 2 from flag --processes",
+        "unknown environment -> exit 2: guild: error: ",
+    ],
+    "producers_demo.py": [
+        "memory:// refused",
+        "sync: [1, 4, 9]",
+        "sync: cancelled 1, now cancelled",
+        "sync: closed client refuses calls",
+        "asyncio: 12 squared is 144",
+        "trio: 9 squared is 81",
+        "trio: app.enqueue outside run: 49",
+        "worker drained",
+    ],
     "cli_contract_demo.py": [
         "-> exit 2: guild: error: PAYLOAD_JSON: not valid JSON (NaN is not JSON)",
         "-> exit 2: guild: error: no database at ",
@@ -51,6 +89,28 @@ EXPECTED = {
         "gave up: supervisor 'mine' gave up: 3 restarts within 10s",
         "poller started 3 times",
     ],
+    "workflow_demo.py": [
+        "chord: done, sum of squares = 30",
+        "undo charge: refund the card",
+        "order saga: failed at 'ship': rejected: the carrier refused the parcel",
+        "email    cancelled",
+        "resumed: done; runs: first-app:first, first-app:pause, second-app:pause, second-app:last",
+    ],
+    "pipeline/main.py": [
+        "package   done      after ['lint', 'test']",
+        "package said: package: release-1.0.zip after lint, test",
+        "posted to #builds: test ",
+        "posted to #builds: package ",
+        "posted to #builds: release / version:",
+        "3 results posted to #builds",
+    ],
+    "result_worker_demo.py": [
+        "posted 5 messages in 7 posts",
+        "long message: 3 parts, 2 of them in the thread",
+        "#ops answered 429 1 time(s); no post during the hold: True",
+        "#nowhere: dead: rejected: #nowhere: slack error channel_not_found",
+        "after reopening: #ops: parts=6, rate_limited=1, rate_limited_seconds=1, sent=4, split=1",
+    ],
     "task_worker_demo.py": [
         "command job: exit 0",
         "'report written'",
@@ -60,7 +120,11 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def _name(path: Path) -> str:
+    return path.relative_to(ROOT / "examples").as_posix()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[_name(p) for p in EXAMPLES])
 def test_example_runs(path: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(path)],
@@ -71,5 +135,5 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for needle in EXPECTED.get(path.name, []):
+    for needle in EXPECTED.get(_name(path), []):
         assert needle in done.stdout, done.stdout

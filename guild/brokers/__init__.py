@@ -4,7 +4,8 @@
 that never touches Redis never imports its client. For writing a broker:
 ``encode_result``/``ResultJSON`` (what ``ack`` stores), ``job_from_row``/``BadRow``
 (a stored row to a job, or the reason it is none) and ``RawStorable`` (the hook
-the conformance suite stores garbage through).
+the conformance suite stores garbage through). ``Ledger`` is the optional
+protocol of durable counts and marks that workers keep in the broker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .._codec import BadRow as BadRow
 from .._codec import ResultJSON as ResultJSON
 from .._codec import encode_result as encode_result
 from .._codec import job_from_row as job_from_row
+from ._ledger import Ledger as Ledger
 from ._protocol import Broker as Broker
 from ._protocol import BrokerIssue as BrokerIssue
 from ._protocol import Diagnosable as Diagnosable
@@ -33,6 +35,7 @@ __all__ = [
     "Broker",
     "BrokerIssue",
     "Diagnosable",
+    "Ledger",
     "MemoryBroker",
     "RawStorable",
     "RedisBroker",

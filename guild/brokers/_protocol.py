@@ -36,6 +36,21 @@ Semantics every broker keeps (the conformance suite checks each):
 * **Stale receipts.** After a lease was lost (expired and re-claimed), the old
   delivery's ``extend``/``retry``/``dead`` do nothing for that job. ``ack`` is by
   job id: a job that finished is done, whoever finishes it.
+* **Cancellation.** ``cancel(ids)`` ends a ready or delayed job at once: it is
+  never claimed, and its result says ``CANCELLED`` (error ``"cancelled"``). So
+  does a job claimed but not started (prefetched; its holder's ``start`` then
+  leaves it out) and one whose lease has expired. A job whose run has started
+  gets a *cancel request* instead: its holder learns of it from
+  ``cancel_requested`` and finishes it with ``finish_cancelled``. Until then the
+  job stays in flight, and whatever settles it first wins: an ``ack`` makes it
+  done (its run finished before the cancel landed) and a ``dead`` dead, but a
+  ``retry``, ``release`` or lease expiry, which would run it again, ends it
+  cancelled instead (its started run counted in the result's ``attempts``). A cancelled job is terminal: ``ack``, ``retry`` and ``dead``
+  leave it as it is, it is never dead-lettered, and ``requeue_dead`` does not
+  see it. ``cancel`` answers the ids it cancelled or requested to cancel;
+  unknown and already finished ones are left out. ``stats`` counts cancelled
+  jobs per queue (``QueueStats.cancelled``). Nothing of this touches ``claim``
+  or ``ack``: a worker asks about its own jobs about twice a second.
 * **Time.** Absolute times are in ``broker.now()``'s clock.
 * **One bad job stays one bad job.** ``enqueue`` encodes payloads with
   ``guild._codec.encode_payload``: a payload JSON cannot encode raises
@@ -59,6 +74,7 @@ import attrs
 
 from .._codec import ResultJSON
 from .._job import DeadLetter, Delivery, Job, QueueStats, Result
+from .._jobinfo import JobInfo, JobProgress
 
 
 @runtime_checkable
@@ -117,8 +133,13 @@ class Broker(Protocol):
         """
         ...
 
-    async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
-        """Make the job claimable again at ``at``; its attempt has been counted."""
+    async def retry(
+        self, delivery: Delivery, *, at: float, error: str, traceback: str | None = None
+    ) -> None:
+        """Make the job claimable again at ``at``; its attempt has been counted.
+
+        ``error`` and ``traceback`` are kept as the job's last error
+        (:meth:`job_info`) until a later failure replaces them."""
         ...
 
     async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
@@ -143,8 +164,44 @@ class Broker(Protocol):
         """
         ...
 
+    async def cancel(self, job_ids: Sequence[str]) -> list[str]:
+        """Cancel jobs (see "Cancellation" above): waiting ones at once, running
+        ones by a request to their holders. Returns the ids of ``job_ids`` that
+        were cancelled or now have a request, in order; unknown ones and ones
+        already finished are left out. Asking again for a job with a request
+        standing answers it again."""
+        ...
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of ``job_ids`` (jobs the caller holds in flight) have a cancel request.
+
+        Cheap when none has: a worker calls it about twice a second with every
+        id it holds."""
+        ...
+
+    async def finish_cancelled(self, deliveries: Sequence[Delivery]) -> None:
+        """End held jobs as cancelled: terminal, result ``CANCELLED`` with the error
+        ``"cancelled"`` and the attempts counted so far; no retry, no dead letter.
+        A delivery no longer held (its lease was lost) is left alone, as by ``dead``."""
+        ...
+
     async def get_result(self, job_id: str, *, wait: float = 0.0) -> Result | None:
         """The result of a finished job, waiting up to ``wait`` seconds for it."""
+        ...
+
+    async def job_info(self, job_id: str) -> JobInfo | None:
+        """What is known of one job now (see :class:`~guild.JobInfo`), or ``None``
+        when no job has that id (never enqueued, or its record expired).
+
+        ``attempts`` counts started runs; ``started_at`` is its last run's start;
+        ``consumer`` the last to claim it; ``error``/``traceback`` the last failure's
+        (kept across a retry); ``progress`` the last :meth:`set_progress`;
+        ``result`` a done job's value."""
+        ...
+
+    async def set_progress(self, updates: Sequence[tuple[Delivery, JobProgress]]) -> None:
+        """Store each running job's progress, replacing the one before. A delivery
+        no longer held (its lease was lost, or it finished) is left alone."""
         ...
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:

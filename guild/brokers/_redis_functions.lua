@@ -11,6 +11,8 @@
 --   P:key:<queue>:<key>     idempotency key -> id (SET NX EX)
 --   P:result:<id>           the result as JSON, with a TTL
 --   P:waiting:<id> P:notify:<id>   how many wait for a result; the list that hands it to them
+--   P:cancels  P:cancelled  set of ids with a cancel request ('cancel' = '1' in the job's
+--                           hash says it is live); hash queue -> jobs cancelled
 --
 -- Attempts: a job's 'attempt' counts started runs. 'started' ('1'/'0') says whether
 -- the holder's run is counted: a claim starts the first N jobs it takes, the rest
@@ -18,7 +20,7 @@
 -- by an older guild, which counted at claim: it reads as started. An empty
 -- 'max_attempts' means the worker's, which each claim passes in.
 --
--- Statuses: ready | delayed | in_flight | done | dead. A job's stream entry is
+-- Statuses: ready | delayed | in_flight | done | dead | cancelled. A job's stream entry is
 -- XACKed and XDELed whenever it leaves "ready/in_flight", so streams stay bounded.
 -- Each section below is one script; the @common section is prepended to each.
 
@@ -74,19 +76,40 @@ local function bury(id, queue, attempts, err, trace, now, result_ttl_ms)
   notify(id, result)
 end
 
+-- A cancelled job: terminal, kept (and its result) for the result TTL. Its stream
+-- entry, if any, is the caller's to drop.
+local function end_cancelled(id, queue, attempts, now, result_ttl_ms)
+  redis.call('HSET', k_job(id), 'status', 'cancelled', 'error', 'cancelled', 'entry', '',
+    'receipt', '')
+  redis.call('ZREM', k_q(queue, 'leases'), id)
+  redis.call('ZREM', k_q(queue, 'delayed'), id)
+  redis.call('SREM', P .. ':cancels', id)
+  redis.call('PEXPIRE', k_job(id), result_ttl_ms)
+  redis.call('HINCRBY', P .. ':cancelled', queue, 1)
+  local result = result_json(id, queue, 'cancelled', attempts, now, nil, 'cancelled')
+  redis.call('SET', P .. ':result:' .. id, result, 'PX', result_ttl_ms)
+  notify(id, result)
+end
+
 -- A delivery is still held when the job is in flight under the same receipt.
--- Returns status, receipt, queue, entry, attempt, started.
+-- Returns status, receipt, queue, entry, attempt, started, cancel.
 local function held(id, receipt)
   local f = redis.call('HMGET', k_job(id), 'status', 'receipt', 'queue', 'entry', 'attempt',
-    'started')
+    'started', 'cancel')
   if f[1] ~= 'in_flight' or f[2] ~= receipt then return nil end
   return f
 end
 
--- Back to ready without counting the holder's run (release, a killed consumer).
-local function give_back(id, queue, entry, attempt, started)
+-- Back to ready without counting the holder's run (release, a killed consumer);
+-- a job with a cancel request ends cancelled instead.
+local function give_back(id, queue, entry, attempt, started, cancel, now, result_ttl_ms)
   drop_entry(queue, entry)
   redis.call('ZREM', k_q(queue, 'leases'), id)
+  if cancel == '1' then
+    -- 'attempt' counts started runs only: nothing to take back for an unstarted one.
+    end_cancelled(id, queue, tonumber(attempt) or 0, now, result_ttl_ms)
+    return
+  end
   if started ~= '0' then
     redis.call('HSET', k_job(id), 'attempt', math.max(0, tonumber(attempt) - 1))
   end
@@ -103,8 +126,11 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', nnow, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', k_q(queue, 'leases'), id)
     local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'max_attempts',
-      'started')
-    if f[1] == 'in_flight' then
+      'started', 'cancel')
+    if f[1] == 'in_flight' and f[6] == '1' then
+      drop_entry(queue, f[2])
+      end_cancelled(id, queue, tonumber(f[3]) or 0, now, result_ttl)
+    elseif f[1] == 'in_flight' then
       drop_entry(queue, f[2])
       local attempt = tonumber(f[3])
       local max_attempts = tonumber(f[4] or '') or tonumber(max_default)
@@ -169,7 +195,7 @@ end
 -- worker runs it alone), the rest prefetched. Returns 13 fields per job taken:
 -- id queue payload attempt max_attempts enqueued_at not_before timeout key
 -- trace_id receipt started interrupted.
-local function mark_entries(queue, lease_expires, consumer, taken, start)
+local function mark_entries(queue, lease_expires, consumer, taken, start, now)
   local out = {}
   local marked = 0
   for i = 1, #taken, 2 do
@@ -195,6 +221,7 @@ local function mark_entries(queue, lease_expires, consumer, taken, start)
       redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
         'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires,
         'started', started)
+      if started == '1' then redis.call('HSET', k_job(id), 'started_at', now) end
       redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
       append_row(out, id)
     end
@@ -279,7 +306,7 @@ if read then
     taken[#taken + 1] = id
   end
 end
-local out = mark_entries(queue, ARGV[6], consumer, taken, tonumber(ARGV[10]))
+local out = mark_entries(queue, ARGV[6], consumer, taken, tonumber(ARGV[10]), ARGV[3])
 for i = 1, #out, 13 do redis.call('RPUSH', token_key, out[i]) end
 if #out > 0 then redis.call('PEXPIRE', token_key, 60000) end
 local last = '0-0'
@@ -299,7 +326,7 @@ local ttl_s = math.max(1, math.floor(tonumber(result_ttl) / 1000))
 for i = 4, #ARGV, 2 do
   local id, value = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'attempt')
-  if f[1] and f[1] ~= 'done' and f[1] ~= 'dead' then
+  if f[1] and f[1] ~= 'done' and f[1] ~= 'dead' and f[1] ~= 'cancelled' then
     local queue = f[2]
     drop_entry(queue, f[3])
     redis.call('ZREM', k_q(queue, 'leases'), id)
@@ -315,15 +342,20 @@ end
 return 1
 
 -- @retry
--- ARGV: P, now, id, receipt, at, error
+-- ARGV: P, now, id, receipt, at, error, result_ttl_ms, traceback. A job with a
+-- cancel request is not run again: it ends cancelled.
 local now, id, receipt, at, err = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local f = held(id, receipt)
 if not f then return 0 end
 local queue = f[3]
 drop_entry(queue, f[4])
+if f[7] == '1' then
+  end_cancelled(id, queue, tonumber(f[5]) or 0, now, ARGV[7])
+  return 1
+end
 redis.call('ZREM', k_q(queue, 'leases'), id)
 -- The run finished (it failed, and said so): the job is no longer interrupted.
-redis.call('HSET', k_job(id), 'error', err, 'interrupted', '0')
+redis.call('HSET', k_job(id), 'error', err, 'traceback', ARGV[8] or '', 'interrupted', '0')
 if tonumber(at) > tonumber(now) then
   redis.call('HSET', k_job(id), 'status', 'delayed', 'entry', '', 'receipt', '')
   redis.call('ZADD', k_q(queue, 'delayed'), tonumber(at), id)
@@ -342,24 +374,27 @@ bury(id, f[3], f[5], err, trace, now, result_ttl)
 return 1
 
 -- @release
--- ARGV: P, then pairs: id, receipt. Back to ready without counting the attempt.
-for i = 2, #ARGV, 2 do
+-- ARGV: P, now, result_ttl_ms, then pairs: id, receipt. Back to ready without
+-- counting the attempt.
+for i = 4, #ARGV, 2 do
   local id, receipt = ARGV[i], ARGV[i + 1]
   local f = held(id, receipt)
-  if f then give_back(id, f[3], f[4], f[5], f[6]) end
+  if f then give_back(id, f[3], f[4], f[5], f[6], f[7], ARGV[2], ARGV[3]) end
 end
 return 1
 
 -- @release_consumers
--- ARGV: P, prefix. Every job in flight under a consumer whose name starts with
--- prefix goes back to ready without counting the attempt. Returns the count.
+-- ARGV: P, prefix, now, result_ttl_ms. Every job in flight under a consumer whose
+-- name starts with prefix goes back to ready without counting the attempt.
+-- Returns the count.
 local prefix = ARGV[2]
 local count = 0
 for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
   for _, id in ipairs(redis.call('ZRANGE', k_q(queue, 'leases'), 0, -1)) do
-    local f = redis.call('HMGET', k_job(id), 'status', 'consumer', 'entry', 'attempt', 'started')
+    local f = redis.call('HMGET', k_job(id), 'status', 'consumer', 'entry', 'attempt', 'started',
+      'cancel')
     if f[1] == 'in_flight' and f[2] and string.sub(f[2], 1, #prefix) == prefix then
-      give_back(id, queue, f[3], f[4], f[5])
+      give_back(id, queue, f[3], f[4], f[5], f[6], ARGV[3], ARGV[4])
       count = count + 1
     end
   end
@@ -380,7 +415,7 @@ for i = 3, #ARGV, 2 do
       local attempt = tonumber(f[5])
       if f[6] == '0' then
         attempt = attempt + 1
-        redis.call('HSET', k_job(id), 'attempt', attempt, 'started', '1')
+        redis.call('HSET', k_job(id), 'attempt', attempt, 'started', '1', 'started_at', ARGV[2])
       end
       out[#out + 1] = id
       out[#out + 1] = attempt
@@ -420,8 +455,8 @@ redis.call('PEXPIRE', waiting, wait_ms + 1000)
 return false
 
 -- @stats
--- ARGV: P, now, queues... (none: every queue). Returns 6 per queue:
--- name ready delayed in_flight done dead.
+-- ARGV: P, now, queues... (none: every queue). Returns 7 per queue:
+-- name ready delayed in_flight done dead cancelled.
 local now = tonumber(ARGV[2])
 local queues = {}
 if #ARGV > 2 then
@@ -448,6 +483,7 @@ for _, queue in ipairs(queues) do
   out[#out + 1] = live
   out[#out + 1] = tonumber(done)
   out[#out + 1] = dead
+  out[#out + 1] = tonumber(redis.call('HGET', P .. ':cancelled', queue) or '0')
 end
 return out
 
@@ -471,7 +507,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', k_q(f[2], 'dead'), id)
     redis.call('DEL', P .. ':result:' .. id)
     redis.call('HSET', k_job(id), 'attempt', 0, 'not_before', '', 'error', '', 'traceback', '',
-      'interrupted', '0')
+      'interrupted', '0', 'cancel', '0')
     make_ready(id, f[2])
     count = count + 1
   end
@@ -504,4 +540,75 @@ if redis.call('SADD', P .. ':queues', queue) == 1 then
   redis.pcall('XGROUP', 'CREATE', k_q(queue, 'ready'), GROUP, '0', 'MKSTREAM')
 end
 make_ready(id, queue)
+return 1
+
+-- @cancel
+-- ARGV: P, now, result_ttl_ms, then ids. A waiting job, a prefetched one and one
+-- whose lease ran out end cancelled at once; a running one gets a request
+-- ('cancel' = '1', and its id in P:cancels) for its worker to act on. Returns
+-- the ids answered: unknown and finished ones are left out.
+local now, result_ttl = ARGV[2], ARGV[3]
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'attempt', 'started')
+  local status, queue = f[1], f[2]
+  if queue and (status == 'ready' or status == 'delayed' or status == 'in_flight') then
+    local running = false
+    if status == 'in_flight' and f[5] ~= '0' then
+      local lease = redis.call('ZSCORE', k_q(queue, 'leases'), id)
+      running = lease and tonumber(lease) > tonumber(now)
+    end
+    if running then
+      redis.call('HSET', k_job(id), 'cancel', '1')
+      redis.call('SADD', P .. ':cancels', id)
+    else
+      drop_entry(queue, f[3])
+      end_cancelled(id, queue, tonumber(f[4]) or 0, now, result_ttl)
+    end
+    out[#out + 1] = id
+  end
+end
+return out
+
+-- @cancel_requested
+-- ARGV: P, then ids (a worker's jobs in flight). Returns those with a live cancel
+-- request; drops stale ones (the job finished first) from P:cancels on the way.
+local cancels = P .. ':cancels'
+if redis.call('SCARD', cancels) == 0 then return {} end
+local asked = {}
+for i = 2, #ARGV do asked[ARGV[i]] = true end
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', cancels)) do
+  local f = redis.call('HMGET', k_job(id), 'status', 'cancel')
+  if f[1] ~= 'in_flight' or f[2] ~= '1' then
+    redis.call('SREM', cancels, id)
+  elseif asked[id] then
+    out[#out + 1] = id
+  end
+end
+return out
+
+-- @finish_cancelled
+-- ARGV: P, now, result_ttl_ms, then pairs: id, receipt. Each still held ends cancelled.
+for i = 4, #ARGV, 2 do
+  local id, receipt = ARGV[i], ARGV[i + 1]
+  local f = held(id, receipt)
+  if f then
+    drop_entry(f[3], f[4])
+    end_cancelled(id, f[3], tonumber(f[5]) or 0, ARGV[2], ARGV[3])
+  end
+end
+return 1
+
+-- @set_progress
+-- ARGV: P, then fives: id, receipt, fraction, message, at. Stores the progress
+-- of each job still held under that receipt (see Broker.set_progress).
+for i = 2, #ARGV, 5 do
+  local id, receipt = ARGV[i], ARGV[i + 1]
+  if held(id, receipt) then
+    redis.call('HSET', k_job(id), 'progress', ARGV[i + 2], 'progress_message', ARGV[i + 3],
+      'progress_at', ARGV[i + 4])
+  end
+end
 return 1

@@ -51,6 +51,10 @@ def ready(prefix: str, queue: str) -> str:
     return f"{prefix}:q:{queue}:ready"
 
 
+def delayed(prefix: str, queue: str) -> str:
+    return f"{prefix}:q:{queue}:delayed"
+
+
 def dead(prefix: str, queue: str) -> str:
     return f"{prefix}:q:{queue}:dead"
 
@@ -67,6 +71,21 @@ def notify(prefix: str, job_id: str) -> str:
     return f"{prefix}:notify:{job_id}"
 
 
+def cancels(prefix: str) -> str:
+    """The set of job ids with a cancel request (the job hash's ``cancel`` says if live)."""
+    return f"{prefix}:cancels"
+
+
+def cancelled(prefix: str) -> str:
+    """Hash: queue -> how many of its jobs ended cancelled."""
+    return f"{prefix}:cancelled"
+
+
 def epoch(prefix: str) -> str:
     """A random token written once: if it vanishes or changes, Redis lost data."""
     return f"{prefix}:epoch"
+
+
+def workflow(prefix: str, workflow_id: str) -> str:
+    """A workflow's hash (see ``_redis_workflows.lua`` for its indexes)."""
+    return f"{prefix}:wf:{workflow_id}"

@@ -67,4 +67,77 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # column is NOT NULL, and SQLite cannot drop that without a table copy.
         ],
     ),
+    (
+        3,
+        [
+            # The Ledger (guild.brokers.Ledger): counts that workers add to, and
+            # set-if-absent marks that lapse at ``expires`` (broker clock).
+            """
+            CREATE TABLE ledger_counts (
+                namespace TEXT NOT NULL,
+                key TEXT NOT NULL,
+                name TEXT NOT NULL,
+                value REAL NOT NULL,
+                PRIMARY KEY (namespace, key, name)
+            )
+            """,
+            """
+            CREATE TABLE ledger_marks (
+                namespace TEXT NOT NULL,
+                key TEXT NOT NULL,
+                value TEXT NOT NULL,
+                expires REAL NOT NULL,
+                PRIMARY KEY (namespace, key)
+            )
+            """,
+            "CREATE INDEX ledger_marks_expiry ON ledger_marks (expires)",
+        ],
+    ),
+    (
+        4,
+        [
+            # Job cancellation (Broker.cancel): a job whose run has started gets a
+            # request, which its worker polls for; the partial index holds only
+            # those, so the poll reads a handful of rows, not the table. A job
+            # ended so has the status 'cancelled', counted per queue like 'done'.
+            "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX jobs_cancel ON jobs (status) WHERE cancel_requested = 1",
+            "ALTER TABLE queue_counts ADD COLUMN cancelled INTEGER NOT NULL DEFAULT 0",
+        ],
+    ),
+    (
+        5,
+        [
+            # The workflow store (guild.workflows.WorkflowStore): one row per
+            # workflow, spec and state as JSON text; ``version`` is what
+            # update_workflow compares and sets. Lists are oldest first, of all
+            # statuses or of some: one index each.
+            """
+            CREATE TABLE workflows (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                status TEXT NOT NULL,
+                spec TEXT NOT NULL,
+                state TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX workflows_age ON workflows (created_at, id)",
+            "CREATE INDEX workflows_status ON workflows (status, created_at, id)",
+        ],
+    ),
+    (
+        6,
+        [
+            # Job inspection (Broker.job_info, Broker.set_progress): when the last
+            # run started, and the last progress its handler reported (fraction
+            # 0..1, message, broker time it was said).
+            "ALTER TABLE jobs ADD COLUMN started_at REAL",
+            "ALTER TABLE jobs ADD COLUMN progress REAL",
+            "ALTER TABLE jobs ADD COLUMN progress_message TEXT",
+            "ALTER TABLE jobs ADD COLUMN progress_at REAL",
+        ],
+    ),
 ]

@@ -20,7 +20,7 @@ import heapq
 import itertools
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import attrs
 import trio
@@ -37,6 +37,12 @@ from .._job import (
     attempts_allowed,
     replace_fields,
 )
+from .._jobinfo import JobInfo, JobProgress
+from ._ledger import MemoryLedger
+from ._workflow_store import MemoryWorkflows, WorkflowRecord
+
+# Identity tests against a tuple: cheaper than hashing an enum into a set.
+_FINISHED = (JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED)
 
 
 @attrs.define(slots=True)
@@ -54,8 +60,15 @@ class _Entry:
     # Its last started run's lease expired (see Delivery.interrupted).
     interrupted: bool = False
     consumer: str = ""
+    # A cancel was asked for while its run was going (see Broker.cancel).
+    cancel_requested: bool = False
     # Why a raw entry (store_raw_for_test) is no valid job: claim dead-letters it.
     bad: str | None = None
+    # For job_info: when its last run started, its last error, its last progress.
+    started_at: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    progress: JobProgress | None = None
 
 
 @attrs.define(slots=True)
@@ -64,6 +77,7 @@ class _Queue:
     leased: list[tuple[float, str, int]] = attrs.Factory(list)
     wakeup: trio.Event = attrs.Factory(trio.Event)
     done: int = 0
+    cancelled: int = 0
 
 
 class MemoryBroker:
@@ -97,8 +111,12 @@ class MemoryBroker:
         self._results: dict[str, tuple[Result, float, ResultJSON | None]] = {}
         self._result_events: dict[str, trio.Event] = {}
         self._dead: dict[str, DeadLetter] = {}
+        # Ids with a cancel request standing (or stale: checked when read).
+        self._cancel_requests: set[str] = set()
         self._receipts = itertools.count(1)
         self._closed = False
+        self._ledger = MemoryLedger(clock)
+        self._workflows = MemoryWorkflows(clock)
 
     def __repr__(self) -> str:
         return f"MemoryBroker(jobs={len(self._entries)})"
@@ -154,6 +172,7 @@ class MemoryBroker:
         if entry.status is JobStatus.IN_FLIGHT and not entry.started:
             entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
         now = self.now()
+        entry.error, entry.traceback = error, traceback
         self._dead[entry.job.id] = DeadLetter(
             job=entry.job, error=error, traceback=traceback, died_at=now
         )
@@ -169,11 +188,31 @@ class MemoryBroker:
             ),
         )
 
+    def _end_cancelled(self, entry: _Entry) -> None:
+        if entry.status is JobStatus.IN_FLIGHT and not entry.started:
+            entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
+        self._cancel_requests.discard(entry.job.id)
+        self._queue(entry.job.queue).cancelled += 1
+        self._finish(
+            entry,
+            Result(
+                job_id=entry.job.id,
+                queue=entry.job.queue,
+                status=JobStatus.CANCELLED,
+                error="cancelled",
+                attempts=entry.job.attempt,
+                finished_at=self.now(),
+            ),
+        )
+
     def _expire_leases(self, queue: _Queue, now: float, max_attempts: int) -> None:
         while queue.leased and queue.leased[0][0] <= now:
             _, job_id, version = heapq.heappop(queue.leased)
             entry = self._entries.get(job_id)
             if entry is None or entry.version != version:
+                continue
+            if entry.cancel_requested:
+                self._end_cancelled(entry)
                 continue
             if not entry.started:
                 entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
@@ -264,6 +303,8 @@ class MemoryBroker:
             job = replace_fields(entry.job, attempt=entry.job.attempt + 1)
             entry.job = job
             entry.started = started
+            if started:
+                entry.started_at = now
             entry.consumer = consumer
             entry.version += 1
             entry.status = JobStatus.IN_FLIGHT
@@ -297,6 +338,7 @@ class MemoryBroker:
             if entry is None or entry.lease_expires <= now:
                 continue
             entry.started = True
+            entry.started_at = now
             started.append(
                 Delivery(
                     job=entry.job,
@@ -314,7 +356,7 @@ class MemoryBroker:
         now = self.now()
         for delivery, text in done:
             entry = self._entries.get(delivery.job.id)
-            if entry is None or entry.status in (JobStatus.DONE, JobStatus.DEAD):
+            if entry is None or entry.status in _FINISHED:
                 continue
             self._queue(entry.job.queue).done += 1
             self._finish(
@@ -329,13 +371,19 @@ class MemoryBroker:
                 None if text == "null" else text,
             )
 
-    async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
+    async def retry(
+        self, delivery: Delivery, *, at: float, error: str, traceback: str | None = None
+    ) -> None:
         await trio.lowlevel.checkpoint()
         self._check_open()
         entry = self._holds(delivery)
         if entry is not None:
             entry.interrupted = False  # this run finished: it failed, and said so
-            self._make_waiting(entry, max(at, self.now()))
+            entry.error, entry.traceback = error, traceback
+            if entry.cancel_requested:
+                self._end_cancelled(entry)
+            else:
+                self._make_waiting(entry, max(at, self.now()))
 
     async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
         await trio.lowlevel.checkpoint()
@@ -365,6 +413,9 @@ class MemoryBroker:
         return len(held)
 
     def _give_back(self, entry: _Entry) -> None:
+        if entry.cancel_requested:
+            self._end_cancelled(entry)
+            return
         entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
         self._make_waiting(entry, self.now())
 
@@ -384,6 +435,47 @@ class MemoryBroker:
             renewed.append(attrs.evolve(delivery, lease_expires=entry.lease_expires))
         return renewed
 
+    async def cancel(self, job_ids: Sequence[str]) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = self.now()
+        answered: list[str] = []
+        for job_id in job_ids:
+            entry = self._entries.get(job_id)
+            if entry is None or entry.status in _FINISHED:
+                continue
+            if entry.status is JobStatus.IN_FLIGHT and entry.started and entry.lease_expires > now:
+                entry.cancel_requested = True
+                self._cancel_requests.add(job_id)
+            else:
+                self._end_cancelled(entry)
+            answered.append(job_id)
+        return answered
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        if not self._cancel_requests:
+            return set()
+        for job_id in list(self._cancel_requests):
+            entry = self._entries.get(job_id)
+            if (
+                entry is None
+                or entry.status is not JobStatus.IN_FLIGHT
+                or not entry.cancel_requested
+            ):
+                # Its run finished first (an ack or a dead letter): nothing to stop.
+                self._cancel_requests.discard(job_id)
+        return self._cancel_requests.intersection(job_ids)
+
+    async def finish_cancelled(self, deliveries: Sequence[Delivery]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        for delivery in deliveries:
+            entry = self._holds(delivery)
+            if entry is not None:
+                self._end_cancelled(entry)
+
     async def get_result(self, job_id: str, *, wait: float = 0.0) -> Result | None:
         await trio.lowlevel.checkpoint()
         self._check_open()
@@ -402,7 +494,7 @@ class MemoryBroker:
         if stored[1] <= self.now():
             del self._results[job_id]
             entry = self._entries.get(job_id)
-            if entry is not None and entry.status in (JobStatus.DONE, JobStatus.DEAD):
+            if entry is not None and entry.status in _FINISHED:
                 # The job's record lives as long as its result; dead letters stay.
                 del self._entries[job_id]
             return None
@@ -411,6 +503,54 @@ class MemoryBroker:
             result = attrs.evolve(result, value=json.loads(text))
             self._results[job_id] = (result, expires, None)
         return result
+
+    async def job_info(self, job_id: str) -> JobInfo | None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        result = self._live_result(job_id)
+        entry = self._entries.get(job_id)
+        letter = self._dead.get(job_id)
+        if entry is None:
+            if letter is None:
+                return None
+            return _info_of_letter(letter)
+        job, status, now = entry.job, entry.status, self.now()
+        attempts = job.attempt
+        if status in (JobStatus.READY, JobStatus.DELAYED):
+            status = JobStatus.DELAYED if entry.ready_at > now else JobStatus.READY
+        elif status is JobStatus.IN_FLIGHT and not entry.started:
+            attempts -= 1  # a prefetched run is not counted until it starts
+        finished_at = None
+        if result is not None:
+            finished_at = result.finished_at
+        elif status is JobStatus.DEAD and letter is not None:
+            finished_at = letter.died_at
+        return JobInfo(
+            id=job.id,
+            queue=job.queue,
+            status=status,
+            attempts=attempts,
+            max_attempts=job.max_attempts,
+            enqueued_at=job.enqueued_at,
+            not_before=job.not_before,
+            started_at=entry.started_at,
+            finished_at=finished_at,
+            consumer=entry.consumer or None,
+            error="cancelled" if status is JobStatus.CANCELLED else entry.error,
+            traceback=entry.traceback,
+            progress=entry.progress,
+            result=result.value if result is not None and result.ok else None,
+            trace_id=job.trace_id,
+            key=job.key,
+        )
+
+    async def set_progress(self, updates: Sequence[tuple[Delivery, JobProgress]]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        for delivery, progress in updates:
+            entry = self._holds(delivery)
+            if entry is not None:
+                entry.progress = progress
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         await trio.lowlevel.checkpoint()
@@ -436,6 +576,7 @@ class MemoryBroker:
             name: QueueStats(
                 queue=name,
                 done=self._queues[name].done if name in self._queues else 0,
+                cancelled=self._queues[name].cancelled if name in self._queues else 0,
                 **row,
             )
             for name, row in counts.items()
@@ -472,6 +613,7 @@ class MemoryBroker:
                 entry = self._entries[job_id] = _Entry(job=job, status=JobStatus.READY)
             entry.job = job
             entry.interrupted = False
+            entry.cancel_requested = False
             self._make_waiting(entry, self.now())
             count += 1
         return count
@@ -492,10 +634,71 @@ class MemoryBroker:
         self._make_waiting(entry, self.now())
         return True
 
+    # --- the Ledger (guild.brokers.Ledger) ----------------------------------------
+
+    async def add_counts(self, namespace: str, key: str, counts: Mapping[str, float]) -> None:
+        await self._ledger.add_counts(namespace, key, counts)
+
+    async def get_counts(self, namespace: str) -> dict[str, dict[str, float]]:
+        return await self._ledger.get_counts(namespace)
+
+    async def count_namespaces(self) -> list[str]:
+        return await self._ledger.count_namespaces()
+
+    async def mark(self, namespace: str, key: str, *, ttl: float, value: str = "") -> bool:
+        return await self._ledger.mark(namespace, key, ttl=ttl, value=value)
+
+    async def marked(self, namespace: str, keys: Collection[str]) -> dict[str, str]:
+        return await self._ledger.marked(namespace, keys)
+
+    # --- the workflow store (guild.workflows.WorkflowStore) ----------------------------
+
+    async def create_workflow(self, record: WorkflowRecord) -> bool:
+        return await self._workflows.create_workflow(record)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        return await self._workflows.get_workflow(workflow_id)
+
+    async def list_workflows(
+        self, *, statuses: Collection[str] | None = None, limit: int = 100
+    ) -> list[WorkflowRecord]:
+        return await self._workflows.list_workflows(statuses=statuses, limit=limit)
+
+    async def update_workflow(
+        self, workflow_id: str, *, version: int, status: str, state: str
+    ) -> bool:
+        return await self._workflows.update_workflow(
+            workflow_id, version=version, status=status, state=state
+        )
+
+    async def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
+        return await self._workflows.delete_workflows(workflow_ids)
+
     async def aclose(self) -> None:
         self._closed = True
+        self._ledger.closed = True
+        self._workflows.closed = True
         for queue in self._queues.values():
             self._wake(queue)
         for event in self._result_events.values():
             event.set()
         await trio.lowlevel.checkpoint()
+
+
+def _info_of_letter(letter: DeadLetter) -> JobInfo:
+    """A dead job whose record was pruned, from its dead letter."""
+    job = letter.job
+    return JobInfo(
+        id=job.id,
+        queue=job.queue,
+        status=JobStatus.DEAD,
+        attempts=job.attempt,
+        max_attempts=job.max_attempts,
+        enqueued_at=job.enqueued_at,
+        not_before=job.not_before,
+        finished_at=letter.died_at,
+        error=letter.error,
+        traceback=letter.traceback,
+        trace_id=job.trace_id,
+        key=job.key,
+    )

@@ -50,7 +50,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from importlib import resources
 from typing import Any
@@ -74,12 +74,17 @@ from .._job import (
     Result,
     replace_fields,
 )
+from .._jobinfo import JobInfo, JobProgress
+from . import _redis_jobinfo
 from . import _redis_keys as keys
 from ._protocol import BrokerIssue
 from ._redis_checks import CONFIG_KEYS, DataLoss, config_issues
 from ._redis_errors import UNREACHABLE, map_redis_exceptions
+from ._redis_ledger import RedisLedger
 from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
+from ._redis_workflows import RedisWorkflows
 from ._url import display_url
+from ._workflow_store import WorkflowRecord
 
 _ORPHAN_IDLE_MS = 5_000
 _JOB_FIELDS = 13
@@ -216,6 +221,8 @@ class RedisBroker:
         self._losses: dict[str, DataLoss] = {}
         self._config: list[BrokerIssue] = []
         self._config_read = -math.inf
+        self._ledger = RedisLedger(client, self._prefix)
+        self._workflows = RedisWorkflows(client, self._prefix, lambda: self._closed, self.now)
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisBroker:
@@ -255,6 +262,16 @@ class RedisBroker:
 
     def __repr__(self) -> str:
         return f"RedisBroker(prefix={self._prefix!r})"
+
+    @property
+    def client(self) -> Any:
+        """The coredis client: worker limits (``guild.Limit``) share this Redis through it."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        """The key namespace (a hash tag on a cluster): limits' keys go under it too."""
+        return self._prefix
 
     def now(self) -> float:
         return time.time()
@@ -404,9 +421,20 @@ class RedisBroker:
             args += [delivery.job.id, text]
         await self._call("ack", args)
 
-    async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
+    async def retry(
+        self, delivery: Delivery, *, at: float, error: str, traceback: str | None = None
+    ) -> None:
         await self._call(
-            "retry", [repr(self.now()), delivery.job.id, delivery.receipt, repr(at), error]
+            "retry",
+            [
+                repr(self.now()),
+                delivery.job.id,
+                delivery.receipt,
+                repr(at),
+                error,
+                self._result_ttl_ms,
+                traceback or "",
+            ],
         )
 
     async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
@@ -444,13 +472,15 @@ class RedisBroker:
         ]
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        args: list[Any] = []
+        args: list[Any] = [repr(self.now()), self._result_ttl_ms]
         for delivery in deliveries:
             args += [delivery.job.id, delivery.receipt]
         await self._call("release", args)
 
     async def release_consumers(self, prefix: str) -> int:
-        return int(await self._call("release_consumers", [prefix]))
+        return int(
+            await self._call("release_consumers", [prefix, repr(self.now()), self._result_ttl_ms])
+        )
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[Delivery]:
         if not deliveries:
@@ -477,6 +507,28 @@ class RedisBroker:
 
     # --- results, stats, dead letters ---------------------------------------------
 
+    async def cancel(self, job_ids: Sequence[str]) -> list[str]:
+        if not job_ids:
+            await trio.lowlevel.checkpoint()
+            return []
+        answered = await self._call("cancel", [repr(self.now()), self._result_ttl_ms, *job_ids])
+        return [_text(i) for i in answered]
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            await trio.lowlevel.checkpoint()
+            return set()
+        return {_text(i) for i in await self._call("cancel_requested", list(job_ids))}
+
+    async def finish_cancelled(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            await trio.lowlevel.checkpoint()
+            return
+        args: list[Any] = [repr(self.now()), self._result_ttl_ms]
+        for delivery in deliveries:
+            args += [delivery.job.id, delivery.receipt]
+        await self._call("finish_cancelled", args)
+
     async def get_result(self, job_id: str, *, wait: float = 0.0) -> Result | None:
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
@@ -494,14 +546,36 @@ class RedisBroker:
                 raw = popped[1] if popped else await self._client.get(key)
         return None if raw is None else _result_from_json(raw)
 
+    async def job_info(self, job_id: str) -> JobInfo | None:
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        with map_redis_exceptions("job info"):
+            return await _redis_jobinfo.job_info(self._client, self._prefix, job_id, self.now())
+
+    async def set_progress(self, updates: Sequence[tuple[Delivery, JobProgress]]) -> None:
+        if not updates:
+            await trio.lowlevel.checkpoint()
+            return
+        args: list[Any] = []
+        for delivery, progress in updates:
+            args += [delivery.job.id, delivery.receipt, repr(progress.fraction)]
+            args += [progress.message or "", repr(progress.at)]
+        await self._call("set_progress", args)
+
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         flat = await self._call("stats", [repr(self.now()), *(queues or [])])
         out: dict[str, QueueStats] = {}
-        for i in range(0, len(flat), 6):
+        for i in range(0, len(flat), 7):
             name = _text(flat[i])
-            ready, delayed, in_flight, done, dead = (int(v) for v in flat[i + 1 : i + 6])
+            ready, delayed, in_flight, done, dead, cancelled = (int(v) for v in flat[i + 1 : i + 7])
             out[name] = QueueStats(
-                queue=name, ready=ready, delayed=delayed, in_flight=in_flight, done=done, dead=dead
+                queue=name,
+                ready=ready,
+                delayed=delayed,
+                in_flight=in_flight,
+                done=done,
+                dead=dead,
+                cancelled=cancelled,
             )
         at = self.now()
         for name, counted in out.items():
@@ -649,6 +723,55 @@ class RedisBroker:
             args += [name, value]
         await self._call("store_raw", args)
         return True
+
+    # --- the Ledger (guild.brokers.Ledger) ----------------------------------------
+
+    async def add_counts(self, namespace: str, key: str, counts: Mapping[str, float]) -> None:
+        self._check_open()
+        await self._ledger.add_counts(namespace, key, counts)
+
+    async def get_counts(self, namespace: str) -> dict[str, dict[str, float]]:
+        self._check_open()
+        return await self._ledger.get_counts(namespace)
+
+    async def count_namespaces(self) -> list[str]:
+        self._check_open()
+        return await self._ledger.count_namespaces()
+
+    async def mark(self, namespace: str, key: str, *, ttl: float, value: str = "") -> bool:
+        self._check_open()
+        return await self._ledger.mark(namespace, key, ttl=ttl, value=value)
+
+    async def marked(self, namespace: str, keys: Collection[str]) -> dict[str, str]:
+        self._check_open()
+        return await self._ledger.marked(namespace, keys)
+
+    # --- the workflow store (guild.workflows.WorkflowStore) ----------------------------
+
+    async def create_workflow(self, record: WorkflowRecord) -> bool:
+        return await self._workflows.create_workflow(record)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        return await self._workflows.get_workflow(workflow_id)
+
+    async def list_workflows(
+        self, *, statuses: Collection[str] | None = None, limit: int = 100
+    ) -> list[WorkflowRecord]:
+        return await self._workflows.list_workflows(statuses=statuses, limit=limit)
+
+    async def update_workflow(
+        self, workflow_id: str, *, version: int, status: str, state: str
+    ) -> bool:
+        return await self._workflows.update_workflow(
+            workflow_id, version=version, status=status, state=state
+        )
+
+    async def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
+        return await self._workflows.delete_workflows(workflow_ids)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
 
     async def aclose(self) -> None:
         if self._closed:

@@ -27,7 +27,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,8 +45,13 @@ from .._job import (
     Result,
     replace_fields,
 )
+from .._jobinfo import JobInfo, JobProgress
+from . import _sqlite_cancel, _sqlite_jobinfo
 from ._sqlite_errors import map_sqlite_exceptions
+from ._sqlite_ledger import SqliteLedger
 from ._sqlite_schema import MIGRATIONS
+from ._sqlite_workflows import SqliteWorkflows
+from ._workflow_store import WorkflowRecord
 
 T = TypeVar("T")
 _log = structlog.get_logger("guild.brokers.sqlite")
@@ -166,6 +171,8 @@ class SqliteBroker:
         self._identity = _file_identity(path)
         self._file_checked = time.monotonic()
         self._replaced: str | None = None
+        self._ledger = SqliteLedger(self._run, self._write, self.now)
+        self._workflows = SqliteWorkflows(self._run, self._write, self.now)
 
     @classmethod
     async def open(
@@ -350,11 +357,12 @@ class SqliteBroker:
             return db.execute(
                 "UPDATE jobs SET status = 'in_flight', attempt = attempt + ? * (1 - interrupted),"
                 " started = ? * (1 - interrupted), receipt = ? || id, consumer = ?,"
-                " lease_expires = ? WHERE id IN (SELECT id"
+                " lease_expires = ?, started_at = CASE WHEN ? * (1 - interrupted) > 0"
+                " THEN ? ELSE started_at END WHERE id IN (SELECT id"
                 " FROM jobs WHERE queue = ? AND status = 'ready' AND ready_at <= ?"
                 " ORDER BY ready_at, id LIMIT ?)"
                 f" RETURNING {_JOB_COLUMNS}, ready_at, receipt, started, interrupted",
-                (started, started, receipt, consumer, now + lease, queue, now, count),
+                (started, started, receipt, consumer, now + lease, started, now, queue, now, count),
             ).fetchall()
 
         def claim(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], float]:
@@ -434,10 +442,11 @@ class SqliteBroker:
             started = []
             for delivery in deliveries:
                 hit = db.execute(
-                    "UPDATE jobs SET attempt = attempt + 1 - started, started = 1 WHERE id = ?"
+                    "UPDATE jobs SET attempt = attempt + 1 - started, started = 1,"
+                    " started_at = CASE WHEN started = 1 THEN started_at ELSE ? END WHERE id = ?"
                     " AND status = 'in_flight' AND receipt = ? AND lease_expires > ?"
                     " RETURNING attempt",
-                    (delivery.job.id, delivery.receipt, now),
+                    (now, delivery.job.id, delivery.receipt, now),
                 ).fetchone()
                 if hit is not None:
                     started.append(
@@ -460,20 +469,28 @@ class SqliteBroker:
     ) -> None:
         # A started run whose lease expired was an attempt (its process died
         # mid-run): dead when it was the last. An unstarted one just comes back.
+        # One with a cancel request ends cancelled instead (folded into the same
+        # two statements: this runs in every claim).
         db.execute(
             "UPDATE jobs SET status = 'dead', receipt = NULL, died_at = ?, traceback = NULL,"
             " error = 'lease expired on attempt ' || attempt || ' of '"
             " || COALESCE(NULLIF(max_attempts, 0), ?), finished_at = ?, result_expires = ?"
             " WHERE queue = ? AND status = 'in_flight' AND lease_expires <= ? AND started = 1"
-            " AND attempt >= COALESCE(NULLIF(max_attempts, 0), ?)",
+            " AND attempt >= COALESCE(NULLIF(max_attempts, 0), ?) AND cancel_requested = 0",
             (now, max_attempts, now, now + self._result_ttl, queue, now, max_attempts),
         )
-        db.execute(
-            "UPDATE jobs SET status = 'ready', ready_at = lease_expires, receipt = NULL,"
-            " interrupted = MAX(interrupted, started)"
-            " WHERE queue = ? AND status = 'in_flight' AND lease_expires <= ?",
-            (queue, now),
-        )
+        back = db.execute(
+            "UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,"
+            " ready_at = lease_expires, receipt = NULL, interrupted = MAX(interrupted, started),"
+            " error = CASE WHEN cancel_requested THEN 'cancelled' ELSE error END,"
+            " finished_at = CASE WHEN cancel_requested THEN ? ELSE finished_at END,"
+            " result_expires = CASE WHEN cancel_requested THEN ? ELSE result_expires END"
+            " WHERE queue = ? AND status = 'in_flight' AND lease_expires <= ?"
+            " RETURNING cancel_requested",
+            (now, now + self._result_ttl, queue, now),
+        ).fetchall()
+        if back:
+            _sqlite_cancel.count(db, [queue for (cancelled,) in back if cancelled])
 
     def _purge(self, db: sqlite3.Connection, now: float) -> None:
         # Finished jobs whose results expired: at most once a minute, in the claim's
@@ -481,7 +498,10 @@ class SqliteBroker:
         if now - self._last_purge < 60:
             return
         self._last_purge = now
-        db.execute("DELETE FROM jobs WHERE status = 'done' AND result_expires <= ?", (now,))
+        db.execute(
+            "DELETE FROM jobs WHERE status IN ('done', 'cancelled') AND result_expires <= ?",
+            (now,),
+        )
         db.execute("DELETE FROM idempotency WHERE expires <= ?", (now,))
 
     # --- settling --------------------------------------------------------------
@@ -496,7 +516,7 @@ class SqliteBroker:
                 hit = db.execute(
                     "UPDATE jobs SET status = 'done', result = ?, finished_at = ?,"
                     " result_expires = ?, receipt = NULL WHERE id = ?"
-                    " AND status NOT IN ('done', 'dead') RETURNING queue",
+                    " AND status NOT IN ('done', 'dead', 'cancelled') RETURNING queue",
                     row,
                 ).fetchone()
                 if hit is not None:
@@ -510,15 +530,23 @@ class SqliteBroker:
         await self._write(finish)
         self._wake()
 
-    async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
+    async def retry(
+        self, delivery: Delivery, *, at: float, error: str, traceback: str | None = None
+    ) -> None:
         now = self.now()
-        await self._write(
-            lambda db: db.execute(
+        held = (delivery.job.id, delivery.receipt)
+
+        def again(db: sqlite3.Connection) -> None:
+            # A job with a cancel request is not run again: it ends cancelled.
+            _sqlite_cancel.end_requested(db, "id = ? AND receipt = ?", held, now, self._result_ttl)
+            db.execute(
                 "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL, error = ?,"
-                " interrupted = 0 WHERE id = ? AND status = 'in_flight' AND receipt = ?",
-                (max(at, now), error, delivery.job.id, delivery.receipt),
+                " traceback = ?, interrupted = 0 WHERE id = ? AND status = 'in_flight'"
+                " AND receipt = ?",
+                (max(at, now), error, traceback, *held),
             )
-        )
+
+        await self._write(again)
         self._wake()
 
     async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
@@ -544,20 +572,30 @@ class SqliteBroker:
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         now = self.now()
         rows = [(now, d.job.id, d.receipt) for d in deliveries]
-        await self._write(
-            lambda db: db.executemany(
+
+        def give_back(db: sqlite3.Connection) -> None:
+            for _, job_id, receipt in rows:
+                _sqlite_cancel.end_requested(
+                    db, "id = ? AND receipt = ?", (job_id, receipt), now, self._result_ttl
+                )
+            db.executemany(
                 "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL,"
                 " attempt = attempt - started, started = 0 WHERE id = ? AND status = 'in_flight'"
                 " AND receipt = ?",
                 rows,
             )
-        )
+
+        await self._write(give_back)
         self._wake()
 
     async def release_consumers(self, prefix: str) -> int:
         now = self.now()
-        count = await self._write(
-            lambda db: (
+
+        def give_back(db: sqlite3.Connection) -> int:
+            ended = _sqlite_cancel.end_requested(
+                db, "substr(consumer, 1, ?) = ?", (len(prefix), prefix), now, self._result_ttl
+            )
+            return ended + int(
                 db.execute(
                     "UPDATE jobs SET status = 'ready', ready_at = ?, receipt = NULL,"
                     " attempt = attempt - started, started = 0 WHERE status = 'in_flight'"
@@ -565,7 +603,8 @@ class SqliteBroker:
                     (now, len(prefix), prefix),
                 ).rowcount
             )
-        )
+
+        count = await self._write(give_back)
         self._wake()
         return count
 
@@ -598,6 +637,22 @@ class SqliteBroker:
 
     # --- results, stats, dead letters ---------------------------------------------
 
+    async def cancel(self, job_ids: Sequence[str]) -> list[str]:
+        now = self.now()
+        answered = await self._write(
+            lambda db: _sqlite_cancel.cancel(db, job_ids, now, self._result_ttl)
+        )
+        self._wake()
+        return answered
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        return await self._run(lambda db: _sqlite_cancel.requested(db, job_ids))
+
+    async def finish_cancelled(self, deliveries: Sequence[Delivery]) -> None:
+        now = self.now()
+        await self._write(lambda db: _sqlite_cancel.finish(db, deliveries, now, self._result_ttl))
+        self._wake()
+
     async def get_result(self, job_id: str, *, wait: float = 0.0) -> Result | None:
         deadline = self.now() + wait
         interval = _POLL_START
@@ -611,10 +666,20 @@ class SqliteBroker:
                 await changed.wait()
             interval = min(interval * 2, _POLL_MAX)
 
+    async def job_info(self, job_id: str) -> JobInfo | None:
+        now = self.now()
+        return await self._read_any_text(lambda db: _sqlite_jobinfo.select(db, job_id, now))
+
+    async def set_progress(self, updates: Sequence[tuple[Delivery, JobProgress]]) -> None:
+        if not updates:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._write(lambda db: _sqlite_jobinfo.set_progress(db, updates))
+
     def _result(self, db: sqlite3.Connection, job_id: str) -> Result | None:
         row = db.execute(
             "SELECT queue, status, result, error, attempt, finished_at FROM jobs WHERE id = ?"
-            " AND (status = 'dead' OR (status = 'done' AND result_expires > ?))",
+            " AND (status = 'dead' OR (status IN ('done', 'cancelled') AND result_expires > ?))",
             (job_id, self.now()),
         ).fetchone()
         if row is None:
@@ -625,7 +690,7 @@ class SqliteBroker:
             queue=row[0],
             status=JobStatus(row[1]),
             value=value,
-            error=row[3] if row[1] == "dead" else None,
+            error=row[3] if row[1] in ("dead", "cancelled") else None,
             attempts=row[4],
             finished_at=row[5] or 0.0,
         )
@@ -643,20 +708,24 @@ class SqliteBroker:
                 " SUM(status = 'dead') FROM jobs GROUP BY queue",
                 (now, now, now, now),
             ).fetchall()
-            done = dict(db.execute("SELECT queue, done FROM queue_counts").fetchall())
+            ended = {
+                row[0]: (row[1], row[2])
+                for row in db.execute("SELECT queue, done, cancelled FROM queue_counts")
+            }
             found = {
                 row[0]: QueueStats(
                     queue=row[0],
                     ready=row[1],
                     delayed=row[2],
                     in_flight=row[3],
-                    done=done.get(row[0], 0),
+                    done=ended.get(row[0], (0, 0))[0],
                     dead=row[4],
+                    cancelled=ended.get(row[0], (0, 0))[1],
                 )
                 for row in rows
             }
-            for name, value in done.items():
-                found.setdefault(name, QueueStats(queue=name, done=value))
+            for name, (done, cancelled) in ended.items():
+                found.setdefault(name, QueueStats(queue=name, done=done, cancelled=cancelled))
             if queues is None:
                 return found
             return {name: found.get(name, QueueStats(queue=name)) for name in queues}
@@ -704,7 +773,7 @@ class SqliteBroker:
         def requeue(db: sqlite3.Connection) -> int:
             sql = (
                 "UPDATE jobs SET status = 'ready', ready_at = ?, attempt = 0, interrupted = 0,"
-                " not_before = NULL,"
+                " not_before = NULL, cancel_requested = 0,"
                 " error = NULL, traceback = NULL, died_at = NULL, result = NULL,"
                 " finished_at = NULL WHERE status = 'dead'"
             )
@@ -748,6 +817,46 @@ class SqliteBroker:
         stored = await self._write(insert)
         self._wake()
         return stored
+
+    # --- the Ledger (guild.brokers.Ledger) ----------------------------------------
+
+    async def add_counts(self, namespace: str, key: str, counts: Mapping[str, float]) -> None:
+        await self._ledger.add_counts(namespace, key, counts)
+
+    async def get_counts(self, namespace: str) -> dict[str, dict[str, float]]:
+        return await self._ledger.get_counts(namespace)
+
+    async def count_namespaces(self) -> list[str]:
+        return await self._ledger.count_namespaces()
+
+    async def mark(self, namespace: str, key: str, *, ttl: float, value: str = "") -> bool:
+        return await self._ledger.mark(namespace, key, ttl=ttl, value=value)
+
+    async def marked(self, namespace: str, keys: Collection[str]) -> dict[str, str]:
+        return await self._ledger.marked(namespace, keys)
+
+    # --- the workflow store (guild.workflows.WorkflowStore) ----------------------------
+
+    async def create_workflow(self, record: WorkflowRecord) -> bool:
+        return await self._workflows.create_workflow(record)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        return await self._workflows.get_workflow(workflow_id)
+
+    async def list_workflows(
+        self, *, statuses: Collection[str] | None = None, limit: int = 100
+    ) -> list[WorkflowRecord]:
+        return await self._workflows.list_workflows(statuses=statuses, limit=limit)
+
+    async def update_workflow(
+        self, workflow_id: str, *, version: int, status: str, state: str
+    ) -> bool:
+        return await self._workflows.update_workflow(
+            workflow_id, version=version, status=status, state=state
+        )
+
+    async def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
+        return await self._workflows.delete_workflows(workflow_ids)
 
     async def aclose(self) -> None:
         if self._closed:

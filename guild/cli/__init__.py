@@ -22,11 +22,11 @@ from .._errors import GaveUp, GuildError
 from .._groups import leaves
 from .._version import __version__
 from ..observability import configure_logging
-from . import _dlq, _enqueue, _run, _stats, _status, _top
+from . import _config, _dlq, _enqueue, _job, _result, _run, _stats, _status, _top, _workflow
 from ._args import CommandFailed, Parser, wants_json
 from ._output import EXIT_FAILED, EXIT_USAGE
 
-COMMANDS = (_run, _enqueue, _stats, _dlq, _status, _top)
+COMMANDS = (_run, _enqueue, _result, _job, _stats, _dlq, _workflow, _status, _top, _config)
 EXIT_INTERRUPTED = 130
 
 

@@ -11,9 +11,11 @@ from typing import Any, NoReturn
 import trio
 
 from .._job import Job, JSONValue
+from ..brokers._protocol import Broker
 from ..brokers._url import broker_url_from_env, check_broker_url, open_broker
 from ._args import UsageError, broker_url, integer, non_empty, number, queue_name
 from ._output import EXIT_OK, print_json, progress
+from ._result import show_result, wait_option
 
 BATCH = 500
 MAX_DELAY = 10 * 365 * 86_400.0
@@ -43,6 +45,10 @@ def register(subparsers: Any) -> None:
         type=integer(1, MAX_ATTEMPTS),
         help=f"runs before the job is dead-lettered (1 to {MAX_ATTEMPTS:,};"
         " default: the worker's max_attempts)",
+    )
+    wait_option(
+        parser,
+        "wait for the job to finish and print its result instead (exit 1 unless it is done)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=enqueue)
@@ -88,12 +94,16 @@ def enqueue(args: argparse.Namespace) -> int:
     if args.payload == "-":
         if args.key is not None:
             raise UsageError("--key names one job; it cannot be used with - (many payloads)")
+        if args.wait is not None:
+            raise UsageError("--wait prints one job's result; it cannot be used with -")
         # Parse everything first: a bad line must not leave half a file enqueued.
         batches = list(_stdin_batches())
         if not batches:
             raise UsageError("stdin held no payloads (one JSON value per line)")
     else:
         batches = [[_parse(args.payload, "PAYLOAD_JSON")]]
+    if args.wait is not None:
+        return trio.run(_enqueue_and_wait, args, batches[0])
     jobs = trio.run(_enqueue_batches, args, batches)
     if args.json:
         print_json([{"id": j.id, "queue": j.queue, "key": j.key} for j in jobs])
@@ -104,23 +114,35 @@ def enqueue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _enqueue_batches(args: argparse.Namespace, batches: list[list[JSONValue]]) -> list[Job]:
-    stored: list[Job] = []
+async def _enqueue_and_wait(args: argparse.Namespace, payloads: list[JSONValue]) -> int:
     async with open_broker(args.broker) as broker:
-        now = broker.now()
-        not_before = now + args.delay if args.delay else None
-        with progress(f"enqueue {args.queue}") as bar:
-            for payloads in batches:
-                jobs = [
-                    Job(
-                        queue=args.queue,
-                        payload=payload,
-                        key=args.key,
-                        not_before=not_before,
-                        max_attempts=args.max_attempts,
-                    )
-                    for payload in payloads
-                ]
-                stored += await broker.enqueue(jobs)
-                bar.advance(len(jobs))
+        (job,) = await _store(broker, args, [payloads])
+        return await show_result(broker, job.id, args.wait, as_json=args.json)
+
+
+async def _enqueue_batches(args: argparse.Namespace, batches: list[list[JSONValue]]) -> list[Job]:
+    async with open_broker(args.broker) as broker:
+        return await _store(broker, args, batches)
+
+
+async def _store(
+    broker: Broker, args: argparse.Namespace, batches: list[list[JSONValue]]
+) -> list[Job]:
+    stored: list[Job] = []
+    now = broker.now()
+    not_before = now + args.delay if args.delay else None
+    with progress(f"enqueue {args.queue}") as bar:
+        for payloads in batches:
+            jobs = [
+                Job(
+                    queue=args.queue,
+                    payload=payload,
+                    key=args.key,
+                    not_before=not_before,
+                    max_attempts=args.max_attempts,
+                )
+                for payload in payloads
+            ]
+            stored += await broker.enqueue(jobs)
+            bar.advance(len(jobs))
     return stored

@@ -27,14 +27,18 @@ from .._errors import BrokerError, ConfigError, GaveUp, UnknownBrokerURL
 from .._groups import unwrap
 from .._worker import consumer_prefix
 from ..brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
+from ..config import GuildConfig, load_config
+from ..config._effective import choose_env
 from ..config._load import MAX_PROCESSES
-from ..observability import configure_logging, observe, serve_http
+from ..config._schema import LOG_FORMATS
+from ..observability import Thresholds, configure_logging, observe, serve_http
 from ..observability._multiprocess import prepare_multiprocess
 from ..supervision import supervise_processes
 from ._args import UsageError, broker_url, integer, number
 from ._banner import banner, render, unserved_schedules, unserved_warning
+from ._config import add_env_flag
 from ._output import EXIT_OK
-from ._target import load_target
+from ._target import app_of, import_app, is_config_target
 
 MAX_CONCURRENCY = 100_000
 MAX_GRACE = 86_400.0
@@ -79,13 +83,15 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="serve /health, /metrics and /events (default when given bare: 127.0.0.1:8000)",
     )
-    parser.add_argument("--log-level", default="info", help="lowest log level written")
+    parser.add_argument(
+        "--log-level", help="lowest log level written (default: the file's, else info)"
+    )
     parser.add_argument(
         "--log-format",
-        choices=("auto", "json", "console"),
-        default="auto",
-        help="JSON lines, console lines, or auto (console on a terminal)",
+        choices=LOG_FORMATS,
+        help="JSON lines, console lines, or auto (console on a terminal; the default)",
     )
+    add_env_flag(parser)
     parser.add_argument(
         "--json", action="store_true", help="the start-up banner and errors as JSON lines"
     )
@@ -111,14 +117,24 @@ def parse_http(value: str, source: tuple[str, str] = ("--http", "http")) -> tupl
 
 
 def run(args: argparse.Namespace) -> int:
+    config: GuildConfig | None = None
+    env_name, _ = choose_env(args.env, os.environ)
+    if is_config_target(args.target):
+        config = load_config(args.target, env_name)
+    elif args.env is not None:
+        raise UsageError("--env: a module:attribute TARGET has no [env.NAME]; give a guild.toml")
+    # Logging first (the file may set it), then the app's import, which may log.
+    log_level = args.log_level or (config.log_level if config else "info")
+    log_format = args.log_format or (config.log_format if config else "auto")
     try:
         configure_logging(
-            json=None if args.log_format == "auto" else args.log_format == "json",
-            level=args.log_level,
+            json=None if log_format == "auto" else log_format == "json",
+            level=log_level,
         )
     except ValueError as exc:
         raise UsageError(f"--log-level: {exc}") from None
-    app, config = load_target(args.target)
+    app = app_of(config) if config is not None else import_app(args.target)
+    thresholds = _thresholds(config)
     http: tuple[str, int] | None = None
     if args.http:
         http = parse_http(args.http)
@@ -151,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
             "1",
             "--no-banner",
         ]
-        child += ["--log-level", args.log_level, "--log-format", args.log_format]
+        child += ["--log-level", log_level, "--log-format", log_format]
+        if config is not None and config.env is not None:
+            child += ["--env", config.env]
         if args.concurrency is not None:
             child += ["--concurrency", str(args.concurrency)]
         if http is not None:
@@ -170,7 +188,22 @@ def run(args: argparse.Namespace) -> int:
             return trio.run(_supervise_children, child, processes, args.grace, env, url)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return trio.run(_serve, app, url, http, say)
+    serve = functools.partial(
+        _serve,
+        http_token=config.http_token if config else None,
+        http_redact=config.http_redact if config else None,
+    )
+    return trio.run(serve, app, url, http, say, thresholds)
+
+
+def _thresholds(config: GuildConfig | None) -> Thresholds | None:
+    """The file's ``[health]`` over the default thresholds (``None``: no file, or no table)."""
+    if config is None or not config.health:
+        return None
+    try:
+        return Thresholds(**config.health)
+    except ValueError as exc:  # a rule across keys, none of them wrong alone
+        raise ConfigError(config.path, "health", f"valid thresholds ({exc})") from exc
 
 
 @attrs.frozen
@@ -240,16 +273,25 @@ async def _hand_back_jobs(url: str, pid: int) -> None:
         _log.info("jobs_handed_back", pid=pid, consumers=prefix, count=count)
 
 
-async def _serve(app: Guild, url: str, http: tuple[str, int] | None, say: _Announcer) -> int:
+async def _serve(
+    app: Guild,
+    url: str,
+    http: tuple[str, int] | None,
+    say: _Announcer,
+    thresholds: Thresholds | None = None,
+    *,
+    http_token: str | None = None,
+    http_redact: bool | None = None,
+) -> int:
     stop = trio.Event()
-    observe(app)
+    observe(app, thresholds=thresholds)
     # Connected before the banner: an unreachable broker is the one error line,
     # not a banner that claims a broker and then a crash.
     async with open_broker(url) as broker, trio.open_nursery() as nursery:
         # Started (not start_soon): a signal from here on drains, none is missed.
         await nursery.start(_watch_signals, stop, nursery.cancel_scope)
         if http is not None:
-            http = (http[0], await _listen(nursery, app, *http))
+            http = (http[0], await _listen(nursery, app, *http, http_token, http_redact))
         say.started(http)
         try:
             # A supervisor that gives up raises GaveUp, perhaps in a group: unwrapped
@@ -262,12 +304,21 @@ async def _serve(app: Guild, url: str, http: tuple[str, int] | None, say: _Annou
     return EXIT_OK
 
 
-async def _listen(nursery: trio.Nursery, app: Guild, host: str, port: int) -> int:
+async def _listen(
+    nursery: trio.Nursery,
+    app: Guild,
+    host: str,
+    port: int,
+    token: str | None = None,
+    redact: bool | None = None,
+) -> int:
     """Start the HTTP endpoints; a host or port that cannot be bound is a usage error."""
     try:
         with unwrap(OSError):
             bound: int = await nursery.start(
-                functools.partial(serve_http, app, host=host, port=port)
+                functools.partial(
+                    serve_http, app, host=host, port=port, token=token, redact_errors=redact
+                )
             )
     except OSError as exc:
         raise UsageError(f"--http {host}:{port}: cannot listen ({exc})") from None

@@ -1,4 +1,5 @@
-"""``guild stats``: per queue ready, delayed, in flight, done, dead."""
+"""``guild stats``: per queue ready, delayed, in flight, done, dead; and the
+counts workers keep in the broker's Ledger (``--counts`` for those alone)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import trio
 
 from .._job import QueueStats
+from ..brokers._ledger import Ledger
 from ..brokers._url import open_broker
 from ._args import broker_url
 from ._output import EXIT_OK, print_json, table
@@ -21,26 +23,60 @@ def register(subparsers: Any) -> None:
         help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--counts",
+        action="store_true",
+        help="only the counts workers keep in the broker (namespace, key, name: value)",
+    )
     parser.set_defaults(func=stats)
 
 
-async def _stats(url: str | None) -> dict[str, QueueStats]:
+Counts = dict[str, dict[str, dict[str, float]]]
+
+
+async def _stats(url: str | None) -> tuple[dict[str, QueueStats], Counts]:
     # Reading never creates: a mistyped path is "no database at …", not a new empty one.
     async with open_broker(url, create=False) as broker:
-        return await broker.stats()
+        counts: Counts = {}
+        if isinstance(broker, Ledger):
+            for namespace in await broker.count_namespaces():
+                counts[namespace] = await broker.get_counts(namespace)
+        return await broker.stats(), counts
+
+
+def _counts_tables(counts: Counts) -> list[str]:
+    tables = []
+    for namespace, by_key in sorted(counts.items()):
+        names = sorted({name for numbers in by_key.values() for name in numbers})
+        rows = [
+            (key, *(f"{numbers.get(name, 0.0):g}" for name in names))
+            for key, numbers in sorted(by_key.items())
+        ]
+        tables.append(table((namespace, *names), rows))
+    return tables
 
 
 def stats(args: argparse.Namespace) -> int:
-    found = trio.run(_stats, args.broker)
+    found, counts = trio.run(_stats, args.broker)
+    if args.counts:
+        if args.json:
+            print_json(counts)
+        else:
+            print("\n\n".join(_counts_tables(counts)) or "no counts")
+        return EXIT_OK
     if args.json:
         print_json(found)
         return EXIT_OK
     if not found:
         print("no queues")
+        for text in _counts_tables(counts):
+            print(f"\n{text}")
         return EXIT_OK
     rows = [
-        (s.queue, s.ready, s.delayed, s.in_flight, s.done, s.dead)
+        (s.queue, s.ready, s.delayed, s.in_flight, s.done, s.dead, s.cancelled)
         for s in sorted(found.values(), key=lambda s: s.queue)
     ]
-    print(table(("queue", "ready", "delayed", "in_flight", "done", "dead"), rows))
+    print(table(("queue", "ready", "delayed", "in_flight", "done", "dead", "cancelled"), rows))
+    for text in _counts_tables(counts):
+        print(f"\n{text}")
     return EXIT_OK

@@ -6,12 +6,16 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import attrs
 
-from .._app import Guild
+from .._app import Guild, Periodic
+from .._cron import Cron, Every
 from .._errors import ConfigError
+from .._limits import merge_limit
 from ..config import GuildConfig, load_config
+from ..sandbox._held import replace_held_policies
 from ..supervision import Strategy
 
 
@@ -47,14 +51,25 @@ def import_app(target: str, *, source: str = "TARGET") -> Guild:
     return app
 
 
-def load_target(target: str) -> tuple[Guild, GuildConfig | None]:
-    """The app a target names, with the config file's overrides applied."""
-    if target.endswith(".toml") or Path(target).is_file():
-        config = load_config(target)
-        app = import_app(config.app, source=config.path)
-        apply_config(app, config)
-        return app, config
+def is_config_target(target: str) -> bool:
+    """Whether ``guild run TARGET`` names a ``guild.toml`` rather than ``module:attribute``."""
+    return target.endswith(".toml") or Path(target).is_file()
+
+
+def load_target(target: str, env: str | None = None) -> tuple[Guild, GuildConfig | None]:
+    """The app a target names, with the config file's overrides (under the
+    ``[env.NAME]`` section ``env``) applied."""
+    if is_config_target(target):
+        config = load_config(target, env)
+        return app_of(config), config
     return import_app(target), None
+
+
+def app_of(config: GuildConfig) -> Guild:
+    """Import the config's app and apply the config to it."""
+    app = import_app(config.app, source=config.path)
+    apply_config(app, config)
+    return app
 
 
 def apply_config(app: Guild, config: GuildConfig) -> None:
@@ -70,8 +85,70 @@ def apply_config(app: Guild, config: GuildConfig) -> None:
             raise ConfigError(
                 config.path, f"workers.{name}", f"one of the app's workers {sorted(app.specs)}"
             )
+        if "limit" in options:
+            try:
+                limit = merge_limit(app.specs[name].limit, options["limit"])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    config.path, f"workers.{name}.limit", f"a valid limit ({exc})"
+                ) from exc
+            options = {**options, "limit": limit}
         try:
             app.configure(name, **options)
         except (TypeError, ValueError) as exc:
             # The worker's own validation (prefetch against concurrency, say).
             raise ConfigError(config.path, f"workers.{name}", f"valid options ({exc})") from exc
+    if config.sandbox:
+        _apply_sandbox(app, config)
+    for name, entry in config.periodic.items():
+        _apply_periodic(app, config.path, name, entry)
+
+
+def _apply_sandbox(app: Guild, config: GuildConfig) -> None:
+    from ..sandbox import SandboxPolicy
+
+    def change(policy: SandboxPolicy) -> SandboxPolicy:
+        try:
+            return attrs.evolve(policy, **config.sandbox)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(config.path, "sandbox", f"a valid sandbox policy ({exc})") from exc
+
+    if not replace_held_policies(app, change):
+        raise ConfigError(
+            config.path,
+            "sandbox",
+            "an app whose workers hold a guild.Sandbox (none does: nothing to apply it to)",
+        )
+
+
+def _apply_periodic(app: Guild, path: str, name: str, entry: dict[str, Any]) -> None:
+    """Add ``[periodic.NAME]``, or change the keys it names of the app's own schedule."""
+    key = f"periodic.{name}"
+    schedule = entry.get("schedule")
+    made = (
+        None
+        if schedule is None
+        else Cron(schedule)
+        if isinstance(schedule, str)
+        else Every(schedule)
+    )
+    existing = app.schedules.get(name)
+    if existing is None:
+        missing = [option for option in ("schedule", "queue") if option not in entry]
+        if missing:
+            raise ConfigError(
+                path,
+                key,
+                f"{' and '.join(missing)} (a schedule the app does not define in code;"
+                f" it defines {sorted(app.schedules) or 'none'})",
+            )
+        app.periodic(entry["schedule"], entry["queue"], entry.get("payload"), name=name)
+        return
+    # The app's schedules are kept by name; one from code is replaced whole by its
+    # changed copy (Guild.periodic refuses a second schedule of one name).
+    app._periodic[name] = Periodic(
+        name=name,
+        schedule=made or existing.schedule,
+        queue=entry.get("queue", existing.queue),
+        payload=entry.get("payload", existing.payload),
+    )

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
+from ..observability._access import TOKEN_VARIABLE
 from ._args import http_url, number
 from ._output import table
 from ._status import DEFAULT_URL
@@ -33,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "top",
         help="live view of a running app's workers",
-        description="Watch a running app's workers (guild run --http) through /events.",
+        description=(
+            "Watch a running app's workers (guild run --http) through /events;"
+            " a server off loopback needs $GUILD_HTTP_TOKEN."
+        ),
     )
     parser.add_argument(
         "--url", type=http_url, default=DEFAULT_URL, help=f"the app's HTTP server ({DEFAULT_URL})"
@@ -148,9 +153,12 @@ async def top(args: argparse.Namespace) -> int:
     url = _events_url(args.url)
     view = TopView()
     clear = sys.stdout.isatty() and not args.once
+    # A server off loopback admits /events with its token only (see docs/operations.md).
+    token = os.environ.get(TOKEN_VARIABLE)
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
     try:
         async with (
-            trio_websocket.open_websocket_url(url) as ws,
+            trio_websocket.open_websocket_url(url, extra_headers=headers) as ws,
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(_read, ws, view, nursery.cancel_scope)

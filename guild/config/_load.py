@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._cron import Cron, ScheduleError
 from .._errors import ConfigError
-from ._schema import STRATEGIES, WORKER_OPTIONS, GuildConfig, SupervisorConfig
+from .._job import check_queue_name
+from .._limits import parse_rate
+from ._layers import dotted, overlay, paths
+from ._schema import (
+    HEALTH_FRACTIONS,
+    HEALTH_OPTIONS,
+    ISOLATE_MODES,
+    LIMIT_OPTIONS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PERIODIC_OPTIONS,
+    SANDBOX_LISTS,
+    SANDBOX_NUMBERS,
+    STRATEGIES,
+    WORKER_OPTIONS,
+    GuildConfig,
+    SupervisorConfig,
+)
 
-_TOP_LEVEL = {"guild", "supervisor", "workers"}
+_TOP_LEVEL = {"guild", "supervisor", "workers", "health", "sandbox", "periodic", "env"}
+_GUILD_KEYS = {
+    "app",
+    "broker",
+    "processes",
+    "http",
+    "http_token",
+    "http_redact",
+    "log_level",
+    "log_format",
+}
 MAX_PROCESSES = 1024
 """As ``guild run --processes``: more is a typo, and would fork that many."""
 
@@ -18,13 +48,26 @@ MAX_PROCESSES = 1024
 class _Reader:
     """Typed access to one table, raising ConfigError with the dotted key."""
 
-    def __init__(self, path: str, prefix: str, table: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: str,
+        prefix: str,
+        table: dict[str, Any],
+        where: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
         self.prefix = prefix
         self.table = table
+        # Merged key -> the key as written: a value from [env.NAME] is reported
+        # as env.NAME.<key>, where the operator has to fix it.
+        self.where: Mapping[str, str] = where or {}
+
+    def full(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
+        full = self.full(name)
+        return self.where.get(full, full)
 
     def reject_unknown(self, allowed: set[str]) -> None:
         for name in self.table:
@@ -59,33 +102,107 @@ class _Reader:
         value = self.table.get(name, {})
         if not isinstance(value, dict):
             raise ConfigError(self.path, self.key(name), "a table", value)
-        return _Reader(self.path, self.key(name), value)
+        return _Reader(self.path, self.full(name), value, self.where)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: Any) -> Any:
+        expected = " | ".join(choices)
+        value = self.get(name, (str,), expected, default)
+        if value is not None and value not in choices:
+            raise ConfigError(self.path, self.key(name), expected, value)
+        return value
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.table[name]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.path, self.key(name), "an array of strings", value)
+        return tuple(value)
 
 
-def load_config(path: str | Path) -> GuildConfig:
-    """Load and validate a ``guild.toml``.
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The file's TOML as a dict.
 
     Raises:
-        ConfigError: the file is missing, not TOML, or a key is wrong; the error
-            names the file, the dotted key and what was expected.
+        ConfigError: missing, unreadable, or not TOML (key ``(file)`` or ``(syntax)``).
     """
     shown = str(path)
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(shown, "(file)", "an existing TOML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(shown, "(file)", f"a readable UTF-8 file ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(shown, "(syntax)", f"valid TOML ({exc})") from exc
-    root = _Reader(shown, "", data)
+
+
+def environments(path: str, data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The file's ``[env.NAME]`` sections, by name.
+
+    Raises:
+        ConfigError: ``env`` or a section is not a table, or a section holds an ``env``.
+    """
+    found = data.get("env", {})
+    if not isinstance(found, dict):
+        raise ConfigError(path, "env", "a table of [env.NAME] sections", found)
+    for name, section in found.items():
+        if not isinstance(section, dict):
+            raise ConfigError(path, f"env.{name}", "a table", section)
+        if "env" in section:
+            raise ConfigError(path, f"env.{name}.env", "no [env] table inside an environment")
+    return found
+
+
+def select_env(path: str, data: Mapping[str, Any], env: str | None) -> dict[str, Any]:
+    """The settings in force under ``env`` (``None``: the base file), before validation.
+
+    Raises:
+        ConfigError: ``env`` names no ``[env.NAME]`` of the file (naming those it has).
+    """
+    sections = environments(path, data)
+    base = {key: value for key, value in data.items() if key != "env"}
+    if env is None:
+        return base
+    if env not in sections:
+        known = ", ".join(sorted(sections)) if sections else "none: the file has no [env.NAME]"
+        raise ConfigError(path, "env", f"an environment the file defines ({known})", env)
+    return overlay(base, sections[env])
+
+
+def load_config(path: str | Path, env: str | None = None) -> GuildConfig:
+    """Load and validate a ``guild.toml``, with the ``[env.NAME]`` section ``env``
+    laid over it.
+
+    Every environment the file defines is checked, not only the chosen one, so
+    a mistake in ``[env.production]`` is found while staging runs.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, a key is wrong, or ``env``
+            is not one of the file's environments; the error names the file, the
+            dotted key as written (``env.NAME.…`` inside a section) and what was
+            expected.
+    """
+    shown = str(path)
+    data = read_toml(path)
+    sections = environments(shown, data)
+    chosen = _parse(shown, select_env(shown, data, env), env, sections.get(env or "", {}))
+    for name, section in sections.items():
+        if name != env:
+            _parse(shown, select_env(shown, data, name), name, section)
+    return chosen
+
+
+def _parse(
+    shown: str, data: dict[str, Any], env: str | None, section: Mapping[str, Any]
+) -> GuildConfig:
+    where = {dotted(p): f"env.{env}.{dotted(p)}" for p in paths(section)} if env else {}
+    root = _Reader(shown, "", data, where)
     root.reject_unknown(_TOP_LEVEL)
     top = root.table_at("guild")
-    top.reject_unknown({"app", "broker", "processes", "http"})
+    top.reject_unknown(_GUILD_KEYS)
     app = top.get("app", (str,), 'a "module:attribute" string', None)
     if app is None or ":" not in app:
         raise ConfigError(
-            shown, "guild.app", 'a "module:attribute" string naming a guild.Guild', app
+            shown, top.key("app"), 'a "module:attribute" string naming a guild.Guild', app
         )
     return GuildConfig(
         path=shown,
@@ -93,9 +210,33 @@ def load_config(path: str | Path) -> GuildConfig:
         broker=top.get("broker", (str,), "a broker URL string", None),
         processes=top.positive("processes", (int,), 1, at_most=MAX_PROCESSES),
         http=top.get("http", (str,), 'a "host:port" string', None),
+        http_token=_http_token(top),
+        http_redact=_flag(top, "http_redact"),
         supervisor=_supervisor(root.table_at("supervisor")),
         workers=_workers(root.table_at("workers")),
+        env=env,
+        log_level=top.choice("log_level", LOG_LEVELS, "info"),
+        log_format=top.choice("log_format", LOG_FORMATS, "auto"),
+        health=_health(root.table_at("health")),
+        sandbox=_sandbox(root.table_at("sandbox")),
+        periodic=_periodic(root.table_at("periodic")),
     )
+
+
+def _http_token(table: _Reader) -> str | None:
+    token = table.get("http_token", (str,), "a non-empty string without spaces", None)
+    if token is not None and (not token or token != token.strip()):
+        raise ConfigError(
+            table.path, table.key("http_token"), "a non-empty string without spaces", token
+        )
+    return token
+
+
+def _flag(table: _Reader, name: str) -> bool | None:
+    value = table.table.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(table.path, table.key(name), "true or false", value)
+    return value
 
 
 def _supervisor(table: _Reader) -> SupervisorConfig:
@@ -115,10 +256,137 @@ def _workers(table: _Reader) -> dict[str, dict[str, Any]]:
     workers: dict[str, dict[str, Any]] = {}
     for name in table.table:
         worker = table.table_at(name)
-        worker.reject_unknown(set(WORKER_OPTIONS))
+        worker.reject_unknown({*WORKER_OPTIONS, "limit"})
         workers[name] = {
             option: worker.positive(option, types, None)
             for option, types in WORKER_OPTIONS.items()
             if option in worker.table
         }
+        if "limit" in worker.table:
+            workers[name]["limit"] = _limit(worker.table_at("limit"))
     return workers
+
+
+def _limit(table: _Reader) -> dict[str, Any]:
+    """A ``[workers.NAME.limit]`` table: changes to the worker's ``guild.Limit``."""
+    table.reject_unknown(set(LIMIT_OPTIONS))
+    changes: dict[str, Any] = {
+        option: table.positive(option, (int,), None)
+        for option in LIMIT_OPTIONS
+        if option != "rate" and option in table.table
+    }
+    if "rate" in table.table:
+        expected = 'a rate string such as "10/s", "600/min" or "5/10s"'
+        text = table.get("rate", (str,), expected, None)
+        try:
+            changes["rate"] = parse_rate(text)
+        except ValueError:
+            raise ConfigError(table.path, table.key("rate"), expected, text) from None
+    return changes
+
+
+def _health(table: _Reader) -> dict[str, Any]:
+    """``[health]``: changes to the default ``Thresholds``."""
+    table.reject_unknown(set(HEALTH_OPTIONS))
+    changes: dict[str, Any] = {}
+    for option, types in HEALTH_OPTIONS.items():
+        if option not in table.table:
+            continue
+        if option in HEALTH_FRACTIONS:
+            expected = "a fraction from 0 to 1"
+            value = table.get(option, types, expected, None)
+            if not 0 <= value <= 1:
+                raise ConfigError(table.path, table.key(option), expected, value)
+        elif option == "queue_length":
+            expected = "an integer >= 0"
+            value = table.get(option, types, expected, None)
+            if value < 0:
+                raise ConfigError(table.path, table.key(option), expected, value)
+        else:
+            value = table.positive(option, types, None)
+        changes[option] = value
+    return changes
+
+
+def _sandbox(table: _Reader) -> dict[str, Any]:
+    """``[sandbox]``: changes to the policy of every sandbox the app's workers hold."""
+    table.reject_unknown(
+        {*SANDBOX_NUMBERS, *SANDBOX_LISTS, "isolate", "user", "group", "keep_dir", "search_path"}
+    )
+    changes: dict[str, Any] = {}
+    for option, types in SANDBOX_NUMBERS.items():
+        if option not in table.table:
+            continue
+        if option == "kill_grace":
+            expected = "a finite number >= 0"
+            value = table.get(option, types, expected, None)
+            if not 0 <= value < math.inf:
+                raise ConfigError(table.path, table.key(option), expected, value)
+            changes[option] = value
+        else:
+            changes[option] = table.positive(option, types, None)
+    for option in (*SANDBOX_LISTS, "search_path"):
+        if option in table.table:
+            changes[option] = table.strings(option)
+    if "isolate" in table.table:
+        changes["isolate"] = table.choice("isolate", ISOLATE_MODES, None)
+    for option in ("user", "group"):
+        if option in table.table:
+            name = table.get(option, (str,), "a non-empty name", None)
+            if not name.strip():
+                raise ConfigError(table.path, table.key(option), "a non-empty name", name)
+            changes[option] = name
+    if "keep_dir" in table.table:
+        value = table.table["keep_dir"]
+        if not isinstance(value, bool):
+            raise ConfigError(table.path, table.key("keep_dir"), "true or false", value)
+        changes["keep_dir"] = value
+    return changes
+
+
+def _periodic(table: _Reader) -> dict[str, dict[str, Any]]:
+    """``[periodic.NAME]``: schedules to add, or to change if the app has one by that name."""
+    schedules: dict[str, dict[str, Any]] = {}
+    for name in table.table:
+        entry = table.table_at(name)
+        entry.reject_unknown(set(PERIODIC_OPTIONS))
+        found: dict[str, Any] = {}
+        if "schedule" in entry.table:
+            found["schedule"] = _schedule(entry)
+        if "queue" in entry.table:
+            queue = entry.get("queue", (str,), "a queue name", None)
+            try:
+                found["queue"] = check_queue_name(queue)
+            except ValueError as exc:
+                raise ConfigError(entry.path, entry.key("queue"), f"a queue name ({exc})") from None
+        if "payload" in entry.table:
+            found["payload"] = _json_value(entry, entry.table["payload"])
+        schedules[name] = found
+    return schedules
+
+
+def _schedule(entry: _Reader) -> str | float:
+    expected = 'a cron expression such as "*/5 * * * *" (UTC) or a number of seconds > 0'
+    value = entry.table["schedule"]
+    if isinstance(value, str):
+        try:
+            Cron(value)
+        except ScheduleError as exc:
+            raise ConfigError(entry.path, entry.key("schedule"), f"{expected} ({exc})") from None
+        return value
+    return float(entry.positive("schedule", (int, float), None))
+
+
+def _json_value(entry: _Reader, value: Any) -> Any:
+    # TOML has dates and times; a job's payload is JSON, which has neither.
+    if isinstance(value, dt.date | dt.time):
+        raise ConfigError(
+            entry.path, entry.key("payload"), "a JSON value (TOML dates are not JSON)", value
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(entry.path, entry.key("payload"), "a JSON value (finite numbers)", value)
+    if isinstance(value, list):
+        return [_json_value(entry, item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_value(entry, item) for key, item in value.items()}
+    return value

@@ -6,7 +6,9 @@
     app = "myproject.jobs:app"      # module:attribute naming a guild.Guild
     broker = "sqlite:guild.db"      # optional; else --broker, $GUILD_BROKER
     processes = 1                   # worker processes under the process supervisor
-    http = "127.0.0.1:8000"         # optional: /health, /metrics, /events
+    http = "127.0.0.1:8000"         # optional: the dashboard, /health, /metrics, /events
+    http_token = "…"                # needed off loopback (better: $GUILD_HTTP_TOKEN)
+    http_redact = false             # /health hides exception messages
 
     [supervisor]
     strategy = "one_for_one"        # one_for_one | one_for_all | rest_for_one
@@ -19,6 +21,28 @@
     max_attempts = 5
     lease = 10.0
     graceful_timeout = 30.0
+
+    [workers.emails.limit]          # the worker's guild.Limit (its key function stays in code)
+    rate = "10/s"                   # per key: "<count>/<period>", e.g. "600/min", "5/10s"
+    concurrency = 2                 # per key: jobs running at once, in every process
+    burst = 5                       # admissions at once after an idle spell
+    max_idle_keys = 10000           # idle keys' limiters kept per process
+
+    [health]                        # guild.observability.Thresholds of /health
+    error_rate = 0.01
+    p95_latency = 5.0
+
+    [sandbox]                       # the SandboxPolicy of every sandbox the workers hold
+    isolate = "kernel"              # auto | bwrap | kernel | never
+    allow = ["python3"]
+    memory = 536870912
+
+    [periodic.cleanup]              # Guild.periodic(schedule, queue, payload, name=...)
+    schedule = "0 3 * * *"          # cron (UTC) or seconds
+    queue = "cleanup"
+
+    [env.production]                # laid over the rest by --env / $GUILD_ENV
+    guild.processes = 8
 """
 
 from __future__ import annotations
@@ -40,7 +64,53 @@ WORKER_OPTIONS: dict[str, tuple[type, ...]] = {
 }
 """Worker options a config file may set, and the TOML types each accepts."""
 
+LIMIT_OPTIONS = ("rate", "concurrency", "burst", "max_idle_keys")
+"""Keys of a ``[workers.NAME.limit]`` table (``rate`` a string, the rest integers > 0)."""
+
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "console")
+
+HEALTH_OPTIONS: dict[str, tuple[type, ...]] = {
+    "error_rate": (int, float),
+    "p95_latency": (int, float),
+    "memory": (int, float),
+    "queue_length": (int,),
+    "stall": (int, float),
+    "window": (int, float),
+    "min_jobs": (int,),
+}
+"""Keys of ``[health]``: the fields of ``guild.observability.Thresholds``."""
+
+HEALTH_FRACTIONS = ("error_rate", "memory")
+"""Health keys that are fractions from 0 to 1, not counts or seconds."""
+
+SANDBOX_NUMBERS: dict[str, tuple[type, ...]] = {
+    "cpu_seconds": (int,),
+    "address_space": (int,),
+    "file_size": (int,),
+    "open_files": (int,),
+    "processes": (int,),
+    "output_cap": (int,),
+    "memory": (int,),
+    "run_cpu_seconds": (int,),
+    "tmpfs_size": (int,),
+    "tmpfs_inodes": (int,),
+    "disk_bytes": (int,),
+    "disk_inodes": (int,),
+    "max_timeout": (int, float),
+    "kill_grace": (int, float),
+}
+"""Budgets of ``[sandbox]``: fields of ``guild.SandboxPolicy``, each > 0."""
+
+SANDBOX_LISTS = ("allow", "inline_code", "pass_env")
+"""``[sandbox]`` keys that are arrays of strings."""
+
+ISOLATE_MODES = ("auto", "bwrap", "kernel", "never")
+
+PERIODIC_OPTIONS = ("schedule", "queue", "payload")
+"""Keys of a ``[periodic.NAME]`` table (``Guild.periodic``'s arguments)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -62,8 +132,21 @@ class GuildConfig:
         broker: broker URL, or ``None`` to use the command line / environment.
         processes: worker processes to run.
         http: ``host:port`` for the HTTP endpoints, or ``None``.
+        http_token: the token the dashboard, ``/events`` and the HTTP actions
+            need when ``http`` is not a loopback address (``None``: ``$GUILD_HTTP_TOKEN``).
+        http_redact: ``/health`` hides exception messages (``None``:
+            ``$GUILD_HTTP_REDACT``).
         supervisor: the app supervisor's options.
-        workers: per-worker option overrides, by worker name.
+        workers: per-worker option overrides, by worker name; ``limit`` (if
+            given) maps to changes of the worker's :class:`guild.Limit`.
+        env: the ``[env.NAME]`` section laid over the file, or ``None``.
+        log_level, log_format: as ``guild run --log-level`` / ``--log-format``.
+        health: changes to the default ``Thresholds`` of ``/health``.
+        sandbox: changes to the ``SandboxPolicy`` of every sandbox the app's
+            workers hold.
+        periodic: periodic jobs by name: ``schedule`` (a cron string or
+            seconds), ``queue`` and ``payload``; a name the app schedules in code
+            has the keys given replaced.
     """
 
     path: str
@@ -71,5 +154,13 @@ class GuildConfig:
     broker: str | None = None
     processes: int = 1
     http: str | None = None
+    http_token: str | None = None
+    http_redact: bool | None = None
     supervisor: SupervisorConfig = attrs.Factory(SupervisorConfig)
     workers: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    env: str | None = None
+    log_level: str = "info"
+    log_format: str = "auto"
+    health: dict[str, Any] = attrs.Factory(dict)
+    sandbox: dict[str, Any] = attrs.Factory(dict)
+    periodic: dict[str, dict[str, Any]] = attrs.Factory(dict)

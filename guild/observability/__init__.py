@@ -8,7 +8,8 @@ typed events; instruments decide what to do with them):
 * :class:`PrometheusInstrument`: Prometheus metrics, one registry per app;
 * :class:`Monitor` and :func:`assess`: the health policy behind ``/health``;
 * :class:`EventHub`: the ``/events`` websocket feed;
-* :func:`serve_http`: ``/health``, ``/metrics`` and ``/events`` on hypercorn.
+* :func:`serve_http`: the dashboard at ``/``, ``/health``, ``/metrics`` and
+  ``/events`` on hypercorn.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from ._events import ClaimPolled as ClaimPolled
 from ._events import Instrument as Instrument
 from ._events import Instruments as Instruments
 from ._events import JobFinished as JobFinished
+from ._events import JobLimitWaited as JobLimitWaited
+from ._events import JobProgressed as JobProgressed
 from ._events import JobStarted as JobStarted
 from ._events import Outcome as Outcome
 from ._events import RateLimited as RateLimited
 from ._events import SandboxRan as SandboxRan
 from ._events import WorkerStateChanged as WorkerStateChanged
+from ._events import WorkflowChanged as WorkflowChanged
 from ._health import Check as Check
 from ._health import Health as Health
 from ._health import Snapshot as Snapshot
@@ -54,6 +58,8 @@ __all__ = [
     "Instruments",
     "JobCounts",
     "JobFinished",
+    "JobLimitWaited",
+    "JobProgressed",
     "JobStarted",
     "LoggingInstrument",
     "Monitor",
@@ -69,6 +75,7 @@ __all__ = [
     "Thresholds",
     "WorkerStateChanged",
     "WorkerView",
+    "WorkflowChanged",
     "assess",
     "configure_logging",
     "observe",

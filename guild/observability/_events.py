@@ -29,6 +29,8 @@ class Outcome(enum.Enum):
     RETRY = "retry"
     DEAD = "dead"
     RELEASED = "released"
+    CANCELLED = "cancelled"
+    """Ended on a cancel request (``broker.cancel``): stopped, or never run."""
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -47,6 +49,21 @@ class JobFinished:
     duration: float
     error: str | None = None
     retry_at: float | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class JobProgressed:
+    """A running job's progress (``guild.progress``) was written to the broker:
+    at most a few times a second per job, and always its last value.
+
+    ``at`` is when the handler reported it, in the broker's clock.
+    """
+
+    worker: str
+    job: Job
+    fraction: float
+    message: str | None
+    at: float
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -84,11 +101,46 @@ class RateLimited:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class JobLimitWaited:
+    """A job was admitted by its worker's :class:`guild.Limit` (``waited`` may be 0).
+
+    ``key`` is the job's limit key (``""`` for a worker-wide limit): unbounded
+    in number, so the Prometheus instrument does not make it a label.
+    """
+
+    worker: str
+    job: Job
+    key: str
+    waited: float
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class SandboxRan:
     argv: tuple[str, ...]
     exit_code: int | None
     duration: float
     refused_rule: str | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class WorkflowChanged:
+    """A workflow moved: it was submitted, a step started or ended, a cancel was
+    asked, a compensation started or ended, or it finished.
+
+    ``what`` is one of ``submitted``, ``step_started``, ``step_done``,
+    ``step_failed``, ``step_cancelled``, ``step_cancelling``,
+    ``cancel_requested``, ``compensation_started``, ``compensation_done``,
+    ``compensation_failed``, ``finished``. ``status`` is the workflow's after
+    the change; ``detail`` an error or reason.
+    """
+
+    workflow_id: str
+    name: str
+    status: str
+    what: str
+    step: str | None = None
+    detail: str | None = None
+    at: float = 0.0
 
 
 class Instrument:
@@ -103,6 +155,9 @@ class Instrument:
     def claim_polled(self, event: ClaimPolled) -> None:
         """The claimer's broker call returned."""
 
+    def job_progress(self, event: JobProgressed) -> None:
+        """A running job's progress was written (see :class:`JobProgressed`)."""
+
     def worker_state_changed(self, event: WorkerStateChanged) -> None:
         """A supervised child changed state."""
 
@@ -111,6 +166,12 @@ class Instrument:
 
     def sandbox_ran(self, event: SandboxRan) -> None:
         """A sandboxed command ran or was refused."""
+
+    def job_limit_waited(self, event: JobLimitWaited) -> None:
+        """A job was admitted by its worker's limit, after waiting ``event.waited``."""
+
+    def workflow_changed(self, event: WorkflowChanged) -> None:
+        """A workflow moved (see :class:`WorkflowChanged`)."""
 
 
 _METHODS = frozenset(name for name in vars(Instrument) if not name.startswith("_"))

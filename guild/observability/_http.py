@@ -1,6 +1,6 @@
-"""The observability HTTP server: ``/health``, ``/metrics`` and ``/events``.
+"""The observability HTTP server: the dashboard, ``/health``, ``/metrics`` and ``/events``.
 
-A small ASGI application written by hand (three routes do not need a
+A small ASGI application written by hand (a few routes do not need a
 framework) served by hypercorn's Trio server inside the app's nursery::
 
     async with trio.open_nursery() as nursery:
@@ -18,6 +18,13 @@ framework) served by hypercorn's Trio server inside the app's nursery::
   state; then come runtime events (``job_started``, ``job_finished``,
   ``worker_state``, …), batched as they were buffered. A client that falls
   ``buffer`` events behind is closed with code 1008 (see :mod:`._hub`).
+* ``GET /`` and ``/api/…``: the dashboard, its state and its actions (see
+  :mod:`._dashboard`).
+
+Who may use the dashboard, ``/events`` and the POSTs is decided by
+:mod:`._access`: anyone on a loopback server, only holders of the token on any
+other address. ``/health`` and ``/metrics`` stay open to probes and scrapers;
+``redact_errors`` takes exception messages out of ``/health``.
 
 The broker is asked for its counts at each ``/health`` and ``/metrics``
 request, with a time limit: a broker that does not answer within
@@ -26,21 +33,40 @@ request, with a time limit: a broker that does not answer within
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import structlog
 import trio
 
 from .._errors import BrokerError, GuildError
 from .._job import QueueStats
+from ..brokers._ledger import Ledger
 from ..brokers._protocol import BrokerIssue, Diagnosable
 from ..sandbox._held import held_isolation
+from ._access import (
+    REDACT_VARIABLE,
+    TOKEN_VARIABLE,
+    Access,
+    Admit,
+    Kind,
+    Refuse,
+    is_loopback,
+    judge,
+    redact,
+)
+from ._dashboard import PATHS as DASHBOARD_PATHS
+from ._dashboard import Tracker, asked
+from ._dashboard import serve as serve_dashboard
+from ._events import Instrument
 from ._health import Health, Thresholds, assess
 from ._hub import EventHub, Message
 from ._logging import LoggingInstrument
@@ -53,6 +79,7 @@ if TYPE_CHECKING:
     from .._app import Guild
 
 _BATCH = 512
+_log = structlog.get_logger("guild.http")
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -127,6 +154,11 @@ class ObservabilityApp:
         observability: its instruments (from :func:`observe`).
         broker_timeout: seconds the broker gets to report its counts.
         memory: reads the fraction of memory in use (None: unknown).
+        access: who may use the dashboard, ``/events`` and the actions (see
+            :mod:`._access`; default: a loopback server, no token).
+        redact: ``/health`` hides exception messages.
+        tracker: the recent failures the dashboard shows (it must be among the
+            app's instruments to see any).
     """
 
     def __init__(
@@ -136,16 +168,25 @@ class ObservabilityApp:
         *,
         broker_timeout: float = 2.0,
         memory: Callable[[], float | None] = memory_fraction,
+        access: Access | None = None,
+        redact: bool = False,
+        tracker: Tracker | None = None,
     ) -> None:
         self.app = app
         self.observability = observability
         self.broker_timeout = broker_timeout
         self._memory = memory
+        self.access = access or Access(token=None, loopback=True)
+        self.redact = redact
+        self.tracker = tracker or Tracker()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, send)
+            if scope["path"] in DASHBOARD_PATHS:
+                await serve_dashboard(self, scope, receive, send)
+            else:
+                await self._http(scope, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -165,6 +206,23 @@ class ObservabilityApp:
             return None, f"the broker did not answer within {self.broker_timeout:g}s"
         except BrokerError as exc:
             return None, f"{type(exc).__name__}: {exc}"
+
+    async def _ledger_counts(self) -> dict[str, dict[str, dict[str, float]]]:
+        """The broker's Ledger counts, or ``{}`` (no Ledger, not running, no answer)."""
+        try:
+            broker = self.app.broker
+        except GuildError:
+            return {}
+        if not isinstance(broker, Ledger):
+            return {}
+        counts: dict[str, dict[str, dict[str, float]]] = {}
+        try:
+            with trio.fail_after(self.broker_timeout):
+                for namespace in await broker.count_namespaces():
+                    counts[namespace] = await broker.get_counts(namespace)
+        except (trio.TooSlowError, BrokerError):
+            return {}  # guild_broker_up already says the broker did not answer
+        return counts
 
     async def _issues(self) -> tuple[BrokerIssue, ...]:
         try:
@@ -209,6 +267,11 @@ class ObservabilityApp:
     async def _http(self, scope: Scope, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/health/acknowledge" and method == "POST":
+            verdict = judge(self.access, asked(scope, Kind.EVENTS))
+            if isinstance(verdict, Refuse):
+                body = json.dumps({"error": verdict.reason}).encode()
+                await _respond(send, verdict.status, body, "application/json", method)
+                return
             await self._acknowledge(send)
             return
         if path not in ("/health", "/metrics"):
@@ -222,6 +285,8 @@ class ObservabilityApp:
         if path == "/health":
             health, now = await self.health()
             answer = {"app": self.app.name, **health.to_json(now)}
+            if self.redact:
+                answer = redact(answer, _error_texts(health))
             isolation = held_isolation(self.app)
             if isolation is not None:
                 answer["sandbox"] = {"isolation": isolation}
@@ -231,6 +296,7 @@ class ObservabilityApp:
         queues, _ = await self._queues()
         metrics = self.observability.metrics
         metrics.set_queues(queues)
+        metrics.set_ledger(await self._ledger_counts())
         metrics.set_memory(self._memory())
         await _respond(send, 200, metrics.render(), CONTENT_TYPE, method)
 
@@ -250,6 +316,11 @@ class ObservabilityApp:
             return
         if scope["path"] != "/events":
             await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
+            return
+        verdict = judge(self.access, asked(scope, Kind.EVENTS))
+        if not isinstance(verdict, Admit):
+            # Closed before it was accepted: the handshake is answered 403.
+            await send({"type": "websocket.close", "code": 1008})
             return
         await send({"type": "websocket.accept"})
         with self.observability.hub.subscribe() as subscription:
@@ -275,6 +346,26 @@ class ObservabilityApp:
                 for name, (queue, state) in sorted(states.items())
             },
         }
+
+
+def _error_texts(health: Health) -> set[str]:
+    """The exception messages in a verdict: what ``redact_errors`` hides."""
+    texts = {
+        text
+        for worker in health.workers.values()
+        for text in (worker.last_error, worker.broker_error)
+        if text
+    }
+    texts.update(c.detail for c in health.checks if c.name == "broker" and c.detail)
+    return texts
+
+
+@contextlib.contextmanager
+def _removed(app: Guild, instrument: Instrument) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        app.instruments.remove(instrument)
 
 
 async def _forward(receive: trio.MemoryReceiveChannel[Message], send: Send) -> None:
@@ -343,9 +434,11 @@ async def serve_http(
     thresholds: Thresholds | None = None,
     reuse_port: bool | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    token: str | None = None,
+    redact_errors: bool | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``/health``, ``/metrics`` and ``/events`` for ``app`` until cancelled.
+    """Serve the dashboard at ``/``, ``/health``, ``/metrics`` and ``/events`` until cancelled.
 
     Args:
         app: the app to observe; its instruments are installed by :func:`observe`.
@@ -355,6 +448,14 @@ async def serve_http(
         reuse_port: share the port with other processes (default: on in
             multiprocess mode, see :mod:`._metrics`).
         shutdown_trigger: awaited; when it returns the server stops gracefully.
+        token: the token the dashboard, ``/events`` and the actions need when
+            ``host`` is not loopback (default: ``$GUILD_HTTP_TOKEN``; see
+            :mod:`._access`). Without one, a non-loopback server refuses them.
+        redact_errors: ``/health`` hides exception messages (default:
+            ``$GUILD_HTTP_REDACT`` is ``1``, ``true`` or ``yes``).
+
+    Raises:
+        ValueError: the token is empty or has surrounding spaces.
 
     Resource handling: the listening socket is closed when this returns;
     ``/events`` clients are cut off after a one-second grace.
@@ -365,8 +466,18 @@ async def serve_http(
     from hypercorn.trio.run import worker_serve
     from hypercorn.utils import wrap_app
 
+    if token is None:
+        token = os.environ.get(TOKEN_VARIABLE) or None
+    if redact_errors is None:
+        redact_errors = os.environ.get(REDACT_VARIABLE, "").lower() in ("1", "true", "yes")
+    access = Access(token=token, loopback=is_loopback(host))
+    if access.login and token is None:
+        _log.warning("dashboard_disabled", host=host, reason=f"no ${TOKEN_VARIABLE}")
     observability = observe(app, thresholds=thresholds)
-    asgi = ObservabilityApp(app, observability)
+    tracker = Tracker()
+    asgi = ObservabilityApp(
+        app, observability, access=access, redact=redact_errors, tracker=tracker
+    )
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = 1.0
@@ -375,7 +486,10 @@ async def serve_http(
     share = multiprocess_dir() is not None if reuse_port is None else reuse_port
     sock = _listening_socket(host, port, reuse_port=share)
     sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-    with sock:
+    # The tracker listens only while the server runs: only then can the page ask.
+    # It takes job_finished alone, which the metrics instrument wants already.
+    app.instruments.add(tracker)
+    with sock, _removed(app, tracker):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(observability.monitor.serve_sampling)
             nursery.start_soon(observability.metrics.serve_flush)

@@ -10,7 +10,7 @@ stopped reading its socket. Messages reach each client in the order they were
 emitted.
 
 Messages are dicts ready for ``json.dumps``; each has ``type`` (``job_started``,
-``job_finished``, ``worker_state``, ``rate_limited``, ``sandbox_ran``) and
+``job_finished``, ``job_progress``, ``worker_state``, ``rate_limited``, ``sandbox_ran``, ``workflow``) and
 ``time`` (Unix time, from the hub's clock). Nothing is built when nobody listens: an attached
 hub (:meth:`EventHub.attach`) joins the app's instruments with its first
 subscriber and leaves with its last, so while nobody watches the worker does
@@ -31,10 +31,12 @@ from ._events import (
     Instrument,
     Instruments,
     JobFinished,
+    JobProgressed,
     JobStarted,
     RateLimited,
     SandboxRan,
     WorkerStateChanged,
+    WorkflowChanged,
 )
 
 Message = dict[str, Any]
@@ -178,6 +180,22 @@ class EventHub(Instrument):
                 }
             )
 
+    def job_progress(self, event: JobProgressed) -> None:
+        if self._subscribers:
+            job = event.job
+            self.publish(
+                {
+                    "type": "job_progress",
+                    "time": self._clock(),
+                    "worker": event.worker,
+                    "task_id": job.id,
+                    "queue": job.queue,
+                    "attempt": job.attempt,
+                    "fraction": event.fraction,
+                    "message": event.message,
+                }
+            )
+
     def worker_state_changed(self, event: WorkerStateChanged) -> None:
         if self._subscribers:
             self.publish(
@@ -200,6 +218,21 @@ class EventHub(Instrument):
                     "time": self._clock(),
                     "limiter": event.limiter,
                     "waited": event.waited,
+                }
+            )
+
+    def workflow_changed(self, event: WorkflowChanged) -> None:
+        if self._subscribers:
+            self.publish(
+                {
+                    "type": "workflow",
+                    "time": self._clock(),
+                    "workflow_id": event.workflow_id,
+                    "name": event.name,
+                    "status": event.status,
+                    "what": event.what,
+                    "step": event.step,
+                    "detail": event.detail,
                 }
             )
 

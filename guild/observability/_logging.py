@@ -29,6 +29,7 @@ import structlog
 from ._events import (
     Instrument,
     JobFinished,
+    JobLimitWaited,
     Outcome,
     RateLimited,
     SandboxRan,
@@ -211,6 +212,16 @@ class LoggingInstrument(Instrument):
     def rate_limited(self, event: RateLimited) -> None:
         self._logger().debug("rate_limited", limiter=event.limiter, duration=event.waited)
 
+    def job_limit_waited(self, event: JobLimitWaited) -> None:
+        if event.waited > 0:
+            self._logger().debug(
+                "job_limited",
+                worker=event.worker,
+                task_id=event.job.id,
+                key=event.key,
+                duration=event.waited,
+            )
+
     def sandbox_ran(self, event: SandboxRan) -> None:
         fields = {
             "argv": list(event.argv),
@@ -228,4 +239,5 @@ _VERBS = {
     Outcome.RETRY: "retry",
     Outcome.DEAD: "dead",
     Outcome.RELEASED: "released",
+    Outcome.CANCELLED: "cancelled",
 }

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .._job import QueueStats
-from ._events import RateLimited, SandboxRan, WorkerStateChanged
+from ._events import JobLimitWaited, RateLimited, SandboxRan, WorkerStateChanged
 from ._tally import DURATION_BUCKETS, JobCounts, WorkerCounts
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
@@ -134,6 +134,14 @@ class PrometheusInstrument(JobCounts):
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.ledger = Gauge(
+            "guild_ledger_count",
+            "Durable counts workers keep in the broker's Ledger (by namespace, key and name;"
+            " e.g. the ResultWorker's deliveries per channel).",
+            ("app", "namespace", "key", "name"),
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
         self.broker_up = Gauge(
             "guild_broker_up",
             "1 if the broker answered the last scrape.",
@@ -160,6 +168,15 @@ class PrometheusInstrument(JobCounts):
             "guild_ratelimit_wait_seconds",
             "Waits at a rate limiter (_count: how many).",
             ("app", "limiter"),
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        # Per worker only: a limit's keys (tenants, channels) are unbounded in
+        # number, and a label per key would grow the series without end.
+        self.limit_wait = Histogram(
+            "guild_job_limit_wait_seconds",
+            "Time jobs waited for their worker's limit before running (_count: admissions).",
+            worker,
             buckets=_WAIT_BUCKETS,
             registry=r,
         )
@@ -201,6 +218,9 @@ class PrometheusInstrument(JobCounts):
     def rate_limited(self, event: RateLimited) -> None:
         self.ratelimit_wait.labels(self.app, event.limiter).observe(event.waited)
 
+    def job_limit_waited(self, event: JobLimitWaited) -> None:
+        self.limit_wait.labels(self.app, event.worker).observe(event.waited)
+
     def sandbox_ran(self, event: SandboxRan) -> None:
         if event.refused_rule is not None:
             result = "refused"
@@ -221,6 +241,13 @@ class PrometheusInstrument(JobCounts):
         for name, stats in (queues or {}).items():
             for status in QUEUE_STATUSES:
                 self.queue.labels(self.app, name, status).set(getattr(stats, status))
+
+    def set_ledger(self, counts: Mapping[str, Mapping[str, Mapping[str, float]]]) -> None:
+        """Record the broker's Ledger counts (``{namespace: {key: {name: value}}}``)."""
+        for namespace, by_key in counts.items():
+            for key, numbers in by_key.items():
+                for name, value in numbers.items():
+                    self.ledger.labels(self.app, namespace, key, name).set(value)
 
     def flush(self) -> None:
         """Move the job counts gathered since the last flush into the metrics."""

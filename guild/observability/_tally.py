@@ -76,8 +76,9 @@ class JobCounts(Instrument):
 
     def job_finished(self, event: JobFinished) -> None:
         outcome = event.outcome
-        if outcome is Outcome.RELEASED:
-            return  # handed back unfinished: not an attempt that counts
+        if outcome is Outcome.RELEASED or outcome is Outcome.CANCELLED:
+            # Handed back unfinished, or stopped on request: neither processed nor failed.
+            return
         counts = self.workers.get(event.worker)
         if counts is None:
             counts = self.workers[event.worker] = WorkerCounts()

@@ -6,6 +6,9 @@
   process on every machine through Redis (tokens are leases that come back
   when their process dies).
 * :func:`admit` / :class:`Rate` — the pure admission math both use.
+* :class:`KeyedLimiters` — one limiter per key, made lazily, the idle ones
+  bounded (what ``guild.Limit`` waits at); :func:`open_redis_keyed_limiters`
+  makes them shared through Redis.
 """
 
 from __future__ import annotations
@@ -13,8 +16,21 @@ from __future__ import annotations
 from ._gcra import Decision as Decision
 from ._gcra import Rate as Rate
 from ._gcra import admit as admit
+from ._keyed import KeyedLimiters as KeyedLimiters
+from ._keyed import LimiterSettings as LimiterSettings
+from ._keyed import open_redis_keyed_limiters as open_redis_keyed_limiters
 from ._local import RateLimiter as RateLimiter
 from ._local import RateLimiterStatistics as RateLimiterStatistics
 from ._redis import RedisRateLimiter as RedisRateLimiter
 
-__all__ = ["Decision", "Rate", "RateLimiter", "RateLimiterStatistics", "RedisRateLimiter", "admit"]
+__all__ = [
+    "Decision",
+    "KeyedLimiters",
+    "LimiterSettings",
+    "Rate",
+    "RateLimiter",
+    "RateLimiterStatistics",
+    "RedisRateLimiter",
+    "admit",
+    "open_redis_keyed_limiters",
+]

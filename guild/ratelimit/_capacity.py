@@ -18,7 +18,7 @@ class CapacityInterface(abc.ABC):
 
     _borrowers: Collection[object]
     _total: int | float
-    _rate: Rate
+    _rate: Rate | None
 
     @abc.abstractmethod
     def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
@@ -43,7 +43,8 @@ class CapacityInterface(abc.ABC):
         return self._total - len(self._borrowers)
 
     @property
-    def rate(self) -> Rate:
+    def rate(self) -> Rate | None:
+        """The rate limit, or ``None`` when only the count limits."""
         return self._rate
 
     def acquire_nowait(self) -> None:

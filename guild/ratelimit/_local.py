@@ -60,6 +60,17 @@ def checked_total_tokens(value: object, name: str = "total_tokens") -> int | flo
     raise TypeError(f"{name} must be an int or math.inf, got {value!r}")
 
 
+def checked_hold(seconds: object) -> float:
+    """``seconds`` as a float if it is a finite number >= 0, else raise ``ValueError``."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not (0 <= seconds < math.inf)
+    ):
+        raise ValueError(f"seconds to hold off must be a finite number >= 0, got {seconds!r}")
+    return float(seconds)
+
+
 @attrs.define(eq=False)
 class _Waiter:
     """One queued acquire: who it is for, whether it got its token, and its wake-up."""
@@ -82,7 +93,8 @@ class RateLimiter(CapacityInterface):
             await call_the_api()
 
     Args:
-        rate: admissions per period.
+        rate: admissions per period, or ``None`` for no limit on rate (then it
+            is a FIFO ``trio.CapacityLimiter`` of ``concurrency`` tokens).
         period: seconds.
         concurrency: holders at once: an int >= 0 (0 starts paused; raise
             ``total_tokens`` to let waiters in), or ``None``/``math.inf`` for no
@@ -99,14 +111,14 @@ class RateLimiter(CapacityInterface):
 
     def __init__(
         self,
-        rate: float,
+        rate: float | None,
         period: float = 1.0,
         *,
         concurrency: int | float | None = None,
         burst: int = 1,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
-        self._rate = Rate(rate=rate, period=period, burst=burst)
+        self._rate = None if rate is None else Rate(rate=rate, period=period, burst=burst)
         self._total: int | float = (
             math.inf if concurrency is None else checked_total_tokens(concurrency, "concurrency")
         )
@@ -119,8 +131,9 @@ class RateLimiter(CapacityInterface):
         self._waited = 0.0
 
     def __repr__(self) -> str:
+        limit = "no rate" if self._rate is None else f"{self._rate.rate:g}/{self._rate.period:g}s"
         return (
-            f"<RateLimiter {self._rate.rate:g}/{self._rate.period:g}s,"
+            f"<RateLimiter {limit},"
             f" {len(self._borrowers)}/{self._total} borrowed, {len(self._queue)} waiting>"
         )
 
@@ -192,6 +205,28 @@ class RateLimiter(CapacityInterface):
             waited_seconds=self._waited,
         )
 
+    # --- holding off ------------------------------------------------------------
+
+    async def hold_off(self, seconds: float) -> None:
+        """Admit no one for ``seconds`` from now, then go on at the rate (no burst).
+
+        For a server's ``Retry-After``: every waiter, not only the one that was
+        told, waits it out. Holders keep their tokens and waiters their places;
+        a hold shorter than one already running changes nothing.
+
+        Raises:
+            ValueError: ``seconds`` is negative or not finite.
+            RateLimitError: the limiter has no rate (only a count) to hold.
+        """
+        until = trio.current_time() + checked_hold(seconds)
+        if self._rate is None:
+            raise RateLimitError("a RateLimiter without a rate cannot be held off")
+        # The next admission comes at ``until`` (the GCRA admits at tat - tolerance).
+        self._tat = max(self._tat, until + self._rate.tolerance)
+        # A head asleep until an earlier retry time wakes, is refused, and sleeps
+        # again until ``until``: nothing to wake here.
+        await trio.lowlevel.checkpoint()
+
     # --- internals -------------------------------------------------------------
 
     def _check_not_holding(self, borrower: object) -> None:
@@ -204,10 +239,11 @@ class RateLimiter(CapacityInterface):
         """Admit ``borrower`` if a token is free and the rate allows; False otherwise."""
         if len(self._borrowers) >= self._total:
             return False
-        decision = admit(self._tat, trio.current_time(), self._rate)
-        if not decision.admitted:
-            return False
-        self._tat = decision.tat
+        if self._rate is not None:
+            decision = admit(self._tat, trio.current_time(), self._rate)
+            if not decision.admitted:
+                return False
+            self._tat = decision.tat
         self._borrowers.add(borrower)
         self._admitted += 1
         return True
@@ -221,7 +257,11 @@ class RateLimiter(CapacityInterface):
         while self._queue:
             head = next(iter(self._queue))
             if not self._try_take(head.borrower):
-                if len(self._borrowers) < self._total and head.retry_at == math.inf:
+                if (
+                    self._rate is not None
+                    and len(self._borrowers) < self._total
+                    and head.retry_at == math.inf
+                ):
                     # Only the rate holds the head back: it must wake itself then.
                     refusal = admit(self._tat, trio.current_time(), self._rate)
                     head.retry_at = trio.current_time() + refusal.retry_after

@@ -58,7 +58,7 @@ from .._errors import BrokerError, BrokerUnavailable, RateLimitError
 from .._groups import leaves
 from ._capacity import CapacityInterface
 from ._gcra import Rate
-from ._local import RateLimiterStatistics, checked_total_tokens
+from ._local import RateLimiterStatistics, checked_hold, checked_total_tokens
 
 KEY_PREFIX = "guild:ratelimit:"
 
@@ -167,6 +167,20 @@ end
 return lost
 """
 
+# KEYS: GCRA state. ARGV: seconds to hold off, tolerance. Moves the theoretical
+# arrival time so that the next admission comes no sooner than now + seconds
+# (by Redis's clock); never moves it back. Returns 1 if it moved.
+HOLD_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = now + tonumber(ARGV[1]) + tonumber(ARGV[2])
+local stored = redis.call('GET', KEYS[1])
+if stored and tonumber(stored) >= tat then return 0 end
+local ttl_ms = math.ceil((tat - now) * 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', ttl_ms)
+return 1
+"""
+
 _REDIS_ERRORS = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 # What the background work survives: Redis away, or its key clobbered (the
 # waiters, which see the same error, report it).
@@ -214,7 +228,7 @@ class RedisRateLimiter(CapacityInterface):
         self,
         client: Any,
         name: str,
-        rate: float,
+        rate: float | None,
         period: float = 1.0,
         *,
         burst: int = 1,
@@ -227,7 +241,7 @@ class RedisRateLimiter(CapacityInterface):
         for label, value in (("lease", lease), ("poll_interval", poll_interval)):
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{label} must be a positive finite number, got {value!r}")
-        self._rate = Rate(rate=rate, period=period, burst=burst)
+        self._rate = None if rate is None else Rate(rate=rate, period=period, burst=burst)
         self._total: int | float = (
             math.inf if concurrency is None else checked_total_tokens(concurrency, "concurrency")
         )
@@ -237,6 +251,7 @@ class RedisRateLimiter(CapacityInterface):
         self._client = client
         self._acquire_script = client.register_script(ACQUIRE_SCRIPT)
         self._maintain_script = client.register_script(MAINTAIN_SCRIPT)
+        self._hold_script = client.register_script(HOLD_SCRIPT)
         self._lease = lease
         self._poll_interval = poll_interval
         self._blocking = None if url is None else _BlockingRedis(url, blocking_timeout)
@@ -263,7 +278,7 @@ class RedisRateLimiter(CapacityInterface):
         cls,
         url: str,
         name: str,
-        rate: float,
+        rate: float | None,
         period: float = 1.0,
         *,
         burst: int = 1,
@@ -311,10 +326,53 @@ class RedisRateLimiter(CapacityInterface):
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"redis at {url} is unreachable: {exc}") from exc
 
+    @classmethod
+    @asynccontextmanager
+    async def open_on(
+        cls,
+        client: Any,
+        name: str,
+        rate: float | None,
+        period: float = 1.0,
+        *,
+        burst: int = 1,
+        concurrency: int | float | None = None,
+        lease: float = 30.0,
+        poll_interval: float = 0.05,
+    ) -> AsyncIterator[RedisRateLimiter]:
+        """Yield a limiter on a connected coredis ``client`` that the caller owns
+        (a Redis broker's, say): no connection of its own, and no ``*_nowait``
+        (they need one; they raise :class:`RateLimitError`). On exit its tokens
+        go back; the client stays open.
+
+        On a Redis Cluster, ``name`` must hold a hash tag (``{app}:x``) so that
+        the limiter's keys share a slot.
+        """
+        async with trio.open_nursery() as nursery:
+            limiter = cls(
+                client,
+                name,
+                rate,
+                period,
+                burst=burst,
+                concurrency=concurrency,
+                lease=lease,
+                poll_interval=poll_interval,
+            )
+            nursery.start_soon(limiter._maintain)
+            limiter._maintained = True
+            try:
+                yield limiter
+            finally:
+                limiter._maintained = False
+                nursery.cancel_scope.cancel()
+                await limiter._give_everything_back()
+
     def __repr__(self) -> str:
-        limit = f"{self._rate.rate:g}/{self._rate.period:g}s"
+        rate = self._rate
+        limit = "no rate" if rate is None else f"{rate.rate:g}/{rate.period:g}s burst={rate.burst}"
         return (
-            f"<RedisRateLimiter {self.name!r} {limit} burst={self._rate.burst},"
+            f"<RedisRateLimiter {self.name!r} {limit},"
             f" {len(self._borrowers)}/{self._total} borrowed here,"
             f" {len(self._queue)} waiting>"
         )
@@ -466,6 +524,29 @@ class RedisRateLimiter(CapacityInterface):
         answer = await self._ask("", math.inf, "now")
         return answer.admitted
 
+    async def hold_off(self, seconds: float) -> None:
+        """Admit no one, in any process, for ``seconds`` from now (by Redis's
+        clock), then go on at the rate (no burst).
+
+        For a server's ``Retry-After``: every waiter everywhere waits it out.
+        Holders keep their tokens; a hold shorter than one already running
+        changes nothing. Works on a limiter without a rate too.
+
+        Raises:
+            ValueError: ``seconds`` is negative or not finite.
+            BrokerUnavailable: Redis cannot be reached.
+        """
+        hold = checked_hold(seconds)
+        tolerance = 0.0 if self._rate is None else self._rate.tolerance
+        try:
+            await self._hold_script(keys=[self._key], args=[repr(hold), repr(tolerance)])
+        except _REDIS_ERRORS as exc:
+            raise BrokerUnavailable(f"rate limiter {self.name!r}: redis unreachable") from exc
+        except coredis.exceptions.ResponseError as exc:
+            raise BrokerError(
+                f"rate limiter {self.name!r}: redis refused the script: {exc}"
+            ) from exc
+
     # --- internals ---------------------------------------------------------------
 
     def _check_can_borrow(self, borrower: object) -> None:
@@ -507,8 +588,9 @@ class RedisRateLimiter(CapacityInterface):
             member,
             "-1" if limit == math.inf else str(limit),
             repr(self._lease),
-            repr(self._rate.interval),
-            repr(self._rate.tolerance),
+            # No rate: a zero spacing, which the GCRA always admits.
+            "0" if self._rate is None else repr(self._rate.interval),
+            "0" if self._rate is None else repr(self._rate.tolerance),
             mode,
             *returning,
         ]

@@ -21,10 +21,15 @@ and its child — the spare the worker waits for — is PID 1 of the new PID
 namespace: it mounts the namespace's ``/proc`` and the scratch tmpfs (a
 kernel-mode server serves one scratch size), starts the session, and forks the
 *job process* that takes the request. After the request the job process
-attaches the job directory (``prepare_run``),
-hands the job socket to PID 1 and ``exec``s. PID 1 reports the exec (a 0) and,
-once the job process exits, its wait status and whether a scratch tmpfs filled,
-then exits — and the kernel kills whatever else is left in the namespace.
+hands the run's report socket to PID 1, attaches the job directory
+(``prepare_run``) and ``exec``s; its close-on-exec job socket tells the worker,
+as in the plain mode. Once the job process exits, PID 1 reports its wait status
+and whether a scratch tmpfs filled, with a descriptor of the run's mount
+namespace, then exits — and the kernel kills whatever else is left in the
+namespace. Holding that descriptor keeps the unmounting of the run's mount tree
+(an RCU grace period and a dozen tmpfs) out of PID 1's exit, which the worker
+waits for: the worker passes it back to the server in a ``D`` message, and the
+next spare to read one drops it while it waits for its own request.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]  # no stubs; `signal` would import enum
 import _socket
 import _struct
+import errno
 import marshal
 import os
 import resource
@@ -43,16 +49,59 @@ _FDS = _socket.CMSG_LEN(_MAX_FDS * _INT.size)
 _MAX_REQUEST = 1 << 20
 
 
-def apply_in_child(limits: list[tuple[int, int]], identity: tuple[int, int] | None) -> None:
+# PF_NPROC_EXCEEDED in the flags of /proc/self/stat (Linux 3.1 and later).
+_NPROC_EXCEEDED = 0x1000
+
+
+def _nproc_threshold() -> int:
+    """The soft ``RLIMIT_NPROC`` under which ``setuid`` flags the process exactly when
+    another process runs as the new uid: the kernel compares the other processes'
+    count to the limit with ``>=`` before Linux 5.14 and with ``>`` since (the
+    count moved to ucounts)."""
+    release = os.uname().release.split(".")
+    try:
+        version = (int(release[0]), int("".join(c for c in release[1][:3] if c.isdigit())))
+    except (IndexError, ValueError):
+        return 0
+    return 0 if version >= (5, 14) else 1
+
+
+def apply_in_child(
+    limits: list[tuple[int, int]], identity: tuple[int, int] | None, prove: bool = False
+) -> None:
     """The rlimits, then the drop to ``identity`` (uid, gid; no supplementary
     groups), in a child about to exec. Both spawn paths call this: the spare here,
-    and the ``preexec_fn`` fallback in ``_spawn``."""
+    and the ``preexec_fn`` fallback in ``_spawn``.
+
+    ``prove`` (the spare's path): show that no other process runs as the uid, or
+    raise ``OSError(EUSERS)``. ``setuid`` compares how many processes already
+    run as the new uid with the soft ``RLIMIT_NPROC`` and, when over, marks this
+    process ``PF_NPROC_EXCEEDED`` (for ``execve`` to refuse); with the limit at
+    :func:`_nproc_threshold` the mark means one other process at least. The mark
+    is read back from /proc/self/stat, and the limit restored before ``exec``,
+    which clears the mark. This replaces a scan of the host's /proc in the
+    worker, whose cost grows with the number of processes on the host; it needs
+    no extra process (a clone under the limit would, and waiting for a new task
+    to be scheduled cost milliseconds on a loaded host).
+    """
     for which, value in limits:
         resource.setrlimit(which, (value, value))
     if identity is not None:
         os.setgroups([])
         os.setgid(identity[1])
+        nproc = resource.getrlimit(resource.RLIMIT_NPROC)
+        if prove:
+            resource.setrlimit(resource.RLIMIT_NPROC, (_nproc_threshold(), nproc[1]))
         os.setuid(identity[0])
+        if prove:
+            resource.setrlimit(resource.RLIMIT_NPROC, nproc)
+            fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+            if int(data[data.rindex(b")") + 2 :].split()[6]) & _NPROC_EXCEEDED:
+                raise OSError(errno.EUSERS, "another process runs as the run's uid")
 
 
 def join_cgroups(fds: list[int]) -> None:
@@ -65,18 +114,16 @@ def join_cgroups(fds: list[int]) -> None:
 class _Kernel:
     """What the job process of a kernel-isolated run shares with its PID 1."""
 
-    def __init__(
-        self, init_pid: int, pair: _socket.socket, exec_w: int, covered: dict[str, int]
-    ) -> None:
+    def __init__(self, init_pid: int, pair: _socket.socket, covered: dict[str, int]) -> None:
         self.init_pid = init_pid
         self.pair = pair
-        self.exec_w = exec_w
         self.covered = covered
 
 
 def _receive(ctl: _socket.socket) -> tuple[bytes, list[int], int]:
     try:
-        message, ancillary, flags, _ = ctl.recvmsg(_MAX_REQUEST, _FDS)
+        # Close-on-exec, so that nothing received reaches the job by accident.
+        message, ancillary, flags, _ = ctl.recvmsg(_MAX_REQUEST, _FDS, _socket.MSG_CMSG_CLOEXEC)
     except OSError:
         return b"", [], 0
     fds: list[int] = []
@@ -89,41 +136,52 @@ def _receive(ctl: _socket.socket) -> tuple[bytes, list[int], int]:
 
 def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
     message, fds, flags = _receive(ctl)
-    if message == b"P":
-        # The cgroup the next run will have: joining is slow (the kernel waits for
-        # an RCU grace period), so it is done now, before the run asks.
-        join_cgroups(fds)
+    while message in (b"P", b"D"):
+        if message == b"P":
+            # The cgroup the next run will have: joining is slow (the kernel waits
+            # for an RCU grace period), so it is done now, before the run asks.
+            join_cgroups(fds)
+        else:
+            # The mount namespace of a run that has ended, which the worker handed
+            # on: dropping the last reference unmounts its tree and waits for an
+            # RCU grace period, here rather than in the worker or in that run's PID 1.
+            for fd in fds:
+                os.close(fd)
         message, fds, flags = _receive(ctl)
     if len(fds) < 3:
         os.write(taken, b"x")  # the control socket closed: the worker is gone
         os._exit(0)
     job_fd, out_w, err_w = fds[:3]
+    rest = fds[3:]
     job = _socket.socket(fileno=job_fd)
     code = 1
     try:
         if kernel is None:
             job.sendall(_INT.pack(os.getpid()))
         else:
+            # The job socket stays here (close-on-exec: the worker sees end of
+            # file at exec); PID 1 gets the report socket, for the wait status.
             job.sendall(_INT.pack(kernel.init_pid))
+            report = rest.pop(0)
             kernel.pair.sendmsg(
-                [b"j"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _INT.pack(job_fd))]
+                [b"j"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _INT.pack(report))]
             )
+            os.close(report)
         if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
             raise OSError(7, "request too large")  # E2BIG
-        argv, env, cwd, limits, identity, has_tree = marshal.loads(message)
-        tree = fds[3] if kernel is not None and has_tree else -1
-        join_cgroups(fds[3:] if tree < 0 else fds[4:])
+        argv, env, cwd, limits, identity, has_tree, prove = marshal.loads(message)
+        tree = rest.pop(0) if kernel is not None and has_tree else -1
+        join_cgroups(rest)
         if kernel is None:
             os.setsid()
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        mine = (kernel.exec_w, tree, *kernel.covered.values()) if kernel is not None else ()
+        mine = (tree, *kernel.covered.values()) if kernel is not None else ()
         keep = sorted({job_fd, taken, *mine} - {-1})
         low = 3
         for fd in keep:
-            os.set_inheritable(fd, False)
             os.closerange(low, fd)
             low = fd + 1
         os.closerange(low, 1 << 20)
@@ -134,7 +192,7 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
             for fd in kernel.covered.values():
                 os.close(fd)
         os.chdir(cwd)
-        apply_in_child(limits, identity)
+        apply_in_child(limits, identity, prove)
         os.execve(argv[0], argv, env)
     except OSError as exc:
         code = exc.errno or 1
@@ -142,8 +200,6 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
         code = 1
     try:
         job.sendall(_INT.pack(code))
-        if kernel is not None:
-            os.write(kernel.exec_w, _INT.pack(code))
     finally:
         os._exit(127)
 
@@ -156,32 +212,32 @@ def _host_ids() -> tuple[int, int]:
     return int(data.split()[0]), int(data[data.rindex(b")") + 2 :].split()[1])
 
 
-def _await_reparent(parent_gone: int, middle: int) -> None:
+def _await_reparent(reaped: int) -> None:
     """Return once the intermediate is gone and this process is the worker's child.
 
-    The pipe reaches end of file before the kernel re-parents (descriptors close
-    first in exit), so the parent pid is watched too. A parent-death signal armed
-    before then (bwrap's ``--die-with-parent``, PID 1's own) would fire when the
-    intermediate finished exiting.
+    The server writes a byte once it has reaped the intermediate: the kernel
+    re-parents an exiting process's children before its parent can reap it. (A
+    parent-death signal armed before then — bwrap's ``--die-with-parent``, PID
+    1's own — would fire when the intermediate finished exiting.) End of file
+    instead: the server is gone, and so is the worker; nothing runs.
     """
-    os.read(parent_gone, 1)
-    os.close(parent_gone)
-    while _host_ids()[1] == middle:
-        os.sched_yield()
+    ready = os.read(reaped, 1)
+    os.close(reaped)
+    if not ready:
+        os._exit(0)
 
 
 def _init(
     ctl: _socket.socket,
     taken: int,
-    parent_gone: int,
-    middle: int,
+    reaped: int,
     scratch: tuple[int, int],
     covered: dict[str, int],
 ) -> None:
     """PID 1 of a kernel-isolated run (see the module doc)."""
     code = 1
     try:
-        _await_reparent(parent_gone, middle)
+        _await_reparent(reaped)
         host_pid, worker = _host_ids()
         # From now on the worker's death kills the whole run.
         _namespaces.die_with_parent()
@@ -189,16 +245,17 @@ def _init(
             return  # the worker died before the death signal was armed
         _namespaces.enter_pid()
         covered.update(_namespaces.mount_scratch(*scratch))
+        # Sent with the report, so that this process's exit does not tear the
+        # mount namespace down while the worker waits for it (see _spare's "D").
+        mounts = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         os.setsid()
         mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        exec_r, exec_w = os.pipe()
         job_pid = os.fork()
         if job_pid == 0:
             mine.close()
-            os.close(exec_r)
-            _spare(ctl, taken, _Kernel(host_pid, theirs, exec_w, covered))
+            os.close(mounts)
+            _spare(ctl, taken, _Kernel(host_pid, theirs, covered))
         theirs.close()
-        os.close(exec_w)
         os.close(taken)
         for fd in covered.values():
             os.close(fd)  # the host's hidden directories: only the job process needs them
@@ -207,17 +264,14 @@ def _init(
         if not ancillary:
             os.waitpid(job_pid, 0)
             os._exit(0)  # no request came: the worker is gone
-        job = _socket.socket(fileno=_INT.unpack(ancillary[0][2][: _INT.size])[0])
-        failed = os.read(exec_r, _INT.size)
-        if not failed:
-            job.sendall(_INT.pack(0))
+        report = _socket.socket(fileno=_INT.unpack(ancillary[0][2][: _INT.size])[0])
         while True:
             pid, status = os.waitpid(-1, 0)
             if pid == job_pid:
                 break
-        if not failed:
-            full = _namespaces.full(_namespaces.SCRATCH).encode()
-            job.sendall(_INT.pack(status) + full)
+        full = _namespaces.full(_namespaces.SCRATCH).encode()
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _INT.pack(mounts))]
+        report.sendmsg([_INT.pack(status) + full], rights)
         code = 0
     finally:
         os._exit(code)
@@ -241,26 +295,29 @@ def main(mode: str, ctl_fd: int, scratch: tuple[int, int] = (0, 0)) -> None:
     ready = False
     while True:
         taken_r, taken_w = os.pipe()
+        reaped_r, reaped_w = os.pipe()
         middle = os.fork()
         if middle == 0:
             os.close(taken_r)
+            os.close(reaped_w)
             covered: dict[str, int] = {}
             if kernel:
                 try:
                     covered = _namespaces.enter(root)
                 except OSError:
                     os._exit(1)
-            gone_r, gone_w = os.pipe()
-            me = os.getpid()  # the host's pid: unshare(CLONE_NEWPID) moves only children
             if os.fork() == 0:
-                os.close(gone_w)
                 if kernel:
-                    _init(ctl, taken_w, gone_r, me, scratch, covered)
-                _await_reparent(gone_r, me)
+                    _init(ctl, taken_w, reaped_r, scratch, covered)
+                _await_reparent(reaped_r)
                 _spare(ctl, taken_w, None)
             os._exit(0)
         os.close(taken_w)
+        os.close(reaped_r)
         _, status = os.waitpid(middle, 0)
+        if status == 0:
+            os.write(reaped_w, b"r")
+        os.close(reaped_w)
         if status != 0:
             return  # no namespaces: the worker sees the server gone
         if not ready:

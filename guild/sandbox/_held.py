@@ -4,12 +4,14 @@ banner and ``/health``, so an operator sees what a job's commands run under."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._process import Sandbox
 
 if TYPE_CHECKING:
     from .._app import Guild
+    from ._policy import SandboxPolicy
 
 
 def held_isolation(app: Guild) -> str | None:
@@ -17,8 +19,8 @@ def held_isolation(app: Guild) -> str | None:
     ``"kernel"``, ``"none"``; several joined by ``", "``), or ``None`` if none holds one.
 
     A worker holds a sandbox when its handler is a method of an object with a
-    :class:`guild.Sandbox` attribute (``guild_workers``' task worker) or a function
-    that closes over one.
+    :class:`guild.Sandbox` attribute (``guild_workers``' task worker), a function
+    that closes over one, or a function whose code names a module-level one.
     """
     found: set[str] = set()
     for spec in app.specs.values():
@@ -28,5 +30,46 @@ def held_isolation(app: Guild) -> str | None:
         for cell in getattr(handler, "__closure__", None) or ():
             with contextlib.suppress(ValueError):  # a cell not yet filled
                 held.append(cell.cell_contents)
+        found_globals = getattr(handler, "__globals__", {})
+        code = getattr(handler, "__code__", None)
+        held += [found_globals.get(name) for name in getattr(code, "co_names", ())]
         found |= {value.isolation for value in held if isinstance(value, Sandbox)}
     return ", ".join(sorted(found)) if found else None
+
+
+def replace_held_policies(app: Guild, change: Callable[[SandboxPolicy], SandboxPolicy]) -> int:
+    """Give every sandbox the app's workers hold (as :func:`held_isolation` finds
+    them) a new :class:`Sandbox` built from ``change(its policy)``; return how many.
+
+    For ``guild.toml``'s ``[sandbox]``: a new Sandbox, not a changed policy, since
+    a Sandbox resolves its programs and isolation when it is built.
+
+    Raises:
+        IsolationUnavailable: the changed policy asks for isolation this host lacks.
+    """
+    replaced: dict[int, Sandbox] = {}
+
+    def renewed(old: Sandbox) -> Sandbox:
+        if id(old) not in replaced:
+            replaced[id(old)] = Sandbox(change(old.policy))
+        return replaced[id(old)]
+
+    for spec in app.specs.values():
+        handler: Any = spec.handler
+        owner = getattr(handler, "__self__", None)
+        if hasattr(owner, "__dict__"):
+            for name, value in list(vars(owner).items()):
+                if isinstance(value, Sandbox):
+                    setattr(owner, name, renewed(value))
+        for cell in getattr(handler, "__closure__", None) or ():
+            contents: object = None
+            with contextlib.suppress(ValueError):  # a cell not yet filled
+                contents = cell.cell_contents
+            if isinstance(contents, Sandbox):
+                cell.cell_contents = renewed(contents)
+        # A module-level sandbox the handler's code names (a script's global).
+        found = getattr(handler, "__globals__", {})
+        for name in getattr(getattr(handler, "__code__", None), "co_names", ()):
+            if isinstance(found.get(name), Sandbox):
+                found[name] = renewed(found[name])
+    return len(replaced)

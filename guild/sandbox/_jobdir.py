@@ -23,8 +23,9 @@ descriptor: only regular files are reported (never a symlink, nor what one
 points at), at most ``cap`` names, at most :data:`MAX_DEPTH` levels down and
 :data:`MAX_VISITS` entries in all. The caller runs :func:`make`, :func:`walk`
 and :func:`remove` (:func:`finish` is the last two) in a worker thread, off the
-event loop, unless :func:`small_input` or :func:`small_output` says they are
-small enough to be cheaper than the trip to a thread.
+event loop: a tmpfs mount and unmount wait for the host's mount lock. Only
+:func:`make` of a directory without a tmpfs, when :func:`small_input` says it
+is small, is cheaper than the trip to a thread.
 
 What a killed worker left. A directory is named ``job-<worker pid>-<random>``;
 the first sandbox of a process removes those of workers that are gone
@@ -340,7 +341,6 @@ def _walk(directory: int, prefix: str, depth: int, found: _Found) -> None:
 # rather than in a thread: each takes well under a millisecond at these sizes.
 SMALL_FILES = 16
 SMALL_BYTES = 256 << 10
-SMALL_INODES = 64
 
 
 def is_small(files: int, size: int, limit_files: int) -> bool:
@@ -352,21 +352,6 @@ def is_small(files: int, size: int, limit_files: int) -> bool:
 def small_input(files: Mapping[str, bytes]) -> bool:
     """Whether :func:`make` of these files is quick enough for the event loop."""
     return is_small(len(files), sum(len(content) for content in files.values()), SMALL_FILES)
-
-
-def small_output(job: JobDir) -> bool:
-    """Whether :func:`finish` of this directory is quick enough for the event loop:
-    only a directory with a tmpfs of its own is measured (its used inodes and
-    blocks, read once no process of the run is left to add any); without one,
-    removal is a walk of unknown size, always done in a thread."""
-    if not job.mounted:
-        return False
-    try:
-        info = os.statvfs(job.path)  # a mount point: the job cannot replace it
-    except OSError:
-        return False
-    used = (info.f_blocks - info.f_bfree) * info.f_frsize
-    return is_small(info.f_files - info.f_ffree, used, SMALL_INODES)
 
 
 def finish(job: JobDir, cap: int, remove_after: bool) -> tuple[tuple[str, ...], bool]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl  # imported here, in the fork server: not again in each child that calls it
 import os
 import socket
 import struct
@@ -144,8 +145,6 @@ def _remount_each(target: str, recursive: bool, readonly: bool) -> None:
 
 
 def _loopback_up() -> None:
-    import fcntl  # only the namespace path needs it
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         request = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, request))[1]

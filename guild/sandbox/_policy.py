@@ -26,6 +26,10 @@ Rules, checked in this order (the first that fails names the refusal):
                    looked up on PATH (``perl -S``, ``ruby -S``). The same for an
                    option's file that runs as code (``node --test-reporter``), and
                    for every word after ``node --test`` (each is a test file).
+                   node runs a directory (``node .``, ``node lib/``) as the
+                   ``"main"`` of its ``package.json``: among the run's files, that
+                   must resolve inside too (checked by :func:`check_run`, which
+                   sees the files; a ``package.json`` that is not JSON is refused).
 ``env-injection``  a job variable that steers the loader or an interpreter
                    (``LD_PRELOAD``, ``PYTHONPATH``, ``NODE_OPTIONS``, …), or an
                    option that loads variables from a file (``node --env-file``).
@@ -53,8 +57,10 @@ argv, the job's environment and that table.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
@@ -440,9 +446,12 @@ def check_script(argv: Sequence[str], script: str) -> None:
 _Place = tuple[int, bool]
 
 
-def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) -> list[_Place]:
+def _step(
+    argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool, found: list[str]
+) -> list[_Place]:
     """Read the argument at ``place``; where reading may go on (none: the script
-    was found and is confined, or the rest is inline code the policy allows)."""
+    was found and is confined, or the rest is inline code the policy allows).
+    Each word taken for a script (or an option's code file) is added to ``found``."""
     index, past_subcommand = place
     if index >= len(argv):
         return []  # no script: the interpreter reads stdin, which is /dev/null
@@ -460,6 +469,7 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
         if arg in syntax.debugger_words:
             raise _refuse("debugger", argv, f"{arg!r} in the script's place runs a debugger")
         check_script(argv, arg)
+        found.append(arg)
         return []
     if arg.startswith("--"):
         name, has_value, value = arg.partition("=")
@@ -476,11 +486,13 @@ def _step(argv: Sequence[str], place: _Place, syntax: _Syntax, inline_ok: bool) 
             value_index = index if has_value else index + 1
             if value_index < len(argv):
                 check_script(argv, value if has_value else argv[value_index])
+                found.append(value if has_value else argv[value_index])
             return [(value_index + 1, past_subcommand)]
         if name in syntax.scripts_long:
             for word in argv[index + 1 :]:
                 if word == "-" or not word.startswith("-"):
                     check_script(argv, word)
+                    found.append(word)
         if has_value or name in syntax.flag_long or name.startswith("--no-"):
             return [(index + 1, past_subcommand)]
         if name in syntax.value_long:
@@ -530,17 +542,51 @@ def _number_end(cluster: str, start: int, hexadecimal: bool) -> int:
     return start
 
 
-def check_interpreter(argv: Sequence[str], kind: str, inline_ok: bool = False) -> None:
+def check_interpreter(argv: Sequence[str], kind: str, inline_ok: bool = False) -> tuple[str, ...]:
     """Refuse an interpreter argv whose options run code that is not the job's
-    script in the job directory (see the module's rules)."""
+    script in the job directory (see the module's rules); the words it took for
+    scripts, under every reading of the options."""
     syntax = _SYNTAX[kind]
     pending: list[_Place] = [(1, False)]
     seen: set[_Place] = set()
+    found: list[str] = []
     while pending:
         place = pending.pop()
         if place not in seen:
             seen.add(place)
-            pending += _step(argv, place, syntax, inline_ok)
+            pending += _step(argv, place, syntax, inline_ok, found)
+    return tuple(dict.fromkeys(found))
+
+
+def check_package_main(argv: Sequence[str], script: str, files: Mapping[str, bytes]) -> None:
+    """Refuse ``node DIR`` when the run's files give ``DIR/package.json`` a ``"main"``
+    that leaves the job directory (absolute, or ``..`` past it): node runs that file.
+
+    ``script`` is already confined (:func:`check_script`). node 20 reads only
+    ``"main"`` for a directory run as the script (not ``"exports"``), strips a
+    UTF-8 byte order mark, and joins ``"main"`` to the directory as a path.
+    """
+    directory = posixpath.normpath(script)
+    manifest = "package.json" if directory == "." else f"{directory}/package.json"
+    content = files.get(manifest)
+    if content is None:
+        return
+    try:
+        data = json.loads(content.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _refuse(
+            "script-outside", argv, f"{manifest} is not JSON, so where its main points is unknown"
+        ) from None
+    main = data.get("main") if isinstance(data, dict) else None
+    if not isinstance(main, str) or not main:
+        return  # node runs the directory's index.js
+    target = posixpath.normpath(posixpath.join(directory, main))
+    if main.startswith("/") or "\0" in main or target == ".." or target.startswith("../"):
+        raise _refuse(
+            "script-outside",
+            argv,
+            f"{manifest} has main {main!r}, which is not inside the job directory",
+        )
 
 
 def check_timeout(argv: Sequence[str], timeout: object, max_timeout: float) -> float:
@@ -586,10 +632,19 @@ def check_file_name(argv: Sequence[str], name: object) -> tuple[str, ...]:
 
 
 def check_run(
-    argv: Sequence[str], timeout: object, files: Mapping[str, bytes], policy: SandboxPolicy
+    argv: Sequence[str],
+    timeout: object,
+    files: Mapping[str, bytes],
+    policy: SandboxPolicy,
+    table: Mapping[str, Resolved] | None = None,
 ) -> float:
     """The run's timeout as a float, or :class:`CommandRefused` (``bad-timeout``,
-    ``bad-file``, ``disk-budget``) for a run that must not start."""
+    ``bad-file``, ``disk-budget``, ``script-outside``) for a run that must not start.
+
+    ``table`` (:func:`resolve_allowed`) tells which interpreter ``argv[0]`` is;
+    without it, the name alone does. A node script that is a directory of the
+    files is checked with :func:`check_package_main`.
+    """
     seconds = check_timeout(argv, timeout, policy.max_timeout)
     if not isinstance(files, Mapping):
         raise _refuse(
@@ -621,7 +676,24 @@ def check_run(
             argv,
             f"the files need {len(names) + len(directories)} inodes; disk_inodes is {policy.disk_inodes}",
         )
+    if _kind(argv, table) == "node":
+        name = argv[0] if table is None else _check_executable(argv, table).name
+        for script in check_interpreter(argv, "node", name in policy.inline_code):
+            check_package_main(argv, script, files)
     return seconds
+
+
+def _kind(argv: Sequence[str], table: Mapping[str, Resolved] | None) -> str | None:
+    """The interpreter family of ``argv[0]``: from its resolved entry, else its name."""
+    if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
+        return None
+    if table is not None:
+        try:
+            return family(_check_executable(argv, table))
+        except CommandRefused:
+            return None
+    name = os.path.basename(argv[0])
+    return family(Resolved(name=name, path=argv[0], real=argv[0]))
 
 
 def check_env(argv: Sequence[str], env: Mapping[str, str]) -> None:

@@ -58,11 +58,18 @@ class Child:
     """A child started by the fork server: a pid this process waits for, and its pipes.
 
     In kernel mode the pid is the namespace's PID 1, and ``report`` the socket on
-    which it sends the job process's wait status (and a full scratch tmpfs).
+    which it sends the job process's wait status (and a full scratch tmpfs), with
+    a descriptor of the run's mount namespace that ``server`` drops elsewhere.
     """
 
     def __init__(
-        self, pid: int, pidfd: int, stdout: int, stderr: int, report: socket.socket | None
+        self,
+        pid: int,
+        pidfd: int,
+        stdout: int,
+        stderr: int,
+        report: socket.socket | None,
+        server: ForkServer | None = None,
     ) -> None:
         self.pid = pid
         self.returncode: int | None = None
@@ -70,6 +77,7 @@ class Child:
         self.cgroup: _cgroup.RunCgroup | None = None
         self._pidfd = pidfd
         self._report = report
+        self._server = server
         self.stdout = trio.lowlevel.FdStream(stdout)
         self.stderr = trio.lowlevel.FdStream(stderr)
 
@@ -91,9 +99,19 @@ class Child:
         if self._report is not None:
             # PID 1 sent the job's status before it exited (or was killed first).
             try:
-                data = self._report.recv(256)
+                data, ancillary, _, _ = self._report.recvmsg(256, socket.CMSG_SPACE(_INT.size))
             except OSError:
-                data = b""
+                data, ancillary = b"", []
+            held = [
+                fd
+                for level, kind, fds in ancillary
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                for fd in struct.unpack(f"={len(fds) // _INT.size}i", fds)
+            ]
+            if held and self._server is not None:
+                self._server.drop(held)
+            for fd in held:
+                os.close(fd)
             if len(data) >= _INT.size:
                 self.returncode = os.waitstatus_to_exitcode(_INT.unpack(data[: _INT.size])[0])
                 self.scratch_full = data[_INT.size :].decode(errors="replace")
@@ -173,6 +191,12 @@ class ForkServer:
                 os.close(fd)
         self._prepared.append((group, budget))
 
+    def drop(self, fds: list[int]) -> None:
+        """Hand descriptors to the server's next spare to close (a finished run's
+        mount namespace, whose teardown is slow); the caller still closes its own."""
+        with contextlib.suppress(OSError):  # full or closed: the caller's close drops it
+            socket.send_fds(self._ctl, [b"D"], fds)
+
     def _drop_prepared(self) -> None:
         while self._prepared:
             _cgroup.release(self._prepared.popleft()[0])
@@ -200,8 +224,13 @@ class ForkServer:
         identity: Identity,
         direct: set[int],
         budget: Budget | None = None,
+        prove: bool = False,
     ) -> Child:
         """Start ``argv``; the pid is in ``direct`` before it can exit.
+
+        ``prove``: the spare shows that no other process runs as ``identity``'s
+        uid before it execs, or the run fails with ``OSError(EUSERS)``
+        (``apply_in_child``).
 
         ``budget`` (memory, processes, CPU seconds): the child runs in a cgroup
         with those budgets (``Child.cgroup``), where one can be made. The spare
@@ -221,14 +250,20 @@ class ForkServer:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         extra: list[int] = []
         tree = -1
+        report: socket.socket | None = None
+        report_theirs: socket.socket | None = None
         if self.mode == "kernel":
+            # PID 1's channel for the wait status, apart from the job socket so
+            # that the exec is seen as the job socket's end of file.
+            report, report_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            extra.append(report_theirs.fileno())
             # A clone of the job directory's mount (its own tmpfs, if it has one),
             # made here because the run's mount namespace predates the directory.
             tree = _namespaces.open_tree(cwd)
             if tree >= 0:
-                extra.insert(0, tree)
+                extra.append(tree)
         payload = marshal.dumps(
-            (list(argv), env, cwd, [tuple(x) for x in limits], identity, tree >= 0)
+            (list(argv), env, cwd, [tuple(x) for x in limits], identity, tree >= 0, prove)
         )
         child: Child | None = None
         group: _cgroup.RunCgroup | None = None
@@ -258,6 +293,8 @@ class ForkServer:
                 raise ServerUnavailable(str(exc)) from exc
             finally:
                 theirs.close()
+                if report_theirs is not None:
+                    report_theirs.close()
                 os.close(out_w)
                 os.close(err_w)
                 if tree >= 0:
@@ -279,8 +316,8 @@ class ForkServer:
                     direct.add(pid)
                 finally:
                     handshakes -= 1
-                report = mine if self.mode == "kernel" else None
-                child = Child(pid, os.pidfd_open(pid), out_r, err_r, report)
+                child = Child(pid, os.pidfd_open(pid), out_r, err_r, report, self)
+                report = None
                 child.cgroup, group = group, None
                 failed = await _recv_int(mine)
                 if failed:
@@ -293,8 +330,9 @@ class ForkServer:
             assert child is not None
             return child
         finally:
-            if child is None or child._report is None:
-                mine.close()
+            mine.close()
+            if report is not None:
+                report.close()
             if child is None:
                 os.close(out_r)
                 os.close(err_r)

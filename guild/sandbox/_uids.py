@@ -5,7 +5,13 @@ root-owned 0700 directory), which every worker process and every ``Sandbox``
 object on the host takes the same way; the kernel drops the lock if the holder
 dies, so a crashed worker leaks nothing. A uid whose lock is free is still
 refused while any process runs as it (a straggler of a crashed worker, or a
-user of that uid outside guild): the process table is scanned once per lease.
+user of that uid outside guild): either the process table is scanned once per
+lease, or — when the run starts through a fork-server spare — the spare shows
+it before exec (``setuid`` under a soft ``RLIMIT_NPROC`` of 0 marks the process
+when another one runs as the uid: ``_forkserver.apply_in_child``), and the run
+retries with the next uid when one is in use. The scan costs a ``stat`` per
+process on the host, on the worker's event loop (over 100 ms with 15,000
+processes); the mark costs one read of /proc/self/stat whatever the host runs.
 """
 
 from __future__ import annotations
@@ -62,8 +68,12 @@ def running_uids() -> set[int]:
 _next = 0
 
 
-def acquire(pool: tuple[int, int], lock_dir: str = LOCK_DIR) -> Lease:
+def acquire(pool: tuple[int, int], lock_dir: str = LOCK_DIR, scan: bool = True) -> Lease:
     """Lease a uid of ``pool`` (inclusive) that no other run holds and no process uses.
+
+    ``scan=False``: leave out the scan of /proc (one ``stat`` per process on the
+    host), for a caller that shows the uid unused itself before any process of
+    the run starts (a fork-server spare does: ``_forkserver.apply_in_child``).
 
     Raises:
         SandboxError: every uid of the pool is leased or in use.
@@ -73,7 +83,7 @@ def acquire(pool: tuple[int, int], lock_dir: str = LOCK_DIR) -> Lease:
     size = high - low + 1
     directory = _lock_dir(lock_dir)
     try:
-        busy = running_uids()
+        busy = running_uids() if scan else set()
         # Start after the last uid this process leased, so a uid just released
         # (whose last processes the kernel may still be tearing down) rests.
         for step in range(size):

@@ -21,6 +21,7 @@ from .._codec import encode_result
 from .._errors import BrokerClosed, PayloadEncodeError
 from .._job import Job, JobStatus, UndecodablePayload
 from ..brokers._protocol import Broker, RawStorable
+from . import _cancel_checks, _jobinfo_checks, _ledger_checks, _workflow_checks
 
 MakeBroker = Callable[[], AbstractAsyncContextManager[Broker]]
 Check = Callable[[MakeBroker], Awaitable[None]]
@@ -567,6 +568,56 @@ async def check_bad_stored_entries(make_broker: MakeBroker) -> None:
                 assert result is not None and result.status is JobStatus.DEAD, what
             listed = {letter.job.id for letter in await broker.list_dead("q")}
             assert listed == set(bad), f"dead letters {sorted(listed)}; expected {sorted(bad)}"
+
+
+async def check_ledger_counts(make_broker: MakeBroker) -> None:
+    """The Ledger's counts (optional protocol: skipped without it)."""
+    try:
+        await _ledger_checks.ledger_counts(make_broker)
+    except _ledger_checks.LedgerMissing as missing:
+        raise CheckSkipped(str(missing)) from None
+
+
+async def check_ledger_marks(make_broker: MakeBroker) -> None:
+    """The Ledger's marks (optional protocol: skipped without it)."""
+    try:
+        await _ledger_checks.ledger_marks(make_broker)
+    except _ledger_checks.LedgerMissing as missing:
+        raise CheckSkipped(str(missing)) from None
+
+
+check_cancel_waiting = _cancel_checks.cancel_waiting
+check_cancel_wakes_waiter = _cancel_checks.cancel_wakes_waiter
+check_cancel_running = _cancel_checks.cancel_running
+check_cancel_not_run_again = _cancel_checks.cancel_not_run_again
+check_cancel_unstarted = _cancel_checks.cancel_unstarted
+check_cancel_dead_wins = _cancel_checks.cancel_dead_wins
+check_job_info_statuses = _jobinfo_checks.job_info_statuses
+check_job_info_errors = _jobinfo_checks.job_info_errors
+check_job_info_progress = _jobinfo_checks.job_info_progress
+
+
+def _skipped_without_store(check: Check) -> Check:
+    async def run(make_broker: MakeBroker) -> None:
+        try:
+            await check(make_broker)
+        except _workflow_checks.WorkflowStoreMissing as missing:
+            raise CheckSkipped(str(missing)) from None
+
+    run.__doc__ = check.__doc__
+    return run
+
+
+# The workflow store's checks (an optional protocol: each skips without it).
+check_workflow_round_trip = _skipped_without_store(_workflow_checks.workflow_round_trip)
+check_workflow_create_once = _skipped_without_store(_workflow_checks.workflow_create_once)
+check_workflow_compare_and_set = _skipped_without_store(_workflow_checks.workflow_compare_and_set)
+check_workflow_concurrent_updates = _skipped_without_store(
+    _workflow_checks.workflow_concurrent_updates
+)
+check_workflow_list = _skipped_without_store(_workflow_checks.workflow_list)
+check_workflow_delete = _skipped_without_store(_workflow_checks.workflow_delete)
+check_workflow_bad_arguments = _skipped_without_store(_workflow_checks.workflow_bad_arguments)
 
 
 CHECKS: dict[str, Check] = {

@@ -18,6 +18,7 @@ import trio
 from .._codec import ResultJSON
 from .._errors import BrokerUnavailable
 from .._job import DeadLetter, Delivery, Job, QueueStats, Result
+from .._jobinfo import JobInfo, JobProgress
 from ..brokers._protocol import Broker
 
 Hook = Callable[[str], Awaitable[None]]
@@ -119,9 +120,11 @@ class FaultyBroker:
         await self._before("ack")
         await self.inner.ack(done)
 
-    async def retry(self, delivery: Delivery, *, at: float, error: str) -> None:
+    async def retry(
+        self, delivery: Delivery, *, at: float, error: str, traceback: str | None = None
+    ) -> None:
         await self._before("retry")
-        await self.inner.retry(delivery, at=at, error=error)
+        await self.inner.retry(delivery, at=at, error=error, traceback=traceback)
 
     async def dead(self, delivery: Delivery, *, error: str, traceback: str | None = None) -> None:
         await self._before("dead")
@@ -139,9 +142,29 @@ class FaultyBroker:
         await self._before("extend")
         return await self.inner.extend(deliveries, lease=lease)
 
+    async def cancel(self, job_ids: Sequence[str]) -> list[str]:
+        await self._before("cancel")
+        return await self.inner.cancel(job_ids)
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        await self._before("cancel_requested")
+        return await self.inner.cancel_requested(job_ids)
+
+    async def finish_cancelled(self, deliveries: Sequence[Delivery]) -> None:
+        await self._before("finish_cancelled")
+        await self.inner.finish_cancelled(deliveries)
+
     async def get_result(self, job_id: str, *, wait: float = 0.0) -> Result | None:
         await self._before("get_result")
         return await self.inner.get_result(job_id, wait=wait)
+
+    async def job_info(self, job_id: str) -> JobInfo | None:
+        await self._before("job_info")
+        return await self.inner.job_info(job_id)
+
+    async def set_progress(self, updates: Sequence[tuple[Delivery, JobProgress]]) -> None:
+        await self._before("set_progress")
+        await self.inner.set_progress(updates)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         await self._before("stats")

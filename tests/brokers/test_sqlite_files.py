@@ -1,8 +1,10 @@
-"""The SQLite broker's files hold every job's payload: only their owner may read them."""
+"""The SQLite broker's files: only their owner may read them, and files of every
+earlier schema version open, migrate, and keep their jobs."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,11 @@ from pathlib import Path
 import pytest
 
 import guild
+from guild.brokers._sqlite_schema import MIGRATIONS
 from guild.brokers.sqlite import SqliteBroker
+from guild.workflows import WorkflowRecord
+
+LATEST = max(version for version, _ in MIGRATIONS)
 
 
 @pytest.fixture
@@ -47,3 +53,59 @@ async def test_an_existing_database_keeps_the_mode_its_owner_gave_it(tmp_path: P
     broker = await SqliteBroker.open(path)
     await broker.aclose()
     assert _mode(path) == 0o640
+
+
+# --- old files: every earlier schema version opens, migrates, and keeps its jobs ----
+
+
+def _old_database(path: Path, version: int) -> None:
+    """A database as a guild of schema ``version`` left it, holding one ready job."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for number, statements in MIGRATIONS:
+            if number <= version:
+                for statement in statements:
+                    db.execute(statement)
+        db.execute(f"PRAGMA user_version = {version}")
+        db.execute(
+            "INSERT INTO jobs (id, queue, payload, attempt, max_attempts, enqueued_at,"
+            " trace_id, status, ready_at) VALUES ('old-job', 'q', '{\"n\": 1}', 0, 3, 1.0,"
+            " 'trace', 'ready', 1.0)"
+        )
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("version", range(1, LATEST))
+async def test_an_old_database_migrates_and_keeps_its_jobs(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.db"
+    _old_database(path, version)
+    broker = await SqliteBroker.open(path)
+    try:
+        (delivery,) = await broker.claim("q", consumer="c", limit=1, lease=30)
+        assert (delivery.job.id, delivery.job.payload) == ("old-job", {"n": 1})
+        record = WorkflowRecord(
+            id="wf",
+            name="w",
+            status="running",
+            spec="{}",
+            state="{}",
+            version=0,
+            created_at=1.0,
+            updated_at=1.0,
+        )
+        assert await broker.create_workflow(record)
+        assert await broker.get_workflow("wf") == record
+    finally:
+        await broker.aclose()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    finally:
+        db.close()
+    # Opening a migrated file again changes nothing.
+    broker = await SqliteBroker.open(path)
+    try:
+        assert await broker.list_workflows() == [record]
+    finally:
+        await broker.aclose()

@@ -74,6 +74,7 @@ class TestLoggingInstrument:
             ("job_retry", "warning"),
             ("job_dead", "error"),
             ("job_released", "info"),
+            ("job_cancelled", "info"),
         ]
         assert all(e["worker"] == "w" and e["duration"] == 0.5 and e["task_id"] for e in logs)
 

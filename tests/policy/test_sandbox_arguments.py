@@ -559,3 +559,65 @@ def test_a_versioned_nodejs_is_node() -> None:
     with pytest.raises(guild.CommandRefused) as refused:
         check(["nodejs18", "-e", "1"], table, POLICY)
     assert refused.value.rule == "inline-code"
+
+
+def _node_run_rule(
+    argv: list[str], files: dict[str, bytes], policy: SandboxPolicy = POLICY
+) -> str | None:
+    try:
+        check_run(argv, 10, files, policy, TABLE)
+    except guild.CommandRefused as refused:
+        return refused.rule
+    return None
+
+
+class TestNodePackageMain:
+    """`node DIR` runs DIR/package.json's "main": node 20 ran a file outside the
+    directory for an absolute main, for "../x.js" from a subdirectory, through a
+    byte order mark and for a main without ".js", and ignored "exports". The
+    run's files decide it."""
+
+    @pytest.mark.parametrize(
+        ("argv", "files"),
+        [
+            (
+                ["node", "."],
+                {"package.json": b'{"main": "/usr/lib/node_modules/npm/bin/npm-cli.js"}'},
+            ),
+            (["node", "./"], {"package.json": b'{"main": "/tmp/x.js"}'}),
+            (["node", "lib/"], {"lib/package.json": b'{"main": "../../x.js"}'}),
+            (["node", "lib"], {"lib/package.json": b'{"main": "/tmp/x"}'}),
+            (["node", "."], {"package.json": b'{"main": "../x.js"}'}),
+            (["node", "."], {"package.json": b'\xef\xbb\xbf{"main": "../x.js"}'}),  # BOM
+            (["node", "."], {"package.json": b'{"main": "a/../../x.js", "exports": "./i.js"}'}),
+            (["node", "--no-warnings", "."], {"package.json": b'{"main": "/tmp/x.js"}'}),
+            (["/usr/bin/node", "."], {"package.json": b'{"main": "/tmp/x.js"}'}),
+            (["node", "."], {"package.json": b"{not json"}),  # where it points is unknown
+            (["node", "."], {"package.json": b"\xff\xfe"}),
+        ],
+    )
+    def test_main_outside_is_refused(self, argv: list[str], files: dict[str, bytes]) -> None:
+        assert _node_run_rule(argv, files) == "script-outside"
+        assert _node_run_rule(argv, files, NODE_INLINE) == "script-outside"
+
+    @pytest.mark.parametrize(
+        ("argv", "files"),
+        [
+            (["node", "."], {"package.json": b'{"main": "lib/x.js"}', "lib/x.js": b""}),
+            (["node", "lib"], {"lib/package.json": b'{"main": "../x.js"}', "x.js": b""}),
+            (["node", "."], {"package.json": b'{"name": "p"}', "index.js": b""}),
+            (["node", "."], {"package.json": b'{"main": 5}'}),  # not a string: index.js
+            (["node", "."], {"package.json": b"[]"}),
+            (["node", "."], {"index.js": b""}),  # no package.json
+            (["node", "x.js", "."], {"package.json": b'{"main": "/x"}'}),  # x.js's argument
+            (["python3", "."], {"package.json": b'{"main": "/x"}', "__main__.py": b""}),
+        ],
+    )
+    def test_main_inside_is_allowed(self, argv: list[str], files: dict[str, bytes]) -> None:
+        assert _node_run_rule(argv, files) is None
+
+    def test_the_name_alone_says_node_without_a_table(self) -> None:
+        files = {"package.json": b'{"main": "/tmp/x.js"}'}
+        with pytest.raises(guild.CommandRefused) as refused:
+            check_run(["node", "."], 10, files, POLICY)
+        assert refused.value.rule == "script-outside"

@@ -30,3 +30,25 @@ async def embed() -> None:
 policy: guild.RetryPolicy = guild.RetryPolicy(base=0.5, factor=3.0, max_delay=60.0, jitter=0.1)
 decision: guild.RetryAt | guild.Dead = policy.decide(guild.Job(queue="q", attempt=1), 0.0, 0.5)
 schedule: guild.Cron = guild.Cron("*/5 * * * *")
+
+
+@app.worker("orders")
+async def order_step(job: guild.Job) -> int:
+    step: guild.StepInput = guild.StepInput.of(job)
+    return len(step.results)
+
+
+async def workflows(broker: guild.Broker) -> str:
+    saga: guild.Workflow = guild.chain(
+        guild.Step("reserve", "orders", {"sku": "B-42"}, compensate="release"),
+        guild.group(guild.Step("ship", "orders"), guild.Step("email", "orders")),
+        compensations={"release": guild.Compensation("orders", "release")},
+    )
+    workflow_id: str = await app.submit(saga, broker=broker)
+    view: guild.WorkflowView = await app.workflow(workflow_id, wait=1.0, broker=broker)
+    step: guild.StepView = view.step("reserve")
+    undo: guild.CompensationView | None = step.compensation
+    cancelled: bool = await app.cancel_workflow(workflow_id, broker=broker)
+    listed: list[guild.WorkflowView] = await app.workflows(statuses=["running"], broker=broker)
+    assert undo is None or cancelled or listed
+    return view.status
