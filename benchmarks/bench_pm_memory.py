@@ -100,15 +100,19 @@ async def run(broker_url: str, n: int, batch: int, every: int) -> list[dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=10_000, help="projects (default 10,000)")
-    parser.add_argument("--batch", type=int, default=50, help="projects in flight")
+    parser.add_argument("--batch", type=int, default=100, help="projects in flight")
     parser.add_argument("--every", type=int, default=1_000, help="print RSS every N projects")
     parser.add_argument("--broker", choices=["sqlite", "memory"], default="sqlite")
+    parser.add_argument(
+        "--url", help="a broker URL instead (e.g. memory://?result_ttl=5&done_ttl=5&dead_ttl=5)"
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
     args = parser.parse_args()
     # A log line per job would be most of the work measured.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="guild-pm-memory-") as tmp:
         url = f"sqlite:///{tmp}/pm.db" if args.broker == "sqlite" else "memory://"
+        url = args.url or url
         rows = trio.run(run, url, args.n, args.batch, args.every)
     first, last = rows[0], rows[-1]
     print(

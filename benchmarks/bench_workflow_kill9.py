@@ -10,10 +10,14 @@ times at random points and restarted, then one runs until every workflow has
 finished. The harness and its oracle are tests/workflows/kill9.py (the same as
 tests/workflows/test_kill9.py asserts on); every handler run is counted from a
 log the handlers append to, not from guild's records. ``--rounds`` repeats the
-whole run with seeds ``seed``, ``seed + 1``, ... Exit 1 if any run broke a rule.
+whole run with seeds ``seed``, ``seed + 1``, ... Exit 1 if any run broke a rule;
+the files of such a run (the handlers' log, each process's stderr) are kept,
+and so are those of a run where a process made no progress for 30 s.
 
 Columns: *kills* by where they landed (s: at a random time after the spawn, m: a
-while after a step started, a: right after a handler ended, i: no progress came);
+while after a handler started, a: right after a handler ended, n: every
+submitted workflow had finished, i: workflows were active but no handler
+started or ended for 30 s);
 *cut*: kills that cut at least one running handler; *step runs* and
 *undo runs*: handler runs of steps and of compensations; *rerun (cut)*: runs
 again after a kill mid-handler; *rerun (ended)*: runs again of a handler that
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -42,29 +47,32 @@ from tests.workflows.kill9 import check, stress  # noqa: E402
 
 
 def one_run(kind: str, seed: int, kills: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="guild-kill9-") as directory:
-        started = time.monotonic()
-        if kind == "sqlite":
-            url = f"sqlite:///{directory}/kill9.db"
-            outcome = trio.run(lambda: stress(url, Path(directory), seed=seed, kills=kills))
-        else:
-            with running_redis_server(appendonly=True) as server:
-                outcome = trio.run(
-                    lambda: stress(server.url, Path(directory), seed=seed, kills=kills)
-                )
-        report = check(outcome.plans, outcome.views, outcome.lines)
-        return {
-            "broker": kind,
-            "seed": seed,
-            "seconds": round(time.monotonic() - started, 1),
-            **report.as_dict(),
-        }
+    directory = Path(tempfile.mkdtemp(prefix=f"guild-kill9-{kind}-"))
+    started = time.monotonic()
+    if kind == "sqlite":
+        url = f"sqlite:///{directory}/kill9.db"
+        outcome = trio.run(lambda: stress(url, directory, seed=seed, kills=kills))
+    else:
+        with running_redis_server(appendonly=True) as server:
+            outcome = trio.run(lambda: stress(server.url, directory, seed=seed, kills=kills))
+    report = check(outcome.plans, outcome.views, outcome.lines)
+    # Kept for a look when something went wrong (the handlers' log, each process's stderr).
+    odd = report.violations or set(report.kills) - {"startup", "mid-step", "after-end", "no work"}
+    if not odd:
+        shutil.rmtree(directory)
+    return {
+        "broker": kind,
+        "seed": seed,
+        "seconds": round(time.monotonic() - started, 1),
+        "kept": str(directory) if odd else None,
+        **report.as_dict(),
+    }
 
 
 def row(found: dict[str, Any]) -> list[str]:
     kills = found["kills"]
     where = "/".join(
-        str(kills.get(mode, 0)) for mode in ("startup", "mid-step", "after-end", "idle")
+        str(kills.get(mode, 0)) for mode in ("startup", "mid-step", "after-end", "no work", "idle")
     )
     workflows = ", ".join(f"{n} {status}" for status, n in sorted(found["workflows"].items()))
     return [
@@ -86,7 +94,7 @@ def row(found: dict[str, Any]) -> list[str]:
 HEADERS = [
     "broker",
     "seed",
-    "kills (s/m/a/i)",
+    "kills (s/m/a/n/i)",
     "cut",
     "step runs",
     "rerun (cut)",
@@ -123,6 +131,8 @@ def main() -> int:
         for one in found:
             for violation in one["violations"]:
                 print(f"{one['broker']} seed {one['seed']}: {violation}")
+            if one["kept"]:
+                print(f"{one['broker']} seed {one['seed']}: its files are in {one['kept']}")
     return 1 if any(one["violations"] for one in found) else 0
 
 

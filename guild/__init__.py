@@ -30,6 +30,7 @@ from ._errors import InvalidWorkflow as InvalidWorkflow
 from ._errors import IsolationUnavailable as IsolationUnavailable
 from ._errors import JobError as JobError
 from ._errors import JobTimeout as JobTimeout
+from ._errors import MigrationFailed as MigrationFailed
 from ._errors import NotAWorkflowStep as NotAWorkflowStep
 from ._errors import PayloadDecodeError as PayloadDecodeError
 from ._errors import PayloadEncodeError as PayloadEncodeError
@@ -39,6 +40,7 @@ from ._errors import ResultEncodeError as ResultEncodeError
 from ._errors import Retry as Retry
 from ._errors import SandboxError as SandboxError
 from ._errors import SandboxTimeout as SandboxTimeout
+from ._errors import SchemaMismatch as SchemaMismatch
 from ._errors import SupervisorError as SupervisorError
 from ._errors import UnknownBrokerURL as UnknownBrokerURL
 from ._errors import UnknownJob as UnknownJob
@@ -59,6 +61,7 @@ from ._jobinfo import JobProgress as JobProgress
 from ._limits import Limit as Limit
 from ._outage import OutageBackoff as OutageBackoff
 from ._progress import progress as progress
+from ._retention import Retention as Retention
 from ._retry import Dead as Dead
 from ._retry import RetryAt as RetryAt
 from ._retry import RetryPolicy as RetryPolicy
@@ -74,6 +77,15 @@ from .brokers import open_broker as open_broker
 from .config import GuildConfig as GuildConfig
 from .config import load_config as load_config
 from .observability._events import Instrument as Instrument
+from .rollout._lanes import lane_of as canary_lane
+from .rollout._machine import CanaryDecision as CanaryDecision
+from .rollout._machine import CanaryFigures as CanaryFigures
+from .rollout._machine import CanaryPhase as CanaryPhase
+from .rollout._machine import CanaryPolicy as CanaryPolicy
+from .rollout._machine import CanaryState as CanaryState
+from .rollout._machine import CanaryTransitionError as CanaryTransitionError
+from .rollout._store import CanaryRecord as CanaryRecord
+from .rollout._store import load as read_canary
 from .sandbox import Sandbox as Sandbox
 from .sandbox import SandboxPolicy as SandboxPolicy
 from .sandbox import SandboxResult as SandboxResult
@@ -109,6 +121,13 @@ __all__ = [
     "BrokerError",
     "BrokerFileReplaced",
     "BrokerUnavailable",
+    "CanaryDecision",
+    "CanaryFigures",
+    "CanaryPhase",
+    "CanaryPolicy",
+    "CanaryRecord",
+    "CanaryState",
+    "CanaryTransitionError",
     "ChildEvent",
     "ChildSpec",
     "ChildStatus",
@@ -144,6 +163,7 @@ __all__ = [
     "Ledger",
     "Limit",
     "MemoryBroker",
+    "MigrationFailed",
     "NotAWorkflowStep",
     "NotRunning",
     "OutageBackoff",
@@ -156,6 +176,7 @@ __all__ = [
     "Restart",
     "Result",
     "ResultEncodeError",
+    "Retention",
     "Retry",
     "RetryAt",
     "RetryPolicy",
@@ -165,6 +186,7 @@ __all__ = [
     "SandboxResult",
     "SandboxTimeout",
     "ScheduleError",
+    "SchemaMismatch",
     "Step",
     "StepInput",
     "StepView",
@@ -185,12 +207,14 @@ __all__ = [
     "WorkflowStore",
     "WorkflowView",
     "__version__",
+    "canary_lane",
     "chain",
     "chord",
     "group",
     "load_config",
     "open_broker",
     "progress",
+    "read_canary",
     "supervise_processes",
 ]
 

@@ -28,11 +28,13 @@ from ._handlers import check_handler
 from ._job import Job, JSONValue, Result, check_queue_name
 from ._jobinfo import JobInfo
 from ._limits import Limit, open_gate
+from ._retention import Retention
 from ._retry import RetryPolicy
 from ._spec import Handler, WorkerSpec
 from ._worker import Worker, WorkerStatistics
 from .brokers._protocol import Broker
 from .brokers._url import open_broker
+from .observability._current import instruments_in_context
 from .observability._events import Instrument, Instruments, WorkerStateChanged, WorkflowChanged
 from .supervision import Backoff, ChildEvent, ChildSpec, Circuit, Restart, Strategy, Supervisor
 from .workflows._coordinator import Coordinator
@@ -93,6 +95,10 @@ class Guild:
         workflow_poll: seconds between the workflow coordinator's looks at
             every active workflow (jobs finished by this process's workers wake
             it at once); ``None`` runs no coordinator in this app.
+        retention: how long the broker this app opens keeps results, finished
+            jobs and dead letters (:class:`~guild.Retention`; a URL's
+            ``result_ttl``/``done_ttl``/``dead_ttl``/``keep_payload`` override
+            it). A broker passed open keeps its own.
 
     Example::
 
@@ -112,6 +118,7 @@ class Guild:
         supervision: SupervisorOptions | None = None,
         wall_clock: Callable[[], float] = time.time,
         workflow_poll: float | None = 1.0,
+        retention: Retention | None = None,
     ) -> None:
         if workflow_poll is not None and not (workflow_poll > 0 and math.isfinite(workflow_poll)):
             raise ValueError(
@@ -119,6 +126,7 @@ class Guild:
             )
         self.name = name
         self.workflow_poll = workflow_poll
+        self.retention = retention or Retention()
         self.instruments = Instruments(instruments)
         self.supervision = supervision or SupervisorOptions()
         self.supervisor: Supervisor | None = None
@@ -316,7 +324,9 @@ class Guild:
             try:
                 # The supervisor's nursery wraps its GaveUp in a group; the
                 # documented `except guild.GaveUp` must catch it as it is.
-                with unwrap(GaveUp):
+                # Every task of the run inherits the instruments: sandboxes and
+                # rate limiters a handler uses report to this app (._current).
+                with unwrap(GaveUp), instruments_in_context(self.instruments):
                     await self._supervise(shutdown_trigger, task_status)
             finally:
                 self._broker = None
@@ -467,7 +477,7 @@ class Guild:
         if isinstance(chosen, Broker):
             yield chosen
             return
-        async with open_broker(chosen) as opened:
+        async with open_broker(chosen, retention=self.retention) as opened:
             yield opened
 
     @asynccontextmanager

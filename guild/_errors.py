@@ -7,6 +7,8 @@
     │   ├── BrokerClosed            you closed the broker, then used it
     │   ├── BrokerUnavailable       the backend is unreachable (cause in __cause__)
     │   ├── BrokerFileReplaced      the SQLite file was deleted or replaced under the broker
+    │   ├── SchemaMismatch          the stored schema (key layout) is older or newer than this guild's
+    │   ├── MigrationFailed         `guild migrate` failed its checks: the file was left as it was or restored
     │   └── UnknownBrokerURL        a URL whose scheme or form no broker accepts (also ValueError)
     ├── JobError
     │   ├── PayloadDecodeError      the stored payload is not valid JSON (also ValueError)
@@ -82,6 +84,40 @@ class BrokerFileReplaced(BrokerError):
             " now at the path)"
         )
         self.path = path
+
+
+class SchemaMismatch(BrokerError):
+    """The broker's stored schema (SQLite) or key layout (Redis) is not the version
+    this guild understands: older ones wait for ``guild migrate``, newer ones for a
+    newer guild. Nothing was changed.
+
+    Attributes:
+        where: the database or Redis prefix, for the message.
+        found: the version stored.
+        supported: the version this guild reads and writes.
+        command: what to run (``guild migrate --broker …``) for an older one, else None.
+    """
+
+    def __init__(self, where: str, found: int, supported: int, command: str | None) -> None:
+        if found < supported:
+            advice = f"run `{command}`" if command else "migrate it"
+            detail = f"older than version {supported}, which this guild needs: {advice}"
+        else:
+            detail = (
+                f"newer than version {supported}, the latest this guild understands:"
+                " upgrade guild to one that knows it"
+            )
+        super().__init__(f"{where} has schema version {found}, {detail}")
+        self.where = where
+        self.found = found
+        self.supported = supported
+        self.command = command
+
+
+class MigrationFailed(BrokerError):
+    """A migration's checks failed after its steps ran: the database was rolled back,
+    or restored from the backup taken first. The message says which, and names the
+    backup."""
 
 
 class UnknownBrokerURL(BrokerError, ValueError):

@@ -146,7 +146,7 @@ class PMWorker:
         results_queue: the ResultWorker's queue (post phases).
         project_dir: where ``{"file": ...}`` payloads are read from
             (``None``: file payloads are refused).
-        wait: seconds between looks at a task or result job from another process.
+        wait: seconds one wait for a task or result job lasts before it asks again.
     """
 
     app: guild.Guild

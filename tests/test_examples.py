@@ -17,6 +17,13 @@ EXPECTED = {
     "embedded.py": ["img9.png -> thumb-img9.png", "app drained"],
     "testing_demo.py": ["200 jobs", "0 lost", "2 kills"],
     "observability_demo.py": ["health: degraded (HTTP 200)", "emails: 95 done"],
+    "fleet_demo.py": [
+        "health: degraded, 2 processes up",
+        "run processed 40 = ",
+        "p50/p95/p99: ",
+        "dead: 1; last failure: ValueError: asked to fail",
+        "the run drained: exit code 0",
+    ],
     "dashboard_demo.py": [
         "without the token: 401",
         "with ?token=: 200 at /, csrf cookie set: True",
@@ -36,7 +43,24 @@ EXPECTED = {
         "cancelling it again: False",
         "handlers that ran: ['yearly']",
     ],
+    "job_show_demo.py": [
+        "running: in_flight, attempt 1, progress 50% (rows 500 of 1000)",
+        "guild job show: status      in_flight",
+        "guild job show: progress    50.0% rows 500 of 1000",
+        "done: result {'rows': 1000}, progress 100%",
+        "dead after 2 attempts: ValueError: bad address: nobody@",
+        "traceback ends: ValueError: bad address: nobody@",
+        "unknown id: no job with id 'nope'",
+    ],
     "ratelimit_demo.py": ["10 calls admitted"],
+    "retention_demo.py": [
+        "result: sent to ada@example.com",
+        "done job's payload kept: null",
+        "after 1 s, result still there: False",
+        "after 1 s, dead letter still there: True",
+        "guild purge: purged 1 job (dead) from emails",
+        "dead letter after the purge: None",
+    ],
     "ratelimit_redis_demo.py": ["10 calls through two limiters, at most 2 at once"],
     "worker_limits_demo.py": [
         "acme: 10 jobs",
@@ -51,6 +75,13 @@ EXPECTED = {
         "gave up",
     ],
     "custom_broker_check.py": ["conformance checks passed"],
+    "migrate_demo.py": [
+        "guild stats on the old file -> exit 2: guild: error: the database",
+        "has schema version 2, older than version",
+        "pending (",
+        "backup exists: True",
+        "emails      3",
+    ],
     "config_envs_demo.py": [
         'guild.broker = "sqlite:staging.db"',
         "production chosen by GUILD_ENV",
@@ -95,6 +126,14 @@ EXPECTED = {
         "order saga: failed at 'ship': rejected: the carrier refused the parcel",
         "email    cancelled",
         "resumed: done; runs: first-app:first, first-app:pause, second-app:pause, second-app:last",
+    ],
+    "canary/main.py": [
+        "mode healthy: promoted",
+        "decision observe: soaking 10% -> soaking 50%",
+        "decision observe: soaking 100% -> promoted 100%",
+        "mode errors: rolled_back",
+        "decision observe: soaking 10% -> rolled_back 0% (error rate",
+        " 0 lost",
     ],
     "pipeline/main.py": [
         "package   done      after ['lint', 'test']",

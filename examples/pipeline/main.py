@@ -41,7 +41,7 @@ TOKEN = "xoxb-pipeline-demo"
 def make_app(slack_api: str) -> guild.Guild:
     app = guild.Guild("pipeline", workflow_poll=0.2)
     pm = add_pm_worker(app, project_dir=HERE)
-    add_task_worker(app, concurrency=4, llm=None)
+    add_task_worker(app, concurrency=4)
     add_result_worker(app, settings=SlackSettings(api_url=slack_api, token=TOKEN, rate=5.0))
 
     @pm.action("version")

@@ -5,7 +5,8 @@ that never touches Redis never imports its client. For writing a broker:
 ``encode_result``/``ResultJSON`` (what ``ack`` stores), ``job_from_row``/``BadRow``
 (a stored row to a job, or the reason it is none) and ``RawStorable`` (the hook
 the conformance suite stores garbage through). ``Ledger`` is the optional
-protocol of durable counts and marks that workers keep in the broker.
+protocol of durable counts and marks that workers keep in the broker;
+``Purgeable`` the optional ``purge`` behind ``guild purge``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from .._codec import ResultJSON as ResultJSON
 from .._codec import encode_result as encode_result
 from .._codec import job_from_row as job_from_row
 from ._ledger import Ledger as Ledger
+from ._protocol import PURGEABLE as PURGEABLE
 from ._protocol import Broker as Broker
 from ._protocol import BrokerIssue as BrokerIssue
 from ._protocol import Diagnosable as Diagnosable
+from ._protocol import Purgeable as Purgeable
 from ._protocol import RawStorable as RawStorable
 from ._url import open_broker as open_broker
 from .memory import MemoryBroker as MemoryBroker
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from .sqlite import SqliteBroker as SqliteBroker
 
 __all__ = [
+    "PURGEABLE",
     "ROW_FIELDS",
     "BadRow",
     "Broker",
@@ -37,6 +41,7 @@ __all__ = [
     "Diagnosable",
     "Ledger",
     "MemoryBroker",
+    "Purgeable",
     "RawStorable",
     "RedisBroker",
     "ResultJSON",

@@ -51,6 +51,12 @@ Semantics every broker keeps (the conformance suite checks each):
   unknown and already finished ones are left out. ``stats`` counts cancelled
   jobs per queue (``QueueStats.cancelled``). Nothing of this touches ``claim``
   or ``ack``: a worker asks about its own jobs about twice a second.
+* **Inspection.** ``job_info`` reports a job as it is now (see
+  :class:`~guild.JobInfo`): ``attempts`` counts started runs, ``error`` and
+  ``traceback`` are the last failure's (``retry`` keeps them as ``dead`` does,
+  so a retried job still says why its last run failed), ``progress`` the last
+  ``set_progress`` of a holder of the job. ``set_progress`` leaves a job alone
+  unless the delivery still holds it.
 * **Time.** Absolute times are in ``broker.now()``'s clock.
 * **One bad job stays one bad job.** ``enqueue`` encodes payloads with
   ``guild._codec.encode_payload``: a payload JSON cannot encode raises
@@ -67,13 +73,13 @@ Semantics every broker keeps (the conformance suite checks each):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
 from .._codec import ResultJSON
-from .._job import DeadLetter, Delivery, Job, QueueStats, Result
+from .._job import DeadLetter, Delivery, Job, JobStatus, QueueStats, Result
 from .._jobinfo import JobInfo, JobProgress
 
 
@@ -299,3 +305,51 @@ class RawStorable(Protocol):
         ``NOT NULL`` column left out): that garbage cannot occur there.
         """
         ...
+
+
+PURGEABLE: frozenset[JobStatus] = frozenset(
+    {JobStatus.READY, JobStatus.DELAYED, JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED}
+)
+"""Statuses :meth:`Purgeable.purge` takes: all but ``in_flight`` (a job a worker
+holds is settled by that worker, or cancelled)."""
+
+
+@runtime_checkable
+class Purgeable(Protocol):
+    """A broker that can delete jobs by status (``guild purge``; the three shipped
+    brokers are).
+
+    Retention (:class:`~guild.Retention`) deletes finished jobs as they age; a
+    purge deletes now, in small batches, so it never holds a backend's write
+    lock long (SQLite: under 50 ms a batch), whatever it deletes.
+    """
+
+    async def purge(
+        self, queue: str, statuses: Collection[JobStatus], *, older_than: float | None = None
+    ) -> int:
+        """Delete the jobs of ``queue`` in ``statuses`` (a subset of :data:`PURGEABLE`),
+        with everything kept for them (result, dead letter, record), and return
+        how many. A purged job is gone: ``job_info`` and ``get_result`` answer
+        ``None``, ``list_dead`` leaves it out, and a ready one is never claimed.
+        The counts of ``stats`` (``done``, ``cancelled``) are totals and stay.
+
+        ``older_than`` (seconds) keeps jobs younger than that: a finished job's
+        age runs from when it finished (died, for a dead one), a waiting job's
+        from when it was enqueued.
+
+        Raises:
+            ValueError: a status outside :data:`PURGEABLE`, or a negative ``older_than``.
+        """
+        ...
+
+
+def check_purge_args(statuses: Collection[JobStatus], older_than: float | None) -> None:
+    """Raise ``ValueError`` for what :meth:`Purgeable.purge` refuses."""
+    wrong = [s.value for s in statuses if s not in PURGEABLE]
+    if wrong:
+        raise ValueError(
+            f"cannot purge status {', '.join(sorted(wrong))}: purge takes "
+            + ", ".join(sorted(s.value for s in PURGEABLE))
+        )
+    if older_than is not None and not older_than >= 0:
+        raise ValueError(f"older_than must be seconds >= 0, got {older_than!r}")

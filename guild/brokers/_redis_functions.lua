@@ -319,11 +319,12 @@ table.insert(out, 1, next_due)
 return out
 
 -- @ack
--- ARGV: P, now, result_ttl_ms, then pairs: job id, value JSON. By job id: a job
--- that finished is done, whoever finishes it.
-local now, result_ttl = ARGV[2], ARGV[3]
+-- ARGV: P, now, result_ttl_ms, keep_payload ('1'/'0'), then pairs: job id, value JSON.
+-- By job id: a job that finished is done, whoever finishes it. Its payload is
+-- dropped (kept as JSON null) unless keep_payload: see guild.Retention.
+local now, result_ttl, keep_payload = ARGV[2], ARGV[3], ARGV[4]
 local ttl_s = math.max(1, math.floor(tonumber(result_ttl) / 1000))
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local id, value = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'attempt')
   if f[1] and f[1] ~= 'done' and f[1] ~= 'dead' and f[1] ~= 'cancelled' then
@@ -332,6 +333,7 @@ for i = 4, #ARGV, 2 do
     redis.call('ZREM', k_q(queue, 'leases'), id)
     redis.call('ZREM', k_q(queue, 'delayed'), id)
     redis.call('HSET', k_job(id), 'status', 'done', 'entry', '', 'receipt', '')
+    if keep_payload ~= '1' then redis.call('HSET', k_job(id), 'payload', 'null') end
     redis.call('EXPIRE', k_job(id), ttl_s)
     redis.call('HINCRBY', P .. ':done', queue, 1)
     local result = result_json(id, queue, 'done', f[4], now, value, nil)
@@ -612,3 +614,127 @@ for i = 2, #ARGV, 5 do
   end
 end
 return 1
+
+-- @prune_dead
+-- ARGV: P, queue, cutoff, limit. Deletes up to limit dead jobs of queue that died
+-- at cutoff or before (guild.Retention.dead): hash, result, dead-letter entry.
+-- Returns how many.
+local queue, cutoff, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ids = redis.call('ZRANGEBYSCORE', k_q(queue, 'dead'), '-inf', cutoff, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  redis.call('DEL', k_job(id), P .. ':result:' .. id)
+  redis.call('ZREM', k_q(queue, 'dead'), id)
+end
+return #ids
+
+-- @purge
+-- ARGV: P, queue, now, cutoff ('' = any age), statuses (comma separated), then ids.
+-- Deletes each id that is a job of queue in one of statuses (ready and delayed
+-- told apart by now) whose age runs from cutoff or before: enqueued_at for a
+-- waiting job, finished_at (from its result) or died_at for a finished one.
+-- A job in flight is never touched. Returns how many were deleted.
+local queue, now, cutoff = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local wanted = {}
+for status in string.gmatch(ARGV[5], '[^,]+') do wanted[status] = true end
+local count = 0
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'enqueued_at', 'died_at')
+  local status, since = f[1], nil
+  if f[2] == queue and status then
+    if status == 'ready' or status == 'delayed' then
+      local due = redis.call('ZSCORE', k_q(queue, 'delayed'), id)
+      if due and tonumber(due) > now then status = 'delayed' else status = 'ready' end
+      since = tonumber(f[4])
+    elseif status == 'dead' then
+      since = tonumber(f[5])
+    elseif status == 'done' or status == 'cancelled' then
+      local result = redis.call('GET', P .. ':result:' .. id)
+      if result then since = tonumber(cjson.decode(result)['finished_at']) end
+    end
+    if wanted[status] and (cutoff == nil or (since ~= nil and since <= cutoff)) then
+      drop_entry(queue, f[3])
+      redis.call('ZREM', k_q(queue, 'delayed'), id)
+      redis.call('ZREM', k_q(queue, 'dead'), id)
+      redis.call('SREM', P .. ':cancels', id)
+      redis.call('DEL', k_job(id), P .. ':result:' .. id)
+      count = count + 1
+    end
+  end
+end
+return count
+
+-- @scan_jobs
+-- ARGV: P, cursor, count. One SCAN step over the prefix's job hashes, run here so
+-- that on a cluster it runs on the node owning the prefix's slot. Returns the
+-- next cursor, then the job ids.
+local found = redis.call('SCAN', ARGV[2], 'MATCH', P .. ':job:*', 'COUNT', tonumber(ARGV[3]))
+local out = {found[1]}
+local start = string.len(P .. ':job:') + 1
+for _, name in ipairs(found[2]) do out[#out + 1] = string.sub(name, start) end
+return out
+
+-- @canary_put
+-- ARGV: P, queue, expected version, record JSON, share. A canary rollout's record
+-- (guild.rollout), written only if its version is still the expected one; the
+-- share goes where enqueue reads it (P:canary:shares, only while above 0).
+-- Returns 1 when written, 0 when another writer got there first.
+local queue, expected, record, share = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local current = redis.call('HGET', P .. ':canary:versions', queue) or '0'
+if tonumber(current) ~= tonumber(expected) then return 0 end
+redis.call('HSET', P .. ':canary:versions', queue, tonumber(expected) + 1)
+redis.call('HSET', P .. ':canary', queue, record)
+if share > 0 then
+  redis.call('HSET', P .. ':canary:shares', queue, ARGV[5])
+else
+  redis.call('HDEL', P .. ':canary:shares', queue)
+end
+return 1
+
+-- @canary_move
+-- ARGV: P, lane, queue. Hands every waiting job of a canary lane back to its
+-- queue: delayed ones keep their due time, ready ones their order (after the
+-- queue's own). Jobs in flight stay with their holders. Returns how many moved.
+local lane, queue = ARGV[2], ARGV[3]
+if redis.call('SADD', P .. ':queues', queue) == 1 then
+  redis.pcall('XGROUP', 'CREATE', k_q(queue, 'ready'), GROUP, '0', 'MKSTREAM')
+end
+local moved = 0
+local delayed = redis.call('ZRANGE', k_q(lane, 'delayed'), 0, -1, 'WITHSCORES')
+for i = 1, #delayed, 2 do
+  local id = delayed[i]
+  redis.call('ZREM', k_q(lane, 'delayed'), id)
+  redis.call('ZADD', k_q(queue, 'delayed'), delayed[i + 1], id)
+  redis.call('HSET', k_job(id), 'queue', queue)
+  moved = moved + 1
+end
+for _, item in ipairs(redis.call('XRANGE', k_q(lane, 'ready'), '-', '+')) do
+  local entry, fields = item[1], item[2]
+  local id = fields[2]
+  local f = redis.call('HMGET', k_job(id), 'status', 'entry')
+  if f[1] == 'ready' and f[2] == entry then
+    drop_entry(lane, entry)
+    redis.call('HSET', k_job(id), 'queue', queue)
+    make_ready(id, queue)
+    moved = moved + 1
+  end
+end
+return moved
+
+-- @canary_move_dead
+-- ARGV: P, lane, queue. Files the dead letters of a canary lane under its queue
+-- (same time of death), for a rollback to requeue them there. Returns their ids.
+local lane, queue = ARGV[2], ARGV[3]
+local dead = redis.call('ZRANGE', k_q(lane, 'dead'), 0, -1, 'WITHSCORES')
+local out = {}
+if #dead > 0 and redis.call('SADD', P .. ':queues', queue) == 1 then
+  redis.pcall('XGROUP', 'CREATE', k_q(queue, 'ready'), GROUP, '0', 'MKSTREAM')
+end
+for i = 1, #dead, 2 do
+  local id = dead[i]
+  redis.call('ZREM', k_q(lane, 'dead'), id)
+  redis.call('ZADD', k_q(queue, 'dead'), dead[i + 1], id)
+  redis.call('HSET', k_job(id), 'queue', queue)
+  out[#out + 1] = id
+end
+return out

@@ -89,3 +89,8 @@ def epoch(prefix: str) -> str:
 def workflow(prefix: str, workflow_id: str) -> str:
     """A workflow's hash (see ``_redis_workflows.lua`` for its indexes)."""
     return f"{prefix}:wf:{workflow_id}"
+
+
+def layout(prefix: str) -> str:
+    """The key layout version (an integer) of the keys under ``prefix``; see ``_redis_layout``."""
+    return f"{prefix}:layout"

@@ -140,4 +140,21 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE jobs ADD COLUMN progress_at REAL",
         ],
     ),
+    (
+        7,
+        [
+            # Canary rollouts (guild.rollout): one row per queue under a rollout.
+            # ``share`` is what enqueue routes by (read in its own transaction);
+            # ``state`` the rollout's record as JSON; ``version`` what a write
+            # compares and sets, so a controller and an operator never clobber.
+            """
+            CREATE TABLE rollouts (
+                queue TEXT PRIMARY KEY,
+                share REAL NOT NULL,
+                version INTEGER NOT NULL,
+                state TEXT NOT NULL
+            )
+            """,
+        ],
+    ),
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from .._errors import BrokerUnavailable, UnknownBrokerURL
+from .._retention import URL_OPTIONS, Retention, retention_from_query
 from ._protocol import Broker
 
 DEFAULT_URL = "sqlite:guild.db"
@@ -81,12 +82,35 @@ def sqlite_synchronous(url: str) -> str:
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     synchronous = "NORMAL"
     for name, values in query.items():
+        if name in URL_OPTIONS:
+            continue
         if name != "synchronous" or values[-1].upper() not in ("NORMAL", "FULL"):
             raise UnknownBrokerURL(
                 url, f"unknown option {name}={values[-1]} (synchronous=NORMAL|FULL)"
             )
         synchronous = values[-1].upper()
     return synchronous
+
+
+def url_retention(url: str, base: Retention | None = None) -> Retention:
+    """The :class:`~guild.Retention` a broker URL asks for: ``base`` (default: the
+    defaults) with the fields its query sets (``result_ttl``, ``done_ttl``,
+    ``dead_ttl``, ``keep_payload``).
+
+    Raises:
+        UnknownBrokerURL: one of those options has a bad value.
+    """
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    return retention_from_query(display_url(url), query, base)
+
+
+def without_retention(url: str) -> str:
+    """The URL without its retention options: what the Redis client is given."""
+    if "?" not in url:
+        return url
+    head, _, query = url.partition("?")
+    kept = [(n, v) for n, v in parse_qsl(query, keep_blank_values=True) if n not in URL_OPTIONS]
+    return head + ("?" + urlencode(kept) if kept else "")
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
@@ -107,8 +131,11 @@ def check_broker_url(url: str) -> str:
     if scheme == "sqlite":
         sqlite_path(url)
         sqlite_synchronous(url)
+        url_retention(url)
         return scheme
     shown = display_url(url)  # the error is printed: no password in it
+    if scheme in _REDIS_SCHEMES or scheme == "memory":
+        url_retention(url)
     if scheme in _REDIS_SCHEMES:
         try:
             parts = urlsplit(url)
@@ -127,7 +154,13 @@ def check_broker_url(url: str) -> str:
 
 
 @asynccontextmanager
-async def open_broker(url: str | None = None, *, create: bool = True) -> AsyncIterator[Broker]:
+async def open_broker(
+    url: str | None = None,
+    *,
+    create: bool = True,
+    retention: Retention | None = None,
+    migrate: bool = False,
+) -> AsyncIterator[Broker]:
     """Open the broker a URL names, and close it on exit.
 
     Args:
@@ -138,14 +171,22 @@ async def open_broker(url: str | None = None, *, create: bool = True) -> AsyncIt
         create: with ``False``, a SQLite file that does not exist is an error rather
             than a new empty database, and so is ``memory://``, which holds nothing
             before it is opened (for commands that only read).
+        retention: how long finished jobs are kept (:class:`~guild.Retention`); the
+            URL's ``result_ttl``, ``done_ttl``, ``dead_ttl`` and ``keep_payload``
+            options override its fields.
+        migrate: bring a SQLite file of an older schema up to date in place, with
+            no backup, instead of refusing it (``guild migrate`` backs up and checks).
 
     Raises:
         UnknownBrokerURL: the scheme is unknown or the URL is malformed.
         BrokerUnavailable: the backend cannot be reached, or (``create=False``) there
             is no SQLite database at the path.
+        SchemaMismatch: the stored schema or key layout is newer than this guild's,
+            or older (and ``migrate`` is false): ``guild migrate`` brings it up to date.
     """
     url = broker_url_from_env(url)
     scheme = check_broker_url(url)
+    kept = url_retention(url, retention)
     broker: Broker
     if scheme == "memory":
         if not create:
@@ -154,18 +195,20 @@ async def open_broker(url: str | None = None, *, create: bool = True) -> AsyncIt
             )
         from .memory import MemoryBroker
 
-        broker = MemoryBroker()
+        broker = MemoryBroker(retention=kept)
     elif scheme == "sqlite":
         from .sqlite import SqliteBroker
 
         path = sqlite_path(url)
         if not create and not path.exists():
             raise BrokerUnavailable(f"no database at {path.absolute()}")
-        broker = await SqliteBroker.open(path, synchronous=sqlite_synchronous(url))
+        broker = await SqliteBroker.open(
+            path, synchronous=sqlite_synchronous(url), retention=kept, migrate=migrate
+        )
     else:
         from .redis import RedisBroker
 
-        broker = await RedisBroker.open(url)
+        broker = await RedisBroker.open(without_retention(url), retention=kept)
     try:
         yield broker
     finally:

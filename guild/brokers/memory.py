@@ -38,7 +38,11 @@ from .._job import (
     replace_fields,
 )
 from .._jobinfo import JobInfo, JobProgress
+from .._retention import Retention
+from ..rollout._lanes import route_jobs
 from ._ledger import MemoryLedger
+from ._memory_prune import Expiries
+from ._protocol import check_purge_args
 from ._workflow_store import MemoryWorkflows, WorkflowRecord
 
 # Identity tests against a tuple: cheaper than hashing an enum into a set.
@@ -69,6 +73,8 @@ class _Entry:
     error: str | None = None
     traceback: str | None = None
     progress: JobProgress | None = None
+    # When it finished (done, dead, cancelled): what purge's older_than measures from.
+    finished_at: float | None = None
 
 
 @attrs.define(slots=True)
@@ -86,10 +92,15 @@ class MemoryBroker:
     Args:
         clock: the clock; ``trio.current_time`` by default (MockClock-friendly).
         key_ttl: seconds an idempotency key holds.
-        result_ttl: seconds a result is kept.
+        result_ttl: seconds a result and a finished job's record are kept (the
+            older spelling of ``retention=Retention(results=s, done=s)``).
+        retention: how long results, finished jobs and dead letters are kept.
 
     Resource handling: holds nothing but memory; ``aclose`` wakes waiting
-    claimers, which then raise :class:`~guild.BrokerClosed`.
+    claimers, which then raise :class:`~guild.BrokerClosed`. Finished jobs,
+    results, dead letters and idempotency keys are freed when their retention
+    runs out (checked at each claim and ack), so memory stays flat under a
+    steady load however many jobs pass through.
     """
 
     def __init__(
@@ -97,11 +108,19 @@ class MemoryBroker:
         *,
         clock: Callable[[], float] = trio.current_time,
         key_ttl: float = 86_400.0,
-        result_ttl: float = 86_400.0,
+        result_ttl: float | None = None,
+        retention: Retention | None = None,
     ) -> None:
+        if retention is None:
+            retention = Retention()
+        if result_ttl is not None:
+            retention = attrs.evolve(retention, results=result_ttl, done=result_ttl)
         self._clock = clock
         self._key_ttl = key_ttl
-        self._result_ttl = result_ttl
+        self._retention = retention
+        self._result_ttl = retention.results
+        # What is due to be freed, soonest first (see _memory_prune).
+        self._expiries = Expiries()
         self._entries: dict[str, _Entry] = {}
         self._queues: dict[str, _Queue] = {}
         self._keys: dict[tuple[str, str], tuple[str, float]] = {}
@@ -117,6 +136,10 @@ class MemoryBroker:
         self._closed = False
         self._ledger = MemoryLedger(clock)
         self._workflows = MemoryWorkflows(clock)
+        # Canary rollouts (guild.rollout): queue -> (version, record), and the
+        # shares enqueue routes by.
+        self.canary_records: dict[str, tuple[int, str]] = {}
+        self.canary_shares: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"MemoryBroker(jobs={len(self._entries)})"
@@ -163,7 +186,15 @@ class MemoryBroker:
         entry.version += 1
         entry.receipt = ""
         entry.status = result.status
-        self._results[entry.job.id] = (result, self.now() + self._result_ttl, text)
+        now = self.now()
+        entry.finished_at = now
+        self._results[entry.job.id] = (result, self._retention.result_expires(now), text)
+        if result.status is JobStatus.DEAD:
+            self._expiries.add(self._retention.dead_expires(now), entry.job.id, entry.version)
+        else:
+            self._expiries.add(self._retention.record_expires(now), entry.job.id, entry.version)
+            if result.status is JobStatus.DONE and not self._retention.keep_payload:
+                entry.job = replace_fields(entry.job, payload=None)
         event = self._result_events.pop(entry.job.id, None)
         if event is not None:
             event.set()
@@ -242,6 +273,7 @@ class MemoryBroker:
         # payload that would not survive SQLite or Redis is refused here too.
         for job in jobs:
             encode_payload(job.payload)
+        jobs = route_jobs(jobs, self.canary_shares)
         stored: list[Job] = []
         for job in jobs:
             if job.key is not None:
@@ -250,6 +282,7 @@ class MemoryBroker:
                     stored.append(self._entries[holder[0]].job)
                     continue
                 self._keys[(job.queue, job.key)] = (job.id, now + self._key_ttl)
+                self._expiries.add_key(now + self._key_ttl, job.queue, job.key)
             job = replace_fields(job, enqueued_at=now, attempt=0)
             entry = _Entry(job=job, status=JobStatus.READY)
             self._entries[job.id] = entry
@@ -289,6 +322,7 @@ class MemoryBroker:
         self, queue: _Queue, consumer: str, limit: int, lease: float, start: int, max_attempts: int
     ) -> list[Delivery]:
         now = self.now()
+        self._prune(now)
         self._expire_leases(queue, now, max_attempts)
         claimed: list[Delivery] = []
         while queue.waiting and len(claimed) < limit and queue.waiting[0][0] <= now:
@@ -354,6 +388,7 @@ class MemoryBroker:
         await trio.lowlevel.checkpoint()
         self._check_open()
         now = self.now()
+        self._prune(now)
         for delivery, text in done:
             entry = self._entries.get(delivery.job.id)
             if entry is None or entry.status in _FINISHED:
@@ -492,11 +527,8 @@ class MemoryBroker:
         if stored is None:
             return None
         if stored[1] <= self.now():
+            # The record may outlive its result (Retention.done): _prune frees it.
             del self._results[job_id]
-            entry = self._entries.get(job_id)
-            if entry is not None and entry.status in _FINISHED:
-                # The job's record lives as long as its result; dead letters stay.
-                del self._entries[job_id]
             return None
         result, expires, text = stored
         if text is not None:
@@ -617,6 +649,57 @@ class MemoryBroker:
             self._make_waiting(entry, self.now())
             count += 1
         return count
+
+    def _prune(self, now: float) -> None:
+        """Free what retention let go of by ``now``: finished jobs' records and
+        results, dead letters, idempotency keys. Each is popped once from a heap,
+        so the cost is per job freed, not per job held."""
+        for job_id, version in self._expiries.due_jobs(now):
+            entry = self._entries.get(job_id)
+            if entry is None or entry.version != version or entry.status not in _FINISHED:
+                continue  # moved on since (requeued, purged): not this expiry's to free
+            self._forget(job_id)
+        for queue, key in self._expiries.due_keys(now):
+            holder = self._keys.get((queue, key))
+            if holder is not None and holder[1] <= now:
+                del self._keys[(queue, key)]
+
+    def _forget(self, job_id: str) -> None:
+        self._entries.pop(job_id, None)
+        self._results.pop(job_id, None)
+        self._dead.pop(job_id, None)
+        self._cancel_requests.discard(job_id)
+
+    async def purge(
+        self, queue: str, statuses: Collection[JobStatus], *, older_than: float | None = None
+    ) -> int:
+        """Delete the jobs of ``queue`` in ``statuses`` (see ``guild.brokers.Purgeable``)."""
+        check_purge_args(statuses, older_than)
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        now = self.now()
+        cutoff = None if older_than is None else now - older_than
+        wanted = set(statuses)
+        chosen: list[str] = []
+        for job_id, entry in self._entries.items():
+            if entry.job.queue != queue:
+                continue
+            status = entry.status
+            if status in (JobStatus.READY, JobStatus.DELAYED):
+                status = JobStatus.DELAYED if entry.ready_at > now else JobStatus.READY
+                since = entry.job.enqueued_at
+            elif status in _FINISHED and entry.finished_at is not None:
+                since = entry.finished_at
+            else:
+                continue
+            if status in wanted and (cutoff is None or since <= cutoff):
+                chosen.append(job_id)
+        for job_id in chosen:
+            gone = self._entries.get(job_id)
+            if gone is not None:
+                gone.version += 1  # its heap entries go stale: never claimed again
+            self._forget(job_id)
+        return len(chosen)
 
     async def store_raw_for_test(self, queue: str, fields: Mapping[str, str | bytes]) -> bool:
         """Store an entry as given, ready now (the ``RawStorable`` test hook).

@@ -75,11 +75,14 @@ from .._job import (
     replace_fields,
 )
 from .._jobinfo import JobInfo, JobProgress
-from . import _redis_jobinfo
+from .._retention import Retention
+from . import _redis_jobinfo, _redis_purge
 from . import _redis_keys as keys
-from ._protocol import BrokerIssue
+from ._canary import RedisShares
+from ._protocol import BrokerIssue, check_purge_args
 from ._redis_checks import CONFIG_KEYS, DataLoss, config_issues
 from ._redis_errors import UNREACHABLE, map_redis_exceptions
+from ._redis_layout import layout_version
 from ._redis_ledger import RedisLedger
 from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
 from ._redis_workflows import RedisWorkflows
@@ -191,7 +194,10 @@ class RedisBroker:
             cluster it is made a hash tag (``guild`` -> ``{guild}``): one prefix,
             one shard.
         key_ttl: seconds an idempotency key holds.
-        result_ttl: seconds a result is kept.
+        result_ttl: the older spelling of ``retention=Retention(results=s, done=s)``.
+        retention: how long results, finished jobs and dead letters are kept: a
+            done or cancelled job's keys expire on their own; claims prune dead
+            letters past ``Retention.dead``.
     """
 
     def __init__(
@@ -200,17 +206,31 @@ class RedisBroker:
         *,
         prefix: str = keys.DEFAULT_PREFIX,
         key_ttl: float = 86_400.0,
-        result_ttl: float = 86_400.0,
+        result_ttl: float | None = None,
+        retention: Retention | None = None,
         exit_stack: AsyncExitStack | None = None,
     ) -> None:
+        retention = retention or Retention()
+        if result_ttl is not None:
+            retention = Retention(
+                results=result_ttl,
+                done=result_ttl,
+                dead=retention.dead,
+                keep_payload=retention.keep_payload,
+            )
         self._client = client
         self._cluster = isinstance(client, coredis.RedisCluster)
         self._prefix = keys.cluster_prefix(prefix) if self._cluster else prefix
         # KEYS[1] of every script: on a cluster it routes the call to the node
         # owning the prefix's slot (and declares that slot to Redis).
         self._script_keys = [keys.anchor(self._prefix)]
+        self._canary_shares = RedisShares()
         self._key_ttl = key_ttl
-        self._result_ttl_ms = max(1, int(result_ttl * 1000))
+        self._retention = retention
+        # A finished job's keys (hash and result) expire with its record; a
+        # result older than Retention.results is not answered (get_result).
+        self._result_ttl_ms = max(1, int(retention.record * 1000))
+        self._dead_pruned: dict[str, float] = {}
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
         self._groups: set[str] = set()
         self._exit_stack = exit_stack
@@ -255,10 +275,26 @@ class RedisBroker:
         try:
             await broker._read_config(at_start=True)
             await broker._check_epoch()
+            await broker.layout_version(shown)
         except BaseException:
             await broker.aclose()
             raise
         return broker
+
+    async def layout_version(self, shown_url: str) -> int:
+        """The key layout version under this prefix (see ``_redis_layout``); written
+        as the current one when there is none (a new Redis, or one written before
+        layouts had versions, which is version 1).
+
+        Raises:
+            SchemaMismatch: the stored layout is another version than this guild's.
+        """
+        key = keys.layout(self._prefix)
+        with map_redis_exceptions("layout version"):
+            # Absent means version 1 (the layout before versions), whatever is current.
+            await self._client.set(key, "1", condition=coredis.PureToken.NX)
+            found = await self._client.get(key)
+        return layout_version(None if found is None else _text(found), self._prefix, shown_url)
 
     def __repr__(self) -> str:
         return f"RedisBroker(prefix={self._prefix!r})"
@@ -288,6 +324,8 @@ class RedisBroker:
         if not jobs:
             await trio.lowlevel.checkpoint()
             return []
+        self._check_open()
+        jobs = await self._canary_shares.route(self._client, self._prefix, jobs)
         now = self.now()
         args: list[Any] = [repr(now), math.ceil(self._key_ttl)]
         for job in jobs:
@@ -345,6 +383,7 @@ class RedisBroker:
             raise BrokerClosed("the redis broker is closed")
         await self._ensure_group(queue)
         await self._watch(queue)
+        await self._prune_dead(queue, self.now())
         if limit < 1:
             return []  # XREADGROUP's COUNT 0 would mean "all"
         deadline = self.now() + wait
@@ -416,7 +455,8 @@ class RedisBroker:
         if not done:
             await trio.lowlevel.checkpoint()
             return
-        args: list[Any] = [repr(self.now()), self._result_ttl_ms]
+        keep = "1" if self._retention.keep_payload else "0"
+        args: list[Any] = [repr(self.now()), self._result_ttl_ms, keep]
         for delivery, text in done:
             args += [delivery.job.id, text]
         await self._call("ack", args)
@@ -536,7 +576,7 @@ class RedisBroker:
         if wait <= 0:
             with map_redis_exceptions("get result"):
                 raw = await self._client.get(key)
-            return None if raw is None else _result_from_json(raw)
+            return None if raw is None else self._fresh(_result_from_json(raw))
         # Two round trips: the script returns the result or registers us as a
         # waiter; the finishing script pushes the result to each waiter's BLPOP.
         raw = await self._call("await", [job_id, math.ceil(wait * 1000)])
@@ -544,7 +584,38 @@ class RedisBroker:
             with map_redis_exceptions("wait for result"):
                 popped = await self._client.blpop([keys.notify(self._prefix, job_id)], timeout=wait)
                 raw = popped[1] if popped else await self._client.get(key)
-        return None if raw is None else _result_from_json(raw)
+        return None if raw is None else self._fresh(_result_from_json(raw))
+
+    def _fresh(self, result: Result) -> Result | None:
+        """The result, or None once Retention.results is past (its key may live on
+        with the job's record, for Retention.done)."""
+        if result.status is JobStatus.DEAD:
+            return result
+        if result.finished_at + self._retention.results <= self.now():
+            return None
+        return result
+
+    async def purge(
+        self, queue: str, statuses: Collection[JobStatus], *, older_than: float | None = None
+    ) -> int:
+        """Delete the jobs of ``queue`` in ``statuses`` (see ``guild.brokers.Purgeable``),
+        ``_redis_purge.BATCH`` ids per script call."""
+        check_purge_args(statuses, older_than)
+        self._check_open()
+        now = self.now()
+        cutoff = None if older_than is None else now - older_than
+        with map_redis_exceptions("purge"):
+            return await _redis_purge.purge(
+                self._client, self._call, self._prefix, queue, statuses, now, cutoff
+            )
+
+    async def _prune_dead(self, queue: str, now: float) -> None:
+        # Dead letters past Retention.dead: once a sweep period per queue, from claim.
+        last = self._dead_pruned.get(queue, -math.inf)
+        if self._retention.dead is None or now - last < self._retention.sweep_every:
+            return
+        self._dead_pruned[queue] = now
+        await _redis_purge.prune_dead(self._call, queue, now - self._retention.dead)
 
     async def job_info(self, job_id: str) -> JobInfo | None:
         if self._closed:

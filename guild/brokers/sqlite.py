@@ -46,10 +46,13 @@ from .._job import (
     replace_fields,
 )
 from .._jobinfo import JobInfo, JobProgress
-from . import _sqlite_cancel, _sqlite_jobinfo
+from .._retention import Retention
+from . import _sqlite_cancel, _sqlite_jobinfo, _sqlite_purge
+from ._canary import sqlite_route
+from ._protocol import check_purge_args
 from ._sqlite_errors import map_sqlite_exceptions
 from ._sqlite_ledger import SqliteLedger
-from ._sqlite_schema import MIGRATIONS
+from ._sqlite_migrate import prepare
 from ._sqlite_workflows import SqliteWorkflows
 from ._workflow_store import WorkflowRecord
 
@@ -152,16 +155,29 @@ class SqliteBroker:
         connection: an open ``sqlite3`` connection made by :meth:`open`.
         path: the file, for messages.
         key_ttl: seconds an idempotency key holds.
-        result_ttl: seconds a result is kept.
+        retention: how long results, finished jobs and dead letters are kept.
+
+    Expired rows are deleted by claims, one small batch per claim (see
+    ``_sqlite_purge``), once a sweep period (``Retention.sweep_every``) or
+    while a backlog is left.
     """
 
     def __init__(
-        self, connection: sqlite3.Connection, path: str, *, key_ttl: float, result_ttl: float
+        self,
+        connection: sqlite3.Connection,
+        path: str,
+        *,
+        key_ttl: float,
+        retention: Retention,
     ) -> None:
         self._db = connection
         self._path = path
         self._key_ttl = key_ttl
-        self._result_ttl = result_ttl
+        self._retention = retention
+        # Written as a finished row's result_expires: its record's end, which is
+        # never before its result's (get_result also checks Retention.results).
+        self._result_ttl = retention.record
+        self._purge_backlog = False
         self._limiter = trio.CapacityLimiter(1)
         self._changed = trio.Event()
         self._closed = False
@@ -180,13 +196,24 @@ class SqliteBroker:
         path: str | Path,
         *,
         key_ttl: float = 86_400.0,
-        result_ttl: float = 86_400.0,
+        result_ttl: float | None = None,
         synchronous: str = "NORMAL",
+        migrate: bool = False,
+        retention: Retention | None = None,
     ) -> SqliteBroker:
-        """Open (creating and migrating if needed) the database at ``path``.
+        """Open the database at ``path``, creating a new one at the current schema.
+
+        Args:
+            migrate: bring an older schema up to date in place (one transaction,
+                no backup) instead of refusing it; ``guild migrate`` is the way
+                with a backup and checks.
+            retention: how long finished jobs are kept (:class:`~guild.Retention`).
+            result_ttl: the older spelling of ``Retention(results=s, done=s)``.
 
         Raises:
             BrokerUnavailable: the file cannot be opened or migrated.
+            SchemaMismatch: the file's schema is newer than this guild's, or
+                older (and ``migrate`` is false).
         """
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
@@ -201,11 +228,20 @@ class SqliteBroker:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 db.execute("PRAGMA busy_timeout=30000")
-                _migrate(db)
+                try:
+                    prepare(db, shown, migrate=migrate)
+                except BaseException:
+                    db.close()
+                    raise
                 return db
 
         connection = await trio.to_thread.run_sync(connect)
-        return cls(connection, shown, key_ttl=key_ttl, result_ttl=result_ttl)
+        kept = retention or Retention()
+        if result_ttl is not None:
+            kept = Retention(
+                results=result_ttl, done=result_ttl, dead=kept.dead, keep_payload=kept.keep_payload
+            )
+        return cls(connection, shown, key_ttl=key_ttl, retention=kept)
 
     def __repr__(self) -> str:
         return f"SqliteBroker({self._path!r})"
@@ -282,7 +318,10 @@ class SqliteBroker:
         def insert(db: sqlite3.Connection) -> list[Job]:
             stored: list[Job] = []
             plain: list[tuple[Any, ...]] = []
-            for job, row in zip(jobs, rows, strict=True):
+            routed = sqlite_route(db, jobs)
+            for job, row in zip(routed, rows, strict=True):
+                if job.queue != row[1]:  # sent to its queue's canary lane
+                    row = (row[0], job.queue, *row[2:])
                 holder = self._hold_key(db, job, now) if job.key is not None else None
                 if holder is not None:
                     stored.append(holder)
@@ -493,29 +532,64 @@ class SqliteBroker:
             _sqlite_cancel.count(db, [queue for (cancelled,) in back if cancelled])
 
     def _purge(self, db: sqlite3.Connection, now: float) -> None:
-        # Finished jobs whose results expired: at most once a minute, in the claim's
-        # transaction, so the table does not grow without bound.
-        if now - self._last_purge < 60:
+        # Rows past their retention: one small batch in the claim's transaction,
+        # once a sweep period (a minute at most), or at each claim while the last
+        # batch left some behind, so no claim holds the write lock long.
+        if not self._purge_backlog and now - self._last_purge < self._retention.sweep_every:
             return
         self._last_purge = now
-        db.execute(
-            "DELETE FROM jobs WHERE status IN ('done', 'cancelled') AND result_expires <= ?",
-            (now,),
-        )
-        db.execute("DELETE FROM idempotency WHERE expires <= ?", (now,))
+        deleted = _sqlite_purge.expired(db, now, self._retention)
+        self._purge_backlog = deleted >= _sqlite_purge.BATCH
+
+    async def purge(
+        self, queue: str, statuses: Collection[JobStatus], *, older_than: float | None = None
+    ) -> int:
+        """Delete the jobs of ``queue`` in ``statuses`` (see ``guild.brokers.Purgeable``),
+        one transaction of at most ``_sqlite_purge.BATCH`` rows at a time."""
+        check_purge_args(statuses, older_than)
+        now = self.now()
+        cutoff = None if older_than is None else now - older_than
+        total = 0
+        while True:
+            began = trio.current_time()
+            deleted = await self._write(
+                lambda db: _sqlite_purge.purge(db, queue, statuses, now, cutoff)
+            )
+            total += deleted
+            if deleted < _sqlite_purge.BATCH:
+                return total
+            await _sqlite_purge.pause(trio.current_time() - began)
+
+    async def purge_expired(self) -> int:
+        """Delete every row past its retention now, in batches; returns how many.
+
+        Claims do this on their own, a batch at a time; this is for a broker no
+        worker claims from (and for measuring a batch's lock hold)."""
+        total = 0
+        while True:
+            began = trio.current_time()
+            deleted = await self._write(
+                lambda db: _sqlite_purge.expired(db, self.now(), self._retention)
+            )
+            total += deleted
+            if deleted < _sqlite_purge.BATCH:
+                return total
+            await _sqlite_purge.pause(trio.current_time() - began)
 
     # --- settling --------------------------------------------------------------
 
     async def ack(self, done: Sequence[tuple[Delivery, ResultJSON]]) -> None:
         now = self.now()
-        rows = [(text, now, now + self._result_ttl, d.job.id) for d, text in done]
+        keep = int(self._retention.keep_payload)
+        rows = [(text, now, now + self._result_ttl, keep, d.job.id) for d, text in done]
 
         def finish(db: sqlite3.Connection) -> None:
             counts: dict[str, int] = {}
             for row in rows:
                 hit = db.execute(
                     "UPDATE jobs SET status = 'done', result = ?, finished_at = ?,"
-                    " result_expires = ?, receipt = NULL WHERE id = ?"
+                    " result_expires = ?, receipt = NULL,"
+                    " payload = CASE WHEN ? THEN payload ELSE 'null' END WHERE id = ?"
                     " AND status NOT IN ('done', 'dead', 'cancelled') RETURNING queue",
                     row,
                 ).fetchone()
@@ -679,8 +753,9 @@ class SqliteBroker:
     def _result(self, db: sqlite3.Connection, job_id: str) -> Result | None:
         row = db.execute(
             "SELECT queue, status, result, error, attempt, finished_at FROM jobs WHERE id = ?"
-            " AND (status = 'dead' OR (status IN ('done', 'cancelled') AND result_expires > ?))",
-            (job_id, self.now()),
+            " AND (status = 'dead' OR (status IN ('done', 'cancelled') AND result_expires > ?"
+            " AND finished_at > ?))",
+            (job_id, self.now(), self.now() - self._retention.results),
         ).fetchone()
         if row is None:
             return None
@@ -872,23 +947,3 @@ def _letter(row: Sequence[Any]) -> DeadLetter:
     row = _utf8_where_valid(row)
     error, trace = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in row[10:12])
     return DeadLetter(job=_job(row), error=error or "", traceback=trace, died_at=row[12] or 0.0)
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    current = db.execute("PRAGMA user_version").fetchone()[0]
-    pending = [(v, s) for v, s in MIGRATIONS if v > current]
-    if not pending:
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        # Re-read inside the lock: another process may have migrated meanwhile.
-        current = db.execute("PRAGMA user_version").fetchone()[0]
-        for version, statements in MIGRATIONS:
-            if version > current:
-                for statement in statements:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {version}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise

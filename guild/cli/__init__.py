@@ -22,11 +22,39 @@ from .._errors import GaveUp, GuildError
 from .._groups import leaves
 from .._version import __version__
 from ..observability import configure_logging
-from . import _config, _dlq, _enqueue, _job, _result, _run, _stats, _status, _top, _workflow
+from . import (
+    _canary,
+    _config,
+    _dlq,
+    _enqueue,
+    _job,
+    _migrate,
+    _purge,
+    _result,
+    _run,
+    _stats,
+    _status,
+    _top,
+    _workflow,
+)
 from ._args import CommandFailed, Parser, wants_json
 from ._output import EXIT_FAILED, EXIT_USAGE
 
-COMMANDS = (_run, _enqueue, _result, _job, _stats, _dlq, _workflow, _status, _top, _config)
+COMMANDS = (
+    _run,
+    _enqueue,
+    _result,
+    _job,
+    _stats,
+    _dlq,
+    _purge,
+    _workflow,
+    _status,
+    _top,
+    _config,
+    _migrate,
+    _canary,
+)
 EXIT_INTERRUPTED = 130
 
 

@@ -33,10 +33,14 @@ from ..config._load import MAX_PROCESSES
 from ..config._schema import LOG_FORMATS
 from ..observability import Thresholds, configure_logging, observe, serve_http
 from ..observability._multiprocess import prepare_multiprocess
-from ..supervision import supervise_processes
+from ..rollout._machine import CanaryPolicy
+from ..rollout._serve import make_canary, run_app
+from ..supervision._processes import INDEX_VARIABLE
 from ._args import UsageError, broker_url, integer, number
 from ._banner import banner, render, unserved_schedules, unserved_warning
+from ._canary import add_policy_flags, policy_from
 from ._config import add_env_flag
+from ._fleet import FleetHTTP, socket_dir, supervise_fleet
 from ._output import EXIT_OK
 from ._target import app_of, import_app, is_config_target
 
@@ -95,8 +99,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="the start-up banner and errors as JSON lines"
     )
+    parser.add_argument(
+        "--canary",
+        action="store_true",
+        help="serve as the canary of a rollout: take the share of each queue's new jobs"
+        " the broker routes to its lane (see docs/rollout.md)",
+    )
+    add_policy_flags(parser, "canary-")
     # Set on the children of --processes N: the parent has printed the banner once.
     parser.add_argument("--no-banner", action="store_true", help=argparse.SUPPRESS)
+    # Set on the children of --processes N with --http: serve on a private Unix
+    # socket there (process-$GUILD_PROCESS_INDEX.sock); the parent serves --http.
+    parser.add_argument("--http-socket-dir", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -152,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency is not None:
         for name in app.specs:
             app.configure(name, concurrency=args.concurrency)
+    canary_policy = policy_from(args, "canary_")
+    if args.canary:
+        make_canary(app)  # before the banner, so it names the lanes served
     processes = args.processes or (config.processes if config else 1)
     say = _Announcer(args, app, url, processes)
     if processes > 1:
@@ -172,28 +189,73 @@ def run(args: argparse.Namespace) -> int:
             child += ["--env", config.env]
         if args.concurrency is not None:
             child += ["--concurrency", str(args.concurrency)]
+        child += _canary_flags(args)
+        sockets: str | None = None
         if http is not None:
-            # Every child binds the same port (SO_REUSEPORT); the kernel spreads the
-            # scrapes and each answers with every process's metrics.
-            child += ["--http", f"{http[0]}:{http[1]}"]
+            # The parent serves --http for the whole run (guild.cli._fleet); each
+            # child serves its own endpoints on a private socket the parent asks.
+            sockets = socket_dir()
+            child += ["--http", f"{http[0]}:{http[1]}", "--http-socket-dir", sockets]
         # Children share one metrics directory (prometheus multiprocess mode), so
-        # whichever child answers a scrape reports every child's counts.
+        # the parent's /metrics sums every child's counts, dead ones' included.
         # Reached once here: an unreachable broker is one error line, not N
         # children failing until their supervisor gives up.
         trio.run(_reach, url)
         metrics_dir = tempfile.mkdtemp(prefix="guild-metrics-")
         env = {**os.environ, **prepare_multiprocess(metrics_dir)}
-        say.started(http)
+        fleet_http = None
+        if http is not None:
+            fleet_http = FleetHTTP(
+                host=http[0],
+                port=http[1],
+                token=config.http_token if config else None,
+                redact=config.http_redact if config else None,
+                thresholds=thresholds,
+            )
+        supervise = functools.partial(
+            supervise_fleet,
+            grace=args.grace,
+            env=env,
+            url=url,
+            app_name=app.name,
+            on_killed=functools.partial(_hand_back_jobs, url),
+            http=fleet_http,
+            sockets=sockets,
+            metrics_dir=metrics_dir,
+            announce=say.started,
+        )
         try:
-            return trio.run(_supervise_children, child, processes, args.grace, env, url)
+            return trio.run(supervise, child, processes)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     serve = functools.partial(
         _serve,
         http_token=config.http_token if config else None,
         http_redact=config.http_redact if config else None,
+        http_socket=_child_socket(args),
+        canary=args.canary,
+        canary_policy=canary_policy,
     )
     return trio.run(serve, app, url, http, say, thresholds)
+
+
+def _child_socket(args: argparse.Namespace) -> str | None:
+    """Where a child of ``--processes N`` serves HTTP (None: not such a child)."""
+    if args.http_socket_dir is None:
+        return None
+    index = os.environ.get(INDEX_VARIABLE, "0")
+    return os.path.join(args.http_socket_dir, f"process-{index}.sock")
+
+
+def _canary_flags(args: argparse.Namespace) -> list[str]:
+    """The canary flags again, for the children of ``--processes N``."""
+    flags = ["--canary"] if args.canary else []
+    for name in ("stages", "soak", "error_rate", "p95", "min_jobs"):
+        value = getattr(args, "canary_" + name)
+        if value is not None:
+            text = ",".join(map(repr, value)) if name == "stages" else str(value)
+            flags += [f"--canary-{name.replace('_', '-')}", text]
+    return flags
 
 
 def _thresholds(config: GuildConfig | None) -> Thresholds | None:
@@ -241,18 +303,6 @@ async def _reach(url: str) -> None:
         pass
 
 
-async def _supervise_children(
-    child: list[str], processes: int, grace: float, env: dict[str, str], url: str
-) -> int:
-    return await supervise_processes(
-        child,
-        processes,
-        grace=grace,
-        env=env,
-        on_killed=functools.partial(_hand_back_jobs, url),
-    )
-
-
 async def _hand_back_jobs(url: str, pid: int) -> None:
     """Give back at once, uncounted, every job child ``pid`` held when it was killed
     after its grace: the kill was ours, not the jobs' fault, and their leases would
@@ -282,22 +332,30 @@ async def _serve(
     *,
     http_token: str | None = None,
     http_redact: bool | None = None,
+    http_socket: str | None = None,
+    canary: bool = False,
+    canary_policy: CanaryPolicy | None = None,
 ) -> int:
     stop = trio.Event()
     observe(app, thresholds=thresholds)
     # Connected before the banner: an unreachable broker is the one error line,
     # not a banner that claims a broker and then a crash.
-    async with open_broker(url) as broker, trio.open_nursery() as nursery:
+    async with (
+        open_broker(url, retention=app.retention) as broker,
+        trio.open_nursery() as nursery,
+    ):
         # Started (not start_soon): a signal from here on drains, none is missed.
         await nursery.start(_watch_signals, stop, nursery.cancel_scope)
         if http is not None:
-            http = (http[0], await _listen(nursery, app, *http, http_token, http_redact))
+            bound = await _listen(nursery, app, *http, http_token, http_redact, http_socket)
+            http = (http[0], bound)
         say.started(http)
         try:
             # A supervisor that gives up raises GaveUp, perhaps in a group: unwrapped
             # here, it ends the command as one line and exit code 1 (guild.cli.main).
             with unwrap(GaveUp):
-                await app.run(broker, shutdown_trigger=stop.wait)
+                # Outcomes are recorded for rollouts; a canary also drives them.
+                await run_app(app, broker, stop, canary=canary, policy=canary_policy)
         finally:
             nursery.cancel_scope.cancel(reason="app stopped")
     _log.info("stopped", app=app.name)
@@ -311,13 +369,24 @@ async def _listen(
     port: int,
     token: str | None = None,
     redact: bool | None = None,
+    path: str | None = None,
 ) -> int:
-    """Start the HTTP endpoints; a host or port that cannot be bound is a usage error."""
+    """Start the HTTP endpoints; a host or port that cannot be bound is a usage error.
+
+    With ``path`` (a child of ``--processes N``) they listen on that Unix socket,
+    judging access as ``host`` would be judged; the parent serves ``host:port``.
+    """
     try:
         with unwrap(OSError):
             bound: int = await nursery.start(
                 functools.partial(
-                    serve_http, app, host=host, port=port, token=token, redact_errors=redact
+                    serve_http,
+                    app,
+                    host=host,
+                    port=port,
+                    token=token,
+                    redact_errors=redact,
+                    path=path,
                 )
             )
     except OSError as exc:

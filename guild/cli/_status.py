@@ -76,12 +76,26 @@ def render(body: dict[str, Any]) -> str:
             w["processed"],
             w["failed"],
             f"{w['error_rate']:.2%}",
+            _seconds(w.get("p50")),
             _seconds(w["p95"]),
+            _seconds(w.get("p99")),
             w["restarts"],
         )
         for name, w in sorted(workers.items())
     ]
-    headers = ("worker", "queue", "state", "active", "done", "failed", "errors", "p95", "restarts")
+    headers = (
+        "worker",
+        "queue",
+        "state",
+        "active",
+        "done",
+        "failed",
+        "errors",
+        "p50",
+        "p95",
+        "p99",
+        "restarts",
+    )
     lines.append(table(headers, rows) if rows else "no workers")
     queues = body.get("queues")
     if queues is None:
@@ -92,6 +106,35 @@ def render(body: dict[str, Any]) -> str:
             for name, q in sorted(queues.items())
         ]
         lines += ["", table(("queue", "ready", "delayed", "in_flight", "dead"), queue_rows)]
+    processes = body.get("processes") or {}
+    if processes:
+        process_rows = [
+            (
+                index,
+                p["pid"] if p["pid"] is not None else "-",
+                "up" if p["up"] else "down",
+                p["status"] or "-",
+                p["totals"]["active"],
+                p["totals"]["processed"],
+                p["totals"]["failed"],
+                p["totals"]["dead"],
+                p["restarts"],
+            )
+            for index, p in sorted(processes.items(), key=lambda item: int(item[0]))
+        ]
+        process_headers = ("process", "pid", "up", "status", "active", "done", "failed", "dead")
+        lines += ["", table((*process_headers, "restarts"), process_rows)]
+    running = body.get("running") or []
+    if running:
+        oldest = max(job["age"] for job in running)
+        lines += ["", f"running: {len(running)} jobs, the oldest for {_seconds(oldest)}"]
+    failures = body.get("failures") or []
+    if failures:
+        lines += ["", "recent failures:"]
+        lines += [
+            f"  {f['id']} ({f['worker']}, attempt {f['attempt']}, {f['outcome']}): {f['error']}"
+            for f in failures[:5]
+        ]
     problems = [
         f"  {name}: {check['status']}" + (f" ({check['detail']})" if check.get("detail") else "")
         for name, check in body.get("checks", {}).items()

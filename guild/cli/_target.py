@@ -100,6 +100,9 @@ def apply_config(app: Guild, config: GuildConfig) -> None:
             raise ConfigError(config.path, f"workers.{name}", f"valid options ({exc})") from exc
     if config.sandbox:
         _apply_sandbox(app, config)
+    if config.retention:
+        # Each key was checked alone by the loader; Retention checks them together.
+        app.retention = attrs.evolve(app.retention, **config.retention)
     for name, entry in config.periodic.items():
         _apply_periodic(app, config.path, name, entry)
 

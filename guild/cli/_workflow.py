@@ -122,12 +122,13 @@ async def workflow(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"id": after.id, "status": after.status})
         elif after.finished:
-            print(f"cancelled {after.id}: no step had completed, so there is nothing to undo")
+            print(f"cancelled {after.id}: nothing was running and nothing is to be undone")
         else:
             running = sum(1 for step in after.steps if step.state == "running")
+            first = f"{running} running step{_s(running)} being cancelled, then " if running else ""
             print(
-                f"cancelling {after.id}: {running} running step{_s(running)} being cancelled,"
-                " then the completed ones compensated (by a running app's coordinator)"
+                f"cancelling {after.id}: {first}the completed ones compensated"
+                " (by a running app's coordinator)"
             )
         return EXIT_OK
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from .._retention import Retention
 from ..brokers._url import DEFAULT_URL, display_url
 from ._layers import Origin, dotted, leaves
 from ._load import environments, load_config, read_toml
@@ -56,6 +57,9 @@ def defaults() -> dict[str, Any]:
     }
     for field in attrs.fields(Thresholds):
         found[f"health.{field.name}"] = field.default
+    for field in attrs.fields(Retention):
+        default = field.default
+        found[f"retention.{field.name}"] = "forever" if default is None else default
     return found
 
 
@@ -193,7 +197,7 @@ def effective(
     )
 
 
-_SECTIONS = ("guild", "supervisor", "workers", "health", "sandbox", "periodic")
+_SECTIONS = ("guild", "supervisor", "workers", "health", "sandbox", "retention", "periodic")
 
 
 def _order(key: str) -> tuple[int, str]:

@@ -22,6 +22,7 @@ from ._schema import (
     LOG_FORMATS,
     LOG_LEVELS,
     PERIODIC_OPTIONS,
+    RETENTION_SECONDS,
     SANDBOX_LISTS,
     SANDBOX_NUMBERS,
     STRATEGIES,
@@ -30,7 +31,16 @@ from ._schema import (
     SupervisorConfig,
 )
 
-_TOP_LEVEL = {"guild", "supervisor", "workers", "health", "sandbox", "periodic", "env"}
+_TOP_LEVEL = {
+    "guild",
+    "supervisor",
+    "workers",
+    "health",
+    "sandbox",
+    "periodic",
+    "retention",
+    "env",
+}
 _GUILD_KEYS = {
     "app",
     "broker",
@@ -220,7 +230,28 @@ def _parse(
         health=_health(root.table_at("health")),
         sandbox=_sandbox(root.table_at("sandbox")),
         periodic=_periodic(root.table_at("periodic")),
+        retention=_retention(root.table_at("retention")),
     )
+
+
+def _retention(table: _Reader) -> dict[str, Any]:
+    """``[retention]``: changes to the app's ``guild.Retention``."""
+    table.reject_unknown({*RETENTION_SECONDS, "keep_payload"})
+    changes: dict[str, Any] = {}
+    for option in RETENTION_SECONDS:
+        if option not in table.table:
+            continue
+        if option == "dead" and isinstance(table.table[option], str):
+            if table.table[option] != "forever":
+                expected = 'a number of seconds > 0, or "forever"'
+                raise ConfigError(table.path, table.key(option), expected, table.table[option])
+            changes[option] = None
+            continue
+        value = table.positive(option, (int, float), None)
+        changes[option] = float(value)
+    if "keep_payload" in table.table:
+        changes["keep_payload"] = _flag(table, "keep_payload")
+    return changes
 
 
 def _http_token(table: _Reader) -> str | None:

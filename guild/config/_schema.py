@@ -37,6 +37,12 @@
     allow = ["python3"]
     memory = 536870912
 
+    [retention]                     # guild.Retention: how long finished jobs are kept
+    results = 3600                  # seconds a result can be read
+    done = 86400                    # seconds a done or cancelled job's record is kept
+    dead = 604800                   # seconds a dead letter is kept ("forever" keeps it)
+    keep_payload = false            # keep a done job's payload
+
     [periodic.cleanup]              # Guild.periodic(schedule, queue, payload, name=...)
     schedule = "0 3 * * *"          # cron (UTC) or seconds
     queue = "cleanup"
@@ -109,6 +115,10 @@ SANDBOX_LISTS = ("allow", "inline_code", "pass_env")
 
 ISOLATE_MODES = ("auto", "bwrap", "kernel", "never")
 
+RETENTION_SECONDS = ("results", "done", "dead")
+"""``[retention]`` keys in seconds (``dead`` also takes ``"forever"``); ``keep_payload``
+is a boolean."""
+
 PERIODIC_OPTIONS = ("schedule", "queue", "payload")
 """Keys of a ``[periodic.NAME]`` table (``Guild.periodic``'s arguments)."""
 
@@ -147,6 +157,8 @@ class GuildConfig:
         periodic: periodic jobs by name: ``schedule`` (a cron string or
             seconds), ``queue`` and ``payload``; a name the app schedules in code
             has the keys given replaced.
+        retention: changes to the app's :class:`guild.Retention` (``dead`` ``None``
+            for ``"forever"``).
     """
 
     path: str
@@ -164,3 +176,4 @@ class GuildConfig:
     health: dict[str, Any] = attrs.Factory(dict)
     sandbox: dict[str, Any] = attrs.Factory(dict)
     periodic: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    retention: dict[str, Any] = attrs.Factory(dict)

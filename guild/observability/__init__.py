@@ -14,6 +14,7 @@ typed events; instruments decide what to do with them):
 
 from __future__ import annotations
 
+from ..supervision._states import WorkerState as WorkerState
 from ._events import ClaimPolled as ClaimPolled
 from ._events import Instrument as Instrument
 from ._events import Instruments as Instruments
@@ -73,6 +74,7 @@ __all__ = [
     "Snapshot",
     "Status",
     "Thresholds",
+    "WorkerState",
     "WorkerStateChanged",
     "WorkerView",
     "WorkflowChanged",

@@ -80,8 +80,8 @@ class ClaimPolled:
 class WorkerStateChanged:
     """A worker (or any supervised child) changed state.
 
-    ``state`` is one of ``starting``, ``running``, ``draining``, ``stopped``,
-    ``crashed``, ``restarting``, ``open``, ``half_open``, ``closed``, ``gave_up``.
+    ``state`` is a :class:`guild.supervision.WorkerState` (a ``str``: its value,
+    such as ``running`` or ``half_open``, is what every output shows).
     """
 
     worker: str

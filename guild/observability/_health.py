@@ -42,6 +42,7 @@ import attrs
 
 from .._job import QueueStats
 from ..brokers._protocol import BrokerIssue
+from ..supervision._states import states_judged
 
 
 class Status(enum.Enum):
@@ -58,13 +59,13 @@ class Status(enum.Enum):
 
 _SEVERITY = {Status.HEALTHY: 0, Status.DEGRADED: 1, Status.UNHEALTHY: 2}
 
-UNHEALTHY_STATES = frozenset({"open", "gave_up", "stopped", "exited"})
+UNHEALTHY_STATES = states_judged("unhealthy")
 """Supervisor states in which a worker claims nothing and will not on its own.
-(Any state not listed in this module is judged the same way.)"""
-DEGRADED_STATES = frozenset({"crashed", "restarting", "half_open", "draining"})
+(Any state not a :class:`WorkerState` is judged the same way.)"""
+DEGRADED_STATES = states_judged("degraded")
 """Supervisor states of a worker its supervisor is bringing back, or that is
 finishing its jobs before it stops."""
-CLAIMING_STATES = frozenset({"starting", "running", "closed"})
+CLAIMING_STATES = states_judged("healthy")
 """States in which a worker is expected to claim (and so can stall); the only
 states judged healthy."""
 _ISSUE_STATUS = {"info": Status.HEALTHY, "degraded": Status.DEGRADED, "unhealthy": Status.UNHEALTHY}
@@ -115,7 +116,10 @@ class WorkerView:
         state: its supervisor state (``running``, ``open``, ``crashed`` …).
         finished: attempts finished (done, retried or dead) within the window.
         failed: of those, attempts that failed (retried or dead).
+        p50: median processing seconds within the window (None: no data).
         p95: 95th percentile processing seconds within the window (None: no data).
+        p99: 99th percentile processing seconds within the window (None: no data).
+            All three are true nearest-rank quantiles (see ``_quantiles``).
         active: jobs running now.
         concurrency: handler tasks (None: unknown, then it never counts as busy).
         last_claim: when it last claimed a job, or when it was first seen if it
@@ -124,6 +128,7 @@ class WorkerView:
         last_error: why it last crashed.
         processed: jobs done since the process started.
         failed_total: failed attempts since the process started.
+        dead_total: jobs it moved to the dead letters since the process started.
         broker_error: why the worker cannot reach the broker, while it cannot.
         alive: whether the worker's task is running (False: it ended, whatever
             its last supervisor state said).
@@ -134,7 +139,9 @@ class WorkerView:
     state: str = "running"
     finished: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     failed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    p50: float | None = None
     p95: float | None = None
+    p99: float | None = None
     active: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     concurrency: int | None = None
     last_claim: float | None = None
@@ -142,6 +149,7 @@ class WorkerView:
     last_error: str | None = None
     processed: int = 0
     failed_total: int = 0
+    dead_total: int = 0
     broker_error: str | None = None
     alive: bool = True
 
@@ -221,8 +229,11 @@ def _worker_json(worker: WorkerView, now: float) -> dict[str, Any]:
         "active": worker.active,
         "processed": worker.processed,
         "failed": worker.failed_total,
+        "dead": worker.dead_total,
         "error_rate": round(worker.error_rate, 6),
+        "p50": worker.p50,
         "p95": worker.p95,
+        "p99": worker.p99,
         "restarts": worker.restarts,
         "last_error": worker.last_error,
         "broker_error": worker.broker_error,

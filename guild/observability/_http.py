@@ -20,6 +20,9 @@ framework) served by hypercorn's Trio server inside the app's nursery::
   ``buffer`` events behind is closed with code 1008 (see :mod:`._hub`).
 * ``GET /`` and ``/api/…``: the dashboard, its state and its actions (see
   :mod:`._dashboard`).
+* ``GET /process``: only on a ``guild run --processes N`` child's private
+  socket (``path``): its report to the parent, which answers for the whole
+  run (see :mod:`._report` and :mod:`._fleet_http`).
 
 Who may use the dashboard, ``/events`` and the POSTs is decided by
 :mod:`._access`: anyone on a loopback server, only holders of the token on any
@@ -73,6 +76,7 @@ from ._logging import LoggingInstrument
 from ._memory import memory_fraction
 from ._metrics import CONTENT_TYPE, PrometheusInstrument, multiprocess_dir
 from ._monitor import Monitor
+from ._report import process_report, recent_failures, running_jobs
 
 if TYPE_CHECKING:
     # Only for annotations: guild._app imports this package (for its events).
@@ -171,6 +175,7 @@ class ObservabilityApp:
         access: Access | None = None,
         redact: bool = False,
         tracker: Tracker | None = None,
+        internal: bool = False,
     ) -> None:
         self.app = app
         self.observability = observability
@@ -179,6 +184,8 @@ class ObservabilityApp:
         self.access = access or Access(token=None, loopback=True)
         self.redact = redact
         self.tracker = tracker or Tracker()
+        # Served on a `guild run` child's private socket: answers GET /process.
+        self.internal = internal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -274,6 +281,10 @@ class ObservabilityApp:
                 return
             await self._acknowledge(send)
             return
+        if path == "/process" and self.internal and method == "GET":
+            body = json.dumps(await process_report(self), default=str).encode()
+            await _respond(send, 200, body, "application/json", method)
+            return
         if path not in ("/health", "/metrics"):
             await _respond(send, 404, b'{"error": "not found"}', "application/json", method)
             return
@@ -285,6 +296,8 @@ class ObservabilityApp:
         if path == "/health":
             health, now = await self.health()
             answer = {"app": self.app.name, **health.to_json(now)}
+            answer["running"] = running_jobs(self)
+            answer["failures"] = recent_failures(self)
             if self.redact:
                 answer = redact(answer, _error_texts(health))
             isolation = held_isolation(self.app)
@@ -411,6 +424,16 @@ async def _respond(send: Send, status: int, body: bytes, content_type: str, meth
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
+def _unix_socket(path: str) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by a child that was killed: this index's socket now
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    sock.listen(128)
+    return sock
+
+
 def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -433,6 +456,7 @@ async def serve_http(
     port: int = 8000,
     thresholds: Thresholds | None = None,
     reuse_port: bool | None = None,
+    path: str | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     token: str | None = None,
     redact_errors: bool | None = None,
@@ -447,6 +471,10 @@ async def serve_http(
         thresholds: health thresholds (default: the seed's).
         reuse_port: share the port with other processes (default: on in
             multiprocess mode, see :mod:`._metrics`).
+        path: listen on this Unix socket instead of ``host:port``, and answer
+            ``GET /process`` too (a ``guild run --processes N`` child, whose
+            parent serves ``host:port``; ``host`` still decides the access
+            rules, and ``started`` gets 0).
         shutdown_trigger: awaited; when it returns the server stops gracefully.
         token: the token the dashboard, ``/events`` and the actions need when
             ``host`` is not loopback (default: ``$GUILD_HTTP_TOKEN``; see
@@ -476,7 +504,12 @@ async def serve_http(
     observability = observe(app, thresholds=thresholds)
     tracker = Tracker()
     asgi = ObservabilityApp(
-        app, observability, access=access, redact=redact_errors, tracker=tracker
+        app,
+        observability,
+        access=access,
+        redact=redact_errors,
+        tracker=tracker,
+        internal=path is not None,
     )
     config = Config()
     config.bind = [f"{host}:{port}"]
@@ -484,7 +517,9 @@ async def serve_http(
     config.loglevel = "WARNING"
     config.accesslog = None
     share = multiprocess_dir() is not None if reuse_port is None else reuse_port
-    sock = _listening_socket(host, port, reuse_port=share)
+    sock = (
+        _unix_socket(path) if path is not None else _listening_socket(host, port, reuse_port=share)
+    )
     sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
     # The tracker listens only while the server runs: only then can the page ask.
     # It takes job_finished alone, which the metrics instrument wants already.
@@ -503,4 +538,4 @@ async def serve_http(
                     shutdown_trigger=shutdown_trigger,
                 )
             )
-            task_status.started(sock.getsockname()[1])
+            task_status.started(0 if path is not None else sock.getsockname()[1])

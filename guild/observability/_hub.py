@@ -10,8 +10,8 @@ stopped reading its socket. Messages reach each client in the order they were
 emitted.
 
 Messages are dicts ready for ``json.dumps``; each has ``type`` (``job_started``,
-``job_finished``, ``job_progress``, ``worker_state``, ``rate_limited``, ``sandbox_ran``, ``workflow``) and
-``time`` (Unix time, from the hub's clock). Nothing is built when nobody listens: an attached
+``job_finished``, ``job_progress``, ``worker_state``, ``rate_limited``,
+``sandbox_ran``, ``workflow``) and ``time`` (Unix time, from the hub's clock). Nothing is built when nobody listens: an attached
 hub (:meth:`EventHub.attach`) joins the app's instruments with its first
 subscriber and leaves with its last, so while nobody watches the worker does
 not even build the events only the hub wants (``job_started``).

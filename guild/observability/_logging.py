@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from ..supervision._states import WorkerState
 from ._events import (
     Instrument,
     JobFinished,
@@ -129,8 +130,16 @@ def configure_logging(
     )
 
 
-_WARN_STATES = frozenset({"crashed", "restarting", "half_open", "draining"})
-_ERROR_STATES = frozenset({"open", "gave_up"})
+_WARN_STATES = frozenset(
+    {
+        WorkerState.CRASHED,
+        WorkerState.FAILED_TO_START,
+        WorkerState.RESTARTING,
+        WorkerState.HALF_OPEN,
+        WorkerState.DRAINING,
+    }
+)
+_ERROR_STATES = frozenset({WorkerState.OPEN, WorkerState.GAVE_UP})
 
 
 class LoggingInstrument(Instrument):

@@ -9,8 +9,9 @@ Multiprocess (``guild run --processes N``): prometheus-client's own mode. When
 ``PROMETHEUS_MULTIPROC_DIR`` names a directory *before prometheus_client is
 imported* (``guild run`` sets it for its children), every value lives in an
 mmap'd file of that directory, and :meth:`PrometheusInstrument.render` merges
-the files of every process with ``MultiProcessCollector``: whichever process
-answers a scrape reports the sum of all. Gauges say how to merge: active jobs
+the files of every process with ``MultiProcessCollector``: whoever renders
+them reports the sum of all (``guild run``'s parent does, see
+:mod:`._fleet_http`). Gauges say how to merge: active jobs
 add up across live processes (``livesum``), worker states keep a ``pid`` label
 (``liveall``), queue depth and memory take the most recent reading.
 
@@ -34,23 +35,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .._job import QueueStats
+from ..supervision._states import WorkerState
 from ._events import JobLimitWaited, RateLimited, SandboxRan, WorkerStateChanged
 from ._tally import DURATION_BUCKETS, JobCounts, WorkerCounts
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
-WORKER_STATES = (
-    "starting",
-    "running",
-    "draining",
-    "stopped",
-    "crashed",
-    "restarting",
-    "open",
-    "half_open",
-    "closed",
-    "gave_up",
-    "exited",
-)
+WORKER_STATES = tuple(state.value for state in WorkerState)
 """Every state ``guild_worker_state`` reports (one series each, the current one is 1)."""
 QUEUE_STATUSES = ("ready", "delayed", "in_flight", "dead")
 _WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)

@@ -19,8 +19,9 @@ from .._job import QueueStats
 from ..brokers._protocol import BrokerIssue
 from ._events import ClaimPolled, Instrument, WorkerStateChanged
 from ._health import Snapshot, Thresholds, WorkerView
+from ._quantiles import summary
 from ._tally import JobCounts, WorkerCounts
-from ._window import History, quantile
+from ._window import History
 
 
 @attrs.define(slots=True)
@@ -109,6 +110,17 @@ class Monitor(Instrument):
             self.sample()
             await trio.sleep(step)
 
+    def recent(self, now: float | None = None) -> dict[str, list[float]]:
+        """Per worker, the durations of the attempts in the window ending now (at
+        most the ring's size): what a ``guild run`` parent merges into the run's
+        quantiles."""
+        at = self.sample() if now is None else now
+        found = {}
+        for name, worker in self._workers.items():
+            counts = self.counts.workers.get(name) or WorkerCounts()
+            found[name] = counts.last(worker.history.figures(at, counts).finished)
+        return found
+
     def states(self) -> dict[str, tuple[str, str]]:
         """``{worker: (queue, state)}`` as last heard."""
         return {name: (w.queue, w.state) for name, w in self._workers.items()}
@@ -143,13 +155,19 @@ class Monitor(Instrument):
         for name, worker in self._workers.items():
             counts = self.counts.workers.get(name) or WorkerCounts()
             window = worker.history.figures(now, counts)
+            # True quantiles of the attempts in the window (the newest of them
+            # when the ring holds fewer), not a histogram bucket's bound.
+            quantiles = summary(counts.last(window.finished))
             views[name] = WorkerView(
                 name=name,
                 queue=worker.queue,
                 state=worker.state,
                 finished=window.finished,
                 failed=window.failed,
-                p95=quantile(window.durations, 0.95),
+                p50=quantiles["p50"],
+                p95=quantiles["p95"],
+                p99=quantiles["p99"],
+                dead_total=counts.dead,
                 active=(active or {}).get(name, 0),
                 concurrency=(concurrency or {}).get(name),
                 last_claim=worker.last_claim

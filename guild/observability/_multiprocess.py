@@ -5,8 +5,8 @@
 returned environment to each, then :func:`process_exited` for each child that
 ends. The children need nothing else: with ``PROMETHEUS_MULTIPROC_DIR`` set
 before they import prometheus_client, their metrics live in that directory,
-and their :func:`serve_http` listens on the shared port with ``SO_REUSEPORT``
-and answers every scrape with the sum over all of them.
+and whoever renders it (``guild run``'s parent, see :mod:`._fleet_http`; or
+any process's :func:`serve_http`) answers with the sum over all of them.
 """
 
 from __future__ import annotations

@@ -11,8 +11,11 @@ rolling windows from samples of them, so a job is counted once for both.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
+from itertools import islice
 
 from ._events import Instrument, JobFinished, Outcome
+from ._quantiles import SAMPLE_SIZE
 
 DURATION_BUCKETS: tuple[float, ...] = (
     0.001,
@@ -43,9 +46,11 @@ class WorkerCounts:
 
     ``durations[i]`` counts attempts that took at most ``DURATION_BUCKETS[i]``
     seconds and more than the bound before it; the last slot is the overflow.
+    ``recent`` holds the exact durations of the last :data:`SAMPLE_SIZE`
+    attempts, for true quantiles (see :mod:`._quantiles`).
     """
 
-    __slots__ = ("dead", "duration_sum", "durations", "failed", "processed", "retried")
+    __slots__ = ("dead", "duration_sum", "durations", "failed", "processed", "recent", "retried")
 
     def __init__(self) -> None:
         self.processed = 0
@@ -54,12 +59,20 @@ class WorkerCounts:
         self.dead = 0
         self.durations = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
+        self.recent: deque[float] = deque(maxlen=SAMPLE_SIZE)
 
     @property
     def finished(self) -> int:
         return self.processed + self.failed
 
+    def last(self, n: int) -> list[float]:
+        """The durations of the last ``n`` attempts, of those still kept (oldest first)."""
+        taken = list(islice(reversed(self.recent), max(n, 0)))
+        taken.reverse()
+        return taken
+
     def copy(self) -> WorkerCounts:
+        """The counts, for differences; ``recent`` is not copied (it stays empty)."""
         twin = WorkerCounts()
         twin.processed, twin.failed = self.processed, self.failed
         twin.retried, twin.dead = self.retried, self.dead
@@ -85,6 +98,7 @@ class JobCounts(Instrument):
         duration = event.duration
         counts.durations[bisect_left(DURATION_BUCKETS, duration)] += 1
         counts.duration_sum += duration
+        counts.recent.append(duration)
         if outcome is Outcome.DONE:
             counts.processed += 1
         else:

@@ -139,7 +139,8 @@ class KeyedLimiters:
     def _make_local(self, key: str) -> _Entry:
         s = self.settings
         return _Entry(
-            RateLimiter(s.rate, s.period, concurrency=s.concurrency, burst=s.burst),
+            # Not reported: the job_limit_waited event counts these waits, by worker.
+            RateLimiter(s.rate, s.period, concurrency=s.concurrency, burst=s.burst, report=False),
         )
 
 
@@ -182,6 +183,7 @@ async def open_redis_keyed_limiters(
                 concurrency=settings.concurrency,
                 lease=lease,
                 poll_interval=poll_interval,
+                report=False,
             )
             stop = trio.CancelScope()
             # Set now, not when the task first runs: the caller acquires at once.

@@ -26,6 +26,8 @@ import attrs
 import trio
 
 from .._errors import RateLimitError
+from ..observability._current import emit_here
+from ..observability._events import RateLimited
 from ._capacity import CapacityInterface
 from ._gcra import Rate, admit
 
@@ -102,6 +104,10 @@ class RateLimiter(CapacityInterface):
         burst: admissions allowed at once after an idle spell.
         on_wait: called with the seconds a task waited, whenever it had to wait
             (metrics hook; must not raise).
+        name: the ``limiter`` label of its waits in ``guild_ratelimit_wait_seconds``.
+        report: emit a ``rate_limited`` event for each wait to the app whose run
+            it happens in (see :mod:`guild.observability._current`); off for
+            limiters made per key, whose names would be unbounded.
 
     Raises:
         TypeError: ``concurrency`` is not an int, ``math.inf`` or ``None``.
@@ -117,7 +123,11 @@ class RateLimiter(CapacityInterface):
         concurrency: int | float | None = None,
         burst: int = 1,
         on_wait: Callable[[float], None] | None = None,
+        name: str = "rate_limiter",
+        report: bool = True,
     ) -> None:
+        self.name = name
+        self._report = report
         self._rate = None if rate is None else Rate(rate=rate, period=period, burst=burst)
         self._total: int | float = (
             math.inf if concurrency is None else checked_total_tokens(concurrency, "concurrency")
@@ -303,3 +313,5 @@ class RateLimiter(CapacityInterface):
         self._waited += waited
         if self._on_wait is not None:
             self._on_wait(waited)
+        if self._report:
+            emit_here("rate_limited", RateLimited(limiter=self.name, waited=waited))

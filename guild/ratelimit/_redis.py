@@ -56,6 +56,8 @@ import trio
 
 from .._errors import BrokerError, BrokerUnavailable, RateLimitError
 from .._groups import leaves
+from ..observability._current import emit_here
+from ..observability._events import RateLimited
 from ._capacity import CapacityInterface
 from ._gcra import Rate
 from ._local import RateLimiterStatistics, checked_hold, checked_total_tokens
@@ -237,6 +239,7 @@ class RedisRateLimiter(CapacityInterface):
         poll_interval: float = 0.05,
         url: str | None = None,
         blocking_timeout: float = 1.0,
+        report: bool = True,
     ) -> None:
         for label, value in (("lease", lease), ("poll_interval", poll_interval)):
             if not (value > 0 and math.isfinite(value)):
@@ -256,6 +259,8 @@ class RedisRateLimiter(CapacityInterface):
         self._poll_interval = poll_interval
         self._blocking = None if url is None else _BlockingRedis(url, blocking_timeout)
         self.name = name
+        # Off for the limiters made per key (guild.Limit): their names are unbounded.
+        self._report = report
         # Tokens are named per process and per acquisition so that one process's
         # release can never remove another's.
         self._process_id = uuid.uuid4().hex
@@ -485,8 +490,11 @@ class RedisRateLimiter(CapacityInterface):
         self._waiting_member = None
         self._admit(borrower, member)
         if behind_others or attempts > 1:
+            waited = trio.current_time() - me.started
             self._waits += 1
-            self._waited += trio.current_time() - me.started
+            self._waited += waited
+            if self._report:
+                emit_here("rate_limited", RateLimited(limiter=self.name, waited=waited))
 
     def release_on_behalf_of(self, borrower: object) -> None:
         """Give back ``borrower``'s token (no I/O: it goes back with the next script).

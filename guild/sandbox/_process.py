@@ -38,6 +38,8 @@ import structlog
 import trio
 
 from .._errors import CommandRefused, IsolationUnavailable, SandboxError, SandboxTimeout
+from ..observability._current import emit_here
+from ..observability._events import SandboxRan
 from . import _cgroup, _jobdir, _reaper, _spawn, _uids
 from ._bwrap import READ_ONLY, bwrap_argv
 from ._policy import SandboxPolicy, check, check_run, resolve_allowed
@@ -246,6 +248,15 @@ class Sandbox:
                 rule=refused.rule,
                 detail=refused.detail,
                 requested_by=requested_by,
+            )
+            emit_here(
+                "sandbox_ran",
+                SandboxRan(
+                    argv=tuple(refused.argv),
+                    exit_code=None,
+                    duration=0.0,
+                    refused_rule=refused.rule,
+                ),
             )
             raise
         prove = self._spare_proves_uid()
@@ -489,6 +500,7 @@ class Sandbox:
                 verdict.append(cgroup.exceeded() or "")
                 _cgroup.release(cgroup)
             self._audit(resolved, process.returncode, duration, out, err, requested_by, timed_out)
+            emit_here("sandbox_ran", _ran(resolved, process.returncode, duration, timed_out))
         if timed_out:
             raise SandboxTimeout(resolved, timeout, out.value(), err.value())
         code = process.returncode if process.returncode is not None else -9
@@ -573,6 +585,13 @@ class Sandbox:
             requested_by=requested_by,
             policy={"allow": list(self.policy.allow), "cpu_seconds": self.policy.cpu_seconds},
         )
+
+
+def _ran(argv: tuple[str, ...], code: int | None, duration: float, timed_out: bool) -> SandboxRan:
+    """The ``sandbox_ran`` event of a run that started: a run stopped by its
+    timeout or ended by a signal (a budget's kill, an OOM) has no exit code."""
+    killed = timed_out or code is None or code < 0
+    return SandboxRan(argv=argv, exit_code=None if killed else code, duration=duration)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -22,6 +22,7 @@ from ._policy import RestartChildren as RestartChildren
 from ._policy import Strategy as Strategy
 from ._policy import SupervisorPolicy as SupervisorPolicy
 from ._processes import supervise_processes as supervise_processes
+from ._states import WorkerState as WorkerState
 from ._supervisor import ChildEvent as ChildEvent
 from ._supervisor import ChildSpec as ChildSpec
 from ._supervisor import ChildStatus as ChildStatus
@@ -44,5 +45,6 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "SupervisorPolicy",
+    "WorkerState",
     "supervise_processes",
 ]

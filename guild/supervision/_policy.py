@@ -40,6 +40,7 @@ from collections import deque
 import attrs
 
 from .._backoff import exponential_delay
+from ._states import WorkerState
 
 
 class Restart(enum.Enum):
@@ -59,11 +60,14 @@ class Strategy(enum.Enum):
 
 
 class ChildState(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    RESTARTING = "restarting"  # stopped, a start is scheduled
-    OPEN = "open"  # circuit open: down until its cooldown ends
-    HALF_OPEN = "half_open"  # the one trial start is running
+    """The states this machine keeps: a subset of :class:`WorkerState`, whose
+    values (the names every output uses) they borrow."""
+
+    STARTING = WorkerState.STARTING.value
+    RUNNING = WorkerState.RUNNING.value
+    RESTARTING = WorkerState.RESTARTING.value  # stopped, a start is scheduled
+    OPEN = WorkerState.OPEN.value  # circuit open: down until its cooldown ends
+    HALF_OPEN = WorkerState.HALF_OPEN.value  # the one trial start is running
 
 
 class Event(enum.Enum):

@@ -3,7 +3,8 @@
 ``guild run --processes N`` runs N copies of the worker command under one
 :class:`Supervisor` (one_for_one, permanent children): a child that dies —
 even by SIGKILL — is started again with backoff, and too many deaths within
-the period make the parent give up (exit code 1).
+the period make the parent give up (exit code 1). Each child finds its index
+(kept across its restarts) in ``$GUILD_PROCESS_INDEX``.
 
 Signals: children run in sessions of their own, so a terminal's Ctrl-C reaches
 only the parent, which forwards one SIGTERM to every child (each drains: stops
@@ -36,10 +37,47 @@ from ._supervisor import ChildSpec, Supervisor
 
 _log = structlog.get_logger("guild.supervision")
 _PR_SET_PDEATHSIG = 1
+INDEX_VARIABLE = "GUILD_PROCESS_INDEX"
+"""Set in each child's environment to its index in the fleet (0 to count - 1)."""
 
 
 class ChildProcessDied(Exception):
     """A supervised process exited when nobody asked it to."""
+
+
+class _Child:
+    """A child started from the Trio thread itself, and awaited through a pidfd.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child ends, not
+    the process: ``trio.lowlevel.open_process`` forks in a worker thread, which
+    Trio's thread cache retires after 10 idle seconds, and every child then got
+    SIGTERM 10 s after its start. Forked from the thread that runs the
+    supervisor, the signal comes only when the supervisor is gone.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        if self._popen.returncode is None:
+            # Readable once the child exits; it stays a zombie (its pid ours) until reaped.
+            fd = os.pidfd_open(self.pid)
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            finally:
+                os.close(fd)
+        return self._popen.wait()
+
+    def send_signal(self, signum: int) -> None:
+        self._popen.send_signal(signum)
+
+    def kill(self) -> None:
+        self._popen.kill()
 
 
 def _child_setup() -> None:
@@ -48,8 +86,25 @@ def _child_setup() -> None:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def _spawn(argv: list[str], env: Mapping[str, str]) -> _Child:
+    # Blocks the Trio thread for the fork and exec (milliseconds): on purpose, see _Child.
+    return _Child(
+        subprocess.Popen(
+            argv,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_child_setup,
+            stdin=subprocess.DEVNULL,
+        )
+    )
+
+
 OnKilled = Callable[[int], Awaitable[None]]
 """Called with the pid of a child that was SIGKILLed after its grace, once it exited."""
+OnStarted = Callable[[int, int], None]
+"""Called with a child's index and pid each time that index is started (again)."""
+OnExited = Callable[[int, int, int], None]
+"""Called with a child's index, pid and exit code once it has exited, whatever the cause."""
 
 
 class _Fleet:
@@ -59,26 +114,30 @@ class _Fleet:
         env: Mapping[str, str] | None,
         grace: float,
         on_killed: OnKilled | None = None,
+        on_started: OnStarted | None = None,
+        on_exited: OnExited | None = None,
     ) -> None:
+        self.on_started = on_started
+        self.on_exited = on_exited
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.grace = grace
         self.on_killed = on_killed
-        self.processes: dict[int, trio.Process] = {}
+        self.processes: dict[int, _Child] = {}
         self.draining = False
         self.killed = 0
         self.failed_exits = 0
 
     async def run_child(self, index: int, *, task_status: trio.TaskStatus[None]) -> None:
-        process = await trio.lowlevel.open_process(
-            self.argv,
-            env=self.env,
-            start_new_session=True,
-            preexec_fn=_child_setup,
-            stdin=subprocess.DEVNULL,
-        )
+        # Each child knows its place in the fleet (a restart keeps it), for
+        # whatever it names after it (`guild run`: its private HTTP socket).
+        env = {**(self.env if self.env is not None else os.environ), INDEX_VARIABLE: str(index)}
+        await trio.lowlevel.checkpoint()
+        process = _spawn(self.argv, env)
         self.processes[index] = process
         _log.info("process_started", index=index, pid=process.pid)
+        if self.on_started is not None:
+            self.on_started(index, process.pid)
         task_status.started()
         try:
             code = await process.wait()
@@ -87,13 +146,15 @@ class _Fleet:
                 with trio.CancelScope(shield=True):
                     await self._stop(process)
             self.processes.pop(index, None)
+            if self.on_exited is not None and process.returncode is not None:
+                self.on_exited(index, process.pid, process.returncode)
         if self.draining:
             if code != 0:
                 self.failed_exits += 1
             await trio.sleep_forever()  # drained on purpose: nothing for the policy
         raise ChildProcessDied(f"process {index} (pid {process.pid}) exited with {code}")
 
-    async def _stop(self, process: trio.Process) -> None:
+    async def _stop(self, process: _Child) -> None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         with trio.move_on_after(self.grace):
@@ -101,7 +162,7 @@ class _Fleet:
         if process.returncode is None:
             await self._kill(process)
 
-    async def _kill(self, process: trio.Process) -> None:
+    async def _kill(self, process: _Child) -> None:
         self.killed += 1
         with contextlib.suppress(ProcessLookupError):
             process.kill()
@@ -133,20 +194,25 @@ async def supervise_processes(
     backoff: Backoff | None = None,
     env: Mapping[str, str] | None = None,
     on_killed: OnKilled | None = None,
+    on_started: OnStarted | None = None,
+    on_exited: OnExited | None = None,
     task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run ``count`` copies of ``argv`` until SIGTERM/SIGINT; restart any that dies.
 
     ``on_killed(pid)`` is awaited for each child killed after ``grace`` seconds,
     once it has exited; it should bound its own time and not raise (an error
-    would end the supervision).
+    would end the supervision). ``on_started(index, pid)`` and
+    ``on_exited(index, pid, code)`` are called (synchronously; they must not
+    raise) as each child starts and ends, so the caller can keep a view of the
+    fleet (``guild run`` answers ``/health`` for every process from it).
 
     Returns:
         0 when every child drained cleanly on a signal; 1 when the supervisor
         gave up, a child had to be killed after ``grace``, or one exited with an
         error while draining.
     """
-    fleet = _Fleet(argv, env, grace, on_killed)
+    fleet = _Fleet(argv, env, grace, on_killed, on_started, on_exited)
     supervisor = Supervisor(
         "processes",
         strategy=Strategy.ONE_FOR_ONE,

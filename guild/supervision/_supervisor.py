@@ -35,6 +35,7 @@ from ._policy import (
     Strategy,
     SupervisorPolicy,
 )
+from ._states import WorkerState
 
 _log = structlog.get_logger("guild.supervision")
 
@@ -70,7 +71,7 @@ class ChildEvent:
 
     supervisor: str
     child: str
-    state: str
+    state: WorkerState
     at: float
     detail: str | None = None
     restarts_in_period: int = 0
@@ -269,9 +270,9 @@ class Supervisor:
             return []  # a child we stopped on purpose: nothing to decide
         del self._running[outcome.child]
         if outcome.crashed:
-            self._emit(outcome.child, "crashed", outcome.error, outcome.error)
+            self._emit(outcome.child, WorkerState.CRASHED, outcome.error, outcome.error)
             return self.policy.crashed(outcome.child, now, self._rand(), outcome.error or "")
-        self._emit(outcome.child, "exited", outcome.detail)
+        self._emit(outcome.child, WorkerState.EXITED, outcome.detail)
         return self.policy.exited(outcome.child, now, self._rand())
 
     async def _apply(self, decision: Decision, now: float) -> GaveUp | None:
@@ -283,24 +284,24 @@ class Supervisor:
                         # A temporary sibling: stopped for good, so it goes (as in OTP).
                         self._forget(name)
                 for name in start:
-                    self._emit(name, "restarting", f"in {delay:.3g}s: {cause}")
+                    self._emit(name, WorkerState.RESTARTING, f"in {delay:.3g}s: {cause}")
                 await trio.sleep(delay)
                 for name in start:
                     if self.policy.state(name) in (ChildState.RESTARTING, ChildState.OPEN):
                         self.policy.scheduled_start(name)
                         if self.policy.state(name) is ChildState.HALF_OPEN:
-                            self._emit(name, "half_open", "one trial start")
+                            self._emit(name, WorkerState.HALF_OPEN, "one trial start")
                         await self._start(name)
             case OpenCircuit(child, until):
                 # `now` is when the policy decided: reading the clock again would
                 # report a cooldown shortened by however long logging took.
-                self._emit(child, "open", f"circuit open for {until - now:.3g}s")
+                self._emit(child, WorkerState.OPEN, f"circuit open for {until - now:.3g}s")
             case CloseCircuit(child):
-                self._emit(child, "closed", "trial stayed up; circuit closed")
+                self._emit(child, WorkerState.CLOSED, "trial stayed up; circuit closed")
             case Remove(child):
                 self._forget(child)
             case GiveUp(restarts, period, cause):
-                self._emit_all("gave_up", cause)
+                self._emit_all(WorkerState.GAVE_UP, cause)
                 _log.error(
                     "supervisor_gave_up",
                     supervisor=self.name,
@@ -331,7 +332,7 @@ class Supervisor:
             first=first,
         )
         self._running[name] = running
-        self._emit(name, "starting")
+        self._emit(name, WorkerState.STARTING)
         # Not nursery.start(): that would wait out a start that never reports,
         # uncancellably (the child's scope is shielded). Waiting here can be
         # cancelled, and the child, already in _running, is then stopped with
@@ -355,9 +356,9 @@ class Supervisor:
                     self.policy.started(spec.name, trio.current_time())
                     self._emit(
                         spec.name,
-                        "running"
+                        WorkerState.RUNNING
                         if self.policy.state(spec.name) is ChildState.RUNNING
-                        else "half_open",
+                        else WorkerState.HALF_OPEN,
                     )
 
         crashed, error, detail = False, None, None
@@ -394,7 +395,7 @@ class Supervisor:
         name = running.spec.name
         del self._running[name]
         self.policy.failed_to_start(name)
-        self._emit(name, "failed_to_start", describe(error), describe(error))
+        self._emit(name, WorkerState.FAILED_TO_START, describe(error), describe(error))
         self._forget(name)
         running.failure = error
 
@@ -405,7 +406,7 @@ class Supervisor:
         running.scope.cancel(reason=reason)
         with trio.move_on_after(running.spec.shutdown_grace):
             await running.done.wait()
-        self._emit(name, "stopped", reason)
+        self._emit(name, WorkerState.STOPPED, reason)
 
     async def _stop_all(self, reason: str) -> None:
         for name in sorted(self._running, key=lambda n: -self._order(n)):
@@ -418,7 +419,7 @@ class Supervisor:
     # --- events ----------------------------------------------------------------
 
     def _emit(
-        self, child: str, state: str, detail: str | None = None, error: str | None = None
+        self, child: str, state: WorkerState, detail: str | None = None, error: str | None = None
     ) -> None:
         restarts = self.policy.restarts_in_period(trio.current_time())
         previous = self._status.get(child)
@@ -447,6 +448,6 @@ class Supervisor:
                 )
             )
 
-    def _emit_all(self, state: str, detail: str) -> None:
+    def _emit_all(self, state: WorkerState, detail: str) -> None:
         for name in list(self.policy.children):
             self._emit(name, state, detail)

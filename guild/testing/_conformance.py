@@ -21,7 +21,7 @@ from .._codec import encode_result
 from .._errors import BrokerClosed, PayloadEncodeError
 from .._job import Job, JobStatus, UndecodablePayload
 from ..brokers._protocol import Broker, RawStorable
-from . import _cancel_checks, _jobinfo_checks, _ledger_checks, _workflow_checks
+from . import _cancel_checks, _jobinfo_checks, _ledger_checks, _purge_checks, _workflow_checks
 
 MakeBroker = Callable[[], AbstractAsyncContextManager[Broker]]
 Check = Callable[[MakeBroker], Awaitable[None]]
@@ -618,6 +618,24 @@ check_workflow_concurrent_updates = _skipped_without_store(
 check_workflow_list = _skipped_without_store(_workflow_checks.workflow_list)
 check_workflow_delete = _skipped_without_store(_workflow_checks.workflow_delete)
 check_workflow_bad_arguments = _skipped_without_store(_workflow_checks.workflow_bad_arguments)
+
+
+def _skipped_without_purge(check: Check) -> Check:
+    async def run(make_broker: MakeBroker) -> None:
+        try:
+            await check(make_broker)
+        except _purge_checks.PurgeMissing as missing:
+            raise CheckSkipped(str(missing)) from None
+
+    run.__doc__ = check.__doc__
+    return run
+
+
+# purge (guild.brokers.Purgeable, an optional protocol: each skips without it).
+check_purge_by_status = _skipped_without_purge(_purge_checks.purge_by_status)
+check_purge_all_at_once = _skipped_without_purge(_purge_checks.purge_all_at_once)
+check_purge_older_than = _skipped_without_purge(_purge_checks.purge_older_than)
+check_purge_bad_arguments = _skipped_without_purge(_purge_checks.purge_bad_arguments)
 
 
 CHECKS: dict[str, Check] = {

@@ -156,10 +156,11 @@ async def view(broker: Broker, workflow_id: str, *, wait: float = 0.0) -> Workfl
         record = await store.get_workflow(workflow_id)
         if record is None:
             raise UnknownWorkflow(workflow_id)
-        found = WorkflowView.from_record(record)
         remaining = deadline - trio.current_time()
-        if found.finished or remaining <= 0:
-            return found
+        # Every change in this process wakes every waiter: the status alone says
+        # whether to go on waiting, so the view is built once, on the way out.
+        if record.status not in ACTIVE_STATUSES or remaining <= 0:
+            return WorkflowView.from_record(record)
         with trio.move_on_after(min(interval, remaining)):
             await changed.wait()
         interval = min(interval * 2, 1.0)

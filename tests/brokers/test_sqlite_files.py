@@ -1,5 +1,6 @@
 """The SQLite broker's files: only their owner may read them, and files of every
-earlier schema version open, migrate, and keep their jobs."""
+earlier schema version are refused, or (``migrate=True``) migrate and keep their jobs.
+``guild migrate``, with its backup and checks, is tested in test_sqlite_migrate.py."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ async def test_an_existing_database_keeps_the_mode_its_owner_gave_it(tmp_path: P
     assert _mode(path) == 0o640
 
 
-# --- old files: every earlier schema version opens, migrates, and keeps its jobs ----
+# --- old files: refused, or migrated in place on request, keeping their jobs ----
 
 
 def _old_database(path: Path, version: int) -> None:
@@ -80,7 +81,9 @@ def _old_database(path: Path, version: int) -> None:
 async def test_an_old_database_migrates_and_keeps_its_jobs(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old.db"
     _old_database(path, version)
-    broker = await SqliteBroker.open(path)
+    with pytest.raises(guild.SchemaMismatch, match="guild migrate --broker sqlite://"):
+        await SqliteBroker.open(path)
+    broker = await SqliteBroker.open(path, migrate=True)
     try:
         (delivery,) = await broker.claim("q", consumer="c", limit=1, lease=30)
         assert (delivery.job.id, delivery.job.payload) == ("old-job", {"n": 1})

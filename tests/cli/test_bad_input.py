@@ -151,6 +151,17 @@ CASES = [
     case("dlq", "list", "--limit", "many", says="--limit: expected a whole number"),
     case("dlq", "list", "--queue", " ", says="queue name"),
     case("dlq", "show", "", says="expected a job id"),
+    # --- workflow: every action opens nothing it cannot read ---
+    case("workflow", "list", "--broker", "memory://", says="nothing stored to read"),
+    case("workflow", "show", "W1", "--broker", CLOSED, says="Unable to establish a connection"),
+    case("workflow", "cancel", "W1", "--broker", CLOSED, says="Unable to establish a connection"),
+    case("workflow", "list", says="no database at"),
+    case("workflow", "show", "W1", says="no database at"),
+    case("workflow", "cancel", "W1", says="no database at"),
+    case("workflow", says="required: ACTION"),
+    case("workflow", "list", "--status", "stuck", says="--status: invalid choice"),
+    case("workflow", "list", "--limit", "0", says="--limit: expected at least 1"),
+    case("workflow", "show", " ", says="expected a workflow id"),
     # --- run: the target ---
     case("run", "tests.cli.apps:not_an_app", *MEM, says="a guild.Guild instance"),
     case("run", "tests.cli.apps:missing", *MEM, says="'missing'"),
@@ -216,7 +227,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
 
 def test_the_battery_covers_every_command() -> None:
     commands = {c.values[0][0] for c in CASES if c.values[0]}
-    assert commands == {"run", "enqueue", "stats", "dlq", "status", "top", "launch"}
+    assert commands == {"run", "enqueue", "stats", "dlq", "workflow", "status", "top", "launch"}
 
 
 @pytest.mark.slow

@@ -80,9 +80,7 @@ async def test_show_a_running_job_with_its_progress_then_done_then_a_dead_one(
     with trio.fail_after(120):
         async with guild.open_broker(url) as broker:
             (running,) = await broker.enqueue([guild.Job(queue="steps", payload={"steps": 5})])
-            (failing,) = await broker.enqueue(
-                [guild.Job(queue="fails", payload=7, max_attempts=2)]
-            )
+            (failing,) = await broker.enqueue([guild.Job(queue="fails", payload=7, max_attempts=2)])
             process = _start(url, marks, log)
             try:
                 # The handler's last report (5 of 5) reaches the broker, from the

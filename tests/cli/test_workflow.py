@@ -159,7 +159,7 @@ class TestShow:
             "ship": "failed",
             "email": "skipped",
         }
-        assert "the carrier refused" in _steps(shown)["ship"][2]
+        assert "the carrier refused" in str(_steps(shown)["ship"][2])
         assert _undo_states(shown) == {
             "reserve": "done",
             "charge": "done",

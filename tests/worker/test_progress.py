@@ -23,7 +23,7 @@ import guild
 from guild import Job, JobProgress, JobStatus, MemoryBroker, WorkerSpec
 from guild._progress import PROGRESS_INTERVAL, ProgressThrottle
 from guild._spec import Handler
-from guild.observability import Instrument, Instruments, JobProgressed
+from guild.observability import EventHub, Instrument, Instruments, JobProgressed
 
 
 class RecordingBroker(MemoryBroker):
@@ -141,6 +141,47 @@ class TestRateLimit:
                 (b.id, 0.9, "b second"),
             ]
         )
+
+
+class TestEvents:
+    async def test_each_write_is_a_job_progress_message_on_the_hub(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Reports at t = 0 (written at once) and t = 0.1 (pending when the handler
+        returns at 0.2: written as the final value): two messages, in order."""
+        broker = MemoryBroker()
+        instruments = Instruments()
+        hub = EventHub(clock=lambda: 1234.5)
+        hub.attach(instruments)
+
+        async def handler(job: Job) -> None:
+            guild.progress(0.25, "a quarter")
+            await trio.sleep(0.1)
+            guild.progress(1)
+            await trio.sleep(0.1)
+
+        with hub.subscribe() as feed:
+            job_id = await _run_one(broker, handler, instruments)
+            messages = []
+            while True:
+                try:
+                    messages.append(feed.receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+        progressed = [m for m in messages if m["type"] == "job_progress"]
+        assert progressed == [
+            {
+                "type": "job_progress",
+                "time": 1234.5,
+                "worker": "q",
+                "task_id": job_id,
+                "queue": "q",
+                "attempt": 1,
+                "fraction": fraction,
+                "message": message,
+            }
+            for fraction, message in [(0.25, "a quarter"), (1.0, None)]
+        ]
 
 
 class TestProgressArguments:

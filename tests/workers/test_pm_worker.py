@@ -5,6 +5,7 @@ messages API)."""
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import shutil
@@ -255,6 +256,57 @@ class TestCancel:
         assert gates.log == ["run first", "run second", "cancelled second", "undo first"]
 
 
+class TestRetention:
+    async def test_nothing_of_a_finished_project_stays_in_the_process(
+        self,
+        autojump_clock: trio.testing.MockClock,
+        memory_broker: guild.MemoryBroker,
+        nursery: trio.Nursery,
+    ) -> None:
+        # A finished project lives on in the broker only: no workflow spec, view
+        # or action context is held by the PM worker or the coordinator (a dict
+        # of finished workflows would show here). The collection only clears
+        # reference cycles (exceptions and their frames), so that what is
+        # counted is what something still holds.
+        app = guild.Guild("pm-test", workflow_poll=0.5)
+        pm = add_pm_worker(app)
+
+        @pm.action("work")
+        async def work(ctx: PhaseContext) -> str:
+            if ctx.args:
+                raise guild.Reject("planned")
+            return ctx.phase
+
+        @pm.action("undo")
+        async def undo(ctx: PhaseContext) -> str:
+            return ctx.phase
+
+        await nursery.start(app.run, memory_broker)
+        payloads = [
+            {
+                "project": {
+                    "phases": {
+                        "a": {"action": "work", "rollback": "undo"},
+                        "b": {"action": "work", "after": "a", "args": n % 4 == 0},
+                    },
+                    "rollbacks": {"undo": {"action": "undo"}},
+                }
+            }
+            for n in range(40)
+        ]
+        jobs = await app.enqueue_many("pm", payloads)
+        for job in jobs:
+            assert await app.result(job, wait=60) is not None
+        await trio.sleep(5)  # past the coordinator's next sweep
+        gc.collect()
+        alive = [
+            type(o).__name__
+            for o in gc.get_objects()
+            if isinstance(o, guild.Workflow | guild.WorkflowView | PhaseContext | Project)
+        ]
+        assert alive == []
+
+
 class TestShapes:
     """Any DAG of phases is accepted, any graph with a cycle refused (the oracle:
     Kahn's algorithm, not the workflow's own cycle finder)."""
@@ -453,12 +505,8 @@ print("cleaning after:", json.load(open("pm_results.json"))["build"]["stdout"].s
 def _tasks_app(policy: SandboxPolicy, **options: Any) -> tuple[guild.Guild, PMWorker]:
     app = guild.Guild("pm-tasks", workflow_poll=0.2)
     pm = add_pm_worker(app, **options)
-    add_task_worker(app, concurrency=4, policy=policy, max_timeout=60.0, **_no_llm())
+    add_task_worker(app, concurrency=4, policy=policy, max_timeout=60.0)
     return app, pm
-
-
-def _no_llm() -> dict[str, Any]:
-    return {"llm": None} if os.environ.get("GUILD_LLM_BASE_URL") is None else {}
 
 
 @pytest.fixture
@@ -672,7 +720,7 @@ class TestPromptsAndPosts:
         base = await slack.serve(nursery)
         app = guild.Guild("pm-posts", workflow_poll=0.2)
         pm = add_pm_worker(app)
-        add_task_worker(app, policy=SandboxPolicy(isolate="never"), **_no_llm())
+        add_task_worker(app, policy=SandboxPolicy(isolate="never"))
         settings = SlackSettings(api_url=f"{base}/api", token="xoxb-pm", rate=50.0, burst=5)
         add_result_worker(app, settings=settings)
 

@@ -9,9 +9,10 @@ step that fails, and every step declares a compensation), then starts
 workflow coordinator) and SIGKILLs it at a random point, again and again, each
 time starting a new one; after the last kill a final process runs until every
 workflow has finished. Kill points (seeded): at a random time after the spawn
-(during start-up and the coordinator's resume), a random while after the
-process's k-th step started (mid-handler), or as soon as one of its handlers
-ended (the window between a handler's return and its result being stored).
+(during start-up and the coordinator's resume), a random while (up to 0.2 s)
+after the process's k-th handler started (k from 1 to 8: mid-handler), or as
+soon as its k-th handler ended (k from 1 to 6: the window between a handler's
+return and its result being stored).
 
 Every handler appends a line to a log file opened with ``O_APPEND`` when it
 starts, when it ends (``ok``, ``reject``) and when it is cancelled; the driver
@@ -44,7 +45,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,10 @@ def make_plan(rng: random.Random, index: int, *, fail: bool) -> Plan:
 @attrs.frozen
 class Kill:
     pid: int
-    mode: str  # "startup", "mid-step", "after-end" or "idle" (no progress came)
+    # "startup", "mid-step", "after-end", "no work" (every submitted workflow
+    # had finished), "idle" (workflows were active, yet no progress came for 30 s),
+    # or "exited CODE: ..." (it ended by itself: a violation).
+    mode: str
 
 
 @attrs.frozen
@@ -211,37 +215,60 @@ class _Tail:
 
 
 async def _wait_then_kill(
-    process: subprocess.Popen[bytes], rng: random.Random, tail: _Tail, log: Path
+    process: subprocess.Popen[bytes],
+    rng: random.Random,
+    tail: _Tail,
+    log: Path,
+    errors: Path,
+    busy: Callable[[], Awaitable[bool]],
 ) -> Kill:
     roll = rng.random()
     mode = "startup" if roll < 0.2 else "mid-step" if roll < 0.7 else "after-end"
-    wanted = rng.randint(1, 3)
+    # Kills spread over the whole run, compensations included: a process gets
+    # to start a few steps, or end a few, before it is killed.
+    wanted = rng.randint(1, 8) if mode == "mid-step" else rng.randint(1, 6)
     delay = rng.uniform(0.0, 2.0) if mode == "startup" else rng.uniform(0.0, 0.2)
     tail.new()
     if mode != "startup":
-        seen = 0
+        seen, counted = 0, "start" if mode == "mid-step" else "end"
+        next_look = trio.current_time() + 0.5
         with trio.move_on_after(float(os.environ.get("GUILD_KILL9_IDLE", "30"))) as waited:
             while True:
                 for line in tail.new():
                     if line.get("pid") != process.pid:
                         continue
-                    if mode == "mid-step" and line["e"] == "start":
+                    if line["e"] == counted:
                         seen += 1
-                    elif mode == "after-end" and line["e"] == "end":
-                        seen = wanted
-                if seen >= wanted:
+                if seen >= wanted or process.poll() is not None:
                     break
+                if trio.current_time() >= next_look:
+                    # Every submitted workflow finished: no progress can come.
+                    if not await busy():
+                        mode = "no work"
+                        break
+                    next_look = trio.current_time() + 0.5
                 await trio.sleep(0.005)
         if waited.cancelled_caught:
+            # Workflows were active, yet the process started or ended nothing.
             mode = "idle"
         if mode == "after-end":
             delay = 0.0
     await trio.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    await trio.to_thread.run_sync(process.wait)
+    code = process.poll()
+    if code is None:
+        process.send_signal(signal.SIGKILL)
+        await trio.to_thread.run_sync(process.wait)
+    else:
+        # It died of something else: the oracle counts that as a violation.
+        mode = f"exited {code}: {_last_line(errors)}"
     # Written once the process is reaped: every line it wrote comes before.
     _append(log, {"e": "kill", "pid": process.pid, "mode": mode})
     return Kill(process.pid, mode)
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(nothing on stderr)"
 
 
 def _append(log: Path, record: dict[str, Any]) -> None:
@@ -271,39 +298,49 @@ async def stress(
     was active.
     """
     rng = random.Random(seed)
-    log, errors = directory / "runs.log", directory / "children.err"
+    log = directory / "runs.log"
     plans = tuple(make_plan(rng, i, fail=i % 2 == 0) for i in range(workflows))
     waiting = list(plans)
     tail = _Tail(log)
     done: list[Kill] = []
-    for round_ in range(kills):
-        async with guild.open_broker(url) as broker:
+    async with guild.open_broker(url) as broker:
+
+        async def busy() -> bool:
             submitted = plans[: len(plans) - len(waiting)]
-            active = [
-                p for p in submitted if not (await app.workflow(p.id, broker=broker)).finished
-            ]
-            while waiting and (not active or len(submitted) * kills <= round_ * workflows):
-                plan = waiting.pop(0)
-                await app.submit(plan.workflow, broker=broker)
-                submitted, active = (*submitted, plan), [*active, plan]
-        process = _spawn(url, log, errors)
-        try:
-            done.append(await _wait_then_kill(process, rng, tail, log))
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    final = _spawn(url, log, errors)
+            for plan in submitted:
+                if not (await app.workflow(plan.id, broker=broker)).finished:
+                    return True
+            return False
+
+        for round_ in range(kills):
+            while waiting and (
+                not await busy() or (len(plans) - len(waiting)) * kills <= round_ * workflows
+            ):
+                await app.submit(waiting.pop(0).workflow, broker=broker)
+            errors = directory / f"child{round_:02d}.err"
+            process = _spawn(url, log, errors)
+            try:
+                done.append(await _wait_then_kill(process, rng, tail, log, errors, busy))
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    final_errors = directory / "final.err"
+    final = _spawn(url, log, final_errors)
     views: list[guild.WorkflowView] = []
     try:
         async with guild.open_broker(url) as broker:
-            if not kills:
-                for plan in plans:
-                    await app.submit(plan.workflow, broker=broker)
+            for plan in waiting:
+                await app.submit(plan.workflow, broker=broker)
             with trio.move_on_after(finish_within):
                 while True:
                     views = [await app.workflow(p.id, broker=broker) for p in plans]
                     if all(view.finished for view in views):
+                        break
+                    code = final.poll()
+                    if code is not None:
+                        mode = f"exited {code}: {_last_line(final_errors)}"
+                        _append(log, {"e": "kill", "pid": final.pid, "mode": mode})
                         break
                     await trio.sleep(0.2)
     finally:
@@ -367,6 +404,8 @@ def _runs(
         if line["e"] == "kill":
             killed[line["pid"]] = index
             report.kills[line["mode"]] += 1
+            if line["mode"].startswith("exited"):
+                report.violations.append(f"pid {line['pid']} {line['mode']} before its kill")
             cut = [key for key in open_runs if key[3] == line["pid"]]
             report.kills_cutting_a_handler += bool(cut)
             for key in cut:

@@ -6,7 +6,7 @@
 
 (function () {
   const REFRESH_MS = 5000;
-  const state = { workers: {}, running: new Map(), failures: [], dead: [], queues: {} };
+  const state = { workers: {}, running: new Map(), failures: [], dead: [], queues: {}, canary: [] };
   let previous = null; // the last state's queue counts and time, for the rates
   let rates = {};
   let offset = 0; // local clock minus the server's
@@ -163,6 +163,26 @@
       const cell = tr.querySelector(".age");
       if (job && cell) cell.textContent = age(now - job.started);
     }
+  }
+
+  function renderCanary() {
+    $("canary-section").hidden = false;
+    const now = serverNow();
+    const figures = function (f) {
+      if (!f) return "";
+      const rate = f.jobs ? (100 * f.errors / f.jobs).toFixed(1) : "0.0";
+      return f.jobs + " jobs, " + rate + "% errors, p95 " + (f.p95 === null ? "n/a" : f.p95 + " s");
+    };
+    const pct = function (share) { return Math.round(100 * share) + "%"; };
+    const rows = state.canary.map(function (d) {
+      const tr = el("tr");
+      tr.append(el("td", age(now - d.time) + " ago"), el("td", d.queue),
+        el("td", d.event + ": " + d.from_phase + " \u2192 " + d.to_phase),
+        el("td", pct(d.from_share) + " \u2192 " + pct(d.to_share)), el("td", d.reason),
+        el("td", figures(d.canary)), el("td", figures(d.stable)));
+      return tr;
+    });
+    fill("canary", rows, 7, "no decisions");
   }
 
   function renderFailures() {
@@ -342,6 +362,12 @@
       }
       case "workflow":
         refreshSoon();
+        break;
+      case "canary":
+        // Rollout decisions (docs/rollout.md), newest first; shown once one comes.
+        state.canary.unshift(event);
+        state.canary.length = Math.min(state.canary.length, 20);
+        renderCanary();
         break;
       default:
         break;

@@ -1,0 +1,252 @@
+"""``guild canary status|start|promote|pause|rollback``: canary rollouts, by hand.
+
+Each action is one event through the rollout state machine, written with a
+compare and set (see :mod:`guild.rollout._controller`), so an operator and the
+canary's controller never undo each other. ``rollback`` also hands the lane's
+waiting jobs back to the stable version at once, whether or not a canary runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from ..brokers._url import open_broker
+from ..rollout._controller import apply, namespace_of, observation
+from ..rollout._lanes import lane_of
+from ..rollout._machine import (
+    CanaryPolicy,
+    CanaryTransitionError,
+    Event,
+    Pause,
+    Promote,
+    Rollback,
+    Start,
+)
+from ..rollout._store import CanaryRecord, hand_back_dead, lane_held, load, load_all, move_lane
+from ._args import CommandFailed, UsageError, broker_url, integer, queue_name
+from ._output import EXIT_OK, print_json, table
+
+
+class CanaryRefused(CommandFailed):
+    """The rollout's phase does not allow the action (``CanaryTransitionError``)."""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("canary", help="canary rollouts: status, start, promote, ...")
+    parser.add_argument(
+        "--broker",
+        type=broker_url,
+        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="each rollout's phase, share, figures, decisions")
+    status.add_argument("queue", nargs="?", type=queue_name, help="only this queue")
+    start = actions.add_parser("start", help="start at the first stage (or resume a paused one)")
+    start.add_argument("queue", type=queue_name)
+    add_policy_flags(start)
+    subs = [status, start]
+    for name, text in (
+        ("promote", "move one stage on now"),
+        ("pause", "hold the current share"),
+        ("rollback", "share 0 now; the lane's jobs go back to the stable version"),
+    ):
+        sub = actions.add_parser(name, help=text)
+        sub.add_argument("queue", type=queue_name)
+        subs.append(sub)
+    for sub in subs:
+        sub.add_argument(
+            "--broker", type=broker_url, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        sub.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+    parser.set_defaults(func=canary)
+
+
+def add_policy_flags(parser: Any, prefix: str = "") -> None:
+    """The flags of a :class:`~guild.CanaryPolicy` (``--soak`` …, or ``--canary-soak`` …)."""
+    parser.add_argument(
+        f"--{prefix}stages", type=_stages, help="shares, rising, ending at 1 (0.1,0.5,1)"
+    )
+    parser.add_argument(f"--{prefix}soak", type=_positive, help="seconds per stage (60)")
+    parser.add_argument(
+        f"--{prefix}error-rate",
+        type=_fraction,
+        help="how far the canary's error rate may exceed the stable's (0.01)",
+    )
+    parser.add_argument(
+        f"--{prefix}p95", type=_positive, help="p95 seconds the canary may reach (5)"
+    )
+    parser.add_argument(
+        f"--{prefix}min-jobs",
+        type=integer(1, 1_000_000_000),
+        help="canary outcomes a stage needs to be judged (20)",
+    )
+
+
+def policy_from(args: argparse.Namespace, prefix: str = "") -> CanaryPolicy | None:
+    """The policy the flags give, or ``None`` when none was given."""
+    given = {
+        name: getattr(args, prefix + name)
+        for name in ("stages", "soak", "error_rate", "p95", "min_jobs")
+        if getattr(args, prefix + name, None) is not None
+    }
+    if not given:
+        return None
+    try:
+        return CanaryPolicy(**given)
+    except ValueError as exc:
+        raise UsageError(f"canary policy: {exc}") from None
+
+
+def _stages(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected shares like 0.1,0.5,1, got {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return value
+
+
+def _event(action: str, at: float) -> Event:
+    if action == "start":
+        return Start(at)
+    if action == "promote":
+        return Promote(at)
+    if action == "pause":
+        return Pause(at)
+    return Rollback(at, "by an operator")
+
+
+async def _act(args: argparse.Namespace) -> dict[str, Any]:
+    policy = policy_from(args) if args.action == "start" else None
+
+    def event(at: float, record: CanaryRecord, counts: Mapping[str, Any]) -> Event:
+        return _event(args.action, at)
+
+    async with open_broker(args.broker) as broker:
+        try:
+            record, decision = await apply(
+                broker, args.queue, event, policy=policy, hand_back=False
+            )
+        except CanaryTransitionError as exc:
+            if args.action != "rollback":
+                raise CanaryRefused(str(exc)) from None
+            record, decision = await load(broker, args.queue), None
+        moved = revived = 0
+        if args.action == "rollback":
+            moved = await move_lane(broker, args.queue)
+            revived = await hand_back_dead(broker, args.queue)
+        return {
+            "queue": args.queue,
+            "phase": None if record.state is None else record.state.phase.value,
+            "share": record.share,
+            "decision": None if decision is None else decision.to_json(),
+            "moved": moved,
+            "dead_requeued": revived,
+        }
+
+
+async def _status(args: argparse.Namespace) -> list[dict[str, Any]]:
+    async with open_broker(args.broker, create=False) as opened:
+        broker: Any = opened  # the Ledger and rollouts are checked by load_all
+        records = await load_all(broker, None if args.queue is None else [args.queue])
+        out = []
+        for queue, record in sorted(records.items()):
+            counts = await broker.get_counts(namespace_of(queue))
+            seen = observation(broker.now(), record, counts)
+            state = record.state
+            out.append(
+                {
+                    "queue": queue,
+                    "lane": lane_of(queue),
+                    "phase": None if state is None else state.phase.value,
+                    "stage": None if state is None else state.stage,
+                    "share": record.share,
+                    "since": None if state is None else state.since,
+                    "policy": {
+                        "stages": list(record.policy.stages),
+                        "soak": record.policy.soak,
+                        "error_rate": record.policy.error_rate,
+                        "p95": record.policy.p95,
+                        "min_jobs": record.policy.min_jobs,
+                    },
+                    "canary": seen.canary.to_json(),
+                    "stable": seen.stable.to_json(),
+                    "lane_jobs": await lane_held(broker, queue),
+                    "decisions": [d.to_json() for d in record.decisions],
+                }
+            )
+        return out
+
+
+def canary(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        found = trio.run(_status, args)
+        if args.json:
+            print_json(found)
+            return EXIT_OK
+        if not found:
+            print("no canary rollouts")
+            return EXIT_OK
+        rows = [
+            (
+                r["queue"],
+                r["phase"],
+                f"{r['share']:.0%}",
+                _figures(r["canary"]),
+                _figures(r["stable"]),
+                r["lane_jobs"],
+            )
+            for r in found
+        ]
+        print(table(("queue", "phase", "share", "canary", "stable", "in lane"), rows))
+        for r in found:
+            for d in r["decisions"][-5:]:
+                print(
+                    f"{r['queue']}: {d['event']} {d['from_phase']} {d['from_share']:.0%}"
+                    f" -> {d['to_phase']} {d['to_share']:.0%}: {d['reason']}"
+                )
+        return EXIT_OK
+    done = trio.run(_act, args)
+    if args.json:
+        print_json(done)
+    else:
+        line = f"{done['queue']}: {done['phase']} at {done['share']:.0%}"
+        if args.action == "rollback":
+            line += (
+                f"; {done['moved']} waiting jobs handed back to {done['queue']},"
+                f" {done['dead_requeued']} dead ones requeued there"
+            )
+        print(line)
+    return EXIT_OK
+
+
+def _figures(figures: Mapping[str, Any]) -> str:
+    jobs, errors, p95 = figures["jobs"], figures["errors"], figures["p95"]
+    rate = errors / jobs if jobs else 0.0
+    return f"{jobs} jobs, {rate:.1%} errors, p95 {'n/a' if p95 is None else f'{p95} s'}"

@@ -1,0 +1,96 @@
+"""How ``guild run`` runs an app with rollouts: every process records outcomes,
+a canary process also serves its queues' lanes and drives their rollouts.
+
+A canary app's workers claim the lanes of their queues (``emails@canary``), so
+only the share the broker routes there reaches them. Once every rollout of the
+canary is rolled back, its workers drain (their in-flight jobs finish; a
+retry or a release lands in the lane), and the lanes are moved back to the
+stable version until nothing has come in for longer than a producer's stale
+view of the share; then the process ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+import trio
+
+from ..brokers._canary import SHARE_CACHE_SECONDS
+from ..observability._hub import EventHub
+from ._controller import (
+    ControllerStatus,
+    OutcomeRecorder,
+    drain_lanes,
+    record_outcomes,
+    serve_controller,
+)
+from ._lanes import base_of, lane_of
+from ._machine import CanaryPolicy
+
+_log = structlog.get_logger("guild.rollout")
+
+
+def make_canary(app: Any) -> list[str]:
+    """Point every worker of ``app`` at its queue's lane; returns the queues."""
+    queues: list[str] = []
+    for name, spec in list(app.specs.items()):
+        if base_of(spec.queue) is not None:
+            queues.append(base_of(spec.queue) or spec.queue)
+            continue
+        queues.append(spec.queue)
+        app.configure(name, queue=lane_of(spec.queue))
+    return sorted(set(queues))
+
+
+async def run_app(
+    app: Any,
+    broker: Any,
+    stop: trio.Event,
+    *,
+    canary: bool = False,
+    policy: CanaryPolicy | None = None,
+    tick: float = 0.5,
+) -> bool:
+    """Run ``app`` until ``stop`` is set (or, for a canary, it is rolled back).
+
+    Returns True when a canary ended because it was rolled back.
+    """
+    recorder = OutcomeRecorder()
+    app.instruments.add(recorder)
+
+    def publish(message: dict[str, Any]) -> None:
+        for instrument in app.instruments:
+            if isinstance(instrument, EventHub):
+                instrument.publish(message)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: record_outcomes(broker, recorder, publish=publish))
+        if not canary:
+            await app.run(broker, shutdown_trigger=stop.wait)
+            nursery.cancel_scope.cancel()
+            return False
+        queues = make_canary(app)
+        status: ControllerStatus = await nursery.start(
+            lambda task_status: serve_controller(
+                broker, queues, policy=policy, tick=tick, task_status=task_status
+            )
+        )
+
+        async def until_stopped_or_rolled_back() -> None:
+            async with trio.open_nursery() as waiting:
+
+                async def wait(event: trio.Event) -> None:
+                    await event.wait()
+                    waiting.cancel_scope.cancel()
+
+                waiting.start_soon(wait, stop)
+                waiting.start_soon(wait, status.rolled_back)
+
+        await app.run(broker, shutdown_trigger=until_stopped_or_rolled_back)
+        rolled_back = status.rolled_back.is_set()
+        if rolled_back:
+            moved = await drain_lanes(broker, queues, settle=2 * SHARE_CACHE_SECONDS + tick)
+            _log.info("canary_rolled_back", queues=queues, jobs_moved_after_drain=moved)
+        nursery.cancel_scope.cancel()
+        return rolled_back
