@@ -35,7 +35,7 @@ import structlog
 import trio
 
 import guild
-from guild_workers.pm import PhaseContext, add_pm_worker
+from guild_workers.pm import PhaseContext, add_pm_worker, project_workflow_id
 
 
 def rss_mb() -> float:
@@ -58,7 +58,9 @@ def project(n: int) -> dict[str, Any]:
     }
 
 
-async def run(broker_url: str, n: int, batch: int, every: int) -> list[dict[str, float]]:
+async def run(
+    broker_url: str, n: int, batch: int, every: int, delete_workflows: bool = False
+) -> list[dict[str, float]]:
     app = guild.Guild("pm-memory", workflow_poll=1.0)
     pm = add_pm_worker(app, concurrency=batch, phase_concurrency=4 * batch)
 
@@ -85,6 +87,9 @@ async def run(broker_url: str, n: int, batch: int, every: int) -> list[dict[str,
                     assert result.error is not None and "rolled back: " in result.error, result
                 else:
                     assert result.ok, result
+            if delete_workflows:
+                assert isinstance(broker, guild.WorkflowStore)
+                await broker.delete_workflows([project_workflow_id(job.id) for job in jobs])
             done = first + batch
             if done % every == 0:
                 row = {"projects": done, "rss_mib": round(rss_mb(), 1)}
@@ -106,6 +111,11 @@ def main() -> None:
     parser.add_argument(
         "--url", help="a broker URL instead (e.g. memory://?result_ttl=5&done_ttl=5&dead_ttl=5)"
     )
+    parser.add_argument(
+        "--delete-workflows",
+        action="store_true",
+        help="delete each batch's workflow records once read (guild keeps them until deleted)",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
     args = parser.parse_args()
     # A log line per job would be most of the work measured.
@@ -113,7 +123,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="guild-pm-memory-") as tmp:
         url = f"sqlite:///{tmp}/pm.db" if args.broker == "sqlite" else "memory://"
         url = args.url or url
-        rows = trio.run(run, url, args.n, args.batch, args.every)
+        rows = trio.run(run, url, args.n, args.batch, args.every, args.delete_workflows)
     first, last = rows[0], rows[-1]
     print(
         f"rss after {first['projects']:.0f}: {first['rss_mib']} MiB; after {last['projects']:.0f}:"

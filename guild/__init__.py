@@ -6,6 +6,9 @@ never lose one. Start at :class:`Guild`.
 
 from __future__ import annotations
 
+import typing
+
+from . import _lazy
 from ._app import Guild as Guild
 from ._app import NotRunning as NotRunning
 from ._app import Periodic as Periodic
@@ -52,6 +55,7 @@ from ._job import DeadLetter as DeadLetter
 from ._job import Delivery as Delivery
 from ._job import Job as Job
 from ._job import JobStatus as JobStatus
+from ._job import Priority as Priority
 from ._job import QueueStats as QueueStats
 from ._job import Result as Result
 from ._job import UndecodablePayload as UndecodablePayload
@@ -74,21 +78,8 @@ from .brokers import Broker as Broker
 from .brokers import Ledger as Ledger
 from .brokers import MemoryBroker as MemoryBroker
 from .brokers import open_broker as open_broker
-from .config import GuildConfig as GuildConfig
-from .config import load_config as load_config
 from .observability._events import Instrument as Instrument
 from .rollout._lanes import lane_of as canary_lane
-from .rollout._machine import CanaryDecision as CanaryDecision
-from .rollout._machine import CanaryFigures as CanaryFigures
-from .rollout._machine import CanaryPhase as CanaryPhase
-from .rollout._machine import CanaryPolicy as CanaryPolicy
-from .rollout._machine import CanaryState as CanaryState
-from .rollout._machine import CanaryTransitionError as CanaryTransitionError
-from .rollout._store import CanaryRecord as CanaryRecord
-from .rollout._store import load as read_canary
-from .sandbox import Sandbox as Sandbox
-from .sandbox import SandboxPolicy as SandboxPolicy
-from .sandbox import SandboxResult as SandboxResult
 from .supervision import Backoff as Backoff
 from .supervision import ChildEvent as ChildEvent
 from .supervision import ChildSpec as ChildSpec
@@ -110,6 +101,46 @@ from .workflows import WorkflowView as WorkflowView
 from .workflows import chain as chain
 from .workflows import chord as chord
 from .workflows import group as group
+
+if typing.TYPE_CHECKING:
+    from .config import GuildConfig as GuildConfig
+    from .config import load_config as load_config
+    from .rollout._machine import CanaryDecision as CanaryDecision
+    from .rollout._machine import CanaryFigures as CanaryFigures
+    from .rollout._machine import CanaryPhase as CanaryPhase
+    from .rollout._machine import CanaryPolicy as CanaryPolicy
+    from .rollout._machine import CanaryState as CanaryState
+    from .rollout._machine import CanaryTransitionError as CanaryTransitionError
+    from .rollout._store import CanaryRecord as CanaryRecord
+    from .rollout._store import load as read_canary
+    from .sandbox import Sandbox as Sandbox
+    from .sandbox import SandboxPolicy as SandboxPolicy
+    from .sandbox import SandboxResult as SandboxResult
+
+# Loaded on first use: a worker needs none of these to start, and together they
+# cost a noticeable part of every process's start-up (see docs/benchmarks.md).
+# Hidden from type checkers, which would otherwise accept any name at all.
+if not typing.TYPE_CHECKING:
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        __name__,
+        globals(),
+        {
+            "GuildConfig": ".config",
+            "load_config": ".config",
+            "CanaryDecision": ".rollout._machine",
+            "CanaryFigures": ".rollout._machine",
+            "CanaryPhase": ".rollout._machine",
+            "CanaryPolicy": ".rollout._machine",
+            "CanaryState": ".rollout._machine",
+            "CanaryTransitionError": ".rollout._machine",
+            "CanaryRecord": ".rollout._store",
+            "read_canary": ".rollout._store:load",
+            "Sandbox": ".sandbox",
+            "SandboxPolicy": ".sandbox",
+            "SandboxResult": ".sandbox",
+        },
+        public_module=__name__,
+    )
 
 __all__ = [
     "ACTIVE",
@@ -170,6 +201,7 @@ __all__ = [
     "PayloadDecodeError",
     "PayloadEncodeError",
     "Periodic",
+    "Priority",
     "QueueStats",
     "RateLimitError",
     "Reject",
@@ -222,7 +254,7 @@ __all__ = [
 def _fixup_module_metadata() -> None:
     # Tracebacks, reprs and pickles say guild.Job, not guild._job.Job (trio does the same).
     for name in __all__:
-        value = globals()[name]
+        value = globals().get(name)
         if isinstance(value, type) and value.__module__.startswith("guild."):
             value.__module__ = "guild"
 

@@ -25,7 +25,7 @@ from ._cron import Cron, Every, Schedule, tick_key
 from ._errors import GaveUp, GuildError, WorkerEnded
 from ._groups import unwrap
 from ._handlers import check_handler
-from ._job import Job, JSONValue, Result, check_queue_name
+from ._job import Job, JSONValue, Priority, Result, check_queue_name
 from ._jobinfo import JobInfo
 from ._limits import Limit, open_gate
 from ._retention import Retention
@@ -217,7 +217,9 @@ class Guild:
 
         Args:
             schedule: a cron expression (``"*/5 * * * *"``, UTC), a number of
-                seconds (ticks aligned to the epoch), or a ``Cron``/``Every``.
+                seconds (ticks aligned to the epoch), or a ``Cron``/``Every``;
+                ``Cron("0 9 * * 1-5", tz="Europe/Paris")`` runs on a zone's wall
+                clock.
             name: the schedule's name; with the tick time it forms the job's
                 idempotency key, so every process may run the scheduler and each
                 tick is still enqueued once. Default: ``queue``.
@@ -507,8 +509,10 @@ class Guild:
         max_attempts: int | None,
         timeout: float | None,
         trace_id: str | None,
+        priority: Priority | int | str,
     ) -> Job:
         fields: dict[str, Any] = {
+            "priority": priority,
             "queue": queue,
             "payload": payload,
             "key": key,
@@ -532,11 +536,15 @@ class Guild:
         max_attempts: int | None = None,
         timeout: float | None = None,
         trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
         broker: Broker | str | None = None,
     ) -> Job:
         """Enqueue one job and return it (for a duplicate ``key``: the job that holds it).
 
         Works outside :meth:`run` too: see :meth:`enqueue_many` for the broker used.
+        ``priority`` (a :class:`~guild.Priority`, its int or its name): claimed
+        before the waiting jobs of lower priority on its queue, in order within
+        its level.
         """
         (job,) = await self.enqueue_many(
             queue,
@@ -546,6 +554,7 @@ class Guild:
             max_attempts=max_attempts,
             timeout=timeout,
             trace_id=trace_id,
+            priority=priority,
             broker=broker,
         )
         return job
@@ -560,6 +569,7 @@ class Guild:
         max_attempts: int | None = None,
         timeout: float | None = None,
         trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
         broker: Broker | str | None = None,
     ) -> list[Job]:
         """Enqueue many jobs in one broker call.
@@ -587,6 +597,7 @@ class Guild:
                     max_attempts=max_attempts,
                     timeout=timeout,
                     trace_id=trace_id,
+                    priority=priority,
                 )
                 for payload in payloads
             ]

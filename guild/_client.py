@@ -41,7 +41,7 @@ import sniffio
 import trio
 
 from ._errors import BrokerClosed, UnknownBrokerURL, UnknownJob
-from ._job import Job, JobStatus, JSONValue, Result
+from ._job import Job, JobStatus, JSONValue, Priority, Result, check_priority
 from ._jobinfo import JobInfo
 from .brokers._protocol import Broker
 from .brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
@@ -92,6 +92,7 @@ def make_jobs(
     max_attempts: int | None = None,
     timeout: float | None = None,
     trace_id: str | None = None,
+    priority: Priority | int | str = Priority.NORMAL,
 ) -> list[Job]:
     """The jobs to store for one enqueue call (``now`` in the broker's clock).
 
@@ -100,6 +101,7 @@ def make_jobs(
         ValueError: ``delay`` is negative or not finite, or a field is out of range.
     """
     delay = _seconds("delay", delay)
+    level = check_priority(priority)
     not_before = now + delay if delay else None
     extra: dict[str, Any] = {} if trace_id is None else {"trace_id": trace_id}
     return [
@@ -110,6 +112,7 @@ def make_jobs(
             max_attempts=max_attempts,
             timeout=timeout,
             not_before=not_before,
+            priority=level,
             **extra,
         )
         for payload in payloads
@@ -378,8 +381,13 @@ class Client:
         max_attempts: int | None = None,
         timeout: float | None = None,
         trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
     ) -> Job:
         """Enqueue one job and return it (for a duplicate ``key``: the job that holds it).
+
+        ``priority`` (a :class:`guild.Priority`, its int or its name): claimed
+        before the waiting jobs of lower priority on its queue, in order within
+        its level.
 
         Raises:
             InvalidQueueName, PayloadEncodeError, ValueError: bad input; nothing stored.
@@ -393,6 +401,7 @@ class Client:
             max_attempts=max_attempts,
             timeout=timeout,
             trace_id=trace_id,
+            priority=priority,
         )
         return job
 
@@ -406,6 +415,7 @@ class Client:
         max_attempts: int | None = None,
         timeout: float | None = None,
         trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
     ) -> list[Job]:
         """Enqueue many jobs in one broker call; all or none are stored."""
         items = list(payloads)
@@ -415,6 +425,7 @@ class Client:
             "max_attempts": max_attempts,
             "timeout": timeout,
             "trace_id": trace_id,
+            "priority": priority,
         }
         return self._portal.call(lambda broker: _enqueue(broker, queue, items, **options))
 
@@ -550,6 +561,7 @@ class AsyncClient:
         max_attempts: int | None = None,
         timeout: float | None = None,
         trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
     ) -> Job:
         """As :meth:`guild.Client.enqueue`."""
         (job,) = await self.enqueue_many(
@@ -560,6 +572,7 @@ class AsyncClient:
             max_attempts=max_attempts,
             timeout=timeout,
             trace_id=trace_id,
+            priority=priority,
         )
         return job
 
@@ -573,6 +586,7 @@ class AsyncClient:
         max_attempts: int | None = None,
         timeout: float | None = None,
         trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
     ) -> list[Job]:
         """As :meth:`guild.Client.enqueue_many`."""
         items = list(payloads)
@@ -582,6 +596,7 @@ class AsyncClient:
             "max_attempts": max_attempts,
             "timeout": timeout,
             "trace_id": trace_id,
+            "priority": priority,
         }
         return await self._call(lambda broker: _enqueue(broker, queue, items, **options))
 

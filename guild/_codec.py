@@ -20,7 +20,14 @@ from typing import Any, Final, NewType
 import attrs
 
 from ._errors import InvalidQueueName, PayloadDecodeError, PayloadEncodeError, ResultEncodeError
-from ._job import Job, JSONValue, UndecodablePayload, _queue_name_problem, check_queue_name
+from ._job import (
+    Job,
+    JSONValue,
+    Priority,
+    UndecodablePayload,
+    _queue_name_problem,
+    check_queue_name,
+)
 
 ResultJSON = NewType("ResultJSON", str)
 """A handler's result, already encoded by :func:`encode_result`: what ``Broker.ack`` stores."""
@@ -525,13 +532,16 @@ _CONVERTERS: Final = (
 _JOB_FIELD_NAMES = tuple(field.name for field in attrs.fields(Job))
 # Every field of a valid row has been checked above: build the job without
 # re-running the validators, straight-line (this runs for every job claimed).
+# ``priority`` is no row field: a broker stores it beside the row (it orders
+# claims), and sets it on the jobs whose priority is not the default.
 _MAKE_SOURCE = (
-    f"def _make(*, {', '.join(ROW_FIELDS)}, new=object.__new__, set=object.__setattr__):\n"
+    f"def _make(*, {', '.join(ROW_FIELDS)}, priority=NORMAL, new=object.__new__,"
+    " set=object.__setattr__):\n"
     "    job = new(Job)\n"
     + "".join(f"    set(job, {name!r}, {name})\n" for name in _JOB_FIELD_NAMES)
     + "    return job\n"
 )
-assert set(_JOB_FIELD_NAMES) == set(ROW_FIELDS), "a stored row holds every field of a Job"
-_namespace: dict[str, Any] = {"Job": Job}
+assert set(_JOB_FIELD_NAMES) == {*ROW_FIELDS, "priority"}, "a stored row holds every field of a Job"
+_namespace: dict[str, Any] = {"Job": Job, "NORMAL": Priority.NORMAL}
 exec(_MAKE_SOURCE, _namespace)
 _make_job = _namespace["_make"]

@@ -8,8 +8,22 @@ Two kinds, both pure (``next_fire(after) -> datetime``, time passed in, UTC):
   Vixie cron, when both day fields are restricted a day matching *either* fires.
   An expression that names no date at all (``0 0 30 2 *``) is refused when built;
   a rare one (``0 0 29 2 *``, eight years apart across 2100) is searched for.
+  Evaluated in UTC, or in the wall time of an IANA zone (``tz="Europe/Paris"``).
 * ``Every(seconds)`` — ticks aligned to the epoch (``t % seconds == 0``), so every
   process computes the same ticks without talking to the others.
+
+Wall time in a zone with daylight saving time is not one-to-one with instants,
+and the rules here follow what a cron user expects from the wall clock:
+
+* a wall time the clock skips (02:30 in Paris on the last Sunday of March) fires
+  once, at the instant the clock jumps to (03:00 local). Every skipped match of
+  that day fires there together, as one tick; so does a match at the jump itself.
+  Vixie cron does the same for fixed-time jobs (it leaves out ``*`` hours and
+  minutes, which here are caught up too: one tick, never more).
+* a wall time the clock shows twice (01:30 in New York on the first Sunday of
+  November) fires once, the first time. ``*/15 * * * *`` in such a zone therefore
+  pauses through the repeated hour; a schedule that must tick through it should
+  be UTC (no ``tz``) or an ``Every``.
 
 Firing once across many processes is not this module's job: each tick has a
 stable identity (``tick_key``), and the scheduler enqueues with it as the
@@ -20,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import zoneinfo
 
 import attrs
 
@@ -103,11 +118,58 @@ def _parse_field(
     return frozenset(values)
 
 
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        pass
+    if not zoneinfo.available_timezones():
+        raise ScheduleError(
+            f"time zone {name!r}: this system has no time zone database"
+            " (install the tzdata package)"
+        )
+    raise ScheduleError(f"time zone {name!r} is unknown (IANA names look like 'Europe/Paris')")
+
+
+def _instant(wall: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The instant a naive local ``wall`` time fires at in ``zone`` (see the module notes)."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(dt.UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(dt.UTC)
+    if first <= second:
+        # One instant, or two for a wall time shown twice: the first of them.
+        return first
+    # Skipped (PEP 495: fold=0 reads a gap with the offset before it, fold=1 with
+    # the one after, so ``first`` lands after the jump and ``second`` before it).
+    # The jump is the earliest whole second in (second, first] on the new offset.
+    after_offset = wall.replace(tzinfo=zone, fold=1).utcoffset()
+    low, high = 0, int((first - second).total_seconds())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if (second + dt.timedelta(seconds=middle)).astimezone(zone).utcoffset() == after_offset:
+            high = middle
+        else:
+            low = middle
+    return second + dt.timedelta(seconds=high)
+
+
 @attrs.frozen
 class Cron:
-    """A five-field cron schedule, evaluated in UTC."""
+    """A five-field cron schedule, evaluated in UTC or in the wall time of ``tz``.
+
+    Args:
+        expression: the five fields, as in Vixie cron.
+        tz: an IANA zone name (``"Europe/Paris"``); ``None``: UTC. A wall time
+            the clock skips fires once as it jumps, one it shows twice fires the
+            first time (see :mod:`guild._cron`). The ``zone`` attribute holds
+            its ``zoneinfo.ZoneInfo``.
+
+    Raises:
+        ScheduleError: the expression is not a schedule, or ``tz`` is no zone.
+    """
 
     expression: str
+    tz: str | None = attrs.field(default=None, kw_only=True)
+    zone: zoneinfo.ZoneInfo | None = attrs.field(init=False, repr=False, eq=False)
     minutes: frozenset[int] = attrs.field(init=False)
     hours: frozenset[int] = attrs.field(init=False)
     days: frozenset[int] = attrs.field(init=False)
@@ -131,6 +193,7 @@ class Cron:
             ("minutes", "hours", "days", "months", "weekdays"), (*parsed[:4], weekdays), strict=True
         ):
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "zone", None if self.tz is None else _zone(self.tz))
         object.__setattr__(self, "any_day", parts[2] == "*")
         object.__setattr__(self, "any_weekday", parts[4] == "*")
         # Only a restricted day of month combined with any weekday can name no
@@ -152,8 +215,28 @@ class Cron:
         return in_month or in_week
 
     def next_fire(self, after: dt.datetime) -> dt.datetime:
-        """The first firing time strictly after ``after`` (an aware UTC datetime)."""
-        t = after.astimezone(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        """The first firing time strictly after ``after`` (an aware datetime), in UTC."""
+        if self.zone is None:
+            wall = after.astimezone(dt.UTC).replace(tzinfo=None)
+            return self._next_wall(wall, after).replace(tzinfo=dt.UTC)
+        try:
+            wall = after.astimezone(self.zone).replace(tzinfo=None, fold=0)
+            while True:
+                wall = self._next_wall(wall, after)
+                fire = _instant(wall, self.zone)
+                # After the second showing of a repeated wall time, the matches
+                # left in it fired the first time round: walk on past them.
+                if fire > after:
+                    return fire
+        except OverflowError:
+            # A wall time within a day of 9999-12-31 whose instant a datetime cannot hold.
+            raise ScheduleError(
+                f"cron {self.expression!r} does not fire after {after.isoformat()}"
+            ) from None
+
+    def _next_wall(self, wall: dt.datetime, after: dt.datetime) -> dt.datetime:
+        """The first naive wall time on the schedule, a whole minute, after ``wall``."""
+        t = wall.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
         limit_year = t.year + _SEARCH_LIMIT_YEARS
         while t.year <= limit_year:
             try:

@@ -35,6 +35,43 @@ class JobStatus(enum.Enum):
     """Stopped on request (``broker.cancel``): never run, or its run cut short."""
 
 
+class Priority(enum.IntEnum):
+    """How soon a job is claimed among the ready jobs of its queue: higher first.
+
+    Within a level jobs keep their order (the time they became ready, then id).
+    ``Job.priority`` takes a member or its int; the default is ``NORMAL``.
+    """
+
+    LOW = -1
+    NORMAL = 0
+    HIGH = 1
+
+
+PRIORITIES: Final = tuple(sorted(Priority, reverse=True))
+"""Every priority level, highest (claimed first) to lowest."""
+
+
+def check_priority(value: Priority | int | str) -> Priority:
+    """``value`` as a :class:`Priority`: a member, its int, or its name (any case).
+
+    Raises:
+        ValueError: anything else, naming the levels there are.
+    """
+    if isinstance(value, Priority):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return Priority(value)
+        except ValueError:
+            pass
+    elif isinstance(value, str):
+        member = Priority.__members__.get(value.strip().upper())
+        if member is not None:
+            return member
+    levels = ", ".join(f"{p.name.lower()} ({p.value})" for p in PRIORITIES)
+    raise ValueError(f"priority must be one of {levels}; got {value!r}")
+
+
 TERMINAL: Final = frozenset({JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED})
 """Statuses a job never leaves on its own."""
 ACTIVE: Final = frozenset({JobStatus.READY, JobStatus.DELAYED, JobStatus.IN_FLIGHT})
@@ -113,6 +150,8 @@ class Job:
         key: idempotency key; a second enqueue with the same key on the same
             queue within the broker's key window is a no-op.
         trace_id: links the jobs of one pipeline; defaults to ``id``.
+        priority: claimed before the ready jobs of lower priority on its queue
+            (see :class:`Priority`); kept through delays, retries and requeues.
     """
 
     queue: str = attrs.field(validator=_queue_name)
@@ -127,6 +166,7 @@ class Job:
     timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
     key: str | None = None
     trace_id: str = attrs.field(default=attrs.Factory(lambda self: self.id, takes_self=True))
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=check_priority)
 
 
 @attrs.frozen(kw_only=True, slots=True)

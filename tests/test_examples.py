@@ -53,6 +53,13 @@ EXPECTED = {
         "unknown id: no job with id 'nope'",
     ],
     "ratelimit_demo.py": ["10 calls admitted"],
+    "cron_tz_demo.py": [
+        "2026-03-29 03:00 CEST (01:00 UTC)\n  2026-03-30 02:30 CEST (00:30 UTC)",
+        "2026-10-25 02:30 CEST (00:30 UTC)\n  2026-10-26 02:30 CET (01:30 UTC)",
+        "job ran at 2026-03-29 01:30 CET (00:30 UTC)\n"
+        "  job ran at 2026-03-29 03:00 CEST (01:00 UTC)\n"
+        "  job ran at 2026-03-29 03:30 CEST (01:30 UTC)",
+    ],
     "retention_demo.py": [
         "result: sent to ada@example.com",
         "done job's payload kept: null",
@@ -75,6 +82,11 @@ EXPECTED = {
         "gave up",
     ],
     "custom_broker_check.py": ["conformance checks passed"],
+    "priority_demo.py": [
+        "ran: high-1(high), high-2(high), high-3(high), normal-1(normal)",
+        "high before normal before low: True",
+        "delayed high job ran before every low one: True",
+    ],
     "migrate_demo.py": [
         "guild stats on the old file -> exit 2: guild: error: the database",
         "has schema version 2, older than version",

@@ -16,7 +16,8 @@ class TestExports:
     def test_all_matches_public_names(self) -> None:
         public = {
             name
-            for name in vars(guild)
+            # dir(), not vars(): some names load on first use (PEP 562).
+            for name in dir(guild)
             if not name.startswith("_")
             and name not in {"annotations"}
             and not isinstance(getattr(guild, name), type(guild))

@@ -56,6 +56,11 @@ class Stage:
     """Enqueued into the canary's lane."""
     ran_v2: int
     """Finished by v2 (the rest by v1, those moved back included)."""
+    settled: int
+    """Enqueued while the share held still (no rollout write between the producer's
+    reads before and after its enqueue)."""
+    settled_routed: int
+    """Of those, sent to the lane."""
 
 
 @attrs.frozen
@@ -81,13 +86,16 @@ async def produce(url: str, out: Path, stop: Path, rate: float) -> None:
     async with guild.open_broker(url) as broker:
         with out.open("w") as lines:
             while not stop.exists():
-                record = await guild.read_canary(broker, QUEUE)
-                phase = "none" if record.state is None else record.state.phase.value
-                share = f"{record.share}\t{phase}"
+                before = await guild.read_canary(broker, QUEUE)
                 jobs = [guild.Job(queue=QUEUE, payload={"n": n + i}) for i in range(5)]
                 n += len(jobs)
-                for job in await broker.enqueue(jobs):
-                    lines.write(f"{job.id}\t{share}\t{job.queue}\n")
+                stored = await broker.enqueue(jobs)
+                after = await guild.read_canary(broker, QUEUE)
+                # The share held all along when no write came between the reads.
+                settled = int(before.version == after.version)
+                phase = "none" if before.state is None else before.state.phase.value
+                for job in stored:
+                    lines.write(f"{job.id}\t{before.share}\t{phase}\t{settled}\t{job.queue}\n")
                 lines.flush()
                 await trio.sleep(5 / rate)
 
@@ -175,10 +183,13 @@ def scenario(
     start = next(d.at for d in record.decisions if d.event == "start")
     by_share: dict[tuple[float, str], Counter[str]] = defaultdict(Counter)
     finished = 0
-    for job_id, share, phase, queue in produced:
+    for job_id, share, phase, settled, queue in produced:
         counter = by_share[(float(share), phase)]
         counter["enqueued"] += 1
         counter["routed"] += queue == guild.canary_lane(QUEUE)
+        if settled == "1":
+            counter["settled"] += 1
+            counter["settled_routed"] += queue == guild.canary_lane(QUEUE)
         result = results[job_id]
         if result is not None and result.ok:
             finished += 1
@@ -194,6 +205,8 @@ def scenario(
                 enqueued=c["enqueued"],
                 routed=c["routed"],
                 ran_v2=c["v2"],
+                settled=c["settled"],
+                settled_routed=c["settled_routed"],
             )
             for (share, phase), c in sorted(by_share.items(), key=lambda item: _order(*item[0]))
         ],

@@ -14,7 +14,6 @@ from typing import Any
 
 from .._job import Job
 from ..rollout._lanes import route_jobs
-from ._redis_errors import map_redis_exceptions
 
 SHARE_CACHE_SECONDS = 1.0
 """How stale a Redis producer's view of the shares may be: a rollback reaches every
@@ -53,6 +52,10 @@ class RedisShares:
     async def route(self, client: Any, prefix: str, jobs: Sequence[Job]) -> Sequence[Job]:
         now = time.monotonic()
         if now - self._read_at >= SHARE_CACHE_SECONDS:
+            # Here, not at the top: guild run imports this module whatever the
+            # broker, and only Redis should pay for loading coredis.
+            from ._redis_errors import map_redis_exceptions
+
             with map_redis_exceptions("canary shares"):
                 found = await client.hgetall(redis_shares_key(prefix))
             self._shares = {_text(k): float(_text(v)) for k, v in found.items()}

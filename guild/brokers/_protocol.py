@@ -27,8 +27,12 @@ Semantics every broker keeps (the conformance suite checks each):
   takes the ``max_attempts`` of the claim that finds its lease expired (its
   worker's). ``release`` and ``release_consumers`` give jobs back without
   counting their runs.
-* **Order.** Within a queue, jobs are claimed in the order they became ready
-  (enqueue time, or ``not_before`` / retry time for delayed ones), ties broken by id.
+* **Order.** Within a queue, the ready jobs of a higher ``Job.priority``
+  (:class:`~guild.Priority`: ``HIGH`` > ``NORMAL`` > ``LOW``) are claimed before
+  any of a lower one; within a priority, jobs are claimed in the order they
+  became ready (enqueue time, or ``not_before`` / retry time for delayed ones),
+  ties broken by id. A job keeps its priority through delays, retries, releases,
+  expired leases and ``requeue_dead``, and a claimed job carries it.
 * **Delay.** A job is never claimed before its ``not_before``.
 * **Idempotency.** ``enqueue`` of a job with a ``key`` already used on the same
   queue within the broker's key window stores nothing and returns the job that

@@ -2,7 +2,12 @@
 --
 -- Layout (names built from ARGV[1], the key prefix; see _redis_keys.py):
 --   P:job:<id>              hash: the job's fields + status, entry, receipt, error, ...
---   P:q:<queue>:ready       stream of {j=<id>} entries; consumer group "guild"
+--   P:q:<queue>:ready       stream of {j=<id>} entries; consumer group "guild": the
+--                           ready jobs of normal priority (every job before priorities)
+--   P:q:<queue>:ready:1     zset: id -> ready time, the ready jobs of high priority
+--   P:q:<queue>:ready:-1    zset: the same, of low priority ('priority' in their hash)
+--   P:q:<queue>:wake        stream (1 entry kept) added to when a high or low job gets
+--                           ready, for idle claimers blocked on it beside the ready stream
 --   P:q:<queue>:delayed     zset: id -> ready_at (delayed jobs and retries)
 --   P:q:<queue>:leases      zset: id -> lease_expires (claimed jobs)
 --   P:q:<queue>:dead        zset: id -> died_at
@@ -51,9 +56,30 @@ local function drop_entry(queue, entry)
   end
 end
 
-local function make_ready(id, queue)
+-- Ready to claim: a normal job as a stream entry, a high or low one in its level's
+-- zset scored by `at`, its ready time (the server's clock when not given), so a
+-- claim takes each level in order of ready time, ties by id. `priority` is the
+-- job's, read from its hash when not given ('' or missing: normal).
+local function make_ready(id, queue, at, priority)
+  if priority == nil then priority = redis.call('HGET', k_job(id), 'priority') end
+  if priority == '1' or priority == '-1' then
+    if at == nil then
+      local t = redis.call('TIME')
+      at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+    end
+    redis.call('ZADD', k_q(queue, 'ready:' .. priority), tonumber(at), id)
+    redis.call('HSET', k_job(id), 'status', 'ready', 'entry', '', 'receipt', '')
+    redis.call('XADD', k_q(queue, 'wake'), 'MAXLEN', 1, '*', 'w', '1')
+    return
+  end
   local entry = redis.call('XADD', k_q(queue, 'ready'), '*', 'j', id)
   redis.call('HSET', k_job(id), 'status', 'ready', 'entry', entry, 'receipt', '')
+end
+
+-- Take a ready job out of its level's zset (a no-op for a normal job).
+local function unready(queue, id)
+  redis.call('ZREM', k_q(queue, 'ready:1'), id)
+  redis.call('ZREM', k_q(queue, 'ready:-1'), id)
 end
 
 local function result_json(id, queue, status, attempts, now, value_json, err)
@@ -114,13 +140,27 @@ local function give_back(id, queue, entry, attempt, started, cancel, now, result
     redis.call('HSET', k_job(id), 'attempt', math.max(0, tonumber(attempt) - 1))
   end
   redis.call('HSET', k_job(id), 'started', '0')
-  make_ready(id, queue)
+  make_ready(id, queue, now)
 end
 
 -- Move due delayed jobs and expired leases back to the stream (or to the dead
 -- letters when a started run was the last attempt; max_default is the worker's
 -- max_attempts), re-queue orphaned deliveries, and return the next due time (or
 -- -1) as a string.
+-- Move the delayed jobs of `queue` that are due by `now` to ready, in the order
+-- they came due. Run by a claim, and by an enqueue before it appends a ready job:
+-- a normal job joins the ready stream at its tail, so a delayed job that came due
+-- before this enqueue must be in the stream first or it would be claimed after it.
+local function promote_due(queue, now)
+  local due = redis.call('ZRANGEBYSCORE', k_q(queue, 'delayed'), '-inf', now, 'WITHSCORES',
+    'LIMIT', 0, 1000)
+  for i = 1, #due, 2 do
+    redis.call('ZREM', k_q(queue, 'delayed'), due[i])
+    -- Ready since it came due, not since this call noticed.
+    make_ready(due[i], queue, due[i + 1])
+  end
+end
+
 local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
   local nnow = tonumber(now)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', nnow, 'LIMIT', 0, 1000)) do
@@ -142,14 +182,11 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
       else
         -- A started run that never finished: the next one runs alone.
         if f[5] ~= '0' then redis.call('HSET', k_job(id), 'interrupted', '1') end
-        make_ready(id, queue)
+        make_ready(id, queue, now)
       end
     end
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'delayed'), '-inf', nnow, 'LIMIT', 0, 1000)) do
-    redis.call('ZREM', k_q(queue, 'delayed'), id)
-    make_ready(id, queue)
-  end
+  promote_due(queue, nnow)
   -- Entries delivered to a consumer that never marked them (it was cancelled or
   -- killed between the read and the mark) sit in the PEL with the job still "ready".
   -- Walk the PEL with a persistent XAUTOCLAIM cursor and give them back.
@@ -179,32 +216,35 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
   return tostring(next_due)
 end
 
--- The 13 fields of a claimed job, appended to out.
+-- The 14 fields of a claimed job, appended to out.
 local function append_row(out, id)
   local j = redis.call('HMGET', k_job(id), 'id', 'queue', 'payload', 'attempt', 'max_attempts',
     'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'receipt', 'started',
-    'interrupted')
+    'interrupted', 'priority')
   -- The id the entry names, whatever the hash's own 'id' field holds (or lacks):
   -- a bad entry must be dead-lettered by the id it is stored under.
   j[1] = id
   for _, v in ipairs(j) do out[#out + 1] = v end
 end
 
--- Take the read stream entries (flat: entry id, job id, ...) under a lease; the
--- first `start` of them started (their attempt counted) unless interrupted (its
--- worker runs it alone), the rest prefetched. Returns 13 fields per job taken:
--- id queue payload attempt max_attempts enqueued_at not_before timeout key
--- trace_id receipt started interrupted.
+-- Take the read stream entries (flat: entry id, job id, ...; an entry id '' for a
+-- job taken from a level's zset) under a lease; the first `start` of them started
+-- (their attempt counted) unless interrupted (its worker runs it alone), the rest
+-- prefetched. Returns 14 fields per job taken: id queue payload attempt
+-- max_attempts enqueued_at not_before timeout key trace_id receipt started
+-- interrupted priority.
 local function mark_entries(queue, lease_expires, consumer, taken, start, now)
   local out = {}
   local marked = 0
   for i = 1, #taken, 2 do
     local entry, id = taken[i], taken[i + 1]
     local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'interrupted')
-    if f[1] ~= 'ready' or f[2] ~= entry then
+    if f[1] ~= 'ready' or (f[2] or '') ~= entry then
       -- A stale entry (the job moved on, or its hash expired): drop it.
-      redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
-      redis.call('XDEL', k_q(queue, 'ready'), entry)
+      if entry ~= '' then
+        redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
+        redis.call('XDEL', k_q(queue, 'ready'), entry)
+      end
     else
       local started, attempt = '0', tonumber(f[3])
       if not attempt then
@@ -212,12 +252,17 @@ local function mark_entries(queue, lease_expires, consumer, taken, start, now)
         attempt = f[3] or ''
       elseif marked < start and f[4] ~= '1' then started, attempt = '1', attempt + 1 end
       marked = marked + 1
-      -- The stream entry id is unique to this claim.
+      -- The stream entry id is unique to this claim; a job from a level's zset
+      -- has none, and takes the claim's time instead.
       local receipt = entry .. '/' .. attempt
-      -- From here the lease (a zset score) holds the job, not the stream: the entry
-      -- goes at once, so the PEL only ever holds deliveries nobody marked (orphans).
-      redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
-      redis.call('XDEL', k_q(queue, 'ready'), entry)
+      if entry == '' then
+        receipt = 'p' .. now .. ':' .. id .. '/' .. attempt
+      else
+        -- From here the lease (a zset score) holds the job, not the stream: the
+        -- entry goes at once, so the PEL only ever holds deliveries nobody marked.
+        redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
+        redis.call('XDEL', k_q(queue, 'ready'), entry)
+      end
       redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
         'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires,
         'started', started)
@@ -230,13 +275,16 @@ local function mark_entries(queue, lease_expires, consumer, taken, start, now)
 end
 
 -- @enqueue
--- ARGV: P, now, key_ttl_s, then 8 per job: id queue payload max_attempts not_before timeout key trace_id
+-- ARGV: P, now, key_ttl_s, then 9 per job: id queue payload max_attempts not_before timeout key
+-- trace_id priority ('' for normal: no 'priority' field is stored for it)
 local now = ARGV[2]
 local key_ttl = ARGV[3]
 local out = {}
-for i = 4, #ARGV, 8 do
+local promoted = {}
+for i = 4, #ARGV, 9 do
   local id, queue, payload, max_attempts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local not_before, timeout, key, trace = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local priority = ARGV[i + 8]
   local holder = nil
   if key ~= '' then
     local kk = P .. ':key:' .. queue .. ':' .. key
@@ -257,11 +305,16 @@ for i = 4, #ARGV, 8 do
     redis.call('HSET', k_job(id), 'id', id, 'queue', queue, 'payload', payload,
       'attempt', 0, 'max_attempts', max_attempts, 'enqueued_at', now,
       'not_before', not_before, 'timeout', timeout, 'key', key, 'trace_id', trace)
+    if priority ~= '' then redis.call('HSET', k_job(id), 'priority', priority) end
     if not_before ~= '' and tonumber(not_before) > tonumber(now) then
       redis.call('HSET', k_job(id), 'status', 'delayed')
       redis.call('ZADD', k_q(queue, 'delayed'), tonumber(not_before), id)
     else
-      make_ready(id, queue)
+      if not promoted[queue] then
+        promote_due(queue, tonumber(now))
+        promoted[queue] = true
+      end
+      make_ready(id, queue, now, priority)
     end
     out[#out + 1] = id
   end
@@ -271,10 +324,12 @@ return out
 -- @claim
 -- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms, lease_expires, consumer, limit, token,
 -- start (how many of the jobs taken to start), max_default (the worker's max_attempts).
--- A busy worker's whole claim in one round trip: prepare, a non-blocking
--- XREADGROUP of up to limit entries, mark. Returns the next due time, the
--- stream's last generated id (an idle worker waits for entries after it), then
--- mark_entries' fields; or {'nogroup'} when Redis lost the consumer group.
+-- A busy worker's whole claim in one round trip: prepare, take up to limit jobs
+-- (high priority ones from their zset, then a non-blocking XREADGROUP of normal
+-- ones, then low ones), mark. Returns the next due time, the last generated ids
+-- of the ready and the wake streams, space-separated (an idle worker waits for
+-- entries after them), then mark_entries' fields; or {'nogroup'} when Redis lost
+-- the consumer group.
 -- A call whose reply was lost is sent again with the same token: it gets the
 -- jobs the first call took (those still held), not a second batch while the
 -- first waits out its leases.
@@ -282,7 +337,7 @@ local queue, consumer = ARGV[2], ARGV[7]
 local token_key = P .. ':claim:' .. ARGV[9]
 local replay = redis.call('LRANGE', token_key, 0, -1)
 if #replay > 0 then
-  local out = {'-1', '0-0'}
+  local out = {'-1', '0-0 0-0'}
   for _, id in ipairs(replay) do
     local f = redis.call('HMGET', k_job(id), 'status', 'consumer')
     if f[1] == 'in_flight' and f[2] == consumer then append_row(out, id) end
@@ -291,28 +346,52 @@ if #replay > 0 then
 end
 local next_due = prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5], ARGV[11])
 local stream = k_q(queue, 'ready')
-local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', ARGV[8],
-  'STREAMS', stream, '>')
-if type(read) == 'table' and read.err then
-  if string.find(read.err, 'NOGROUP', 1, true) then return {'nogroup'} end
-  return redis.error_reply(read.err)
-end
+local limit = tonumber(ARGV[8])
 local taken = {}
-if read then
-  for _, e in ipairs(read[1][2]) do
-    local id = ''
-    for k = 1, #e[2], 2 do if e[2][k] == 'j' then id = e[2][k + 1] end end
-    taken[#taken + 1] = e[1]
+-- The ready jobs of a level's zset, oldest first, up to what the limit leaves.
+local function take_level(level)
+  local room = limit - #taken / 2
+  if room < 1 then return end
+  local zset = k_q(queue, 'ready:' .. level)
+  for _, id in ipairs(redis.call('ZRANGE', zset, 0, room - 1)) do
+    redis.call('ZREM', zset, id)
+    taken[#taken + 1] = ''
     taken[#taken + 1] = id
   end
 end
+take_level('1')
+if #taken / 2 < limit then
+  local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', limit - #taken / 2,
+    'STREAMS', stream, '>')
+  if type(read) == 'table' and read.err then
+    if string.find(read.err, 'NOGROUP', 1, true) then return {'nogroup'} end
+    return redis.error_reply(read.err)
+  end
+  if read then
+    for _, e in ipairs(read[1][2]) do
+      local id = ''
+      for k = 1, #e[2], 2 do if e[2][k] == 'j' then id = e[2][k + 1] end end
+      taken[#taken + 1] = e[1]
+      taken[#taken + 1] = id
+    end
+  end
+end
+take_level('-1')
 local out = mark_entries(queue, ARGV[6], consumer, taken, tonumber(ARGV[10]), ARGV[3])
-for i = 1, #out, 13 do redis.call('RPUSH', token_key, out[i]) end
+for i = 1, #out, 14 do redis.call('RPUSH', token_key, out[i]) end
 if #out > 0 then redis.call('PEXPIRE', token_key, 60000) end
-local last = '0-0'
+local last = '0-0 0-0'
 if #taken == 0 then
-  local info = redis.call('XINFO', 'STREAM', stream)
-  for k = 1, #info, 2 do if info[k] == 'last-generated-id' then last = info[k + 1] end end
+  local ids = {}
+  for _, name in ipairs({stream, k_q(queue, 'wake')}) do
+    local id = '0-0'
+    if redis.call('EXISTS', name) == 1 then
+      local info = redis.call('XINFO', 'STREAM', name)
+      for k = 1, #info, 2 do if info[k] == 'last-generated-id' then id = info[k + 1] end end
+    end
+    ids[#ids + 1] = id
+  end
+  last = ids[1] .. ' ' .. ids[2]
 end
 table.insert(out, 1, last)
 table.insert(out, 1, next_due)
@@ -330,6 +409,7 @@ for i = 5, #ARGV, 2 do
   if f[1] and f[1] ~= 'done' and f[1] ~= 'dead' and f[1] ~= 'cancelled' then
     local queue = f[2]
     drop_entry(queue, f[3])
+    if f[1] == 'ready' then unready(queue, id) end
     redis.call('ZREM', k_q(queue, 'leases'), id)
     redis.call('ZREM', k_q(queue, 'delayed'), id)
     redis.call('HSET', k_job(id), 'status', 'done', 'entry', '', 'receipt', '')
@@ -362,7 +442,7 @@ if tonumber(at) > tonumber(now) then
   redis.call('HSET', k_job(id), 'status', 'delayed', 'entry', '', 'receipt', '')
   redis.call('ZADD', k_q(queue, 'delayed'), tonumber(at), id)
 else
-  make_ready(id, queue)
+  make_ready(id, queue, at)
 end
 return 1
 
@@ -480,7 +560,8 @@ for _, queue in ipairs(queues) do
   local done = redis.call('HGET', P .. ':done', queue) or '0'
   local dead = redis.call('ZCARD', k_q(queue, 'dead'))
   out[#out + 1] = queue
-  out[#out + 1] = length - pending + expired + due
+  local levels = redis.call('ZCARD', k_q(queue, 'ready:1')) + redis.call('ZCARD', k_q(queue, 'ready:-1'))
+  out[#out + 1] = length - pending + expired + due + levels
   out[#out + 1] = later
   out[#out + 1] = live
   out[#out + 1] = tonumber(done)
@@ -490,11 +571,11 @@ end
 return out
 
 -- @requeue
--- ARGV: P, queue filter ('' = any), then ids (none: every dead job). Returns the count.
-local filter = ARGV[2]
+-- ARGV: P, now, queue filter ('' = any), then ids (none: every dead job). Returns the count.
+local now, filter = ARGV[2], ARGV[3]
 local ids = {}
-if #ARGV > 2 then
-  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ARGV > 3 then
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
   for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
     if filter == '' or filter == queue then
@@ -510,7 +591,7 @@ for _, id in ipairs(ids) do
     redis.call('DEL', P .. ':result:' .. id)
     redis.call('HSET', k_job(id), 'attempt', 0, 'not_before', '', 'error', '', 'traceback', '',
       'interrupted', '0', 'cancel', '0')
-    make_ready(id, f[2])
+    make_ready(id, f[2], now)
     count = count + 1
   end
 end
@@ -566,6 +647,7 @@ for i = 4, #ARGV do
       redis.call('SADD', P .. ':cancels', id)
     else
       drop_entry(queue, f[3])
+      if status == 'ready' then unready(queue, id) end
       end_cancelled(id, queue, tonumber(f[4]) or 0, now, result_ttl)
     end
     out[#out + 1] = id
@@ -654,6 +736,7 @@ for i = 6, #ARGV do
     end
     if wanted[status] and (cutoff == nil or (since ~= nil and since <= cutoff)) then
       drop_entry(queue, f[3])
+      unready(queue, id)
       redis.call('ZREM', k_q(queue, 'delayed'), id)
       redis.call('ZREM', k_q(queue, 'dead'), id)
       redis.call('SREM', P .. ':cancels', id)
@@ -707,6 +790,16 @@ for i = 1, #delayed, 2 do
   redis.call('ZADD', k_q(queue, 'delayed'), delayed[i + 1], id)
   redis.call('HSET', k_job(id), 'queue', queue)
   moved = moved + 1
+end
+for _, level in ipairs({'1', '-1'}) do
+  local ready = redis.call('ZRANGE', k_q(lane, 'ready:' .. level), 0, -1, 'WITHSCORES')
+  for i = 1, #ready, 2 do
+    local id = ready[i]
+    redis.call('ZREM', k_q(lane, 'ready:' .. level), id)
+    redis.call('HSET', k_job(id), 'queue', queue)
+    make_ready(id, queue, ready[i + 1], level)
+    moved = moved + 1
+  end
 end
 for _, item in ipairs(redis.call('XRANGE', k_q(lane, 'ready'), '-', '+')) do
   local entry, fields = item[1], item[2]

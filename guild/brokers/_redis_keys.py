@@ -51,6 +51,18 @@ def ready(prefix: str, queue: str) -> str:
     return f"{prefix}:q:{queue}:ready"
 
 
+def ready_level(prefix: str, queue: str, level: int) -> str:
+    """The zset of ready jobs of a priority other than normal (normal ones are
+    the stream ``ready``): id -> the time it got ready."""
+    return f"{prefix}:q:{queue}:ready:{level}"
+
+
+def wake(prefix: str, queue: str) -> str:
+    """A one-entry stream added to whenever a ``ready_level`` job gets ready: an
+    idle claimer blocks on it beside the ready stream."""
+    return f"{prefix}:q:{queue}:wake"
+
+
 def delayed(prefix: str, queue: str) -> str:
     return f"{prefix}:q:{queue}:delayed"
 

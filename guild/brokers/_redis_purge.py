@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
-from .._job import JobStatus
+from .._job import JobStatus, Priority
 from . import _redis_keys as keys
 
 BATCH = 500
@@ -86,6 +86,8 @@ async def purge(
     else:
         if "ready" in wanted:
             sources.append(_stream_ids(client, keys.ready(prefix, queue)))
+            for level in (Priority.HIGH, Priority.LOW):
+                sources.append(_zset_ids(client, keys.ready_level(prefix, queue, level)))
         if wanted & {"ready", "delayed"}:
             sources.append(_zset_ids(client, keys.delayed(prefix, queue)))
         if "dead" in wanted:

@@ -5,8 +5,9 @@ with the process), not a mock. It keeps the same semantics as the durable
 brokers (see ``_protocol``), and its clock is ``trio.current_time`` so leases,
 delays and result TTLs follow ``trio.testing.MockClock``.
 
-Theory of operation: each queue has one heap of ``(ready_at, id, version)`` for
-jobs waiting to be claimed (ready and delayed alike) and one heap of
+Theory of operation: each queue has one heap of ``(ready_at, id, version)`` per
+priority level for jobs waiting to be claimed (ready and delayed alike; a claim
+takes the ready heads of the levels highest first) and one heap of
 ``(lease_expires, id, version)`` for claimed ones. Entries are never removed
 from a heap in place: a job's ``version`` goes up whenever it moves, and a heap
 entry whose version is stale is skipped when popped. Waiting claimers sleep on
@@ -79,7 +80,12 @@ class _Entry:
 
 @attrs.define(slots=True)
 class _Queue:
+    # The waiting jobs of each priority (Priority.NORMAL's in ``waiting``): a
+    # claim drains ``high``, then ``waiting``, then ``low``, so a queue whose
+    # jobs all have the default priority pays two empty-list checks for it.
     waiting: list[tuple[float, str, int]] = attrs.Factory(list)
+    high: list[tuple[float, str, int]] = attrs.Factory(list)
+    low: list[tuple[float, str, int]] = attrs.Factory(list)
     leased: list[tuple[float, str, int]] = attrs.Factory(list)
     wakeup: trio.Event = attrs.Factory(trio.Event)
     done: int = 0
@@ -169,7 +175,9 @@ class MemoryBroker:
         entry.ready_at = ready_at
         entry.status = JobStatus.DELAYED if ready_at > self.now() else JobStatus.READY
         queue = self._queue(entry.job.queue)
-        heapq.heappush(queue.waiting, (ready_at, entry.job.id, entry.version))
+        priority = entry.job.priority
+        heap = queue.waiting if not priority else queue.high if priority > 0 else queue.low
+        heapq.heappush(heap, (ready_at, entry.job.id, entry.version))
         self._wake(queue)
 
     def _holds(self, delivery: Delivery) -> _Entry | None:
@@ -257,8 +265,9 @@ class MemoryBroker:
 
     def _next_due(self, queue: _Queue) -> float:
         due = math.inf
-        if queue.waiting:
-            due = queue.waiting[0][0]
+        for heap in (queue.high, queue.waiting, queue.low):
+            if heap and heap[0][0] < due:
+                due = heap[0][0]
         if queue.leased:
             due = min(due, queue.leased[0][0])
         return due
@@ -325,8 +334,27 @@ class MemoryBroker:
         self._prune(now)
         self._expire_leases(queue, now, max_attempts)
         claimed: list[Delivery] = []
-        while queue.waiting and len(claimed) < limit and queue.waiting[0][0] <= now:
-            _, job_id, version = heapq.heappop(queue.waiting)
+        if queue.high:
+            self._take(queue, queue.high, claimed, consumer, limit, lease, start, now)
+        self._take(queue, queue.waiting, claimed, consumer, limit, lease, start, now)
+        if queue.low:
+            self._take(queue, queue.low, claimed, consumer, limit, lease, start, now)
+        return claimed
+
+    def _take(
+        self,
+        queue: _Queue,
+        waiting: list[tuple[float, str, int]],
+        claimed: list[Delivery],
+        consumer: str,
+        limit: int,
+        lease: float,
+        start: int,
+        now: float,
+    ) -> None:
+        """Claim the ready jobs of one priority level's heap into ``claimed``."""
+        while waiting and len(claimed) < limit and waiting[0][0] <= now:
+            _, job_id, version = heapq.heappop(waiting)
             entry = self._entries.get(job_id)
             if entry is None or entry.version != version:
                 continue
@@ -355,7 +383,6 @@ class MemoryBroker:
                     interrupted=entry.interrupted,
                 )
             )
-        return claimed
 
     async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         await trio.lowlevel.checkpoint()
@@ -521,6 +548,13 @@ class MemoryBroker:
         with trio.move_on_after(wait):
             await event.wait()
         return self._live_result(job_id)
+
+    async def get_results(self, job_ids: Sequence[str]) -> dict[str, Result]:
+        """The stored results of ``job_ids`` (those with none are left out)."""
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+        found = {job_id: self._live_result(job_id) for job_id in job_ids}
+        return {job_id: result for job_id, result in found.items() if result is not None}
 
     def _live_result(self, job_id: str) -> Result | None:
         stored = self._results.get(job_id)

@@ -70,6 +70,7 @@ from .._job import (
     Delivery,
     Job,
     JobStatus,
+    Priority,
     QueueStats,
     Result,
     replace_fields,
@@ -90,7 +91,9 @@ from ._url import display_url
 from ._workflow_store import WorkflowRecord
 
 _ORPHAN_IDLE_MS = 5_000
-_JOB_FIELDS = 13
+_JOB_FIELDS = 14
+# A claimed row's priority field: missing or empty for a normal job.
+_LEVELS: dict[Any, Priority] = {b"1": Priority.HIGH, b"-1": Priority.LOW}
 _CLAIM_RETRY_PAUSE = 0.05
 # How often a claiming broker re-reads the epoch marker and its queue's counts
 # (what it can say was lost if Redis loses the queue), and Redis' config.
@@ -338,6 +341,7 @@ class RedisBroker:
                 "" if job.timeout is None else repr(job.timeout),
                 job.key or "",
                 job.trace_id,
+                int(job.priority) or "",
             ]
         stored = [_text(i) for i in await self._call("enqueue", args)]
         out: list[Job] = []
@@ -422,11 +426,18 @@ class RedisBroker:
             await self._wait_for_entries(queue, _text(flat[1]), max(1, int(until * 1000)))
 
     async def _wait_for_entries(self, queue: str, after: str, block_ms: int) -> None:
-        """Block until the stream has an entry newer than ``after`` (or ``block_ms``
-        passed). ``XREAD`` takes nothing: the next claim script does, atomically,
-        so an idle worker wakes within a millisecond of an enqueue, no polling."""
+        """Block until the ready stream or the wake stream (a high or low job got
+        ready) has an entry newer than the ids in ``after`` (the claim script's
+        "ready wake"), or ``block_ms`` passed. ``XREAD`` takes nothing: the next
+        claim script does, atomically, so an idle worker wakes within a
+        millisecond of an enqueue, no polling."""
+        ready, _, wake = after.partition(" ")
+        streams = {
+            keys.ready(self._prefix, queue): ready,
+            keys.wake(self._prefix, queue): wake or "0-0",
+        }
         with map_redis_exceptions("xread"):
-            await self._client.xread({keys.ready(self._prefix, queue): after}, block=block_ms)
+            await self._client.xread(streams, block=block_ms)
 
     # --- settling --------------------------------------------------------------
 
@@ -585,6 +596,24 @@ class RedisBroker:
                 popped = await self._client.blpop([keys.notify(self._prefix, job_id)], timeout=wait)
                 raw = popped[1] if popped else await self._client.get(key)
         return None if raw is None else self._fresh(_result_from_json(raw))
+
+    async def get_results(self, job_ids: Sequence[str]) -> dict[str, Result]:
+        """The stored results of ``job_ids`` (those with none are left out), in one
+        MGET (every key of a prefix shares one hash slot in cluster mode)."""
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            await trio.lowlevel.checkpoint()
+            return {}
+        with map_redis_exceptions("get results"):
+            raws = await self._client.mget([keys.result(self._prefix, id_) for id_ in wanted])
+        found: dict[str, Result] = {}
+        for id_, raw in zip(wanted, raws, strict=True):
+            result = None if raw is None else self._fresh(_result_from_json(raw))
+            if result is not None:
+                found[id_] = result
+        return found
 
     def _fresh(self, result: Result) -> Result | None:
         """The result, or None once Retention.results is past (its key may live on
@@ -782,7 +811,7 @@ class RedisBroker:
         if job_ids is not None and not job_ids:
             await trio.lowlevel.checkpoint()
             return 0
-        return int(await self._call("requeue", [queue or "", *(job_ids or [])]))
+        return int(await self._call("requeue", [repr(self.now()), queue or "", *(job_ids or [])]))
 
     async def store_raw_for_test(self, queue: str, fields: Mapping[str, str | bytes]) -> bool:
         """Store a job hash as given, ready now on ``queue`` (the ``RawStorable`` test hook).
@@ -867,7 +896,9 @@ def _job_from_hash(fields: dict[str, Any]) -> Job:
         [fields.get(name) for name in ROW_FIELDS],
         queue=queue.decode("utf-8", "replace") if isinstance(queue, bytes) and queue else "?",
     )
-    return found.job if isinstance(found, BadRow) else found
+    job = found.job if isinstance(found, BadRow) else found
+    level = _LEVELS.get(fields.get("priority"))
+    return job if level is None else replace_fields(job, priority=level)
 
 
 def _lenient_text(value: Any) -> str:
@@ -905,6 +936,8 @@ def _deliveries(
         started = row[11] != b"0" and row[11] != "0"
         if not started:
             job = replace_fields(job, attempt=job.attempt + 1)
+        if row[13]:
+            job = replace_fields(job, priority=_LEVELS.get(row[13], Priority.NORMAL))
         deliveries.append(
             Delivery(
                 job=job,

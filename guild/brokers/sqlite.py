@@ -5,7 +5,8 @@ when ``ready_at`` is still ahead), ``in_flight`` (held under ``receipt`` until
 ``lease_expires``), ``done`` or ``dead``. A claim is one ``BEGIN IMMEDIATE``
 transaction: jobs whose lease expired go back to ready (or to the dead letters
 when their attempts are spent), then one ``UPDATE … RETURNING`` takes the
-oldest ready rows by ``(queue, ready_at, id)`` through an index. Several
+oldest ready rows of the highest priority by ``(queue, priority, ready_at, id)``
+through an index. Several
 processes may share the file: WAL lets readers run beside the one writer, and
 ``busy_timeout`` makes writers queue instead of failing.
 
@@ -37,10 +38,12 @@ import trio
 from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payload, job_from_row
 from .._errors import BrokerClosed, BrokerError, BrokerFileReplaced
 from .._job import (
+    PRIORITIES,
     DeadLetter,
     Delivery,
     Job,
     JobStatus,
+    Priority,
     QueueStats,
     Result,
     replace_fields,
@@ -50,6 +53,7 @@ from .._retention import Retention
 from . import _sqlite_cancel, _sqlite_jobinfo, _sqlite_purge
 from ._canary import sqlite_route
 from ._protocol import check_purge_args
+from ._sqlite_batch import WriteBatcher
 from ._sqlite_errors import map_sqlite_exceptions
 from ._sqlite_ledger import SqliteLedger
 from ._sqlite_migrate import prepare
@@ -64,6 +68,10 @@ _FILE_CHECK_EVERY = 1.0
 _JOB_COLUMNS = (
     "id, queue, payload, attempt, max_attempts, enqueued_at, not_before, timeout, key, trace_id"
 )
+# Every level, highest first: the claim's ``priority IN`` list, which lets SQLite
+# walk the claim index one level at a time (a range on ready_at in each) rather
+# than sort every ready row.
+_LEVELS = "(" + ", ".join(str(int(level)) for level in PRIORITIES) + ")"
 _POLL_START = 0.005
 _POLL_MAX = 0.05
 
@@ -80,10 +88,36 @@ def _file_identity(path: str) -> tuple[int, int] | None:
     return (found.st_dev, found.st_ino)
 
 
+# Rows per set-based statement: two bound values each, far below SQLite's
+# 32,766 variables, and few distinct statements for the statement cache.
+_CHUNK = 256
+
+
+def _chunks(rows: Sequence[T]) -> list[Sequence[T]]:
+    return [rows[i : i + _CHUNK] for i in range(0, len(rows), _CHUNK)]
+
+
+def _pairs(chunk: Sequence[tuple[str, str]]) -> tuple[str, list[str | None]]:
+    """A ``VALUES`` list of ``(?,?)`` for ``chunk``, and its parameters.
+
+    Padded with ``(NULL, NULL)`` (which matches no row) to a power of two, so
+    that a handful of distinct statements stay in the statement cache."""
+    size = 1
+    while size < len(chunk):
+        size *= 2
+    values: list[str | None] = [value for pair in chunk for value in pair]
+    values += [None] * (2 * (size - len(chunk)))
+    return ",".join(["(?,?)"] * size), values
+
+
 def _decode(row: Sequence[Any], queue: str) -> Job | BadRow:
     # max_attempts 0 stands for None: the worker's (see the schema).
     fields = row[:10] if row[4] != 0 else (*row[:4], None, *row[5:10])
     return job_from_row(fields, queue=queue)
+
+
+# A claim takes only rows whose priority is in _LEVELS, so every one it reads is here.
+_BY_VALUE = {int(level): level for level in Priority}
 
 
 def _job(row: Sequence[Any]) -> Job:
@@ -179,6 +213,7 @@ class SqliteBroker:
         self._result_ttl = retention.record
         self._purge_backlog = False
         self._limiter = trio.CapacityLimiter(1)
+        self._batcher = WriteBatcher(connection, path, self._limiter)
         self._changed = trio.Event()
         self._closed = False
         self._last_purge = 0.0
@@ -279,17 +314,11 @@ class SqliteBroker:
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def transaction(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                value = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return value
-
-        return await self._run(transaction)
+        # Writes that wait for the connection together commit together (_sqlite_batch).
+        if self._closed:
+            raise BrokerClosed(f"the sqlite broker for {self._path} is closed")
+        self._check_file()
+        return await self._batcher.write(fn)
 
     def _wake(self) -> None:
         self._changed.set()
@@ -311,6 +340,7 @@ class SqliteBroker:
                 job.key,
                 job.trace_id,
                 max(now, job.not_before) if job.not_before is not None else now,
+                int(job.priority),
             )
             for job in jobs
         ]
@@ -330,7 +360,8 @@ class SqliteBroker:
                 stored.append(replace_fields(job, enqueued_at=now, attempt=0))
             db.executemany(
                 "INSERT INTO jobs (id, queue, payload, max_attempts, enqueued_at, not_before,"
-                " timeout, key, trace_id, ready_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,'ready')",
+                " timeout, key, trace_id, ready_at, priority, status)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,'ready')",
                 plain,
             )
             return stored
@@ -398,9 +429,9 @@ class SqliteBroker:
                 " started = ? * (1 - interrupted), receipt = ? || id, consumer = ?,"
                 " lease_expires = ?, started_at = CASE WHEN ? * (1 - interrupted) > 0"
                 " THEN ? ELSE started_at END WHERE id IN (SELECT id"
-                " FROM jobs WHERE queue = ? AND status = 'ready' AND ready_at <= ?"
-                " ORDER BY ready_at, id LIMIT ?)"
-                f" RETURNING {_JOB_COLUMNS}, ready_at, receipt, started, interrupted",
+                f" FROM jobs WHERE queue = ? AND status = 'ready' AND priority IN {_LEVELS}"
+                " AND ready_at <= ? ORDER BY priority DESC, ready_at, id LIMIT ?)"
+                f" RETURNING {_JOB_COLUMNS}, ready_at, receipt, started, interrupted, priority",
                 (started, started, receipt, consumer, now + lease, started, now, queue, now, count),
             ).fetchall()
 
@@ -420,7 +451,7 @@ class SqliteBroker:
             # rolled back), reading text as bytes, so that row can be dead-lettered.
             rows, lease_expires = await self._write(_bytes_text(claim))
             rows = [_utf8_where_valid(row) for row in rows]
-        rows.sort(key=lambda row: (row[10], row[0]))
+        rows.sort(key=lambda row: (-row[14], row[10], row[0]))
         deliveries = []
         bad: list[tuple[BadRow, Any]] = []
         for row in rows:
@@ -430,6 +461,8 @@ class SqliteBroker:
                 continue
             if not row[12]:
                 job = replace_fields(job, attempt=job.attempt + 1)
+            if row[14]:
+                job = replace_fields(job, priority=_BY_VALUE[row[14]])
             deliveries.append(
                 Delivery(
                     job=job,
@@ -477,20 +510,31 @@ class SqliteBroker:
     async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         now = self.now()
 
+        held = list(dict.fromkeys((d.job.id, d.receipt) for d in deliveries))
+
         def mark(db: sqlite3.Connection) -> list[Delivery]:
+            # One statement per chunk, not one per job (a row started already
+            # keeps its count: attempt + 1 - started).
+            attempts: dict[tuple[str, str], int] = {}
+            for chunk in _chunks(held):
+                marks, values = _pairs(chunk)
+                for job_id, receipt, attempt in db.execute(
+                    f"WITH r(id, receipt) AS (VALUES {marks})"
+                    " UPDATE jobs SET attempt = attempt + 1 - started, started = 1,"
+                    " started_at = CASE WHEN started = 1 THEN started_at ELSE ? END"
+                    " FROM r WHERE jobs.id = r.id AND jobs.status = 'in_flight'"
+                    " AND jobs.receipt = r.receipt AND jobs.lease_expires > ?"
+                    " RETURNING jobs.id, jobs.receipt, jobs.attempt",
+                    (*values, now, now),
+                ):
+                    attempts[(job_id, receipt)] = attempt
             started = []
             for delivery in deliveries:
-                hit = db.execute(
-                    "UPDATE jobs SET attempt = attempt + 1 - started, started = 1,"
-                    " started_at = CASE WHEN started = 1 THEN started_at ELSE ? END WHERE id = ?"
-                    " AND status = 'in_flight' AND receipt = ? AND lease_expires > ?"
-                    " RETURNING attempt",
-                    (now, delivery.job.id, delivery.receipt, now),
-                ).fetchone()
-                if hit is not None:
+                attempt = attempts.get((delivery.job.id, delivery.receipt))
+                if attempt is not None:
                     started.append(
                         Delivery(
-                            job=replace_fields(delivery.job, attempt=hit[0]),
+                            job=replace_fields(delivery.job, attempt=attempt),
                             receipt=delivery.receipt,
                             consumer=delivery.consumer,
                             lease_expires=delivery.lease_expires,
@@ -581,20 +625,27 @@ class SqliteBroker:
     async def ack(self, done: Sequence[tuple[Delivery, ResultJSON]]) -> None:
         now = self.now()
         keep = int(self._retention.keep_payload)
-        rows = [(text, now, now + self._result_ttl, keep, d.job.id) for d, text in done]
+        # A job acked twice in one call: its first result stands, as when acked twice.
+        results: dict[str, ResultJSON] = {}
+        for delivery, text in done:
+            results.setdefault(delivery.job.id, text)
+        pairs = list(results.items())
 
         def finish(db: sqlite3.Connection) -> None:
+            # One statement per chunk of jobs, not one per job.
             counts: dict[str, int] = {}
-            for row in rows:
-                hit = db.execute(
-                    "UPDATE jobs SET status = 'done', result = ?, finished_at = ?,"
+            for chunk in _chunks(pairs):
+                marks, values = _pairs(chunk)
+                for (queue,) in db.execute(
+                    f"WITH r(id, result) AS (VALUES {marks})"
+                    " UPDATE jobs SET status = 'done', result = r.result, finished_at = ?,"
                     " result_expires = ?, receipt = NULL,"
-                    " payload = CASE WHEN ? THEN payload ELSE 'null' END WHERE id = ?"
-                    " AND status NOT IN ('done', 'dead', 'cancelled') RETURNING queue",
-                    row,
-                ).fetchone()
-                if hit is not None:
-                    counts[hit[0]] = counts.get(hit[0], 0) + 1
+                    " payload = CASE WHEN ? THEN payload ELSE 'null' END FROM r"
+                    " WHERE jobs.id = r.id AND jobs.status NOT IN ('done', 'dead', 'cancelled')"
+                    " RETURNING jobs.queue",
+                    (*values, now, now + self._result_ttl, keep),
+                ):
+                    counts[queue] = counts.get(queue, 0) + 1
             db.executemany(
                 "INSERT INTO queue_counts (queue, done) VALUES (?, ?) ON CONFLICT (queue)"
                 " DO UPDATE SET done = done + excluded.done",
@@ -740,6 +791,24 @@ class SqliteBroker:
                 await changed.wait()
             interval = min(interval * 2, _POLL_MAX)
 
+    async def get_results(self, job_ids: Sequence[str]) -> dict[str, Result]:
+        """The stored results of ``job_ids`` (those with none are left out), in
+        one trip to the database thread: what a workflow coordinator's pass reads."""
+        if not job_ids:
+            await trio.lowlevel.checkpoint()
+            return {}
+        wanted = list(dict.fromkeys(job_ids))
+
+        def read(db: sqlite3.Connection) -> dict[str, Result]:
+            found: dict[str, Result] = {}
+            for id_ in wanted:
+                result = self._result(db, id_)
+                if result is not None:
+                    found[id_] = result
+            return found
+
+        return await self._run(read)
+
     async def job_info(self, job_id: str) -> JobInfo | None:
         now = self.now()
         return await self._read_any_text(lambda db: _sqlite_jobinfo.select(db, job_id, now))
@@ -805,7 +874,17 @@ class SqliteBroker:
                 return found
             return {name: found.get(name, QueueStats(queue=name)) for name in queues}
 
-        return await self._run(count)
+        def counted_at_once(db: sqlite3.Connection) -> dict[str, QueueStats]:
+            # One read transaction, so both statements see the same snapshot: read
+            # one after the other, an ack committed by another process between them
+            # showed a job both in flight and in the done count.
+            db.execute("BEGIN")
+            try:
+                return count(db)
+            finally:
+                db.execute("COMMIT")
+
+        return await self._run(counted_at_once)
 
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         def select(db: sqlite3.Connection) -> list[DeadLetter]:

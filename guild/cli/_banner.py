@@ -7,9 +7,11 @@ The command prints them; the tests check them without running anything.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from .._app import Guild, Periodic
+from .._cron import Cron
 from .._version import __version__
 from ..sandbox._held import held_isolation
 
@@ -20,6 +22,7 @@ def banner(
     broker: str,
     http: tuple[str, int] | None,
     processes: int,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The start-up facts, JSON-ready.
 
@@ -27,6 +30,8 @@ def banner(
         broker: the broker URL as it may be shown (see ``display_url``).
         http: the address the HTTP endpoints listen on, or ``None``.
         processes: worker processes (each runs every worker below).
+        now: the current time (aware); given, the facts list each periodic
+            job with its next fire, in the cron's own time zone.
     """
     facts: dict[str, Any] = {
         "event": "guild_started",
@@ -43,7 +48,21 @@ def banner(
     isolation = held_isolation(app)
     if isolation is not None:
         facts["sandbox"] = isolation
+    if now is not None and app.schedules:
+        facts["periodic"] = [_schedule(entry, now) for _, entry in sorted(app.schedules.items())]
     return facts
+
+
+def _schedule(entry: Periodic, now: dt.datetime) -> dict[str, Any]:
+    schedule = entry.schedule
+    fire = schedule.next_fire(now)
+    if isinstance(schedule, Cron):
+        if schedule.zone is not None:
+            fire = fire.astimezone(schedule.zone)
+        every: dict[str, Any] = {"cron": schedule.expression, "tz": schedule.tz or "UTC"}
+    else:
+        every = {"seconds": schedule.seconds}
+    return {"name": entry.name, "queue": entry.queue, **every, "next": fire.isoformat()}
 
 
 def _address(host: str, port: int) -> str:
@@ -67,7 +86,28 @@ def render(facts: dict[str, Any]) -> str:
     ]
     if "sandbox" in facts:
         lines.append(f"  sandbox: {facts['sandbox']} isolation")
+    for number, entry in enumerate(facts.get("periodic", [])):
+        when = (
+            f"cron {entry['cron']!r} {entry['tz']}"
+            if "cron" in entry
+            else f"every {entry['seconds']:g} s"
+        )
+        fire = dt.datetime.fromisoformat(entry["next"])
+        lines.append(
+            ("  periodic: " if number == 0 else " " * 12)
+            + f"{entry['name']} ({when}) to {entry['queue']},"
+            + f" next {fire:%Y-%m-%d %H:%M} {_zone_label(fire, entry.get('tz', 'UTC'))}"
+        )
     return "\n".join(lines)
+
+
+def _zone_label(fire: dt.datetime, tz: str) -> str:
+    # The offset, not a zone abbreviation: "CET" and "IST" each name several zones.
+    if tz == "UTC":
+        return "UTC"
+    offset = fire.utcoffset() or dt.timedelta(0)
+    hours, minutes = divmod(abs(int(offset.total_seconds())) // 60, 60)
+    return f"{'-' if offset < dt.timedelta(0) else '+'}{hours:02}:{minutes:02}"
 
 
 def unserved_schedules(app: Guild) -> list[Periodic]:

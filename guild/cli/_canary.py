@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import trio
 
 from ..brokers._url import open_broker
+from ..config import GuildConfig, load_config
+from ..config._effective import choose_env
+from ..config._schema import CANARY_OPTIONS
 from ..rollout._controller import apply, namespace_of, observation
 from ..rollout._lanes import lane_of
 from ..rollout._machine import (
@@ -29,6 +33,7 @@ from ..rollout._machine import (
 )
 from ..rollout._store import CanaryRecord, hand_back_dead, lane_held, load, load_all, move_lane
 from ._args import CommandFailed, UsageError, broker_url, integer, queue_name
+from ._config import add_env_flag
 from ._output import EXIT_OK, print_json, table
 
 
@@ -50,6 +55,12 @@ def register(subparsers: Any) -> None:
     start = actions.add_parser("start", help="start at the first stage (or resume a paused one)")
     start.add_argument("queue", type=queue_name)
     add_policy_flags(start)
+    start.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a guild.toml whose [canary] (and broker) apply; the flags win over it",
+    )
+    add_env_flag(start)
     subs = [status, start]
     for name, text in (
         ("promote", "move one stage on now"),
@@ -90,13 +101,17 @@ def add_policy_flags(parser: Any, prefix: str = "") -> None:
     )
 
 
-def policy_from(args: argparse.Namespace, prefix: str = "") -> CanaryPolicy | None:
-    """The policy the flags give, or ``None`` when none was given."""
-    given = {
+def policy_from(
+    args: argparse.Namespace, prefix: str = "", config: GuildConfig | None = None
+) -> CanaryPolicy | None:
+    """The policy the flags and the file's ``[canary]`` give (a flag wins over
+    the file, the file over the default), or ``None`` when neither sets a field."""
+    flags = {
         name: getattr(args, prefix + name)
-        for name in ("stages", "soak", "error_rate", "p95", "min_jobs")
+        for name in CANARY_OPTIONS
         if getattr(args, prefix + name, None) is not None
     }
+    given = {**(config.canary if config is not None else {}), **flags}
     if not given:
         return None
     try:
@@ -142,13 +157,26 @@ def _event(action: str, at: float) -> Event:
     return Rollback(at, "by an operator")
 
 
+def _start_config(args: argparse.Namespace) -> GuildConfig | None:
+    """The ``--config`` file of ``canary start``, under ``--env`` (else ``$GUILD_ENV``)."""
+    if getattr(args, "config", None) is None:
+        if getattr(args, "env", None) is not None:
+            raise UsageError("--env: give the guild.toml with --config")
+        return None
+    env, _ = choose_env(args.env, os.environ)
+    return load_config(args.config, env)
+
+
 async def _act(args: argparse.Namespace) -> dict[str, Any]:
-    policy = policy_from(args) if args.action == "start" else None
+    config = _start_config(args) if args.action == "start" else None
+    policy = policy_from(args, config=config) if args.action == "start" else None
+    # As guild run FILE: --broker, else the file's, else $GUILD_BROKER.
+    url = args.broker or (config.broker if config is not None else None)
 
     def event(at: float, record: CanaryRecord, counts: Mapping[str, Any]) -> Event:
         return _event(args.action, at)
 
-    async with open_broker(args.broker) as broker:
+    async with open_broker(url) as broker:
         try:
             record, decision = await apply(
                 broker, args.queue, event, policy=policy, hand_back=False

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config._effective import effective
 from ..config._load import MAX_PROCESSES
-from ..config._schema import LOG_FORMATS, LOG_LEVELS
+from ..config._schema import CANARY_OPTIONS, LOG_FORMATS, LOG_LEVELS
 from ._args import broker_url, integer, non_empty
 from ._output import EXIT_OK
 
@@ -46,6 +46,10 @@ def register(subparsers: Any) -> None:
     show.add_argument("--http", metavar="HOST:PORT", help="as guild run --http")
     show.add_argument("--log-level", choices=LOG_LEVELS, help="as guild run --log-level")
     show.add_argument("--log-format", choices=LOG_FORMATS, help="as guild run --log-format")
+    # Imported here: guild canary start takes --env from this module.
+    from ._canary import add_policy_flags
+
+    add_policy_flags(show, "canary-")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=show_config)
 
@@ -68,6 +72,10 @@ def run_flags(args: argparse.Namespace) -> dict[str, Any]:
         "--http": args.http,
         "--log-level": args.log_level,
         "--log-format": args.log_format,
+        **{
+            f"--canary-{name.replace('_', '-')}": getattr(args, f"canary_{name}")
+            for name in CANARY_OPTIONS
+        },
     }
 
 

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from .._job import Job, JSONValue
+from .._job import PRIORITIES, Job, JSONValue, Priority, check_priority
 from ..brokers._protocol import Broker
 from ..brokers._url import broker_url_from_env, check_broker_url, open_broker
 from ._args import UsageError, broker_url, integer, non_empty, number, queue_name
@@ -46,12 +46,32 @@ def register(subparsers: Any) -> None:
         help=f"runs before the job is dead-lettered (1 to {MAX_ATTEMPTS:,};"
         " default: the worker's max_attempts)",
     )
+    parser.add_argument(
+        "--priority",
+        type=_priority,
+        default=Priority.NORMAL,
+        metavar="LEVEL",
+        help=f"{_LEVELS}: claimed before the waiting jobs of lower priority (default: normal)",
+    )
     wait_option(
         parser,
         "wait for the job to finish and print its result instead (exit 1 unless it is done)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=enqueue)
+
+
+_LEVELS = ", ".join(level.name.lower() for level in PRIORITIES)
+
+
+def _priority(text: str) -> Priority:
+    try:
+        return check_priority(int(text) if text.strip().lstrip("-").isdigit() else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {_LEVELS} (or {', '.join(str(int(p)) for p in PRIORITIES)}),"
+            f" got {text!r}"
+        ) from None
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -140,6 +160,7 @@ async def _store(
                     key=args.key,
                     not_before=not_before,
                     max_attempts=args.max_attempts,
+                    priority=args.priority,
                 )
                 for payload in payloads
             ]

@@ -24,6 +24,7 @@ from ..brokers._url import open_broker
 from ..observability._access import REDACT_VARIABLE, TOKEN_VARIABLE, Access, is_loopback
 from ..observability._fleet_http import Fleet, FleetApp, serve_fleet_http
 from ..observability._health import Thresholds
+from ..observability._http import warn_if_disabled
 from ..supervision import supervise_processes
 from ..supervision._processes import OnKilled
 from ._args import UsageError
@@ -89,12 +90,13 @@ async def supervise_fleet(
             public = (
                 f"{http.host}:{http.port}" if ":" not in http.host else f"[{http.host}]:{http.port}"
             )
+            access = Access(token=token, loopback=is_loopback(http.host))
             asgi = FleetApp(
                 app_name,
                 fleet,
                 broker,
                 host=public,
-                access=Access(token=token, loopback=is_loopback(http.host)),
+                access=access,
                 thresholds=http.thresholds,
                 redact=redact,
             )
@@ -105,6 +107,9 @@ async def supervise_fleet(
                     )
             except OSError as exc:
                 raise UsageError(f"--http {http.host}:{http.port}: cannot listen ({exc})") from None
+            # Only now: an address that cannot be bound is the one error line, with
+            # no warning about serving it before (the children serve private sockets).
+            warn_if_disabled(access, http.host)
             _log.info("http_listening", host=http.host, port=port, processes=processes)
             announce((http.host, port))
             code = await supervise_processes(

@@ -9,6 +9,7 @@ process supervisor over N children that each run the app.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import functools
 import json
 import os
@@ -32,6 +33,7 @@ from ..config._effective import choose_env
 from ..config._load import MAX_PROCESSES
 from ..config._schema import LOG_FORMATS
 from ..observability import Thresholds, configure_logging, observe, serve_http
+from ..observability._access import TOKEN_VARIABLE
 from ..observability._multiprocess import prepare_multiprocess
 from ..rollout._machine import CanaryPolicy
 from ..rollout._serve import make_canary, run_app
@@ -40,7 +42,6 @@ from ._args import UsageError, broker_url, integer, number
 from ._banner import banner, render, unserved_schedules, unserved_warning
 from ._canary import add_policy_flags, policy_from
 from ._config import add_env_flag
-from ._fleet import FleetHTTP, socket_dir, supervise_fleet
 from ._output import EXIT_OK
 from ._target import app_of, import_app, is_config_target
 
@@ -114,6 +115,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _check_token_variable() -> None:
+    """Refuse a ``$GUILD_HTTP_TOKEN`` the server would refuse, before anything starts.
+
+    Its value is never echoed: a secret does not belong in an error line.
+    """
+    token = os.environ.get(TOKEN_VARIABLE)
+    # Empty means unset, as serve_http reads it.
+    if token and token != token.strip():
+        raise UsageError(f"${TOKEN_VARIABLE}: expected a token with no surrounding spaces")
+
+
 def parse_http(value: str, source: tuple[str, str] = ("--http", "http")) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts.
 
@@ -154,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         http = parse_http(args.http)
     elif config is not None and config.http:
         http = parse_http(config.http, (config.path, "guild.http"))
+    if http is not None and (config is None or config.http_token is None):
+        _check_token_variable()
     url = broker_url_from_env(args.broker or (config.broker if config else None))
     # Every URL fault is a usage error now, before a child starts or a file is made.
     try:
@@ -166,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency is not None:
         for name in app.specs:
             app.configure(name, concurrency=args.concurrency)
-    canary_policy = policy_from(args, "canary_")
+    canary_policy = policy_from(args, "canary_", config)
     if args.canary:
         make_canary(app)  # before the banner, so it names the lanes served
     processes = args.processes or (config.processes if config else 1)
@@ -190,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
         if args.concurrency is not None:
             child += ["--concurrency", str(args.concurrency)]
         child += _canary_flags(args)
+        # Here, not at the top: only --processes N needs the fleet's HTTP
+        # server, and every single-process start-up would pay for loading it.
+        from ._fleet import FleetHTTP, socket_dir, supervise_fleet
+
         sockets: str | None = None
         if http is not None:
             # The parent serves --http for the whole run (guild.cli._fleet); each
@@ -285,6 +303,7 @@ class _Announcer:
             broker=display_url(self.url),
             http=http,
             processes=self.processes,
+            now=dt.datetime.now(dt.UTC),
         )
         warnings = [unserved_warning(entry) for entry in unserved_schedules(self.app)]
         if self.args.json:

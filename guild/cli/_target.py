@@ -128,14 +128,30 @@ def _apply_periodic(app: Guild, path: str, name: str, entry: dict[str, Any]) -> 
     """Add ``[periodic.NAME]``, or change the keys it names of the app's own schedule."""
     key = f"periodic.{name}"
     schedule = entry.get("schedule")
-    made = (
-        None
-        if schedule is None
-        else Cron(schedule)
-        if isinstance(schedule, str)
-        else Every(schedule)
-    )
     existing = app.schedules.get(name)
+    # A zone the file leaves out stays the one the app's own cron has.
+    kept_tz = (
+        existing.schedule.tz
+        if existing is not None and isinstance(existing.schedule, Cron)
+        else None
+    )
+    tz = entry.get("tz", kept_tz)
+    made: Cron | Every | None
+    if isinstance(schedule, str):
+        made = Cron(schedule, tz=tz)
+    elif schedule is not None:
+        made = Every(schedule)  # the loader refuses a tz beside seconds
+    elif "tz" in entry and existing is not None:
+        if not isinstance(existing.schedule, Cron):
+            raise ConfigError(
+                path,
+                f"{key}.tz",
+                "a cron schedule to set the time zone of (the app's"
+                f" {name!r} is every {existing.schedule.seconds:g} seconds)",
+            )
+        made = Cron(existing.schedule.expression, tz=tz)
+    else:
+        made = None
     if existing is None:
         missing = [option for option in ("schedule", "queue") if option not in entry]
         if missing:
@@ -145,7 +161,8 @@ def _apply_periodic(app: Guild, path: str, name: str, entry: dict[str, Any]) -> 
                 f"{' and '.join(missing)} (a schedule the app does not define in code;"
                 f" it defines {sorted(app.schedules) or 'none'})",
             )
-        app.periodic(entry["schedule"], entry["queue"], entry.get("payload"), name=name)
+        assert made is not None  # "schedule" is in the entry
+        app.periodic(made, entry["queue"], entry.get("payload"), name=name)
         return
     # The app's schedules are kept by name; one from code is replaced whole by its
     # changed copy (Guild.periodic refuses a second schedule of one name).

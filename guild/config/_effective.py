@@ -17,7 +17,6 @@ from typing import Any
 
 import attrs
 
-from .._retention import Retention
 from ..brokers._url import DEFAULT_URL, display_url
 from ._layers import Origin, dotted, leaves
 from ._load import environments, load_config, read_toml
@@ -32,6 +31,11 @@ FLAG_KEYS = {
     "--http": "guild.http",
     "--log-level": "guild.log_level",
     "--log-format": "guild.log_format",
+    "--canary-stages": "canary.stages",
+    "--canary-soak": "canary.soak",
+    "--canary-error-rate": "canary.error_rate",
+    "--canary-p95": "canary.p95",
+    "--canary-min-jobs": "canary.min_jobs",
 }
 """``guild run`` flags that override one key of the file."""
 
@@ -42,11 +46,12 @@ CONCURRENCY_FLAG = "--concurrency"
 def defaults() -> dict[str, Any]:
     """The value of every key that has one when the file leaves it out.
 
-    Keys of ``[supervisor]``, ``[workers.NAME]``, ``[sandbox]`` and
-    ``[periodic.NAME]`` have none here: left out, the app's own code decides.
+    Keys of ``[supervisor]``, ``[workers.NAME]``, ``[sandbox]``, ``[retention]``
+    and ``[periodic.NAME]`` have none here: left out, the app's own code decides.
     """
     # Imported here: guild.observability imports much of guild, which imports this.
     from ..observability._health import Thresholds
+    from ..rollout._machine import CanaryPolicy
 
     found: dict[str, Any] = {
         "guild.broker": DEFAULT_URL,
@@ -57,9 +62,10 @@ def defaults() -> dict[str, Any]:
     }
     for field in attrs.fields(Thresholds):
         found[f"health.{field.name}"] = field.default
-    for field in attrs.fields(Retention):
-        default = field.default
-        found[f"retention.{field.name}"] = "forever" if default is None else default
+    policy = CanaryPolicy()
+    for field in attrs.fields(CanaryPolicy):
+        value = getattr(policy, field.name)
+        found[f"canary.{field.name}"] = list(value) if isinstance(value, tuple) else value
     return found
 
 
@@ -197,7 +203,16 @@ def effective(
     )
 
 
-_SECTIONS = ("guild", "supervisor", "workers", "health", "sandbox", "retention", "periodic")
+_SECTIONS = (
+    "guild",
+    "supervisor",
+    "workers",
+    "health",
+    "sandbox",
+    "retention",
+    "canary",
+    "periodic",
+)
 
 
 def _order(key: str) -> tuple[int, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from .._job import check_queue_name
 from .._limits import parse_rate
 from ._layers import dotted, overlay, paths
 from ._schema import (
+    CANARY_OPTIONS,
     HEALTH_FRACTIONS,
     HEALTH_OPTIONS,
     ISOLATE_MODES,
@@ -39,6 +41,7 @@ _TOP_LEVEL = {
     "sandbox",
     "periodic",
     "retention",
+    "canary",
     "env",
 }
 _GUILD_KEYS = {
@@ -231,7 +234,45 @@ def _parse(
         sandbox=_sandbox(root.table_at("sandbox")),
         periodic=_periodic(root.table_at("periodic")),
         retention=_retention(root.table_at("retention")),
+        canary=_canary(root.table_at("canary")),
     )
+
+
+def _canary(table: _Reader) -> dict[str, Any]:
+    """``[canary]``: changes to the default ``guild.CanaryPolicy``."""
+    table.reject_unknown(set(CANARY_OPTIONS))
+    changes: dict[str, Any] = {}
+    if "stages" in table.table:
+        changes["stages"] = _stages(table)
+    for option in ("soak", "p95"):
+        if option in table.table:
+            changes[option] = float(table.positive(option, (int, float), None))
+    if "error_rate" in table.table:
+        # As --canary-error-rate: a share of jobs, so at most all of them.
+        expected = "a fraction from 0 to 1"
+        value = table.get("error_rate", (int, float), expected, None)
+        if not 0 <= value <= 1:
+            raise ConfigError(table.path, table.key("error_rate"), expected, value)
+        changes["error_rate"] = float(value)
+    if "min_jobs" in table.table:
+        changes["min_jobs"] = table.positive("min_jobs", (int,), None)
+    return changes
+
+
+def _stages(table: _Reader) -> tuple[float, ...]:
+    expected = "an array of shares in (0, 1], rising, ending at 1.0, e.g. [0.1, 0.5, 1.0]"
+    value = table.table["stages"]
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(s, bool) or not isinstance(s, int | float) for s in value)
+    ):
+        raise ConfigError(table.path, table.key("stages"), expected, value)
+    shares = tuple(float(s) for s in value)
+    rising = all(b > a for a, b in itertools.pairwise(shares))
+    if not rising or any(not 0 < s <= 1 for s in shares) or shares[-1] != 1.0:
+        raise ConfigError(table.path, table.key("stages"), expected, value)
+    return shares
 
 
 def _retention(table: _Reader) -> dict[str, Any]:
@@ -384,6 +425,8 @@ def _periodic(table: _Reader) -> dict[str, dict[str, Any]]:
         found: dict[str, Any] = {}
         if "schedule" in entry.table:
             found["schedule"] = _schedule(entry)
+        if "tz" in entry.table:
+            found["tz"] = _tz(entry, found.get("schedule"))
         if "queue" in entry.table:
             queue = entry.get("queue", (str,), "a queue name", None)
             try:
@@ -397,7 +440,7 @@ def _periodic(table: _Reader) -> dict[str, dict[str, Any]]:
 
 
 def _schedule(entry: _Reader) -> str | float:
-    expected = 'a cron expression such as "*/5 * * * *" (UTC) or a number of seconds > 0'
+    expected = 'a cron expression such as "*/5 * * * *" or a number of seconds > 0'
     value = entry.table["schedule"]
     if isinstance(value, str):
         try:
@@ -406,6 +449,23 @@ def _schedule(entry: _Reader) -> str | float:
             raise ConfigError(entry.path, entry.key("schedule"), f"{expected} ({exc})") from None
         return value
     return float(entry.positive("schedule", (int, float), None))
+
+
+def _tz(entry: _Reader, schedule: str | float | None) -> str:
+    expected = 'an IANA time zone name such as "Europe/Paris"'
+    name: str = entry.get("tz", (str,), expected, None)
+    if isinstance(schedule, float):
+        raise ConfigError(
+            entry.path,
+            entry.key("tz"),
+            "no time zone beside a schedule in seconds (only a cron expression has one)",
+            name,
+        )
+    try:
+        Cron("* * * * *", tz=name)
+    except ScheduleError as exc:
+        raise ConfigError(entry.path, entry.key("tz"), f"{expected} ({exc})") from None
+    return name
 
 
 def _json_value(entry: _Reader, value: Any) -> Any:

@@ -43,8 +43,16 @@
     dead = 604800                   # seconds a dead letter is kept ("forever" keeps it)
     keep_payload = false            # keep a done job's payload
 
+    [canary]                        # guild.CanaryPolicy of guild run --canary, guild canary start
+    stages = [0.05, 0.25, 1.0]      # the canary's share at each stage: rising, ending at 1
+    soak = 300                      # seconds a stage holds, within bounds, before the next
+    error_rate = 0.02               # how far the canary's error rate may exceed the stable's
+    p95 = 2.5                       # seconds the canary's p95 may reach when slower than stable
+    min_jobs = 50                   # canary outcomes a stage needs before it is judged
+
     [periodic.cleanup]              # Guild.periodic(schedule, queue, payload, name=...)
-    schedule = "0 3 * * *"          # cron (UTC) or seconds
+    schedule = "0 3 * * *"          # cron or seconds
+    tz = "Europe/Paris"             # the cron's time zone (default UTC)
     queue = "cleanup"
 
     [env.production]                # laid over the rest by --env / $GUILD_ENV
@@ -119,8 +127,12 @@ RETENTION_SECONDS = ("results", "done", "dead")
 """``[retention]`` keys in seconds (``dead`` also takes ``"forever"``); ``keep_payload``
 is a boolean."""
 
-PERIODIC_OPTIONS = ("schedule", "queue", "payload")
+PERIODIC_OPTIONS = ("schedule", "tz", "queue", "payload")
 """Keys of a ``[periodic.NAME]`` table (``Guild.periodic``'s arguments)."""
+
+CANARY_OPTIONS = ("stages", "soak", "error_rate", "p95", "min_jobs")
+"""Keys of ``[canary]``: the fields of ``guild.CanaryPolicy``. One policy for every
+queue a canary serves, as ``guild run --canary`` takes one."""
 
 
 @attrs.frozen(kw_only=True)
@@ -155,10 +167,13 @@ class GuildConfig:
         sandbox: changes to the ``SandboxPolicy`` of every sandbox the app's
             workers hold.
         periodic: periodic jobs by name: ``schedule`` (a cron string or
-            seconds), ``queue`` and ``payload``; a name the app schedules in code
-            has the keys given replaced.
+            seconds), ``tz`` (the cron's IANA time zone), ``queue`` and
+            ``payload``; a name the app schedules in code has the keys given
+            replaced.
         retention: changes to the app's :class:`guild.Retention` (``dead`` ``None``
             for ``"forever"``).
+        canary: changes to the default :class:`guild.CanaryPolicy` of
+            ``guild run --canary`` and ``guild canary start`` (their flags win).
     """
 
     path: str
@@ -177,3 +192,4 @@ class GuildConfig:
     sandbox: dict[str, Any] = attrs.Factory(dict)
     periodic: dict[str, dict[str, Any]] = attrs.Factory(dict)
     retention: dict[str, Any] = attrs.Factory(dict)
+    canary: dict[str, Any] = attrs.Factory(dict)

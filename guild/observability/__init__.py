@@ -14,6 +14,9 @@ typed events; instruments decide what to do with them):
 
 from __future__ import annotations
 
+import typing
+
+from .. import _lazy
 from ..supervision._states import WorkerState as WorkerState
 from ._events import ClaimPolled as ClaimPolled
 from ._events import Instrument as Instrument
@@ -34,20 +37,41 @@ from ._health import Status as Status
 from ._health import Thresholds as Thresholds
 from ._health import WorkerView as WorkerView
 from ._health import assess as assess
-from ._http import Observability as Observability
-from ._http import ObservabilityApp as ObservabilityApp
-from ._http import observe as observe
-from ._http import serve_http as serve_http
 from ._hub import EventHub as EventHub
 from ._logging import LoggingInstrument as LoggingInstrument
 from ._logging import SeedFields as SeedFields
 from ._logging import configure_logging as configure_logging
-from ._metrics import PrometheusInstrument as PrometheusInstrument
 from ._monitor import Monitor as Monitor
-from ._multiprocess import prepare_multiprocess as prepare_multiprocess
-from ._multiprocess import process_exited as process_exited
 from ._tally import DURATION_BUCKETS as DURATION_BUCKETS
 from ._tally import JobCounts as JobCounts
+
+if typing.TYPE_CHECKING:
+    from ._http import Observability as Observability
+    from ._http import ObservabilityApp as ObservabilityApp
+    from ._http import observe as observe
+    from ._http import serve_http as serve_http
+    from ._metrics import PrometheusInstrument as PrometheusInstrument
+    from ._multiprocess import prepare_multiprocess as prepare_multiprocess
+    from ._multiprocess import process_exited as process_exited
+
+# The HTTP server (hypercorn, the dashboard) and Prometheus are loaded on first
+# use: every worker imports this package for its events, few serve HTTP.
+# Hidden from type checkers, which would otherwise accept any name at all.
+if not typing.TYPE_CHECKING:
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        __name__,
+        globals(),
+        {
+            "Observability": "._http",
+            "ObservabilityApp": "._http",
+            "observe": "._http",
+            "serve_http": "._http",
+            "PrometheusInstrument": "._metrics",
+            "prepare_multiprocess": "._multiprocess",
+            "process_exited": "._multiprocess",
+        },
+        public_module=__name__,
+    )
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -90,7 +114,7 @@ __all__ = [
 def _fixup_module_metadata() -> None:
     # Tracebacks and reprs say guild.observability.X, not the private module.
     for name in __all__:
-        value = globals()[name]
+        value = globals().get(name)
         if isinstance(value, type) and value.__module__.startswith("guild.observability."):
             value.__module__ = __name__
 

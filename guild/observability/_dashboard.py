@@ -24,6 +24,7 @@ second per job), while the HTTP server runs.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import secrets
 import time
@@ -32,14 +33,17 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .._errors import BrokerError, GuildError
 from .._job import Job
+from ..brokers._protocol import Broker
 from ..brokers._workflow_store import WorkflowRecord, WorkflowStore
 from ._access import (
     CSRF_COOKIE,
     SESSION_COOKIE,
+    Access,
     Asked,
     Kind,
     Refuse,
@@ -309,10 +313,43 @@ def _cookie(name: str, value: str, *, secure: bool, http_only: bool) -> tuple[by
     return (b"set-cookie", attributes.encode())
 
 
+@attrs.frozen(kw_only=True)
+class Site:
+    """What :func:`serve_site` needs from the server that hosts the dashboard.
+
+    Attributes:
+        access: who may see the page and act.
+        timeout: seconds the broker gets to answer an action.
+        state: the body of ``/api/state``.
+        broker: the broker actions go through; raises :class:`~guild.GuildError`
+            (with the reason) when there is none.
+    """
+
+    access: Access
+    timeout: float
+    state: Callable[[], Awaitable[dict[str, Any]]]
+    broker: Callable[[], Broker]
+
+
 async def serve(
     owner: ObservabilityApp, scope: Mapping[str, Any], receive: Receive, send: Send
 ) -> None:
-    """Answer a request for one of :data:`PATHS`, under the rules of :mod:`._access`."""
+    """Answer a request for one of :data:`PATHS` for one process's server."""
+    site = Site(
+        access=owner.access,
+        timeout=owner.broker_timeout,
+        state=functools.partial(state, owner),
+        broker=lambda: owner.app.broker,
+    )
+    await serve_site(site, scope, receive, send)
+
+
+async def serve_site(site: Site, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
+    """Answer a request for one of :data:`PATHS`, under the rules of :mod:`._access`.
+
+    A single process and the parent of ``guild run --processes N`` both answer
+    through here, so the rules are the same whatever serves the page.
+    """
     path, method = scope["path"], scope["method"]
     action = path in _ACTIONS
     allowed = ("POST",) if action else ("GET", "HEAD")
@@ -326,7 +363,7 @@ async def serve(
         )
         return
     request = asked(scope, Kind.ACTION if action else Kind.PAGE)
-    verdict = judge(owner.access, request)
+    verdict = judge(site.access, request)
     secure = request.scheme == "https"
     if isinstance(verdict, Refuse):
         await respond(send, verdict.status, _error(verdict.reason), method=method)
@@ -348,20 +385,20 @@ async def serve(
         await respond(send, 200, asset(name), content_type, method=method, headers=headers)
         return
     if path == "/api/state":
-        body = json.dumps(await state(owner), default=str, separators=(",", ":")).encode()
+        body = json.dumps(await site.state(), default=str, separators=(",", ":")).encode()
         await respond(send, 200, body, method=method)
         return
-    await _act(owner, path, receive, send)
+    await _act(site, path, receive, send)
 
 
-async def _act(owner: ObservabilityApp, path: str, receive: Receive, send: Send) -> None:
+async def _act(site: Site, path: str, receive: Receive, send: Send) -> None:
     raw = await _read_body(receive)
     if raw is None:
         await respond(send, 413, _error(f"the body is over {_MAX_BODY} bytes"), method="POST")
         return
     try:
         ids = action_ids(raw)
-        broker = owner.app.broker
+        broker = site.broker()
     except ActionError as exc:
         await respond(send, 400, _error(str(exc)), method="POST")
         return
@@ -369,13 +406,13 @@ async def _act(owner: ObservabilityApp, path: str, receive: Receive, send: Send)
         await respond(send, 503, _error(str(exc)), method="POST")
         return
     try:
-        with trio.fail_after(owner.broker_timeout):
+        with trio.fail_after(site.timeout):
             if path == "/api/dead/requeue":
                 answer: dict[str, Any] = {"requeued": await broker.requeue_dead(ids)}
             else:
                 answer = {"cancelled": await broker.cancel(ids)}
     except trio.TooSlowError:
-        message = f"the broker did not answer within {owner.broker_timeout:g}s"
+        message = f"the broker did not answer within {site.timeout:g}s"
         await respond(send, 503, _error(message), method="POST")
         return
     except BrokerError as exc:
@@ -419,13 +456,19 @@ def health_broker_error(body: Mapping[str, Any]) -> str | None:
 async def _broker_lists(
     owner: ObservabilityApp,
 ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, float | None]:
-    """Dead letters, workflows (``None`` for a broker without a store) and the broker's now."""
     try:
         broker = owner.app.broker
     except GuildError:
         return None, None, None
+    return await broker_lists(broker, owner.broker_timeout)
+
+
+async def broker_lists(
+    broker: Broker, timeout: float
+) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, float | None]:
+    """Dead letters, workflows (``None`` for a broker without a store) and the broker's now."""
     try:
-        with trio.fail_after(owner.broker_timeout):
+        with trio.fail_after(timeout):
             dead = [dead_json(letter) for letter in await broker.list_dead(limit=100)]
             workflows = None
             if isinstance(broker, WorkflowStore):

@@ -188,3 +188,35 @@ def fleet_health(
         },
         503 if status is Status.UNHEALTHY else 200,
     )
+
+
+def dashboard_workers(
+    body: Mapping[str, Any], members: Sequence[Member]
+) -> dict[str, dict[str, Any]]:
+    """The dashboard's worker table for the whole run, from :func:`fleet_health`'s body.
+
+    Each worker is the run's merged view with its ``circuit``, its
+    ``concurrency`` summed over the processes that run it, and ``processes``:
+    the worker as each of those processes sees it (process index to its row).
+    """
+    workers: dict[str, dict[str, Any]] = {}
+    for name, merged in body["workers"].items():
+        state = merged["state"]
+        concurrencies = [
+            m.report["workers"][name]["concurrency"]
+            for m in members
+            if m.report is not None
+            and name in m.report.get("workers", {})
+            and m.report["workers"][name].get("concurrency") is not None
+        ]
+        workers[name] = {
+            **merged,
+            "circuit": state if state in ("open", "half_open") else "closed",
+            "concurrency": sum(concurrencies) if concurrencies else None,
+            "processes": {
+                index: process["workers"][name]
+                for index, process in body["processes"].items()
+                if name in process["workers"]
+            },
+        }
+    return workers

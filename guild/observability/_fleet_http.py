@@ -17,8 +17,15 @@ the whole run:
   ``process`` (the child's index). The first message is one merged ``hello``;
   a child that comes back after a restart is announced by ``process_hello``.
 * ``POST /health/acknowledge``: sent on to every child; the answer sums them.
-* Anything else (the dashboard and its actions) is relayed to the child with
-  the lowest index that is up, which applies the same access rules.
+* The dashboard (``/``, its assets, ``/api/state`` and the actions) is served
+  by the parent itself, under the same :mod:`._access` rules as a single
+  process: ``/api/state`` answers for the whole run (every process's workers,
+  running jobs and recent failures, from the same reports as ``/health``; the
+  broker's counts, dead letters and workflows read once, by the parent), and
+  the actions (requeue, cancel) go through the parent's broker connection,
+  which reaches a job whichever process holds it. The page's live updates come
+  from the parent's ``/events``.
+* Anything else is relayed to the child with the lowest index that is up.
 
 Why the parent and not the broker or a shared port: the parent already knows
 which children run (it supervises them), it answers even while every child is
@@ -40,13 +47,14 @@ import trio
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .._errors import BrokerError
+from .._errors import BrokerError, BrokerUnavailable
 from .._job import QueueStats
 from ..brokers._ledger import Ledger
 from ..brokers._protocol import Broker, BrokerIssue, Diagnosable
 from ._access import Access, Admit, Kind, Refuse, judge, redact
-from ._dashboard import asked
-from ._fleet import Member, fleet_health
+from ._dashboard import PATHS as DASHBOARD_PATHS
+from ._dashboard import Site, asked, broker_lists, health_broker_error, serve_site
+from ._fleet import Member, dashboard_workers, fleet_health
 from ._health import Thresholds
 from ._memory import memory_fraction
 from ._metrics import CONTENT_TYPE, QUEUE_STATUSES, _generate
@@ -275,6 +283,12 @@ class FleetApp:
 
     async def health(self) -> tuple[dict[str, Any], int]:
         """The run's ``/health`` body and HTTP status."""
+        members, body, status = await self._merged()
+        if self.redact:
+            body = _redacted(body, members)
+        return body, status
+
+    async def _merged(self) -> tuple[list[Member], dict[str, Any], int]:
         members = await self.members()
         reading = await self._read_broker()
         body, status = fleet_health(
@@ -287,9 +301,50 @@ class FleetApp:
             thresholds=self.thresholds,
             now=time.monotonic(),
         )
-        if self.redact:
-            body = _redacted(body, members)
-        return body, status
+        return members, body, status
+
+    async def dashboard_state(self) -> dict[str, Any]:
+        """The dashboard's ``/api/state`` for the whole run (see the module docstring).
+
+        Not redacted, as in a single process: only those the access rules admit
+        read it. A child that redacts has already hidden its failures' errors.
+        """
+        members, body, _ = await self._merged()
+        dead, workflows, broker_now = None, None, None
+        if self.broker is not None:
+            dead, workflows, broker_now = await broker_lists(self.broker, self.timeout)
+        return {
+            "app": self.app,
+            "time": time.time(),
+            "broker_time": broker_now,
+            "login": self.access.login,
+            "status": body["status"],
+            "broker_error": health_broker_error(body),
+            "queues": body["queues"],
+            "workers": dashboard_workers(body, members),
+            "processes": {
+                index: {key: process[key] for key in ("pid", "up", "restarts", "status", "error")}
+                for index, process in body["processes"].items()
+            },
+            "running": body["running"],
+            "failures": body["failures"],
+            "dead": dead,
+            "workflows": workflows,
+        }
+
+    def _dashboard_broker(self) -> Broker:
+        if self.broker is None:
+            raise BrokerUnavailable("the parent has no broker connection")
+        return self.broker
+
+    @property
+    def _site(self) -> Site:
+        return Site(
+            access=self.access,
+            timeout=self.timeout,
+            state=self.dashboard_state,
+            broker=self._dashboard_broker,
+        )
 
     # --- routes ---------------------------------------------------------------------
 
@@ -318,10 +373,13 @@ class FleetApp:
             data = json.dumps({"acknowledged": total}).encode()
             await _respond(send, 200, data, "application/json", method)
             return
+        if path in DASHBOARD_PATHS:
+            await serve_site(self._site, scope, receive, send)
+            return
         await self._relay(scope, receive, send)
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The dashboard and its actions: relayed to the first child that is up."""
+        """A path the parent does not serve: relayed to the first child that is up."""
         body = b""
         while True:
             message = await receive()

@@ -424,6 +424,12 @@ async def _respond(send: Send, status: int, body: bytes, content_type: str, meth
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
+def warn_if_disabled(access: Access, host: str) -> None:
+    """Log ``dashboard_disabled`` when a server on ``host`` refuses every dashboard visitor."""
+    if access.login and access.token is None:
+        _log.warning("dashboard_disabled", host=host, reason=f"no ${TOKEN_VARIABLE}")
+
+
 def _unix_socket(path: str) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # left by a child that was killed: this index's socket now
@@ -499,8 +505,6 @@ async def serve_http(
     if redact_errors is None:
         redact_errors = os.environ.get(REDACT_VARIABLE, "").lower() in ("1", "true", "yes")
     access = Access(token=token, loopback=is_loopback(host))
-    if access.login and token is None:
-        _log.warning("dashboard_disabled", host=host, reason=f"no ${TOKEN_VARIABLE}")
     observability = observe(app, thresholds=thresholds)
     tracker = Tracker()
     asgi = ObservabilityApp(
@@ -520,6 +524,11 @@ async def serve_http(
     sock = (
         _unix_socket(path) if path is not None else _listening_socket(host, port, reuse_port=share)
     )
+    # Warned only once the address is bound: an address that cannot be served
+    # is the one error line of `guild run`, with no warning about serving before
+    # it. A child of --processes N serves a private socket; its parent warns.
+    if path is None:
+        warn_if_disabled(access, host)
     sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
     # The tracker listens only while the server runs: only then can the page ask.
     # It takes job_finished alone, which the metrics instrument wants already.

@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import typing
+
+from .. import _lazy
 from ._gcra import Decision as Decision
 from ._gcra import Rate as Rate
 from ._gcra import admit as admit
@@ -21,7 +24,15 @@ from ._keyed import LimiterSettings as LimiterSettings
 from ._keyed import open_redis_keyed_limiters as open_redis_keyed_limiters
 from ._local import RateLimiter as RateLimiter
 from ._local import RateLimiterStatistics as RateLimiterStatistics
-from ._redis import RedisRateLimiter as RedisRateLimiter
+
+if typing.TYPE_CHECKING:
+    from ._redis import RedisRateLimiter as RedisRateLimiter
+
+# coredis is loaded on first use of the Redis limiter: every app imports this
+# package (guild.Limit waits at its limiters), few share limits through Redis.
+# Hidden from type checkers, which would otherwise accept any name at all.
+if not typing.TYPE_CHECKING:
+    __getattr__, __dir__ = _lazy.lazy_exports(__name__, globals(), {"RedisRateLimiter": "._redis"})
 
 __all__ = [
     "Decision",

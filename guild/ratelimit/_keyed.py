@@ -22,14 +22,16 @@ import contextvars
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from ._capacity import CapacityInterface
 from ._local import RateLimiter
-from ._redis import RedisRateLimiter
+
+if TYPE_CHECKING:
+    from ._redis import RedisRateLimiter
 
 
 @attrs.frozen(kw_only=True)
@@ -168,6 +170,10 @@ async def open_redis_keyed_limiters(
     (``{app}:``) so that each limiter's keys share a slot. On exit every token
     still held here goes back.
     """
+    # Imported here, not at the top: every app imports this module (through
+    # guild.Limit), and only apps on Redis should pay for loading coredis.
+    from ._redis import RedisRateLimiter
+
     # Limiters are made inside jobs' tasks: their renewal tasks must not inherit
     # (and log with) whichever job's context variables happened to make them.
     context = contextvars.copy_context()

@@ -32,6 +32,7 @@ import attrs
 import structlog
 import trio
 
+from .._errors import BrokerUnavailable
 from ..observability._events import Instrument, JobFinished, Outcome
 from ..observability._tally import DURATION_BUCKETS
 from ._lanes import base_of
@@ -227,12 +228,16 @@ async def serve_controller(
     task_status.started(status)
     while True:
         for queue in queues:
-            record, _ = await apply(broker, queue, _observe)
-            status.states[queue] = record.state
-            if record.state is not None and record.state.phase is CanaryPhase.ROLLED_BACK:
-                # Retries and releases of jobs the canary still held wait in the lane.
-                await move_lane(broker, queue)
-                await hand_back_dead(broker, queue)
+            try:
+                record, _ = await apply(broker, queue, _observe)
+                status.states[queue] = record.state
+                if record.state is not None and record.state.phase is CanaryPhase.ROLLED_BACK:
+                    # Retries and releases of jobs the canary still held wait in the lane.
+                    await move_lane(broker, queue)
+                    await hand_back_dead(broker, queue)
+            except BrokerUnavailable as exc:
+                # The workers ride out an outage on their own; so does the rollout.
+                _log.warning("canary_tick_failed", queue=queue, error=str(exc))
         if all(
             s is not None and s.phase is CanaryPhase.ROLLED_BACK for s in status.states.values()
         ):
@@ -273,11 +278,16 @@ async def record_outcomes(
     while True:
         await trio.sleep(every)
         pending = recorder.take()
-        records = await load_all(broker)
-        for (queue, version), counts in pending.items():
-            record = records.get(queue)
-            if record is not None and record.state is not None:
-                await broker.add_counts(namespace_of(queue), version, counts)
+        try:
+            records = await load_all(broker)
+            for (queue, version), counts in pending.items():
+                record = records.get(queue)
+                if record is not None and record.state is not None:
+                    await broker.add_counts(namespace_of(queue), version, counts)
+        except BrokerUnavailable as exc:
+            # Those outcomes are not counted: a stage is judged on the rest.
+            _log.warning("canary_counts_lost", error=str(exc))
+            continue
         if publish is None:
             continue
         if seen is None:

@@ -27,6 +27,7 @@ from ._controller import (
 )
 from ._lanes import base_of, lane_of
 from ._machine import CanaryPolicy
+from ._store import UnsupportedBroker, supports
 
 _log = structlog.get_logger("guild.rollout")
 
@@ -56,6 +57,14 @@ async def run_app(
 
     Returns True when a canary ended because it was rolled back.
     """
+    if not supports(broker):
+        if canary:
+            raise UnsupportedBroker(
+                f"--canary needs the sqlite or redis broker, not {type(broker).__name__}"
+            )
+        # Nowhere to keep a rollout: nothing to record for one.
+        await app.run(broker, shutdown_trigger=stop.wait)
+        return False
     recorder = OutcomeRecorder()
     app.instruments.add(recorder)
 

@@ -28,8 +28,8 @@ from typing import Any
 import attrs
 import trio
 
+from .._errors import GuildError
 from .._job import JobStatus, replace_fields
-from ..brokers._redis_errors import map_redis_exceptions
 from ..brokers.memory import MemoryBroker
 from ._lanes import lane_of
 from ._machine import CanaryDecision, CanaryPolicy, CanaryState
@@ -38,7 +38,7 @@ KEEP_DECISIONS = 50
 """Decisions kept in a record (older ones stay in the logs)."""
 
 
-class UnsupportedBroker(TypeError):
+class UnsupportedBroker(GuildError, TypeError):
     """A broker with no place for a rollout (guild ships memory, SQLite and Redis)."""
 
 
@@ -91,6 +91,15 @@ class CanaryRecord:
         )
 
 
+def supports(broker: Any) -> bool:
+    """Whether ``broker`` can hold a rollout (memory, SQLite, Redis)."""
+    try:
+        _kind(broker)
+    except UnsupportedBroker:
+        return False
+    return True
+
+
 def _kind(broker: Any) -> str:
     if isinstance(broker, MemoryBroker):
         return "memory"
@@ -132,6 +141,10 @@ async def load_all(broker: Any, queues: Sequence[str] | None = None) -> dict[str
 
         rows = await broker._run(select)
     else:
+        # Here, not at the top: only a Redis broker gets this far, and every
+        # app imports this module; the others should not load coredis.
+        from ..brokers._redis_errors import map_redis_exceptions
+
         with map_redis_exceptions("canary load"):
             texts = await broker._client.hgetall(_redis_records(broker))
             versions = await broker._client.hgetall(_redis_versions(broker))

@@ -13,16 +13,42 @@ Refusals raise ``guild.CommandRefused`` (naming the rule); timeouts raise
 
 from __future__ import annotations
 
-from ._policy import SHELLS as SHELLS
-from ._policy import WRAPPERS as WRAPPERS
-from ._policy import Resolved as Resolved
-from ._policy import SandboxPolicy as SandboxPolicy
-from ._policy import check as check
-from ._policy import check_run as check_run
-from ._policy import resolve_allowed as resolve_allowed
-from ._process import Sandbox as Sandbox
-from ._process import SandboxResult as SandboxResult
-from ._process import host_isolation as host_isolation
+import typing
+
+from .. import _lazy
+
+if typing.TYPE_CHECKING:
+    from ._policy import SHELLS as SHELLS
+    from ._policy import WRAPPERS as WRAPPERS
+    from ._policy import Resolved as Resolved
+    from ._policy import SandboxPolicy as SandboxPolicy
+    from ._policy import check as check
+    from ._policy import check_run as check_run
+    from ._policy import resolve_allowed as resolve_allowed
+    from ._process import Sandbox as Sandbox
+    from ._process import SandboxResult as SandboxResult
+    from ._process import host_isolation as host_isolation
+
+# Loaded on first use: ``guild run`` and the HTTP server import this package to
+# ask whether an app holds a sandbox, which most apps never make.
+# Hidden from type checkers, which would otherwise accept any name at all.
+if not typing.TYPE_CHECKING:
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        __name__,
+        globals(),
+        {
+            "SHELLS": "._policy",
+            "WRAPPERS": "._policy",
+            "Resolved": "._policy",
+            "SandboxPolicy": "._policy",
+            "check": "._policy",
+            "check_run": "._policy",
+            "resolve_allowed": "._policy",
+            "Sandbox": "._process",
+            "SandboxResult": "._process",
+            "host_isolation": "._process",
+        },
+    )
 
 __all__ = [
     "SHELLS",

@@ -4,14 +4,22 @@ banner and ``/health``, so an operator sees what a job's commands run under."""
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from ._process import Sandbox
 
 if TYPE_CHECKING:
     from .._app import Guild
     from ._policy import SandboxPolicy
+    from ._process import Sandbox
+
+
+def _sandbox_class() -> type[Sandbox] | None:
+    # Every Sandbox is made by guild.sandbox._process: while that is not loaded,
+    # no app holds one, and asking must not load it (with the fork server's
+    # machinery) into every worker just to answer no.
+    module = sys.modules.get("guild.sandbox._process")
+    return None if module is None else module.Sandbox
 
 
 def held_isolation(app: Guild) -> str | None:
@@ -22,6 +30,9 @@ def held_isolation(app: Guild) -> str | None:
     :class:`guild.Sandbox` attribute (``guild_workers``' task worker), a function
     that closes over one, or a function whose code names a module-level one.
     """
+    sandbox_type = _sandbox_class()
+    if sandbox_type is None:
+        return None
     found: set[str] = set()
     for spec in app.specs.values():
         handler: Any = spec.handler
@@ -33,7 +44,7 @@ def held_isolation(app: Guild) -> str | None:
         found_globals = getattr(handler, "__globals__", {})
         code = getattr(handler, "__code__", None)
         held += [found_globals.get(name) for name in getattr(code, "co_names", ())]
-        found |= {value.isolation for value in held if isinstance(value, Sandbox)}
+        found |= {value.isolation for value in held if isinstance(value, sandbox_type)}
     return ", ".join(sorted(found)) if found else None
 
 
@@ -47,11 +58,14 @@ def replace_held_policies(app: Guild, change: Callable[[SandboxPolicy], SandboxP
     Raises:
         IsolationUnavailable: the changed policy asks for isolation this host lacks.
     """
+    sandbox_type = _sandbox_class()
+    if sandbox_type is None:
+        return 0
     replaced: dict[int, Sandbox] = {}
 
     def renewed(old: Sandbox) -> Sandbox:
         if id(old) not in replaced:
-            replaced[id(old)] = Sandbox(change(old.policy))
+            replaced[id(old)] = sandbox_type(change(old.policy))
         return replaced[id(old)]
 
     for spec in app.specs.values():
@@ -59,17 +73,17 @@ def replace_held_policies(app: Guild, change: Callable[[SandboxPolicy], SandboxP
         owner = getattr(handler, "__self__", None)
         if hasattr(owner, "__dict__"):
             for name, value in list(vars(owner).items()):
-                if isinstance(value, Sandbox):
+                if isinstance(value, sandbox_type):
                     setattr(owner, name, renewed(value))
         for cell in getattr(handler, "__closure__", None) or ():
             contents: object = None
             with contextlib.suppress(ValueError):  # a cell not yet filled
                 contents = cell.cell_contents
-            if isinstance(contents, Sandbox):
+            if isinstance(contents, sandbox_type):
                 cell.cell_contents = renewed(contents)
         # A module-level sandbox the handler's code names (a script's global).
         found = getattr(handler, "__globals__", {})
         for name in getattr(getattr(handler, "__code__", None), "co_names", ()):
-            if isinstance(found.get(name), Sandbox):
+            if isinstance(found.get(name), sandbox_type):
                 found[name] = renewed(found[name])
     return len(replaced)

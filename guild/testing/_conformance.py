@@ -21,7 +21,14 @@ from .._codec import encode_result
 from .._errors import BrokerClosed, PayloadEncodeError
 from .._job import Job, JobStatus, UndecodablePayload
 from ..brokers._protocol import Broker, RawStorable
-from . import _cancel_checks, _jobinfo_checks, _ledger_checks, _purge_checks, _workflow_checks
+from . import (
+    _cancel_checks,
+    _jobinfo_checks,
+    _ledger_checks,
+    _priority_checks,
+    _purge_checks,
+    _workflow_checks,
+)
 
 MakeBroker = Callable[[], AbstractAsyncContextManager[Broker]]
 Check = Callable[[MakeBroker], Awaitable[None]]
@@ -636,6 +643,25 @@ check_purge_by_status = _skipped_without_purge(_purge_checks.purge_by_status)
 check_purge_all_at_once = _skipped_without_purge(_purge_checks.purge_all_at_once)
 check_purge_older_than = _skipped_without_purge(_purge_checks.purge_older_than)
 check_purge_bad_arguments = _skipped_without_purge(_purge_checks.purge_bad_arguments)
+
+
+def _skipped_without_hypothesis(check: Check) -> Check:
+    async def run(make_broker: MakeBroker) -> None:
+        try:
+            await check(make_broker)
+        except _priority_checks.HypothesisMissing as missing:
+            raise CheckSkipped(str(missing)) from None
+
+    run.__doc__ = check.__doc__
+    return run
+
+
+# Job priorities (the Order rule).
+check_priority_order = _priority_checks.priority_order
+check_priority_kept = _priority_checks.priority_kept
+check_priority_cancel_and_purge = _priority_checks.priority_cancel_and_purge
+check_priority_wakes_claimers = _priority_checks.priority_wakes_claimers
+check_priority_model = _skipped_without_hypothesis(_priority_checks.priority_model)
 
 
 CHECKS: dict[str, Check] = {

@@ -33,13 +33,14 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import NoReturn
 
 import structlog
 import trio
 
 from .._errors import BrokerClosed, BrokerError, BrokerUnavailable, InvalidWorkflow, UnknownWorkflow
+from .._job import Result
 from ..brokers._protocol import Broker
 from ..brokers.memory import MemoryBroker
 from ..observability._events import Instrument, JobFinished, Outcome
@@ -52,9 +53,12 @@ from ._transition import (
     Emit,
     Loaded,
     announce,
+    events_from,
     execute,
     finished_jobs,
+    in_flight,
     load,
+    results_of,
     store_of,
     transitions,
 )
@@ -75,19 +79,23 @@ _coordinators: weakref.WeakKeyDictionary[object, weakref.WeakSet[Coordinator]] =
 )
 
 
-# Set (and replaced) whenever this process writes a workflow of that broker:
-# what view(wait=...) waits on.
-_changes: weakref.WeakKeyDictionary[object, trio.Event] = weakref.WeakKeyDictionary()
+# By broker, then workflow id: set (and dropped) whenever this process writes
+# that workflow; what view(wait=...) waits on. One event per workflow, not per
+# broker: with a waiter per running workflow (a PM project each), every write
+# waking every waiter to re-read its record made the reads grow as the square
+# of the workflows in flight, and crowd out the coordinator's own.
+_changes: weakref.WeakKeyDictionary[object, dict[str, trio.Event]] = weakref.WeakKeyDictionary()
 
 
-def _note_change(broker: Broker) -> None:
-    changed = _changes.pop(broker, None)
+def _note_change(broker: Broker, workflow_id: str) -> None:
+    waiting = _changes.get(broker)
+    changed = waiting.pop(workflow_id, None) if waiting is not None else None
     if changed is not None:
         changed.set()
 
 
 def _wake_all(broker: Broker, workflow_id: str) -> None:
-    _note_change(broker)
+    _note_change(broker, workflow_id)
     for coordinator in list(_coordinators.get(broker, ())):
         coordinator.kick(workflow_id)
 
@@ -151,19 +159,28 @@ async def view(broker: Broker, workflow_id: str, *, wait: float = 0.0) -> Workfl
     store = store_of(broker)
     deadline = trio.current_time() + wait
     interval = 0.05
-    while True:
-        changed = _changes.setdefault(broker, trio.Event())
-        record = await store.get_workflow(workflow_id)
-        if record is None:
-            raise UnknownWorkflow(workflow_id)
-        remaining = deadline - trio.current_time()
-        # Every change in this process wakes every waiter: the status alone says
-        # whether to go on waiting, so the view is built once, on the way out.
-        if record.status not in ACTIVE_STATUSES or remaining <= 0:
-            return WorkflowView.from_record(record)
-        with trio.move_on_after(min(interval, remaining)):
-            await changed.wait()
-        interval = min(interval * 2, 1.0)
+    waiting = _changes.setdefault(broker, {})
+    changed = trio.Event()
+    try:
+        while True:
+            # Taken before the read: a change between the read and the wait is not missed.
+            changed = waiting.setdefault(workflow_id, trio.Event())
+            record = await store.get_workflow(workflow_id)
+            if record is None:
+                raise UnknownWorkflow(workflow_id)
+            remaining = deadline - trio.current_time()
+            # The status alone says whether to go on waiting, so the view is
+            # built once, on the way out.
+            if record.status not in ACTIVE_STATUSES or remaining <= 0:
+                return WorkflowView.from_record(record)
+            with trio.move_on_after(min(interval, remaining)):
+                await changed.wait()
+            interval = min(interval * 2, 1.0)
+    finally:
+        # Dropped by the last waiter to leave, so that a workflow never written
+        # again leaves no event behind.
+        if waiting.get(workflow_id) is changed and not changed.statistics().tasks_waiting:
+            del waiting[workflow_id]
 
 
 async def views(
@@ -334,21 +351,51 @@ class Coordinator:
             _log.warning("workflow_sweep_failed", error=str(error))
             return len(self._known) or 1
         ids = {record.id for record in records}
-        for gone in set(self._known) - ids:
+        for gone in (set(self._known) | set(self._specs)) - ids:
             self._forget(gone)
         for gone in set(self._unreadable) - ids:
             del self._unreadable[gone]
+        # The results of every in-flight job of every active workflow in one
+        # round trip (where the broker allows), then only the workflows with
+        # something to do are driven: one whose jobs have no result and whose
+        # version this coordinator wrote would be read and left as it is.
+        flights: dict[str, list[str]] = {}
         for record in records:
-            await self._drive(record.id, record)
+            if self._unreadable.get(record.id) == record.version:
+                continue
+            try:
+                flights[record.id] = in_flight(load(record, self._specs))
+            except ValueError:
+                flights[record.id] = []  # _advance logs it and marks it unreadable
+        try:
+            results = await results_of(
+                self._broker, [job_id for jobs in flights.values() for job_id in jobs]
+            )
+        except BrokerUnavailable as error:
+            _log.warning("workflow_sweep_failed", error=str(error))
+            return len(records) or 1
+        for record in records:
+            jobs = flights.get(record.id)
+            if jobs is None:
+                continue
+            idle = self._known.get(record.id) == record.version
+            if idle and not any(job_id in results for job_id in jobs):
+                continue
+            await self._drive(record.id, record, results)
         return len(records)
 
     def _forget(self, workflow_id: str) -> None:
         self._known.pop(workflow_id, None)
         self._specs.pop(workflow_id, None)
 
-    async def _drive(self, workflow_id: str, record: WorkflowRecord | None = None) -> None:
+    async def _drive(
+        self,
+        workflow_id: str,
+        record: WorkflowRecord | None = None,
+        results: Mapping[str, Result] | None = None,
+    ) -> None:
         try:
-            await self._advance(workflow_id, record)
+            await self._advance(workflow_id, record, results)
         except BrokerClosed:
             raise
         except BrokerUnavailable as error:
@@ -359,7 +406,17 @@ class Coordinator:
             self._forget(workflow_id)
             _log.exception("workflow_drive_failed", workflow_id=workflow_id, error=repr(error))
 
-    async def _advance(self, workflow_id: str, record: WorkflowRecord | None) -> None:
+    async def _advance(
+        self,
+        workflow_id: str,
+        record: WorkflowRecord | None,
+        results: Mapping[str, Result] | None,
+    ) -> None:
+        """Apply what happened to one workflow and act on it.
+
+        ``results`` (read after ``record``) stand for its jobs' results on the
+        first try; a try that lost the compare-and-set reads both again.
+        """
         for _ in range(MAX_RACES):
             if record is None:
                 record = await self._store.get_workflow(workflow_id)
@@ -376,7 +433,11 @@ class Coordinator:
                 return
             self._unreadable.pop(workflow_id, None)
             redo = self._known.get(workflow_id) != record.version
-            events = await finished_jobs(self._broker, loaded)
+            if results is None:
+                events = await finished_jobs(self._broker, loaded)
+            else:
+                events = events_from(loaded, results)
+                results = None
             now = self._broker.now()
             state, decisions = loaded.state, []
             for event in events:
@@ -387,10 +448,10 @@ class Coordinator:
                 if not await self._store.update_workflow(
                     workflow_id, version=version, status=state.status, state=state.to_json()
                 ):
-                    record = None  # someone else moved it: read it again
+                    record = None  # someone else moved it: read it (and results) again
                     continue
                 version += 1
-                _note_change(self._broker)
+                _note_change(self._broker, workflow_id)
                 announce(self._emit, loaded, state, transitions(events, decisions), now)
             if redo:
                 decisions = [

@@ -8,7 +8,8 @@ carried out (enqueue, then cancel).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -90,21 +91,56 @@ def _compensation_event(step: str, result: Result) -> Event | None:
     return None
 
 
-async def finished_jobs(broker: Broker, loaded: Loaded) -> list[Event]:
-    """Events for the in-flight jobs of a workflow that have a result."""
+@runtime_checkable
+class ManyResults(Protocol):
+    """A broker that reads the results of many jobs in one round trip."""
+
+    async def get_results(self, job_ids: Sequence[str]) -> dict[str, Result]:
+        """The stored results of ``job_ids``; a job with none is left out."""
+        ...
+
+
+def in_flight(loaded: Loaded) -> list[str]:
+    """The ids of the jobs of a workflow's running steps and compensations."""
+    spec, state = loaded.spec, loaded.state
+    return [
+        *(step_job_id(spec, step) for step in running_steps(state)),
+        *(compensation_job_id(spec, step) for step in running_compensations(state)),
+    ]
+
+
+async def results_of(broker: Broker, job_ids: Sequence[str]) -> dict[str, Result]:
+    """The stored results of ``job_ids``: one round trip where the broker allows."""
+    if isinstance(broker, ManyResults):
+        return await broker.get_results(job_ids)
+    found: dict[str, Result] = {}
+    for job_id in job_ids:
+        result = await broker.get_result(job_id)
+        if result is not None:
+            found[job_id] = result
+    return found
+
+
+def events_from(loaded: Loaded, results: Mapping[str, Result]) -> list[Event]:
+    """Events for the in-flight jobs of a workflow that have a result in ``results``."""
     spec, state = loaded.spec, loaded.state
     events: list[Event] = []
     for step in running_steps(state):
-        result = await broker.get_result(step_job_id(spec, step))
+        result = results.get(step_job_id(spec, step))
         event = _step_event(step, result) if result is not None else None
         if event is not None:
             events.append(event)
     for step in running_compensations(state):
-        result = await broker.get_result(compensation_job_id(spec, step))
+        result = results.get(compensation_job_id(spec, step))
         event = _compensation_event(step, result) if result is not None else None
         if event is not None:
             events.append(event)
     return events
+
+
+async def finished_jobs(broker: Broker, loaded: Loaded) -> list[Event]:
+    """Events for the in-flight jobs of a workflow that have a result."""
+    return events_from(loaded, await results_of(broker, in_flight(loaded)))
 
 
 def transitions(

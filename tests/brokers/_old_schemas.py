@@ -62,6 +62,11 @@ SCHEMAS: dict[int, list[str]] = {
         """CREATE TABLE rollouts (queue TEXT PRIMARY KEY, share REAL NOT NULL,
             version INTEGER NOT NULL, state TEXT NOT NULL)""",
     ],
+    8: [
+        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX jobs_claim_priority ON jobs (queue, status, priority DESC, ready_at, id)",
+        "DROP INDEX jobs_claim",
+    ],
 }
 
 RECORDED = max(SCHEMAS)

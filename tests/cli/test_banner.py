@@ -3,6 +3,7 @@ and warns of periodic jobs that no worker of the app will take."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+import guild
 from guild.brokers._url import display_url
 from guild.cli._banner import banner, render, unserved_schedules
 
@@ -70,6 +72,53 @@ class TestFacts:
             ("nightly-cleanup", "cleanup")
         ]
         assert unserved_schedules(quick) == []
+
+
+class TestPeriodic:
+    """Given the time, the banner lists each periodic job's next fire, in its zone."""
+
+    def test_next_fires_in_the_zone(self) -> None:
+        app = guild.Guild("zoned")
+        app.periodic(3600, "reports", name="hourly")
+        app.periodic(guild.Cron("30 2 * * *", tz="Europe/Paris"), "cleanup", name="nightly")
+        app.periodic(guild.Cron("0 9 * * 1-5", tz="America/New_York"), "mail", name="opening")
+        # 2026-03-28 12:00 UTC: Paris skips 02:00-03:00 the next night, so 02:30
+        # fires as the clock jumps to 03:00 CEST; New York is on EDT (UTC-4) since
+        # 2026-03-08, and the 28th is a Saturday.
+        now = dt.datetime(2026, 3, 28, 12, tzinfo=dt.UTC)
+        facts = banner(app, broker="memory://", http=None, processes=1, now=now)
+        assert facts["periodic"] == [
+            {
+                "name": "hourly",
+                "queue": "reports",
+                "seconds": 3600.0,
+                "next": "2026-03-28T13:00:00+00:00",
+            },
+            {
+                "name": "nightly",
+                "queue": "cleanup",
+                "cron": "30 2 * * *",
+                "tz": "Europe/Paris",
+                "next": "2026-03-29T03:00:00+02:00",
+            },
+            {
+                "name": "opening",
+                "queue": "mail",
+                "cron": "0 9 * * 1-5",
+                "tz": "America/New_York",
+                "next": "2026-03-30T09:00:00-04:00",
+            },
+        ]
+        assert render(facts).splitlines()[4:] == [
+            "  periodic: hourly (every 3600 s) to reports, next 2026-03-28 13:00 UTC",
+            "            nightly (cron '30 2 * * *' Europe/Paris) to cleanup,"
+            " next 2026-03-29 03:00 +02:00",
+            "            opening (cron '0 9 * * 1-5' America/New_York) to mail,"
+            " next 2026-03-30 09:00 -04:00",
+        ]
+
+    def test_without_the_time_no_schedules_are_listed(self) -> None:
+        assert "periodic" not in banner(scheduled, broker="memory://", http=None, processes=1)
 
 
 class TestDisplayUrl:
@@ -158,6 +207,15 @@ async def test_json_banner_of_a_real_run(tmp_path: Path) -> None:
     facts = json.loads(first)
     port = int(facts.pop("http").rpartition(":")[2])
     assert port > 0  # the port bound, not the 0 asked for
+    periodic = facts.pop("periodic")
+    # The next fires depend on when the test runs: their form is checked, and
+    # their values by TestPeriodic below.
+    assert [{k: v for k, v in p.items() if k != "next"} for p in periodic] == [
+        {"name": "hourly-report", "queue": "reports", "seconds": 3600.0},
+        {"name": "nightly-cleanup", "queue": "cleanup", "cron": "0 3 * * *", "tz": "UTC"},
+    ]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:00:00\+00:00", periodic[0]["next"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT03:00:00\+00:00", periodic[1]["next"])
     assert facts == {
         "event": "guild_started",
         "version": VERSION,
@@ -171,14 +229,23 @@ async def test_json_banner_of_a_real_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_human_banner_of_a_real_run(tmp_path: Path) -> None:
-    found = await _run_until_banner(tmp_path, "--broker", f"sqlite:///{tmp_path}/j.db", lines=5)
-    assert found == [
+    found = await _run_until_banner(tmp_path, "--broker", f"sqlite:///{tmp_path}/j.db", lines=7)
+    assert found[:4] + found[6:] == [
         f"guild {VERSION} running app 'scheduled'",
         f"  broker:  sqlite://{tmp_path}/j.db",
         "  queues:  mail (concurrency 2, worker mailer), reports (concurrency 3)",
         "  http:    off (--http HOST:PORT to serve /health, /metrics)",
         f"guild: warning: {WARNING}",
     ]
+    day = r"\d{4}-\d\d-\d\d"
+    assert re.fullmatch(
+        rf"  periodic: hourly-report \(every 3600 s\) to reports, next {day} \d\d:00 UTC",
+        found[4],
+    )
+    assert re.fullmatch(
+        rf"            nightly-cleanup \(cron '0 3 \* \* \*' UTC\) to cleanup, next {day} 03:00 UTC",
+        found[5],
+    )
 
 
 @pytest.mark.slow

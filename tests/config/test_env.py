@@ -376,6 +376,11 @@ class TestProvenance:
             "health.stall": (60.0, Origin("default")),
             "health.window": (60.0, Origin("default")),
             "health.min_jobs": (1, Origin("default")),
+            "canary.stages": ([0.1, 0.5, 1.0], Origin("default")),
+            "canary.soak": (60.0, Origin("default")),
+            "canary.error_rate": (0.01, Origin("default")),
+            "canary.p95": (5.0, Origin("default")),
+            "canary.min_jobs": (20, Origin("default")),
             "periodic.cleanup.schedule": ("0 3 * * *", file),
             "periodic.cleanup.queue": ("reports", file),
             "periodic.cleanup.payload": ({"kind": "cleanup", "days": 30}, file),
@@ -571,5 +576,7 @@ async def test_guild_run_uses_the_env_section(tmp_path: Path) -> None:
     facts = json.loads(first)
     assert facts["broker"] == f"sqlite://{tmp_path}/prod.db"
     assert {q["queue"]: q["concurrency"] for q in facts["queues"]}["reports"] == 5
-    assert "nightly-cleanup" not in text
+    # The banner lists the schedule, now on a served queue, and warns of nothing.
+    assert {p["name"]: p["queue"] for p in facts["periodic"]}["nightly-cleanup"] == "reports"
+    assert '"warning"' not in text
     assert not (tmp_path / "base.db").exists()

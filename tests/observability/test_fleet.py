@@ -365,7 +365,20 @@ class TestParentServer:
                 ) as ws:
                     (hello,) = json.loads(await ws.get_message())
                 assert (hello["type"], hello["processes"]) == ("hello", {})
+                # The dashboard is the parent's own, under the same rules, children or not.
+                bearer = {"authorization": "Bearer s3cret"}
                 async with httpx.AsyncClient() as client:
-                    relayed = await client.get(base + "/")
-                assert relayed.status_code == 503  # no child up to show the dashboard
+                    anonymous = await client.get(base + "/api/state")
+                    state = (await client.get(base + "/api/state", headers=bearer)).json()
+                    act = await client.post(
+                        base + "/api/jobs/cancel", json={"ids": ["nope"]}, headers=bearer
+                    )
+                assert anonymous.status_code == 401
+                assert (state["app"], state["running"], state["workers"]) == ("alone", [], {})
+                assert state["queues"]["q"]["ready"] == 1
+                assert {i: p["error"] for i, p in state["processes"].items()} == {
+                    "0": "not started yet",
+                    "1": "not started yet",
+                }
+                assert (act.status_code, act.json()) == (200, {"cancelled": []})
                 nursery.cancel_scope.cancel()

@@ -30,6 +30,7 @@ async def embed() -> None:
 policy: guild.RetryPolicy = guild.RetryPolicy(base=0.5, factor=3.0, max_delay=60.0, jitter=0.1)
 decision: guild.RetryAt | guild.Dead = policy.decide(guild.Job(queue="q", attempt=1), 0.0, 0.5)
 schedule: guild.Cron = guild.Cron("*/5 * * * *")
+zoned: guild.Cron = guild.Cron("0 9 * * mon-fri", tz="Europe/Paris")
 
 
 @app.worker("orders")

@@ -137,7 +137,9 @@
       actions.append(button);
       const progress = el("td", null, "progress");
       showProgress(progress, job.progress);
-      tr.append(el("td", job.id, "id"), el("td", job.worker), num(job.attempt),
+      // Under `guild run --processes N` each job also names the process that runs it.
+      const worker = job.process === undefined ? job.worker : job.worker + " (process " + job.process + ")";
+      tr.append(el("td", job.id, "id"), el("td", worker), num(job.attempt),
         el("td", age(now - job.started), "num age"), progress, actions);
       return tr;
     });
@@ -326,7 +328,7 @@
       case "job_started":
         state.running.set(event.task_id, {
           id: event.task_id, worker: event.worker, queue: event.queue,
-          attempt: event.attempt, started: event.time,
+          attempt: event.attempt, started: event.time, process: event.process,
         });
         renderRunning();
         break;

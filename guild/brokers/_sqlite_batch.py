@@ -1,0 +1,183 @@
+"""Group commit for the SQLite broker: writes that wait together commit together.
+
+Each write is a function of the connection. A caller queues its write, then
+waits for the connection (the broker's ``CapacityLimiter(1)``). Whoever gets
+the connection takes every write queued by then, its own and those of the
+callers still waiting behind it, and runs them all in one ``BEGIN IMMEDIATE``
+transaction in one worker-thread call: a worker's ack, the start of its next
+prefetched jobs and its next claim, when they come together, cost one commit
+and one thread hand-off instead of three. A caller whose write was taken by
+another finds it done when it gets the connection, and returns.
+
+Each write still succeeds or fails on its own: when one raises, the shared
+transaction is rolled back and every write of the batch runs again alone, in
+its own transaction, exactly as it would have without batching (a write is a
+pure function of the connection, so running it again is safe). A commit that
+fails fails every write of the batch.
+
+Cancellation: a caller cancelled while its write is still queued takes it back
+(nothing ran); once another caller has taken it, it waits, shielded, for the
+outcome, so a write that happened is never reported as not done. The caller
+that runs a batch does so shielded: the batch holds the writes of others.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, cast
+
+import attrs
+import trio
+
+from ._sqlite_errors import map_sqlite_exceptions
+
+T = TypeVar("T")
+
+
+@attrs.define(slots=True, eq=False)
+class _Write(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+    taken: bool = False
+    settled: bool = False
+    value: Any = None
+    error: BaseException | None = None
+
+    def succeed(self, value: Any) -> None:
+        self.value, self.settled = value, True
+
+    def fail(self, error: BaseException) -> None:
+        self.error, self.settled = error, True
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[no-any-return]
+
+
+def _commit_or_roll_back(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        # A failed COMMIT may leave the transaction open: the next BEGIN would fail.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _alone(db: sqlite3.Connection, write: _Write[Any], path: str) -> None:
+    """``write`` in its own transaction (the unbatched path)."""
+    try:
+        with map_sqlite_exceptions(path):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                value = write.fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            _commit_or_roll_back(db)
+    except BaseException as error:  # raised in the write's caller
+        write.fail(error)
+    else:
+        write.succeed(value)
+
+
+def _together(db: sqlite3.Connection, writes: list[_Write[Any]]) -> list[Any] | None:
+    """The values of ``writes`` run in one transaction, or None (rolled back) if one raised."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        values = [write.fn(db) for write in writes]
+    except BaseException as error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if isinstance(error, Exception):
+            return None
+        raise
+    _commit_or_roll_back(db)
+    return values
+
+
+class _Held:
+    """The thread limiter of a call made while the connection's limiter is held
+    already: always free, and taking it is no schedule point (a
+    ``CapacityLimiter`` would add one to every write)."""
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        return None
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        return None
+
+
+class WriteBatcher:
+    """Queues writes to one connection and commits those that wait together at once.
+
+    Args:
+        db: the connection (used only while holding ``limiter``).
+        path: the file, for error messages.
+        limiter: the connection's ``CapacityLimiter(1)``, shared with reads.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: str, limiter: trio.CapacityLimiter) -> None:
+        self._db = db
+        self._path = path
+        self._limiter = limiter
+        self._queued: list[_Write[Any]] = []
+        # trio takes any "CapacityLimiter-like object" here; its hint names the class only.
+        self._thread = cast("trio.CapacityLimiter", _Held())
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction, perhaps shared with other queued writes."""
+        write: _Write[T] = _Write(fn)
+        self._queued.append(write)
+        try:
+            await self._limiter.acquire()
+        except BaseException:
+            if not write.taken:
+                self._queued.remove(write)
+                raise
+            # Another caller runs it: its batch is over once the connection is free.
+            with trio.CancelScope(shield=True):
+                await self._limiter.acquire()
+        try:
+            if not write.taken:
+                batch, self._queued = self._queued, []
+                for queued in batch:
+                    queued.taken = True
+                try:
+                    if len(batch) == 1:
+                        # Its own write alone: a cancel may still stop it before it runs.
+                        await trio.to_thread.run_sync(self._commit, batch, limiter=self._thread)
+                    else:
+                        # Shielded: the writes of other callers are in it, and must run.
+                        with trio.CancelScope(shield=True):
+                            await trio.to_thread.run_sync(self._commit, batch, limiter=self._thread)
+                except BaseException as error:  # no thread: nothing ran
+                    for queued in batch:
+                        if not queued.settled:
+                            queued.fail(error)
+            # else: taken, and so done, by a caller that held the connection before this one.
+        finally:
+            self._limiter.release()
+        return write.outcome()
+
+    def _commit(self, batch: list[_Write[Any]]) -> None:
+        try:
+            if len(batch) > 1:
+                try:
+                    with map_sqlite_exceptions(self._path):
+                        values = _together(self._db, batch)
+                except Exception as error:  # BEGIN or COMMIT failed: so did every write
+                    for write in batch:
+                        write.fail(error)
+                    return
+                if values is not None:
+                    for write, value in zip(batch, values, strict=True):
+                        write.succeed(value)
+                    return
+            for write in batch:
+                _alone(self._db, write, self._path)
+        except BaseException as error:
+            for write in batch:
+                if not write.settled:
+                    write.fail(error)

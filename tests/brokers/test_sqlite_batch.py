@@ -1,0 +1,260 @@
+"""Group commit in the SQLite broker (``_sqlite_batch.WriteBatcher``): writes that
+wait for the connection together share one transaction, yet each one succeeds,
+fails or is cancelled exactly as it would alone; and ``start`` and ``ack``, one
+statement per 256 jobs, keep their per-job answers. A real SQLite file throughout.
+
+The tests hold the connection's limiter themselves while queueing writes, so
+that those writes are sure to wait together and be taken as one batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import guild
+from guild import BrokerUnavailable, Delivery
+from guild._codec import encode_result
+from guild.brokers._sqlite_batch import WriteBatcher
+from guild.brokers.sqlite import SqliteBroker
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(
+        tmp_path / "batch.db", check_same_thread=False, isolation_level=None
+    )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    yield connection
+    connection.close()
+
+
+def _rows(path: Path) -> list[int]:
+    """The committed rows, read through a connection of its own."""
+    other = sqlite3.connect(path)
+    try:
+        return [n for (n,) in other.execute("SELECT n FROM t ORDER BY n")]
+    finally:
+        other.close()
+
+
+def _insert(n: int) -> Callable[[sqlite3.Connection], int]:
+    def fn(db: sqlite3.Connection) -> int:
+        db.execute("INSERT INTO t (n) VALUES (?)", (n,))
+        return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    return fn
+
+
+def _insert_then_fail(n: int) -> Callable[[sqlite3.Connection], int]:
+    def fn(db: sqlite3.Connection) -> int:
+        db.execute("INSERT INTO t (n) VALUES (?)", (n,))
+        raise ValueError(f"write {n} fails")
+
+    return fn
+
+
+async def _queue_behind(
+    limiter: trio.CapacityLimiter, writes: list[Callable[[], object]]
+) -> list[object]:
+    """Start ``writes`` while the test holds ``limiter``, then let them run: one batch."""
+    outcomes: list[object] = [None] * len(writes)
+
+    async def one(i: int) -> None:
+        try:
+            outcomes[i] = await writes[i]()  # type: ignore[misc]
+        except Exception as error:
+            outcomes[i] = error
+
+    async with trio.open_nursery() as nursery:
+        await limiter.acquire()
+        for i in range(len(writes)):
+            # One at a time, so that they queue in this order.
+            nursery.start_soon(one, i)
+            await trio.testing.wait_all_tasks_blocked()
+        limiter.release()
+    return outcomes
+
+
+async def test_writes_queued_together_all_commit_with_their_own_values(
+    db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    limiter = trio.CapacityLimiter(1)
+    batcher = WriteBatcher(db, "batch.db", limiter)
+    outcomes = await _queue_behind(
+        limiter,
+        [
+            lambda: batcher.write(_insert(1)),
+            lambda: batcher.write(_insert(2)),
+            lambda: batcher.write(_insert(3)),
+        ],
+    )
+    # One transaction, in the order queued: each write saw those before it.
+    assert outcomes == [1, 2, 3]
+    assert _rows(tmp_path / "batch.db") == [1, 2, 3]
+    assert not db.in_transaction
+
+
+async def test_a_failing_write_fails_alone_and_the_others_commit(
+    db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    limiter = trio.CapacityLimiter(1)
+    batcher = WriteBatcher(db, "batch.db", limiter)
+    outcomes = await _queue_behind(
+        limiter,
+        [
+            lambda: batcher.write(_insert(1)),
+            lambda: batcher.write(_insert_then_fail(2)),
+            lambda: batcher.write(_insert(3)),
+        ],
+    )
+    assert outcomes[0] == 1
+    assert isinstance(outcomes[1], ValueError)
+    assert str(outcomes[1]) == "write 2 fails"
+    # Run again alone after the shared transaction rolled back: 3 sees 1, not 2.
+    assert outcomes[2] == 2
+    assert _rows(tmp_path / "batch.db") == [1, 3]
+    assert not db.in_transaction
+
+
+async def test_a_sqlite_error_becomes_broker_unavailable_for_its_write_only(
+    db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    limiter = trio.CapacityLimiter(1)
+    batcher = WriteBatcher(db, "batch.db", limiter)
+    outcomes = await _queue_behind(
+        limiter,
+        [
+            lambda: batcher.write(_insert(1)),
+            lambda: batcher.write(_insert(1)),  # the primary key is taken
+        ],
+    )
+    assert outcomes[0] == 1
+    assert isinstance(outcomes[1], BrokerUnavailable)
+    assert isinstance(outcomes[1].__cause__, sqlite3.IntegrityError)
+    assert _rows(tmp_path / "batch.db") == [1]
+
+
+async def test_a_write_cancelled_while_queued_never_runs(
+    db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    limiter = trio.CapacityLimiter(1)
+    batcher = WriteBatcher(db, "batch.db", limiter)
+    scope = trio.CancelScope()
+
+    async def doomed() -> None:
+        with scope:
+            await batcher.write(_insert(7))
+
+    async with trio.open_nursery() as nursery:
+        await limiter.acquire()
+        nursery.start_soon(doomed)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        limiter.release()
+        assert await batcher.write(_insert(8)) == 1
+    assert scope.cancelled_caught
+    assert _rows(tmp_path / "batch.db") == [8]
+
+
+async def test_a_write_taken_by_another_caller_is_reported_done_despite_a_cancel(
+    db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    limiter = trio.CapacityLimiter(1)
+    batcher = WriteBatcher(db, "batch.db", limiter)
+    entered = trio.Event()
+    release = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def slow(db: sqlite3.Connection) -> int:
+        # Runs in the thread: hold the batch open until the test has cancelled.
+        token.run_sync_soon(entered.set)
+        trio.from_thread.run(release.wait, trio_token=token)
+        db.execute("INSERT INTO t (n) VALUES (1)")
+        return 1
+
+    results: dict[str, object] = {}
+
+    async def owner() -> None:
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            results["second"] = await batcher.write(_insert(2))
+        results["cancelled_caught"] = scope.cancelled_caught
+
+    async def first() -> None:
+        results["first"] = await batcher.write(slow)
+
+    scopes: list[trio.CancelScope] = []
+    async with trio.open_nursery() as nursery:
+        await limiter.acquire()
+        nursery.start_soon(first)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(owner)
+        await trio.testing.wait_all_tasks_blocked()
+        limiter.release()
+        await entered.wait()  # the first caller took both writes, and runs them
+        scopes[0].cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    # The second write was committed with the first: its caller gets its value.
+    assert results == {"first": 1, "second": 2, "cancelled_caught": False}
+    assert _rows(tmp_path / "batch.db") == [1, 2]
+
+
+# --- set-based start and ack: more jobs than one statement takes (256) -----------
+
+
+async def test_start_and_ack_of_600_jobs_in_one_call(tmp_path: Path) -> None:
+    broker = await SqliteBroker.open(tmp_path / "jobs.db")
+    try:
+        await broker.enqueue([guild.Job(queue="q", payload=i) for i in range(600)])
+        claimed = await broker.claim("q", consumer="c", limit=600, lease=60, start=0)
+        assert len(claimed) == 600
+        # A delivery given twice is started once, and comes back twice.
+        started = await broker.start([*claimed, claimed[0]])
+        assert len(started) == 601
+        assert {d.job.attempt for d in started} == {1}
+        assert [d.job.id for d in started] == [*(d.job.id for d in claimed), claimed[0].job.id]
+        again = await broker.start(claimed[:3])  # started already: counted once
+        assert [d.job.attempt for d in again] == [1, 1, 1]
+        # One acked twice in the call: its first result stands, and it counts once.
+        await broker.ack([(d, encode_result(d.job.payload)) for d in started])
+        stats = await broker.stats(["q"])
+        assert (stats["q"].done, stats["q"].in_flight, stats["q"].ready) == (600, 0, 0)
+        result = await broker.get_result(claimed[599].job.id)
+        assert result is not None and result.value == claimed[599].job.payload
+    finally:
+        await broker.aclose()
+
+
+async def test_a_lost_lease_is_neither_started_nor_acked_twice(tmp_path: Path) -> None:
+    broker = await SqliteBroker.open(tmp_path / "jobs.db")
+    try:
+        await broker.enqueue([guild.Job(queue="q", payload=i) for i in range(3)])
+        claimed = await broker.claim("q", consumer="c", limit=3, lease=60, start=0)
+        wrong = [
+            Delivery(
+                job=d.job,
+                receipt=d.receipt + "x",
+                consumer=d.consumer,
+                lease_expires=d.lease_expires,
+            )
+            for d in claimed
+        ]
+        assert await broker.start(wrong) == []
+        started = await broker.start(claimed[:2])
+        assert [d.job.id for d in started] == [d.job.id for d in claimed[:2]]
+        await broker.ack([(started[0], encode_result("first"))])
+        await broker.ack([(started[0], encode_result("again"))])
+        result = await broker.get_result(started[0].job.id)
+        assert result is not None and result.value == "first"
+        assert (await broker.stats(["q"]))["q"].done == 1
+    finally:
+        await broker.aclose()
