@@ -20,7 +20,7 @@ import attrs
 import structlog
 import trio
 
-from ._client import client_url, job_info
+from ._client import client_url, job_info, make_jobs
 from ._cron import Cron, Every, Schedule, tick_key
 from ._errors import GaveUp, GuildError, WorkerEnded
 from ._groups import unwrap
@@ -498,34 +498,6 @@ class Guild:
 
     # --- producing -------------------------------------------------------------
 
-    def _job(
-        self,
-        queue: str,
-        payload: JSONValue,
-        *,
-        now: float,
-        key: str | None,
-        delay: float | None,
-        max_attempts: int | None,
-        timeout: float | None,
-        trace_id: str | None,
-        priority: Priority | int | str,
-    ) -> Job:
-        fields: dict[str, Any] = {
-            "priority": priority,
-            "queue": queue,
-            "payload": payload,
-            "key": key,
-            # None: the worker's, resolved where the job runs (a guild.toml there
-            # may set it), as a job's timeout is.
-            "max_attempts": max_attempts,
-            "timeout": timeout,
-            "not_before": now + delay if delay else None,
-        }
-        if trace_id is not None:
-            fields["trace_id"] = trace_id
-        return Job(**fields)
-
     async def enqueue(
         self,
         queue: str,
@@ -584,23 +556,21 @@ class Guild:
         Raises:
             UnknownBrokerURL: a URL to open is malformed, or ``memory://`` (a
                 memory broker opened for one call would lose the job with it).
+            ValueError: ``delay`` is negative or not finite, or a field is out of
+                range (the checks :class:`guild.Client` makes).
         """
         async with self._producing(broker) as target:
-            now = target.now()
-            jobs = [
-                self._job(
-                    queue,
-                    payload,
-                    now=now,
-                    key=key,
-                    delay=delay,
-                    max_attempts=max_attempts,
-                    timeout=timeout,
-                    trace_id=trace_id,
-                    priority=priority,
-                )
-                for payload in payloads
-            ]
+            jobs = make_jobs(
+                queue,
+                payloads,
+                now=target.now(),
+                key=key,
+                delay=delay,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                trace_id=trace_id,
+                priority=priority,
+            )
             return await target.enqueue(jobs)
 
     async def result(

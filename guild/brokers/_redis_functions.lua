@@ -60,7 +60,11 @@ end
 -- zset scored by `at`, its ready time (the server's clock when not given), so a
 -- claim takes each level in order of ready time, ties by id. `priority` is the
 -- job's, read from its hash when not given ('' or missing: normal).
-local function make_ready(id, queue, at, priority)
+local promote_due -- below: it makes ready through make_ready
+-- A normal job joins the ready stream at its tail, so the delayed jobs of its
+-- queue that came due by its ready time go in first (`promoted`: the caller did
+-- that already): otherwise a job that came due earlier would be claimed after it.
+local function make_ready(id, queue, at, priority, promoted)
   if priority == nil then priority = redis.call('HGET', k_job(id), 'priority') end
   if priority == '1' or priority == '-1' then
     if at == nil then
@@ -71,6 +75,13 @@ local function make_ready(id, queue, at, priority)
     redis.call('HSET', k_job(id), 'status', 'ready', 'entry', '', 'receipt', '')
     redis.call('XADD', k_q(queue, 'wake'), 'MAXLEN', 1, '*', 'w', '1')
     return
+  end
+  if not promoted then
+    if at == nil then
+      local t = redis.call('TIME')
+      at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+    end
+    promote_due(queue, tonumber(at))
   end
   local entry = redis.call('XADD', k_q(queue, 'ready'), '*', 'j', id)
   redis.call('HSET', k_job(id), 'status', 'ready', 'entry', entry, 'receipt', '')
@@ -148,16 +159,14 @@ end
 -- max_attempts), re-queue orphaned deliveries, and return the next due time (or
 -- -1) as a string.
 -- Move the delayed jobs of `queue` that are due by `now` to ready, in the order
--- they came due. Run by a claim, and by an enqueue before it appends a ready job:
--- a normal job joins the ready stream at its tail, so a delayed job that came due
--- before this enqueue must be in the stream first or it would be claimed after it.
-local function promote_due(queue, now)
+-- they came due: run by a claim, and before a normal job is made ready.
+promote_due = function(queue, now)
   local due = redis.call('ZRANGEBYSCORE', k_q(queue, 'delayed'), '-inf', now, 'WITHSCORES',
     'LIMIT', 0, 1000)
   for i = 1, #due, 2 do
     redis.call('ZREM', k_q(queue, 'delayed'), due[i])
     -- Ready since it came due, not since this call noticed.
-    make_ready(due[i], queue, due[i + 1])
+    make_ready(due[i], queue, due[i + 1], nil, true)
   end
 end
 
@@ -310,11 +319,12 @@ for i = 4, #ARGV, 9 do
       redis.call('HSET', k_job(id), 'status', 'delayed')
       redis.call('ZADD', k_q(queue, 'delayed'), tonumber(not_before), id)
     else
+      -- Due delayed jobs go in once per queue and call, not once per job.
       if not promoted[queue] then
         promote_due(queue, tonumber(now))
         promoted[queue] = true
       end
-      make_ready(id, queue, now, priority)
+      make_ready(id, queue, now, priority, true)
     end
     out[#out + 1] = id
   end

@@ -11,7 +11,6 @@ the broker's anchor key as ``KEYS[1]`` and so runs on the node holding them all.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from importlib import resources
 from typing import Any
 
 import trio
@@ -19,6 +18,7 @@ import trio
 from .._errors import BrokerClosed
 from . import _redis_keys as keys
 from ._redis_errors import map_redis_exceptions
+from ._redis_scripts import load_scripts
 from ._workflow_store import (
     FIELDS,
     WorkflowRecord,
@@ -35,21 +35,7 @@ from ._workflow_store import (
 _ROW = 1 + len(FIELDS)
 
 
-def _load_scripts() -> dict[str, str]:
-    text = resources.files("guild.brokers").joinpath("_redis_workflows.lua").read_text()
-    sections: dict[str, list[str]] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("-- @"):
-            name = line[4:].strip()
-            sections[name] = []
-        elif name:
-            sections[name].append(line)
-    common = "\n".join(sections.pop("common"))
-    return {name: common + "\n" + "\n".join(body) for name, body in sections.items()}
-
-
-SCRIPTS = _load_scripts()
+SCRIPTS = load_scripts("_redis_workflows.lua")
 
 
 class RedisWorkflows:

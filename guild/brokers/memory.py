@@ -41,10 +41,11 @@ from .._job import (
 from .._jobinfo import JobInfo, JobProgress
 from .._retention import Retention
 from ..rollout._lanes import route_jobs
+from ._delegate import LedgerDelegate, WorkflowDelegate
 from ._ledger import MemoryLedger
 from ._memory_prune import Expiries
 from ._protocol import check_purge_args
-from ._workflow_store import MemoryWorkflows, WorkflowRecord
+from ._workflow_store import MemoryWorkflows
 
 # Identity tests against a tuple: cheaper than hashing an enum into a set.
 _FINISHED = (JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED)
@@ -92,7 +93,7 @@ class _Queue:
     cancelled: int = 0
 
 
-class MemoryBroker:
+class MemoryBroker(LedgerDelegate, WorkflowDelegate):
     """In-process broker.
 
     Args:
@@ -140,8 +141,8 @@ class MemoryBroker:
         self._cancel_requests: set[str] = set()
         self._receipts = itertools.count(1)
         self._closed = False
-        self._ledger = MemoryLedger(clock)
-        self._workflows = MemoryWorkflows(clock)
+        self._ledger: MemoryLedger = MemoryLedger(clock)
+        self._workflows: MemoryWorkflows = MemoryWorkflows(clock)
         # Canary rollouts (guild.rollout): queue -> (version, record), and the
         # shares enqueue routes by.
         self.canary_records: dict[str, tuple[int, str]] = {}
@@ -750,46 +751,6 @@ class MemoryBroker:
         self._entries[job.id] = entry
         self._make_waiting(entry, self.now())
         return True
-
-    # --- the Ledger (guild.brokers.Ledger) ----------------------------------------
-
-    async def add_counts(self, namespace: str, key: str, counts: Mapping[str, float]) -> None:
-        await self._ledger.add_counts(namespace, key, counts)
-
-    async def get_counts(self, namespace: str) -> dict[str, dict[str, float]]:
-        return await self._ledger.get_counts(namespace)
-
-    async def count_namespaces(self) -> list[str]:
-        return await self._ledger.count_namespaces()
-
-    async def mark(self, namespace: str, key: str, *, ttl: float, value: str = "") -> bool:
-        return await self._ledger.mark(namespace, key, ttl=ttl, value=value)
-
-    async def marked(self, namespace: str, keys: Collection[str]) -> dict[str, str]:
-        return await self._ledger.marked(namespace, keys)
-
-    # --- the workflow store (guild.workflows.WorkflowStore) ----------------------------
-
-    async def create_workflow(self, record: WorkflowRecord) -> bool:
-        return await self._workflows.create_workflow(record)
-
-    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
-        return await self._workflows.get_workflow(workflow_id)
-
-    async def list_workflows(
-        self, *, statuses: Collection[str] | None = None, limit: int = 100
-    ) -> list[WorkflowRecord]:
-        return await self._workflows.list_workflows(statuses=statuses, limit=limit)
-
-    async def update_workflow(
-        self, workflow_id: str, *, version: int, status: str, state: str
-    ) -> bool:
-        return await self._workflows.update_workflow(
-            workflow_id, version=version, status=status, state=state
-        )
-
-    async def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
-        return await self._workflows.delete_workflows(workflow_ids)
 
     async def aclose(self) -> None:
         self._closed = True

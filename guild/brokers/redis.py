@@ -52,7 +52,6 @@ import secrets
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,15 +79,16 @@ from .._retention import Retention
 from . import _redis_jobinfo, _redis_purge
 from . import _redis_keys as keys
 from ._canary import RedisShares
+from ._delegate import WorkflowDelegate
 from ._protocol import BrokerIssue, check_purge_args
 from ._redis_checks import CONFIG_KEYS, DataLoss, config_issues
 from ._redis_errors import UNREACHABLE, map_redis_exceptions
 from ._redis_layout import layout_version
 from ._redis_ledger import RedisLedger
 from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
+from ._redis_scripts import load_scripts
 from ._redis_workflows import RedisWorkflows
 from ._url import display_url
-from ._workflow_store import WorkflowRecord
 
 _ORPHAN_IDLE_MS = 5_000
 _JOB_FIELDS = 14
@@ -102,21 +102,7 @@ _CONFIG_EVERY = 60.0
 _log = structlog.get_logger("guild.brokers.redis")
 
 
-def _load_scripts() -> dict[str, str]:
-    text = resources.files("guild.brokers").joinpath("_redis_functions.lua").read_text()
-    sections: dict[str, list[str]] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("-- @"):
-            name = line[4:].strip()
-            sections[name] = []
-        elif name:
-            sections[name].append(line)
-    common = "\n".join(sections.pop("common"))
-    return {name: common + "\n" + "\n".join(body) for name, body in sections.items()}
-
-
-SCRIPTS = _load_scripts()
+SCRIPTS = load_scripts("_redis_functions.lua")
 
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -185,7 +171,7 @@ def _opt_float(value: Any) -> float | None:
     return float(text) if text else None
 
 
-class RedisBroker:
+class RedisBroker(WorkflowDelegate):
     """A broker on Redis (>= 6.2) through coredis.
 
     Open it with ``await RedisBroker.open(url)`` (or ``guild.open_broker(url)``),
@@ -845,29 +831,6 @@ class RedisBroker:
     async def marked(self, namespace: str, keys: Collection[str]) -> dict[str, str]:
         self._check_open()
         return await self._ledger.marked(namespace, keys)
-
-    # --- the workflow store (guild.workflows.WorkflowStore) ----------------------------
-
-    async def create_workflow(self, record: WorkflowRecord) -> bool:
-        return await self._workflows.create_workflow(record)
-
-    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
-        return await self._workflows.get_workflow(workflow_id)
-
-    async def list_workflows(
-        self, *, statuses: Collection[str] | None = None, limit: int = 100
-    ) -> list[WorkflowRecord]:
-        return await self._workflows.list_workflows(statuses=statuses, limit=limit)
-
-    async def update_workflow(
-        self, workflow_id: str, *, version: int, status: str, state: str
-    ) -> bool:
-        return await self._workflows.update_workflow(
-            workflow_id, version=version, status=status, state=state
-        )
-
-    async def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
-        return await self._workflows.delete_workflows(workflow_ids)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -52,13 +52,13 @@ from .._jobinfo import JobInfo, JobProgress
 from .._retention import Retention
 from . import _sqlite_cancel, _sqlite_jobinfo, _sqlite_purge
 from ._canary import sqlite_route
+from ._delegate import LedgerDelegate, WorkflowDelegate
 from ._protocol import check_purge_args
 from ._sqlite_batch import WriteBatcher
 from ._sqlite_errors import map_sqlite_exceptions
 from ._sqlite_ledger import SqliteLedger
 from ._sqlite_migrate import prepare
 from ._sqlite_workflows import SqliteWorkflows
-from ._workflow_store import WorkflowRecord
 
 T = TypeVar("T")
 _log = structlog.get_logger("guild.brokers.sqlite")
@@ -180,7 +180,27 @@ def _create_private(path: str) -> None:
         return
 
 
-class SqliteBroker:
+def _enter_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch to WAL, waiting out other connections that open the same new file.
+
+    Changing the journal mode of a brand-new file needs it to itself, and SQLite
+    answers "database is locked" at once instead of calling the busy handler: two
+    processes (or a client and a worker) opening one new file together failed.
+    """
+    deadline = time.monotonic() + patience
+    pause = 0.002
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+class SqliteBroker(LedgerDelegate, WorkflowDelegate):
     """A broker in one SQLite file.
 
     Open it with ``await SqliteBroker.open(path)`` (or ``guild.open_broker("sqlite:…")``).
@@ -260,7 +280,7 @@ class SqliteBroker:
                 db = sqlite3.connect(
                     shown, check_same_thread=False, isolation_level=None, timeout=30
                 )
-                db.execute("PRAGMA journal_mode=WAL")
+                _enter_wal(db)
                 db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 db.execute("PRAGMA busy_timeout=30000")
                 try:
@@ -971,46 +991,6 @@ class SqliteBroker:
         stored = await self._write(insert)
         self._wake()
         return stored
-
-    # --- the Ledger (guild.brokers.Ledger) ----------------------------------------
-
-    async def add_counts(self, namespace: str, key: str, counts: Mapping[str, float]) -> None:
-        await self._ledger.add_counts(namespace, key, counts)
-
-    async def get_counts(self, namespace: str) -> dict[str, dict[str, float]]:
-        return await self._ledger.get_counts(namespace)
-
-    async def count_namespaces(self) -> list[str]:
-        return await self._ledger.count_namespaces()
-
-    async def mark(self, namespace: str, key: str, *, ttl: float, value: str = "") -> bool:
-        return await self._ledger.mark(namespace, key, ttl=ttl, value=value)
-
-    async def marked(self, namespace: str, keys: Collection[str]) -> dict[str, str]:
-        return await self._ledger.marked(namespace, keys)
-
-    # --- the workflow store (guild.workflows.WorkflowStore) ----------------------------
-
-    async def create_workflow(self, record: WorkflowRecord) -> bool:
-        return await self._workflows.create_workflow(record)
-
-    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
-        return await self._workflows.get_workflow(workflow_id)
-
-    async def list_workflows(
-        self, *, statuses: Collection[str] | None = None, limit: int = 100
-    ) -> list[WorkflowRecord]:
-        return await self._workflows.list_workflows(statuses=statuses, limit=limit)
-
-    async def update_workflow(
-        self, workflow_id: str, *, version: int, status: str, state: str
-    ) -> bool:
-        return await self._workflows.update_workflow(
-            workflow_id, version=version, status=status, state=state
-        )
-
-    async def delete_workflows(self, workflow_ids: Sequence[str]) -> int:
-        return await self._workflows.delete_workflows(workflow_ids)
 
     async def aclose(self) -> None:
         if self._closed:

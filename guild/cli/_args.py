@@ -134,3 +134,26 @@ def wants_json(argv: Sequence[str]) -> bool:
     """Whether errors should be JSON: decided from the raw argv, since an error may
     come before (or instead of) a parsed ``--json``."""
     return "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+
+
+def add_broker_flags(parser: argparse.ArgumentParser) -> None:
+    """``--broker URL`` and ``--json``, spelled alike by every command that reads a broker."""
+    parser.add_argument(
+        "--broker",
+        type=broker_url,
+        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def repeat_broker_flags(*actions: argparse.ArgumentParser) -> None:
+    """The command's ``--broker`` and ``--json`` again on each action, so they may
+    also follow it (``guild dlq list --json``). SUPPRESS as the default keeps the
+    value given before the action when the flag is not repeated after it."""
+    for action in actions:
+        action.add_argument(
+            "--broker", type=broker_url, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        action.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )

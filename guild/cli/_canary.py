@@ -32,7 +32,14 @@ from ..rollout._machine import (
     Start,
 )
 from ..rollout._store import CanaryRecord, hand_back_dead, lane_held, load, load_all, move_lane
-from ._args import CommandFailed, UsageError, broker_url, integer, queue_name
+from ._args import (
+    CommandFailed,
+    UsageError,
+    add_broker_flags,
+    integer,
+    queue_name,
+    repeat_broker_flags,
+)
 from ._config import add_env_flag
 from ._output import EXIT_OK, print_json, table
 
@@ -43,12 +50,7 @@ class CanaryRefused(CommandFailed):
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("canary", help="canary rollouts: status, start, promote, ...")
-    parser.add_argument(
-        "--broker",
-        type=broker_url,
-        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_broker_flags(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     status = actions.add_parser("status", help="each rollout's phase, share, figures, decisions")
     status.add_argument("queue", nargs="?", type=queue_name, help="only this queue")
@@ -70,13 +72,7 @@ def register(subparsers: Any) -> None:
         sub = actions.add_parser(name, help=text)
         sub.add_argument("queue", type=queue_name)
         subs.append(sub)
-    for sub in subs:
-        sub.add_argument(
-            "--broker", type=broker_url, default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
-        sub.add_argument(
-            "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
+    repeat_broker_flags(*subs)
     parser.set_defaults(func=canary)
 
 

@@ -9,7 +9,15 @@ import trio
 
 from .._job import DeadLetter
 from ..brokers._url import open_broker
-from ._args import CommandFailed, UsageError, broker_url, integer, non_empty, queue_name
+from ._args import (
+    CommandFailed,
+    UsageError,
+    add_broker_flags,
+    integer,
+    non_empty,
+    queue_name,
+    repeat_broker_flags,
+)
 from ._output import EXIT_FAILED, EXIT_OK, print_json, table
 
 MAX_LIMIT = 1_000_000
@@ -25,12 +33,7 @@ class NoSuchDeadJob(CommandFailed):
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("dlq", help="list, show and requeue dead jobs")
-    parser.add_argument(
-        "--broker",
-        type=broker_url,
-        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_broker_flags(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="dead jobs, oldest first")
     listing.add_argument("--queue", type=queue_name)
@@ -43,13 +46,7 @@ def register(subparsers: Any) -> None:
     requeue.add_argument("ids", nargs="*", metavar="ID", type=non_empty("a job id"))
     requeue.add_argument("--all", action="store_true", help="every dead job (of --queue if given)")
     requeue.add_argument("--queue", type=queue_name)
-    for sub in (listing, show, requeue):
-        sub.add_argument(
-            "--broker", type=broker_url, default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
-        sub.add_argument(
-            "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
+    repeat_broker_flags(listing, show, requeue)
     parser.set_defaults(func=dlq)
 
 

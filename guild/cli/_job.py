@@ -16,7 +16,7 @@ from .._errors import UnknownJob
 from .._job import JobStatus
 from ..brokers._protocol import Broker
 from ..brokers._url import open_broker
-from ._args import CommandFailed, broker_url, non_empty
+from ._args import CommandFailed, add_broker_flags, non_empty, repeat_broker_flags
 from ._jobshow import show_job
 from ._output import EXIT_OK, print_json
 
@@ -32,12 +32,7 @@ class AlreadyFinished(CommandFailed):
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("job", help="act on one job: show it, cancel it")
-    parser.add_argument(
-        "--broker",
-        type=broker_url,
-        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_broker_flags(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser(
         "show",
@@ -45,23 +40,12 @@ def register(subparsers: Any) -> None:
         " with its traceback, progress, result",
     )
     show.add_argument("id", type=non_empty("a job id"))
-    show.add_argument(
-        "--broker", type=broker_url, default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
-    show.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
     cancel = actions.add_parser(
         "cancel",
         help="cancel a job: a waiting one never runs, a running one is stopped within a second",
     )
     cancel.add_argument("id", type=non_empty("a job id"))
-    cancel.add_argument(
-        "--broker", type=broker_url, default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
-    cancel.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
+    repeat_broker_flags(show, cancel)
     parser.set_defaults(func=job)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from .._job import JobStatus
 from ..brokers._protocol import PURGEABLE, Purgeable
 from ..brokers._url import open_broker
-from ._args import UsageError, broker_url, number, queue_name
+from ._args import UsageError, add_broker_flags, number, queue_name
 from ._output import EXIT_OK, print_json
 
 STATUS_CHOICES = ("done", "dead", "cancelled", "ready", "delayed", "all")
@@ -44,12 +44,7 @@ def register(subparsers: Any) -> None:
         help="only jobs that finished (waiting ones: were enqueued) at least S seconds ago",
     )
     parser.add_argument("--yes", action="store_true", help="allow purging ready/delayed jobs")
-    parser.add_argument(
-        "--broker",
-        type=broker_url,
-        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_broker_flags(parser)
     parser.set_defaults(func=purge)
 
 

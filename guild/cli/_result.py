@@ -15,7 +15,7 @@ from .._client import client_url, job_result, job_status
 from .._job import JobStatus, Result
 from ..brokers._protocol import Broker
 from ..brokers._url import open_broker
-from ._args import CommandFailed, broker_url, non_empty, number
+from ._args import CommandFailed, add_broker_flags, non_empty, number
 from ._output import EXIT_OK, print_json
 
 MAX_WAIT = 86_400.0
@@ -43,12 +43,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("result", help="a job's result, waiting for it with --wait")
     parser.add_argument("id", type=non_empty("a job id"))
     wait_option(parser, "seconds to wait for the job to finish (default: answer at once)")
-    parser.add_argument(
-        "--broker",
-        type=broker_url,
-        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_broker_flags(parser)
     parser.set_defaults(func=result)
 
 

@@ -11,18 +11,13 @@ import trio
 from .._job import QueueStats
 from ..brokers._ledger import Ledger
 from ..brokers._url import open_broker
-from ._args import broker_url
+from ._args import add_broker_flags
 from ._output import EXIT_OK, print_json, table
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("stats", help="counts of jobs per queue")
-    parser.add_argument(
-        "--broker",
-        type=broker_url,
-        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_broker_flags(parser)
     parser.add_argument(
         "--counts",
         action="store_true",

@@ -18,7 +18,13 @@ from ..brokers._url import open_broker
 from ..workflows._coordinator import cancel, view, views
 from ..workflows._machine import FINISHED_STATUSES
 from ..workflows._view import StepView, WorkflowView
-from ._args import CommandFailed, broker_url, integer, non_empty
+from ._args import (
+    CommandFailed,
+    add_broker_flags,
+    integer,
+    non_empty,
+    repeat_broker_flags,
+)
 from ._output import EXIT_OK, print_json
 
 MAX_LIMIT = 1_000_000
@@ -49,12 +55,7 @@ def _reason(text: str) -> str:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("workflow", help="show, list and cancel workflows")
-    parser.add_argument(
-        "--broker",
-        type=broker_url,
-        help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_broker_flags(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser(
         "show",
@@ -84,13 +85,7 @@ def register(subparsers: Any) -> None:
         default="cancelled from the command line",
         help="why (stored as the workflow's error)",
     )
-    for sub in (show, listing, stop):
-        sub.add_argument(
-            "--broker", type=broker_url, default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
-        sub.add_argument(
-            "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
+    repeat_broker_flags(show, listing, stop)
     parser.set_defaults(func=workflow)
 
 

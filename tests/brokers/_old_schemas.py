@@ -127,3 +127,33 @@ def schema_of(path: Path) -> dict[str, object]:
         return found
     finally:
         db.close()
+
+
+def version_of(path: Path) -> int:
+    """The file's schema version (``PRAGMA user_version``)."""
+    db = sqlite3.connect(path)
+    try:
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        return version
+    finally:
+        db.close()
+
+
+def jobs_of(path: Path) -> dict[tuple[str, str], int]:
+    """How many jobs the file holds, by queue and status."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")
+        return {(queue, status): n for queue, status, n in rows}
+    finally:
+        db.close()
+
+
+def intact(path: Path) -> bool:
+    """Whether SQLite finds the file whole and every foreign key satisfied."""
+    db = sqlite3.connect(path)
+    try:
+        ok = db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        return ok and db.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        db.close()

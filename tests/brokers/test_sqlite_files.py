@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 import guild
 from guild.brokers._sqlite_schema import MIGRATIONS
@@ -112,3 +113,25 @@ async def test_an_old_database_migrates_and_keeps_its_jobs(tmp_path: Path, versi
         assert await broker.list_workflows() == [record]
     finally:
         await broker.aclose()
+
+
+async def test_many_connections_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    # Switching a brand-new file to WAL needs it to itself, and SQLite says
+    # "database is locked" at once rather than waiting: before the broker waited
+    # that out, about one round in ten lost an opener (a client and a worker
+    # starting together on a new file).
+    failures: list[BaseException] = []
+    for round_ in range(40):
+        url = f"sqlite:///{tmp_path}/new-{round_}.db"
+
+        async def open_one(url: str = url) -> None:
+            try:
+                async with guild.open_broker(url) as broker:
+                    await broker.stats()
+            except guild.GuildError as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(open_one)
+    assert failures == []

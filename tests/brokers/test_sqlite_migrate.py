@@ -16,39 +16,13 @@ from guild.brokers import _sqlite_migrate
 from guild.brokers._sqlite_migrate import CURRENT, FAULT_ENV, backup_path, describe, migrate
 from guild.brokers.sqlite import SqliteBroker
 
-from ._old_schemas import RECORDED, STATUSES, build, schema_of
+from ._old_schemas import RECORDED, STATUSES, build, intact, jobs_of, schema_of, version_of
 
 OLD_VERSIONS = range(1, CURRENT)
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _version(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        version: int = db.execute("PRAGMA user_version").fetchone()[0]
-        return version
-    finally:
-        db.close()
-
-
-def _jobs(path: Path) -> dict[tuple[str, str], int]:
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")
-        return {(queue, status): n for queue, status, n in rows}
-    finally:
-        db.close()
-
-
-def _intact(path: Path) -> bool:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        db.close()
 
 
 def _backups(directory: Path) -> list[Path]:
@@ -81,15 +55,15 @@ async def test_an_old_file_migrates_with_a_backup_and_keeps_every_job(
 
     assert (report.found, report.target, report.applied) == (version, CURRENT, True)
     assert [step.version for step in report.pending] == list(range(version + 1, CURRENT + 1))
-    assert _version(path) == CURRENT
-    assert _jobs(path) == EXPECTED_JOBS
+    assert version_of(path) == CURRENT
+    assert jobs_of(path) == EXPECTED_JOBS
     build(tmp_path / "recorded.db", CURRENT, jobs_per_status=0)
     assert schema_of(path) == schema_of(tmp_path / "recorded.db")
     # The backup is the old file: its version, its jobs.
     (backup,) = _backups(tmp_path)
     assert report.backup == str(backup)
     assert backup.name.startswith(f"old.db.v{version}-")
-    assert (_version(backup), _jobs(backup)) == (version, EXPECTED_JOBS)
+    assert (version_of(backup), jobs_of(backup)) == (version, EXPECTED_JOBS)
     assert backup.stat().st_mode & 0o077 == 0
 
     async with guild.open_broker(f"sqlite:///{path}") as broker:
@@ -112,8 +86,8 @@ async def test_open_refuses_an_old_file_and_leaves_it_alone(tmp_path: Path) -> N
         f"the database {path} has schema version 2, older than version {CURRENT}, which"
         f" this guild needs: run `guild migrate --broker sqlite://{path}`"
     )
-    assert _version(path) == 2
-    assert _jobs(path) == {("q0", s): 1 for s in STATUSES}
+    assert version_of(path) == 2
+    assert jobs_of(path) == {("q0", s): 1 for s in STATUSES}
     assert _digest(path) == before
 
 
@@ -127,7 +101,7 @@ async def test_open_and_migrate_refuse_a_newer_file(tmp_path: Path) -> None:
         await SqliteBroker.open(path)
     with pytest.raises(guild.SchemaMismatch, match=f"newer than version {CURRENT}"):
         migrate(path)
-    assert _version(path) == CURRENT + 1
+    assert version_of(path) == CURRENT + 1
     assert _backups(tmp_path) == []
 
 
@@ -161,9 +135,9 @@ def test_a_failed_check_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(FAULT_ENV, "verify")
     with pytest.raises(guild.MigrationFailed, match="rolled back, the file is as it was"):
         migrate(path)
-    assert (_version(path), _jobs(path), _intact(path)) == (3, EXPECTED_JOBS, True)
+    assert (version_of(path), jobs_of(path), intact(path)) == (3, EXPECTED_JOBS, True)
     (backup,) = _backups(tmp_path)
-    assert _version(backup) == 3
+    assert version_of(backup) == 3
 
 
 def test_a_failed_check_after_the_commit_restores_the_backup(
@@ -175,7 +149,7 @@ def test_a_failed_check_after_the_commit_restores_the_backup(
     monkeypatch.setenv(FAULT_ENV, "after-commit")
     with pytest.raises(guild.MigrationFailed, match="restored it from the backup"):
         migrate(path)
-    assert (_version(path), _jobs(path), _intact(path)) == (2, EXPECTED_JOBS, True)
+    assert (version_of(path), jobs_of(path), intact(path)) == (2, EXPECTED_JOBS, True)
     assert schema_of(path) == schema_of(tmp_path / "as_built.db")
 
 

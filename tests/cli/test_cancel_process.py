@@ -4,11 +4,8 @@ is cancelled in the child, long before it would have finished."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,38 +13,11 @@ import trio
 
 import guild
 from tests._poll import until
-from tests._redis_server import RedisServer, running_redis_server
 
-from .conftest import ROOT, guild_cmd
+from .conftest import start_run
 
 pytestmark = pytest.mark.slow
 SLEEP = 120  # what the job would sleep, uncancelled: far beyond every wait below
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with running_redis_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/cancel.db"
-    server: RedisServer = request.getfixturevalue("redis")
-    return server.url
-
-
-def _start(url: str, marks: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GUILD_TEST_MARKS": str(marks)}
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            guild_cmd("run", "tests.cli.cancel_app:app", "--broker", url, "--log-format", "json"),
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=sink,
-        )
 
 
 async def test_a_running_job_is_cancelled_from_another_process(url: str, tmp_path: Path) -> None:
@@ -59,7 +29,7 @@ async def test_a_running_job_is_cancelled_from_another_process(url: str, tmp_pat
             running, other = await broker.enqueue(
                 [guild.Job(queue="sleepy", payload=SLEEP) for _ in range(2)]
             )
-            process = _start(url, marks, log)
+            process = start_run("tests.cli.cancel_app:app", url, marks, log)
             try:
                 await until((marks / f"{running.id}.started").exists, 0.02)
                 asked = time.monotonic()

@@ -9,11 +9,9 @@ values are written out from what the app does (its messages, its steps).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,38 +20,10 @@ import trio
 
 import guild
 from tests._poll import until
-from tests._redis_server import RedisServer, running_redis_server
 
-from .conftest import ROOT, guild_cmd, run_guild
+from .conftest import run_guild, start_run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with running_redis_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/show.db"
-    server: RedisServer = request.getfixturevalue("redis")
-    return server.url
-
-
-def _start(url: str, marks: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GUILD_TEST_MARKS": str(marks)}
-    env.pop("GUILD_BROKER", None)
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            guild_cmd("run", "tests.cli.jobshow_app:app", "--broker", url, "--log-format", "json"),
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=sink,
-        )
 
 
 async def _show(url: str, job_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -81,7 +51,7 @@ async def test_show_a_running_job_with_its_progress_then_done_then_a_dead_one(
         async with guild.open_broker(url) as broker:
             (running,) = await broker.enqueue([guild.Job(queue="steps", payload={"steps": 5})])
             (failing,) = await broker.enqueue([guild.Job(queue="fails", payload=7, max_attempts=2)])
-            process = _start(url, marks, log)
+            process = start_run("tests.cli.jobshow_app:app", url, marks, log)
             try:
                 # The handler's last report (5 of 5) reaches the broker, from the
                 # child, while the job still runs (it waits for its release).

@@ -17,36 +17,9 @@ import pytest
 
 from guild.brokers._sqlite_migrate import CURRENT, FAULT_ENV
 from tests._redis_server import RedisServer, redis_cli_binary, running_redis_server
-from tests.brokers._old_schemas import STATUSES, build, schema_of
+from tests.brokers._old_schemas import STATUSES, build, intact, jobs_of, schema_of, version_of
 
 from .conftest import ROOT, guild_cmd, run_guild
-
-
-def _version(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        version: int = db.execute("PRAGMA user_version").fetchone()[0]
-        return version
-    finally:
-        db.close()
-
-
-def _jobs(path: Path) -> dict[tuple[str, str], int]:
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")
-        return {(queue, status): n for queue, status, n in rows}
-    finally:
-        db.close()
-
-
-def _intact(path: Path) -> bool:
-    db = sqlite3.connect(path)
-    try:
-        ok = db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        return ok and db.execute("PRAGMA foreign_key_check").fetchall() == []
-    finally:
-        db.close()
 
 
 def _one_error_line(stderr: str) -> str:
@@ -84,7 +57,7 @@ class TestDryRun:
             " CREATE INDEX ledger_marks_expiry"
         )
         assert lines[-1] == "holds 20 jobs in 1 queue"
-        assert _version(old_db) == 2
+        assert version_of(old_db) == 2
         assert list(old_db.parent.glob("*.bak")) == []
 
     def test_json(self, old_db: Path) -> None:
@@ -111,8 +84,8 @@ class TestApply:
             "verified: integrity_check, foreign_key_check, schema version, counts equal"
             " (20 jobs in 1 queue, before and after)"
         )
-        assert (_version(old_db), _jobs(old_db), _intact(old_db)) == (CURRENT, FIVE_EACH, True)
-        assert (_version(backup), _jobs(backup)) == (2, FIVE_EACH)
+        assert (version_of(old_db), jobs_of(old_db), intact(old_db)) == (CURRENT, FIVE_EACH, True)
+        assert (version_of(backup), jobs_of(backup)) == (2, FIVE_EACH)
 
         again = run_guild("migrate", "--broker", f"sqlite:///{old_db}", "--json")
         assert again.returncode == 0, again.stderr
@@ -126,7 +99,7 @@ class TestApply:
         answer = json.loads(done.stdout)
         assert answer["applied"] is True
         assert Path(answer["backup"]).parent == old_db.parent
-        assert _version(Path(answer["backup"])) == 2
+        assert version_of(Path(answer["backup"])) == 2
 
     def test_a_failed_check_exits_1_and_leaves_the_file(self, old_db: Path) -> None:
         done = run_guild("migrate", "--broker", f"sqlite:///{old_db}", env={FAULT_ENV: "verify"})
@@ -134,7 +107,7 @@ class TestApply:
         line = _one_error_line(done.stderr)
         assert "failed its checks" in line
         assert "rolled back, the file is as it was" in line
-        assert (_version(old_db), _jobs(old_db), _intact(old_db)) == (2, FIVE_EACH, True)
+        assert (version_of(old_db), jobs_of(old_db), intact(old_db)) == (2, FIVE_EACH, True)
 
     def test_a_failed_check_after_commit_restores_the_backup(
         self, old_db: Path, tmp_path: Path
@@ -145,7 +118,7 @@ class TestApply:
         )
         assert done.returncode == 1
         assert "restored it from the backup" in _one_error_line(done.stderr)
-        assert (_version(old_db), _jobs(old_db), _intact(old_db)) == (2, FIVE_EACH, True)
+        assert (version_of(old_db), jobs_of(old_db), intact(old_db)) == (2, FIVE_EACH, True)
         assert schema_of(old_db) == schema_of(tmp_path / "as_built.db")
 
 
@@ -165,10 +138,10 @@ class TestKillNine:
                 assert process.stderr.readline() == "migrate paused after step 4\n"
             finally:
                 process.kill()
-        assert (_version(old_db), _jobs(old_db), _intact(old_db)) == (2, FIVE_EACH, True)
+        assert (version_of(old_db), jobs_of(old_db), intact(old_db)) == (2, FIVE_EACH, True)
         done = run_guild("migrate", "--broker", f"sqlite:///{old_db}")
         assert done.returncode == 0, done.stderr
-        assert (_version(old_db), _jobs(old_db), _intact(old_db)) == (CURRENT, FIVE_EACH, True)
+        assert (version_of(old_db), jobs_of(old_db), intact(old_db)) == (CURRENT, FIVE_EACH, True)
 
     @pytest.mark.slow
     def test_random_kills_on_100000_jobs_leave_old_or_new(self, tmp_path: Path) -> None:
@@ -201,9 +174,9 @@ class TestKillNine:
             time.sleep(rng.uniform(0.0, duration))
             process.kill()
             process.wait()
-            version = _version(work)
+            version = version_of(work)
             assert version in (1, CURRENT)
-            assert (_jobs(work), _intact(work)) == (expected, True)
+            assert (jobs_of(work), intact(work)) == (expected, True)
             outcomes.append(version)
         print(f"migration {duration:.2f}s; versions after each kill: {outcomes}")
 
@@ -223,7 +196,7 @@ class TestWorkersRefuse:
             f"guild: error: the database {old_db} has schema version 2, older than version"
             f" {CURRENT}, which this guild needs: run `guild migrate --broker sqlite://{old_db}`"
         )
-        assert _version(old_db) == 2
+        assert version_of(old_db) == 2
 
     def test_a_newer_schema(self, tmp_path: Path) -> None:
         path = tmp_path / "future.db"

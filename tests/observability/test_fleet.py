@@ -65,6 +65,21 @@ def report(samples: list[float], **changes: Any) -> dict[str, Any]:
     }
 
 
+def health_of(members: list[Member]) -> tuple[dict[str, Any], int]:
+    """The run's /health body and status for ``members``: no queues, no broker
+    error, default thresholds."""
+    return fleet_health(
+        "app",
+        members,
+        queues={},
+        broker_error=None,
+        issues=(),
+        memory=None,
+        thresholds=Thresholds(),
+        now=0.0,
+    )
+
+
 def nearest_rank(values: list[float], percent: int) -> float:
     ordered = sorted(values)
     n = len(ordered)
@@ -96,16 +111,7 @@ class TestMerge:
             Member(index=0, pid=10, up=True, report=report([0.1], processed=3)),
             Member(index=1, pid=11, up=False, restarts=2, error="not running; being restarted"),
         ]
-        body, status = fleet_health(
-            "app",
-            members,
-            queues={},
-            broker_error=None,
-            issues=(),
-            memory=None,
-            thresholds=Thresholds(),
-            now=0.0,
-        )
+        body, status = health_of(members)
         assert (status, body["status"]) == (200, "degraded")
         assert body["checks"]["process:1"]["status"] == "degraded"
         assert body["processes"]["1"] == {
@@ -167,6 +173,19 @@ def both_reporting(body: dict[str, Any]) -> bool:
     return len(processes) == 2 and all(p["status"] is not None for p in processes.values())
 
 
+async def until_both_report(base: str, parent: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the run's /health has both children's reports (the parent
+    must stay up meanwhile: if it dies, its log says why)."""
+    body: dict[str, Any] = {}
+    while not both_reporting(body):
+        assert parent.poll() is None, log.read_text()[-3000:]
+        await trio.sleep(0.1)
+        try:
+            body = await get_health(base)
+        except httpx.HTTPError:
+            body = {}
+
+
 def check_whole(body: dict[str, Any], processed: int) -> None:
     """The run's counts are the sum of its processes', and match what was done."""
     processes = body["processes"]
@@ -211,14 +230,7 @@ class TestGuildRunProcesses:
     async def _scenario(
         self, url: str, base: str, parent: subprocess.Popen[bytes], log: Path
     ) -> None:
-        body: dict[str, Any] = {}
-        while not both_reporting(body):
-            assert parent.poll() is None, log.read_text()[-3000:]
-            await trio.sleep(0.1)
-            try:
-                body = await get_health(base)
-            except httpx.HTTPError:
-                body = {}
+        await until_both_report(base, parent, log)
         async with guild.open_broker(url) as broker:
             await broker.enqueue(
                 [guild.Job(queue="work", payload=i) for i in range(JOBS)]

@@ -19,10 +19,9 @@ import pytest
 import trio
 
 import guild
-from guild.observability import Thresholds
-from guild.observability._fleet import Member, dashboard_workers, fleet_health
+from guild.observability._fleet import Member, dashboard_workers
 
-from .test_fleet import ROOT, both_reporting, free_port, get_health, report, start
+from .test_fleet import ROOT, free_port, health_of, report, start, until_both_report
 
 
 def test_the_worker_table_is_the_runs_and_says_each_process() -> None:
@@ -31,16 +30,7 @@ def test_the_worker_table_is_the_runs_and_says_each_process() -> None:
         Member(index=1, pid=11, up=True, report=report([0.2], active=2, state="open")),
         Member(index=2, pid=None, up=False, error="not started yet"),
     ]
-    body, _ = fleet_health(
-        "app",
-        members,
-        queues={},
-        broker_error=None,
-        issues=(),
-        memory=None,
-        thresholds=Thresholds(),
-        now=0.0,
-    )
+    body, _ = health_of(members)
     (name,) = dashboard_workers(body, members)
     row = dashboard_workers(body, members)[name]
     assert name == "w"
@@ -84,14 +74,7 @@ async def test_the_parent_shows_and_acts_for_every_process(tmp_path: Path) -> No
     parent = start(argv, env, log)
     try:
         with trio.fail_after(120):
-            body: dict[str, Any] = {}
-            while not both_reporting(body):
-                assert parent.poll() is None, log.read_text()[-3000:]
-                await trio.sleep(0.1)
-                try:
-                    body = await get_health(base)
-                except httpx.HTTPError:
-                    body = {}
+            await until_both_report(base, parent, log)
             await scenario(url, base, release)
         parent.send_signal(signal.SIGTERM)
         code = await trio.to_thread.run_sync(parent.wait)

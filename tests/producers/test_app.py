@@ -48,3 +48,14 @@ async def test_memory_outside_run_is_refused() -> None:
     app = guild.Guild("producer", broker="memory://")
     with pytest.raises(guild.UnknownBrokerURL, match="memory:// lives inside one process"):
         await app.enqueue("q", 1)
+
+
+@pytest.mark.parametrize("delay", [-1.0, float("nan"), float("inf")])
+async def test_a_bad_delay_is_refused_as_the_client_refuses_it(
+    sqlite_url: str, delay: float
+) -> None:
+    app = guild.Guild("producer", broker=sqlite_url)
+    with pytest.raises(ValueError, match="delay must be a finite number of seconds >= 0"):
+        await app.enqueue("q", 1, delay=delay)
+    async with guild.open_broker(sqlite_url) as broker:
+        assert (await broker.stats(["q"]))["q"].ready == 0

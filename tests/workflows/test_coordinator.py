@@ -241,7 +241,7 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
         if request.param == "sqlite":
             broker = await SqliteBroker.open(tmp_path / "guild.db")
         else:
-            server: RedisServer = request.getfixturevalue("workflow_redis")
+            server: RedisServer = request.getfixturevalue("redis_server")
             broker = await RedisBroker.open(server.url, prefix=prefix)
         try:
             yield broker
