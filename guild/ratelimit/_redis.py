@@ -296,7 +296,7 @@ class RedisRateLimiter(CapacityInterface):
         the connections close."""
         client: Any = coredis.Redis.from_url(url)
         try:
-            async with client, trio.open_nursery() as nursery:
+            async with client:
                 limiter = cls(
                     client,
                     name,
@@ -309,18 +309,12 @@ class RedisRateLimiter(CapacityInterface):
                     url=url,
                     blocking_timeout=blocking_timeout,
                 )
-                nursery.start_soon(limiter._maintain)
-                limiter._maintained = True
                 try:
-                    yield limiter
+                    async with limiter._kept():
+                        yield limiter
                 finally:
-                    limiter._maintained = False
-                    nursery.cancel_scope.cancel()
-                    try:
-                        await limiter._give_everything_back()
-                    finally:
-                        if limiter._blocking is not None:
-                            limiter._blocking.close()
+                    if limiter._blocking is not None:
+                        limiter._blocking.close()
         except BaseExceptionGroup as group:
             # The nursery and coredis's pool wrap whatever leaves the block; a lone
             # exception is re-raised as itself, as the caller raised it.
@@ -353,25 +347,32 @@ class RedisRateLimiter(CapacityInterface):
         On a Redis Cluster, ``name`` must hold a hash tag (``{app}:x``) so that
         the limiter's keys share a slot.
         """
+        limiter = cls(
+            client,
+            name,
+            rate,
+            period,
+            burst=burst,
+            concurrency=concurrency,
+            lease=lease,
+            poll_interval=poll_interval,
+        )
+        async with limiter._kept():
+            yield limiter
+
+    @asynccontextmanager
+    async def _kept(self) -> AsyncIterator[RedisRateLimiter]:
+        """Renew this limiter's leases while the block runs; on exit, give its
+        tokens back (both ways of opening one share this)."""
         async with trio.open_nursery() as nursery:
-            limiter = cls(
-                client,
-                name,
-                rate,
-                period,
-                burst=burst,
-                concurrency=concurrency,
-                lease=lease,
-                poll_interval=poll_interval,
-            )
-            nursery.start_soon(limiter._maintain)
-            limiter._maintained = True
+            nursery.start_soon(self._maintain)
+            self._maintained = True
             try:
-                yield limiter
+                yield self
             finally:
-                limiter._maintained = False
+                self._maintained = False
                 nursery.cancel_scope.cancel()
-                await limiter._give_everything_back()
+                await self._give_everything_back()
 
     def __repr__(self) -> str:
         rate = self._rate
