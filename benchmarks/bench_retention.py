@@ -127,8 +127,8 @@ def _hold(
     work: Any,
     cpu: list[float] | None = None,
     commits: list[float] | None = None,
-) -> tuple[float, int]:
-    """Run ``work`` in one write transaction: (seconds the write lock was held, rows).
+) -> tuple[float, Any]:
+    """Run ``work`` in one write transaction: (seconds the write lock was held, what it returned).
 
     The time runs from ``BEGIN IMMEDIATE`` returning to ``COMMIT`` returning, so it
     includes the WAL auto-checkpoint SQLite runs inside COMMIT (after it released
@@ -137,7 +137,7 @@ def _hold(
     """
     db.execute("BEGIN IMMEDIATE")
     locked, cpu_start = time.perf_counter(), time.thread_time()
-    deleted = int(work(db))
+    deleted = work(db)
     committing = time.perf_counter()
     db.execute("COMMIT")
     if commits is not None:
@@ -196,10 +196,10 @@ def _holds(path: Path, work: Any) -> dict[str, Any]:
     total = 0
     try:
         while True:
-            held, deleted = _hold(db, work, cpu, commits)
+            held, swept = _hold(db, work, cpu, commits)
             holds.append(held)
-            total += deleted
-            if deleted < sqlite_purge.BATCH:
+            total += swept.rows
+            if not swept.more:
                 break
             checkpoint = time.perf_counter()
             # What SQLite's auto-checkpoint does inside COMMIT, after it released

@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--latency-jobs", type=int, default=300)
     parser.add_argument(
         "--synchronous",
-        choices=["NORMAL", "FULL"],
+        choices=["NORMAL", "ENQUEUE", "FULL"],
         default="NORMAL",
         help="SQLite durability for default sqlite runs",
     )

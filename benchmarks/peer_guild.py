@@ -1,10 +1,15 @@
 """guild's adapter for the peer benchmark harness (../shared/bench/peers).
 
-    PEERS_ADAPTER_PATH=benchmarks bash ../shared/bench/peers/run.sh \\
-        --peers guild,dramatiq,saq --python-for guild=.venv/bin/python
+    PEERS_ADAPTER_PATH=$PWD/benchmarks bash ../shared/bench/peers/run.sh \\
+        --peers guild,dramatiq,saq --python-for guild=.venv/bin/python \\
+        --variant 'guild-p2:guild:{"processes": 2}'
+
+``PEERS_ADAPTER_PATH`` must be absolute: the harness's client runs in its own folder.
 
 Worker: ``guild run peer_guild:app --broker $BENCH_REDIS_URL`` (the real CLI, one
-process). Enqueue: ``app.enqueue_many`` in batches (one Redis call per batch).
+process; the ``processes`` setting passes ``--processes``, so the harness's
+process-group CPU figure covers the supervisor and every child). Enqueue:
+``app.enqueue_many`` in batches (one Redis call per batch).
 Result: ``broker.get_result(job_id, wait=10)``, a blocking wait on the job's
 notify list (no pub/sub subscription per job).
 """
@@ -22,7 +27,7 @@ import guild
 NAME = "guild"
 DIST = "guild"
 LOOP = "trio"
-S = benchlib.settings({"concurrency": 64, "batch": 1000})
+S = benchlib.settings({"concurrency": 64, "batch": 1000, "processes": 1})
 RESULT_METHOD = "job = await app.enqueue(...); await broker.get_result(job.id, wait=10) (BLPOP)"
 QUEUE = "bench"
 
@@ -52,13 +57,17 @@ def worker_argv() -> list[str]:
         benchlib.REDIS_URL,
         "--concurrency",
         str(S["concurrency"]),
+        "--processes",
+        str(S["processes"]),
         "--log-level",
         "warning",
     ]
 
 
 def worker_desc() -> str:
-    return f"`guild run peer_guild:app`, 1 process, concurrency={S['concurrency']}"
+    processes = S["processes"]
+    count = "1 process" if processes == 1 else f"--processes {processes}"
+    return f"`guild run peer_guild:app`, {count}, concurrency={S['concurrency']} each"
 
 
 def enqueue_method() -> str:

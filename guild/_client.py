@@ -41,7 +41,7 @@ import sniffio
 import trio
 
 from ._errors import BrokerClosed, UnknownBrokerURL, UnknownJob
-from ._job import Job, JobStatus, JSONValue, Priority, Result, check_priority
+from ._job import Job, JobStatus, JSONValue, Priority, Result, check_priority, jobs_like
 from ._jobinfo import JobInfo
 from .brokers._protocol import Broker
 from .brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
@@ -103,20 +103,18 @@ def make_jobs(
     delay = _seconds("delay", delay)
     level = check_priority(priority)
     not_before = now + delay if delay else None
-    extra: dict[str, Any] = {} if trace_id is None else {"trace_id": trace_id}
-    return [
-        Job(
-            queue=queue,
-            payload=payload,
-            key=key,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            not_before=not_before,
-            priority=level,
-            **extra,
-        )
-        for payload in payloads
-    ]
+    # Every field but the payload and the id is the same for the whole call:
+    # validated once, on this template, then copied (see ``jobs_like``).
+    template = Job(
+        queue=queue,
+        id="template",
+        key=key,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        not_before=not_before,
+        priority=level,
+    )
+    return jobs_like(template, payloads, trace_id)
 
 
 async def job_info(broker: Broker, job_id: str) -> JobInfo:

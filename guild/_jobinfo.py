@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from ._errors import GuildError
-from ._job import JobStatus, JSONValue
+from ._job import JobStatus, JSONValue, Priority
 
 MAX_PROGRESS_MESSAGE = 1000
 """Characters of a progress message kept; a longer one is cut, not refused."""
@@ -91,6 +91,8 @@ class JobInfo:
         attempts: runs started so far (a claimed but unstarted job's run is not
             counted).
         max_attempts: its own limit, or ``None`` for its worker's.
+        priority: its level (:class:`Priority`), kept through retries, dead
+            letters and requeues.
         enqueued_at: when it was enqueued.
         not_before: the earliest time it could first run, if it was delayed.
         started_at: when its last run started (``None``: never run).
@@ -110,6 +112,7 @@ class JobInfo:
     status: JobStatus
     attempts: int = 0
     max_attempts: int | None = None
+    priority: Priority = Priority.NORMAL
     enqueued_at: float = 0.0
     not_before: float | None = None
     started_at: float | None = None
@@ -131,6 +134,8 @@ class JobInfo:
             "status": self.status.value,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
+            # Spelled as `guild enqueue --priority` takes it.
+            "priority": self.priority.name.lower(),
             "enqueued_at": self.enqueued_at,
             "not_before": self.not_before,
             "started_at": self.started_at,

@@ -8,7 +8,9 @@ Theory of operation:
 * The worker runs each handler with its job's :class:`_Reporter` in a context
   variable, so :func:`progress` needs no argument to know which job it is about
   (tasks a handler starts inherit it; so does a thread of ``trio.to_thread``,
-  which hops back to the Trio thread to report).
+  which hops back to the Trio thread to report). A reporter is two fields until
+  its handler first reports: only then does it get a throttle and join the
+  writer's active set, so a job that never reports (most) costs one small object.
 * :class:`ProgressThrottle` is the policy, pure and clock-free: a report replaces
   the pending value (the latest wins); the pending value may be written once
   ``interval`` has passed since the last write; the value pending when the
@@ -89,7 +91,8 @@ class ProgressThrottle:
 class _Reporter:
     delivery: Delivery
     writer: ProgressWriter
-    throttle: ProgressThrottle
+    # Made at the first report (see ProgressWriter.enter).
+    throttle: ProgressThrottle | None = None
     writing: trio.Event | None = None
     closed: bool = False
 
@@ -97,8 +100,15 @@ class _Reporter:
         if self.closed:
             return  # a straggler (a thread, a leaked task) after the run ended
         progress = JobProgress(fraction=fraction, message=message, at=self.writer.broker.now())
-        if self.throttle.offer(progress):
+        throttle = self.throttle
+        if throttle is None:
+            throttle = self.throttle = ProgressThrottle(self.writer.interval)
+            self.writer.activate(self)
+        if throttle.offer(progress):
             self.writer.wake()
+
+    def due(self) -> float:
+        return math.inf if self.throttle is None else self.throttle.due()
 
 
 _current: contextvars.ContextVar[_Reporter | None] = contextvars.ContextVar(
@@ -155,18 +165,21 @@ class ProgressWriter:
         self.broker = broker
         self._instruments = instruments
         self._worker = worker
-        self._interval = interval
+        self.interval = interval
+        # The running jobs' reporters that have reported (and so have a throttle).
         self._active: dict[tuple[str, str], _Reporter] = {}
         self._wakeup = trio.Event()
 
     def wake(self) -> None:
         self._wakeup.set()
 
+    def activate(self, reporter: _Reporter) -> None:
+        """Count ``reporter`` in: its first report came (the writer task reads it)."""
+        self._active[(reporter.delivery.job.id, reporter.delivery.receipt)] = reporter
+
     def enter(self, delivery: Delivery) -> contextvars.Token[_Reporter | None]:
         """Make ``delivery``'s job the one :func:`progress` reports on, in this context."""
-        reporter = _Reporter(delivery, self, ProgressThrottle(self._interval))
-        self._active[(delivery.job.id, delivery.receipt)] = reporter
-        return _current.set(reporter)
+        return _current.set(_Reporter(delivery, self))
 
     def leave(self, token: contextvars.Token[_Reporter | None]) -> _Reporter | None:
         """End the run entered with ``token``; returns its reporter when a value is
@@ -176,13 +189,16 @@ class ProgressWriter:
         if reporter is None:
             return None
         reporter.closed = True
+        throttle = reporter.throttle
+        if throttle is None:
+            return None  # it never reported
         self._active.pop((reporter.delivery.job.id, reporter.delivery.receipt), None)
-        return reporter if reporter.throttle.pending is not None else None
+        return reporter if throttle.pending is not None else None
 
     async def finish(self, reporter: _Reporter) -> None:
         """Write the run's last value if it is still pending (after any write of it
         in flight, so that the last value lands last)."""
-        final = reporter.throttle.final()
+        final = None if reporter.throttle is None else reporter.throttle.final()
         if final is None:
             return
         if reporter.writing is not None:
@@ -193,7 +209,7 @@ class ProgressWriter:
         """Write due progress values, for ever (cancel to stop)."""
         while True:
             self._wakeup = trio.Event()
-            due = min((r.throttle.due() for r in self._active.values()), default=math.inf)
+            due = min((r.due() for r in self._active.values()), default=math.inf)
             if due > trio.current_time():
                 with trio.move_on_at(due):
                     await self._wakeup.wait()
@@ -201,7 +217,7 @@ class ProgressWriter:
             now = trio.current_time()
             batch = []
             for reporter in list(self._active.values()):
-                taken = reporter.throttle.take(now)
+                taken = None if reporter.throttle is None else reporter.throttle.take(now)
                 if taken is not None:
                     batch.append((reporter, taken))
             if batch:

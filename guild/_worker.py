@@ -35,12 +35,14 @@ itself; a started one gets a request, which the cancel watcher finds
 held). A running job's handler is cancelled through its handler task's cancel
 scope (a sandboxed process dies with it) and the job finished cancelled
 (``Broker.finish_cancelled``); a held job not yet running is finished so when its
-handler takes it. A handler that returned before the request landed keeps its
+handler takes it, or at once if it waits for its limit (its wait's own scope is
+cancelled, so the limiter never admits, nor charges, it). A handler that returned before the request landed keeps its
 result. Nothing of it is on the claim/run/ack path but two attribute reads.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import random
@@ -49,7 +51,7 @@ import socket
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import structlog
@@ -72,7 +74,7 @@ from ._outage import OutageBackoff
 from ._progress import ProgressWriter
 from ._retry import Dead, RetryAt
 from ._spec import WorkerSpec
-from .brokers._protocol import Broker, StartsInline
+from .brokers._protocol import Broker, StartsInline, StopsClaiming
 from .observability._events import (
     ClaimPolled,
     Instruments,
@@ -84,7 +86,11 @@ from .observability._events import (
 _log = structlog.get_logger("guild.worker")
 _ACK_BATCH = 512
 _RELEASE_TIMEOUT = 5.0
-_DEADLINE_SLACK = 0.001
+# How early a job's deadline may be (a share of its timeout, at most
+# _DEADLINE_SLACK_MAX seconds), so that back-to-back jobs on one handler keep
+# its scope's deadline instead of moving it for each (see _run).
+_DEADLINE_SLACK_SHARE = 0.001
+_DEADLINE_SLACK_MAX = 0.05
 # Seconds between asks for cancel requests: a running job stops within about this
 # (plus one broker round trip) of its cancel.
 _CANCEL_POLL = 0.5
@@ -230,6 +236,7 @@ class Worker:
         self._streak = 0
         self._starting: _StartBatch | None = None
         self._start_inline = broker.start_nowait if isinstance(broker, StartsInline) else None
+        self._stop_claiming = broker.stop_claiming if isinstance(broker, StopsClaiming) else None
         # Held deliveries whose runs are counted (or being counted): an interrupted
         # job runs alone, once none is left. While ``_alone`` is set, nothing starts.
         self._charged: set[tuple[str, str]] = set()
@@ -240,7 +247,11 @@ class Worker:
         # cancel request that no handler runs yet (finished when one takes them).
         self._slots: list[_Slot] = []
         self._progress = ProgressWriter(broker, self.instruments, spec.name)
+        # structlog's context variables of a job's fields (see _handler_loop).
+        self._log_vars: tuple[contextvars.ContextVar[Any], ...] = ()
         self._doomed: set[tuple[str, str]] = set()
+        # Held jobs waiting for their limit (spec.limit): a cancel request ends the wait.
+        self._limit_waits: dict[tuple[str, str], trio.CancelScope] = {}
         send, receive = trio.open_memory_channel[Delivery](math.inf)
         self._jobs_send, self._jobs_receive = send, receive
         ack_send, ack_receive = trio.open_memory_channel[tuple[Delivery, ResultJSON]](math.inf)
@@ -325,6 +336,8 @@ class Worker:
             while not self.draining:
                 free = self._capacity - self._busy
                 if free <= 0 or (free < self._refill_at and self._busy > 0):
+                    # Not claiming for a while: nothing may be handed to it meanwhile.
+                    await self._unregister()
                     self._claimer_waiting = True
                     await self._wakeup.wait()
                     continue
@@ -368,11 +381,24 @@ class Worker:
         finally:
             self._claim_started = None
             self._jobs_send.close()
+            await self._unregister()
         # Drain: running jobs get graceful_timeout, then the scope's deadline
         # cancels them (and they hand their jobs back).
         handlers_scope.deadline = min(
             handlers_scope.deadline, trio.current_time() + spec.graceful_timeout
         )
+
+    async def _unregister(self) -> None:
+        """End this consumer's idle registration, if the broker keeps one (see
+        ``StopsClaiming``). Shielded and bounded, like a hand-back; if the broker
+        cannot be told, what is handed meanwhile waits out its lease."""
+        if self._stop_claiming is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
+            try:
+                await self._stop_claiming(self.spec.queue, self.consumer)
+            except BrokerError as error:
+                _log.warning("unregister_failed", worker=self.spec.name, error=describe(error))
 
     async def _watchdog(self) -> NoReturn:
         limit = self.spec.claim_wait + self.spec.stall_timeout
@@ -393,7 +419,13 @@ class Worker:
         slot = _Slot()
         self._slots.append(slot)
         receive = self._jobs_receive
-        structlog.contextvars.bind_contextvars(worker=self.spec.name)
+        # The job's fields start unbound (structlog skips ``...``); binding them
+        # here gives the context variables behind them, which each run then sets
+        # directly (_run): one ``ContextVar.set`` a field, not a bind_contextvars.
+        bound = structlog.contextvars.bind_contextvars(
+            worker=self.spec.name, task_id=..., trace_id=..., attempt=...
+        )
+        self._log_vars = (bound["task_id"].var, bound["trace_id"].var, bound["attempt"].var)
         while True:
             with trio.CancelScope() as scope:
                 slot.scope = scope
@@ -559,10 +591,13 @@ class Worker:
             return
         job = delivery.job
         spec = self.spec
-        # The worker's name is bound once per handler task (_handler_loop).
-        structlog.contextvars.bind_contextvars(
-            task_id=job.id, trace_id=job.trace_id, attempt=job.attempt
-        )
+        # structlog's context for the handler's logs: the worker's name is bound
+        # once per handler task, the job's fields set through their variables
+        # (see _handler_loop); it is what bind_contextvars would do, for less.
+        task_var, trace_var, attempt_var = self._log_vars
+        task_var.set(job.id)
+        trace_var.set(job.trace_id)
+        attempt_var.set(job.attempt)
         permit = None
         if self._gate is not None:
             permit = await self._wait_for_limit(self._gate, delivery, scope)
@@ -584,8 +619,13 @@ class Worker:
             slot.timeout = timeout
             deadline = trio.current_time() + timeout
             # Moving a deadline costs a heap operation; back-to-back short jobs
-            # would pay it for every job. A deadline at most 1 ms early is kept.
-            if deadline < scope.deadline or deadline - scope.deadline > _DEADLINE_SLACK:
+            # would pay it for every job. A deadline left from the last job is
+            # kept if it is early by at most 0.1% of the timeout (and 50 ms): a
+            # 60 s handler, running a job a millisecond, moves it every 50th job.
+            kept = scope.deadline
+            if deadline < kept or deadline - kept > min(
+                timeout * _DEADLINE_SLACK_SHARE, _DEADLINE_SLACK_MAX
+            ):
                 scope.deadline = deadline
         self._running += 1
         progress = self._progress.enter(delivery)
@@ -628,7 +668,8 @@ class Worker:
         self, gate: LimitGate, delivery: Delivery, scope: trio.CancelScope
     ) -> Permit | None:
         """Wait for the job's limit (``spec.limit``); ``None``: the job is settled
-        or handed back instead. Its lease is renewed meanwhile (it is held)."""
+        (dead-lettered, or cancelled while it waited) or handed back instead. Its
+        lease is renewed meanwhile (it is held)."""
         try:
             key = gate.key_of(delivery.job)
         except BadLimitKey as error:
@@ -638,23 +679,34 @@ class Worker:
         # fire during it (the job's own deadline is set once it is admitted).
         scope.deadline = math.inf
         failures = 0
+        permit = None
+        held = _key(delivery)
+        # Its own scope, which the cancel watcher cancels (_cancel_held): a job
+        # cancelled while it waits ends then, not when the limit would admit it.
+        wait = self._limit_waits[held] = trio.CancelScope()
         try:
-            while True:
-                try:
-                    permit = await gate.enter(delivery.job, key, _key(delivery))
-                    break
-                except BrokerUnavailable as error:
-                    # The limits' Redis is away: wait it out, as for the broker.
-                    failures += 1
-                    await self._wait_out_outage("limit", error, failures)
-                    if self.draining:
-                        permit = None
+            with wait:
+                while True:
+                    try:
+                        permit = await gate.enter(delivery.job, key, held)
                         break
+                    except BrokerUnavailable as error:
+                        # The limits' Redis is away: wait it out, as for the broker.
+                        failures += 1
+                        await self._wait_out_outage("limit", error, failures)
+                        if self.draining:
+                            break
         except BaseException:
             await self._hand_back(delivery)
             raise
+        finally:
+            del self._limit_waits[held]
         if failures:
             self._broker_back()
+        if wait.cancelled_caught:
+            # Never admitted, so its limiter charged nothing for it.
+            await self._end_cancelled(delivery, 0.0)
+            return None
         if permit is None:  # draining
             await self._hand_back(delivery)
         return permit
@@ -668,7 +720,9 @@ class Worker:
             return _Failed(request, after=request.after)
         except Reject as request:
             return _Rejected(request.reason)
-        except Exception as error:
+        # A sys.exit() in a handler (a CLI library called from a job, say) is that
+        # job's failure: it must not end the worker and every job it holds.
+        except (Exception, SystemExit) as error:
             return _Failed(error)
         # Encoded here, in the job's own task: a result JSON cannot encode fails
         # this attempt, not the acker's batch (and with it the worker).
@@ -800,6 +854,9 @@ class Worker:
         for key in self._held:
             if key[0] in job_ids and key not in running:
                 self._doomed.add(key)
+                wait = self._limit_waits.get(key)
+                if wait is not None:
+                    wait.cancel(reason=f"job {key[0]} cancelled")
 
     def _forget(self, delivery: Delivery) -> None:
         key = _key(delivery)
@@ -822,7 +879,9 @@ class Worker:
         error: str | None = None,
         retry_at: float | None = None,
     ) -> None:
-        if self.instruments.wants("job_finished"):
+        # Built only when some instrument hears this job: the workflow
+        # coordinator's, always there, hears only the jobs of workflows.
+        if self.instruments.wants_finished(job):
             self.instruments.emit(
                 "job_finished",
                 JobFinished(

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
-from .._errors import BrokerClosed
+from .._errors import BrokerClosed, BrokerError
 
 
 @runtime_checkable
@@ -178,3 +178,21 @@ class MemoryLedger:
             if until > now:
                 found[key] = value
         return found
+
+
+async def read_all_counts(broker: object, timeout: float) -> dict[str, dict[str, dict[str, float]]]:
+    """Every namespace's counts of ``broker`` for a status page, or ``{}``.
+
+    ``{}`` when the broker keeps no Ledger or does not answer within ``timeout``
+    seconds: the page's broker check already reports an unreachable broker.
+    """
+    if not isinstance(broker, Ledger):
+        return {}
+    counts: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        with trio.fail_after(timeout):
+            for namespace in await broker.count_namespaces():
+                counts[namespace] = await broker.get_counts(namespace)
+    except (trio.TooSlowError, BrokerError):
+        return {}
+    return counts

@@ -251,6 +251,22 @@ class StartsInline(Protocol):
         ...
 
 
+@runtime_checkable
+class StopsClaiming(Protocol):
+    """A broker whose claims may leave a consumer registered as idle, to be
+    handed jobs between claims (optional; the Redis broker).
+
+    A worker calls :meth:`stop_claiming` whenever it stops claiming for a while
+    (its capacity is full, or it drains or stops), so that nothing is handed to
+    it that it would not take.
+    """
+
+    async def stop_claiming(self, queue: str, consumer: str) -> None:
+        """End the registration; jobs handed to ``consumer`` and not yet taken by
+        a claim go back to ready, their runs not counted."""
+        ...
+
+
 @attrs.frozen(kw_only=True)
 class BrokerIssue:
     """Something a broker found wrong with its backend, for ``/health``.

@@ -12,6 +12,12 @@ from .._groups import leaves
 
 UNREACHABLE = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 
+REFUSING = ("OOM", "MISCONF", "READONLY", "MASTERDOWN", "BUSY ", "CLUSTERDOWN", "TRYAGAIN")
+"""Error codes of a server that is up but cannot take writes for now: out of memory
+(maxmemory with noeviction), a failed snapshot (stop-writes-on-bgsave-error), a
+replica after a failover, a script that runs too long, a cluster healing. Like a
+full disk under SQLite, that is an outage to wait out, not a crash of the worker."""
+
 
 @contextmanager
 def map_redis_exceptions(what: str) -> Iterator[None]:
@@ -31,4 +37,6 @@ def map_redis_exceptions(what: str) -> Iterator[None]:
     except UNREACHABLE as exc:
         raise BrokerUnavailable(f"redis: {what}: {exc}") from exc
     except coredis.exceptions.RedisError as exc:
+        if str(exc).startswith(REFUSING):
+            raise BrokerUnavailable(f"redis refuses {what}: {exc}") from exc
         raise BrokerError(f"redis: {what}: {exc}") from exc

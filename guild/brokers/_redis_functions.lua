@@ -7,7 +7,10 @@
 --   P:q:<queue>:ready:1     zset: id -> ready time, the ready jobs of high priority
 --   P:q:<queue>:ready:-1    zset: the same, of low priority ('priority' in their hash)
 --   P:q:<queue>:wake        stream (1 entry kept) added to when a high or low job gets
---                           ready, for idle claimers blocked on it beside the ready stream
+--                           ready, for idle claimers of older guilds (XREAD on it and the stream)
+--   P:q:<queue>:idlers      zset: idle consumer -> until (Redis' clock, ms); see dispatch
+--   P:q:<queue>:idle:<c>    hash: an idle consumer's room, start, lease, clock offset
+--   P:q:<queue>:inbox:<c>   list: jobs claimed for an idle consumer, which BLPOPs it
 --   P:q:<queue>:delayed     zset: id -> ready_at (delayed jobs and retries)
 --   P:q:<queue>:leases      zset: id -> lease_expires (claimed jobs)
 --   P:q:<queue>:dead        zset: id -> died_at
@@ -61,6 +64,9 @@ end
 -- claim takes each level in order of ready time, ties by id. `priority` is the
 -- job's, read from its hash when not given ('' or missing: normal).
 local promote_due -- below: it makes ready through make_ready
+-- Queues where a job got ready during this script: @after hands their ready
+-- jobs to idle workers (dispatch) once the script's own work is done.
+local readied = {}
 -- A normal job joins the ready stream at its tail, so the delayed jobs of its
 -- queue that came due by its ready time go in first (`promoted`: the caller did
 -- that already): otherwise a job that came due earlier would be claimed after it.
@@ -74,6 +80,7 @@ local function make_ready(id, queue, at, priority, promoted)
     redis.call('ZADD', k_q(queue, 'ready:' .. priority), tonumber(at), id)
     redis.call('HSET', k_job(id), 'status', 'ready', 'entry', '', 'receipt', '')
     redis.call('XADD', k_q(queue, 'wake'), 'MAXLEN', 1, '*', 'w', '1')
+    readied[queue] = true
     return
   end
   if not promoted then
@@ -85,6 +92,7 @@ local function make_ready(id, queue, at, priority, promoted)
   end
   local entry = redis.call('XADD', k_q(queue, 'ready'), '*', 'j', id)
   redis.call('HSET', k_job(id), 'status', 'ready', 'entry', entry, 'receipt', '')
+  readied[queue] = true
 end
 
 -- Take a ready job out of its level's zset (a no-op for a normal job).
@@ -283,6 +291,150 @@ local function mark_entries(queue, lease_expires, consumer, taken, start, now)
   return out
 end
 
+-- The ready jobs of queue a claim by consumer takes, up to limit, in claim order:
+-- high priority ones from their zset, then a non-blocking XREADGROUP of normal
+-- ones, then low ones. Returns them flat (entry id, job id; an entry id '' for a
+-- job from a zset), or nil and the error ('NOGROUP …': Redis lost the group).
+local function take(queue, consumer, limit)
+  local taken = {}
+  local function take_level(level)
+    local room = limit - #taken / 2
+    if room < 1 then return end
+    local zset = k_q(queue, 'ready:' .. level)
+    for _, id in ipairs(redis.call('ZRANGE', zset, 0, room - 1)) do
+      redis.call('ZREM', zset, id)
+      taken[#taken + 1] = ''
+      taken[#taken + 1] = id
+    end
+  end
+  take_level('1')
+  if #taken / 2 < limit then
+    local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', limit - #taken / 2,
+      'STREAMS', k_q(queue, 'ready'), '>')
+    if type(read) == 'table' and read.err then return nil, read.err end
+    if read then
+      for _, e in ipairs(read[1][2]) do
+        local id = ''
+        for k = 1, #e[2], 2 do if e[2][k] == 'j' then id = e[2][k + 1] end end
+        taken[#taken + 1] = e[1]
+        taken[#taken + 1] = id
+      end
+    end
+  end
+  take_level('-1')
+  return taken
+end
+
+-- Idle workers. A claim that leaves the queue empty registers its consumer as
+-- idle: P:q:<queue>:idlers (zset consumer -> until, Redis' clock in ms) and
+-- P:q:<queue>:idle:<consumer> (hash: room, start, lease, offset = the worker's
+-- clock minus Redis'). A script that makes a job ready then claims it for the
+-- first idle consumer, in the same atomic step (dispatch: a lease under that
+-- consumer, as a claim would), and pushes the claimed rows to the consumer's
+-- P:q:<queue>:inbox:<consumer>, which the worker BLPOPs: its wake-up reply is
+-- the job. A handed job is held by its lease like any claimed one, so a worker
+-- that dies with it (or before it pops it) loses nothing: the lease runs out,
+-- or the supervisor hands it back (release_consumers).
+local function k_idle(queue, consumer) return k_q(queue, 'idle:' .. consumer) end
+local function k_inbox(queue, consumer) return k_q(queue, 'inbox:' .. consumer) end
+
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- An inbox element: each field as <length>:<bytes>, a missing one as '-'
+-- (binary-safe; parsed by redis.py's _unpack). First the lease expiry, then
+-- mark_entries' 14 fields per job.
+local function pack(lease_expires, rows)
+  local parts = {#lease_expires .. ':' .. lease_expires}
+  for i = 1, #rows do
+    local v = rows[i]
+    if v then parts[#parts + 1] = #v .. ':' .. v else parts[#parts + 1] = '-' end
+  end
+  return table.concat(parts)
+end
+
+local function unpack_fields(s)
+  local out, i = {}, 1
+  while i <= #s do
+    if string.sub(s, i, i) == '-' then
+      out[#out + 1] = false
+      i = i + 1
+    else
+      local colon = string.find(s, ':', i, true)
+      local n = tonumber(string.sub(s, i, colon - 1))
+      out[#out + 1] = string.sub(s, colon + 1, colon + n)
+      i = colon + n + 1
+    end
+  end
+  return out
+end
+
+-- Ends consumer's idle registration; returns the job ids and receipts (flat) of
+-- what was handed to it and never popped.
+local function unregister(queue, consumer)
+  redis.call('ZREM', k_q(queue, 'idlers'), consumer)
+  redis.call('DEL', k_idle(queue, consumer))
+  local inbox = k_inbox(queue, consumer)
+  local left = {}
+  for _, element in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
+    local f = unpack_fields(element)
+    for i = 2, #f, 14 do
+      left[#left + 1] = f[i]
+      left[#left + 1] = f[i + 10]
+    end
+  end
+  redis.call('DEL', inbox)
+  return left
+end
+
+-- Hand the ready jobs of queue to its idle consumers, first registered first.
+local function dispatch(queue)
+  local idlers = k_q(queue, 'idlers')
+  if redis.call('EXISTS', idlers) == 0 then return end
+  local now_ms = server_ms()
+  redis.call('ZREMRANGEBYSCORE', idlers, '-inf', now_ms)
+  while true do
+    local consumer = redis.call('ZRANGE', idlers, 0, 0)[1]
+    if not consumer then return end
+    local idle = k_idle(queue, consumer)
+    local f = redis.call('HMGET', idle, 'room', 'start', 'lease', 'offset')
+    local room, start = tonumber(f[1]) or 0, tonumber(f[2]) or 0
+    local lease, offset = tonumber(f[3]), tonumber(f[4])
+    if room < 1 or not lease or not offset then
+      redis.call('ZREM', idlers, consumer)
+      redis.call('DEL', idle)
+    else
+      local taken = take(queue, consumer, room)
+      if not taken or #taken == 0 then return end
+      -- In the worker's clock, as its own claims are.
+      local now = string.format('%.6f', now_ms / 1000 + offset)
+      local lease_expires = string.format('%.6f', now_ms / 1000 + offset + lease)
+      local rows = mark_entries(queue, lease_expires, consumer, taken, start, now)
+      local n = #rows / 14
+      if n > 0 then
+        local inbox = k_inbox(queue, consumer)
+        redis.call('RPUSH', inbox, pack(lease_expires, rows))
+        redis.call('PEXPIRE', inbox, math.ceil(lease * 1000))
+        -- As the worker counts it (redis.py, _Idle): each job takes room, and a
+        -- start while there are starts left.
+        room, start = room - n, math.max(0, start - n)
+        if room < 1 then
+          redis.call('ZREM', idlers, consumer)
+          redis.call('DEL', idle)
+        else
+          redis.call('HSET', idle, 'room', room, 'start', start)
+        end
+      end
+    end
+  end
+end
+
+-- @after
+-- Run after each script of this file (see _redis_scripts.load_scripts).
+for queue in pairs(readied) do dispatch(queue) end
+
 -- @enqueue
 -- ARGV: P, now, key_ttl_s, then 9 per job: id queue payload max_attempts not_before timeout key
 -- trace_id priority ('' for normal: no 'priority' field is stored for it)
@@ -333,13 +485,15 @@ return out
 
 -- @claim
 -- ARGV: P, queue, now, result_ttl_ms, orphan_idle_ms, lease_expires, consumer, limit, token,
--- start (how many of the jobs taken to start), max_default (the worker's max_attempts).
--- A busy worker's whole claim in one round trip: prepare, take up to limit jobs
--- (high priority ones from their zset, then a non-blocking XREADGROUP of normal
--- ones, then low ones), mark. Returns the next due time, the last generated ids
--- of the ready and the wake streams, space-separated (an idle worker waits for
--- entries after them), then mark_entries' fields; or {'nogroup'} when Redis lost
--- the consumer group.
+-- start (how many of the jobs taken to start), max_default (the worker's max_attempts),
+-- block_ms (how long to stay registered as idle if the queue runs dry; 0: not at all),
+-- lease (seconds, for the jobs handed to it while idle).
+-- A busy worker's whole claim in one round trip: end its idle registration (and
+-- take what was handed to it and never popped), prepare, take up to limit jobs
+-- (see take), mark. If that leaves the queue without ready jobs, register the
+-- consumer as idle (see dispatch) for the rest of its capacity. Returns the next
+-- due time, the milliseconds it is registered for ('0': not registered), then
+-- mark_entries' fields; or {'nogroup'} when Redis lost the consumer group.
 -- A call whose reply was lost is sent again with the same token: it gets the
 -- jobs the first call took (those still held), not a second batch while the
 -- first waits out its leases.
@@ -347,65 +501,74 @@ local queue, consumer = ARGV[2], ARGV[7]
 local token_key = P .. ':claim:' .. ARGV[9]
 local replay = redis.call('LRANGE', token_key, 0, -1)
 if #replay > 0 then
-  local out = {'-1', '0-0 0-0'}
+  local out = {'-1', '0'}
   for _, id in ipairs(replay) do
     local f = redis.call('HMGET', k_job(id), 'status', 'consumer')
     if f[1] == 'in_flight' and f[2] == consumer then append_row(out, id) end
   end
   return out
 end
+local lease_expires = ARGV[6]
+local out = {}
+-- Handed while the worker was not listening: claimed already, so taken first,
+-- under this claim's lease.
+local left = unregister(queue, consumer)
+for i = 1, #left, 2 do
+  local id = left[i]
+  local f = held(id, left[i + 1])
+  if f and redis.call('HGET', k_job(id), 'consumer') == consumer then
+    redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
+    redis.call('HSET', k_job(id), 'lease_expires', lease_expires)
+    append_row(out, id)
+  end
+end
 local next_due = prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5], ARGV[11])
-local stream = k_q(queue, 'ready')
-local limit = tonumber(ARGV[8])
-local taken = {}
--- The ready jobs of a level's zset, oldest first, up to what the limit leaves.
-local function take_level(level)
-  local room = limit - #taken / 2
-  if room < 1 then return end
-  local zset = k_q(queue, 'ready:' .. level)
-  for _, id in ipairs(redis.call('ZRANGE', zset, 0, room - 1)) do
-    redis.call('ZREM', zset, id)
-    taken[#taken + 1] = ''
-    taken[#taken + 1] = id
-  end
+local limit = tonumber(ARGV[8]) - #out / 14
+local start = math.max(0, tonumber(ARGV[10]) - #out / 14)
+local taken, err = {}, nil
+if limit > 0 then taken, err = take(queue, consumer, limit) end
+if not taken then
+  if string.find(err, 'NOGROUP', 1, true) then return {'nogroup'} end
+  return redis.error_reply(err)
 end
-take_level('1')
-if #taken / 2 < limit then
-  local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', limit - #taken / 2,
-    'STREAMS', stream, '>')
-  if type(read) == 'table' and read.err then
-    if string.find(read.err, 'NOGROUP', 1, true) then return {'nogroup'} end
-    return redis.error_reply(read.err)
-  end
-  if read then
-    for _, e in ipairs(read[1][2]) do
-      local id = ''
-      for k = 1, #e[2], 2 do if e[2][k] == 'j' then id = e[2][k + 1] end end
-      taken[#taken + 1] = e[1]
-      taken[#taken + 1] = id
-    end
-  end
-end
-take_level('-1')
-local out = mark_entries(queue, ARGV[6], consumer, taken, tonumber(ARGV[10]), ARGV[3])
+local marked = mark_entries(queue, lease_expires, consumer, taken, start, ARGV[3])
+for i = 1, #marked do out[#out + 1] = marked[i] end
 for i = 1, #out, 14 do redis.call('RPUSH', token_key, out[i]) end
 if #out > 0 then redis.call('PEXPIRE', token_key, 60000) end
-local last = '0-0 0-0'
-if #taken == 0 then
-  local ids = {}
-  for _, name in ipairs({stream, k_q(queue, 'wake')}) do
-    local id = '0-0'
-    if redis.call('EXISTS', name) == 1 then
-      local info = redis.call('XINFO', 'STREAM', name)
-      for k = 1, #info, 2 do if info[k] == 'last-generated-id' then id = info[k + 1] end end
-    end
-    ids[#ids + 1] = id
+local block = 0
+local room = limit - #marked / 14
+if room > 0 and #taken / 2 < limit and (tonumber(ARGV[12]) or 0) > 0 then
+  -- Dry: idle until block_ms pass or the next delayed job or lease is due.
+  block = tonumber(ARGV[12])
+  if tonumber(next_due) >= 0 then
+    block = math.min(block, math.floor((tonumber(next_due) - tonumber(ARGV[3])) * 1000))
   end
-  last = ids[1] .. ' ' .. ids[2]
+  if block >= 1 then
+    local now_ms = server_ms()
+    local idle = k_idle(queue, consumer)
+    redis.call('HSET', idle, 'room', room, 'start', math.max(0, start - #marked / 14),
+      'lease', ARGV[13], 'offset', tonumber(ARGV[3]) - now_ms / 1000)
+    redis.call('PEXPIRE', idle, block + 1000)
+    redis.call('ZADD', k_q(queue, 'idlers'), now_ms + block, consumer)
+  else
+    block = 0
+  end
 end
-table.insert(out, 1, last)
+table.insert(out, 1, tostring(block))
 table.insert(out, 1, next_due)
 return out
+
+-- @unregister
+-- ARGV: P, queue, consumer, now, result_ttl_ms. A worker that stops claiming:
+-- its idle registration ends, and what was handed to it and never popped goes
+-- back to ready, its run not counted.
+local queue = ARGV[2]
+local left = unregister(queue, ARGV[3])
+for i = 1, #left, 2 do
+  local f = held(left[i], left[i + 1])
+  if f then give_back(left[i], f[3], f[4], f[5], f[6], f[7], ARGV[4], ARGV[5]) end
+end
+return 1
 
 -- @ack
 -- ARGV: P, now, result_ttl_ms, keep_payload ('1'/'0'), then pairs: job id, value JSON.
@@ -477,11 +640,16 @@ return 1
 
 -- @release_consumers
 -- ARGV: P, prefix, now, result_ttl_ms. Every job in flight under a consumer whose
--- name starts with prefix goes back to ready without counting the attempt.
+-- name starts with prefix goes back to ready without counting the attempt (what
+-- was handed to one while idle included: it is in flight under its lease), and
+-- their idle registrations end first, so that nothing is handed to them again.
 -- Returns the count.
 local prefix = ARGV[2]
 local count = 0
 for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+  for _, consumer in ipairs(redis.call('ZRANGE', k_q(queue, 'idlers'), 0, -1)) do
+    if string.sub(consumer, 1, #prefix) == prefix then unregister(queue, consumer) end
+  end
   for _, id in ipairs(redis.call('ZRANGE', k_q(queue, 'leases'), 0, -1)) do
     local f = redis.call('HMGET', k_job(id), 'status', 'consumer', 'entry', 'attempt', 'started',
       'cancel')

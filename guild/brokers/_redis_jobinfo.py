@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .._job import JobStatus
+from .._job import JobStatus, Priority
 from .._jobinfo import JobInfo, progress_from_fields
 from . import _redis_keys as keys
 
@@ -26,6 +26,14 @@ def _optional(fields: dict[str, Any], name: str) -> str | None:
     if value is None or value in (b"", ""):
         return None
     return _text(value)
+
+
+# The hash holds ``priority`` only for a job that is not normal (see the enqueue script).
+_LEVELS = {str(int(level)): level for level in Priority}
+
+
+def _priority(fields: dict[str, Any]) -> Priority:
+    return _LEVELS.get(_optional(fields, "priority") or "0", Priority.NORMAL)
 
 
 def _number(fields: dict[str, Any], name: str) -> float | None:
@@ -45,7 +53,8 @@ async def job_info(client: Any, prefix: str, job_id: str, now: float) -> JobInfo
     if not fields.get("status"):
         if result is None:
             return None
-        # The hash expired a moment before its result (whole seconds against ms).
+        # The hash expired a moment before its result (whole seconds against ms);
+        # the result does not keep the priority, so it reads as normal.
         return JobInfo(
             id=job_id,
             queue=result["queue"],
@@ -74,6 +83,7 @@ async def job_info(client: Any, prefix: str, job_id: str, now: float) -> JobInfo
         status=status,
         attempts=int(attempts) if attempts is not None and attempts.isdigit() else 0,
         max_attempts=int(max_attempts) if max_attempts and max_attempts.isdigit() else None,
+        priority=_priority(fields),
         enqueued_at=_number(fields, "enqueued_at") or 0.0,
         not_before=_number(fields, "not_before"),
         started_at=_number(fields, "started_at"),

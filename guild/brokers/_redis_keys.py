@@ -59,8 +59,20 @@ def ready_level(prefix: str, queue: str, level: int) -> str:
 
 def wake(prefix: str, queue: str) -> str:
     """A one-entry stream added to whenever a ``ready_level`` job gets ready: an
-    idle claimer blocks on it beside the ready stream."""
+    idle claimer of an older guild blocks on it beside the ready stream (this
+    one is handed its jobs: see :func:`idlers`)."""
     return f"{prefix}:q:{queue}:wake"
+
+
+def idlers(prefix: str, queue: str) -> str:
+    """Zset: the consumers idle on ``queue`` -> until when (Redis' clock, in ms); a
+    script that makes a job ready claims it for the first of them."""
+    return f"{prefix}:q:{queue}:idlers"
+
+
+def inbox(prefix: str, queue: str, consumer: str) -> str:
+    """The list an idle consumer BLPOPs: the jobs claimed for it while it was idle."""
+    return f"{prefix}:q:{queue}:inbox:{consumer}"
 
 
 def delayed(prefix: str, queue: str) -> str:

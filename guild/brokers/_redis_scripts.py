@@ -2,7 +2,9 @@
 
 A file is split at lines ``-- @name``: each section is one script, and the
 section ``common`` (the helpers every script uses) is put before each of the
-others, since a Redis script cannot call another.
+others, since a Redis script cannot call another. An optional section ``after``
+runs at the end of each script, after its body (a function then, so that its
+``return`` statements come back to it) and before its reply.
 """
 
 from __future__ import annotations
@@ -22,4 +24,11 @@ def load_scripts(filename: str) -> dict[str, str]:
         elif name:
             sections[name].append(line)
     common = "\n".join(sections.pop("common"))
-    return {name: common + "\n" + "\n".join(body) for name, body in sections.items()}
+    after = sections.pop("after", None)
+    if after is None:
+        return {name: common + "\n" + "\n".join(body) for name, body in sections.items()}
+    tail = "\n".join(["end", "local reply = body()", *after, "return reply"])
+    return {
+        name: "\n".join([common, "local function body()", *lines, tail])
+        for name, lines in sections.items()
+    }

@@ -13,15 +13,25 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from .._job import Delivery, JobStatus
+from .._job import Delivery, JobStatus, Priority
 from .._jobinfo import JobInfo, JobProgress, progress_from_fields
 
 _SELECT = (
     "SELECT id, queue, status, attempt, max_attempts, enqueued_at, not_before,"
     " ready_at, started_at, finished_at, died_at, consumer, error, traceback, progress,"
-    " progress_message, progress_at, result, trace_id, key, result_expires"
+    " progress_message, progress_at, result, trace_id, key, result_expires, priority"
     " FROM jobs WHERE id = ?"
 )
+
+
+# A row whose priority is no level (hand-edited) is dead-lettered, never claimed;
+# shown, it reads as normal.
+_LEVELS = {int(level): level for level in Priority}
+
+
+def level_of(stored: object) -> Priority:
+    """The :class:`Priority` a ``priority`` column holds (normal if it is no level)."""
+    return _LEVELS.get(stored, Priority.NORMAL) if isinstance(stored, int) else Priority.NORMAL
 
 
 def _text(value: Any) -> Any:
@@ -36,7 +46,7 @@ def select(db: sqlite3.Connection, job_id: str, now: float) -> JobInfo | None:
         return None
     (_, queue, status_text, attempt, max_attempts, enqueued_at, not_before) = row[:7]
     (ready_at, started_at, finished_at, died_at, consumer, error, trace) = row[7:14]
-    (progress, message, progress_at, result, trace_id, key, expires) = row[14:21]
+    (progress, message, progress_at, result, trace_id, key, expires, level) = row[14:22]
     status_text = _text(status_text)
     if status_text in ("done", "cancelled") and expires is not None and expires <= now:
         return None  # as get_result: past its retention, only the purge has yet to run
@@ -53,6 +63,7 @@ def select(db: sqlite3.Connection, job_id: str, now: float) -> JobInfo | None:
         status=status,
         attempts=attempts,
         max_attempts=int(max_attempts) or None,
+        priority=level_of(level),
         enqueued_at=float(enqueued_at),
         not_before=not_before,
         started_at=started_at,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
@@ -73,20 +74,21 @@ def display_url(url: str) -> str:
 
 
 def sqlite_synchronous(url: str) -> str:
-    """The ``synchronous`` option of a sqlite URL: ``?synchronous=FULL`` fsyncs every
-    commit; ``NORMAL`` (the default) fsyncs at WAL checkpoints.
+    """The ``synchronous`` option of a sqlite URL: ``ENQUEUE`` (the default) fsyncs
+    the commits that hold an enqueue, ``FULL`` every commit, ``NORMAL`` none (SQLite
+    fsyncs at WAL checkpoints).
 
     Raises:
         UnknownBrokerURL: an unknown option or value.
     """
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
-    synchronous = "NORMAL"
+    synchronous = "ENQUEUE"
     for name, values in query.items():
         if name in URL_OPTIONS:
             continue
-        if name != "synchronous" or values[-1].upper() not in ("NORMAL", "FULL"):
+        if name != "synchronous" or values[-1].upper() not in ("ENQUEUE", "FULL", "NORMAL"):
             raise UnknownBrokerURL(
-                url, f"unknown option {name}={values[-1]} (synchronous=NORMAL|FULL)"
+                url, f"unknown option {name}={values[-1]} (synchronous=ENQUEUE|FULL|NORMAL)"
             )
         synchronous = values[-1].upper()
     return synchronous
@@ -144,6 +146,7 @@ def check_broker_url(url: str) -> str:
             raise UnknownBrokerURL(shown, f"malformed ({exc})") from None
         if not parts.hostname:
             raise UnknownBrokerURL(shown, "no host (redis://HOST:PORT/DB)")
+        _check_redis_url(parts.path, parts.query, scheme, shown)
     elif scheme != "memory":
         raise UnknownBrokerURL(
             shown,
@@ -151,6 +154,76 @@ def check_broker_url(url: str) -> str:
             + ", ".join(SCHEMES),
         )
     return scheme
+
+
+def _whole(low: int) -> Callable[[str], bool]:
+    return lambda text: text.isascii() and text.isdigit() and int(text) >= low
+
+
+def _seconds(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value > 0
+
+
+def _flag(text: str) -> bool:
+    return text.lower() in ("0", "1", "true", "false", "yes", "no")
+
+
+# The options the Redis client reads from a URL, each with the check of its value.
+# The client silently ignores a name it does not know (a typo that changes nothing)
+# and passes some values on unchecked (a TypeError far from the URL), so a URL is
+# held to this list; options that would break the broker (noreply,
+# decode_responses) are left out on purpose.
+_REDIS_OPTIONS: dict[str, Callable[[str], bool]] = {
+    "db": _whole(0),
+    "username": bool,
+    "password": bool,
+    "client_name": lambda text: bool(text) and not any(c.isspace() for c in text),
+    "max_connections": _whole(1),
+    "timeout": _whole(1),
+    "max_idle_time": _whole(1),
+    "stream_timeout": _seconds,
+    "connect_timeout": _seconds,
+    "protocol_version": lambda text: text in ("2", "3"),
+}
+_REDIS_TLS_OPTIONS: dict[str, Callable[[str], bool]] = {
+    "ssl_keyfile": bool,
+    "ssl_certfile": bool,
+    "ssl_ca_certs": bool,
+    "ssl_check_hostname": _flag,
+    "ssl_cert_reqs": lambda text: text.lower() in ("none", "optional", "required"),
+}
+
+
+def _check_redis_url(path: str, query: str, scheme: str, shown: str) -> None:
+    """Refuse a Redis URL's database number or query option that the client would
+    ignore or misread, naming it."""
+    database = path[1:] if path.startswith("/") else path
+    if database and not _whole(0)(database):
+        raise UnknownBrokerURL(
+            shown, f"database {database!r} is not a whole number (redis://HOST:PORT/DB)"
+        )
+    if database not in ("", "0") and scheme.endswith("cluster"):
+        raise UnknownBrokerURL(shown, f"database {database}: a Redis Cluster has database 0 only")
+    known = dict(_REDIS_OPTIONS)
+    if scheme.startswith("rediss"):
+        known.update(_REDIS_TLS_OPTIONS)
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in URL_OPTIONS:
+            continue  # checked by url_retention
+        shown_value = "***" if name == "password" else value
+        if name not in known:
+            raise UnknownBrokerURL(
+                shown,
+                f"unknown option {name}={shown_value} (one of: "
+                + ", ".join([*sorted(known), *URL_OPTIONS])
+                + ")",
+            )
+        if not known[name](value):
+            raise UnknownBrokerURL(shown, f"option {name}={shown_value}: not a valid value")
 
 
 @asynccontextmanager

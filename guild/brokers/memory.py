@@ -79,6 +79,14 @@ class _Entry:
     finished_at: float | None = None
 
 
+# A finished job's result: (expires, result, text, attempts, queue, finished_at).
+# A done job's ``result`` is None until first read (then built from the rest, and
+# ``text``, its value's JSON, decoded into it): a tuple of strings and numbers
+# only, which the garbage collector stops tracking at its first look, where a
+# Result per job would be one more object for each full collection to walk.
+_StoredResult = tuple[float, Result | None, ResultJSON | None, int, str, float]
+
+
 @attrs.define(slots=True)
 class _Queue:
     # The waiting jobs of each priority (Priority.NORMAL's in ``waiting``): a
@@ -126,6 +134,9 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         self._key_ttl = key_ttl
         self._retention = retention
         self._result_ttl = retention.results
+        # Seconds a done or cancelled job's record is kept (computed once: it is
+        # read for every finished job).
+        self._record_ttl = retention.record
         # What is due to be freed, soonest first (see _memory_prune).
         self._expiries = Expiries()
         self._entries: dict[str, _Entry] = {}
@@ -133,8 +144,10 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         self._keys: dict[tuple[str, str], tuple[str, float]] = {}
         # A done job's value is kept as the JSON text acked and decoded when first
         # read: an ack stays as cheap as a durable broker's, and every read gets
-        # back what SQLite or Redis would give.
-        self._results: dict[str, tuple[Result, float, ResultJSON | None]] = {}
+        # back what SQLite or Redis would give. Its Result is built when first
+        # read, too (see _StoredResult): until then a done job leaves behind no
+        # object the garbage collector tracks.
+        self._results: dict[str, _StoredResult] = {}
         self._result_events: dict[str, trio.Event] = {}
         self._dead: dict[str, DeadLetter] = {}
         # Ids with a cancel request standing (or stale: checked when read).
@@ -154,6 +167,11 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
     def now(self) -> float:
         return self._clock()
 
+    @property
+    def retention(self) -> Retention:
+        """How long this broker keeps what finished jobs leave behind."""
+        return self._retention
+
     # --- helpers ---------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -170,16 +188,25 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         queue.wakeup.set()
         queue.wakeup = trio.Event()
 
-    def _make_waiting(self, entry: _Entry, ready_at: float) -> None:
+    def _make_waiting(
+        self, entry: _Entry, ready_at: float, now: float | None = None, wake: bool = True
+    ) -> _Queue:
+        """Put ``entry`` among its queue's waiting jobs; returns the queue. ``now``:
+        the time, when the caller has it; ``wake=False``: the caller wakes the
+        queue's claimers itself (once for a batch, rather than an event a job)."""
         entry.version += 1
         entry.receipt = ""
         entry.ready_at = ready_at
-        entry.status = JobStatus.DELAYED if ready_at > self.now() else JobStatus.READY
+        if now is None:
+            now = self.now()
+        entry.status = JobStatus.DELAYED if ready_at > now else JobStatus.READY
         queue = self._queue(entry.job.queue)
         priority = entry.job.priority
         heap = queue.waiting if not priority else queue.high if priority > 0 else queue.low
         heapq.heappush(heap, (ready_at, entry.job.id, entry.version))
-        self._wake(queue)
+        if wake:
+            self._wake(queue)
+        return queue
 
     def _holds(self, delivery: Delivery) -> _Entry | None:
         entry = self._entries.get(delivery.job.id)
@@ -191,18 +218,32 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             return None
         return entry
 
-    def _finish(self, entry: _Entry, result: Result, text: ResultJSON | None = None) -> None:
+    def _finish(self, entry: _Entry, result: Result) -> None:
+        """End ``entry`` dead or cancelled, with ``result`` (stamped with the time)."""
+        now = result.finished_at
+        expires = self._retention.result_expires(now)
+        self._results[entry.job.id] = (expires, result, None, 0, "", now)
+        self._finished(entry, result.status, now)
+
+    def _finish_done(
+        self, entry: _Entry, now: float, attempts: int, text: ResultJSON | None
+    ) -> None:
+        """End ``entry`` done at ``now``, its value ``text``; its Result is made when read."""
+        expires = now + self._result_ttl
+        self._results[entry.job.id] = (expires, None, text, attempts, entry.job.queue, now)
+        self._finished(entry, JobStatus.DONE, now)
+
+    def _finished(self, entry: _Entry, status: JobStatus, now: float) -> None:
         entry.version += 1
         entry.receipt = ""
-        entry.status = result.status
-        now = self.now()
+        entry.status = status
         entry.finished_at = now
-        self._results[entry.job.id] = (result, self._retention.result_expires(now), text)
-        if result.status is JobStatus.DEAD:
-            self._expiries.add(self._retention.dead_expires(now), entry.job.id, entry.version)
+        retention = self._retention
+        if status is JobStatus.DEAD:
+            self._expiries.add(retention.dead_expires(now), entry.job.id, entry.version)
         else:
-            self._expiries.add(self._retention.record_expires(now), entry.job.id, entry.version)
-            if result.status is JobStatus.DONE and not self._retention.keep_payload:
+            self._expiries.add(now + self._record_ttl, entry.job.id, entry.version)
+            if status is JobStatus.DONE and not retention.keep_payload:
                 entry.job = replace_fields(entry.job, payload=None)
         event = self._result_events.pop(entry.job.id, None)
         if event is not None:
@@ -285,6 +326,7 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             encode_payload(job.payload)
         jobs = route_jobs(jobs, self.canary_shares)
         stored: list[Job] = []
+        woken: dict[str, _Queue] = {}
         for job in jobs:
             if job.key is not None:
                 holder = self._keys.get((job.queue, job.key))
@@ -297,8 +339,10 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             entry = _Entry(job=job, status=JobStatus.READY)
             self._entries[job.id] = entry
             ready_at = now if job.not_before is None else max(now, job.not_before)
-            self._make_waiting(entry, ready_at)
+            woken[job.queue] = self._make_waiting(entry, ready_at, now, wake=False)
             stored.append(job)
+        for queue in woken.values():
+            self._wake(queue)
         return stored
 
     async def claim(
@@ -422,17 +466,7 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             if entry is None or entry.status in _FINISHED:
                 continue
             self._queue(entry.job.queue).done += 1
-            self._finish(
-                entry,
-                Result(
-                    job_id=entry.job.id,
-                    queue=entry.job.queue,
-                    status=JobStatus.DONE,
-                    attempts=delivery.job.attempt,
-                    finished_at=now,
-                ),
-                None if text == "null" else text,
-            )
+            self._finish_done(entry, now, delivery.job.attempt, None if text == "null" else text)
 
     async def retry(
         self, delivery: Delivery, *, at: float, error: str, traceback: str | None = None
@@ -561,14 +595,25 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         stored = self._results.get(job_id)
         if stored is None:
             return None
-        if stored[1] <= self.now():
+        expires, result, text, attempts, queue, finished_at = stored
+        if expires <= self.now():
             # The record may outlive its result (Retention.done): _prune frees it.
             del self._results[job_id]
             return None
-        result, expires, text = stored
-        if text is not None:
-            result = attrs.evolve(result, value=json.loads(text))
-            self._results[job_id] = (result, expires, None)
+        if result is None or text is not None:
+            value = None if text is None else json.loads(text)
+            if result is None:
+                result = Result(
+                    job_id=job_id,
+                    queue=queue,
+                    status=JobStatus.DONE,
+                    value=value,
+                    attempts=attempts,
+                    finished_at=finished_at,
+                )
+            else:
+                result = attrs.evolve(result, value=value)
+            self._results[job_id] = (expires, result, None, attempts, queue, finished_at)
         return result
 
     async def job_info(self, job_id: str) -> JobInfo | None:
@@ -598,6 +643,7 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             status=status,
             attempts=attempts,
             max_attempts=job.max_attempts,
+            priority=job.priority,
             enqueued_at=job.enqueued_at,
             not_before=job.not_before,
             started_at=entry.started_at,
@@ -772,6 +818,7 @@ def _info_of_letter(letter: DeadLetter) -> JobInfo:
         status=JobStatus.DEAD,
         attempts=job.attempt,
         max_attempts=job.max_attempts,
+        priority=job.priority,
         enqueued_at=job.enqueued_at,
         not_before=job.not_before,
         finished_at=letter.died_at,

@@ -9,20 +9,29 @@ Theory of operation (the Lua side is ``_redis_functions.lua``):
   delayed jobs and expired leases back to the stream (dead-lettering those
   whose attempts are spent), a non-blocking ``XREADGROUP`` of up to N entries,
   and the mark (attempt + 1, a lease in a sorted set, a fresh receipt, the
-  entry ``XACK``ed and ``XDEL``ed). An idle worker then blocks in ``XREAD …
-  BLOCK`` for entries newer than the stream's last id (it takes nothing, so no
-  delivery can be stranded between a read and a mark), bounded by the next due
-  time — it wakes within a millisecond of an enqueue, with no polling.
+  entry ``XACK``ed and ``XDEL``ed).
+* A claim that leaves the queue dry registers its consumer as idle (with its
+  free capacity, until its wait ends or the next due time) and the worker
+  ``BLPOP``s its own inbox list. Every script that makes a job ready ends by
+  claiming ready jobs for the first idle consumer, in the same atomic step
+  (the same mark and lease), and pushing them to its inbox: the wake-up reply
+  is the job itself, and a worker that dies with it loses nothing (the lease
+  brings it back). While the registration has room, the worker's next claim
+  is the next ``BLPOP`` (``_Idle``): no claim script runs between a job and
+  its ack. A worker that stops claiming ends the registration
+  (``stop_claiming``), giving back what was handed and not taken.
 * A lease is a score in ``q:<queue>:leases``: exact, whatever lease each claimer
   asked for, and renewed by ``extend`` only for the receipt that holds it.
   The claim script also walks the consumer group's pending list with a
   persistent ``XAUTOCLAIM`` cursor and gives back any entry read but never
   marked (a script that failed half-way), so nothing can be stranded there.
-* Results live under ``result:<id>`` with a TTL. ``get_result(wait=…)`` is two
-  round trips: ``@await`` returns the result or counts the caller in
-  ``waiting:<id>``; the script that finishes the job pushes the result itself
-  to ``notify:<id>`` once per waiter, which the caller ``BLPOP``s. No pub/sub
-  subscription per job.
+* Results live under ``result:<id>`` with a TTL. ``get_result(wait=…)`` is one
+  round trip: a script (``_redis_await.lua``) and a ``BLPOP`` of ``notify:<id>``,
+  pipelined. The script counts the caller in ``waiting:<id>``, or pushes a
+  result that is there already for the ``BLPOP`` to take; the script that
+  finishes the job pushes the result itself to ``notify:<id>`` once per waiter.
+  No pub/sub subscription per job. (On a cluster: the script, then the
+  ``BLPOP``.)
 
 Every coredis error is translated at one boundary (``map_redis_exceptions``):
 ``BrokerUnavailable`` when Redis cannot be reached, ``BrokerClosed`` after
@@ -55,6 +64,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import coredis
 import structlog
 import trio
@@ -88,6 +98,7 @@ from ._redis_ledger import RedisLedger
 from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
 from ._redis_scripts import load_scripts
 from ._redis_workflows import RedisWorkflows
+from ._stored import reading_record
 from ._url import display_url
 
 _ORPHAN_IDLE_MS = 5_000
@@ -103,6 +114,7 @@ _log = structlog.get_logger("guild.brokers.redis")
 
 
 SCRIPTS = load_scripts("_redis_functions.lua")
+_AWAIT_PUSH = load_scripts("_redis_await.lua")["await_push"]
 
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -171,6 +183,27 @@ def _opt_float(value: Any) -> float | None:
     return float(text) if text else None
 
 
+@attrs.define(slots=True)
+class _Idle:
+    """A consumer's idle registration (the claim script's, see ``dispatch`` in the
+    Lua), counted down as Redis counts it down, for the jobs handed to it."""
+
+    until: float  # time.monotonic(); Redis' own expiry is a little later
+    room: int  # jobs it may still be handed
+    start: int  # of which to start (the rest are prefetched)
+
+    def fits(self, start: int | None, wait: float) -> bool:
+        """Whether a claim that may wait ``wait`` seconds and start ``start`` jobs
+        (``None``: all) can just wait for handoffs: room is left, and a handoff
+        starts no more jobs than wanted, and prefetches none that idle handlers
+        would then have to start with a round trip of their own."""
+        if wait <= 0 or self.room < 1 or self.until - time.monotonic() <= 0.001:
+            return False
+        if start is None:
+            return self.start >= self.room
+        return self.start <= start and (self.start > 0 or start == 0)
+
+
 class RedisBroker(WorkflowDelegate):
     """A broker on Redis (>= 6.2) through coredis.
 
@@ -222,6 +255,8 @@ class RedisBroker(WorkflowDelegate):
         self._dead_pruned: dict[str, float] = {}
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
         self._groups: set[str] = set()
+        # (queue, consumer) -> its idle registration, as Redis counts it.
+        self._idle: dict[tuple[str, str], _Idle] = {}
         self._exit_stack = exit_stack
         self._closed = False
         self._epoch: str | None = None
@@ -301,6 +336,11 @@ class RedisBroker(WorkflowDelegate):
     def now(self) -> float:
         return time.time()
 
+    @property
+    def retention(self) -> Retention:
+        """How long this broker keeps what finished jobs leave behind."""
+        return self._retention
+
     async def _call(self, name: str, args: Sequence[Any]) -> Any:
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
@@ -377,12 +417,24 @@ class RedisBroker(WorkflowDelegate):
         if limit < 1:
             return []  # XREADGROUP's COUNT 0 would mean "all"
         deadline = self.now() + wait
+        key = (queue, consumer)
         while True:
+            idle = self._idle.get(key)
+            if idle is not None and idle.fits(start, deadline - self.now()):
+                # Still registered, with room: wait for a handoff, no script.
+                taken = await self._pop_handed(queue, consumer, idle, deadline - self.now())
+                if taken or self.now() >= deadline:
+                    return taken
+                continue
+            # The script ends the registration (or renews it) in any case.
+            self._idle.pop(key, None)
             now = self.now()
             lease_expires = now + lease
+            block_ms = max(0, int((deadline - now) * 1000))
             args = [queue, repr(now), self._result_ttl_ms, _ORPHAN_IDLE_MS]
             args += [repr(lease_expires), consumer, limit, new_id()]
-            args += [limit if start is None else start, max_attempts]
+            args += [limit if start is None else start, max_attempts, block_ms, repr(lease)]
+            sent = time.monotonic()
             # The script takes the jobs under a lease before it returns: a
             # cancellation while its reply is on the way would strand them until
             # their leases expire, so the reply is always read; a reply lost with
@@ -391,6 +443,10 @@ class RedisBroker(WorkflowDelegate):
                 try:
                     flat = await self._call("claim", args)
                 except BrokerUnavailable:
+                    # The lost call may have registered the consumer, which a replay
+                    # does not say: kept as a registration with no room, so that the
+                    # next claim or stop_claiming ends it.
+                    self._idle[key] = _Idle(until=sent + block_ms / 1000, room=0, start=0)
                     await trio.sleep(_CLAIM_RETRY_PAUSE)
                     flat = await self._call("claim", args)
             if _text(flat[0]) == "nogroup":
@@ -402,28 +458,64 @@ class RedisBroker(WorkflowDelegate):
                 await self._ensure_group(queue)
                 continue
             taken, bad = _deliveries(flat[2:], queue, consumer, lease_expires)
+            registered = int(_text(flat[1]))
+            if registered:
+                rows = (len(flat) - 2) // _JOB_FIELDS
+                self._idle[key] = _Idle(
+                    until=sent + registered / 1000,
+                    room=limit - rows,
+                    start=max(0, (limit if start is None else start) - rows),
+                )
             if bad:
                 await self._bury_bad(queue, bad)
             remaining = deadline - self.now()
             if taken or remaining <= 0:
                 return taken
-            next_due = float(_text(flat[0]))
-            until = remaining if next_due < 0 else min(remaining, max(0.0, next_due - now))
-            await self._wait_for_entries(queue, _text(flat[1]), max(1, int(until * 1000)))
+            if not registered:
+                # Something falls due within the millisecond: claim again then.
+                await trio.sleep(min(remaining, 0.001))
 
-    async def _wait_for_entries(self, queue: str, after: str, block_ms: int) -> None:
-        """Block until the ready stream or the wake stream (a high or low job got
-        ready) has an entry newer than the ids in ``after`` (the claim script's
-        "ready wake"), or ``block_ms`` passed. ``XREAD`` takes nothing: the next
-        claim script does, atomically, so an idle worker wakes within a
-        millisecond of an enqueue, no polling."""
-        ready, _, wake = after.partition(" ")
-        streams = {
-            keys.ready(self._prefix, queue): ready,
-            keys.wake(self._prefix, queue): wake or "0-0",
-        }
-        with map_redis_exceptions("xread"):
-            await self._client.xread(streams, block=block_ms)
+    async def _pop_handed(
+        self, queue: str, consumer: str, idle: _Idle, wait: float
+    ) -> list[Delivery]:
+        """Wait (BLPOP) for the jobs a script hands to ``consumer`` while it is
+        registered as idle (``dispatch`` in the Lua): claimed already, each
+        under its lease. Keeps ``idle`` as Redis counts it, while it lasts."""
+        timeout = min(wait, idle.until - time.monotonic())
+        try:
+            with map_redis_exceptions("wait for jobs"):
+                popped = await self._client.blpop(
+                    [keys.inbox(self._prefix, queue, consumer)], timeout=max(0.001, timeout)
+                )
+        except BrokerError:
+            # Redis may have lost the registration (a restart): claim afresh.
+            idle.room = 0
+            raise
+        if not popped:
+            return []
+        lease_expires, rows = _unpack(popped[1])
+        count = len(rows) // _JOB_FIELDS
+        idle.room -= count
+        idle.start = max(0, idle.start - count)
+        if idle.room < 1:
+            self._idle.pop((queue, consumer), None)  # Redis ended it too
+        if lease_expires <= self.now():
+            # Handed while this worker was not listening, and held past its
+            # lease: whoever claims next gives it back (or has already).
+            _log.warning("handed_jobs_expired", queue=queue, count=count)
+            return []
+        taken, bad = _deliveries(rows, queue, consumer, lease_expires)
+        if bad:
+            await self._bury_bad(queue, bad)
+        return taken
+
+    async def stop_claiming(self, queue: str, consumer: str) -> None:
+        """End ``consumer``'s idle registration on ``queue``: the jobs handed to it
+        and not yet taken go back to ready, their runs not counted."""
+        if self._idle.pop((queue, consumer), None) is None or self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._call("unregister", [queue, consumer, repr(self.now()), self._result_ttl_ms])
 
     # --- settling --------------------------------------------------------------
 
@@ -573,15 +665,28 @@ class RedisBroker(WorkflowDelegate):
         if wait <= 0:
             with map_redis_exceptions("get result"):
                 raw = await self._client.get(key)
-            return None if raw is None else self._fresh(_result_from_json(raw))
-        # Two round trips: the script returns the result or registers us as a
-        # waiter; the finishing script pushes the result to each waiter's BLPOP.
-        raw = await self._call("await", [job_id, math.ceil(wait * 1000)])
-        if raw is None:
-            with map_redis_exceptions("wait for result"):
-                popped = await self._client.blpop([keys.notify(self._prefix, job_id)], timeout=wait)
-                raw = popped[1] if popped else await self._client.get(key)
-        return None if raw is None else self._fresh(_result_from_json(raw))
+            return None if raw is None else self._fresh(_result_from_json(raw, job_id))
+        notify = keys.notify(self._prefix, job_id)
+        args = [self._prefix, job_id, math.ceil(wait * 1000)]
+        if self._cluster:
+            # Two round trips: the script returns the result or registers us as a
+            # waiter; the finishing script pushes the result to each waiter's BLPOP.
+            raw = await self._call("await", args[1:])
+            if raw is None:
+                with map_redis_exceptions("wait for result"):
+                    popped = await self._client.blpop([notify], timeout=wait)
+                    raw = popped[1] if popped else await self._client.get(key)
+            return None if raw is None else self._fresh(_result_from_json(raw, job_id))
+        # One round trip: the script and the BLPOP behind it, pipelined on one
+        # connection. The script pushes a result that is there already for the
+        # BLPOP to take, or registers us as a waiter for the finishing script.
+        with map_redis_exceptions("wait for result"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.eval(_AWAIT_PUSH, keys=self._script_keys, args=args)
+                pipe.blpop([notify], timeout=wait)
+            popped = pipe.results[1] if pipe.results else None
+            raw = popped[1] if popped else await self._client.get(key)
+        return None if raw is None else self._fresh(_result_from_json(raw, job_id))
 
     async def get_results(self, job_ids: Sequence[str]) -> dict[str, Result]:
         """The stored results of ``job_ids`` (those with none are left out), in one
@@ -596,7 +701,7 @@ class RedisBroker(WorkflowDelegate):
             raws = await self._client.mget([keys.result(self._prefix, id_) for id_ in wanted])
         found: dict[str, Result] = {}
         for id_, raw in zip(wanted, raws, strict=True):
-            result = None if raw is None else self._fresh(_result_from_json(raw))
+            result = None if raw is None else self._fresh(_result_from_json(raw, id_))
             if result is not None:
                 found[id_] = result
         return found
@@ -635,7 +740,7 @@ class RedisBroker(WorkflowDelegate):
     async def job_info(self, job_id: str) -> JobInfo | None:
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
-        with map_redis_exceptions("job info"):
+        with map_redis_exceptions("job info"), reading_record(job_id, "hash"):
             return await _redis_jobinfo.job_info(self._client, self._prefix, job_id, self.now())
 
     async def set_progress(self, updates: Sequence[tuple[Delivery, JobProgress]]) -> None:
@@ -868,17 +973,34 @@ def _lenient_text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _result_from_json(raw: Any) -> Result:
-    data = json.loads(raw)
-    return Result(
-        job_id=data["job_id"],
-        queue=data["queue"],
-        status=JobStatus(data["status"]),
-        value=data.get("value"),
-        error=data.get("error"),
-        attempts=int(data["attempts"]),
-        finished_at=float(data["finished_at"]),
-    )
+def _result_from_json(raw: Any, job_id: str) -> Result:
+    with reading_record(job_id, "result"):
+        data = json.loads(raw)
+        return Result(
+            job_id=data["job_id"],
+            queue=data["queue"],
+            status=JobStatus(data["status"]),
+            value=data.get("value"),
+            error=data.get("error"),
+            attempts=int(data["attempts"]),
+            finished_at=float(data["finished_at"]),
+        )
+
+
+def _unpack(element: bytes) -> tuple[float, list[bytes | None]]:
+    """An inbox element (``pack`` in the Lua): the lease expiry, then the rows."""
+    fields: list[bytes | None] = []
+    i, end = 0, len(element)
+    while i < end:
+        if element[i] == 0x2D:  # '-': a missing field
+            fields.append(None)
+            i += 1
+            continue
+        colon = element.index(b":", i)
+        start = colon + 1
+        i = start + int(element[i:colon])
+        fields.append(element[start:i])
+    return float(fields[0] or b"0"), fields[1:]
 
 
 def _deliveries(

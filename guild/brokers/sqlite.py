@@ -8,17 +8,23 @@ when their attempts are spent), then one ``UPDATE … RETURNING`` takes the
 oldest ready rows of the highest priority by ``(queue, priority, ready_at, id)``
 through an index. Several
 processes may share the file: WAL lets readers run beside the one writer, and
-``busy_timeout`` makes writers queue instead of failing.
+a writer waits for another's write lock in naps of at most a millisecond
+(``_sqlite_batch.begin``) instead of failing. Secondary indexes are partial
+(schema 9): each holds the rows of one status only, and a query that means to
+use one names that status itself.
 
 Blocking calls run in a worker thread (``trio.to_thread.run_sync`` with a
 ``CapacityLimiter(1)``, one connection), never on the Trio thread. They are not
 abandoned on cancellation, and no checkpoint follows them before a method
 returns, so a claim that happened is never lost to a cancellation.
 
-Durability: WAL with ``synchronous=NORMAL`` (the default) loses nothing when a
-process crashes or is killed — commits are in the WAL before the call returns —
-but a power loss or kernel crash may lose the last transactions.
-``synchronous=FULL`` (``sqlite:path.db?synchronous=FULL``) fsyncs every commit.
+Durability (``sqlite:path.db?synchronous=…``; docs/brokers.md has the table):
+every commit is in the WAL before the call returns, so nothing acknowledged is
+lost when a process crashes or is killed. Against a power loss or kernel crash,
+``ENQUEUE`` (the default) fsyncs the commits that hold an enqueue, so a job
+whose enqueue returned is kept, while claims, starts and acks since the last
+fsync may be lost (a job then runs again); ``FULL`` fsyncs every commit;
+``NORMAL`` none (the last transactions may be lost, enqueues among them).
 """
 
 from __future__ import annotations
@@ -50,15 +56,16 @@ from .._job import (
 )
 from .._jobinfo import JobInfo, JobProgress
 from .._retention import Retention
-from . import _sqlite_cancel, _sqlite_jobinfo, _sqlite_purge
+from . import _sqlite_cancel, _sqlite_jobinfo, _sqlite_purge, _sqlite_strays
 from ._canary import sqlite_route
 from ._delegate import LedgerDelegate, WorkflowDelegate
 from ._protocol import check_purge_args
-from ._sqlite_batch import WriteBatcher
+from ._sqlite_batch import BUSY_TIMEOUT_MS, WriteBatcher
 from ._sqlite_errors import map_sqlite_exceptions
 from ._sqlite_ledger import SqliteLedger
 from ._sqlite_migrate import prepare
 from ._sqlite_workflows import SqliteWorkflows
+from ._stored import reading_record
 
 T = TypeVar("T")
 _log = structlog.get_logger("guild.brokers.sqlite")
@@ -74,6 +81,8 @@ _JOB_COLUMNS = (
 _LEVELS = "(" + ", ".join(str(int(level)) for level in PRIORITIES) + ")"
 _POLL_START = 0.005
 _POLL_MAX = 0.05
+SYNCHRONOUS = ("ENQUEUE", "FULL", "NORMAL")
+"""The ``synchronous`` settings, the default first."""
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
@@ -223,6 +232,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         *,
         key_ttl: float,
         retention: Retention,
+        fsync_enqueues: bool = False,
     ) -> None:
         self._db = connection
         self._path = path
@@ -232,8 +242,9 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         # never before its result's (get_result also checks Retention.results).
         self._result_ttl = retention.record
         self._purge_backlog = False
+        self._strays_swept: set[str] = set()  # queues whose strays were looked for
         self._limiter = trio.CapacityLimiter(1)
-        self._batcher = WriteBatcher(connection, path, self._limiter)
+        self._batcher = WriteBatcher(connection, path, self._limiter, fsync_durable=fsync_enqueues)
         self._changed = trio.Event()
         self._closed = False
         self._last_purge = 0.0
@@ -252,7 +263,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         *,
         key_ttl: float = 86_400.0,
         result_ttl: float | None = None,
-        synchronous: str = "NORMAL",
+        synchronous: str = "ENQUEUE",
         migrate: bool = False,
         retention: Retention | None = None,
     ) -> SqliteBroker:
@@ -264,14 +275,19 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
                 with a backup and checks.
             retention: how long finished jobs are kept (:class:`~guild.Retention`).
             result_ttl: the older spelling of ``Retention(results=s, done=s)``.
+            synchronous: which commits are fsynced: ``ENQUEUE`` (those holding
+                an enqueue), ``FULL`` (every one) or ``NORMAL`` (none; SQLite
+                fsyncs at checkpoints). See "Durability" in the module docstring.
 
         Raises:
+            ValueError: ``synchronous`` is none of those.
             BrokerUnavailable: the file cannot be opened or migrated.
             SchemaMismatch: the file's schema is newer than this guild's, or
                 older (and ``migrate`` is false).
         """
-        if synchronous.upper() not in ("NORMAL", "FULL"):
-            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be ENQUEUE, FULL or NORMAL, got {synchronous!r}")
         shown = str(path)
 
         def connect() -> sqlite3.Connection:
@@ -281,8 +297,8 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
                     shown, check_same_thread=False, isolation_level=None, timeout=30
                 )
                 _enter_wal(db)
-                db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-                db.execute("PRAGMA busy_timeout=30000")
+                db.execute(f"PRAGMA synchronous={'FULL' if mode == 'FULL' else 'NORMAL'}")
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 try:
                     prepare(db, shown, migrate=migrate)
                 except BaseException:
@@ -296,13 +312,24 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
             kept = Retention(
                 results=result_ttl, done=result_ttl, dead=kept.dead, keep_payload=kept.keep_payload
             )
-        return cls(connection, shown, key_ttl=key_ttl, retention=kept)
+        return cls(
+            connection,
+            shown,
+            key_ttl=key_ttl,
+            retention=kept,
+            fsync_enqueues=mode == "ENQUEUE",
+        )
 
     def __repr__(self) -> str:
         return f"SqliteBroker({self._path!r})"
 
     def now(self) -> float:
         return time.time()
+
+    @property
+    def retention(self) -> Retention:
+        """How long this broker keeps what finished jobs leave behind."""
+        return self._retention
 
     def _check_file(self, *, now: bool = False) -> None:
         """Refuse to go on once the path names another file, or none (see
@@ -333,12 +360,12 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
 
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
         # Writes that wait for the connection together commit together (_sqlite_batch).
         if self._closed:
             raise BrokerClosed(f"the sqlite broker for {self._path} is closed")
         self._check_file()
-        return await self._batcher.write(fn)
+        return await self._batcher.write(fn, durable=durable)
 
     def _wake(self) -> None:
         self._changed.set()
@@ -386,7 +413,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
             )
             return stored
 
-        stored = await self._write(insert)
+        stored = await self._write(insert, durable=True)
         self._wake()
         return stored
 
@@ -448,15 +475,20 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
                 "UPDATE jobs SET status = 'in_flight', attempt = attempt + ? * (1 - interrupted),"
                 " started = ? * (1 - interrupted), receipt = ? || id, consumer = ?,"
                 " lease_expires = ?, started_at = CASE WHEN ? * (1 - interrupted) > 0"
-                " THEN ? ELSE started_at END WHERE id IN (SELECT id"
+                " THEN ? ELSE started_at END WHERE rowid IN (SELECT rowid"
                 f" FROM jobs WHERE queue = ? AND status = 'ready' AND priority IN {_LEVELS}"
                 " AND ready_at <= ? ORDER BY priority DESC, ready_at, id LIMIT ?)"
                 f" RETURNING {_JOB_COLUMNS}, ready_at, receipt, started, interrupted, priority",
                 (started, started, receipt, consumer, now + lease, started, now, queue, now, count),
             ).fetchall()
 
+        strays: list[tuple[str, str]] = []
+        sweep = queue not in self._strays_swept
+
         def claim(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], float]:
             now = self.now()
+            if sweep:  # once per queue: rows no claim would take, dead-lettered
+                strays[:] = _sqlite_strays.bury(db, queue, now, self._result_ttl)
             self._expire_leases(db, queue, now, max_attempts)
             rows = take(db, now, start, 1) if start > 0 else []
             if limit > start:
@@ -471,6 +503,9 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
             # rolled back), reading text as bytes, so that row can be dead-lettered.
             rows, lease_expires = await self._write(_bytes_text(claim))
             rows = [_utf8_where_valid(row) for row in rows]
+        self._strays_swept.add(queue)
+        for job_id, reason in strays:
+            _log.error("bad_row_dead_lettered", job_id=job_id, reason=reason)
         rows.sort(key=lambda row: (-row[14], row[10], row[0]))
         deliveries = []
         bad: list[tuple[BadRow, Any]] = []
@@ -602,41 +637,34 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         if not self._purge_backlog and now - self._last_purge < self._retention.sweep_every:
             return
         self._last_purge = now
-        deleted = _sqlite_purge.expired(db, now, self._retention)
-        self._purge_backlog = deleted >= _sqlite_purge.BATCH
+        self._purge_backlog = _sqlite_purge.expired(db, now, self._retention).more
 
     async def purge(
         self, queue: str, statuses: Collection[JobStatus], *, older_than: float | None = None
     ) -> int:
         """Delete the jobs of ``queue`` in ``statuses`` (see ``guild.brokers.Purgeable``),
-        one transaction of at most ``_sqlite_purge.BATCH`` rows at a time."""
+        one short transaction at a time (``_sqlite_purge``: bounded in rows and time)."""
         check_purge_args(statuses, older_than)
         now = self.now()
         cutoff = None if older_than is None else now - older_than
-        total = 0
-        while True:
-            began = trio.current_time()
-            deleted = await self._write(
-                lambda db: _sqlite_purge.purge(db, queue, statuses, now, cutoff)
-            )
-            total += deleted
-            if deleted < _sqlite_purge.BATCH:
-                return total
-            await _sqlite_purge.pause(trio.current_time() - began)
+        return await self._sweep(lambda db: _sqlite_purge.purge(db, queue, statuses, now, cutoff))
 
     async def purge_expired(self) -> int:
         """Delete every row past its retention now, in batches; returns how many.
 
         Claims do this on their own, a batch at a time; this is for a broker no
         worker claims from (and for measuring a batch's lock hold)."""
+        return await self._sweep(lambda db: _sqlite_purge.expired(db, self.now(), self._retention))
+
+    async def _sweep(self, batch: Callable[[sqlite3.Connection], _sqlite_purge.Swept]) -> int:
+        """Run ``batch`` in transactions of its own until it leaves nothing due,
+        with the write lock left free between them; returns the rows deleted."""
         total = 0
         while True:
             began = trio.current_time()
-            deleted = await self._write(
-                lambda db: _sqlite_purge.expired(db, self.now(), self._retention)
-            )
-            total += deleted
-            if deleted < _sqlite_purge.BATCH:
+            swept = await self._write(batch)
+            total += swept.rows
+            if not swept.more:
                 return total
             await _sqlite_purge.pause(trio.current_time() - began)
 
@@ -831,7 +859,8 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
 
     async def job_info(self, job_id: str) -> JobInfo | None:
         now = self.now()
-        return await self._read_any_text(lambda db: _sqlite_jobinfo.select(db, job_id, now))
+        with reading_record(job_id, "row"):
+            return await self._read_any_text(lambda db: _sqlite_jobinfo.select(db, job_id, now))
 
     async def set_progress(self, updates: Sequence[tuple[Delivery, JobProgress]]) -> None:
         if not updates:
@@ -848,45 +877,61 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         ).fetchone()
         if row is None:
             return None
-        value = json.loads(row[2]) if row[2] is not None else None
-        return Result(
-            job_id=job_id,
-            queue=row[0],
-            status=JobStatus(row[1]),
-            value=value,
-            error=row[3] if row[1] in ("dead", "cancelled") else None,
-            attempts=row[4],
-            finished_at=row[5] or 0.0,
-        )
+        with reading_record(job_id, "result"):
+            return Result(
+                job_id=job_id,
+                queue=row[0],
+                status=JobStatus(row[1]),
+                value=json.loads(row[2]) if row[2] is not None else None,
+                error=row[3] if row[1] in ("dead", "cancelled") else None,
+                attempts=row[4],
+                finished_at=row[5] or 0.0,
+            )
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         self._check_file(now=True)
         now = self.now()
 
         def count(db: sqlite3.Connection) -> dict[str, QueueStats]:
-            rows = db.execute(
-                "SELECT queue,"
-                " SUM((status = 'ready' AND ready_at <= ?) OR (status = 'in_flight' AND lease_expires <= ?)),"
-                " SUM(status = 'ready' AND ready_at > ?),"
-                " SUM(status = 'in_flight' AND lease_expires > ?),"
-                " SUM(status = 'dead') FROM jobs GROUP BY queue",
-                (now, now, now, now),
-            ).fetchall()
-            ended = {
+            # Three index-only reads, one per partial index (schema 9): the
+            # finished rows, most of the table, are never read.
+            counted: dict[str, list[int]] = {}
+            for sql, params in (
+                (
+                    "SELECT queue, SUM(ready_at <= ?), SUM(ready_at > ?), 0, 0 FROM jobs"
+                    " WHERE status = 'ready' GROUP BY queue",
+                    (now, now),
+                ),
+                (
+                    "SELECT queue, SUM(lease_expires <= ?), 0, SUM(lease_expires > ?), 0"
+                    " FROM jobs WHERE status = 'in_flight' GROUP BY queue",
+                    (now, now),
+                ),
+                (
+                    "SELECT queue, 0, 0, 0, count(*) FROM jobs WHERE status = 'dead'"
+                    " GROUP BY queue",
+                    (),
+                ),
+            ):
+                for name, *values in db.execute(sql, params):
+                    total = counted.setdefault(name, [0, 0, 0, 0])
+                    for i, value in enumerate(values):
+                        total[i] += value
+            ended: dict[str, tuple[int, int]] = {
                 row[0]: (row[1], row[2])
                 for row in db.execute("SELECT queue, done, cancelled FROM queue_counts")
             }
             found = {
-                row[0]: QueueStats(
-                    queue=row[0],
-                    ready=row[1],
-                    delayed=row[2],
-                    in_flight=row[3],
-                    done=ended.get(row[0], (0, 0))[0],
-                    dead=row[4],
-                    cancelled=ended.get(row[0], (0, 0))[1],
+                name: QueueStats(
+                    queue=name,
+                    ready=ready,
+                    delayed=delayed,
+                    in_flight=in_flight,
+                    done=ended.get(name, (0, 0))[0],
+                    dead=dead,
+                    cancelled=ended.get(name, (0, 0))[1],
                 )
-                for row in rows
+                for name, (ready, delayed, in_flight, dead) in counted.items()
             }
             for name, (done, cancelled) in ended.items():
                 found.setdefault(name, QueueStats(queue=name, done=done, cancelled=cancelled))
@@ -909,7 +954,8 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
     async def list_dead(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         def select(db: sqlite3.Connection) -> list[DeadLetter]:
             sql = (
-                f"SELECT {_JOB_COLUMNS}, error, traceback, died_at FROM jobs WHERE status = 'dead'"
+                f"SELECT {_JOB_COLUMNS}, error, traceback, died_at, priority FROM jobs"
+                " WHERE status = 'dead'"
             )
             params: tuple[Any, ...] = ()
             if queue is not None:
@@ -923,7 +969,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
     async def get_dead(self, job_id: str) -> DeadLetter | None:
         def select(db: sqlite3.Connection) -> DeadLetter | None:
             row = db.execute(
-                f"SELECT {_JOB_COLUMNS}, error, traceback, died_at FROM jobs"
+                f"SELECT {_JOB_COLUMNS}, error, traceback, died_at, priority FROM jobs"
                 " WHERE id = ? AND status = 'dead'",
                 (job_id,),
             ).fetchone()
@@ -1005,4 +1051,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
 def _letter(row: Sequence[Any]) -> DeadLetter:
     row = _utf8_where_valid(row)
     error, trace = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in row[10:12])
-    return DeadLetter(job=_job(row), error=error or "", traceback=trace, died_at=row[12] or 0.0)
+    job = _job(row)
+    if row[13]:  # the priority column; a normal job's is 0, the Job default
+        job = replace_fields(job, priority=_sqlite_jobinfo.level_of(row[13]))
+    return DeadLetter(job=job, error=error or "", traceback=trace, died_at=row[12] or 0.0)

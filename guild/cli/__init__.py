@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -88,8 +89,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         if not isinstance(exc, Exception | BaseExceptionGroup):
             raise
+        if any(isinstance(leaf, BrokenPipeError) for leaf in found) and _stdout_gone():
+            exc = CommandFailed("stdout was closed before all of the output was written")
         return report(exc, as_json=wants_json(arguments))
     return code
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has left (``guild dlq list | head -1``).
+
+    If so, stdout is pointed at /dev/null, so that the flush at exit does not fail
+    a second time. A broken pipe elsewhere (a socket) leaves stdout as it is.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR is reported whatever the mask
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+        if gone:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    except (AttributeError, OSError, ValueError):  # no stdout, or not a file
+        return False
+    return gone
 
 
 def classify(exc: BaseException) -> tuple[int, str, str]:

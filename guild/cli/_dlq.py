@@ -58,6 +58,7 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
         "payload": job.payload,
         "attempts": job.attempt,
         "max_attempts": job.max_attempts,
+        "priority": job.priority.name.lower(),
         "error": letter.error,
         "traceback": letter.traceback,
         "died_at": letter.died_at,

@@ -53,6 +53,7 @@ def render(info: JobInfo) -> str:
         ("queue", info.queue),
         ("status", info.status.value),
         ("attempts", f"{info.attempts}{limit}"),
+        ("priority", info.priority.name.lower()),
         ("enqueued", _when(info.enqueued_at)),
     ]
     if info.not_before is not None:

@@ -34,6 +34,16 @@ def print_json(value: Any) -> None:
     print(json.dumps(to_jsonable(value), ensure_ascii=False, sort_keys=True))
 
 
+def failure(exc: BaseException) -> str:
+    """``Type: message`` of an error, with the message of its cause when its own is
+    empty (trio-websocket's HandshakeError says nothing; its cause says why)."""
+    reason = str(exc).strip()
+    cause = exc.__cause__ or exc.__context__
+    if not reason and cause is not None:
+        reason = f"{type(cause).__name__}: {cause}"
+    return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain aligned text table (first column left, the rest right-aligned)."""
     cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]

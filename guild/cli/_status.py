@@ -8,10 +8,11 @@ reached or did not answer with a health report.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ._args import http_url, number
-from ._output import print_json, table
+from ._output import failure, print_json, table
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -48,7 +49,7 @@ async def status(args: argparse.Namespace) -> int:
         body = response.json()
         verdict = body["status"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        print(f"guild: cannot read {url}: {type(exc).__name__}: {exc}")
+        print(f"guild: cannot read {url}: {failure(exc)}", file=sys.stderr)
         return EXIT_UNKNOWN
     if args.json:
         print_json(body)

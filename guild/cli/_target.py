@@ -36,7 +36,9 @@ def import_app(target: str, *, source: str = "TARGET") -> Guild:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigError(source, "app", f"an importable module ({exc})", target) from exc
-    except Exception as exc:  # the app's own code: anything can go wrong
+    # The app's own code: anything can go wrong, a sys.exit() at import included
+    # (a script made an app), which would otherwise end guild with no word said.
+    except (Exception, SystemExit) as exc:
         what = f"{type(exc).__name__}: {exc}"
         raise ConfigError(
             source, "app", f"module {module_name!r} to import, but it raised {what}", target

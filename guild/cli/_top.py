@@ -20,7 +20,7 @@ import trio
 
 from ..observability._access import TOKEN_VARIABLE
 from ._args import http_url, number
-from ._output import table
+from ._output import failure, table
 from ._status import DEFAULT_URL
 
 if TYPE_CHECKING:
@@ -172,9 +172,9 @@ async def top(args: argparse.Namespace) -> int:
                     break
             nursery.cancel_scope.cancel(reason="top finished")
     except (OSError, trio_websocket.HandshakeError) as exc:
-        print(f"guild: cannot watch {url}: {type(exc).__name__}: {exc}")
+        print(f"guild: cannot watch {url}: {failure(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE
     if view.closed is not None:
-        print(f"guild: the events feed closed: {view.closed}")
+        print(f"guild: the events feed closed: {view.closed}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return EXIT_OK

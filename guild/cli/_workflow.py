@@ -1,4 +1,4 @@
-"""``guild workflow show ID | list | cancel ID``: stored workflows, from any process.
+"""``guild workflow show ID | list | cancel ID | purge``: stored workflows, from any process.
 
 Exit 0 when the command did its work; 1 for ``cancel`` of a workflow that had
 finished or was already stopping; 2 for bad input, an id no workflow has among
@@ -14,15 +14,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .._retention import Retention
 from ..brokers._url import open_broker
 from ..workflows._coordinator import cancel, view, views
+from ..workflows._expiry import expire
 from ..workflows._machine import FINISHED_STATUSES
+from ..workflows._transition import store_of
 from ..workflows._view import StepView, WorkflowView
 from ._args import (
     CommandFailed,
     add_broker_flags,
     integer,
     non_empty,
+    number,
     repeat_broker_flags,
 )
 from ._output import EXIT_OK, print_json
@@ -85,7 +89,18 @@ def register(subparsers: Any) -> None:
         default="cancelled from the command line",
         help="why (stored as the workflow's error)",
     )
-    repeat_broker_flags(show, listing, stop)
+    purge = actions.add_parser(
+        "purge",
+        help="delete finished workflows whose retention ran out (or --older-than S) now",
+    )
+    purge.add_argument(
+        "--older-than",
+        type=number(0),
+        metavar="S",
+        default=0.0,
+        help="delete every finished workflow last written at least S seconds ago",
+    )
+    repeat_broker_flags(show, listing, stop, purge)
     parser.set_defaults(func=workflow)
 
 
@@ -109,6 +124,19 @@ async def workflow(args: argparse.Namespace) -> int:
                 print("no workflows")
             else:
                 print(render_list(found_all))
+            return EXIT_OK
+        if args.action == "purge":
+            kept = getattr(broker, "retention", None)
+            deleted = await expire(
+                store_of(broker),
+                kept if isinstance(kept, Retention) else Retention(),
+                broker.now(),
+                older_than=args.older_than,
+            )
+            if args.json:
+                print_json({"deleted": deleted})
+            else:
+                print(f"deleted {deleted} finished workflow{_s(deleted)}")
             return EXIT_OK
         if not await cancel(broker, args.id, args.reason):
             now = await view(broker, args.id)

@@ -13,7 +13,7 @@ logged), so a broken instrument can never take a worker down.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -177,6 +177,16 @@ class Instrument:
 _METHODS = frozenset(name for name in vars(Instrument) if not name.startswith("_"))
 
 
+class SomeJobsInstrument(Instrument):
+    """An instrument that hears ``job_finished`` of some jobs only (those for
+    which :meth:`hears` is true): for every other job the worker builds no event
+    at all, if no other instrument listens. Internal: the workflow coordinator's
+    signal is one, and most jobs belong to no workflow."""
+
+    def hears(self, job: Job) -> bool:
+        raise NotImplementedError
+
+
 class Instruments:
     """A set of instruments that is called as one.
 
@@ -188,6 +198,9 @@ class Instruments:
     def __init__(self, instruments: Iterable[Instrument] = ()) -> None:
         self._instruments: list[Instrument] = []
         self._hooks: dict[str, list[Any]] = {name: [] for name in _METHODS}
+        # When every job_finished listener hears only some jobs: whether any
+        # hears a given job (else None: wants("job_finished") says it all).
+        self._finished_filter: Callable[[Job], bool] | None = None
         for instrument in instruments:
             self.add(instrument)
 
@@ -207,12 +220,30 @@ class Instruments:
                 for i in self._instruments
                 if getattr(type(i), name) is not getattr(Instrument, name)
             ]
+        listeners = [
+            i for i in self._instruments if type(i).job_finished is not Instrument.job_finished
+        ]
+        filters = [i.hears for i in listeners if isinstance(i, SomeJobsInstrument)]
+        if not listeners or len(filters) < len(listeners):
+            self._finished_filter = None
+        elif len(filters) == 1:
+            self._finished_filter = filters[0]
+        else:
+            self._finished_filter = lambda job: any(hears(job) for hears in filters)
 
     def __iter__(self) -> Any:
         return iter(list(self._instruments))
 
     def wants(self, name: str) -> bool:
         return bool(self._hooks[name])
+
+    def wants_finished(self, job: Job) -> bool:
+        """Whether anyone hears a ``job_finished`` event of ``job``: the worker
+        builds one only then (see :class:`SomeJobsInstrument`)."""
+        hears = self._finished_filter
+        if hears is None:
+            return bool(self._hooks["job_finished"])
+        return hears(job)
 
     def emit(self, name: str, event: object) -> None:
         for hook in self._hooks[name]:

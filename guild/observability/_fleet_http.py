@@ -49,7 +49,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from .._errors import BrokerError, BrokerUnavailable
 from .._job import QueueStats
-from ..brokers._ledger import Ledger
+from ..brokers._ledger import read_all_counts
 from ..brokers._protocol import Broker, BrokerIssue, Diagnosable
 from ._access import Access, Admit, Kind, Refuse, judge, redact
 from ._dashboard import PATHS as DASHBOARD_PATHS
@@ -465,17 +465,7 @@ class FleetApp:
         return text
 
     async def _ledger_counts(self) -> dict[str, dict[str, dict[str, float]]]:
-        broker: object = self.broker  # a Broker may also be a Ledger (a protocol)
-        if not isinstance(broker, Ledger):
-            return {}
-        counts: dict[str, dict[str, dict[str, float]]] = {}
-        try:
-            with trio.fail_after(self.timeout):
-                for namespace in await broker.count_namespaces():
-                    counts[namespace] = await broker.get_counts(namespace)
-        except (trio.TooSlowError, BrokerError):
-            return {}
-        return counts
+        return await read_all_counts(self.broker, self.timeout)
 
     # --- /events --------------------------------------------------------------------
 

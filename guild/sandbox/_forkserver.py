@@ -18,15 +18,17 @@ once this one has ``exec``'d, so the fork never competes with the handover.
 In ``kernel`` mode the namespaces are made before the request, off the run's
 critical path: the intermediate enters new namespaces (``_namespaces.enter``),
 and its child — the spare the worker waits for — is PID 1 of the new PID
-namespace: it mounts the namespace's ``/proc`` and the scratch tmpfs (a
-kernel-mode server serves one scratch size), starts the session, and forks the
-*job process* that takes the request. After the request the job process
-hands the run's report socket to PID 1, attaches the job directory
-(``prepare_run``) and ``exec``s; its close-on-exec job socket tells the worker,
-as in the plain mode. Once the job process exits, PID 1 reports its wait status
-and whether a scratch tmpfs filled, with a descriptor of the run's mount
-namespace, then exits — and the kernel kills whatever else is left in the
-namespace. Holding that descriptor keeps the unmounting of the run's mount tree
+namespace: it mounts the namespace's ``/proc``, the scratch tmpfs (a
+kernel-mode server serves one scratch size) and, as root, a tmpfs on the job
+directories' parent (``_namespaces.mount_jobs``), starts the session, makes its
+report socket and forks the *job process* that takes the request, with stdin
+and signals already set. After the request the job process sends the worker
+PID 1's pid with the report socket's other end (PID 1 is not woken), attaches
+the job directory (``prepare_run``) and ``exec``s; its close-on-exec job socket
+tells the worker, as in the plain mode. Once the job process exits, PID 1
+reports its wait status and whether a scratch tmpfs filled, with a descriptor of
+the run's mount namespace, then exits — and the kernel kills whatever else is
+left in the namespace. Holding that descriptor keeps the unmounting of the run's mount tree
 (an RCU grace period and a dozen tmpfs) out of PID 1's exit, which the worker
 waits for: the worker passes it back to the server in a ``D`` message, and the
 next spare to read one drops it while it waits for its own request.
@@ -114,10 +116,13 @@ def join_cgroups(fds: list[int]) -> None:
 class _Kernel:
     """What the job process of a kernel-isolated run shares with its PID 1."""
 
-    def __init__(self, init_pid: int, pair: _socket.socket, covered: dict[str, int]) -> None:
+    def __init__(
+        self, init_pid: int, pair: _socket.socket, covered: dict[str, int], jobs: str
+    ) -> None:
         self.init_pid = init_pid
         self.pair = pair
         self.covered = covered
+        self.jobs = jobs
 
 
 def _receive(ctl: _socket.socket) -> tuple[bytes, list[int], int]:
@@ -135,6 +140,10 @@ def _receive(ctl: _socket.socket) -> tuple[bytes, list[int], int]:
 
 
 def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
+    if kernel is not None:
+        # What no request changes, done while waiting for one. (PID 1's session
+        # has no terminal, so no ^C meant for the worker reaches this process.)
+        _stdin_and_signals()
     message, fds, flags = _receive(ctl)
     while message in (b"P", b"D"):
         if message == b"P":
@@ -160,13 +169,11 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
             job.sendall(_INT.pack(os.getpid()))
         else:
             # The job socket stays here (close-on-exec: the worker sees end of
-            # file at exec); PID 1 gets the report socket, for the wait status.
-            job.sendall(_INT.pack(kernel.init_pid))
-            report = rest.pop(0)
-            kernel.pair.sendmsg(
-                [b"j"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _INT.pack(report))]
-            )
-            os.close(report)
+            # file at exec); the worker gets PID 1's report socket with the pid,
+            # for the wait status.
+            rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _INT.pack(kernel.pair.fileno()))]
+            job.sendmsg([_INT.pack(kernel.init_pid)], rights)
+            kernel.pair.close()
         if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
             raise OSError(7, "request too large")  # E2BIG
         argv, env, cwd, limits, identity, has_tree, prove = marshal.loads(message)
@@ -174,8 +181,7 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
         join_cgroups(rest)
         if kernel is None:
             os.setsid()
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
+            _stdin_and_signals()
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         mine = (tree, *kernel.covered.values()) if kernel is not None else ()
@@ -185,10 +191,8 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
             os.closerange(low, fd)
             low = fd + 1
         os.closerange(low, 1 << 20)
-        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         if kernel is not None:
-            _namespaces.prepare_run(cwd, tree, kernel.covered)
+            _namespaces.prepare_run(cwd, tree, kernel.covered, kernel.jobs)
             for fd in kernel.covered.values():
                 os.close(fd)
         os.chdir(cwd)
@@ -202,6 +206,15 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
         job.sendall(_INT.pack(code))
     finally:
         os._exit(127)
+
+
+def _stdin_and_signals() -> None:
+    """stdin from /dev/null, SIGINT back to its default, nothing blocked."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
 def _host_ids() -> tuple[int, int]:
@@ -233,6 +246,7 @@ def _init(
     reaped: int,
     scratch: tuple[int, int],
     covered: dict[str, int],
+    jobs: str,
 ) -> None:
     """PID 1 of a kernel-isolated run (see the module doc)."""
     code = 1
@@ -245,39 +259,41 @@ def _init(
             return  # the worker died before the death signal was armed
         _namespaces.enter_pid()
         covered.update(_namespaces.mount_scratch(*scratch))
+        ready = _namespaces.mount_jobs(jobs) if jobs else ""
         # Sent with the report, so that this process's exit does not tear the
         # mount namespace down while the worker waits for it (see _spare's "D").
         mounts = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         os.setsid()
-        mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        # The report socket: the job process hands the other end to the worker
+        # with its pid, when the request comes (PID 1 is not woken for it).
+        mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         job_pid = os.fork()
         if job_pid == 0:
             mine.close()
             os.close(mounts)
-            _spare(ctl, taken, _Kernel(host_pid, theirs, covered))
+            _spare(ctl, taken, _Kernel(host_pid, theirs, covered, ready))
         theirs.close()
         os.close(taken)
         for fd in covered.values():
             os.close(fd)  # the host's hidden directories: only the job process needs them
         ctl.close()
-        _, ancillary, _, _ = mine.recvmsg(1, _socket.CMSG_LEN(_INT.size))
-        if not ancillary:
-            os.waitpid(job_pid, 0)
-            os._exit(0)  # no request came: the worker is gone
-        report = _socket.socket(fileno=_INT.unpack(ancillary[0][2][: _INT.size])[0])
         while True:
             pid, status = os.waitpid(-1, 0)
             if pid == job_pid:
                 break
         full = _namespaces.full(_namespaces.SCRATCH).encode()
         rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _INT.pack(mounts))]
-        report.sendmsg([_INT.pack(status) + full], rights)
+        # No request was taken (the worker is gone) if the other end is closed.
+        try:  # noqa: SIM105 - contextlib would grow the process for one call
+            mine.sendmsg([_INT.pack(status) + full], rights, _socket.MSG_NOSIGNAL)
+        except OSError:
+            pass
         code = 0
     finally:
         os._exit(code)
 
 
-def main(mode: str, ctl_fd: int, scratch: tuple[int, int] = (0, 0)) -> None:
+def main(mode: str, ctl_fd: int, scratch: tuple[int, int] = (0, 0), jobs: str = "") -> None:
     # Whatever the worker ignored or blocked is not passed on to the runs; the
     # server itself ignores SIGINT (a terminal's ^C is for the worker), and each
     # spare restores it before exec.
@@ -308,7 +324,7 @@ def main(mode: str, ctl_fd: int, scratch: tuple[int, int] = (0, 0)) -> None:
                     os._exit(1)
             if os.fork() == 0:
                 if kernel:
-                    _init(ctl, taken_w, reaped_r, scratch, covered)
+                    _init(ctl, taken_w, reaped_r, scratch, covered, jobs)
                 _await_reparent(reaped_r)
                 _spare(ctl, taken_w, None)
             os._exit(0)
@@ -336,6 +352,6 @@ if __name__ == "__main__":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import _namespaces  # type: ignore[import-not-found]
     sizes = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (0, 0)
-    main(sys.argv[1], int(sys.argv[2]), sizes)
+    main(sys.argv[1], int(sys.argv[2]), sizes, sys.argv[5] if len(sys.argv) > 5 else "")
 else:
     from . import _namespaces

@@ -17,6 +17,16 @@ disk fill or a million tiny files end with ENOSPC at the budget, and removing
 the directory is one lazy unmount (``MNT_DETACH``) and an ``rmdir``, however
 many files it held.
 
+Detached (kernel-namespace runs). A run in namespaces of its own needs no
+directory on the host: :func:`make` with ``detached`` builds the tmpfs with the
+new mount API (``fsopen``/``fsconfig``/``fsmount``, Linux 5.2+) as a mount
+attached nowhere, writes the files through its descriptor, and the run's job
+process moves it onto the directory's path inside its own mount namespace.
+Nothing is made, mounted, unmounted or removed on the host, so none of it waits
+for the host's mount lock; the walk reads the mount through the same
+descriptor, and closing it is the removal (the run's namespace, dropped off the
+run's path, holds the last reference, or the close frees a small tmpfs).
+
 What the run created. :func:`walk` goes through directory descriptors opened
 with ``O_NOFOLLOW`` and ``lstat``s each entry relative to its directory's
 descriptor: only regular files are reported (never a symlink, nor what one
@@ -25,7 +35,8 @@ points at), at most ``cap`` names, at most :data:`MAX_DEPTH` levels down and
 and :func:`remove` (:func:`finish` is the last two) in a worker thread, off the
 event loop: a tmpfs mount and unmount wait for the host's mount lock. Only
 :func:`make` of a directory without a tmpfs, when :func:`small_input` says it
-is small, is cheaper than the trip to a thread.
+is small, is cheaper than the trip to a thread; so is all of it for a detached
+directory whose file system shows few inodes and bytes used (:func:`small_after`).
 
 What a killed worker left. A directory is named ``job-<worker pid>-<random>``;
 the first sandbox of a process removes those of workers that are gone
@@ -57,6 +68,16 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MS_NOSUID = 2
 _MS_NODEV = 4
 _MNT_DETACH = 2
+# The new mount API: the same numbers on every architecture (added in 5.2).
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
+_FSOPEN_CLOEXEC = 1
+_FSCONFIG_SET_STRING = 1
+_FSCONFIG_CMD_CREATE = 6
+_FSMOUNT_CLOEXEC = 1
+_MOUNT_ATTR_NOSUID = 0x2
+_MOUNT_ATTR_NODEV = 0x4
 
 
 @functools.cache
@@ -67,12 +88,17 @@ def _libc() -> ctypes.CDLL:
 @attrs.frozen
 class JobDir:
     """One run's directory: ``parent``/``name``, whether a tmpfs is mounted on it,
-    and the files written into it before the run (relative names)."""
+    and the files written into it before the run (relative names).
+
+    ``tree``: the descriptor of a detached tmpfs that *is* the directory (see the
+    module doc; the run attaches it at ``path`` in its own mount namespace, and
+    nothing exists at ``path`` on the host), or -1."""
 
     parent: str
     name: str
     mounted: bool
     written: frozenset[str]
+    tree: int = -1
 
     @property
     def path(self) -> str:
@@ -185,14 +211,24 @@ def make(
     identity: tuple[int, int] | None,
     budget: tuple[int, int] | None,
     files: Mapping[str, bytes],
+    detached: bool = False,
 ) -> JobDir:
     """A fresh job directory in ``parent_dir`` holding ``files`` (names already
     checked by the policy), owned by ``identity``; a tmpfs of ``budget``
     (bytes, inodes) on it when given. Nothing is left behind if a step fails.
 
+    ``detached`` (a run in its own mount namespace, with a budget and an
+    identity): the directory is a tmpfs attached nowhere on the host (see the
+    module doc), or, where the kernel cannot make one, a host directory as above.
+
     Raises:
         SandboxError: the directory or a file could not be made (the cause attached).
     """
+    if detached and budget is not None and identity is not None:
+        tree = _fsmount(budget, identity)
+        if tree >= 0:
+            return _fill_detached(parent_dir, tree, identity, files)
+        _unable.append(ctypes.get_errno())
     parent_fd = os.open(parent_dir, _DIR_FLAGS)
     try:
         name = _fresh(parent_fd)
@@ -214,6 +250,72 @@ def make(
         return job
     finally:
         os.close(parent_fd)
+
+
+def _fill_detached(
+    parent_dir: str, tree: int, identity: tuple[int, int], files: Mapping[str, bytes]
+) -> JobDir:
+    # The name only has to be unique within the run's own namespace; the random
+    # part keeps it unguessable, as on the host.
+    name = f"job-{os.getpid()}-{os.urandom(8).hex()}"
+    job = JobDir(parent=parent_dir, name=name, mounted=False, written=frozenset(files), tree=tree)
+    try:
+        top = os.open(".", _DIR_FLAGS, dir_fd=tree)
+        try:
+            for relative, content in files.items():
+                _write(top, relative.split("/"), content, identity)
+        finally:
+            os.close(top)
+    except OSError as exc:
+        remove(job)
+        raise SandboxError(f"could not prepare the job directory {job.path}: {exc}") from exc
+    return job
+
+
+# Why the kernel refused a detached tmpfs (errno), once it has: then every run
+# gets its directory on the host.
+_unable: list[int] = []
+
+
+def can_detach() -> bool:
+    """Whether :func:`make` may still be asked for a detached directory (no refusal yet)."""
+    return not _unable
+
+
+def _fsmount(budget: tuple[int, int], identity: tuple[int, int]) -> int:
+    """A detached tmpfs of ``budget`` (bytes, inodes) owned by ``identity`` (its
+    descriptor), or -1 where the kernel has no new mount API or refuses it."""
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    context = int(libc.syscall(_SYS_FSOPEN, b"tmpfs", _FSOPEN_CLOEXEC))
+    if context < 0:
+        return -1
+    size, inodes = budget
+    try:
+        # The root directory of a tmpfs takes one of its inodes.
+        options = {
+            "source": "tmpfs",
+            "size": str(size),
+            "nr_inodes": str(inodes + 1),
+            "mode": "0700",
+            "uid": str(identity[0]),
+            "gid": str(identity[1]),
+        }
+        for key, value in options.items():
+            if (
+                libc.syscall(
+                    _SYS_FSCONFIG, context, _FSCONFIG_SET_STRING, key.encode(), value.encode(), 0
+                )
+                < 0
+            ):
+                return -1
+        if libc.syscall(_SYS_FSCONFIG, context, _FSCONFIG_CMD_CREATE, None, None, 0) < 0:
+            return -1
+        attributes = _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
+        tree = int(libc.syscall(_SYS_FSMOUNT, context, _FSMOUNT_CLOEXEC, attributes))
+        return tree if tree >= 0 else -1
+    finally:
+        os.close(context)
 
 
 def _fresh(parent_fd: int) -> str:
@@ -285,6 +387,16 @@ def walk(job: JobDir, cap: int) -> tuple[tuple[str, ...], bool]:
     """The regular files the run created (sorted, at most ``cap``), and whether
     there were more (or more than the walk looks at)."""
     found = _Found(written=job.written, cap=cap)
+    if job.tree >= 0:
+        try:
+            top = os.open(".", _DIR_FLAGS, dir_fd=job.tree)
+        except OSError:
+            return (), False
+        try:
+            _walk(top, "", 0, found)
+        finally:
+            os.close(top)
+        return tuple(sorted(found.names)), found.truncated
     try:
         parent_fd = os.open(job.parent, _DIR_FLAGS)
     except OSError:
@@ -354,6 +466,40 @@ def small_input(files: Mapping[str, bytes]) -> bool:
     return is_small(len(files), sum(len(content) for content in files.values()), SMALL_FILES)
 
 
+def small_after(job: JobDir) -> bool:
+    """Whether a detached directory holds few enough inodes and bytes now, by its
+    file system's counters, for :func:`finish` to be quicker than the trip to a
+    thread (walking it, and freeing the tmpfs if the close is the last reference).
+    A host directory: False (its unmount waits for the host's mount lock)."""
+    if job.tree < 0:
+        return False
+    try:
+        info = os.fstatvfs(job.tree)
+    except OSError:
+        return False
+    inodes = info.f_files - info.f_ffree - 1  # the root directory
+    used = (info.f_blocks - info.f_bfree) * info.f_frsize
+    return is_small(inodes, used, SMALL_FILES + len(job.written))
+
+
+def full(job: JobDir) -> str:
+    """``disk`` or ``inodes`` when the job directory is a file system of its own and full."""
+    try:
+        if job.tree >= 0:
+            info = os.fstatvfs(job.tree)
+        elif os.path.ismount(job.path):
+            info = os.statvfs(job.path)
+        else:
+            return ""
+    except OSError:
+        return ""
+    if info.f_blocks and info.f_bfree == 0:
+        return "disk"
+    if info.f_files and info.f_ffree == 0:
+        return "inodes"
+    return ""
+
+
 def finish(job: JobDir, cap: int, remove_after: bool) -> tuple[tuple[str, ...], bool]:
     """:func:`walk`, then :func:`remove` when ``remove_after`` (even if the walk
     failed): the end of a run that returned, in one call."""
@@ -366,7 +512,11 @@ def finish(job: JobDir, cap: int, remove_after: bool) -> tuple[tuple[str, ...], 
 
 def remove(job: JobDir) -> None:
     """Remove the job directory: unmount its tmpfs (lazily) and ``rmdir``, or, with
-    no tmpfs, delete it through descriptors (``shutil.rmtree`` with ``dir_fd``)."""
+    no tmpfs, delete it through descriptors (``shutil.rmtree`` with ``dir_fd``);
+    a detached one by closing its descriptor."""
+    if job.tree >= 0:
+        os.close(job.tree)
+        return
     if job.mounted and _libc().umount2(os.fsencode(job.path), _MNT_DETACH) != 0:
         _log.error("sandbox_umount_failed", path=job.path, reason=os.strerror(ctypes.get_errno()))
     try:

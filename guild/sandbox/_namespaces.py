@@ -10,13 +10,15 @@ A kernel-isolated run is built in three steps, two of them before any request:
    namespace mapping only the worker's own uid and gid when it is not root);
    the loopback interface up and nothing else, so no route leaves the host
    namespace; every mount private and read-only; :data:`HIDDEN` directories
-   (``/run`` with its sockets, ``/var/lib`` with broker files, homes) covered
-   by empty read-only tmpfs.
+   (everything at the top but the system: ``/run`` with its sockets, ``/var``
+   with broker files, homes, an app's own directory) covered by empty
+   read-only tmpfs; a ``/dev`` of the run's own (:func:`_own_dev`).
 2. :func:`enter_pid` (in the spare, which is PID 1 of the new namespace): a
    fresh ``/proc`` that shows only the run's processes.
    It also mounts fresh tmpfs on :data:`SCRATCH`, limited in bytes and inodes.
 3. :func:`prepare_run` (in the job process, after the request): the job
-   directory attached as the only writable place of the host's file system.
+   directory attached as the only writable place of the host's file system,
+   ``no_new_privs`` and no kernel keyring calls (:func:`deny_keyrings`).
 """
 
 from __future__ import annotations
@@ -61,12 +63,65 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _MNT_DETACH = 2
 _HIDING = "size=16k,nr_inodes=64,mode=755"
+_JOBS = "size=16k,nr_inodes=16,mode=711"
 
 # Scratch directories a job may write: each a fresh tmpfs of the run's size.
 SCRATCH = ("/tmp", "/dev/shm", "/var/tmp")
-# Host directories a job must not see: sockets and pid files under /run, broker
-# and database files under /var/lib, and the users' homes.
-HIDDEN = ("/run", "/var/lib", "/var/spool", "/var/log", "/home", "/root", "/srv", "/mnt", "/media")
+# What a job sees at the top of the host's tree: the system (read-only, as under
+# bwrap: _bwrap.READ_ONLY), /proc and /dev of its own, and scratch /tmp. Not
+# /sys, which bwrap does not mount either (the host's cgroups, their pids).
+SYSTEM = frozenset(
+    {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "dev", "proc", "tmp"}
+)
+
+
+def _hidden() -> tuple[str, ...]:
+    """Host paths a job must not see: sockets and pid files under /run, broker and
+    database files under /var, homes, and every other entry at the top (an app's
+    own directory, /opt, /work: a world-readable file there was readable by a
+    job, which bwrap never binds)."""
+    try:
+        names = os.listdir("/")
+    except OSError:
+        names = []
+    tops = {f"/{name}" for name in names if name not in SYSTEM}
+    return tuple(sorted(tops | {"/run", "/var", "/home", "/root", "/srv", "/mnt", "/media"}))
+
+
+HIDDEN = _hidden()
+# Pseudo-terminals a run may hold, in a devpts instance of its own. The host's
+# instance has no per-run limit: a job opening /dev/ptmx in 30 processes took
+# all of kernel.pty.max (4096), and the host could open no terminal until the
+# run ended. Instances other than the host's share pty.max less pty.reserve.
+PTYS = 64
+_MS_NOEXEC = 8
+# The devices of a run's /dev (bwrap's --dev has the same), and its links.
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+)
+_DEV = "size=64k,nr_inodes=64,mode=755"
+
+# Kernel keyrings are not namespaced: a key a job adds to its uid's keyring
+# outlives the run and is there for the next run leased that uid (seen: one
+# run's add_key read back by the next). A seccomp filter answers EPERM to the
+# three keyring calls. Per architecture: its AUDIT_ARCH and the calls' numbers.
+_KEYRING_CALLS = {
+    "x86_64": (0xC000003E, (248, 249, 250)),  # add_key, request_key, keyctl
+    "aarch64": (0xC00000B7, (217, 218, 219)),
+}
+_X32_BIT = 0x40000000
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_ERRNO = 0x00050000
+_BPF_LOAD = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_BPF_JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_BPF_JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_BPF_RET = 0x06  # BPF_RET | BPF_K
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = (
@@ -185,8 +240,39 @@ def enter(root: bool) -> dict[str, int]:
         hidden = _cover(path, MS_NOSUID | MS_NODEV, _HIDING)
         if hidden:
             _set_readonly(path, recursive=False)
+        elif os.path.isfile(path) and not os.path.islink(path):
+            _mount("/dev/null", path, None, MS_BIND)  # a file at the top reads empty
+            _set_readonly(path, recursive=False)
         covered.update(hidden)
+    _own_dev()
     return covered
+
+
+def _own_dev() -> None:
+    """A ``/dev`` of the run's own, as bwrap's ``--dev``: :data:`DEVICES` bound from
+    the host's, a devpts instance with ``ptmx``, an empty ``shm`` for the scratch
+    tmpfs, and the ``fd`` links; read-only. The host's ``/dev`` held every device
+    node of the host, any of them open to a job whose mode let it (its
+    ``/dev/pts`` is how a job took all of the host's pseudo-terminals)."""
+    host = os.open("/dev", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | _MS_NOEXEC, _DEV)
+        for name in DEVICES:
+            source = f"/proc/self/fd/{host}/{name}"
+            if os.path.exists(source):
+                target = f"/dev/{name}"
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+                _mount(source, target, None, MS_BIND)
+    finally:
+        os.close(host)
+    os.mkdir("/dev/pts", 0o755)
+    options = f"newinstance,ptmxmode=0666,mode=0620,max={PTYS}"
+    _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | _MS_NOEXEC, options)
+    os.symlink("pts/ptmx", "/dev/ptmx")
+    os.mkdir("/dev/shm", 0o1777)  # PID 1 mounts the scratch tmpfs on it
+    for name, target in _DEV_LINKS:
+        os.symlink(target, f"/dev/{name}")
+    _set_readonly("/dev", recursive=False)
 
 
 def die_with_parent() -> None:
@@ -218,8 +304,32 @@ def mount_scratch(size: int, inodes: int) -> dict[str, int]:
     return covered
 
 
-def prepare_run(workdir: str, tree: int, covered: dict[str, int]) -> None:
+def mount_jobs(parent: str) -> str:
+    """In PID 1, before any request: a small tmpfs of its own on ``parent`` (the
+    worker's job directory parent), root's and 0711 like the host's, where
+    :func:`prepare_run` makes the run's directory with one ``mkdir``: no hidden
+    directory above it is made writable and read-only again on the run's path.
+    Returns ``parent``, or "" if it could not be made (the run then makes its
+    directory the longer way)."""
+    hiding = [p for p in HIDDEN if parent.startswith(p.rstrip("/") + "/")]
+    try:
+        for path in hiding:
+            _set_readonly(path, recursive=False, readonly=False)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        finally:
+            for path in hiding:
+                _set_readonly(path, recursive=False)
+        _mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, _JOBS)
+    except OSError:
+        return ""
+    return parent
+
+
+def prepare_run(workdir: str, tree: int, covered: dict[str, int], jobs: str = "") -> None:
     """In the job process, before exec: the job directory (see module doc).
+
+    ``jobs``: the parent :func:`mount_jobs` prepared in this namespace, or "".
 
     ``tree`` is :func:`open_tree` of the job directory, made in the worker's
     namespace (so it carries the directory's own tmpfs, mounted after this
@@ -227,7 +337,8 @@ def prepare_run(workdir: str, tree: int, covered: dict[str, int]) -> None:
     worker's mounts): then the directory is bound from this namespace's copy of
     the host's tree, reached below a tmpfs through ``covered`` (see :func:`_cover`).
     """
-    hiding = [p for p in HIDDEN if workdir.startswith(p.rstrip("/") + "/")]
+    ready = bool(jobs) and os.path.dirname(workdir) == jobs
+    hiding = [] if ready else [p for p in HIDDEN if workdir.startswith(p.rstrip("/") + "/")]
     workdir_fd = -1
     if tree < 0:
         below = [p for p in covered if workdir.startswith(p.rstrip("/") + "/")]
@@ -239,7 +350,10 @@ def prepare_run(workdir: str, tree: int, covered: dict[str, int]) -> None:
             workdir_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     for path in hiding:
         _set_readonly(path, recursive=False, readonly=False)
-    os.makedirs(workdir, exist_ok=True)
+    if ready:
+        os.mkdir(workdir, 0o700)  # the namespace is the run's own: never there yet
+    else:
+        os.makedirs(workdir, exist_ok=True)
     if tree >= 0:
         flags = _MOVE_MOUNT_F_EMPTY_PATH
         moved = _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, workdir.encode(), flags)
@@ -252,6 +366,59 @@ def prepare_run(workdir: str, tree: int, covered: dict[str, int]) -> None:
     for path in hiding:
         _set_readonly(path, recursive=False)
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+    deny_keyrings()
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _Program(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Filter)))
+
+
+def keyring_filter(machine: str) -> list[tuple[int, int, int, int]]:
+    """The seccomp program (code, jt, jf, k) that refuses the keyring calls with
+    EPERM on ``machine``, and every call of another ABI (i386's ``int 0x80``,
+    x32) with ENOSYS, whose numbers differ; empty for an unknown machine."""
+    known = _KEYRING_CALLS.get(machine)
+    if known is None:
+        return []
+    arch, (add_key, request_key, keyctl) = known
+    deny_abi = _SECCOMP_RET_ERRNO | errno.ENOSYS
+    return [
+        (_BPF_LOAD, 0, 0, 4),  # seccomp_data.arch
+        (_BPF_JEQ, 1, 0, arch),
+        (_BPF_RET, 0, 0, deny_abi),
+        (_BPF_LOAD, 0, 0, 0),  # seccomp_data.nr
+        (_BPF_JGE, 0, 1, _X32_BIT),
+        (_BPF_RET, 0, 0, deny_abi),
+        (_BPF_JEQ, 3, 0, add_key),
+        (_BPF_JEQ, 2, 0, request_key),
+        (_BPF_JEQ, 1, 0, keyctl),
+        (_BPF_RET, 0, 0, _SECCOMP_RET_ALLOW),
+        (_BPF_RET, 0, 0, _SECCOMP_RET_ERRNO | errno.EPERM),
+    ]
+
+
+def deny_keyrings() -> None:
+    """In the job process, after ``no_new_privs``: no keyring calls (see
+    :data:`_KEYRING_CALLS`); on a machine without its numbers here, the keyring
+    stays reachable."""
+    program = keyring_filter(os.uname().machine)
+    if not program:
+        return
+    filters = (_Filter * len(program))(*(_Filter(*line) for line in program))
+    prog = _Program(len(program), filters)
+    _check(
+        _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0),
+        "prctl(PR_SET_SECCOMP)",
+    )
 
 
 def full(paths: tuple[str, ...]) -> str:

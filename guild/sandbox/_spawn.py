@@ -57,9 +57,10 @@ class ServerUnavailable(Exception):
 class Child:
     """A child started by the fork server: a pid this process waits for, and its pipes.
 
-    In kernel mode the pid is the namespace's PID 1, and ``report`` the socket on
-    which it sends the job process's wait status (and a full scratch tmpfs), with
-    a descriptor of the run's mount namespace that ``server`` drops elsewhere.
+    In kernel mode (``reports``) the pid is the namespace's PID 1, and ``report``
+    the socket on which it sends the job process's wait status (and a full
+    scratch tmpfs), with a descriptor of the run's mount namespace that
+    ``server`` drops elsewhere; without a status from it the job counts as killed.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Child:
         stderr: int,
         report: socket.socket | None,
         server: ForkServer | None = None,
+        reports: bool = False,
     ) -> None:
         self.pid = pid
         self.returncode: int | None = None
@@ -77,6 +79,7 @@ class Child:
         self.cgroup: _cgroup.RunCgroup | None = None
         self._pidfd = pidfd
         self._report = report
+        self._reports = reports or report is not None
         self._server = server
         self.stdout = trio.lowlevel.FdStream(stdout)
         self.stderr = trio.lowlevel.FdStream(stderr)
@@ -96,7 +99,10 @@ class Child:
             self.returncode = -9
         os.close(self._pidfd)
         self._pidfd = -1
-        if self._report is not None:
+        if self._report is None:
+            if self._reports and self.returncode == 0:
+                self.returncode = -9
+        else:
             # PID 1 sent the job's status before it exited (or was killed first).
             try:
                 data, ancillary, _, _ = self._report.recvmsg(256, socket.CMSG_SPACE(_INT.size))
@@ -129,7 +135,9 @@ class Child:
 class ForkServer:
     """One per worker process and mode, started on first use; restarted if it dies."""
 
-    def __init__(self, mode: str = "none", scratch: tuple[int, int] = (0, 0)) -> None:
+    def __init__(
+        self, mode: str = "none", scratch: tuple[int, int] = (0, 0), jobs: str = ""
+    ) -> None:
         self.mode = mode
         # Each prepared cgroup with the budgets already set on it (None: not yet).
         self._prepared: collections.deque[tuple[_cgroup.RunCgroup, Budget | None]] = (
@@ -148,6 +156,7 @@ class ForkServer:
                     mode,
                     str(theirs.fileno()),
                     *(str(n) for n in scratch),
+                    *([jobs] if jobs else []),
                 ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -225,8 +234,13 @@ class ForkServer:
         direct: set[int],
         budget: Budget | None = None,
         prove: bool = False,
+        tree: int = -1,
     ) -> Child:
         """Start ``argv``; the pid is in ``direct`` before it can exit.
+
+        ``tree`` (kernel mode): a detached mount the job process attaches at
+        ``cwd`` (``_jobdir.make`` with ``detached``; the caller keeps and closes
+        it); -1: a clone of the mounts at ``cwd`` on the host is made here.
 
         ``prove``: the spare shows that no other process runs as ``identity``'s
         uid before it execs, or the run fails with ``OSError(EUSERS)``
@@ -249,17 +263,13 @@ class ForkServer:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         extra: list[int] = []
-        tree = -1
+        cloned = -1
         report: socket.socket | None = None
-        report_theirs: socket.socket | None = None
         if self.mode == "kernel":
-            # PID 1's channel for the wait status, apart from the job socket so
-            # that the exec is seen as the job socket's end of file.
-            report, report_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            extra.append(report_theirs.fileno())
             # A clone of the job directory's mount (its own tmpfs, if it has one),
             # made here because the run's mount namespace predates the directory.
-            tree = _namespaces.open_tree(cwd)
+            if tree < 0:
+                tree = cloned = _namespaces.open_tree(cwd)
             if tree >= 0:
                 extra.append(tree)
         payload = marshal.dumps(
@@ -293,12 +303,10 @@ class ForkServer:
                 raise ServerUnavailable(str(exc)) from exc
             finally:
                 theirs.close()
-                if report_theirs is not None:
-                    report_theirs.close()
                 os.close(out_w)
                 os.close(err_w)
-                if tree >= 0:
-                    os.close(tree)
+                if cloned >= 0:
+                    os.close(cloned)
                 for fd in procs:
                     os.close(fd)
             # A spare has the request (or it was dropped, which ends the stream):
@@ -310,13 +318,23 @@ class ForkServer:
                 # pid cannot be reused under us.
                 handshakes += 1
                 try:
-                    pid = await _recv_int(mine)
+                    # In kernel mode PID 1's report socket (apart from the job
+                    # socket, so that the exec is seen as the job socket's end of
+                    # file) comes with the pid.
+                    received: list[int] = []
+                    pid = await _recv_int(mine, received if self.mode == "kernel" else None)
+                    if received:
+                        report = socket.socket(fileno=received.pop(0))
+                    for fd in received:
+                        os.close(fd)
                     if pid is None:
                         raise ServerUnavailable("the fork server dropped the request")
                     direct.add(pid)
                 finally:
                     handshakes -= 1
-                child = Child(pid, os.pidfd_open(pid), out_r, err_r, report, self)
+                child = Child(
+                    pid, os.pidfd_open(pid), out_r, err_r, report, self, self.mode == "kernel"
+                )
                 report = None
                 child.cgroup, group = group, None
                 failed = await _recv_int(mine)
@@ -340,15 +358,23 @@ class ForkServer:
                     _cgroup.release(group)
 
 
-async def _recv_int(sock: socket.socket) -> int | None:
-    """Four bytes from ``sock`` as an int, or None at end of stream."""
+async def _recv_int(sock: socket.socket, fds: list[int] | None = None) -> int | None:
+    """Four bytes from ``sock`` as an int, or None at end of stream; descriptors
+    sent with them are appended to ``fds`` (close-on-exec), when given."""
     data = b""
+    space = socket.CMSG_SPACE(_INT.size) if fds is not None else 0
     while len(data) < _INT.size:
         try:
-            chunk = sock.recv(_INT.size - len(data))
+            chunk, ancillary, _, _ = sock.recvmsg(
+                _INT.size - len(data), space, socket.MSG_CMSG_CLOEXEC
+            )
         except BlockingIOError:
             await trio.lowlevel.wait_readable(sock)
             continue
+        for level, kind, payload in ancillary:
+            if fds is not None and level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % _INT.size
+                fds.extend(struct.unpack(f"={usable // _INT.size}i", payload[:usable]))
         if not chunk:
             return None
         data += chunk
@@ -372,14 +398,17 @@ def _close_at_exit() -> None:
 atexit.register(_close_at_exit)
 
 
-def server(mode: str = "none", scratch: tuple[int, int] = (0, 0)) -> ForkServer | None:
+def server(
+    mode: str = "none", scratch: tuple[int, int] = (0, 0), jobs: str = ""
+) -> ForkServer | None:
     """The process's fork server for ``mode`` (``"none"`` or ``"kernel"``; a kernel
-    one per ``scratch`` size, which its spares mount before a run asks), started
-    (or restarted) if needed; None when it cannot run (unisolated runs then use
-    the ``preexec_fn`` path; kernel runs cannot start)."""
+    one per ``scratch`` size, which its spares mount before a run asks, and per
+    job directory parent ``jobs``, which they prepare as well when given),
+    started (or restarted) if needed; None when it cannot run (unisolated runs
+    then use the ``preexec_fn`` path; kernel runs cannot start)."""
     if mode in _broken or (mode == "none" and os.environ.get("GUILD_SANDBOX_SPAWN") == "preexec"):
         return None
-    key = mode if mode == "none" else f"{mode}:{scratch[0]}:{scratch[1]}"
+    key = mode if mode == "none" else f"{mode}:{scratch[0]}:{scratch[1]}:{jobs}"
     running = _servers.get(key)
     if running is not None and running.alive:
         return running
@@ -394,7 +423,7 @@ def server(mode: str = "none", scratch: tuple[int, int] = (0, 0)) -> ForkServer 
             _broken.add(mode)
             return None
         try:
-            running = _servers[key] = ForkServer(mode, scratch)
+            running = _servers[key] = ForkServer(mode, scratch, jobs)
         except OSError:
             _broken.add(mode)
             return None

@@ -659,6 +659,7 @@ def _skipped_without_hypothesis(check: Check) -> Check:
 # Job priorities (the Order rule).
 check_priority_order = _priority_checks.priority_order
 check_priority_kept = _priority_checks.priority_kept
+check_priority_reported = _priority_checks.priority_reported
 check_priority_cancel_and_purge = _priority_checks.priority_cancel_and_purge
 check_priority_wakes_claimers = _priority_checks.priority_wakes_claimers
 check_priority_model = _skipped_without_hypothesis(_priority_checks.priority_model)

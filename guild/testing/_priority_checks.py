@@ -108,6 +108,51 @@ async def priority_kept(make_broker: MakeBroker) -> None:
             assert got[2].job.priority is L
 
 
+async def priority_reported(make_broker: MakeBroker) -> None:
+    """``job_info`` reports each job's priority while it waits, runs and is
+    dead; ``list_dead`` and ``get_dead`` keep it, and so does ``requeue_dead``
+    (the requeued jobs are claimed high, normal, low, and say so)."""
+    expected = {"h": H, "n": N, "l": L}
+    with trio.fail_after(LIMIT):
+        async with make_broker() as broker:
+            stored = await broker.enqueue([_job("l", L), _job("n", N), _job("h", H)])
+            ids = {job.payload: job.id for job in stored}
+            for name, level in expected.items():
+                info = await broker.job_info(ids[name])
+                assert info is not None and info.status is JobStatus.READY, info
+                assert info.priority is level, f"job_info of a {level.name} job: {info}"
+            held = await _claim(broker, 3)
+            assert _names(held) == ["h", "n", "l"]
+            for delivery in held:
+                info = await broker.job_info(delivery.job.id)
+                assert info is not None and info.status is JobStatus.IN_FLIGHT, info
+                assert info.priority is expected[delivery.job.payload], info
+                await broker.dead(delivery, error=f"gone {delivery.job.payload}")
+
+            letters = await broker.list_dead("q")
+            assert {d.job.payload: d.job.priority for d in letters} == expected, letters
+            assert all(type(d.job.priority) is Priority for d in letters)
+            everywhere = await broker.list_dead()
+            assert {d.job.payload: d.job.priority for d in everywhere} == expected, everywhere
+            for name, level in expected.items():
+                letter = await broker.get_dead(ids[name])
+                assert letter is not None and letter.job.priority is level, letter
+                info = await broker.job_info(ids[name])
+                assert info is not None and info.status is JobStatus.DEAD, info
+                assert info.priority is level, f"job_info of a dead {level.name} job: {info}"
+
+            # The low one first: requeued earliest, it must still wait behind the others.
+            assert await broker.requeue_dead([ids["l"]]) == 1
+            assert await broker.requeue_dead([ids["n"], ids["h"]]) == 2
+            for name, level in expected.items():
+                info = await broker.job_info(ids[name])
+                assert info is not None and info.status is JobStatus.READY, info
+                assert info.priority is level, f"job_info of a requeued {level.name} job: {info}"
+            again = await _claim(broker, 3)
+            assert _names(again) == ["h", "n", "l"]
+            assert [d.job.priority for d in again] == [H, N, L]
+
+
 async def _claim_into(broker: Broker, got: list[Delivery]) -> None:
     got.extend(await broker.claim("q", consumer="c", limit=5, lease=FAR, wait=10))
 

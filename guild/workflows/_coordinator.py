@@ -40,13 +40,15 @@ import structlog
 import trio
 
 from .._errors import BrokerClosed, BrokerError, BrokerUnavailable, InvalidWorkflow, UnknownWorkflow
-from .._job import Result
+from .._job import Job, Result
+from .._retention import Retention
 from ..brokers._protocol import Broker
 from ..brokers.memory import MemoryBroker
-from ..observability._events import Instrument, JobFinished, Outcome
+from ..observability._events import JobFinished, Outcome, SomeJobsInstrument
+from ._expiry import expire
 from ._machine import ACTIVE_STATUSES, CancelRequested, Finished, apply, resume, start
 from ._spec import Workflow, validate
-from ._steps import workflow_of
+from ._steps import ENVELOPE, workflow_of
 from ._store import WorkflowRecord
 from ._transition import (
     MAX_RACES,
@@ -231,11 +233,24 @@ async def cancel(
 # --- the service -----------------------------------------------------------------------
 
 
-class _Signal(Instrument):
-    """Tells the coordinators of a broker that a worker here finished a workflow job."""
+class _Signal(SomeJobsInstrument):
+    """Tells the coordinators of a broker that a worker here finished a workflow job.
+
+    It hears only jobs that carry a workflow marker, while a coordinator of the
+    broker runs: for every other job a worker builds no ``job_finished`` event
+    for it (see ``Instruments.wants_finished``).
+    """
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
+
+    def hears(self, job: Job) -> bool:
+        payload = job.payload
+        return (
+            isinstance(payload, dict)
+            and ENVELOPE in payload
+            and bool(_coordinators.get(self._broker))
+        )
 
     def job_finished(self, event: JobFinished) -> None:
         if event.outcome in (Outcome.RETRY, Outcome.RELEASED):
@@ -256,11 +271,18 @@ class Coordinator:
     """
 
     def __init__(
-        self, broker: Broker, *, poll_interval: float = 1.0, emit: Emit | None = None
+        self,
+        broker: Broker,
+        *,
+        poll_interval: float = 1.0,
+        emit: Emit | None = None,
+        retention: Retention | None = None,
     ) -> None:
         if not (poll_interval > 0 and math.isfinite(poll_interval)):
             raise ValueError(f"poll_interval must be a positive number, got {poll_interval!r}")
         self._broker = broker
+        kept = getattr(broker, "retention", None)
+        self.retention = retention or (kept if isinstance(kept, Retention) else Retention())
         self._store = store_of(broker)
         self.poll_interval = poll_interval
         self._emit = emit
@@ -307,6 +329,7 @@ class Coordinator:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._await_results)
+                nursery.start_soon(self._expire_finished)
                 active = await self._sweep()
                 task_status.started()
                 next_sweep = trio.current_time() + self.poll_interval
@@ -342,6 +365,18 @@ class Coordinator:
         except BrokerError:
             pass
         self.kick(workflow_id)
+
+    async def _expire_finished(self) -> None:
+        # Every process's coordinator runs this; deleting a record twice is a no-op.
+        while True:
+            await trio.sleep(self.retention.sweep_every)
+            try:
+                deleted = await expire(self._store, self.retention, self._broker.now())
+            except BrokerUnavailable as error:
+                _log.warning("workflow_expiry_failed", error=str(error))
+                continue
+            if deleted:
+                _log.info("workflows_expired", deleted=deleted)
 
     async def _sweep(self) -> int:
         """Drive every active workflow; returns how many were active."""

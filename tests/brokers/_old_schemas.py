@@ -67,6 +67,16 @@ SCHEMAS: dict[int, list[str]] = {
         "CREATE INDEX jobs_claim_priority ON jobs (queue, status, priority DESC, ready_at, id)",
         "DROP INDEX jobs_claim",
     ],
+    9: [
+        "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, ready_at, id) WHERE status = 'ready'",
+        "DROP INDEX jobs_claim_priority",
+        "CREATE INDEX jobs_held ON jobs (queue, lease_expires) WHERE status = 'in_flight'",
+        "DROP INDEX jobs_lease",
+        "CREATE INDEX jobs_died ON jobs (queue, died_at) WHERE status = 'dead'",
+        "DROP INDEX jobs_dead",
+        "CREATE INDEX jobs_expires ON jobs (result_expires) WHERE status IN ('done', 'cancelled')",
+        "DROP INDEX jobs_expiry",
+    ],
 }
 
 RECORDED = max(SCHEMAS)
@@ -109,20 +119,23 @@ def build(path: Path, version: int, jobs_per_status: int = 1, queues: int = 1) -
 
 
 def schema_of(path: Path) -> dict[str, object]:
-    """Every table's columns and every index's columns: what two files must share
+    """Every table's columns and every index's columns and rows: what two files must share
     to hold the same schema (SQL text differs in whitespace, columns do not)."""
     db = sqlite3.connect(path)
     try:
         found: dict[str, object] = {}
-        for kind, name, table in db.execute(
-            "SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        for kind, name, table, sql in db.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
         ):
             if kind == "table":
                 found[f"table {name}"] = db.execute(f"PRAGMA table_info({name})").fetchall()
             elif kind == "index":
-                found[f"index {name} on {table}"] = db.execute(
-                    f"PRAGMA index_xinfo({name})"
-                ).fetchall()
+                # A partial index's rows are its WHERE clause (whitespace aside).
+                where = " ".join(sql.split()).partition(" WHERE ")[2]
+                found[f"index {name} on {table}"] = (
+                    db.execute(f"PRAGMA index_xinfo({name})").fetchall(),
+                    where,
+                )
         found["user_version"] = db.execute("PRAGMA user_version").fetchone()[0]
         return found
     finally:

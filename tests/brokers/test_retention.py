@@ -6,6 +6,7 @@ clock with retentions of a second or two, polled for (never a blind sleep).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -99,16 +100,40 @@ def test_expiries_pop_each_due_entry_once_soonest_first(
     adds: list[tuple[int, str, int]], nows: list[int]
 ) -> None:
     heap = Expiries()
-    for at, job_id, version in adds:
-        heap.add(float(at), job_id, version)
+    # Each add gets its own id (the letter plus its index), so that the time of
+    # every popped entry is known and the order can be checked.
+    at_of: dict[str, int] = {}
+    for index, (at, letter, version) in enumerate(adds):
+        heap.add(float(at), f"{letter}{index}", version)
+        at_of[f"{letter}{index}"] = at
     popped: list[tuple[str, int]] = []
+    previous = -1
     for now in sorted(nows):
-        popped += list(heap.due_jobs(float(now)))
-    # Brute force: everything with at <= the last now, ordered by (at, id, version).
+        batch = list(heap.due_jobs(float(now)))
+        # Exactly the entries that fell due since the last look, each once.
+        expected = [(f"{c}{i}", v) for i, (a, c, v) in enumerate(adds) if previous < a <= now]
+        assert sorted(batch) == sorted(expected)
+        times = [at_of[job_id] for job_id, _ in batch]
+        assert times == sorted(times)
+        popped += batch
+        previous = now
     last = max(nows, default=-1)
-    expected = sorted((a, j, v) for a, j, v in adds if a <= last)
-    assert popped == [(j, v) for _, j, v in expected]
-    assert len(heap) == len(adds) - len(expected)
+    assert len(heap) == len(adds) - len([a for a, _, _ in adds if a <= last])
+
+
+def test_expiries_in_order_and_out_of_order_merge_soonest_first() -> None:
+    heap = Expiries()
+    heap.add(10.0, "a", 1)
+    heap.add(20.0, "b", 1)
+    heap.add(15.0, "c", 1)  # earlier than the last: kept apart, merged when popped
+    heap.add(20.0, "d", 2)
+    heap.add(math.inf, "e", 1)  # kept until purged: never stored
+    heap.add(5.0, "f", 3)
+    assert len(heap) == 5
+    assert list(heap.due_jobs(12.0)) == [("f", 3), ("a", 1)]
+    assert list(heap.due_jobs(12.0)) == []
+    assert list(heap.due_jobs(100.0)) == [("c", 1), ("b", 1), ("d", 2)]
+    assert len(heap) == 0
 
 
 class TestMemoryBroker:

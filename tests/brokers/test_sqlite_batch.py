@@ -20,6 +20,7 @@ import trio.testing
 import guild
 from guild import BrokerUnavailable, Delivery
 from guild._codec import encode_result
+from guild.brokers import _sqlite_batch
 from guild.brokers._sqlite_batch import WriteBatcher
 from guild.brokers.sqlite import SqliteBroker
 
@@ -258,3 +259,87 @@ async def test_a_lost_lease_is_neither_started_nor_acked_twice(tmp_path: Path) -
         assert (await broker.stats(["q"]))["q"].done == 1
     finally:
         await broker.aclose()
+
+
+def _modes_at_commit(statements: list[str]) -> list[tuple[bool, str]]:
+    """For each transaction traced: whether it inserted jobs, and the
+    ``synchronous`` the connection was last set to when it committed."""
+    mode, inserts, found = "as opened", False, []
+    for sql in statements:
+        if sql.startswith("PRAGMA synchronous="):
+            mode = sql.removeprefix("PRAGMA synchronous=")
+        elif sql == "BEGIN IMMEDIATE":
+            inserts = False
+        elif sql == "COMMIT":
+            found.append((inserts, mode))
+        inserts = inserts or sql.startswith("INSERT INTO jobs")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("url_option", "expected"),
+    [
+        # The default fsyncs the enqueues alone: a claim or an ack commits at NORMAL.
+        ("", ["FULL", "NORMAL", "NORMAL", "FULL"]),
+        ("?synchronous=FULL", ["as opened"] * 4),
+        ("?synchronous=NORMAL", ["as opened"] * 4),
+    ],
+)
+async def test_enqueue_commits_are_fsynced_by_default(
+    tmp_path: Path, url_option: str, expected: list[str]
+) -> None:
+    async with guild.brokers.open_broker(f"sqlite:{tmp_path / 'f.db'}{url_option}") as broker:
+        assert isinstance(broker, SqliteBroker)
+        statements: list[str] = []
+        broker._db.set_trace_callback(statements.append)
+        await broker.enqueue([guild.Job(queue="q")])
+        (held,) = await broker.claim("q", consumer="c", limit=1, lease=60)
+        await broker.ack([(held, encode_result(None))])
+        await broker.enqueue([guild.Job(queue="q")])
+        broker._db.set_trace_callback(None)
+        (level,) = broker._db.execute("PRAGMA synchronous").fetchone()
+    found = _modes_at_commit(statements)
+    # enqueue, claim, ack, enqueue
+    assert [inserts for inserts, _ in found] == [True, False, False, True]
+    assert [mode for _, mode in found] == expected
+    # SQLite's own numbers: NORMAL is 1, FULL is 2.
+    assert level == {"": 2, "?synchronous=FULL": 2, "?synchronous=NORMAL": 1}[url_option]
+
+
+async def test_a_bad_synchronous_setting_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ENQUEUE, FULL or NORMAL, got 'OFF'"):
+        await SqliteBroker.open(tmp_path / "x.db", synchronous="OFF")
+    with pytest.raises(guild.UnknownBrokerURL, match=r"synchronous=ENQUEUE\|FULL\|NORMAL"):
+        async with guild.brokers.open_broker(f"sqlite:{tmp_path / 'x.db'}?synchronous=OFF"):
+            pass
+
+
+def test_a_writer_waits_for_another_process_lock_in_short_naps(tmp_path: Path) -> None:
+    path = tmp_path / "naps.db"
+    ours = sqlite3.connect(path, isolation_level=None)
+    ours.execute("PRAGMA journal_mode=WAL")
+    ours.execute("PRAGMA busy_timeout=30000")
+    theirs = sqlite3.connect(path, isolation_level=None)
+    theirs.execute("BEGIN IMMEDIATE")
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 6:
+            theirs.execute("COMMIT")
+
+    _sqlite_batch.begin(ours, nap=nap)
+    ours.execute("COMMIT")
+    # Doubling from 0.1 ms, never above 1 ms (SQLite's own handler: 1, 2, 5 … 100 ms).
+    assert naps == [0.0001, 0.0002, 0.0004, 0.0008, 0.001, 0.001]
+    assert ours.execute("PRAGMA busy_timeout").fetchone() == (30000,)
+
+    theirs.execute("BEGIN IMMEDIATE")
+    ticks = iter(range(100))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _sqlite_batch.begin(ours, patience=5, nap=lambda _: None, clock=lambda: next(ticks))
+    assert not ours.in_transaction
+    assert ours.execute("PRAGMA busy_timeout").fetchone() == (30000,)
+    theirs.execute("ROLLBACK")
+    ours.close()
+    theirs.close()

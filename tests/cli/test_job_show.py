@@ -155,3 +155,47 @@ class TestErrorContract:
         assert shown.stdout == ""
         (line,) = shown.stderr.splitlines()
         assert line.startswith("guild: error: ") and says in line, line
+
+
+async def _guild(*args: str) -> subprocess.CompletedProcess[str]:
+    return await trio.to_thread.run_sync(lambda: run_guild(*args))
+
+
+async def test_priority_is_shown_and_survives_the_dead_letters_and_requeue(url: str) -> None:
+    """`guild job show` and `guild dlq show` name each job's priority as
+    `guild enqueue --priority` spells it, before and after `guild dlq requeue`."""
+    levels = {
+        "high": guild.Priority.HIGH,
+        "normal": guild.Priority.NORMAL,
+        "low": guild.Priority.LOW,
+    }
+    with trio.fail_after(120):
+        async with guild.open_broker(url) as broker:
+            stored = await broker.enqueue(
+                [guild.Job(queue="ranked", payload=name, priority=p) for name, p in levels.items()]
+            )
+            ids = {job.payload: job.id for job in stored}
+            for name, job_id in ids.items():
+                shown = await _show_json(url, job_id)
+                assert (shown["status"], shown["priority"]) == ("ready", name), shown
+                human = await _show(url, job_id)
+                assert human.returncode == 0, human.stderr
+                assert human.stdout.splitlines()[4] == f"priority    {name}", human.stdout
+
+            for delivery in await broker.claim("ranked", consumer="t", limit=3, lease=30):
+                await broker.dead(delivery, error="ValueError: no")
+            for name, job_id in ids.items():
+                letter = await _guild("dlq", "show", job_id, "--broker", url, "--json")
+                assert letter.returncode == 0, letter.stderr
+                assert json.loads(letter.stdout)["priority"] == name, letter.stdout
+                shown = await _show_json(url, job_id)
+                assert (shown["status"], shown["priority"]) == ("dead", name), shown
+
+            # The module's Redis server is shared: other tests' dead jobs are on other queues.
+            requeued = await _guild("dlq", "requeue", "--all", "--queue", "ranked", "--broker", url)
+            assert requeued.returncode == 0 and "requeued 3 jobs" in requeued.stdout
+            for name, job_id in ids.items():
+                shown = await _show_json(url, job_id)
+                assert (shown["status"], shown["priority"]) == ("ready", name), shown
+            again = await broker.claim("ranked", consumer="t", limit=3, lease=30)
+            assert [d.job.payload for d in again] == ["high", "normal", "low"]

@@ -9,6 +9,7 @@ then read and cancelled by the command. Expected values are written out here.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,31 @@ def _job_statuses(url: str, job_ids: list[str]) -> list[str]:
     return trio.run(read)
 
 
+class TestPurge:
+    """Finished workflows go when their retention runs out; running ones never do."""
+
+    def _ids(self, url: str) -> list[str]:
+        return sorted(one["id"] for one in _json("workflow", "list", "--broker", url, "--json"))
+
+    def test_nothing_expired_is_kept(self, url: str) -> None:
+        assert _json("workflow", "purge", "--broker", url, "--json") == {"deleted": 0}
+        assert self._ids(url) == ["wf-done", "wf-failed", "wf-idle", "wf-lone"]
+
+    def test_retention_from_the_url_deletes_the_finished_ones(self, url: str) -> None:
+        time.sleep(0.05)
+        short = url + ("&" if "?" in url else "?") + "done_ttl=0.01&result_ttl=0.01"
+        assert _json("workflow", "purge", "--broker", short, "--json") == {"deleted": 2}
+        assert self._ids(url) == ["wf-idle", "wf-lone"]
+
+    def test_older_than(self, url: str) -> None:
+        found = run_guild("workflow", "purge", "--broker", url, "--older-than", "3600")
+        assert (found.returncode, found.stdout) == (0, "deleted 0 finished workflows\n")
+        time.sleep(0.05)
+        found = run_guild("workflow", "purge", "--broker", url, "--older-than", "0.01")
+        assert (found.returncode, found.stdout) == (0, "deleted 2 finished workflows\n")
+        assert self._ids(url) == ["wf-idle", "wf-lone"]
+
+
 class TestBadInput:
     def test_memory_is_refused(self) -> None:
         for action in (["show", "x"], ["list"], ["cancel", "x"]):
@@ -336,6 +362,7 @@ class TestBadInput:
         [
             (["list", "--status", "paused"], "argument --status: invalid choice: 'paused'"),
             (["list", "--limit", "0"], "argument --limit: expected at least 1, got 0"),
+            (["purge", "--older-than", "-1"], "argument --older-than: expected at least 0"),
             (["show", " "], "argument id: expected a workflow id, got ' '"),
             (["cancel", "x", "--reason", ""], "argument --reason: expected a reason of 1 to"),
             ([], "the following arguments are required: ACTION"),

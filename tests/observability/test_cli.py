@@ -53,7 +53,9 @@ class TestStatus:
             # Port 1 on loopback: nothing listens there, the connection is refused.
             code = await _status.status(parse("status", "--url", "http://127.0.0.1:1"))
         assert code == 3
-        assert "cannot read" in capsys.readouterr().out
+        # The failure is an error: on stderr, with stdout left for the answer.
+        out, err = capsys.readouterr()
+        assert out == "" and "cannot read" in err
 
 
 class TestTop:
@@ -105,4 +107,7 @@ class TestTop:
         with trio.fail_after(10):
             code = await _top.top(parse("top", "--url", "http://127.0.0.1:1", "--once"))
         assert code == 3
-        assert "cannot watch ws://127.0.0.1:1/events" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        # The handshake error says nothing itself: the line names its cause.
+        assert out == "" and "cannot watch ws://127.0.0.1:1/events" in err
+        assert "HandshakeError: OSError: all attempts to connect to 127.0.0.1:1 failed" in err

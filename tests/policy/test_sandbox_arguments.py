@@ -152,6 +152,15 @@ def _inside(script: str) -> bool:
     )
 
 
+def _exec_can_pass(word: str) -> bool:
+    """Whether execve can be given ``word`` (a lone surrogate has no bytes)."""
+    try:
+        word.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class TestScriptProperties:
     @given(
         st.sampled_from(["python3", "node"]),
@@ -164,6 +173,7 @@ class TestScriptProperties:
     ) -> None:
         script = "/".join(parts)
         assume(_inside(script) and not script.startswith("-"))
+        assume(all(_exec_can_pass(word) for word in rest))
         options = data.draw(st.lists(PYTHON_OPTIONS if name == "python3" else NODE_OPTIONS))
         argv = [name, *(word for option in options for word in option), script, *rest]
         assert _rule(argv) is None
@@ -621,3 +631,72 @@ class TestNodePackageMain:
         with pytest.raises(guild.CommandRefused) as refused:
             check_run(["node", "."], 10, files, POLICY)
         assert refused.value.rule == "script-outside"
+
+
+PYTHON_TABLE = {
+    "python3": Resolved(name="python3", path="/usr/bin/python3", real="/usr/bin/python3.11")
+}
+RUBY_TABLE = {"ruby": Resolved(name="ruby", path="/usr/bin/ruby", real="/usr/bin/ruby3.1")}
+
+
+def _table_rule(argv: list[str], table: dict[str, Resolved]) -> str | None:
+    try:
+        check(argv, table, POLICY)
+    except guild.CommandRefused as refused:
+        return refused.rule
+    return None
+
+
+class TestOptionsThatRunOtherCode:
+    @pytest.mark.parametrize(
+        ("argv", "rule"),
+        [
+            # python 3.11 imported the category's module before the script: `this`
+            # printed the Zen of Python, `venv.__main__` ran `python -m venv`.
+            (["python3", "-W", "ignore::this.X", "x.py"], "inline-code"),
+            (["python3", "-Wignore::venv.__main__.X", "x.py"], "inline-code"),
+            (["python3", "-uW", "default::json.X", "x.py"], "inline-code"),
+            (["python3", "-W", "ignore: msg : os . X : mod : 3", "x.py"], "inline-code"),
+            # A category without a module is a built-in name: nothing is imported.
+            (["python3", "-W", "ignore::DeprecationWarning", "x.py"], None),
+            (["python3", "-Werror::UserWarning:pkg.mod", "x.py"], None),  # a module regex
+            (["python3", "-W", "ignore", "x.py"], None),
+            (["python3", "x.py", "-W", "ignore::this.X"], None),  # the script's own argument
+            # ruby -C DIR and -xDIR change directory before opening the script.
+            (["ruby", "-C", "/usr/lib/ruby", "x.rb"], "script-outside"),
+            (["ruby", "-C/tmp", "x.rb"], "script-outside"),
+            (["ruby", "-wC", "/", "x.rb"], "script-outside"),
+            (["ruby", "-x/tmp", "x.rb"], "script-outside"),
+            (["ruby", "-C", "../..", "x.rb"], "script-outside"),
+            (["ruby", "-x", "x.rb"], None),  # no directory: only skips to the #! line
+            (["ruby", "-xe", "x.rb"], None),  # e is -x's directory, in the job's
+            (["ruby", "-C", "lib", "x.rb"], None),  # lib/x.rb, still the job's
+            (["ruby", "-C", "/tmp", "-e", "1"], "inline-code"),
+            (["ruby", "x.rb", "-C", "/"], None),
+        ],
+    )
+    def test_written_out(self, argv: list[str], rule: str | None) -> None:
+        table = PYTHON_TABLE if argv[0] == "python3" else RUBY_TABLE
+        assert _table_rule(argv, table) == rule
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            # Each --test makes every later word a test file; the words are read
+            # once, however many --test there are, and none is skipped.
+            ["node", "--test", "a.js", "--test", "/tmp/out/x.js"],
+            ["node", "--test", "--test", "/tmp/out/x.js"],
+            ["node", "--title", "--test", "--test", "../x.js"],
+        ],
+    )
+    def test_every_word_after_node_test_is_checked(self, argv: list[str]) -> None:
+        from guild.sandbox._policy import check_interpreter
+
+        with pytest.raises(guild.CommandRefused) as refused:
+            check_interpreter(argv, "node")
+        assert refused.value.rule == "script-outside"
+
+    def test_inline_code_allows_the_warning_import(self) -> None:
+        policy = SandboxPolicy(isolate="never", inline_code=frozenset({"python3"}))
+        argv = ["python3", "-W", "ignore::this.X", "x.py"]
+        assert check(argv, PYTHON_TABLE, policy)[0] == "/usr/bin/python3"

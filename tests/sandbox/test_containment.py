@@ -948,3 +948,148 @@ class TestJobDirectoryOnTheLoop:
             assert result.exit_code == 0, result.stderr
             assert result.files_created == tuple(sorted(f"o{n}" for n in range(count)))
             assert not os.path.lexists(result.stdout.decode().strip())
+
+
+@needs_kernel
+@needs_root
+class TestDetachedJobDirectory:
+    """As root, a kernel-isolated run's directory is a tmpfs attached only inside the run."""
+
+    async def test_a_run_makes_nothing_on_the_host(self) -> None:
+        parent = _jobdir.parent(True)
+        sandbox = Sandbox(_policy("kernel"))
+        script = (
+            b"import os, time\n"
+            b"print(os.getcwd())\n"
+            b"print(open('in.txt').read())\n"
+            b"open('made', 'w').write('x')\n"
+            b"time.sleep(0.5)\n"
+        )
+        names: set[str] = set()
+        mounts: set[str] = set()
+        results: list[guild.SandboxResult] = []
+
+        async def run() -> None:
+            files = {"w.py": script, "in.txt": b"given"}
+            results.append(await sandbox.run(["python3", "w.py"], timeout=20, files=files))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                while not results:
+                    names.update(os.listdir(parent))
+                    table = Path("/proc/self/mountinfo").read_text()
+                    mounts.update(line.split()[4] for line in table.splitlines())
+                    await trio.sleep(0.005)
+        result = results[0]
+        assert result.exit_code == 0, result.stderr
+        workdir, given = result.stdout.decode().splitlines()
+        assert (os.path.dirname(workdir), given) == (parent, "given")
+        assert os.path.basename(workdir) not in names
+        assert workdir not in mounts
+        assert result.files_created == ("made",)
+
+    async def test_without_fsmount_the_directory_is_made_on_the_host(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(_jobdir, "_unable", [])
+        monkeypatch.setattr(_jobdir, "_fsmount", lambda budget, identity: -1)
+        parent = _jobdir.parent(True)
+        sandbox = Sandbox(_policy("kernel"))
+        script = (
+            b"import os, time\nprint(os.getcwd())\nopen('made', 'w').close()\ntime.sleep(0.3)\n"
+        )
+        names: set[str] = set()
+        results: list[guild.SandboxResult] = []
+
+        async def run() -> None:
+            files = {"w.py": script}
+            results.append(await sandbox.run(["python3", "w.py"], timeout=20, files=files))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                while not results:
+                    names.update(os.listdir(parent))
+                    await trio.sleep(0.005)
+        result = results[0]
+        assert result.exit_code == 0, result.stderr
+        workdir = result.stdout.decode().strip()
+        assert os.path.basename(workdir) in names
+        assert not os.path.lexists(workdir)
+        assert result.files_created == ("made",)
+        assert not _jobdir.can_detach()
+
+    async def test_small_and_large_output_are_both_reported(self) -> None:
+        """Walked on the loop (3 files) or in a thread (100), the same report."""
+        sandbox = Sandbox(_policy("kernel", inline_code=frozenset({"python3"})))
+        for count in (3, 100):
+            code = f"for n in range({count}):\n    open(f'o{{n}}', 'w').close()\n"
+            result = await sandbox.run(["python3", "-c", code], timeout=30)
+            assert result.exit_code == 0, result.stderr
+            assert result.files_created == tuple(sorted(f"o{n}" for n in range(count)))
+
+    async def test_keep_dir_keeps_a_host_directory(self) -> None:
+        sandbox = Sandbox(_policy("kernel", keep_dir=True))
+        files = {"k.py": b"open('kept', 'w').write('yes')\n"}
+        result = await sandbox.run(["python3", "k.py"], timeout=20, files=files)
+        workdir = result.workdir
+        assert workdir is not None
+        try:
+            assert result.exit_code == 0, result.stderr
+            assert Path(workdir, "kept").read_text() == "yes"
+            assert result.files_created == ("kept",)
+        finally:
+            _jobdir.remove(
+                _jobdir.JobDir(
+                    os.path.dirname(workdir),
+                    os.path.basename(workdir),
+                    os.path.ismount(workdir),
+                    frozenset(files),
+                )
+            )
+        assert not os.path.lexists(workdir)
+
+    def test_small_after_counts_what_the_tmpfs_holds(self) -> None:
+        parent = _jobdir.parent(True)
+        job = _jobdir.make(parent, (0, 0), (1 << 20, 64), {"in.txt": b"x"}, True)
+        try:
+            assert job.tree >= 0 and not os.path.lexists(job.path)
+            assert _jobdir.small_after(job)
+            top = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=job.tree)
+            try:
+                for n in range(16):  # 16 entries more than were written: still small
+                    os.close(os.open(f"f{n}", os.O_CREAT | os.O_WRONLY, dir_fd=top))
+                assert _jobdir.small_after(job)
+                os.close(os.open("f16", os.O_CREAT | os.O_WRONLY, dir_fd=top))
+                assert not _jobdir.small_after(job)
+            finally:
+                os.close(top)
+            assert _jobdir.walk(job, 100) == (tuple(sorted(f"f{n}" for n in range(17))), False)
+        finally:
+            _jobdir.remove(job)
+        big = _jobdir.make(parent, (0, 0), (1 << 20, 64), {"big": b"x" * (300 << 10)}, True)
+        try:
+            assert not _jobdir.small_after(big)  # 300 KiB used, over 256 KiB
+        finally:
+            _jobdir.remove(big)
+        host = _jobdir.make(parent, (0, 0), None, {}, False)
+        try:
+            assert host.tree == -1 and not _jobdir.small_after(host)
+        finally:
+            _jobdir.remove(host)
+
+    def test_a_full_detached_directory_names_its_budget(self) -> None:
+        job = _jobdir.make(_jobdir.parent(True), (0, 0), (1 << 20, 4), {}, True)
+        try:
+            top = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=job.tree)
+            try:
+                for n in range(4):  # the budget: 4 inodes besides the root directory
+                    os.close(os.open(f"f{n}", os.O_CREAT | os.O_WRONLY, dir_fd=top))
+                with pytest.raises(OSError, match="No space left"):
+                    os.open("f4", os.O_CREAT | os.O_WRONLY, dir_fd=top)
+            finally:
+                os.close(top)
+            assert _jobdir.full(job) == "inodes"
+        finally:
+            _jobdir.remove(job)

@@ -99,6 +99,10 @@ def sandbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 NO_NET = "mode none has no network namespace: a job's listener is reachable"
 NO_PROC = "mode none shares the host's /proc: other processes' argv is readable"
 NO_SCRATCH = "mode none shares the host's /tmp, /dev/shm and /var/tmp"
+NO_FILES = "mode none shows the job the host's whole file system"
+NO_PTYS = "mode none shares the host's /dev/pts"
+NO_DEVICES = "mode none shares the host's /dev"
+NO_KEYS = "mode none shares the kernel keyring of the run's uid with its next run"
 needs_root = pytest.mark.skipif(not ROOT, reason="the job directory's tmpfs needs a root worker")
 
 
@@ -150,11 +154,12 @@ class TestCorpus:
         added = {
             "interpreter arguments", "bad timeout", "bad file name", "job directory",
             "network", "host processes", "host files", "scratch leftovers", "disk",
+            "host resources",
         }  # fmt: skip
         assert categories == sample | added
         tests = {
             name
-            for cls in (TestContainment, TestHostHarms, TestJobDirectory)
+            for cls in (TestContainment, TestHostHarms, TestJobDirectory, TestHostResources)
             for name in vars(cls)
             if name.startswith("test_")
         }
@@ -262,6 +267,75 @@ class TestMoreRefusals:
         link = tmp_path / "python3"
         link.symlink_to("/bin/sh")
         _refused([str(link), "-c", "id"], "resolved-path")
+
+    @pytest.mark.parametrize(
+        ("argv", "env"),
+        [
+            (["python3", "x.py", "a" * 131_072], {}),  # one string over exec's 128 KiB
+            (["python3", "x.py", *["a" * 100_000] * 11], {}),  # all of them over 1 MiB
+            (["python3", "x.py"], {"LANG": "x" * 131_072}),
+            (["python3", "x.py", "\ud800"], {}),  # no bytes for exec
+        ],
+        ids=["long-argument", "long-argv", "long-variable", "lone-surrogate"],
+    )
+    async def test_what_exec_would_refuse_is_refused_before_anything_starts(
+        self, argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Each of these failed inside the spawn (E2BIG, UnicodeEncodeError), after the
+        # uid was leased and the job directory made, as an error the TaskWorker retried.
+        made: list[object] = []
+        monkeypatch.setattr(_jobdir, "make", lambda *args: made.append(args))
+        sandbox = Sandbox(SandboxPolicy(isolate="never"))
+        with pytest.raises(guild.CommandRefused) as info:
+            await sandbox.run(argv, timeout=5, files={"x.py": b""}, env=env)
+        assert info.value.rule == "bad-argv"
+        assert made == []
+
+    def test_the_longest_argument_exec_takes_is_allowed(self) -> None:
+        sandbox = Sandbox(SandboxPolicy(isolate="never"))
+        assert len(sandbox.check(["python3", "x.py", "a" * 131_071])[2]) == 131_071
+
+    def test_deep_file_names_cost_memory_in_proportion_to_their_length(self) -> None:
+        import tracemalloc
+
+        from guild.sandbox import check_run
+
+        deep = "/".join(["a"] * 2000) + "/f"
+        files = {f"d{n}/{deep}": b"" for n in range(20)}  # 80 KB of names
+        tracemalloc.start()
+        try:
+            with pytest.raises(guild.CommandRefused) as info:
+                check_run(["python3", "x.py"], 5, files, SandboxPolicy(isolate="never"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert info.value.rule == "disk-budget"
+        # Every prefix of every name as a tuple held 20 x 2000 x 1000 references
+        # (over 300 MB here; 400 such names took 6.4 GB and 25 s of the event loop).
+        assert peak < 16 << 20
+
+    def test_node_test_words_are_read_once(self) -> None:
+        from collections.abc import Sequence
+
+        from guild.sandbox._policy import check_interpreter
+
+        class Counted(Sequence[str]):
+            def __init__(self, words: list[str]) -> None:
+                self.words, self.reads = words, 0
+
+            def __len__(self) -> int:
+                return len(self.words)
+
+            def __getitem__(self, index: Any) -> Any:
+                if isinstance(index, slice):
+                    return [self[i] for i in range(*index.indices(len(self.words)))]
+                self.reads += 1
+                return self.words[index]
+
+        argv = Counted(["node", *["--test"] * 2000, "x.js"])
+        assert check_interpreter(argv, "node") == ("x.js",)
+        # Each --test read every word after it: 2,000,000 reads (20,000 words: 11 s).
+        assert argv.reads < 20 * len(argv)
 
     async def test_file_names_stay_inside(self) -> None:
         sandbox = Sandbox(SandboxPolicy(isolate="never"))
@@ -621,6 +695,158 @@ class TestHostHarms:
         assert b"left /tmp/" in first.stdout  # the attack ran: its own /tmp took the file
         assert left_on_host == []
         assert second.exit_code == 0 and second.stdout == b"", second.stderr
+
+
+class TestHostResources:
+    """What the kernel keeps per host rather than per namespace."""
+
+    @pytest.mark.parametrize("mode", _modes(none=NO_FILES))
+    async def test_host_files_outside_the_system_are_not_visible(self, mode: str) -> None:
+        sandbox = _sandbox(mode)
+        secret = "guild-secret-" + os.urandom(8).hex()
+        # The app's own directory (the test's), world-readable as a umask of 022 leaves it.
+        place = Path.cwd() / f".guild-hostile-{os.urandom(6).hex()}"
+        try:
+            place.mkdir(mode=0o755)
+        except OSError as exc:
+            pytest.skip(f"the working directory takes no new directory: {exc}")
+        try:
+            (place / "settings.txt").write_text(secret)
+            os.chmod(place / "settings.txt", 0o644)
+            script = (
+                f"try:\n    print(open({str(place / 'settings.txt')!r}).read())\n"
+                "except OSError as exc:\n    print(type(exc).__name__)\n"
+            ).encode()
+            with trio.fail_after(30):
+                result = await sandbox.run(
+                    ["python3", "peek.py"], timeout=20, files={"peek.py": script}
+                )
+        finally:
+            (place / "settings.txt").unlink()
+            place.rmdir()
+        assert result.exit_code == 0, result.stderr
+        # Not there at all: a PermissionError would mean only the file's mode guarded it.
+        assert result.stdout == b"FileNotFoundError\n"
+
+    @pytest.mark.parametrize("mode", _modes(none=NO_PTYS))
+    async def test_pseudo_terminals_do_not_run_out_on_the_host(self, mode: str) -> None:
+        sandbox = _sandbox(mode)
+        script = (
+            b"import os, time\n"
+            b"r, w = os.pipe()\n"
+            b"for _ in range(24):\n"
+            b"    if os.fork() == 0:\n"
+            b"        held = []\n"
+            b"        try:\n"
+            b"            while len(held) < 250:\n"
+            b"                held.append(os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY))\n"
+            b"        except OSError:\n"
+            b"            pass\n"
+            b"        os.write(w, len(held).to_bytes(4, 'little'))\n"
+            b"        time.sleep(3)\n"
+            b"        os._exit(0)\n"
+            b"print(sum(int.from_bytes(os.read(r, 4), 'little') for _ in range(24)), flush=True)\n"
+            b"time.sleep(2)\n"
+        )
+        failures: list[OSError] = []
+        tries = 0
+
+        async def open_one() -> None:
+            nonlocal tries
+            while True:
+                try:
+                    primary, secondary = os.openpty()
+                except OSError as exc:
+                    failures.append(exc)
+                else:
+                    os.close(primary)
+                    os.close(secondary)
+                tries += 1
+                await trio.sleep(0.02)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(open_one)
+                result = await sandbox.run(
+                    ["python3", "ptys.py"], timeout=30, files={"ptys.py": script}
+                )
+                nursery.cancel_scope.cancel(reason="the run is over")
+        assert result.exit_code == 0, result.stderr
+        held = int(result.stdout)
+        assert held > 0  # the attack ran
+        # 24 x 250 is over kernel.pty.max (4096 by default): on the host's own
+        # devpts the job took them all and the host's openpty failed (ENOSPC).
+        assert failures == [] and tries > 0
+        if mode == "kernel":
+            assert held <= 64
+
+    @pytest.mark.parametrize("mode", _modes(none=NO_DEVICES))
+    async def test_host_devices_open_to_all_are_not_there(self, mode: str) -> None:
+        usual = {"null", "zero", "full", "random", "urandom", "tty", "ptmx"}
+        open_to_all = sorted(
+            str(path)
+            for path in Path("/dev").rglob("*")
+            if path.name not in usual
+            and not path.is_symlink()
+            and stat.S_ISCHR(path.lstat().st_mode)
+            and path.lstat().st_mode & 0o006 == 0o006
+            and "pts" not in path.parts
+        )
+        if not open_to_all:
+            pytest.skip("this host has no device open to all but the usual ones")
+        sandbox = _sandbox(mode)
+        script = (
+            f"import os\nfor path in {open_to_all!r}:\n"
+            "    try:\n        os.close(os.open(path, os.O_RDWR))\n        print('opened', path)\n"
+            "    except OSError as exc:\n        print(type(exc).__name__)\n"
+        ).encode()
+        with trio.fail_after(30):
+            result = await sandbox.run(["python3", "dev.py"], timeout=20, files={"dev.py": script})
+        assert result.exit_code == 0, result.stderr
+        # e.g. /dev/fuse and /dev/net/tun (0666): the kernel mode's /dev was the host's.
+        assert set(result.stdout.split(b"\n")) == {b"FileNotFoundError", b""}, open_to_all
+
+    @needs_root
+    @pytest.mark.parametrize("mode", _modes(none=NO_KEYS))
+    async def test_a_kernel_key_is_not_left_for_the_next_run(self, mode: str) -> None:
+        uid = 201_000 + int.from_bytes(os.urandom(2), "little") % 900
+        sandbox = _sandbox(mode, uid_pool=(uid, uid))
+        call = (
+            b"import ctypes, os\n"
+            b"libc = ctypes.CDLL(None, use_errno=True)\n"
+            b"libc.syscall.restype = ctypes.c_long\n"
+            b"numbers = {'x86_64': (248, 249, 250), 'aarch64': (217, 218, 219)}\n"
+            b"ADD, REQUEST, KEYCTL = numbers[os.uname().machine]\n"
+            b"USER_KEYRING = -4\n"
+        )
+        add = call + (
+            b"key = libc.syscall(ADD, b'user', b'guild-left', b'left-behind', 11, USER_KEYRING)\n"
+            b"print(os.getuid(), key, ctypes.get_errno())\n"
+        )
+        read = call + (
+            b"key = libc.syscall(REQUEST, b'user', b'guild-left', None, USER_KEYRING)\n"
+            b"buffer = ctypes.create_string_buffer(64)\n"
+            b"size = libc.syscall(KEYCTL, 11, key, buffer, 64) if key > 0 else 0\n"
+            b"print(os.getuid(), buffer.raw[: max(size, 0)])\n"
+        )
+        with trio.fail_after(60):
+            first = await sandbox.run(["python3", "keys.py"], timeout=20, files={"keys.py": add})
+            keys_after_first = _keys_of(uid)
+            second = await sandbox.run(["python3", "keys.py"], timeout=20, files={"keys.py": read})
+        assert first.exit_code == 0 and second.exit_code == 0, first.stderr + second.stderr
+        assert first.stdout.split()[0] == second.stdout.split()[0] == str(uid).encode()
+        assert b"left-behind" not in second.stdout
+        if mode == "kernel":  # nothing was kept for the uid on the host
+            assert keys_after_first == 0, first.stdout
+
+
+def _keys_of(uid: int) -> int:
+    """How many keys the host's kernel holds for ``uid`` (/proc/key-users)."""
+    for line in Path("/proc/key-users").read_text().splitlines():
+        name, _, fields = line.partition(":")
+        if name.strip() == str(uid):
+            return int(fields.split()[1].split("/")[0])
+    return 0
 
 
 async def _with_ticker(run: Any) -> tuple[Any, float]:

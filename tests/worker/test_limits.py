@@ -262,3 +262,40 @@ class TestWaitMetric:
         assert sample("guild_job_limit_wait_seconds_count", labels) == 4
         # a waits 0, 0.25 and 0.5 s; b not at all.
         assert sample("guild_job_limit_wait_seconds_sum", labels) == 0.75
+
+
+class TestCancelWhileWaiting:
+    async def test_a_job_cancelled_while_waiting_for_its_rate_ends_unrun_and_uncharged(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        broker = MemoryBroker()
+        starts: dict[object, float] = {}
+
+        async def handler(job: Job) -> None:
+            starts[job.payload] = trio.current_time()
+
+        spec = WorkerSpec(queue="q", handler=handler, limit=Limit(rate="1/hour"))
+        worker = guild.Worker(spec, broker)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            first, waiting = await broker.enqueue(
+                [Job(queue="q", payload="first"), Job(queue="q", payload="waiting")]
+            )
+            assert await broker.get_result(first.id, wait=10) is not None
+            await trio.sleep(60.0)
+            # Claimed and started, it waits for the rate's next admission (an hour on).
+            info = await broker.job_info(waiting.id)
+            assert info is not None and info.status is guild.JobStatus.IN_FLIGHT, info
+            asked = trio.current_time()
+            assert await broker.cancel([waiting.id]) == [waiting.id]
+            ended = await broker.get_result(waiting.id, wait=10)
+            assert ended is not None and ended.status is guild.JobStatus.CANCELLED, ended
+            # Found by the worker's next poll for cancel requests, 0.5 s apart.
+            assert trio.current_time() - asked <= 0.5
+            (last,) = await broker.enqueue([Job(queue="q", payload="last")])
+            assert await broker.get_result(last.id, wait=10_000) is not None
+            worker.drain()
+        assert set(starts) == {"first", "last"}, "the cancelled job's handler ran"
+        # 1/hour, burst 1: the next admission after "first" is an hour after it;
+        # had the cancelled job been admitted (charged), "last" would wait two.
+        assert starts["last"] - starts["first"] == 3600.0

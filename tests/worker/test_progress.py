@@ -112,6 +112,40 @@ class TestRateLimit:
         job_id = await _run_one(broker, handler, Instruments())
         assert [(i, f, m) for i, f, m, _ in broker.writes] == [(job_id, 1.0, None)]
 
+    async def test_a_job_that_never_reports_writes_nothing(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        broker = RecordingBroker()
+
+        async def handler(job: Job) -> None:
+            await trio.sleep(1)
+
+        job_id = await _run_one(broker, handler, Instruments())
+        assert broker.writes == []
+        info = await broker.job_info(job_id)
+        assert info is not None and info.progress is None
+
+    async def test_a_report_after_the_run_ended_is_dropped(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A task the handler leaves behind (in a nursery of its own, here) reports
+        at 0.5 inside the run and 0.9 a second after it: only 0.5 is written (once,
+        at the end of the run), and nothing after."""
+        broker = RecordingBroker()
+        async with trio.open_nursery() as outside:
+
+            async def straggler() -> None:
+                guild.progress(0.5)
+                await trio.sleep(2)
+                guild.progress(0.9)
+
+            async def handler(job: Job) -> None:
+                outside.start_soon(straggler)
+                await trio.sleep(1)
+
+            job_id = await _run_one(broker, handler, Instruments())
+        assert [(i, f) for i, f, _, _ in broker.writes] == [(job_id, 0.5)]
+
     async def test_two_jobs_are_throttled_apart(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:

@@ -15,6 +15,8 @@ import trio.testing
 import guild
 from guild import Job, MemoryBroker, RetryPolicy, WorkerSpec
 from guild.brokers.sqlite import SqliteBroker
+from guild.observability import Instrument, Instruments, JobFinished
+from guild.observability._events import SomeJobsInstrument
 
 
 async def _run_until(worker: guild.Worker, condition: trio.Event) -> None:
@@ -354,6 +356,35 @@ class TestLogContext:
         (line,) = [entry for entry in logs if entry["event"] == "inside"]
         assert line["task_id"] == job.id and line["worker"] == "q" and line["attempt"] == 1
 
+    async def test_each_job_on_one_handler_carries_its_own_context(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        broker = MemoryBroker()
+        done = trio.Event()
+        count = itertools.count(1)
+
+        async def handler(job: Job) -> None:
+            structlog.get_logger().info("inside", payload=job.payload)
+            if next(count) == 3:
+                done.set()
+
+        jobs = await broker.enqueue(
+            [Job(queue="q", payload=1), Job(queue="q", payload=2, trace_id="t-2")]
+        )
+        jobs += await broker.enqueue([Job(queue="q", payload=3)])
+        worker = guild.Worker(WorkerSpec(queue="q", handler=handler, concurrency=1), broker)
+        with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as logs:
+            await _run_until(worker, done)
+        lines = [entry for entry in logs if entry["event"] == "inside"]
+        assert [(e["payload"], e["task_id"], e["trace_id"]) for e in lines] == [
+            (1, jobs[0].id, jobs[0].id),
+            (2, jobs[1].id, "t-2"),
+            (3, jobs[2].id, jobs[2].id),
+        ]
+        assert all(e["worker"] == "q" and e["attempt"] == 1 for e in lines)
+
 
 class TestLifespan:
     """Lifespans open before the first job and close after the last, in reverse order."""
@@ -475,3 +506,88 @@ class TestUnencodableResults:
         result = await broker.get_result(job.id, wait=1)
         assert attempts == [1, 2, 3]
         assert result is not None and result.ok and result.value == "fine"
+
+
+class _Picky(SomeJobsInstrument):
+    """Hears the finished jobs whose payload is "mine" only."""
+
+    def __init__(self) -> None:
+        self.heard: list[object] = []
+
+    def hears(self, job: Job) -> bool:
+        return bool(job.payload == "mine")
+
+    def job_finished(self, event: JobFinished) -> None:
+        self.heard.append(event.job.payload)
+
+
+class _All(Instrument):
+    def __init__(self) -> None:
+        self.heard: list[object] = []
+
+    def job_finished(self, event: JobFinished) -> None:
+        self.heard.append(event.job.payload)
+
+
+class TestFinishedEvents:
+    """A job_finished event is built for a job only when some instrument hears it."""
+
+    def test_wants_finished_asks_instruments_that_hear_some_jobs(self) -> None:
+        mine, other = Job(queue="q", payload="mine"), Job(queue="q", payload="other")
+        instruments = Instruments()
+        assert not instruments.wants_finished(mine)
+        picky = _Picky()
+        instruments.add(picky)
+        assert instruments.wants_finished(mine) and not instruments.wants_finished(other)
+        everything = _All()
+        instruments.add(everything)
+        assert instruments.wants_finished(mine) and instruments.wants_finished(other)
+        instruments.remove(everything)
+        assert not instruments.wants_finished(other)
+        instruments.remove(picky)
+        assert not instruments.wants_finished(mine)
+
+    async def test_a_worker_emits_for_heard_jobs_only(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        broker = MemoryBroker()
+        ran: list[object] = []
+        done = trio.Event()
+
+        async def handler(job: Job) -> None:
+            ran.append(job.payload)
+            if len(ran) == 3:
+                done.set()
+
+        await broker.enqueue([Job(queue="q", payload=p) for p in ("other", "mine", "other")])
+        picky = _Picky()
+        worker = guild.Worker(
+            WorkerSpec(queue="q", handler=handler, concurrency=1), broker, Instruments([picky])
+        )
+        await _run_until(worker, done)
+        assert ran == ["other", "mine", "other"]
+        assert picky.heard == ["mine"]
+
+    async def test_with_an_instrument_that_hears_all_every_job_is_emitted(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        broker = MemoryBroker()
+        done = trio.Event()
+        count = itertools.count(1)
+
+        async def handler(job: Job) -> None:
+            if next(count) == 2:
+                done.set()
+
+        await broker.enqueue([Job(queue="q", payload=p) for p in ("other", "mine")])
+        picky, everything = _Picky(), _All()
+        worker = guild.Worker(
+            WorkerSpec(queue="q", handler=handler, concurrency=1),
+            broker,
+            Instruments([picky, everything]),
+        )
+        await _run_until(worker, done)
+        assert sorted(map(str, everything.heard)) == ["mine", "other"]
+        # The picky one is told of all (emit calls every listener); it ignores none
+        # here, so it sees both: what it hears decides only whether an event is built.
+        assert sorted(map(str, picky.heard)) == ["mine", "other"]

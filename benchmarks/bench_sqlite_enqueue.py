@@ -1,0 +1,99 @@
+"""SQLite enqueue, one job per call, one caller: what Huey's ``task(x)`` measures.
+
+    python benchmarks/bench_sqlite_enqueue.py                  # both APIs, every setting
+    python benchmarks/bench_sqlite_enqueue.py -n 5000 --rounds 5 --dir /var/tmp
+    python benchmarks/bench_sqlite_enqueue.py --api sync --synchronous FULL --json
+
+Each call stores one job and returns only once it is committed, so every job is
+its own transaction: at ``synchronous=ENQUEUE`` (the default) and ``FULL`` each
+is an fsync of the WAL, as in Huey's SqliteHuey (WAL, SQLite's default
+``synchronous=FULL``), which is the durability to compare it at. ``sync`` is ``guild.Client.enqueue`` from a plain
+thread (as Huey is called); ``async`` is ``guild.AsyncClient.enqueue`` awaited
+under Trio. Runs alternate (every API and setting once per round, on a fresh
+file each) so a busy machine weighs on all of them alike; the median of the
+rounds is reported. The file sits in ``--dir``: the disk's fsync is the figure's
+floor at FULL, so compare with a peer on the same disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+import guild
+
+
+def _fresh(directory: Path, name: str) -> Path:
+    path = directory / name
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
+
+
+def run_sync(path: Path, synchronous: str, n: int) -> float:
+    with guild.Client(f"sqlite:{path}?synchronous={synchronous}") as client:
+        client.enqueue("bench", 0)  # the file made, the schema written: not timed
+        began = time.perf_counter()
+        for i in range(n):
+            client.enqueue("bench", i)
+        return n / (time.perf_counter() - began)
+
+
+def run_async(path: Path, synchronous: str, n: int) -> float:
+    async def main() -> float:
+        async with guild.AsyncClient(f"sqlite:{path}?synchronous={synchronous}") as client:
+            await client.enqueue("bench", 0)
+            began = time.perf_counter()
+            for i in range(n):
+                await client.enqueue("bench", i)
+            return n / (time.perf_counter() - began)
+
+    return trio.run(main)
+
+
+RUNS = {"sync": run_sync, "async": run_async}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=3000, help="jobs per run (default 3000)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--api", nargs="+", choices=list(RUNS), default=list(RUNS))
+    parser.add_argument(
+        "--synchronous",
+        nargs="+",
+        choices=["ENQUEUE", "FULL", "NORMAL"],
+        default=["ENQUEUE", "FULL", "NORMAL"],
+    )
+    parser.add_argument("--dir", type=Path, help="where the files go (default: a temp dir)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    directory = args.dir or Path(tempfile.mkdtemp(prefix="guild-bench-enqueue-"))
+    rates: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for api in args.api:
+            for synchronous in args.synchronous:
+                path = _fresh(directory, f"enqueue-{api}-{synchronous}.db")
+                rate = RUNS[api](path, synchronous, args.n)
+                rates.setdefault(f"{api} {synchronous}", []).append(rate)
+    found = {
+        name: {"median_per_s": round(statistics.median(r)), "runs": [round(x) for x in r]}
+        for name, r in rates.items()
+    }
+    if args.json:
+        print(json.dumps({"n": args.n, "dir": str(directory), "results": found}, indent=2))
+        return
+    for name, row in found.items():
+        print(f"{name:12} {row['median_per_s']:>8,} jobs/s  (runs: {row['runs']})")
+
+
+if __name__ == "__main__":
+    main()

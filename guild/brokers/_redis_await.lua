@@ -1,0 +1,25 @@
+-- The caller's half of get_result(wait=…) on one Redis (see redis.py): this script
+-- and a BLPOP of P:notify:<id>, pipelined, so one round trip. Small, and sent
+-- whole (EVAL): a script cache flushed since cannot leave the BLPOP waiting on
+-- an answer that never comes.
+
+-- @common
+local P = ARGV[1]
+
+-- @await_push
+-- ARGV: P, id, wait_ms. A result there already is pushed to the job's notify list
+-- for the BLPOP behind this script to take at once (and returned); else the
+-- caller is counted as a waiter, atomically with the check, so the script that
+-- finishes the job pushes the result to it (notify in _redis_functions.lua).
+local id, wait_ms = ARGV[2], tonumber(ARGV[3])
+local result = redis.call('GET', P .. ':result:' .. id)
+if result then
+  local list = P .. ':notify:' .. id
+  redis.call('RPUSH', list, result)
+  redis.call('PEXPIRE', list, 60000)
+  return result
+end
+local waiting = P .. ':waiting:' .. id
+redis.call('INCR', waiting)
+redis.call('PEXPIRE', waiting, wait_ms + 1000)
+return false

@@ -1,0 +1,319 @@
+"""More careless command lines, each through a real ``python -m guild``: the
+commands test_bad_input.py leaves out (result, job, purge, config, migrate,
+canary), Redis URLs the client would misread, an app that exits while it is
+imported, a corrupt stored row, and a reader that closes stdout early.
+
+Each case writes out the exit code it expects and words its one error line must
+hold; none may show a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOSED = f"127.0.0.1:{free_port()}"
+"""A loopback port nothing listens on: every URL below is refused before it is tried."""
+
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("careless")
+    (where / "exits_app.py").write_text("import sys\nsys.exit(3)\n")
+    (where / "garbage.toml").write_bytes(b"\xff\xfe\x00garbage")
+    (where / "scalar_guild.toml").write_text("guild = 3\n")
+    (where / "a_directory").mkdir()
+    return where
+
+
+def guild(
+    cwd: Path, apps: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(apps)])
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "guild", *args],
+        capture_output=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+def case(*args: str, code: int = 2, says: str) -> Any:
+    return pytest.param(list(args), code, says, id=" ".join(args)[:70])
+
+
+def _each_command(url: str, says: str) -> list[Any]:
+    return [
+        case(*command, "--broker", url, says=says)
+        for command in (
+            ["stats"],
+            ["enqueue", "q", "1"],
+            ["result", "J1"],
+            ["job", "show", "J1"],
+            ["purge", "q"],
+            ["migrate"],
+            ["canary", "status"],
+            ["run", "tests.cli.apps:quick"],
+        )
+    ]
+
+
+CASES = [
+    # --- Redis URLs: what the client would ignore or misread is refused up front ---
+    *_each_command(f"redis://{CLOSED}/0?foo=bar", "unknown option foo=bar (one of: client_name"),
+    *_each_command(f"redis://{CLOSED}/abc", "database 'abc' is not a whole number"),
+    case("stats", "--broker", f"redis://{CLOSED}/0/1", says="database '0/1' is not a whole"),
+    case("stats", "--broker", f"redis://{CLOSED}/0?db=x", says="option db=x: not a valid value"),
+    case(
+        "stats",
+        "--broker",
+        f"redis://{CLOSED}/0?decode_responses=yes",
+        says="unknown option decode_responses=yes",
+    ),
+    case("stats", "--broker", f"redis://{CLOSED}/0?noreply=1", says="unknown option noreply=1"),
+    case(
+        "stats",
+        "--broker",
+        f"redis://{CLOSED}/0?stream_timeout=nan",
+        says="option stream_timeout=nan: not a valid value",
+    ),
+    case(
+        "stats",
+        "--broker",
+        f"redis://{CLOSED}/0?max_connections=0",
+        says="option max_connections=0: not a valid value",
+    ),
+    case(
+        "stats",
+        "--broker",
+        f"redis://{CLOSED}/0?ssl_cert_reqs=none",
+        says="unknown option ssl_cert_reqs=none",  # a TLS option on a plain URL
+    ),
+    case(
+        "stats",
+        "--broker",
+        f"redis+cluster://{CLOSED}/3",
+        says="database 3: a Redis Cluster has database 0 only",
+    ),
+    # --- run: an app module that calls sys.exit() while it is imported ---
+    case(
+        "run",
+        "exits_app:app",
+        "--broker",
+        "memory://",
+        says="module 'exits_app' to import, but it raised SystemExit: 3",
+    ),
+    # --- result ---
+    case("result", says="required: id"),
+    case("result", "J1", "--wait", "nan", says="--wait: expected a finite number, got 'nan'"),
+    case("result", "J1", "--wait", "1e999", says="--wait: expected a finite number"),
+    case("result", "J1", "--wait", "-1", says="--wait: expected at least 0, got -1"),
+    case("result", "J1", "--wait", "99999999999", says="--wait: expected at most 86,400"),
+    case("result", "J1", says="no database at"),
+    # --- job ---
+    case("job", says="required: ACTION"),
+    case("job", "frob", says="invalid choice: 'frob'"),
+    case("job", "show", says="required: id"),
+    case("job", "cancel", says="required: id"),
+    case("job", "show", "J1", says="no database at"),
+    case("job", "cancel", "J1", says="no database at"),
+    # --- purge ---
+    case("purge", says="required: QUEUE"),
+    case("purge", "", "--yes", says="queue name '': must not be empty"),
+    case("purge", "q", "--status", "weird", says="--status: invalid choice: 'weird'"),
+    case("purge", "q", "--status", "ready", says="add --yes to do it"),
+    case("purge", "q", "--older-than", "nan", says="--older-than: expected a finite number"),
+    case("purge", "q", "--older-than", "-5", says="--older-than: expected at least 0, got -5"),
+    case("purge", "q", says="no database at"),
+    # --- config ---
+    case("config", says="required: COMMAND"),
+    case("config", "show", says="guild.toml: (file): expected an existing TOML file"),
+    case("config", "show", "--processes", "abc", says="--processes"),
+    # --- migrate ---
+    case("migrate", "extra", says="unrecognized arguments: extra"),
+    case("migrate", says="no database at"),
+    case("migrate", "--broker", "memory://", says="memory://"),
+    # --- canary ---
+    case("canary", says="required: ACTION"),
+    case("canary", "frob", says="invalid choice: 'frob'"),
+    case("canary", "start", says="required: queue"),
+    case("canary", "start", "q", "--stages", "x", says="--stages: expected shares like"),
+    case("canary", "start", "q", "--stages", "1,0.5", says="stages must rise, got [1.0, 0.5]"),
+    case("canary", "start", "q", "--stages", "0.5", says="the last stage must be 1.0"),
+    case("canary", "status", says="no database at"),
+]
+
+
+def _one_error_line(done: subprocess.CompletedProcess[bytes]) -> str:
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("guild: error: "), stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "code", "says"), CASES)
+def test_careless_input_is_one_line_and_its_exit_code(
+    tmp_path: Path, apps: Path, args: list[str], code: int, says: str
+) -> None:
+    done = guild(tmp_path, apps, *args)
+    line = _one_error_line(done)
+    assert done.returncode == code, line
+    assert says in line, line
+    assert done.stdout == b""
+    assert list(tmp_path.iterdir()) == [], "a refused command created a file"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ("garbage.toml", "(file): expected a readable UTF-8 file"),
+        ("scalar_guild.toml", "guild: expected a table, got 3"),
+        ("a_directory", "(file): expected a readable UTF-8 file"),
+    ],
+)
+def test_config_show_names_the_file_and_key(
+    tmp_path: Path, apps: Path, config: str, says: str
+) -> None:
+    done = guild(tmp_path, apps, "config", "show", str(apps / config))
+    line = _one_error_line(done)
+    assert done.returncode == 2
+    assert line.startswith(f"guild: error: {apps / config}: {says}"), line
+
+
+@pytest.mark.slow
+def test_a_redis_password_stays_hidden_in_an_option_error(tmp_path: Path, apps: Path) -> None:
+    url = f"redis://{CLOSED}/0?password=s3cret&colour=blue"
+    done = guild(tmp_path, apps, "stats", "--broker", url)
+    line = _one_error_line(done)
+    assert done.returncode == 2
+    assert "unknown option colour=blue" in line and "password=***" in line
+    assert "s3cret" not in line
+
+
+def _corrupt_rows(db: Path) -> None:
+    # Rows as a hand edit or another program could leave them: an unknown status,
+    # a result that is not JSON, numbers that are text.
+    columns = "id, queue, payload, attempt, max_attempts, enqueued_at, trace_id, status, ready_at"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            f"INSERT INTO jobs ({columns}) VALUES ('BOGUS', 'q', '1', 0, 3, 1.0, 't', 'bogus', 0)"
+        )
+        conn.execute(
+            f"INSERT INTO jobs ({columns}, result, finished_at, result_expires)"
+            " VALUES ('NOTJSON', 'q', '1', 0, 3, 1.0, 't', 'done', 0, X'FF00', 1e12, 1e12)"
+        )
+        conn.execute(
+            f"INSERT INTO jobs ({columns}) VALUES ('TEXTY', 'q', '1', 'x', 3, 1.0, 't', 'ready', 0)"
+        )
+    conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["job", "show", "BOGUS"], "job BOGUS: its stored row cannot be read"),
+        (["result", "BOGUS"], "'bogus' is not a valid JobStatus"),
+        (["result", "NOTJSON"], "job NOTJSON: its stored result cannot be read (JSONDecodeError"),
+        (["job", "show", "NOTJSON"], "job NOTJSON: its stored row cannot be read"),
+        (["job", "show", "TEXTY"], "invalid literal for int() with base 10: 'x'"),
+    ],
+)
+def test_a_corrupt_stored_row_is_named_not_a_crash(
+    tmp_path: Path, apps: Path, args: list[str], says: str
+) -> None:
+    url = "sqlite:guild.db"
+    assert guild(tmp_path, apps, "enqueue", "q", "1", "--broker", url).returncode == 0
+    _corrupt_rows(tmp_path / "guild.db")
+    done = guild(tmp_path, apps, *args, "--broker", url)
+    line = _one_error_line(done)
+    assert done.returncode == 2, line
+    assert says in line, line
+    as_json = guild(tmp_path, apps, *args, "--broker", url, "--json")
+    error = json.loads(as_json.stderr)
+    assert error["type"] == "BrokerError" and says in error["error"]
+    # The other rows read as before.
+    stats = guild(tmp_path, apps, "stats", "--json", "--broker", url)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["q"]["ready"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_closes_stdout_early_gets_one_line_not_a_traceback(
+    tmp_path: Path, apps: Path, as_json: bool
+) -> None:
+    """``guild enqueue q - | head -0``: the jobs are enqueued; the ids cannot be shown."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(apps)])
+    argv = [sys.executable, "-m", "guild", "enqueue", "q", "-", "--broker", "sqlite:guild.db"]
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before guild writes a line
+    try:
+        done = subprocess.run(
+            argv + (["--json"] if as_json else []),
+            input=b"".join(b"%d\n" % n for n in range(500)),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    stderr = done.stderr.decode()
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert done.returncode == 1, stderr
+    (line,) = stderr.splitlines()
+    expected = "stdout was closed before all of the output was written"
+    if as_json:
+        assert json.loads(line) == {"error": expected, "type": "CommandFailed", "exit_code": 1}
+    else:
+        assert line == f"guild: error: {expected}"
+    stats = guild(tmp_path, apps, "stats", "--json", "--broker", "sqlite:guild.db")
+    assert json.loads(stats.stdout)["q"]["ready"] == 500
+
+
+@pytest.mark.slow
+def test_a_database_on_a_read_only_filesystem_says_so(tmp_path: Path, apps: Path) -> None:
+    where = tmp_path / "disk"
+    where.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)]
+    mounted = subprocess.run(mount, capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        url = f"sqlite:///{where / 'jobs.db'}"
+        assert guild(tmp_path, apps, "enqueue", "q", "1", "--broker", url).returncode == 0
+        remount = ["mount", "-o", "remount,ro", str(where)]
+        subprocess.run(remount, check=True)
+        expected = (
+            f"guild: error: sqlite {where / 'jobs.db'}: unable to open database file"
+            f" (the filesystem of {where} is mounted read-only)"
+        )
+        for args in (["enqueue", "q", "2"], ["stats"], ["run", "tests.cli.apps:quick"]):
+            done = guild(tmp_path, apps, *args, "--broker", url)
+            line = _one_error_line(done)
+            assert done.returncode == 2, line
+            assert line == expected
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
