@@ -92,13 +92,15 @@ free_port() { "$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1',
 # One part: its output to $RES/NAME.log (and the terminal), its wall time to timings.tsv.
 part() {
     local name=$1; shift
-    local t0 t1 rc
+    local t0 t1 rc load
+    load=$(cut -d' ' -f1 /proc/loadavg)
     echo "=== $(date -u +%T) $name (load $(cut -d' ' -f1-3 /proc/loadavg))"
     t0=$(date +%s.%N)
     "$@" 2>&1 | tee "$RES/$name.log"
     rc=${PIPESTATUS[0]}
     t1=$(date +%s.%N)
-    awk -v n="$name" -v a="$t0" -v b="$t1" -v rc="$rc" 'BEGIN { printf "%s\t%.1f\t%s\n", n, b - a, rc }' >>"$RES/timings.tsv"
+    awk -v n="$name" -v a="$t0" -v b="$t1" -v rc="$rc" -v l="$load" \
+        'BEGIN { printf "%s\t%.1f\t%s\t%s\n", n, b - a, rc, l }' >>"$RES/timings.tsv"
     [ "$rc" = 0 ] || { FAILED+=("$name"); echo "=== $name FAILED (exit $rc), see $RES/$name.log"; }
     return 0
 }
@@ -115,8 +117,10 @@ setup() {
     fi
     if want bullmq || want peers; then
         # run.sh would make these itself; doing it here keeps pip's time out of the peers part.
-        for pair in "venv:requirements.txt" "venv-taskiq:requirements-taskiq.txt"; do
-            local v=$PEERS_STATE/${pair%%:*}
+        # The bullmq harness reads its venv from /tmp/guild-peerbench/venv whatever PEERS_STATE says.
+        for pair in "$PEERS_STATE/venv:requirements.txt" "$PEERS_STATE/venv-taskiq:requirements-taskiq.txt" \
+            "/tmp/guild-peerbench/venv:requirements.txt"; do
+            local v=${pair%%:*}
             if [ ! -x "$v/bin/python" ]; then
                 python3 -m venv "$v" && "$v/bin/pip" install -q -r "$SHARED/peers/${pair#*:}" || ok=1
             fi

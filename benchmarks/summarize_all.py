@@ -51,11 +51,11 @@ def section_timings(res: Path, out: list[str]) -> None:
     out.append("## Machine and run\n")
     machine = res / "machine.txt"
     out.append(machine.read_text() if machine.exists() else "(machine.txt missing)\n")
-    out.append("\n| part | wall s | exit |\n|---|---|---|")
+    out.append("\n| part | wall s | exit | load average at its start |\n|---|---|---|---|")
     timings = res / "timings.tsv"
     for line in timings.read_text().splitlines() if timings.exists() else []:
-        name, secs, *rc = [*line.split("\t"), ""]
-        out.append(f"| {name} | {float(secs):,.0f} | {rc[0]} |")
+        name, secs, rc, load = [*line.split("\t"), "", "", ""][:4]
+        out.append(f"| {name} | {float(secs):,.0f} | {rc} | {load} |")
     out.append("")
 
 

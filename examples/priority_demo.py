@@ -5,6 +5,8 @@ Nine jobs wait on a SQLite queue before its worker starts: three of each level,
 enqueued low first. The worker (one job at a time) runs every high one first,
 then the normal ones, then the low ones. A high job delayed by a moment keeps
 its priority: when it comes due it runs before the low ones still waiting.
+What the broker reports keeps it too: ``job_info`` (``guild job show``), a dead
+letter (``guild dlq show``), and the job requeued from it (``guild dlq requeue``).
 
     python examples/priority_demo.py
 """
@@ -40,10 +42,28 @@ async def main() -> None:
             names = [f"{level.name.lower()}-{n}" for n in range(1, 4)]
             await app.enqueue_many("reports", names, priority=level, broker=url)
         # From the shell: guild enqueue reports '"urgent"' --priority high --delay 0.3
-        await app.enqueue("reports", "urgent", priority="high", delay=0.3, broker=url)
+        urgent_job = await app.enqueue("reports", "urgent", priority="high", delay=0.3, broker=url)
         async with app.open(url):
             with trio.fail_after(30):
                 await finished.wait()
+        async with guild.open_broker(url) as broker:
+            info = await broker.job_info(urgent_job.id)
+            assert info is not None
+            print("guild job show:", info.status.value, info.priority.name.lower())
+            # No worker takes "archive": this process claims the job and gives up on it.
+            (doomed,) = await broker.enqueue(
+                [guild.Job(queue="archive", payload="ledger", priority=Priority.HIGH)]
+            )
+            (held,) = await broker.claim("archive", consumer="demo", limit=1, lease=30)
+            await broker.dead(held, error="disk full")
+            (letter,) = await broker.list_dead("archive")
+            await broker.requeue_dead([doomed.id])
+            again = await broker.job_info(doomed.id)
+            assert again is not None
+            print(
+                f"dead letter: {letter.job.priority.name.lower()},"
+                f" requeued: {again.status.value} {again.priority.name.lower()}"
+            )
     print("ran:", ", ".join(ran))
     first = [r for r in ran if not r.startswith("urgent")]
     print("high before normal before low:", first == sorted(first, key=_rank))

@@ -68,6 +68,19 @@ class Periodic:
     queue: str
     payload: JSONValue = None
 
+    def to_json(self, now: dt.datetime) -> dict[str, Any]:
+        """This schedule and its next fire after ``now`` (an aware time), ISO 8601
+        in the cron's own zone: what ``guild run``'s banner and ``/health`` list."""
+        schedule = self.schedule
+        fire = schedule.next_fire(now)
+        if isinstance(schedule, Cron):
+            if schedule.zone is not None:
+                fire = fire.astimezone(schedule.zone)
+            every: dict[str, Any] = {"cron": schedule.expression, "tz": schedule.tz or "UTC"}
+        else:
+            every = {"seconds": schedule.seconds}
+        return {"name": self.name, "queue": self.queue, **every, "next": fire.isoformat()}
+
 
 @attrs.frozen(kw_only=True)
 class SupervisorOptions:
@@ -248,6 +261,12 @@ class Guild:
     def schedules(self) -> dict[str, Periodic]:
         """The periodic jobs registered with :meth:`periodic`, by name."""
         return dict(self._periodic)
+
+    def upcoming(self) -> list[dict[str, Any]]:
+        """Each periodic job, by name, with its next fire after now by the app's
+        ``wall_clock`` (:meth:`Periodic.to_json`): ``/health``'s ``periodic``."""
+        now = _utc(self._wall_clock())
+        return [entry.to_json(now) for _, entry in sorted(self._periodic.items())]
 
     def lifespan(
         self, factory: Callable[[Guild], AbstractAsyncContextManager[object]]

@@ -46,6 +46,9 @@ def encode_payload(payload: JSONValue) -> str:
         PayloadEncodeError: JSON cannot encode it; names the place
             (``payload['when'] is a datetime, which JSON cannot encode``).
     """
+    text = _scalar_text(payload)
+    if text is not None:
+        return text
     problem = _encode_or_problem(payload, "payload")
     if isinstance(problem, _Problem):
         raise PayloadEncodeError(problem.path, problem.text)
@@ -59,21 +62,9 @@ def encode_result(value: JSONValue) -> ResultJSON:
         ResultEncodeError: JSON cannot encode it; names the place
             (``result[2]['at'] is a datetime, which JSON cannot encode``).
     """
-    # Most handlers return None or one scalar: those skip the encoder's per-call
-    # set-up, which costs several times the encoding itself (on the worker's hot
-    # path). Each gives json.dumps' exact text; anything else takes the full path.
-    if value is None:
-        return _NULL
-    if type(value) is int:
-        if -_INT_FAST < value < _INT_FAST:
-            return ResultJSON(int.__repr__(value))
-    elif type(value) is str:
-        if value.isascii():
-            return ResultJSON(_encode_str(value))
-    elif type(value) is bool:
-        return _TRUE if value else _FALSE
-    elif type(value) is float and math.isfinite(value):
-        return ResultJSON(float.__repr__(value))
+    text = _scalar_text(value)
+    if text is not None:
+        return ResultJSON(text)
     problem = _encode_or_problem(value, "result")
     if isinstance(problem, _Problem):
         raise ResultEncodeError(problem.path, problem.text)
@@ -85,6 +76,29 @@ _TRUE: Final = ResultJSON("true")
 _FALSE: Final = ResultJSON("false")
 # Ints this small are far from the interpreter's digit limit for int -> str.
 _INT_FAST: Final = 10**18
+
+
+def _scalar_text(value: JSONValue) -> str | None:
+    """``value``'s JSON text if it is None or one plain scalar, else ``None``.
+
+    Most payloads and results are: those skip the encoder's per-call set-up,
+    which costs several times the encoding itself (on the enqueue and worker hot
+    paths). Each gives json.dumps' exact text; anything else (and an int too
+    long, a str not ASCII, a float not finite) takes the full path, which checks it.
+    """
+    if value is None:
+        return _NULL
+    if type(value) is int:
+        if -_INT_FAST < value < _INT_FAST:
+            return int.__repr__(value)
+    elif type(value) is str:
+        if value.isascii():
+            return _encode_str(value)
+    elif type(value) is bool:
+        return _TRUE if value else _FALSE
+    elif type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return None
 
 
 def decode_payload(job_id: str, raw: bytes | str) -> JSONValue:

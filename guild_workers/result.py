@@ -58,6 +58,7 @@ import json
 import math
 import os
 import types
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal, TypedDict, Unpack
@@ -96,6 +97,11 @@ def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: int) -> Non
         raise ValueError(f"{attribute.name} must be an int >= 1, got {value!r}")
 
 
+def _at_least_zero(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name} must be an int >= 0, got {value!r}")
+
+
 def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:
     # A copy, so that changing the caller's dict cannot change frozen settings.
     return types.MappingProxyType(dict(value))
@@ -119,6 +125,8 @@ class SlackSettings:
         marker: what ends truncated text.
         record_ttl: seconds the record of a posted part is kept.
         max_holds: 429s one part may meet in a run before the job is retried later.
+        max_idle_channels: channels' limiters kept while idle (no post going)
+            before the least recently used are dropped (see ``_ChannelLimits``).
         timeout: seconds for one HTTP request.
     """
 
@@ -136,6 +144,7 @@ class SlackSettings:
     marker: str = TRUNCATION_MARKER
     record_ttl: float = attrs.field(default=7 * 86_400.0, validator=_positive)
     max_holds: int = attrs.field(default=20, validator=_at_least_one)
+    max_idle_channels: int = attrs.field(default=10_000, validator=_at_least_zero)
     timeout: float = attrs.field(default=10.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
@@ -196,27 +205,74 @@ def _reject_unless(condition: bool, reason: str) -> None:
         raise guild.Reject(reason)
 
 
+@attrs.define(eq=False)
+class _Channel:
+    """A channel's limiter and the runs posting through it now."""
+
+    limiter: Limiter
+    users: int = 0
+    # A Redis limiter's keeper task (open_on's block): cancelled when it is dropped.
+    stop: trio.CancelScope | None = None
+
+
 class _ChannelLimits:
     """One limiter per channel, made on first use: in-process, or on the Redis
-    broker's connection (kept open by tasks in ``nursery`` until it closes)."""
+    broker's connection (kept open by a task in ``nursery`` until it closes).
+
+    A channel posted to once must not keep its limiter for ever: once idle (no
+    run posting through it) a limiter goes on an LRU list, and past ``max_idle``
+    the least recently used are dropped, as ``guild.ratelimit.KeyedLimiters``
+    drops its keys'. A local limiter is dropped only once it is fresh (no
+    hold-off pending, its burst recharged), since a new one would grant the
+    channel a fresh burst; the oldest not yet fresh stops the trim, so the list
+    runs over by the channels used within a burst's recharge or held off by a
+    429. A Redis limiter's state, hold-offs included, lives in Redis: dropping
+    it loses nothing.
+    """
 
     def __init__(self, settings: SlackSettings, nursery: trio.Nursery) -> None:
         self._settings = settings
         self._nursery = nursery
-        self._limiters: dict[str, Limiter] = {}
+        self._channels: dict[str, _Channel] = {}
         self._opening: dict[str, trio.Event] = {}
+        self._idle: OrderedDict[str, None] = OrderedDict()
 
-    async def get(self, channel: str, broker: guild.Broker) -> Limiter:
-        while channel not in self._limiters:
+    def __len__(self) -> int:
+        """Limiters alive now (in use and idle)."""
+        return len(self._channels)
+
+    def limiter(self, channel: str) -> Limiter | None:
+        """The limiter of ``channel``, if one exists now."""
+        found = self._channels.get(channel)
+        return None if found is None else found.limiter
+
+    @asynccontextmanager
+    async def using(self, channel: str, broker: guild.Broker) -> AsyncIterator[Limiter]:
+        """``channel``'s limiter, kept for the block (not dropped while it runs)."""
+        found = await self._get(channel, broker)
+        # No checkpoint since _get found it: it cannot have been dropped meanwhile.
+        found.users += 1
+        self._idle.pop(channel, None)
+        try:
+            yield found.limiter
+        finally:
+            found.users -= 1
+            if found.users == 0:
+                self._idle[channel] = None
+                self._trim()
+
+    async def _get(self, channel: str, broker: guild.Broker) -> _Channel:
+        while channel not in self._channels:
             opening = self._opening.get(channel)
             if opening is not None:
                 await opening.wait()
                 continue
             redis = _redis_of(broker)
             if redis is None:
-                self._limiters[channel] = RateLimiter(
+                limiter = RateLimiter(
                     self._settings.rate, self._settings.period, burst=self._settings.burst
                 )
+                self._channels[channel] = _Channel(limiter)
                 break
             self._opening[channel] = opened = trio.Event()
             try:
@@ -224,22 +280,36 @@ class _ChannelLimits:
             finally:
                 del self._opening[channel]
                 opened.set()
-        return self._limiters[channel]
+        return self._channels[channel]
+
+    def _trim(self) -> None:
+        while len(self._idle) > self._settings.max_idle_channels:
+            channel = next(iter(self._idle))
+            found = self._channels[channel]
+            if isinstance(found.limiter, RateLimiter) and not found.limiter.is_fresh():
+                # The rest were used later still: none of them is fresh either,
+                # unless this one is held off (then they wait for it to end).
+                return
+            del self._idle[channel]
+            del self._channels[channel]
+            if found.stop is not None:
+                found.stop.cancel()
 
     async def _keep_redis_limiter(
         self, channel: str, client: Any, prefix: str, *, task_status: trio.TaskStatus[None]
     ) -> None:
         settings = self._settings
-        async with RedisRateLimiter.open_on(
-            client,
-            f"{prefix}:results:{channel}",
-            settings.rate,
-            settings.period,
-            burst=settings.burst,
-        ) as limiter:
-            self._limiters[channel] = limiter
-            task_status.started()
-            await trio.sleep_forever()
+        with trio.CancelScope() as stop:
+            async with RedisRateLimiter.open_on(
+                client,
+                f"{prefix}:results:{channel}",
+                settings.rate,
+                settings.period,
+                burst=settings.burst,
+            ) as limiter:
+                self._channels[channel] = _Channel(limiter, stop=stop)
+                task_status.started()
+                await trio.sleep_forever()
 
 
 def _redis_of(broker: guild.Broker) -> tuple[Any, str] | None:
@@ -435,25 +505,25 @@ class ResultWorker:
 
     async def _post_part(self, target: _Target, text: str, thread: str | None, run: _Run) -> str:
         assert self._limits is not None and self._client is not None
-        limiter = await self._limits.get(target.channel, self.app.broker)
-        holds = 0
-        while True:
-            async with limiter:
-                outcome = await self._send(target, text, thread)
-            if outcome.verdict is Verdict.POSTED:
-                run.parts += 1
-                return outcome.ts
-            if outcome.verdict is Verdict.REJECT:
-                raise guild.Reject(f"{target.channel}: {outcome.reason}")
-            if outcome.verdict is Verdict.RETRY:
-                raise guild.Retry()
-            run.rate_limited += 1
-            run.rate_limited_seconds += outcome.wait
-            await limiter.hold_off(outcome.wait)
-            _log.info("result_rate_limited", channel=target.channel, retry_after=outcome.wait)
-            holds += 1
-            if holds >= self.settings.max_holds:
-                raise guild.Retry(after=outcome.wait)
+        async with self._limits.using(target.channel, self.app.broker) as limiter:
+            holds = 0
+            while True:
+                async with limiter:
+                    outcome = await self._send(target, text, thread)
+                if outcome.verdict is Verdict.POSTED:
+                    run.parts += 1
+                    return outcome.ts
+                if outcome.verdict is Verdict.REJECT:
+                    raise guild.Reject(f"{target.channel}: {outcome.reason}")
+                if outcome.verdict is Verdict.RETRY:
+                    raise guild.Retry()
+                run.rate_limited += 1
+                run.rate_limited_seconds += outcome.wait
+                await limiter.hold_off(outcome.wait)
+                _log.info("result_rate_limited", channel=target.channel, retry_after=outcome.wait)
+                holds += 1
+                if holds >= self.settings.max_holds:
+                    raise guild.Retry(after=outcome.wait)
 
     async def _send(self, target: _Target, text: str, thread: str | None) -> Outcome:
         assert self._client is not None

@@ -86,6 +86,8 @@ EXPECTED = {
         "ran: high-1(high), high-2(high), high-3(high), normal-1(normal)",
         "high before normal before low: True",
         "delayed high job ran before every low one: True",
+        "guild job show: done high",
+        "dead letter: high, requeued: ready high",
     ],
     "migrate_demo.py": [
         "guild stats on the old file -> exit 2: guild: error: the database",

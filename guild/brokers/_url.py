@@ -207,7 +207,7 @@ def _check_redis_url(path: str, query: str, scheme: str, shown: str) -> None:
             shown, f"database {database!r} is not a whole number (redis://HOST:PORT/DB)"
         )
     if database not in ("", "0") and scheme.endswith("cluster"):
-        raise UnknownBrokerURL(shown, f"database {database}: a Redis Cluster has database 0 only")
+        raise UnknownBrokerURL(shown, f"database {database}: a Redis Cluster has only database 0")
     known = dict(_REDIS_OPTIONS)
     if scheme.startswith("rediss"):
         known.update(_REDIS_TLS_OPTIONS)

@@ -11,7 +11,6 @@ import datetime as dt
 from typing import Any
 
 from .._app import Guild, Periodic
-from .._cron import Cron
 from .._version import __version__
 from ..sandbox._held import held_isolation
 
@@ -49,20 +48,8 @@ def banner(
     if isolation is not None:
         facts["sandbox"] = isolation
     if now is not None and app.schedules:
-        facts["periodic"] = [_schedule(entry, now) for _, entry in sorted(app.schedules.items())]
+        facts["periodic"] = [entry.to_json(now) for _, entry in sorted(app.schedules.items())]
     return facts
-
-
-def _schedule(entry: Periodic, now: dt.datetime) -> dict[str, Any]:
-    schedule = entry.schedule
-    fire = schedule.next_fire(now)
-    if isinstance(schedule, Cron):
-        if schedule.zone is not None:
-            fire = fire.astimezone(schedule.zone)
-        every: dict[str, Any] = {"cron": schedule.expression, "tz": schedule.tz or "UTC"}
-    else:
-        every = {"seconds": schedule.seconds}
-    return {"name": entry.name, "queue": entry.queue, **every, "next": fire.isoformat()}
 
 
 def _address(host: str, port: int) -> str:
@@ -87,18 +74,24 @@ def render(facts: dict[str, Any]) -> str:
     if "sandbox" in facts:
         lines.append(f"  sandbox: {facts['sandbox']} isolation")
     for number, entry in enumerate(facts.get("periodic", [])):
-        when = (
-            f"cron {entry['cron']!r} {entry['tz']}"
-            if "cron" in entry
-            else f"every {entry['seconds']:g} s"
-        )
-        fire = dt.datetime.fromisoformat(entry["next"])
+        when, fire, zone = schedule_words(entry)
         lines.append(
             ("  periodic: " if number == 0 else " " * 12)
-            + f"{entry['name']} ({when}) to {entry['queue']},"
-            + f" next {fire:%Y-%m-%d %H:%M} {_zone_label(fire, entry.get('tz', 'UTC'))}"
+            + f"{entry['name']} ({when}) to {entry['queue']}, next {fire:%Y-%m-%d %H:%M} {zone}"
         )
     return "\n".join(lines)
+
+
+def schedule_words(entry: dict[str, Any]) -> tuple[str, dt.datetime, str]:
+    """A :meth:`~guild.Periodic.to_json` entry's schedule in words (``every 60 s``,
+    ``cron '0 9 * * *' Europe/Paris``), its next fire, and that fire's zone label."""
+    when = (
+        f"cron {entry['cron']!r} {entry['tz']}"
+        if "cron" in entry
+        else f"every {entry['seconds']:g} s"
+    )
+    fire = dt.datetime.fromisoformat(entry["next"])
+    return when, fire, _zone_label(fire, entry.get("tz", "UTC"))
 
 
 def _zone_label(fire: dt.datetime, tz: str) -> str:

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ._args import http_url, number
+from ._banner import schedule_words
 from ._output import failure, print_json, table
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -65,7 +66,8 @@ def _seconds(value: float | None) -> str:
 
 
 def render(body: dict[str, Any]) -> str:
-    """The human view of a ``/health`` body: verdict, workers, queues, failing checks."""
+    """The human view of a ``/health`` body: verdict, workers, queues, periodic
+    jobs with their next fire, failing checks."""
     lines = [f"{body.get('app', 'guild')}: {body['status']}", ""]
     workers = body.get("workers") or {}
     rows = [
@@ -125,6 +127,15 @@ def render(body: dict[str, Any]) -> str:
         ]
         process_headers = ("process", "pid", "up", "status", "active", "done", "failed", "dead")
         lines += ["", table((*process_headers, "restarts"), process_rows)]
+    periodic = body.get("periodic") or []
+    if periodic:
+        periodic_rows = []
+        for entry in periodic:
+            when, fire, zone = schedule_words(entry)
+            periodic_rows.append(
+                (entry["name"], entry["queue"], when, f"{fire:%Y-%m-%d %H:%M:%S} {zone}")
+            )
+        lines += ["", table(("periodic", "queue", "schedule", "next"), periodic_rows)]
     running = body.get("running") or []
     if running:
         oldest = max(job["age"] for job in running)

@@ -146,12 +146,16 @@ def session_value(token: str, nonce: str | None = None) -> str:
 
 
 def _mac(token: str, nonce: str) -> str:
-    return hmac.new(token.encode(), f"session:{nonce}".encode(), hashlib.sha256).hexdigest()
+    message = f"session:{nonce}".encode("utf-8", "surrogatepass")
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
 
 
 def valid_session(token: str, value: str) -> bool:
     nonce, sep, mac = value.partition(".")
-    return bool(sep and nonce) and hmac.compare_digest(mac, _mac(token, nonce))
+    # As bytes: compare_digest refuses str with non-ASCII characters (TypeError),
+    # and a cookie is whatever the client sent.
+    given = mac.encode("utf-8", "surrogatepass")
+    return bool(sep and nonce) and hmac.compare_digest(given, _mac(token, nonce).encode())
 
 
 def _same(given: str | None, expected: str) -> bool:

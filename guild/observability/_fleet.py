@@ -177,17 +177,19 @@ def fleet_health(
             failures += [{**row, "process": member.index} for row in member.report["failures"]]
     running.sort(key=lambda row: (row["started"], row["id"]))
     failures.sort(key=lambda row: row["time"], reverse=True)
-    return (
-        {
-            "app": app,
-            **body,
-            "totals": _totals(views),
-            "processes": processes,
-            "running": running,
-            "failures": failures[:FAILURES_SHOWN],
-        },
-        503 if status is Status.UNHEALTHY else 200,
-    )
+    merged = {
+        "app": app,
+        **body,
+        "totals": _totals(views),
+        "processes": processes,
+        "running": running,
+        "failures": failures[:FAILURES_SHOWN],
+    }
+    # Every process runs the same app, so the same schedules: one answer says them.
+    upcoming = next((r["periodic"] for r in reports if r.get("periodic")), None)
+    if upcoming:
+        merged["periodic"] = upcoming
+    return merged, 503 if status is Status.UNHEALTHY else 200
 
 
 def dashboard_workers(

@@ -289,6 +289,9 @@ class ObservabilityApp:
             answer = {"app": self.app.name, **health.to_json(now)}
             answer["running"] = running_jobs(self)
             answer["failures"] = recent_failures(self)
+            upcoming = self.app.upcoming()
+            if upcoming:
+                answer["periodic"] = upcoming
             if self.redact:
                 answer = redact(answer, _error_texts(health))
             isolation = held_isolation(self.app)

@@ -71,4 +71,5 @@ async def process_report(owner: ObservabilityApp) -> dict[str, Any]:
         "samples": owner.observability.monitor.recent(now),
         "running": running_jobs(owner),
         "failures": recent_failures(owner),
+        "periodic": owner.app.upcoming(),
     }

@@ -147,8 +147,9 @@ class KeyedLimiters:
 
 
 def _recharged(limiter: CapacityInterface) -> bool:
+    # Only idle limiters are asked (no holder, no waiter): is_fresh is their rate state.
     if isinstance(limiter, RateLimiter):
-        return limiter._tat <= trio.current_time()
+        return limiter.is_fresh()
     return True
 
 

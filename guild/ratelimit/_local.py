@@ -204,6 +204,13 @@ class RateLimiter(CapacityInterface):
         self._borrowers.remove(borrower)
         self._hand_over(None)
 
+    def is_fresh(self) -> bool:
+        """Whether a new limiter of the same settings would decide exactly as this
+        one does now: no token held or waited for, and its rate state in the past
+        (a full burst recharged, no hold-off pending). Only then can an owner of
+        many limiters drop this one without granting its key a fresh burst."""
+        return not self._borrowers and not self._queue and self._tat <= trio.current_time()
+
     def statistics(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(
             borrowed_tokens=len(self._borrowers),

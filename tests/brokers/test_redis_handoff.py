@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trio
@@ -32,6 +32,11 @@ def server() -> Iterator[RedisServer]:
 async def _idle(broker: RedisBroker, queue: str) -> list[str]:
     found = await broker.client.zrange(f"{broker.prefix}:q:{queue}:idlers", 0, -1)
     return [m.decode() for m in found]
+
+
+async def _soon(check: Callable[[], Awaitable[bool] | bool]) -> None:
+    with trio.fail_after(10):
+        await until(check)
 
 
 async def _anyone_idle(broker: RedisBroker, queue: str) -> bool:
@@ -88,7 +93,7 @@ class TestHandoff:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(claim)
-                await until(lambda: _anyone_idle(broker, "q"))
+                await _soon(lambda: _anyone_idle(broker, "q"))
                 assert await _idle(broker, "q") == ["w"]
                 [job] = await broker.enqueue(
                     [guild.Job(queue="q", payload={"n": 1, "s": "é:-\x00"})]
@@ -124,7 +129,7 @@ class TestHandoff:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(claim)
-                await until(lambda: _anyone_idle(broker, "q"))
+                await _soon(lambda: _anyone_idle(broker, "q"))
                 await broker.enqueue([low, normal, high, extra])
             # One handoff of as many as it had room for, in claim order: high
             # first, then normal ones oldest first; the rest stays ready.
@@ -139,7 +144,7 @@ class TestHandoff:
         broker = await RedisBroker.open(server.url, prefix="handoff-dead-idle")
         victim = _victim(server.url, "handoff-dead-idle", lease=1.0)
         try:
-            await until(lambda: _anyone_idle(broker, "q"))
+            await _soon(lambda: _anyone_idle(broker, "q"))
             _kill(victim)
             # Its registration outlives it: the job is handed to it, claimed under
             # its lease, and never popped.
@@ -159,7 +164,7 @@ class TestHandoff:
         broker = await RedisBroker.open(server.url, prefix="handoff-dead-popped")
         victim = _victim(server.url, "handoff-dead-popped", lease=1.0)
         try:
-            await until(lambda: _anyone_idle(broker, "q"))
+            await _soon(lambda: _anyone_idle(broker, "q"))
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
             assert victim.stdout is not None
             line = ""
@@ -179,7 +184,7 @@ class TestHandoff:
         broker = await RedisBroker.open(server.url, prefix="handoff-release")
         victim = _victim(server.url, "handoff-release", lease=60.0)
         try:
-            await until(lambda: _anyone_idle(broker, "q"))
+            await _soon(lambda: _anyone_idle(broker, "q"))
             _kill(victim)
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
             assert await _fields(broker, job.id, "consumer") == ["victim"]
@@ -222,7 +227,7 @@ class TestHandoff:
 
         try:
             async with app.open(broker):
-                await until(lambda: _anyone_idle(broker, "q"))
+                await _soon(lambda: _anyone_idle(broker, "q"))
                 for n in range(5):
                     job = await app.enqueue("q", n, broker=broker)
                     result = await broker.get_result(job.id, wait=5)
@@ -256,12 +261,12 @@ class TestWorkerRegistration:
 
         try:
             async with app.open(broker):
-                await until(lambda: _anyone_idle(broker, "q"))
+                await _soon(lambda: _anyone_idle(broker, "q"))
                 await app.enqueue_many("q", list(range(7)), broker=broker)
-                await until(lambda: len(running) == 4)
+                await _soon(lambda: len(running) == 4)
                 # Handed 7 of its 8: with 1 free it stops claiming, and says so,
                 # though its registration had room for one more.
-                await until(lambda: _nobody_idle(broker, "q"))
+                await _soon(lambda: _nobody_idle(broker, "q"))
                 last = await app.enqueue("q", 7, broker=broker)
                 assert await _fields(broker, last.id, "status") == ["ready"]
                 release.set()
@@ -282,7 +287,7 @@ class TestWorkerRegistration:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(claim)
-                await until(lambda: _anyone_idle(broker, "q"))
+                await _soon(lambda: _anyone_idle(broker, "q"))
                 await broker.retry(first, at=broker.now(), error="again")
             assert [(d.job.id, d.job.attempt) for d in got] == [(job.id, 2)]
         finally:

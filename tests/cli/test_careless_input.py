@@ -107,7 +107,7 @@ CASES = [
         "stats",
         "--broker",
         f"redis+cluster://{CLOSED}/3",
-        says="database 3: a Redis Cluster has database 0 only",
+        says="database 3: a Redis Cluster has only database 0",
     ),
     # --- run: an app module that calls sys.exit() while it is imported ---
     case(

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import functools
+import json
+import re
 
 import pytest
 import trio
 
+import guild
+from guild import MemoryBroker
 from guild.cli import _status, _top
-from guild.observability import JobStarted, Outcome
+from guild.observability import JobStarted, Outcome, observe, serve_http
 
 from .conftest import Served
 from .helpers import finished, state
@@ -56,6 +62,79 @@ class TestStatus:
         # The failure is an error: on stderr, with stdout left for the answer.
         out, err = capsys.readouterr()
         assert out == "" and "cannot read" in err
+
+
+# Saturday 2026-03-28 12:34:56 UTC, as the app's wall clock.
+_NOW = dt.datetime(2026, 3, 28, 12, 34, 56, tzinfo=dt.UTC).timestamp()
+# Written out: the next aligned hour; Paris skips 02:00-03:00 that night (CET to
+# CEST), so 02:30 fires as the clock jumps to 03:00 +02:00; the next 5th minute.
+_UPCOMING = [
+    {"name": "hourly", "queue": "reports", "seconds": 3600.0, "next": "2026-03-28T13:00:00+00:00"},
+    {
+        "name": "nightly",
+        "queue": "cleanup",
+        "cron": "30 2 * * *",
+        "tz": "Europe/Paris",
+        "next": "2026-03-29T03:00:00+02:00",
+    },
+    {
+        "name": "poll",
+        "queue": "emails",
+        "cron": "*/5 * * * *",
+        "tz": "UTC",
+        "next": "2026-03-28T12:35:00+00:00",
+    },
+]
+
+
+class TestStatusPeriodic:
+    """``guild status`` lists each periodic job with its next fire, by the app's clock."""
+
+    async def test_next_fires_in_json_and_table(
+        self, nursery: trio.Nursery, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        clock = [_NOW]
+        app = guild.Guild("shop", broker=MemoryBroker(), wall_clock=lambda: clock[0])
+        app.periodic("*/5 * * * *", "emails", name="poll")
+        app.periodic(3600, "reports", name="hourly")
+        app.periodic(guild.Cron("30 2 * * *", tz="Europe/Paris"), "cleanup", name="nightly")
+        observe(app, buffer=64, logs=False)
+        port = await nursery.start(functools.partial(serve_http, app, port=0))
+        url = f"http://127.0.0.1:{port}"
+        with trio.fail_after(10):
+            await _status.status(parse("status", "--url", url, "--json"))
+            assert json.loads(capsys.readouterr().out)["periodic"] == _UPCOMING
+
+            await _status.status(parse("status", "--url", url))
+            lines = capsys.readouterr().out.splitlines()
+            at = lines.index(next(line for line in lines if line.startswith("periodic")))
+            assert [re.split(r"\s{2,}", line) for line in lines[at : at + 4]] == [
+                ["periodic", "queue", "schedule", "next"],
+                ["hourly", "reports", "every 3600 s", "2026-03-28 13:00:00 UTC"],
+                [
+                    "nightly",
+                    "cleanup",
+                    "cron '30 2 * * *' Europe/Paris",
+                    "2026-03-29 03:00:00 +02:00",
+                ],
+                ["poll", "emails", "cron '*/5 * * * *' UTC", "2026-03-28 12:35:00 UTC"],
+            ]
+
+            # On a tick, the next one is the one after it.
+            clock[0] = dt.datetime(2026, 3, 28, 13, tzinfo=dt.UTC).timestamp()
+            await _status.status(parse("status", "--url", url, "--json"))
+            hourly, _, poll = json.loads(capsys.readouterr().out)["periodic"]
+            assert (hourly["next"], poll["next"]) == (
+                "2026-03-28T14:00:00+00:00",
+                "2026-03-28T13:05:00+00:00",
+            )
+
+    async def test_an_app_without_schedules_has_no_periodic(
+        self, served: Served, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with trio.fail_after(10):
+            await _status.status(parse("status", "--url", served.url, "--json"))
+        assert "periodic" not in json.loads(capsys.readouterr().out)
 
 
 class TestTop:

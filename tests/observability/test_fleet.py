@@ -125,6 +125,17 @@ class TestMerge:
         }
         assert body["totals"]["processed"] == 3
 
+    def test_the_schedules_come_from_any_process_that_answered(self) -> None:
+        hourly = {"name": "h", "queue": "q", "seconds": 3600.0, "next": "2026-03-28T13:00:00+00:00"}
+        members = [
+            Member(index=0, pid=10, up=False, error="not running; being restarted"),
+            Member(index=1, pid=11, up=True, report={**report([0.1]), "periodic": [hourly]}),
+        ]
+        body, _ = health_of(members)
+        assert body["periodic"] == [hourly]
+        # A run without schedules (or whose processes are all silent) lists none.
+        assert "periodic" not in health_of([Member(index=0, pid=10, up=True, report=report([]))])[0]
+
 
 # --- real processes -------------------------------------------------------------------
 

@@ -216,12 +216,19 @@ class TestEncoding:
         # Scalars take a shortcut past the encoder: it must give the same text.
         expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         assert encode_result(value) == expected
+        assert encode_payload(value) == expected
 
     @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
     def test_a_float_json_cannot_hold_is_refused(self, value: float) -> None:
         with pytest.raises(guild.ResultEncodeError) as caught:
             encode_result(value)
         assert caught.value.path == "result"
+        with pytest.raises(guild.PayloadEncodeError):
+            encode_payload(value)
+
+    def test_a_lone_surrogate_is_refused_as_a_payload(self) -> None:
+        with pytest.raises(guild.PayloadEncodeError):
+            encode_payload("bad \udcff")
 
     @given(value_with_bad_leaf())
     def test_the_bad_leaf_is_named(self, case: tuple[Any, str, str]) -> None:

@@ -157,3 +157,47 @@ class TestDefaults:
     def test_bad_rates_are_refused(self, kwargs: dict[str, float], message: str) -> None:
         with pytest.raises(ValueError, match=message):
             RateLimiter(**kwargs)  # type: ignore[arg-type]
+
+
+class TestFresh:
+    """is_fresh: a new limiter of the same settings would decide the same now.
+    Rate 1/s, burst 2 (tolerance 1 s): two admissions at t=0 put the GCRA's
+    theoretical arrival time at 2; a 5 s hold from t=12 puts it at 17 + 1 = 18."""
+
+    async def test_holders_waiters_recharge_and_hold_off(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        limiter = RateLimiter(1, period=1.0, burst=2, concurrency=1)
+        assert limiter.is_fresh()
+        await limiter.acquire()
+        assert not limiter.is_fresh()  # a holder
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(limiter.acquire_on_behalf_of, "waiter")
+            await wait_all_tasks_blocked()
+            limiter.release()
+            await wait_all_tasks_blocked()
+        limiter.release_on_behalf_of("waiter")
+        # Two admitted at t=0 (the burst): fresh once both are recharged, at t=2.
+        await trio.sleep(1.999)
+        assert not limiter.is_fresh()
+        await trio.sleep(0.001)
+        assert limiter.is_fresh()
+
+        async with trio.open_nursery() as nursery:
+            await limiter.acquire()
+            nursery.start_soon(limiter.acquire_on_behalf_of, "queued")
+            await wait_all_tasks_blocked()
+            assert limiter.statistics().tasks_waiting == 1
+            limiter.release()
+            assert not limiter.is_fresh()  # a waiter, then a holder
+            await wait_all_tasks_blocked()
+        limiter.release_on_behalf_of("queued")
+        await trio.sleep(10.0)
+        assert limiter.is_fresh()
+
+        assert trio.current_time() == 12.0
+        await limiter.hold_off(5.0)
+        await trio.sleep(5.5)
+        assert not limiter.is_fresh()  # no burst after a hold: fresh at until + 1 s
+        await trio.sleep(0.5)
+        assert limiter.is_fresh()

@@ -21,11 +21,10 @@ async def test_a_handler_that_exits_is_dead_lettered_and_the_rest_run(
     broker = MemoryBroker()
     ran: list[int] = []
 
-    async def handler(job: Job) -> int:
+    async def handler(job: Job) -> None:
         if job.payload == 0:
             sys.exit(5)
         ran.append(job.payload)
-        return job.payload
 
     jobs = await broker.enqueue([Job(queue="q", payload=n, max_attempts=2) for n in range(6)])
     worker = Worker(WorkerSpec(queue="q", handler=handler, concurrency=2), broker)

@@ -20,6 +20,8 @@ import guild
 from guild import Job, Limit, MemoryBroker, WorkerSpec
 from guild._job import JSONValue
 from guild.observability import Instruments, PrometheusInstrument
+from tests._poll import until
+from tests._redis_server import running_redis_server
 
 
 def _tenant(job: Job) -> str:
@@ -299,3 +301,33 @@ class TestCancelWhileWaiting:
         # 1/hour, burst 1: the next admission after "first" is an hour after it;
         # had the cancelled job been admitted (charged), "last" would wait two.
         assert starts["last"] - starts["first"] == 3600.0
+
+
+class TestCancelWhileWaitingOnRedis:
+    async def test_a_job_waiting_for_a_shared_limit_is_cancelled_unrun(self) -> None:
+        """On a Redis broker the limit is a RedisRateLimiter shared through Redis:
+        a job cancelled while it waits there ends cancelled all the same (an hour's
+        wait cut short), and its handler never runs. Real clock, real redis-server."""
+        ran: list[object] = []
+        with running_redis_server() as server, trio.fail_after(60):
+            app = guild.Guild("limits", broker=server.url)
+
+            @app.worker("q", limit=Limit(rate="1/hour"))
+            async def handler(job: Job) -> None:
+                ran.append(job.payload)
+
+            async with app.open():
+                first = await app.enqueue("q", "first")
+                waiting = await app.enqueue("q", "waiting")
+                assert await app.result(first, wait=30) is not None
+
+                async def held() -> bool:
+                    info = await app.job(waiting)
+                    return info.status is guild.JobStatus.IN_FLIGHT
+
+                await until(held, 0.05)
+                assert await app.cancel(waiting)
+                # Far less than the hour its limit would have made it wait.
+                ended = await app.result(waiting, wait=20)
+                assert ended is not None and ended.status is guild.JobStatus.CANCELLED, ended
+        assert ran == ["first"]
