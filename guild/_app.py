@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import structlog
@@ -49,6 +49,11 @@ from .workflows._view import WorkflowView
 _log = structlog.get_logger("guild")
 _COORDINATOR = "workflow-coordinator"
 H = TypeVar("H", bound=Handler)
+
+
+# Classes seen to satisfy the Broker Protocol: ``isinstance(x, Broker)`` walks
+# every method of it (several microseconds), and every enqueue asks (_producing).
+_BROKER_CLASSES: set[type] = set()
 
 
 def _utc(timestamp: float) -> dt.datetime:
@@ -710,7 +715,11 @@ class Guild:
 
     @asynccontextmanager
     async def _producing(self, broker: Broker | str | None) -> AsyncIterator[Broker]:
+        if type(broker) in _BROKER_CLASSES:
+            yield cast("Broker", broker)
+            return
         if isinstance(broker, Broker):
+            _BROKER_CLASSES.add(type(broker))
             yield broker
             return
         url = broker

@@ -35,4 +35,11 @@ def describe(error: BaseException) -> str:
     """``Type: message`` of the error, or of each leaf of a group ("; "-joined), for
     logs and status: a group's own message says nothing about what failed."""
     found = leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
-    return "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in found)
+    return "; ".join(f"{type(leaf).__name__}: {_text(leaf)}" for leaf in found)
+
+
+def _text(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception as failure:  # an exception class of the app's, its __str__ broken
+        return f"<str() raised {type(failure).__name__}>"

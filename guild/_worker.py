@@ -86,9 +86,9 @@ from .observability._events import (
 _log = structlog.get_logger("guild.worker")
 _ACK_BATCH = 512
 _RELEASE_TIMEOUT = 5.0
-# How early a job's deadline may be (a share of its timeout, at most
+# How late a job's deadline may be (a share of its timeout, at most
 # _DEADLINE_SLACK_MAX seconds), so that back-to-back jobs on one handler keep
-# its scope's deadline instead of moving it for each (see _run).
+# its scope's deadline instead of moving it for each (see _run). Never early.
 _DEADLINE_SLACK_SHARE = 0.001
 _DEADLINE_SLACK_MAX = 0.05
 # Seconds between asks for cancel requests: a running job stops within about this
@@ -145,8 +145,18 @@ class _Slot:
 
 def describe(error: BaseException) -> str:
     """``Type: message`` for logs and dead letters."""
-    text = str(error)
+    try:
+        text = storable(str(error))
+    except Exception as failure:  # a handler's own exception class, its __str__ broken
+        text = f"<str() raised {type(failure).__name__}>"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def storable(text: str) -> str:
+    """``text`` as every broker can store it: a lone surrogate (from a handler's
+    message, a file name) becomes its ``\\udcxx`` escape instead of failing the
+    write of the dead letter, and with it the worker."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -619,14 +629,15 @@ class Worker:
             slot.timeout = timeout
             deadline = trio.current_time() + timeout
             # Moving a deadline costs a heap operation; back-to-back short jobs
-            # would pay it for every job. A deadline left from the last job is
-            # kept if it is early by at most 0.1% of the timeout (and 50 ms): a
-            # 60 s handler, running a job a millisecond, moves it every 50th job.
+            # would pay it for every job. So a deadline is set late by up to 0.1%
+            # of the timeout (and 50 ms), and a job that starts while the one left
+            # from the last job is no earlier than its own and no later than that
+            # keeps it: a 60 s handler, running a job a millisecond, moves it every
+            # 50th job, and no job is cut off before its timeout.
+            slack = min(timeout * _DEADLINE_SLACK_SHARE, _DEADLINE_SLACK_MAX)
             kept = scope.deadline
-            if deadline < kept or deadline - kept > min(
-                timeout * _DEADLINE_SLACK_SHARE, _DEADLINE_SLACK_MAX
-            ):
-                scope.deadline = deadline
+            if not deadline <= kept <= deadline + slack:
+                scope.deadline = deadline + slack
         self._running += 1
         progress = self._progress.enter(delivery)
         try:
@@ -719,7 +730,7 @@ class Worker:
         except Retry as request:
             return _Failed(request, after=request.after)
         except Reject as request:
-            return _Rejected(request.reason)
+            return _Rejected(storable(request.reason))
         # A sys.exit() in a handler (a CLI library called from a job, say) is that
         # job's failure: it must not end the worker and every job it holds.
         except (Exception, SystemExit) as error:
@@ -748,7 +759,7 @@ class Worker:
     ) -> None:
         job = delivery.job
         reason = describe(error)
-        trace = "".join(traceback.format_exception(error))
+        trace = storable("".join(traceback.format_exception(error)))
         decision = self.spec.retry.decide(
             job, self.broker.now(), self._rand(), after=after, max_attempts=self.spec.max_attempts
         )

@@ -13,6 +13,7 @@ import attrs
 from .._app import Guild, Periodic
 from .._cron import Cron, Every
 from .._errors import ConfigError
+from .._groups import describe
 from .._limits import merge_limit
 from ..config import GuildConfig, load_config
 from ..sandbox._held import replace_held_policies
@@ -39,7 +40,7 @@ def import_app(target: str, *, source: str = "TARGET") -> Guild:
     # The app's own code: anything can go wrong, a sys.exit() at import included
     # (a script made an app), which would otherwise end guild with no word said.
     except (Exception, SystemExit) as exc:
-        what = f"{type(exc).__name__}: {exc}"
+        what = describe(exc)
         raise ConfigError(
             source, "app", f"module {module_name!r} to import, but it raised {what}", target
         ) from exc

@@ -30,6 +30,9 @@ CLOSED = f"127.0.0.1:{free_port()}"
 def apps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("careless")
     (where / "exits_app.py").write_text("import sys\nsys.exit(3)\n")
+    (where / "mute_app.py").write_text(
+        "class Mute(Exception):\n    def __str__(self):\n        raise ValueError\nraise Mute\n"
+    )
     (where / "garbage.toml").write_bytes(b"\xff\xfe\x00garbage")
     (where / "scalar_guild.toml").write_text("guild = 3\n")
     (where / "a_directory").mkdir()
@@ -116,6 +119,14 @@ CASES = [
         "--broker",
         "memory://",
         says="module 'exits_app' to import, but it raised SystemExit: 3",
+    ),
+    # ... and one that raises an exception that cannot even be turned into text.
+    case(
+        "run",
+        "mute_app:app",
+        "--broker",
+        "memory://",
+        says="module 'mute_app' to import, but it raised Mute: <str() raised ValueError>",
     ),
     # --- result ---
     case("result", says="required: id"),

@@ -280,10 +280,10 @@ class TestCancelWhileWaiting:
         worker = guild.Worker(spec, broker)
         async with trio.open_nursery() as nursery:
             await nursery.start(worker.serve)
-            first, waiting = await broker.enqueue(
-                [Job(queue="q", payload="first"), Job(queue="q", payload="waiting")]
-            )
+            # One after the other: enqueued together, either could be admitted first.
+            (first,) = await broker.enqueue([Job(queue="q", payload="first")])
             assert await broker.get_result(first.id, wait=10) is not None
+            (waiting,) = await broker.enqueue([Job(queue="q", payload="waiting")])
             await trio.sleep(60.0)
             # Claimed and started, it waits for the rate's next admission (an hour on).
             info = await broker.job_info(waiting.id)
@@ -318,8 +318,8 @@ class TestCancelWhileWaitingOnRedis:
 
             async with app.open():
                 first = await app.enqueue("q", "first")
-                waiting = await app.enqueue("q", "waiting")
                 assert await app.result(first, wait=30) is not None
+                waiting = await app.enqueue("q", "waiting")
 
                 async def held() -> bool:
                     info = await app.job(waiting)

@@ -171,6 +171,38 @@ class TestFailures:
         assert result is not None and result.value == "second time lucky"
         assert calls == 2
 
+    async def test_a_job_is_never_cut_off_before_its_timeout(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        # Quick jobs, one after another on one handler task, then one that runs
+        # on: it gets its whole 10 s, and at most 0.1% (10 ms) more, however the
+        # handler's deadline was left by the jobs before it.
+        broker = MemoryBroker()
+        spans: list[tuple[float, float]] = []
+
+        async def handler(job: Job) -> None:
+            began = trio.current_time()
+            try:
+                await trio.sleep(0.0004 if job.payload != "long" else math.inf)
+            finally:
+                spans.append((began, trio.current_time()))
+
+        payloads: list[object] = [*range(40), "long"]
+        jobs = []
+        for payload in payloads:
+            (job,) = await broker.enqueue([Job(queue="q", payload=payload, max_attempts=1)])
+            jobs.append(job)
+        worker = guild.Worker(
+            WorkerSpec(queue="q", handler=handler, concurrency=1, timeout=10.0), broker
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            result = await broker.get_result(jobs[-1].id, wait=100)
+            worker.drain()
+        assert result is not None and result.error is not None and "timed out" in result.error
+        began, ended = spans[-1]
+        assert 10.0 <= ended - began <= 10.0 + 0.010
+
     async def test_timeout_of_last_attempt_names_the_timeout(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
