@@ -39,20 +39,41 @@ _MAX_DEPTH: Final = 200
 _SHOWN_SEGMENTS: Final = 8
 
 
+MAX_VALUE_CHARS: Final = 16 * 1024 * 1024
+"""The longest payload or result, in characters of its JSON text (16 Mi). A job
+carries a reference (a path, a URL, a key) to anything bigger: one value stored
+whole in every row, stream entry and ack batch that holds it would otherwise push
+a broker past its own limits (Redis refuses a bulk string over 512 MB) and fail
+every job beside it."""
+
+
+def _too_long(text: str) -> str | None:
+    if len(text) <= MAX_VALUE_CHARS:
+        return None
+    return (
+        f"is {len(text):,} characters of JSON, over the limit of {MAX_VALUE_CHARS:,}"
+        " (pass a reference to large data instead)"
+    )
+
+
 def encode_payload(payload: JSONValue) -> str:
     """A job payload as compact JSON text, ready to store.
 
     Raises:
         PayloadEncodeError: JSON cannot encode it; names the place
-            (``payload['when'] is a datetime, which JSON cannot encode``).
+            (``payload['when'] is a datetime, which JSON cannot encode``); or its
+            text is longer than :data:`MAX_VALUE_CHARS`.
     """
     text = _scalar_text(payload)
-    if text is not None:
-        return text
-    problem = _encode_or_problem(payload, "payload")
-    if isinstance(problem, _Problem):
-        raise PayloadEncodeError(problem.path, problem.text)
-    return problem
+    if text is None:
+        problem = _encode_or_problem(payload, "payload")
+        if isinstance(problem, _Problem):
+            raise PayloadEncodeError(problem.path, problem.text)
+        text = problem
+    too_long = _too_long(text)
+    if too_long is not None:
+        raise PayloadEncodeError("payload", too_long)
+    return text
 
 
 def encode_result(value: JSONValue) -> ResultJSON:
@@ -60,15 +81,19 @@ def encode_result(value: JSONValue) -> ResultJSON:
 
     Raises:
         ResultEncodeError: JSON cannot encode it; names the place
-            (``result[2]['at'] is a datetime, which JSON cannot encode``).
+            (``result[2]['at'] is a datetime, which JSON cannot encode``); or its
+            text is longer than :data:`MAX_VALUE_CHARS`.
     """
     text = _scalar_text(value)
-    if text is not None:
-        return ResultJSON(text)
-    problem = _encode_or_problem(value, "result")
-    if isinstance(problem, _Problem):
-        raise ResultEncodeError(problem.path, problem.text)
-    return ResultJSON(problem)
+    if text is None:
+        problem = _encode_or_problem(value, "result")
+        if isinstance(problem, _Problem):
+            raise ResultEncodeError(problem.path, problem.text)
+        text = problem
+    too_long = _too_long(text)
+    if too_long is not None:
+        raise ResultEncodeError("result", too_long)
+    return ResultJSON(text)
 
 
 _NULL: Final = ResultJSON("null")

@@ -57,7 +57,7 @@ import attrs
 import structlog
 import trio
 
-from ._codec import ResultJSON, encode_result
+from ._codec import MAX_VALUE_CHARS, ResultJSON, encode_result
 from ._errors import (
     BrokerError,
     BrokerUnavailable,
@@ -85,6 +85,7 @@ from .observability._events import (
 
 _log = structlog.get_logger("guild.worker")
 _ACK_BATCH = 512
+_ACK_BATCH_CHARS = 2 * MAX_VALUE_CHARS
 _RELEASE_TIMEOUT = 5.0
 # How late a job's deadline may be (a share of its timeout, at most
 # _DEADLINE_SLACK_MAX seconds), so that back-to-back jobs on one handler keep
@@ -915,11 +916,16 @@ class Worker:
                 # add their acks to this batch: one broker call for many jobs.
                 await trio.lowlevel.checkpoint()
                 batch = [first]
-                while len(batch) < _ACK_BATCH:
+                # Bounded in count and in result text: a few large results must
+                # not make one broker call too big for the broker to take.
+                size = len(first[1])
+                while len(batch) < _ACK_BATCH and size < _ACK_BATCH_CHARS:
                     try:
-                        batch.append(receive.receive_nowait())
+                        ack = receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                    batch.append(ack)
+                    size += len(ack[1])
                 if await self._ack_through_outage(batch):
                     for delivery, _ in batch:
                         self._forget(delivery)

@@ -406,15 +406,27 @@ def keyring_filter(machine: str) -> list[tuple[int, int, int, int]]:
     ]
 
 
+def _built(
+    program: list[tuple[int, int, int, int]],
+) -> tuple[_Program, ctypes.Array[_Filter]] | None:
+    if not program:
+        return None
+    filters = (_Filter * len(program))(*(_Filter(*line) for line in program))
+    return _Program(len(program), filters), filters
+
+
+# Built once, in the fork server, so that a job process (a fork of it) only
+# installs it: building it there is on every run's critical path.
+_KEYRING_PROGRAM = _built(keyring_filter(os.uname().machine))
+
+
 def deny_keyrings() -> None:
     """In the job process, after ``no_new_privs``: no keyring calls (see
     :data:`_KEYRING_CALLS`); on a machine without its numbers here, the keyring
     stays reachable."""
-    program = keyring_filter(os.uname().machine)
-    if not program:
+    if _KEYRING_PROGRAM is None:
         return
-    filters = (_Filter * len(program))(*(_Filter(*line) for line in program))
-    prog = _Program(len(program), filters)
+    prog, _ = _KEYRING_PROGRAM
     _check(
         _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0),
         "prctl(PR_SET_SECCOMP)",

@@ -199,6 +199,22 @@ def value_with_bad_leaf(draw: st.DrawFn) -> tuple[Any, str, str]:
 
 
 class TestEncoding:
+    def test_values_longer_than_16_mi_characters_are_refused(self) -> None:
+        at_limit = "x" * (16 * 1024 * 1024 - 2)  # with its quotes, exactly the limit
+        assert len(encode_payload(at_limit)) == len(encode_result(at_limit)) == 16_777_216
+        over = {"rows": ["é" * 1024] * (16 * 1024)}  # 16,826,378 characters
+        with pytest.raises(guild.PayloadEncodeError) as payload_error:
+            encode_payload(over)
+        assert str(payload_error.value) == (
+            "payload is 16,826,378 characters of JSON, over the limit of 16,777,216"
+            " (pass a reference to large data instead)"
+        )
+        with pytest.raises(guild.ResultEncodeError) as result_error:
+            encode_result(at_limit + "x")
+        assert str(result_error.value).startswith(
+            "result is 16,777,217 characters of JSON, over the limit of 16,777,216"
+        )
+
     @given(payloads())
     def test_json_values_round_trip(self, value: Any) -> None:
         assert json.loads(encode_result(value)) == value

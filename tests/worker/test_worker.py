@@ -468,9 +468,12 @@ class TestUnencodableResults:
             "nan": float("nan"),
             "nested": [0, 1, {"rows": [{"at": at}]}],
             "good-c": None,
+            "huge": "x" * (16 * 1024 * 1024 - 1),  # 2 quotes: one character over
         }
         # Written out, not computed by guild: what each dead letter must say.
         expected_errors = {
+            "huge": "ResultEncodeError: result is 16,777,217 characters of JSON,"
+            " over the limit of 16,777,216",
             "datetime": "ResultEncodeError: result is a datetime, which JSON cannot encode",
             "bytes": "ResultEncodeError: result is bytes, which JSON cannot encode",
             "set": "ResultEncodeError: result is a set, which JSON cannot encode",
@@ -514,7 +517,7 @@ class TestUnencodableResults:
             # Each ran once (max_attempts=1) and no good job ran again for its batch-mates.
             assert calls == {name: 2 if name == "good-a" else 1 for name in returns}
             stats = (await broker.stats(["q"]))["q"]
-            assert (stats.done, stats.dead, stats.ready, stats.in_flight) == (4, 5, 0, 0)
+            assert (stats.done, stats.dead, stats.ready, stats.in_flight) == (4, 6, 0, 0)
         finally:
             await broker.aclose()
 

@@ -1,0 +1,107 @@
+"""A job's stored record damaged behind the broker's back is read back as a
+``guild.BrokerError`` naming the job and the part that could not be read, never
+a bare ``ValueError``/``KeyError`` from deep inside; other jobs read as before.
+
+The damage is done with the backend's own tools (plain ``sqlite3``, raw Redis
+commands over a socket), as a hand edit or another program would.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import guild
+from guild import Job
+from guild._codec import encode_result
+from guild.brokers.redis import RedisBroker
+from tests._redis_server import RedisServer, running_redis_server
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis_server() as server:
+        yield server
+
+
+def _redis(server: RedisServer, *args: str) -> bytes:
+    # RESP by hand: the values hold spaces and quotes an inline command would split.
+    command = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(command.encode())
+        return sock.recv(256)
+
+
+async def _finished(broker: guild.Broker) -> tuple[str, str]:
+    """Two done jobs (ids): the first is damaged by the test, the second is not."""
+    jobs = await broker.enqueue([Job(queue="q", payload=n) for n in range(2)])
+    claimed = await broker.claim("q", consumer="c", limit=2, lease=30)
+    await broker.ack([(d, encode_result(7)) for d in claimed])
+    return jobs[0].id, jobs[1].id
+
+
+@pytest.mark.parametrize(
+    ("stored", "says"),
+    [
+        ("{not json", "its stored result cannot be read (JSONDecodeError"),
+        ('{"job_id": "x"}', "its stored result cannot be read (KeyError: 'queue')"),
+        (
+            '{"job_id": "x", "queue": "q", "status": "bogus", "attempts": 1, "finished_at": 1}',
+            "its stored result cannot be read (ValueError: 'bogus' is not a valid JobStatus)",
+        ),
+    ],
+)
+async def test_a_damaged_redis_result(redis_server: RedisServer, stored: str, says: str) -> None:
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            assert isinstance(broker, RedisBroker)
+            damaged, intact = await _finished(broker)
+            assert _redis(redis_server, "SET", f"guild:result:{damaged}", stored) == b"+OK\r\n"
+            for read in (broker.get_result(damaged), broker.get_results([damaged])):
+                with pytest.raises(guild.BrokerError) as refused:
+                    await read
+                assert str(refused.value).startswith(f"job {damaged}: {says}")
+            result = await broker.get_result(intact)
+            assert result is not None and result.value == 7
+
+
+async def test_a_damaged_redis_job_hash(redis_server: RedisServer) -> None:
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            (job,) = await broker.enqueue([Job(queue="q", payload=1)])
+            assert _redis(redis_server, "HSET", f"guild:job:{job.id}", "status", "bogus") == (
+                b":0\r\n"
+            )
+            with pytest.raises(guild.BrokerError) as refused:
+                await broker.job_info(job.id)
+            assert str(refused.value) == (
+                f"job {job.id}: its stored hash cannot be read"
+                " (ValueError: 'bogus' is not a valid JobStatus)"
+            )
+
+
+async def test_a_damaged_sqlite_row(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with trio.fail_after(20):
+        async with guild.open_broker(f"sqlite:///{path}") as broker:
+            damaged, intact = await _finished(broker)
+            with sqlite3.connect(path) as db:
+                db.execute("UPDATE jobs SET result = '{oops' WHERE id = ?", (damaged,))
+            db.close()
+            with pytest.raises(guild.BrokerError) as refused:
+                await broker.get_result(damaged)
+            assert str(refused.value).startswith(
+                f"job {damaged}: its stored result cannot be read (JSONDecodeError"
+            )
+            with pytest.raises(guild.BrokerError) as refused:
+                await broker.job_info(damaged)
+            assert str(refused.value).startswith(
+                f"job {damaged}: its stored row cannot be read (JSONDecodeError"
+            )
+            result = await broker.get_result(intact)
+            assert result is not None and result.value == 7
