@@ -3,16 +3,22 @@
     python benchmarks/bench_sqlite_enqueue.py                  # both APIs, every setting
     python benchmarks/bench_sqlite_enqueue.py -n 5000 --rounds 5 --dir /var/tmp
     python benchmarks/bench_sqlite_enqueue.py --api sync --synchronous FULL --json
+    python benchmarks/bench_sqlite_enqueue.py --api async --callers 8    # 8 tasks at once
 
 Each call stores one job and returns only once it is committed, so every job is
 its own transaction: at ``synchronous=ENQUEUE`` (the default) and ``FULL`` each
 is an fsync of the WAL, as in Huey's SqliteHuey (WAL, SQLite's default
-``synchronous=FULL``), which is the durability to compare it at. ``sync`` is ``guild.Client.enqueue`` from a plain
-thread (as Huey is called); ``async`` is ``guild.AsyncClient.enqueue`` awaited
-under Trio. Runs alternate (every API and setting once per round, on a fresh
-file each) so a busy machine weighs on all of them alike; the median of the
-rounds is reported. The file sits in ``--dir``: the disk's fsync is the figure's
-floor at FULL, so compare with a peer on the same disk.
+``synchronous=FULL``), which is the durability to compare it at. ``sync`` is
+``guild.Client.enqueue`` from a plain thread (as Huey is called); ``async`` is
+``guild.AsyncClient.enqueue`` awaited under Trio. Runs alternate (every API and
+setting once per round, on a fresh file each) so a busy machine weighs on all
+of them alike; the median of the rounds is reported. The file sits in
+``--dir``: the disk's fsync is the figure's floor at FULL, so compare with a
+peer on the same disk.
+
+``--callers K`` (async only) runs K tasks that each enqueue one job per call,
+N in all: calls that wait for the connection together share a commit (group
+commit), so at FULL they share an fsync, which one caller cannot.
 """
 
 from __future__ import annotations
@@ -45,13 +51,19 @@ def run_sync(path: Path, synchronous: str, n: int) -> float:
         return n / (time.perf_counter() - began)
 
 
-def run_async(path: Path, synchronous: str, n: int) -> float:
+def run_async(path: Path, synchronous: str, n: int, callers: int = 1) -> float:
     async def main() -> float:
         async with guild.AsyncClient(f"sqlite:{path}?synchronous={synchronous}") as client:
             await client.enqueue("bench", 0)
+
+            async def caller(first: int) -> None:
+                for i in range(first, n, callers):
+                    await client.enqueue("bench", i)
+
             began = time.perf_counter()
-            for i in range(n):
-                await client.enqueue("bench", i)
+            async with trio.open_nursery() as nursery:
+                for first in range(callers):
+                    nursery.start_soon(caller, first)
             return n / (time.perf_counter() - began)
 
     return trio.run(main)
@@ -73,6 +85,7 @@ def main() -> None:
         choices=["ENQUEUE", "FULL", "NORMAL"],
         default=["ENQUEUE", "FULL", "NORMAL"],
     )
+    parser.add_argument("--callers", type=int, default=1, help="async callers at once")
     parser.add_argument("--dir", type=Path, help="where the files go (default: a temp dir)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -82,7 +95,10 @@ def main() -> None:
         for api in args.api:
             for synchronous in args.synchronous:
                 path = _fresh(directory, f"enqueue-{api}-{synchronous}.db")
-                rate = RUNS[api](path, synchronous, args.n)
+                if api == "async":
+                    rate = run_async(path, synchronous, args.n, args.callers)
+                else:
+                    rate = RUNS[api](path, synchronous, args.n)
                 rates.setdefault(f"{api} {synchronous}", []).append(rate)
     found = {
         name: {"median_per_s": round(statistics.median(r)), "runs": [round(x) for x in r]}

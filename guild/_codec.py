@@ -47,6 +47,13 @@ a broker past its own limits (Redis refuses a bulk string over 512 MB) and fail
 every job beside it."""
 
 
+def storable(text: str) -> str:
+    """``text`` as every broker can store it: a lone surrogate (from a handler's
+    message, a file name) becomes its ``\\udcxx`` escape instead of failing the
+    write of the dead letter or the progress, and with it the worker."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _too_long(text: str) -> str | None:
     if len(text) <= MAX_VALUE_CHARS:
         return None

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from ._codec import storable
 from ._errors import GuildError
 from ._job import JobStatus, JSONValue, Priority
 
@@ -57,7 +58,7 @@ def check_message(message: object) -> str | None:
         return None
     if not isinstance(message, str):
         raise InvalidProgress(message, f"a message must be a string, not {type(message).__name__}")
-    return message[:MAX_PROGRESS_MESSAGE]
+    return storable(message[:MAX_PROGRESS_MESSAGE])
 
 
 def _fraction(_: object, __: attrs.Attribute[Any], value: float) -> None:

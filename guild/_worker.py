@@ -57,7 +57,7 @@ import attrs
 import structlog
 import trio
 
-from ._codec import MAX_VALUE_CHARS, ResultJSON, encode_result
+from ._codec import MAX_VALUE_CHARS, ResultJSON, encode_result, storable
 from ._errors import (
     BrokerError,
     BrokerUnavailable,
@@ -151,13 +151,6 @@ def describe(error: BaseException) -> str:
     except Exception as failure:  # a handler's own exception class, its __str__ broken
         text = f"<str() raised {type(failure).__name__}>"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def storable(text: str) -> str:
-    """``text`` as every broker can store it: a lone surrogate (from a handler's
-    message, a file name) becomes its ``\\udcxx`` escape instead of failing the
-    write of the dead letter, and with it the worker."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 import hypothesis.strategies as st
@@ -23,6 +24,7 @@ import guild
 from guild import Job, JobProgress, JobStatus, MemoryBroker, WorkerSpec
 from guild._progress import PROGRESS_INTERVAL, ProgressThrottle
 from guild._spec import Handler
+from guild.brokers.sqlite import SqliteBroker
 from guild.observability import EventHub, Instrument, Instruments, JobProgressed
 
 
@@ -262,6 +264,25 @@ class TestProgressArguments:
         info = await broker.job_info(job_id)
         assert info is not None and info.progress is not None
         assert (info.progress.fraction, info.progress.message) == (0.5, "in a thread")
+
+    async def test_a_lone_surrogate_in_a_message_is_stored_escaped(self, tmp_path: Path) -> None:
+        # SQLite (like Redis) cannot store a lone surrogate as UTF-8 text: the
+        # message keeps it as its escape, and the job still finishes.
+        broker = await SqliteBroker.open(tmp_path / "jobs.db")
+        try:
+
+            async def handler(job: Job) -> str:
+                guild.progress(0.25, "file \udcff.txt")
+                return "done"
+
+            with trio.fail_after(10):
+                job_id = await _run_one(broker, handler, Instruments())
+            info = await broker.job_info(job_id)
+            assert info is not None and info.progress is not None
+            assert info.progress.message == "file \\udcff.txt"
+            assert info.status is JobStatus.DONE and info.result == "done"
+        finally:
+            await broker.aclose()
 
 
 class TestLastError:
