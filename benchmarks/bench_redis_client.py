@@ -15,18 +15,13 @@ less than wall time).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+from _redis_server import redis_server
 
 SCRIPT = b"return redis.call('INCR', KEYS[1])"
 Call = Callable[[], Awaitable[Any]]
@@ -129,36 +124,6 @@ async def coredis_ops(port: int, n: int) -> dict[str, tuple[float, float]]:
         return {name: await timed(call, n) for name, call in ops.items()}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server() -> Iterator[int]:
-    binary = os.environ.get("GUILD_REDIS_SERVER") or shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("no redis-server: put one on PATH or set GUILD_REDIS_SERVER")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="guild-bench-redis-") as directory:
-        server = subprocess.Popen(
-            [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            yield port
-        finally:
-            server.terminate()
-            server.wait(10)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=3000, help="calls per operation")
@@ -168,7 +133,8 @@ def main() -> None:
         import hiredis  # noqa: F401
     except ImportError:
         raise SystemExit("the lean side needs hiredis: pip install hiredis") from None
-    with redis_server() as port:
+    with redis_server() as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
         for round_ in range(1, args.rounds + 1):
             for name, run in (("coredis", coredis_ops), ("lean", lean_ops)):
                 for op, (wall, cpu) in trio.run(run, port, args.n).items():

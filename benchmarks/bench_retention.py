@@ -38,19 +38,16 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
+from _redis_server import redis_server
 
 import guild
 from guild.brokers import MemoryBroker, open_broker
@@ -278,36 +275,6 @@ async def bench_sqlite(n: int) -> dict[str, Any]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _redis_server() -> Iterator[str]:
-    binary = os.environ.get("GUILD_REDIS_SERVER") or shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("no redis-server: give --url, or put redis-server on PATH")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="guild-bench-redis-") as directory:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(10)
-
-
 async def _used_memory(broker: Any) -> int:
     info = await broker.client.info("memory")
     return int(info["used_memory"])
@@ -381,7 +348,7 @@ def main() -> None:
     elif args.url:
         found = trio.run(bench_redis, args.url, args.n or 200_000, args.retention or 60.0)
     else:
-        with _redis_server() as url:
+        with redis_server() as url:
             found = trio.run(bench_redis, url, args.n or 200_000, args.retention or 60.0)
     if args.json:
         print(json.dumps(found, indent=2))

@@ -63,6 +63,21 @@ def _too_long(text: str) -> str | None:
     )
 
 
+def _encoded(
+    value: JSONValue, root: str, error: type[PayloadEncodeError | ResultEncodeError]
+) -> str:
+    text = _scalar_text(value)
+    if text is None:
+        problem = _encode_or_problem(value, root)
+        if isinstance(problem, _Problem):
+            raise error(problem.path, problem.text)
+        text = problem
+    too_long = _too_long(text)
+    if too_long is not None:
+        raise error(root, too_long)
+    return text
+
+
 def encode_payload(payload: JSONValue) -> str:
     """A job payload as compact JSON text, ready to store.
 
@@ -71,16 +86,7 @@ def encode_payload(payload: JSONValue) -> str:
             (``payload['when'] is a datetime, which JSON cannot encode``); or its
             text is longer than :data:`MAX_VALUE_CHARS`.
     """
-    text = _scalar_text(payload)
-    if text is None:
-        problem = _encode_or_problem(payload, "payload")
-        if isinstance(problem, _Problem):
-            raise PayloadEncodeError(problem.path, problem.text)
-        text = problem
-    too_long = _too_long(text)
-    if too_long is not None:
-        raise PayloadEncodeError("payload", too_long)
-    return text
+    return _encoded(payload, "payload", PayloadEncodeError)
 
 
 def encode_result(value: JSONValue) -> ResultJSON:
@@ -91,16 +97,7 @@ def encode_result(value: JSONValue) -> ResultJSON:
             (``result[2]['at'] is a datetime, which JSON cannot encode``); or its
             text is longer than :data:`MAX_VALUE_CHARS`.
     """
-    text = _scalar_text(value)
-    if text is None:
-        problem = _encode_or_problem(value, "result")
-        if isinstance(problem, _Problem):
-            raise ResultEncodeError(problem.path, problem.text)
-        text = problem
-    too_long = _too_long(text)
-    if too_long is not None:
-        raise ResultEncodeError("result", too_long)
-    return ResultJSON(text)
+    return ResultJSON(_encoded(value, "result", ResultEncodeError))
 
 
 _NULL: Final = ResultJSON("null")
