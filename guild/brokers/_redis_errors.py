@@ -9,6 +9,7 @@ import coredis.exceptions
 
 from .._errors import BrokerError, BrokerUnavailable
 from .._groups import leaves
+from ._redis_wire import ReplyError
 
 UNREACHABLE = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 
@@ -17,6 +18,24 @@ REFUSING = ("OOM", "MISCONF", "READONLY", "MASTERDOWN", "BUSY ", "CLUSTERDOWN", 
 (maxmemory with noeviction), a failed snapshot (stop-writes-on-bgsave-error), a
 replica after a failover, a script that runs too long, a cluster healing. Like a
 full disk under SQLite, that is an outage to wait out, not a crash of the worker."""
+
+_UNREACHABLE_REPLIES = ("LOADING", "ERR max number of clients reached")
+"""Error replies coredis raises as connection errors (its ``BusyLoadingError`` and
+its "max clients" ``ConnectionError``): the lean connections
+(``_redis_wire``) map them the same way."""
+
+_NAMED_CODES = frozenset(
+    "ASK BUSYGROUP CLUSTERDOWN CROSSSLOT ERR EXECABORT LOADING NOSCRIPT MOVED NOAUTH"
+    " NOGROUP NOKEY NOPERM NOPROTO NOTBUSY READONLY TRYAGAIN UNBLOCKED WRONGPASS"
+    " WRONGTYPE".split()
+)
+"""The codes coredis's parser turns into exception classes, leaving them out of the
+message: a lean connection's error reads the same."""
+
+
+def _reply_text(message: str) -> str:
+    code, _, rest = message.partition(" ")
+    return rest if code in _NAMED_CODES else message
 
 
 @contextmanager
@@ -36,6 +55,14 @@ def map_redis_exceptions(what: str) -> Iterator[None]:
         raise
     except UNREACHABLE as exc:
         raise BrokerUnavailable(f"redis: {what}: {exc}") from exc
+    except ReplyError as exc:
+        # Told apart by the whole reply, its code included.
+        message = str(exc)
+        if message.startswith(_UNREACHABLE_REPLIES):
+            raise BrokerUnavailable(f"redis: {what}: {_reply_text(message)}") from exc
+        if message.startswith(REFUSING):
+            raise BrokerUnavailable(f"redis refuses {what}: {_reply_text(message)}") from exc
+        raise BrokerError(f"redis: {what}: {_reply_text(message)}") from exc
     except coredis.exceptions.RedisError as exc:
         if str(exc).startswith(REFUSING):
             raise BrokerUnavailable(f"redis refuses {what}: {exc}") from exc

@@ -55,6 +55,7 @@ BullMQ-style queues make with their ``{queue}`` tags.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import secrets
@@ -97,6 +98,7 @@ from ._redis_layout import layout_version
 from ._redis_ledger import RedisLedger
 from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
 from ._redis_scripts import load_scripts
+from ._redis_wire import WirePool
 from ._redis_workflows import RedisWorkflows
 from ._stored import reading_record
 from ._url import display_url
@@ -115,6 +117,7 @@ _log = structlog.get_logger("guild.brokers.redis")
 
 SCRIPTS = load_scripts("_redis_functions.lua")
 _AWAIT_PUSH = load_scripts("_redis_await.lua")["await_push"]
+_SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}
 
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -254,6 +257,9 @@ class RedisBroker(WorkflowDelegate):
         self._result_ttl_ms = max(1, int(retention.record * 1000))
         self._dead_pruned: dict[str, float] = {}
         self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
+        # The lean connections for the per-job calls (_redis_wire), on a single
+        # Redis opened from its URL; a client passed in serves every call.
+        self._wire: WirePool | None = None
         self._groups: set[str] = set()
         # (queue, consumer) -> its idle registration, as Redis counts it.
         self._idle: dict[tuple[str, str], _Idle] = {}
@@ -296,6 +302,8 @@ class RedisBroker(WorkflowDelegate):
                 await stack.aclose()
             raise
         broker = cls(client, exit_stack=stack, **options)
+        if cluster_url is None:
+            broker._wire = WirePool.from_url(url)
         try:
             await broker._read_config(at_start=True)
             await broker._check_epoch()
@@ -345,6 +353,10 @@ class RedisBroker(WorkflowDelegate):
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
         with map_redis_exceptions(name):
+            if self._wire is not None:
+                return await self._wire.evalsha(
+                    _SHAS[name], SCRIPTS[name], self._script_keys, [self._prefix, *args]
+                )
             return await self._scripts[name](keys=self._script_keys, args=[self._prefix, *args])
 
     # --- producing -------------------------------------------------------------
@@ -483,10 +495,12 @@ class RedisBroker(WorkflowDelegate):
         under its lease. Keeps ``idle`` as Redis counts it, while it lasts."""
         timeout = min(wait, idle.until - time.monotonic())
         try:
+            inbox = keys.inbox(self._prefix, queue, consumer)
             with map_redis_exceptions("wait for jobs"):
-                popped = await self._client.blpop(
-                    [keys.inbox(self._prefix, queue, consumer)], timeout=max(0.001, timeout)
-                )
+                if self._wire is not None:
+                    popped = await self._wire.call("BLPOP", inbox, _seconds(timeout))
+                else:
+                    popped = await self._client.blpop([inbox], timeout=max(0.001, timeout))
         except BrokerError:
             # Redis may have lost the registration (a restart): claim afresh.
             idle.room = 0
@@ -664,10 +678,13 @@ class RedisBroker(WorkflowDelegate):
         key = keys.result(self._prefix, job_id)
         if wait <= 0:
             with map_redis_exceptions("get result"):
-                raw = await self._client.get(key)
+                if self._wire is not None:
+                    raw = await self._wire.call("GET", key)
+                else:
+                    raw = await self._client.get(key)
             return None if raw is None else self._fresh(_result_from_json(raw, job_id))
         notify = keys.notify(self._prefix, job_id)
-        args = [self._prefix, job_id, math.ceil(wait * 1000)]
+        args: list[str | int] = [self._prefix, job_id, math.ceil(wait * 1000)]
         if self._cluster:
             # Two round trips: the script returns the result or registers us as a
             # waiter; the finishing script pushes the result to each waiter's BLPOP.
@@ -681,6 +698,17 @@ class RedisBroker(WorkflowDelegate):
         # connection. The script pushes a result that is there already for the
         # BLPOP to take, or registers us as a waiter for the finishing script.
         with map_redis_exceptions("wait for result"):
+            if self._wire is not None:
+                replies = await self._wire.execute(
+                    ("EVAL", _AWAIT_PUSH, 1, *self._script_keys, *args),
+                    ("BLPOP", notify, _seconds(wait)),
+                )
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply
+                popped = replies[1]
+                raw = popped[1] if popped else await self._wire.call("GET", key)
+                return None if raw is None else self._fresh(_result_from_json(raw, job_id))
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.eval(_AWAIT_PUSH, keys=self._script_keys, args=args)
                 pipe.blpop([notify], timeout=wait)
@@ -945,12 +973,19 @@ class RedisBroker(WorkflowDelegate):
         if self._closed:
             return
         self._closed = True
+        if self._wire is not None:
+            self._wire.close()
         if self._exit_stack is not None:
             # Not shielded: the client's task group must be exited in the same
             # cancel-scope nesting it was entered in.
             with map_redis_exceptions("close"):
                 await self._exit_stack.aclose()
         await trio.lowlevel.checkpoint()
+
+
+def _seconds(timeout: float) -> str:
+    """A blocking command's timeout: never 0, which would mean forever."""
+    return repr(max(0.001, round(timeout, 3)))
 
 
 def _stored(job: Job, now: float) -> Job:

@@ -1,0 +1,243 @@
+"""A lean Trio connection pool over hiredis's parser, for the Redis broker's hot calls.
+
+coredis on Trio spends about 150-200 µs of client CPU per call (several
+scheduler passes per command); a Trio socket and hiredis's C parser spend
+25-35 µs (docs/brokers.md, "Why coredis"). The broker sends its per-job calls
+(the scripts, a worker's inbox ``BLPOP``, a caller's result wait) through this
+pool on a single Redis, and everything else through coredis.
+
+It speaks RESP3 (``HELLO 3``), as coredis does, so replies decode the same:
+bytes for strings, ``None`` for nil, ``True``/``False`` for a script's booleans.
+A checkout sends one command or a pipeline of them and reads every reply
+before the connection goes back; a connection that fails, or whose call is
+cancelled with its reply unread, is closed and never reused. Failed
+connections tend to fail together (a restarted Redis), so one failure also
+closes the idle ones.
+
+Only what ``from_url`` accepts is spoken here (TCP or a unix socket, a user and
+password, a database number); any other URL (TLS, query options) returns
+``None``, and the broker keeps coredis for everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+import hiredis
+import trio
+
+Command = Sequence[str | bytes | int | float]
+
+_CONNECT_TIMEOUT = 10.0
+_RECEIVE = 65536
+
+
+class ReplyError(Exception):
+    """An error reply from Redis; its message starts with the error code."""
+
+
+class WireConnectionError(ConnectionError):
+    """The connection to Redis failed or closed (an ``OSError``, like a refused connect)."""
+
+
+class _NotYet:
+    """hiredis's "no whole reply buffered yet" marker: its default, ``False``, is
+    also a RESP3 boolean reply."""
+
+
+_NOT_YET = _NotYet()
+
+
+@attrs.frozen
+class WireAddress:
+    """Where and as whom to connect: ``path`` for a unix socket, else ``host``/``port``."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> WireAddress | None:
+        """The address of a ``redis://`` or ``unix://`` URL, or ``None`` for a URL
+        with anything this module does not speak (TLS, options in the query)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return None
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        if parts.fragment or (username is not None and password is None):
+            return None
+        if parts.scheme == "redis":
+            db_text = parts.path.strip("/") or "0"
+            if parts.query or not db_text.isdigit():
+                return None
+            host = parts.hostname or "localhost"
+            return cls(host, port or 6379, None, username, password, int(db_text))
+        if parts.scheme == "unix" and parts.path:
+            query = parse_qs(parts.query, keep_blank_values=True)
+            if set(query) - {"db"} or len(query.get("db", ["0"])) != 1:
+                return None
+            db_text = query.get("db", ["0"])[0]
+            if not db_text.isdigit():
+                return None
+            return cls(path=parts.path, username=username, password=password, db=int(db_text))
+        return None
+
+
+def _pack(commands: Sequence[Command]) -> bytes:
+    # hiredis's stub types the command as a 1-tuple; it takes any length.
+    pack: Any = hiredis.pack_command
+    return b"".join([pack(tuple(command)) for command in commands])
+
+
+class _Connection:
+    """One socket and its parser; one checkout at a time."""
+
+    __slots__ = ("_reader", "_stream")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._reader = hiredis.Reader(
+            replyError=ReplyError, protocolError=WireConnectionError, notEnoughData=_NOT_YET
+        )
+
+    async def roundtrip(self, packed: bytes, count: int) -> list[Any]:
+        """Send ``packed`` (``count`` commands) and read their ``count`` replies."""
+        try:
+            await self._stream.send_all(packed)
+            replies: list[Any] = []
+            while len(replies) < count:
+                reply = self._reader.gets()
+                if reply is _NOT_YET:
+                    data = await self._stream.receive_some(_RECEIVE)
+                    if not data:
+                        raise WireConnectionError("redis closed the connection")
+                    self._reader.feed(data)
+                else:
+                    replies.append(reply)
+            return replies
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise WireConnectionError(f"connection lost: {exc.__cause__ or exc}") from exc
+
+    def close(self) -> None:
+        # The socket's own close is synchronous: usable while cancelled, with no
+        # checkpoint between the failure and the close.
+        self._stream.socket.close()
+
+
+class WirePool:
+    """Connections to one Redis, opened on demand, at most ``limit`` at a time."""
+
+    def __init__(self, address: WireAddress, *, limit: int = 64) -> None:
+        self._address = address
+        self._idle: list[_Connection] = []
+        self._slots = trio.Semaphore(limit)
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> WirePool | None:
+        """A pool for ``url``, or ``None`` when the URL needs what only coredis speaks."""
+        address = WireAddress.from_url(url)
+        return None if address is None else cls(address)
+
+    async def execute(self, *commands: Command) -> list[Any]:
+        """Each command's reply, in order, sent as one pipeline on one connection.
+        An error reply is returned in its place as a ``ReplyError``, not raised.
+
+        Raises:
+            WireConnectionError: the connection failed (or the pool is closed).
+            OSError: no connection could be opened.
+        """
+        packed = _pack(commands)
+        async with self._slots:
+            if self._is_closed():
+                raise WireConnectionError("the connection pool is closed")
+            connection = self._idle.pop() if self._idle else await self._connect()
+            try:
+                replies = await connection.roundtrip(packed, len(commands))
+            except BaseException as exc:
+                connection.close()
+                if isinstance(exc, WireConnectionError):
+                    self._drop_idle()
+                raise
+            if self._is_closed():
+                connection.close()
+            else:
+                self._idle.append(connection)
+            return replies
+
+    async def call(self, *command: str | bytes | int | float) -> Any:
+        """One command's reply.
+
+        Raises:
+            ReplyError: Redis answered with an error.
+            WireConnectionError: the connection failed.
+        """
+        (reply,) = await self.execute(command)
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def evalsha(
+        self, sha: str, body: str, keys: Sequence[str], args: Sequence[str | bytes | int | float]
+    ) -> Any:
+        """Run a script by its SHA1; if Redis has not cached it (``NOSCRIPT``: a
+        restart, a ``SCRIPT FLUSH``), run it by its body, which caches it again."""
+        tail = (len(keys), *keys, *args)
+        (reply,) = await self.execute(("EVALSHA", sha, *tail))
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            # NOSCRIPT means nothing ran: sending it again cannot run it twice.
+            (reply,) = await self.execute(("EVAL", body, *tail))
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    def _is_closed(self) -> bool:
+        # A call, not the attribute: the pool may close while a call awaits.
+        return self._closed
+
+    def close(self) -> None:
+        """Close the idle connections now and each busy one as its call returns."""
+        self._closed = True
+        self._drop_idle()
+
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    async def _connect(self) -> _Connection:
+        address = self._address
+        with trio.move_on_after(_CONNECT_TIMEOUT):
+            if address.path is not None:
+                stream = await trio.open_unix_socket(address.path)
+            else:
+                stream = await trio.open_tcp_stream(address.host, address.port)
+            connection = _Connection(stream)
+            hello: list[str | int] = ["HELLO", 3]
+            if address.password is not None:
+                hello += ["AUTH", address.username or "default", address.password]
+            commands: list[Command] = [hello]
+            if address.db:
+                commands.append(("SELECT", address.db))
+            packed = _pack(commands)
+            try:
+                replies = await connection.roundtrip(packed, len(commands))
+            except BaseException:
+                connection.close()
+                raise
+            for reply in replies:
+                if isinstance(reply, ReplyError):
+                    connection.close()
+                    raise reply
+            return connection
+        where = address.path or f"{address.host}:{address.port}"
+        raise WireConnectionError(f"connect to {where} timed out after {_CONNECT_TIMEOUT:g} s")
