@@ -1,8 +1,10 @@
 """Client-side cost of one Redis call on Trio: coredis (through guild's pool) against a
 minimal connection over hiredis's parser, the figures of docs/brokers.md "Why coredis".
 
-    pip install hiredis                       # the lean side's parser (not a guild dependency)
     python benchmarks/bench_redis_client.py -n 3000 --rounds 3
+
+(the prototype that ``guild/brokers/_redis_wire.py`` grew from; hiredis is a guild
+dependency)
 
 Each round runs both clients, one after the other, against a private redis-server
 (``$GUILD_REDIS_SERVER`` or ``redis-server`` on PATH, on a free port): N sequential

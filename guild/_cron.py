@@ -34,9 +34,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import zoneinfo
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    import zoneinfo
 
 _MONTHS = {
     m: i
@@ -119,6 +122,10 @@ def _parse_field(
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
+    # Here, not at the top: only a schedule with a time zone needs it, and every
+    # `import guild` would pay for finding the time zone database.
+    import zoneinfo
+
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -4,9 +4,12 @@ parts unloaded until used, and the names loaded on first use are the same object
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,9 @@ HEAVY = (
     "guild.rollout._store",
     "guild.config",
     "guild.observability._http",
+    "guild.observability._access",
+    "tomllib",
+    "zoneinfo",
 )
 
 
@@ -77,11 +83,140 @@ class TestImportGuild:
 
 class TestCommandLine:
     def test_loads_no_redis_client_http_server_or_sandbox(self) -> None:
-        # guild run always keeps metrics (prometheus_client) and its health
-        # policy; the HTTP server, Redis and the sandbox wait until asked for.
+        # The HTTP server, Redis, Prometheus and the sandbox wait until asked for.
         loaded = set(loaded_after("import guild.cli\n"))
-        unwanted = {"coredis", "hypercorn", "trio_websocket", "guild.sandbox._process"}
+        unwanted = {
+            "coredis",
+            "hypercorn",
+            "trio_websocket",
+            "guild.sandbox._process",
+            "prometheus_client",
+            "guild.observability._http",
+        }
         assert loaded & unwanted == set()
+
+    def test_a_command_loads_only_its_own_module(self) -> None:
+        code = textwrap.dedent(
+            """
+            import sys
+            import guild.cli
+            guild.cli.parser("result")
+            print(sorted(m for m in sys.modules if m.startswith("guild.cli.")))
+            """
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        assert out.split() == [
+            "['guild.cli._args',",
+            "'guild.cli._output',",
+            "'guild.cli._result']",
+        ]
+
+    def test_guild_run_reaches_its_first_job_without_them(self, tmp_path: Path) -> None:
+        # A real `guild run` on a SQLite file: the handler of the one job reports
+        # which modules its process has loaded by then.
+        report = tmp_path / "loaded.json"
+        (tmp_path / "lean_app.py").write_text(
+            textwrap.dedent(
+                f"""
+                import json, sys
+                import guild
+
+                app = guild.Guild("lean")
+
+                @app.worker("q")
+                async def handle(job: guild.Job) -> None:
+                    with open({str(report)!r}, "w") as out:
+                        json.dump(sorted(sys.modules), out)
+                """
+            )
+        )
+        url = f"sqlite:///{tmp_path}/guild.db"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+        env.pop("GUILD_BROKER", None)
+        guild_command = [sys.executable, "-m", "guild"]
+        subprocess.run(
+            [*guild_command, "enqueue", "q", "1", "--broker", url],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        worker = subprocess.Popen(
+            [*guild_command, "run", "lean_app:app", "--broker", url, "--log-level", "warning"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not report.exists() or not report.read_text().endswith("]"):
+                assert worker.poll() is None, worker.communicate()[1].decode()
+                assert time.monotonic() < deadline, "the job did not run within 60 s"
+                time.sleep(0.05)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.communicate(timeout=60)
+        loaded = set(json.loads(report.read_text()))
+        unwanted = {
+            "coredis",
+            "hypercorn",
+            "trio_websocket",
+            "prometheus_client",
+            "guild.sandbox._process",
+            "guild.observability._http",
+            "guild.observability._dashboard",
+            "guild.observability._multiprocess",
+            "guild.observability._access",
+            "guild.config._load",
+            "guild.config._effective",
+            "tomllib",
+            "zoneinfo",
+            "guild.cli._enqueue",
+            "guild.cli._workflow",
+            "guild.cli._top",
+        }
+        assert loaded & unwanted == set()
+        assert "guild.cli._run" in loaded  # the probe saw the run, not an empty list
+
+
+class TestDeferredMetrics:
+    def test_states_seen_before_the_metrics_exist_reach_their_gauges(self) -> None:
+        # The instrument remembers worker states and restarts until a scrape
+        # makes its metrics; the scrape then shows what a live gauge would.
+        code = textwrap.dedent(
+            """
+            import sys
+            from guild.observability import PrometheusInstrument, WorkerStateChanged
+
+            metrics = PrometheusInstrument("app")
+            for state in ("starting", "running", "restarting", "running", "restarting",
+                          "running"):
+                metrics.worker_state_changed(
+                    WorkerStateChanged(worker="w", state=state, at=0.0)
+                )
+            print("prometheus_client" in sys.modules)
+            text = metrics.render().decode()
+            for line in text.splitlines():
+                if line.startswith(("guild_worker_state{", "guild_worker_restarts_total{")):
+                    print(line)
+            """
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert out[0] == "False"
+        states = {
+            "starting": 0.0,
+            "running": 1.0,
+            "restarting": 0.0,
+        }
+        for state, value in states.items():
+            assert f'guild_worker_state{{app="app",state="{state}",worker="w"}} {value}' in out
+        assert 'guild_worker_restarts_total{app="app",worker="w"} 2.0' in out
 
 
 class TestLazyNames:

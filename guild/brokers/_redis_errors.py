@@ -25,9 +25,28 @@ its "max clients" ``ConnectionError``): the lean connections
 (``_redis_wire``) map them the same way."""
 
 _NAMED_CODES = frozenset(
-    "ASK BUSYGROUP CLUSTERDOWN CROSSSLOT ERR EXECABORT LOADING NOSCRIPT MOVED NOAUTH"
-    " NOGROUP NOKEY NOPERM NOPROTO NOTBUSY READONLY TRYAGAIN UNBLOCKED WRONGPASS"
-    " WRONGTYPE".split()
+    [
+        "ASK",
+        "BUSYGROUP",
+        "CLUSTERDOWN",
+        "CROSSSLOT",
+        "ERR",
+        "EXECABORT",
+        "LOADING",
+        "NOSCRIPT",
+        "MOVED",
+        "NOAUTH",
+        "NOGROUP",
+        "NOKEY",
+        "NOPERM",
+        "NOPROTO",
+        "NOTBUSY",
+        "READONLY",
+        "TRYAGAIN",
+        "UNBLOCKED",
+        "WRONGPASS",
+        "WRONGTYPE",
+    ]
 )
 """The codes coredis's parser turns into exception classes, leaving them out of the
 message: a lean connection's error reads the same."""

@@ -33,7 +33,11 @@ Theory of operation (the Lua side is ``_redis_functions.lua``):
   No pub/sub subscription per job. (On a cluster: the script, then the
   ``BLPOP``.)
 
-Every coredis error is translated at one boundary (``map_redis_exceptions``):
+The per-job calls (the scripts, the inbox ``BLPOP``, ``get_result``) go through
+a lean Trio connection pool over hiredis (``_redis_wire``) when the broker opened
+a single Redis from its URL; everything else, and a cluster or a client passed
+in, goes through coredis (docs/brokers.md, "Why coredis"). Every error of
+either is translated at one boundary (``map_redis_exceptions``):
 ``BrokerUnavailable`` when Redis cannot be reached, ``BrokerClosed`` after
 ``aclose``.
 
@@ -463,8 +467,11 @@ class RedisBroker(WorkflowDelegate):
                     flat = await self._call("claim", args)
             if _text(flat[0]) == "nogroup":
                 # Redis lost the group (a restart without persistence): say so
-                # loudly, then make it again so that new jobs run.
-                self._lost(queue, "its consumer group vanished")
+                # loudly, then make it again so that new jobs run. Unless a
+                # concurrent epoch check reported this loss already (it forgets
+                # the groups): once acknowledged, the same loss is not news.
+                if queue in self._groups:
+                    self._lost(queue, "its consumer group vanished")
                 await self._check_epoch()
                 self._groups.discard(queue)
                 await self._ensure_group(queue)
@@ -857,6 +864,7 @@ class RedisBroker(WorkflowDelegate):
         if self._epoch is not None and current != self._epoch:
             for queue in sorted(set(self._groups) | set(self._counts)):
                 self._lost(queue, "Redis lost its data: guild's epoch marker vanished")
+            self._groups.clear()  # gone with the data: made again before the next claim
         self._epoch = current
 
     async def _watch(self, queue: str) -> None:

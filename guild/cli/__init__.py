@@ -9,6 +9,7 @@ with ``--json``), never a traceback; ``GUILD_DEBUG=1`` adds the traceback.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -23,56 +24,61 @@ from .._errors import GaveUp, GuildError
 from .._groups import leaves
 from .._version import __version__
 from ..observability import configure_logging
-from . import (
-    _canary,
-    _config,
-    _dlq,
-    _enqueue,
-    _job,
-    _migrate,
-    _purge,
-    _result,
-    _run,
-    _stats,
-    _status,
-    _top,
-    _workflow,
-)
 from ._args import CommandFailed, Parser, wants_json
 from ._output import EXIT_FAILED, EXIT_USAGE
 
-COMMANDS = (
-    _run,
-    _enqueue,
-    _result,
-    _job,
-    _stats,
-    _dlq,
-    _purge,
-    _workflow,
-    _status,
-    _top,
-    _config,
-    _migrate,
-    _canary,
-)
+COMMANDS = {
+    "run": "._run",
+    "enqueue": "._enqueue",
+    "result": "._result",
+    "job": "._job",
+    "stats": "._stats",
+    "dlq": "._dlq",
+    "purge": "._purge",
+    "workflow": "._workflow",
+    "status": "._status",
+    "top": "._top",
+    "config": "._config",
+    "migrate": "._migrate",
+    "canary": "._canary",
+}
+"""Each command's name and the module that registers it, in ``--help``'s order."""
 EXIT_INTERRUPTED = 130
 
 
-def parser() -> Parser:
+def parser(only: str | None = None) -> Parser:
+    """The ``guild`` parser: every command, or just ``only`` (with its options).
+
+    Each command's module loads only to register it, so ``guild run`` does not
+    pay at start-up for the imports of ``guild canary`` or ``guild workflow``.
+    """
     root = Parser(prog="guild", description="guild: a Trio-native runtime for background work.")
     root.add_argument("--version", action="version", version=f"guild {__version__}")
     subparsers = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.register(subparsers)
+    names = [only] if only in COMMANDS else list(COMMANDS)
+    for name in names:
+        importlib.import_module(COMMANDS[name], __name__).register(subparsers)
     return root
+
+
+def _command_of(arguments: Sequence[str]) -> str | None:
+    """The command named on the line, if it is the first word that is not an option.
+
+    The root takes only ``--help`` and ``--version``, neither with a value, so
+    the first other word is the command; anything else builds the whole parser,
+    whose help and errors name every command.
+    """
+    for word in arguments:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``guild`` command; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser().parse_args(arguments)
+        args = parser(_command_of(arguments)).parse_args(arguments)
         # stdout carries a command's answer (and its --json); a broker's warnings
         # go to stderr. `guild run` sets its own level and format when it starts.
         configure_logging(level="warning")

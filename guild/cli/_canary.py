@@ -17,9 +17,8 @@ from typing import Any
 import trio
 
 from ..brokers._url import open_broker
-from ..config import GuildConfig, load_config
-from ..config._effective import choose_env
-from ..config._schema import CANARY_OPTIONS
+from ..config._layers import choose_env
+from ..config._schema import CANARY_OPTIONS, GuildConfig
 from ..rollout._controller import apply, namespace_of, observation
 from ..rollout._lanes import lane_of
 from ..rollout._machine import (
@@ -159,6 +158,8 @@ def _start_config(args: argparse.Namespace) -> GuildConfig | None:
         if getattr(args, "env", None) is not None:
             raise UsageError("--env: give the guild.toml with --config")
         return None
+    from ..config._load import load_config  # here: `guild run` shares this module
+
     env, _ = choose_env(args.env, os.environ)
     return load_config(args.config, env)
 

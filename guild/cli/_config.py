@@ -7,9 +7,7 @@ import json
 import os
 from typing import Any
 
-from ..config._effective import effective
-from ..config._load import MAX_PROCESSES
-from ..config._schema import CANARY_OPTIONS, LOG_FORMATS, LOG_LEVELS
+from ..config._schema import CANARY_OPTIONS, LOG_FORMATS, LOG_LEVELS, MAX_PROCESSES
 from ._args import broker_url, integer, non_empty
 from ._output import EXIT_OK
 
@@ -80,6 +78,10 @@ def run_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show_config(args: argparse.Namespace) -> int:
+    # Here, not at the top: `guild run` takes --env from this module, and a run
+    # of module:attribute reads no file.
+    from ..config._effective import effective
+
     found = effective(args.file, env=args.env, flags=run_flags(args), environ=os.environ)
     if args.json:
         print(json.dumps(found.to_json(), indent=2))

@@ -28,13 +28,10 @@ from .._errors import BrokerError, ConfigError, GaveUp, UnknownBrokerURL
 from .._groups import unwrap
 from .._worker import consumer_prefix
 from ..brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
-from ..config import GuildConfig, load_config
-from ..config._effective import choose_env
-from ..config._load import MAX_PROCESSES
-from ..config._schema import LOG_FORMATS
-from ..observability import Thresholds, configure_logging, observe, serve_http
-from ..observability._access import TOKEN_VARIABLE
-from ..observability._multiprocess import prepare_multiprocess
+from ..config._layers import choose_env
+from ..config._schema import LOG_FORMATS, MAX_PROCESSES, GuildConfig
+from ..observability import Thresholds, configure_logging
+from ..observability._observe import observe
 from ..rollout._machine import CanaryPolicy
 from ..rollout._serve import make_canary, run_app
 from ..supervision._processes import INDEX_VARIABLE
@@ -120,6 +117,9 @@ def _check_token_variable() -> None:
 
     Its value is never echoed: a secret does not belong in an error line.
     """
+    # Here, not at the top: the access rules load only for a run that serves HTTP.
+    from ..observability._access import TOKEN_VARIABLE
+
     token = os.environ.get(TOKEN_VARIABLE)
     # Empty means unset, as serve_http reads it.
     if token and token != token.strip():
@@ -146,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
     config: GuildConfig | None = None
     env_name, _ = choose_env(args.env, os.environ)
     if is_config_target(args.target):
+        # Here, not at the top: a run of module:attribute reads no file.
+        from ..config._load import load_config
+
         config = load_config(args.target, env_name)
     elif args.env is not None:
         raise UsageError("--env: a module:attribute TARGET has no [env.NAME]; give a guild.toml")
@@ -206,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         child += _canary_flags(args)
         # Here, not at the top: only --processes N needs the fleet's HTTP
         # server, and every single-process start-up would pay for loading it.
+        from ..observability._multiprocess import prepare_multiprocess
         from ._fleet import FleetHTTP, socket_dir, supervise_fleet
 
         sockets: str | None = None
@@ -395,6 +399,10 @@ async def _listen(
     With ``path`` (a child of ``--processes N``) they listen on that Unix socket,
     judging access as ``host`` would be judged; the parent serves ``host:port``.
     """
+    # Here, not at the top: the server's module (the dashboard, prometheus-client)
+    # is loaded only by a run that serves HTTP.
+    from ..observability._http import serve_http
+
     try:
         with unwrap(OSError):
             bound: int = await nursery.start(

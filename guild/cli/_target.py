@@ -15,7 +15,7 @@ from .._cron import Cron, Every
 from .._errors import ConfigError
 from .._groups import describe
 from .._limits import merge_limit
-from ..config import GuildConfig, load_config
+from ..config._schema import GuildConfig
 from ..sandbox._held import replace_held_policies
 from ..supervision import Strategy
 
@@ -63,6 +63,8 @@ def load_target(target: str, env: str | None = None) -> tuple[Guild, GuildConfig
     """The app a target names, with the config file's overrides (under the
     ``[env.NAME]`` section ``env``) applied."""
     if is_config_target(target):
+        from ..config._load import load_config  # here: `guild run app:app` reads no file
+
         config = load_config(target, env)
         return app_of(config), config
     return import_app(target), None

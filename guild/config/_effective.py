@@ -18,11 +18,10 @@ from typing import Any
 import attrs
 
 from ..brokers._url import DEFAULT_URL, display_url
-from ._layers import Origin, dotted, leaves
+from ._layers import Origin, choose_env, dotted, leaves
 from ._load import environments, load_config, read_toml
 from ._schema import GuildConfig
 
-ENV_VARIABLE = "GUILD_ENV"
 BROKER_VARIABLE = "GUILD_BROKER"
 
 FLAG_KEYS = {
@@ -128,16 +127,6 @@ class Effective:
         lines = [head]
         lines += [f"{f'{k} = {v}':<{width}}  # {origin}" for k, v, origin in rows]
         return "\n".join(lines)
-
-
-def choose_env(flag: str | None, environ: Mapping[str, str]) -> tuple[str | None, Origin | None]:
-    """The environment asked for: ``--env`` wins over ``$GUILD_ENV`` (an empty one is unset)."""
-    if flag is not None:
-        return flag, Origin("flag", "--env")
-    named = environ.get(ENV_VARIABLE, "")
-    if named:
-        return named, Origin("environment", ENV_VARIABLE)
-    return None, None
 
 
 def effective(

@@ -45,6 +45,19 @@ class Origin:
         return self.source
 
 
+ENV_VARIABLE = "GUILD_ENV"
+
+
+def choose_env(flag: str | None, environ: Mapping[str, str]) -> tuple[str | None, Origin | None]:
+    """The environment asked for: ``--env`` wins over ``$GUILD_ENV`` (an empty one is unset)."""
+    if flag is not None:
+        return flag, Origin("flag", "--env")
+    named = environ.get(ENV_VARIABLE, "")
+    if named:
+        return named, Origin("environment", ENV_VARIABLE)
+    return None, None
+
+
 def is_opaque(path: tuple[str, ...]) -> bool:
     """Whether the value at ``path`` is one value even when it is a table: a
     periodic job's payload is JSON handed to the job, never merged key by key."""

@@ -23,6 +23,7 @@ from ._schema import (
     LIMIT_OPTIONS,
     LOG_FORMATS,
     LOG_LEVELS,
+    MAX_PROCESSES,
     PERIODIC_OPTIONS,
     RETENTION_SECONDS,
     SANDBOX_LISTS,
@@ -54,8 +55,6 @@ _GUILD_KEYS = {
     "log_level",
     "log_format",
 }
-MAX_PROCESSES = 1024
-"""As ``guild run --processes``: more is a typo, and would fork that many."""
 
 
 class _Reader:

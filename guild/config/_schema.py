@@ -85,6 +85,8 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
+MAX_PROCESSES = 1024
+"""As ``guild run --processes``: more is a typo, and would fork that many."""
 
 HEALTH_OPTIONS: dict[str, tuple[type, ...]] = {
     "error_rate": (int, float),

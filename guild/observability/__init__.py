@@ -46,13 +46,13 @@ from ._tally import DURATION_BUCKETS as DURATION_BUCKETS
 from ._tally import JobCounts as JobCounts
 
 if typing.TYPE_CHECKING:
-    from ._http import Observability as Observability
     from ._http import ObservabilityApp as ObservabilityApp
-    from ._http import observe as observe
     from ._http import serve_http as serve_http
     from ._metrics import PrometheusInstrument as PrometheusInstrument
     from ._multiprocess import prepare_multiprocess as prepare_multiprocess
     from ._multiprocess import process_exited as process_exited
+    from ._observe import Observability as Observability
+    from ._observe import observe as observe
 
 # The HTTP server (hypercorn, the dashboard) and Prometheus are loaded on first
 # use: every worker imports this package for its events, few serve HTTP.
@@ -62,9 +62,9 @@ if not typing.TYPE_CHECKING:
         __name__,
         globals(),
         {
-            "Observability": "._http",
+            "Observability": "._observe",
             "ObservabilityApp": "._http",
-            "observe": "._http",
+            "observe": "._observe",
             "serve_http": "._http",
             "PrometheusInstrument": "._metrics",
             "prepare_multiprocess": "._multiprocess",

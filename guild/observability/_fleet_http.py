@@ -44,6 +44,7 @@ from typing import Any
 import attrs
 import structlog
 import trio
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -57,7 +58,7 @@ from ._dashboard import Site, asked, broker_lists, health_broker_error, serve_si
 from ._fleet import Member, dashboard_workers, fleet_health
 from ._health import Thresholds
 from ._memory import memory_fraction
-from ._metrics import CONTENT_TYPE, QUEUE_STATUSES, _generate
+from ._metrics import QUEUE_STATUSES, _generate
 from ._multiprocess import process_exited
 
 _log = structlog.get_logger("guild.http")

@@ -42,13 +42,12 @@ import json
 import os
 import socket
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import structlog
 import trio
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 from .._errors import BrokerError, GuildError
 from .._job import QueueStats
@@ -71,11 +70,10 @@ from ._dashboard import Tracker, asked
 from ._dashboard import serve as serve_dashboard
 from ._events import Instrument
 from ._health import Health, Thresholds, assess
-from ._hub import EventHub, Message
-from ._logging import LoggingInstrument
+from ._hub import Message
 from ._memory import memory_fraction
-from ._metrics import CONTENT_TYPE, PrometheusInstrument, multiprocess_dir
-from ._monitor import Monitor
+from ._metrics import multiprocess_dir
+from ._observe import Observability, _running, observe
 from ._report import process_report, recent_failures, running_jobs
 
 if TYPE_CHECKING:
@@ -87,67 +85,6 @@ _log = structlog.get_logger("guild.http")
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-@attrs.frozen
-class Observability:
-    """The instruments one app is observed through.
-
-    ``metrics`` also counts jobs (it is the :class:`JobCounts` the monitor reads);
-    ``hub`` joins the app's instruments only while ``/events`` has clients.
-    """
-
-    metrics: PrometheusInstrument
-    monitor: Monitor
-    hub: EventHub
-
-
-def observe(
-    app: Guild, *, thresholds: Thresholds | None = None, logs: bool = True, buffer: int = 1024
-) -> Observability:
-    """Install guild's instruments on ``app``, once; later calls return the same ones.
-
-    Call it before ``app.run`` to see the workers start; :func:`serve_http`
-    calls it too. Thresholds given to a later call replace the earlier ones.
-
-    Args:
-        thresholds: health thresholds (the monitor's window comes from them).
-        logs: also add a :class:`LoggingInstrument`.
-        buffer: messages an ``/events`` client may lag behind before it is dropped.
-    """
-    found = _installed.get(app)
-    if found is not None:
-        if thresholds is not None:
-            found.monitor.set_thresholds(thresholds)
-        return found
-    present = {type(i): i for i in app.instruments}
-    metrics = present.get(PrometheusInstrument)
-    if not isinstance(metrics, PrometheusInstrument):
-        # A weak reference: the registry below must not keep the app alive.
-        ref = weakref.ref(app)
-        metrics = PrometheusInstrument(app.name, active=lambda: _running(ref()))
-        app.instruments.add(metrics)
-    monitor = Monitor(metrics, thresholds)
-    app.instruments.add(monitor)
-    hub = EventHub(buffer=buffer)
-    hub.attach(app.instruments)
-    if logs and LoggingInstrument not in present:
-        app.instruments.add(LoggingInstrument())
-    for name, spec in app.specs.items():
-        monitor.known(name, spec.queue)
-    observability = Observability(metrics=metrics, monitor=monitor, hub=hub)
-    _installed[app] = observability
-    return observability
-
-
-# Weak, so that observing an app does not keep it alive.
-_installed: weakref.WeakKeyDictionary[Guild, Observability] = weakref.WeakKeyDictionary()
-
-
-def _running(app: Guild | None) -> dict[str, int]:
-    if app is None:
-        return {}
-    return {name: stats.running for name, stats in app.workers().items()}
 
 
 class ObservabilityApp:
@@ -529,6 +466,9 @@ async def serve_http(
     app.instruments.add(tracker)
     with sock, _removed(app, tracker):
         async with trio.open_nursery() as nursery:
+            # Made now, not at the first scrape: from here on a state change
+            # reaches its gauge at once, for the processes that read it.
+            observability.metrics.make()
             nursery.start_soon(observability.monitor.serve_sampling)
             nursery.start_soon(observability.metrics.serve_flush)
             await nursery.start(

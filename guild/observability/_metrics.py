@@ -20,26 +20,30 @@ arithmetic, no lock). The counts reach prometheus-client at each scrape and,
 under :func:`serve_http`, once a second (:meth:`PrometheusInstrument.flush`):
 in multiprocess mode the process that answers a scrape reads the others'
 values from their files, flushed at most a second ago.
+
+prometheus-client itself (about 15 ms to import) loads when the metrics are
+first needed: a scrape, a flush, :func:`serve_http` starting, or an event that
+only the metrics record (a rate-limit wait, a sandbox run). Until then worker
+states are only remembered, and written to their gauges when the metrics are
+made, so ``guild run`` without ``--http`` never loads it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import prometheus_client
-import prometheus_client.values
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from .._job import QueueStats
 from ..supervision._states import WorkerState
 from ._events import JobLimitWaited, RateLimited, SandboxRan, WorkerStateChanged
 from ._tally import DURATION_BUCKETS, JobCounts, WorkerCounts
 
-CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
 WORKER_STATES = tuple(state.value for state in WorkerState)
 """Every state ``guild_worker_state`` reports (one series each, the current one is 1)."""
 QUEUE_STATUSES = ("ready", "delayed", "in_flight", "dead")
@@ -49,6 +53,8 @@ _WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.
 
 def multiprocess_dir() -> str | None:
     """The directory shared by all processes, when multiprocess mode is on in this one."""
+    import prometheus_client.values
+
     if prometheus_client.values.ValueClass is prometheus_client.values.MutexValue:
         return None
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -83,6 +89,45 @@ class PrometheusInstrument(JobCounts):
     ) -> None:
         super().__init__()
         self.app = app
+        self._states: dict[str, str] = {}
+        self._restarts: dict[str, int] = {}
+        self._flushed: dict[str, WorkerCounts] = {}
+        self._active = active
+        self._made = False
+        if registry is not None:
+            self._make(registry)
+
+    # The metrics' names, which exist once :meth:`_make` has run.
+    registry: CollectorRegistry
+    processed: Counter
+    failed: Counter
+    retried: Counter
+    dead: Counter
+    duration: Histogram
+    active: Gauge
+    queue: Gauge
+    ledger: Gauge
+    broker_up: Gauge
+    memory: Gauge
+    restarts: Counter
+    state: Gauge
+    ratelimit_wait: Histogram
+    limit_wait: Histogram
+    sandbox_runs: Counter
+    sandbox_refusals: Counter
+    sandbox_duration: Histogram
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a name not set yet: a metric before _make has run.
+        if name in _METRIC_NAMES and not self.__dict__.get("_made", True):
+            self._make(None)
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _make(self, registry: CollectorRegistry | None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self._made = True
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         worker = ("app", "worker")
@@ -111,11 +156,16 @@ class PrometheusInstrument(JobCounts):
             multiprocess_mode="livesum",
         )
         self._register_runtime_metrics(r)
-        self._states: dict[str, str] = {}
-        self._flushed: dict[str, WorkerCounts] = {}
-        self._active = active
+        # The states and restarts seen before the metrics existed.
+        for name, state in self._states.items():
+            for known in WORKER_STATES:
+                self.state.labels(self.app, name, known).set(1 if known == state else 0)
+        for name, count in self._restarts.items():
+            self.restarts.labels(self.app, name).inc(count)
 
     def _register_runtime_metrics(self, r: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
         worker = ("app", "worker")
         self.queue = Gauge(
             "guild_queue_jobs",
@@ -195,6 +245,12 @@ class PrometheusInstrument(JobCounts):
     def worker_state_changed(self, event: WorkerStateChanged) -> None:
         worker, state = event.worker, event.state
         previous = self._states.get(worker)
+        if not self._made:
+            # Remembered only; _make writes the gauges from these.
+            self._states[worker] = state
+            if state == "restarting":
+                self._restarts[worker] = self._restarts.get(worker, 0) + 1
+            return
         if previous is None:
             for name in WORKER_STATES:
                 self.state.labels(self.app, worker, name).set(0)
@@ -241,6 +297,7 @@ class PrometheusInstrument(JobCounts):
 
     def flush(self) -> None:
         """Move the job counts gathered since the last flush into the metrics."""
+        self.make()
         app = self.app
         for worker, counts in self.workers.items():
             before = self._flushed.get(worker) or WorkerCounts()
@@ -261,6 +318,15 @@ class PrometheusInstrument(JobCounts):
             for worker, running in self._active().items():
                 self.active.labels(app, worker).set(running)
 
+    def make(self) -> None:
+        """Create the metrics now (loading prometheus-client), if not yet made.
+
+        :func:`serve_http` calls it as it starts, so that from then on every
+        state change reaches its gauge at once, as other processes read it.
+        """
+        if not self._made:
+            self._make(None)
+
     async def serve_flush(self, interval: float = 1.0) -> None:
         """Flush every ``interval`` seconds, forever (multiprocess: other processes scrape)."""
         while True:
@@ -277,11 +343,19 @@ class PrometheusInstrument(JobCounts):
         directory = multiprocess_dir()
         if directory is None:
             return _generate(self.registry)
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
         return _generate(merged)
 
 
+_METRIC_NAMES = frozenset(PrometheusInstrument.__annotations__)
+
+
 def _generate(registry: CollectorRegistry) -> bytes:
+    import prometheus_client
+
     data: Any = prometheus_client.generate_latest(registry)
     return bytes(data)

@@ -39,7 +39,7 @@ def _url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path}/canary.db"
     server: RedisServer = request.getfixturevalue("redis_server")
-    return f"{server.url}/{next(_databases)}"
+    return f"redis://127.0.0.1:{server.port}/{next(_databases)}"
 
 
 def _check_common(report: Any, kind: str) -> None:

@@ -151,9 +151,10 @@ class TestKeyedConcurrency:
             await broker.get_result(last.id, wait=100)
             worker.drain()
         # "raise" gave its token back when it failed; "hang" holds it until its
-        # 3 s timeout cancels it, and only then does "ok" start.
+        # 3 s timeout cancels it (a timeout is never early, and at most 0.1% late),
+        # and only then does "ok" start.
         found = dict(starts)
-        assert found["ok"] - found["hang"] == 3.0
+        assert 3.0 <= found["ok"] - found["hang"] <= 3.003
         assert [name for name, _ in starts] == ["raise", "hang", "ok"]
 
 
