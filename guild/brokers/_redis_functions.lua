@@ -381,12 +381,34 @@ local function unregister(queue, consumer)
   for _, element in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
     local f = unpack_fields(element)
     for i = 2, #f, 14 do
-      left[#left + 1] = f[i]
-      left[#left + 1] = f[i + 10]
+      if f[i] then  -- (false: struck out by cancel, see strike_handed)
+        left[#left + 1] = f[i]
+        left[#left + 1] = f[i + 10]
+      end
     end
   end
   redis.call('DEL', inbox)
   return left
+end
+
+-- Strike a cancelled job out of consumer's inbox (handed, never popped): its row's
+-- id becomes missing, a row the worker skips (redis.py, _pop_handed) yet still
+-- counts against its room, as dispatch counted it. Returns whether it was there.
+local function strike_handed(queue, consumer, id)
+  local inbox = k_inbox(queue, consumer)
+  for n, element in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
+    local f = unpack_fields(element)
+    for i = 2, #f, 14 do
+      if f[i] == id then
+        f[i] = false
+        local rows = {}
+        for k = 2, #f do rows[k - 1] = f[k] end
+        redis.call('LSET', inbox, n - 1, pack(f[1], rows))
+        return true
+      end
+    end
+  end
+  return false
 end
 
 -- Hand the ready jobs of queue to its idle consumers, first registered first.
@@ -804,21 +826,30 @@ make_ready(id, queue)
 return 1
 
 -- @cancel
--- ARGV: P, now, result_ttl_ms, then ids. A waiting job, a prefetched one and one
--- whose lease ran out end cancelled at once; a running one gets a request
+-- ARGV: P, now, result_ttl_ms, then ids. A waiting job, a prefetched one, one
+-- handed to an idle worker and still in its inbox, and one whose lease ran out
+-- end cancelled at once; a running one gets a request
 -- ('cancel' = '1', and its id in P:cancels) for its worker to act on. Returns
 -- the ids answered: unknown and finished ones are left out.
 local now, result_ttl = ARGV[2], ARGV[3]
 local out = {}
 for i = 4, #ARGV do
   local id = ARGV[i]
-  local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'attempt', 'started')
+  local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'attempt', 'started',
+    'consumer')
   local status, queue = f[1], f[2]
   if queue and (status == 'ready' or status == 'delayed' or status == 'in_flight') then
     local running = false
     if status == 'in_flight' and f[5] ~= '0' then
       local lease = redis.call('ZSCORE', k_q(queue, 'leases'), id)
       running = lease and tonumber(lease) > tonumber(now)
+      -- Handed to an idle worker that has not popped it: started on paper only,
+      -- so its run is not counted either.
+      if running and f[6] and strike_handed(queue, f[6], id) then
+        running = false
+        f[4] = tostring(math.max(0, (tonumber(f[4]) or 1) - 1))
+        redis.call('HSET', k_job(id), 'attempt', f[4], 'started', '0')
+      end
     end
     if running then
       redis.call('HSET', k_job(id), 'cancel', '1')

@@ -12,7 +12,9 @@ A checkout sends one command or a pipeline of them and reads every reply
 before the connection goes back; a connection that fails, or whose call is
 cancelled with its reply unread, is closed and never reused. Failed
 connections tend to fail together (a restarted Redis), so one failure also
-closes the idle ones.
+closes the idle ones. A reply has a deadline (``reply_timeout``, plus the time a
+blocking command may block): a hung Redis (stopped, swapping) is unavailable,
+not a call that waits forever, and a shielded call still ends.
 
 Only what ``from_url`` accepts is spoken here (TCP or a unix socket, a user and
 password, a database number); any other URL (TLS, query options) returns
@@ -21,6 +23,7 @@ password, a database number); any other URL (TLS, query options) returns
 
 from __future__ import annotations
 
+import select
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -31,7 +34,8 @@ import trio
 
 Command = Sequence[str | bytes | int | float]
 
-_CONNECT_TIMEOUT = 10.0
+_CONNECT_TIMEOUT = 5.0
+_REPLY_TIMEOUT = 5.0
 _RECEIVE = 65536
 
 
@@ -101,10 +105,12 @@ def _pack(commands: Sequence[Command]) -> bytes:
 class _Connection:
     """One socket and its parser; one checkout at a time."""
 
-    __slots__ = ("_reader", "_stream")
+    __slots__ = ("_poller", "_reader", "_stream")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
+        self._poller = select.poll()
+        self._poller.register(stream.socket.fileno(), select.POLLIN)
         self._reader = hiredis.Reader(
             replyError=ReplyError, protocolError=WireConnectionError, notEnoughData=_NOT_YET
         )
@@ -127,6 +133,13 @@ class _Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise WireConnectionError(f"connection lost: {exc.__cause__ or exc}") from exc
 
+    def stale(self) -> bool:
+        """Whether Redis closed this idle connection (a restart, ``CLIENT KILL``,
+        its idle timeout) or sent it something unasked: either way it is not
+        used. Sending a call on it first would fail that call for nothing. One
+        ``poll`` system call, well under a microsecond."""
+        return bool(self._poller.poll(0))
+
     def close(self) -> None:
         # The socket's own close is synchronous: usable while cancelled, with no
         # checkpoint between the failure and the close.
@@ -136,8 +149,17 @@ class _Connection:
 class WirePool:
     """Connections to one Redis, opened on demand, at most ``limit`` at a time."""
 
-    def __init__(self, address: WireAddress, *, limit: int = 64) -> None:
+    def __init__(
+        self,
+        address: WireAddress,
+        *,
+        limit: int = 64,
+        reply_timeout: float = _REPLY_TIMEOUT,
+        connect_timeout: float = _CONNECT_TIMEOUT,
+    ) -> None:
         self._address = address
+        self._reply_timeout = reply_timeout
+        self._connect_timeout = connect_timeout
         self._idle: list[_Connection] = []
         self._slots = trio.Semaphore(limit)
         self._closed = False
@@ -148,40 +170,50 @@ class WirePool:
         address = WireAddress.from_url(url)
         return None if address is None else cls(address)
 
-    async def execute(self, *commands: Command) -> list[Any]:
+    async def execute(self, *commands: Command, blocks: float = 0.0) -> list[Any]:
         """Each command's reply, in order, sent as one pipeline on one connection.
         An error reply is returned in its place as a ``ReplyError``, not raised.
+        ``blocks``: the seconds a blocking command among them may wait, on top of
+        the reply deadline.
 
         Raises:
-            WireConnectionError: the connection failed (or the pool is closed).
+            WireConnectionError: the connection failed or gave no reply in time
+                (or the pool is closed).
             OSError: no connection could be opened.
         """
         packed = _pack(commands)
         async with self._slots:
             if self._is_closed():
                 raise WireConnectionError("the connection pool is closed")
-            connection = self._idle.pop() if self._idle else await self._connect()
+            connection = self._take_idle() or await self._connect()
+            limit = self._reply_timeout + blocks
             try:
-                replies = await connection.roundtrip(packed, len(commands))
+                with trio.move_on_after(limit) as waited:
+                    replies = await connection.roundtrip(packed, len(commands))
             except BaseException as exc:
                 connection.close()
                 if isinstance(exc, WireConnectionError):
                     self._drop_idle()
                 raise
+            if waited.cancelled_caught:
+                # Its reply may still come: the connection is never read again.
+                connection.close()
+                self._drop_idle()
+                raise WireConnectionError(f"no reply from redis within {limit:g} s")
             if self._is_closed():
                 connection.close()
             else:
                 self._idle.append(connection)
             return replies
 
-    async def call(self, *command: str | bytes | int | float) -> Any:
-        """One command's reply.
+    async def call(self, *command: str | bytes | int | float, blocks: float = 0.0) -> Any:
+        """One command's reply (``blocks``: as for ``execute``).
 
         Raises:
             ReplyError: Redis answered with an error.
             WireConnectionError: the connection failed.
         """
-        (reply,) = await self.execute(command)
+        (reply,) = await self.execute(command, blocks=blocks)
         if isinstance(reply, ReplyError):
             raise reply
         return reply
@@ -209,6 +241,16 @@ class WirePool:
         self._closed = True
         self._drop_idle()
 
+    def _take_idle(self) -> _Connection | None:
+        if self._idle:
+            connection = self._idle.pop()
+            if not connection.stale():
+                return connection
+            # Closed connections come together (a restart): the others go too.
+            connection.close()
+            self._drop_idle()
+        return None
+
     def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
         for connection in idle:
@@ -216,7 +258,7 @@ class WirePool:
 
     async def _connect(self) -> _Connection:
         address = self._address
-        with trio.move_on_after(_CONNECT_TIMEOUT):
+        with trio.move_on_after(self._connect_timeout):
             if address.path is not None:
                 stream = await trio.open_unix_socket(address.path)
             else:
@@ -240,4 +282,4 @@ class WirePool:
                     raise reply
             return connection
         where = address.path or f"{address.host}:{address.port}"
-        raise WireConnectionError(f"connect to {where} timed out after {_CONNECT_TIMEOUT:g} s")
+        raise WireConnectionError(f"connect to {where} timed out after {self._connect_timeout:g} s")

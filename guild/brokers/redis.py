@@ -153,7 +153,7 @@ def _cluster_client(url: str) -> Any:
     # Every key of one prefix lives on one node, so let each node's pool grow to
     # the whole connection budget (each blocked reader holds a connection).
     pool = SlotKeepingClusterPool.from_url(
-        url, startup_nodes=[startup], max_connections_per_node=True
+        url, startup_nodes=[startup], max_connections_per_node=True, decode_components=True
     )
     return coredis.RedisCluster(connection_pool=pool)
 
@@ -292,7 +292,10 @@ class RedisBroker(WorkflowDelegate):
         if (cluster_url := cluster_client_url(url)) is not None:
             client = _cluster_client(cluster_url)
         else:
-            client = coredis.Redis(connection_pool=SlotKeepingPool.from_url(url))
+            # decode_components: a user or password is percent-encoded in a URL
+            # (``%40`` for ``@``), as the lean connections read it too.
+            pool = SlotKeepingPool.from_url(url, decode_components=True)
+            client = coredis.Redis(connection_pool=pool)
         shown = display_url(url)  # errors are logged and printed: no password in them
         try:
             with map_redis_exceptions(f"connect to {shown}"), _unreachable_cluster(shown):
@@ -505,7 +508,9 @@ class RedisBroker(WorkflowDelegate):
             inbox = keys.inbox(self._prefix, queue, consumer)
             with map_redis_exceptions("wait for jobs"):
                 if self._wire is not None:
-                    popped = await self._wire.call("BLPOP", inbox, _seconds(timeout))
+                    popped = await self._wire.call(
+                        "BLPOP", inbox, _seconds(timeout), blocks=max(0.0, timeout)
+                    )
                 else:
                     popped = await self._client.blpop([inbox], timeout=max(0.001, timeout))
         except BrokerError:
@@ -516,6 +521,14 @@ class RedisBroker(WorkflowDelegate):
             return []
         lease_expires, rows = _unpack(popped[1])
         count = len(rows) // _JOB_FIELDS
+        # A row without its id was cancelled while it waited here (strike_handed
+        # in the Lua): it took room all the same.
+        rows = [
+            field
+            for i in range(0, len(rows), _JOB_FIELDS)
+            if rows[i] is not None
+            for field in rows[i : i + _JOB_FIELDS]
+        ]
         idle.room -= count
         idle.start = max(0, idle.start - count)
         if idle.room < 1:
@@ -709,6 +722,7 @@ class RedisBroker(WorkflowDelegate):
                 replies = await self._wire.execute(
                     ("EVAL", _AWAIT_PUSH, 1, *self._script_keys, *args),
                     ("BLPOP", notify, _seconds(wait)),
+                    blocks=wait,
                 )
                 for reply in replies:
                     if isinstance(reply, Exception):

@@ -31,7 +31,7 @@ class RedisCache:
     @classmethod
     @asynccontextmanager
     async def open(cls, url: str, *, prefix: str = "guild:cache:") -> AsyncIterator[RedisCache]:
-        client: Any = coredis.Redis.from_url(url)
+        client: Any = coredis.Redis.from_url(url, decode_components=True)
         try:
             async with client:
                 yield cls(client, prefix=prefix)

@@ -294,7 +294,7 @@ class RedisRateLimiter(CapacityInterface):
     ) -> AsyncIterator[RedisRateLimiter]:
         """Connect to ``url`` and yield a limiter; on exit its tokens go back and
         the connections close."""
-        client: Any = coredis.Redis.from_url(url)
+        client: Any = coredis.Redis.from_url(url, decode_components=True)
         try:
             async with client:
                 limiter = cls(
