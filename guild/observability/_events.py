@@ -12,6 +12,7 @@ logged), so a broken instrument can never take a worker down.
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -177,14 +178,15 @@ class Instrument:
 _METHODS = frozenset(name for name in vars(Instrument) if not name.startswith("_"))
 
 
-class SomeJobsInstrument(Instrument):
+class SomeJobsInstrument(Instrument, abc.ABC):
     """An instrument that hears ``job_finished`` of some jobs only (those for
     which :meth:`hears` is true): for every other job the worker builds no event
     at all, if no other instrument listens. Internal: the workflow coordinator's
     signal is one, and most jobs belong to no workflow."""
 
+    @abc.abstractmethod
     def hears(self, job: Job) -> bool:
-        raise NotImplementedError
+        """Whether ``job_finished`` of ``job`` is for this instrument."""
 
 
 class Instruments:

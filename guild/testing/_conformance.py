@@ -604,15 +604,24 @@ check_job_info_errors = _jobinfo_checks.job_info_errors
 check_job_info_progress = _jobinfo_checks.job_info_progress
 
 
-def _skipped_without_store(check: Check) -> Check:
-    async def run(make_broker: MakeBroker) -> None:
-        try:
-            await check(make_broker)
-        except _workflow_checks.WorkflowStoreMissing as missing:
-            raise CheckSkipped(str(missing)) from None
+def _skipped_on(missing_type: type[Exception]) -> Callable[[Check], Check]:
+    """A check that reports ``missing_type`` (an optional protocol or library
+    the broker or this install lacks) as :class:`CheckSkipped`, not a failure."""
 
-    run.__doc__ = check.__doc__
-    return run
+    def wrap(check: Check) -> Check:
+        async def run(make_broker: MakeBroker) -> None:
+            try:
+                await check(make_broker)
+            except missing_type as missing:
+                raise CheckSkipped(str(missing)) from None
+
+        run.__doc__ = check.__doc__
+        return run
+
+    return wrap
+
+
+_skipped_without_store = _skipped_on(_workflow_checks.WorkflowStoreMissing)
 
 
 # The workflow store's checks (an optional protocol: each skips without it).
@@ -627,15 +636,7 @@ check_workflow_delete = _skipped_without_store(_workflow_checks.workflow_delete)
 check_workflow_bad_arguments = _skipped_without_store(_workflow_checks.workflow_bad_arguments)
 
 
-def _skipped_without_purge(check: Check) -> Check:
-    async def run(make_broker: MakeBroker) -> None:
-        try:
-            await check(make_broker)
-        except _purge_checks.PurgeMissing as missing:
-            raise CheckSkipped(str(missing)) from None
-
-    run.__doc__ = check.__doc__
-    return run
+_skipped_without_purge = _skipped_on(_purge_checks.PurgeMissing)
 
 
 # purge (guild.brokers.Purgeable, an optional protocol: each skips without it).
@@ -645,15 +646,7 @@ check_purge_older_than = _skipped_without_purge(_purge_checks.purge_older_than)
 check_purge_bad_arguments = _skipped_without_purge(_purge_checks.purge_bad_arguments)
 
 
-def _skipped_without_hypothesis(check: Check) -> Check:
-    async def run(make_broker: MakeBroker) -> None:
-        try:
-            await check(make_broker)
-        except _priority_checks.HypothesisMissing as missing:
-            raise CheckSkipped(str(missing)) from None
-
-    run.__doc__ = check.__doc__
-    return run
+_skipped_without_hypothesis = _skipped_on(_priority_checks.HypothesisMissing)
 
 
 # Job priorities (the Order rule).
