@@ -19,12 +19,18 @@ peer on the same disk.
 ``--callers K`` (async only) runs K tasks that each enqueue one job per call,
 N in all: calls that wait for the connection together share a commit (group
 commit), so at FULL they share an fsync, which one caller cannot.
+
+``--floor`` measures, in ``--dir``, what one caller cannot go below: a 4 KiB
+``pwrite`` + ``fdatasync`` on a preallocated file, and plain ``sqlite3`` one-row
+commits (``BEGIN IMMEDIATE``, ``INSERT``, ``COMMIT``) in WAL at FULL and NORMAL.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -72,6 +78,40 @@ def run_async(path: Path, synchronous: str, n: int, callers: int = 1) -> float:
 RUNS = {"sync": run_sync, "async": run_async}
 
 
+def floor(directory: Path, n: int) -> dict[str, float]:
+    """Per second: fdatasync of one rewritten 4 KiB block, and bare SQLite one-row commits."""
+    found: dict[str, float] = {}
+    path = _fresh(directory, "floor.bin")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"\0" * (1 << 22))
+        os.fsync(fd)
+        block = b"x" * 4096
+        began = time.perf_counter()
+        for i in range(n):
+            os.pwrite(fd, block, (i * 4096) % (1 << 22))
+            os.fdatasync(fd)
+        found["pwrite+fdatasync"] = n / (time.perf_counter() - began)
+    finally:
+        os.close(fd)
+        path.unlink()
+    for synchronous in ("FULL", "NORMAL"):
+        db = sqlite3.connect(_fresh(directory, f"floor-{synchronous}.db"), isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            began = time.perf_counter()
+            for i in range(n):
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO t (v) VALUES (?)", (str(i),))
+                db.execute("COMMIT")
+            found[f"sqlite WAL {synchronous} 1-row commit"] = n / (time.perf_counter() - began)
+        finally:
+            db.close()
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,10 +128,14 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=1, help="async callers at once")
     parser.add_argument("--dir", type=Path, help="where the files go (default: a temp dir)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--floor", action="store_true", help="also the disk's fsync floor")
     args = parser.parse_args()
     directory = args.dir or Path(tempfile.mkdtemp(prefix="guild-bench-enqueue-"))
     rates: dict[str, list[float]] = {}
     for _ in range(args.rounds):
+        if args.floor:
+            for name, rate in floor(directory, args.n).items():
+                rates.setdefault(name, []).append(rate)
         for api in args.api:
             for synchronous in args.synchronous:
                 path = _fresh(directory, f"enqueue-{api}-{synchronous}.db")
@@ -108,7 +152,7 @@ def main() -> None:
         print(json.dumps({"n": args.n, "dir": str(directory), "results": found}, indent=2))
         return
     for name, row in found.items():
-        print(f"{name:12} {row['median_per_s']:>8,} jobs/s  (runs: {row['runs']})")
+        print(f"{name:30} {row['median_per_s']:>8,}/s  (runs: {row['runs']})")
 
 
 if __name__ == "__main__":

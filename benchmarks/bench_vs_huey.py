@@ -10,9 +10,10 @@ rounds, so load from elsewhere lands on all alike), on a fresh SQLite file:
 
 * **enqueue**: a fresh process enqueues N no-op jobs **one per call** (Huey:
   ``noop(i)``, one commit each; guild: ``await app.enqueue(...)``, or with
-  ``--guild-enqueue sync`` ``guild.Client.enqueue``); timed from
+  ``--guild-enqueue sync`` ``guild.Client.enqueue``, which on SQLite commits in
+  the calling thread as Huey does); timed from
   the first call to the last return, inside that process.
-* **drain**: the queue's own worker CLI is spawned (``huey_consumer`` with
+* **drain** (left out with ``--enqueue-only``): the queue's own worker CLI is spawned (``huey_consumer`` with
   threads and a 1-10 ms poll, as the shared embedded anchor runs it, once per
   ``--huey-workers`` count; ``guild run`` with ``--concurrency 64`` and
   ``--processes P``) and timed from the spawn to the last job body, so start-up
@@ -65,11 +66,11 @@ async def noop(job: guild.Job) -> int:
 
 async def _enqueue(url: str, n: int) -> dict[str, object]:
     async with guild.open_broker(url) as broker:
-        t0 = time.monotonic_ns()
+        c0, t0 = time.process_time_ns(), time.monotonic_ns()
         for i in range(n):
             await app.enqueue(QUEUE, i, broker=broker)
-        t1 = time.monotonic_ns()
-    return {"t0": t0, "t1": t1, "version": guild.__version__}
+        t1, c1 = time.monotonic_ns(), time.process_time_ns()
+    return {"t0": t0, "t1": t1, "cpu_ns": c1 - c0, "version": guild.__version__}
 
 
 def _run_json(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, object]:
@@ -221,11 +222,23 @@ def one(
         ]
     t0, t1 = enq["t0"], enq["t1"]
     assert isinstance(t0, int) and isinstance(t1, int)
-    drain = _drain(argv, env, args.n, folder / "done.fifo", args.timeout, folder / "worker.log")
+    if args.enqueue_only:
+        drain: dict[str, object] = {
+            "jobs_per_s": math.nan,
+            "steady_jobs_per_s": math.nan,
+            "first_job_after_s": math.nan,
+            "duplicates": 0,
+            "sigkill": False,
+        }
+    else:
+        drain = _drain(argv, env, args.n, folder / "done.fifo", args.timeout, folder / "worker.log")
     return {
         "system": _label(system, processes),
         "synchronous": level,
         "enqueue_jobs_per_s": args.n / ((t1 - t0) / 1e9),
+        # CPU of the enqueueing process (every thread) per job: steadier than the
+        # rate on a shared machine, and free of the disk's fsync.
+        "enqueue_cpu_us": float(enq["cpu_ns"]) / 1e3 / args.n,  # type: ignore[arg-type]
         "pragmas": enq.get("pragmas"),
         "version": enq.get("version"),
         **drain,
@@ -260,6 +273,9 @@ def main() -> None:
         help="trio: `await app.enqueue(...)` under trio.run; sync: `guild.Client.enqueue` from a"
         " plain thread, the shape of Huey's call",
     )
+    parser.add_argument(
+        "--enqueue-only", action="store_true", help="time the enqueues only: no worker runs"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="per step, seconds")
     parser.add_argument("--json", metavar="FILE", help="write every run and the medians here")
     args = parser.parse_args()
@@ -292,6 +308,7 @@ def main() -> None:
                     runs.append(row)
                     print(
                         f"round {r + 1} {row['system']:20} {level:8} enqueue {row['enqueue_jobs_per_s']:8,.0f}/s"
+                        f" {row['enqueue_cpu_us']:5.0f} us CPU/job"
                         f"  drain {row['jobs_per_s']:8,.0f}/s  steady {row['steady_jobs_per_s']:8,.0f}/s"
                         f"  1st job {row['first_job_after_s']:.2f}s  dup {row['duplicates']}",
                         file=sys.stderr,
@@ -308,6 +325,7 @@ def main() -> None:
                 k: statistics.median(float(x[k]) for x in mine)  # type: ignore[arg-type]
                 for k in (
                     "enqueue_jobs_per_s",
+                    "enqueue_cpu_us",
                     "jobs_per_s",
                     "steady_jobs_per_s",
                     "first_job_after_s",
@@ -327,8 +345,11 @@ def main() -> None:
         hueys = [m for m in mine_level if str(m["system"]).startswith("huey")]
         best_enqueue = max(float(m["enqueue_jobs_per_s"]) for m in hueys)  # type: ignore[arg-type]
         best_drain = max(float(m["jobs_per_s"]) for m in hueys)  # type: ignore[arg-type]
+        least_cpu = min(float(m["enqueue_cpu_us"]) for m in hueys)  # type: ignore[arg-type]
         for m in mine_level:
             m["enqueue_ratio_to_huey"] = float(m["enqueue_jobs_per_s"]) / best_enqueue  # type: ignore[arg-type]
+            # Huey's CPU per job over this row's: above 1, this row spends less.
+            m["enqueue_cpu_ratio_to_huey"] = least_cpu / float(m["enqueue_cpu_us"])  # type: ignore[arg-type]
             m["drain_ratio_to_huey"] = float(m["jobs_per_s"]) / best_drain  # type: ignore[arg-type]
         medians.extend(mine_level)
     print(
@@ -336,14 +357,16 @@ def main() -> None:
         " medians; ratios to the best Huey row at the same durability"
     )
     print(
-        "| system | synchronous | enqueue jobs/s (1 per call) | ratio | drain jobs/s (start-up incl.) "
-        "| ratio | steady jobs/s | 1st job s |"
+        "| system | synchronous | enqueue jobs/s (1 per call) | ratio | enqueue CPU us/job "
+        "| Huey's CPU / this | drain jobs/s (start-up incl.) | ratio | steady jobs/s | 1st job s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m in medians:
         print(
             f"| {m['system']} {m['version']} | {m['synchronous']} | {m['enqueue_jobs_per_s']:,.0f} "
-            f"| {m['enqueue_ratio_to_huey']:.2f}x | {m['jobs_per_s']:,.0f} | {m['drain_ratio_to_huey']:.2f}x "
+            f"| {m['enqueue_ratio_to_huey']:.2f}x | {m['enqueue_cpu_us']:.0f} "
+            f"| {m['enqueue_cpu_ratio_to_huey']:.2f}x "
+            f"| {m['jobs_per_s']:,.0f} | {m['drain_ratio_to_huey']:.2f}x "
             f"| {m['steady_jobs_per_s']:,.0f} | {m['first_job_after_s']:.2f} |"
         )
     if args.json:
@@ -354,11 +377,11 @@ def main() -> None:
 
 def _enqueue_sync(url: str, n: int) -> dict[str, object]:
     with guild.Client(url) as client:
-        t0 = time.monotonic_ns()
+        c0, t0 = time.process_time_ns(), time.monotonic_ns()
         for i in range(n):
             client.enqueue(QUEUE, i)
-        t1 = time.monotonic_ns()
-    return {"t0": t0, "t1": t1, "version": guild.__version__}
+        t1, c1 = time.monotonic_ns(), time.process_time_ns()
+    return {"t0": t0, "t1": t1, "cpu_ns": c1 - c0, "version": guild.__version__}
 
 
 if __name__ == "__main__":

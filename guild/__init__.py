@@ -76,7 +76,6 @@ from ._worker import Worker as Worker
 from ._worker import WorkerStatistics as WorkerStatistics
 from .brokers import Broker as Broker
 from .brokers import Ledger as Ledger
-from .brokers import MemoryBroker as MemoryBroker
 from .brokers import open_broker as open_broker
 from .observability._events import Instrument as Instrument
 from .rollout._lanes import lane_of as canary_lane
@@ -89,20 +88,9 @@ from .supervision import Restart as Restart
 from .supervision import Strategy as Strategy
 from .supervision import Supervisor as Supervisor
 from .supervision import supervise_processes as supervise_processes
-from .workflows import Compensation as Compensation
-from .workflows import CompensationView as CompensationView
-from .workflows import Step as Step
-from .workflows import StepInput as StepInput
-from .workflows import StepView as StepView
-from .workflows import Workflow as Workflow
-from .workflows import WorkflowRecord as WorkflowRecord
-from .workflows import WorkflowStore as WorkflowStore
-from .workflows import WorkflowView as WorkflowView
-from .workflows import chain as chain
-from .workflows import chord as chord
-from .workflows import group as group
 
 if typing.TYPE_CHECKING:
+    from .brokers.memory import MemoryBroker as MemoryBroker
     from .config import GuildConfig as GuildConfig
     from .config import load_config as load_config
     from .rollout._machine import CanaryDecision as CanaryDecision
@@ -116,15 +104,31 @@ if typing.TYPE_CHECKING:
     from .sandbox import Sandbox as Sandbox
     from .sandbox import SandboxPolicy as SandboxPolicy
     from .sandbox import SandboxResult as SandboxResult
+    from .workflows._spec import Compensation as Compensation
+    from .workflows._spec import Step as Step
+    from .workflows._spec import Workflow as Workflow
+    from .workflows._spec import chain as chain
+    from .workflows._spec import chord as chord
+    from .workflows._spec import group as group
+    from .workflows._steps import StepInput as StepInput
+    from .workflows._store import WorkflowRecord as WorkflowRecord
+    from .workflows._store import WorkflowStore as WorkflowStore
+    from .workflows._view import CompensationView as CompensationView
+    from .workflows._view import StepView as StepView
+    from .workflows._view import WorkflowView as WorkflowView
 
 # Loaded on first use: a worker needs none of these to start, and together they
 # cost a noticeable part of every process's start-up (see docs/benchmarks.md).
+# The workflow names too (a producer that submits none never builds the
+# workflow machine), and the memory broker (a worker on SQLite or Redis never
+# makes one).
 # Hidden from type checkers, which would otherwise accept any name at all.
 if not typing.TYPE_CHECKING:
     __getattr__, __dir__ = _lazy.lazy_exports(
         __name__,
         globals(),
         {
+            "MemoryBroker": ".brokers.memory",
             "GuildConfig": ".config",
             "load_config": ".config",
             "CanaryDecision": ".rollout._machine",
@@ -138,6 +142,18 @@ if not typing.TYPE_CHECKING:
             "Sandbox": ".sandbox",
             "SandboxPolicy": ".sandbox",
             "SandboxResult": ".sandbox",
+            "Compensation": ".workflows._spec",
+            "CompensationView": ".workflows._view",
+            "Step": ".workflows._spec",
+            "StepInput": ".workflows._steps",
+            "StepView": ".workflows._view",
+            "Workflow": ".workflows._spec",
+            "WorkflowRecord": ".workflows._store",
+            "WorkflowStore": ".workflows._store",
+            "WorkflowView": ".workflows._view",
+            "chain": ".workflows._spec",
+            "chord": ".workflows._spec",
+            "group": ".workflows._spec",
         },
         public_module=__name__,
     )

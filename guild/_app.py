@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 import structlog
@@ -22,7 +23,7 @@ import trio
 
 from ._client import client_url, job_info, make_jobs
 from ._cron import Cron, Every, Schedule, tick_key
-from ._errors import GaveUp, GuildError, WorkerEnded
+from ._errors import BrokerUnavailable, GaveUp, GuildError, WorkerEnded
 from ._groups import unwrap
 from ._handlers import check_handler
 from ._job import Job, JSONValue, Priority, Result, check_queue_name
@@ -37,14 +38,14 @@ from .brokers._url import open_broker
 from .observability._current import instruments_in_context
 from .observability._events import Instrument, Instruments, WorkerStateChanged, WorkflowChanged
 from .supervision import Backoff, ChildEvent, ChildSpec, Circuit, Restart, Strategy, Supervisor
-from .workflows._coordinator import Coordinator
-from .workflows._coordinator import cancel as cancel_workflow
-from .workflows._coordinator import submit as submit_workflow
-from .workflows._coordinator import view as view_workflow
-from .workflows._coordinator import views as view_workflows
-from .workflows._spec import Workflow
-from .workflows._store import WorkflowStore
-from .workflows._view import WorkflowView
+
+if TYPE_CHECKING:
+    # The coordinator and the workflow machine load when first used: a producer
+    # that submits no workflow never builds them, nor does ``run`` while its
+    # broker holds no workflow (_serve_workflows).
+    from .workflows._spec import Workflow
+    from .workflows._store import WorkflowStore
+    from .workflows._view import WorkflowView
 
 _log = structlog.get_logger("guild")
 _COORDINATOR = "workflow-coordinator"
@@ -158,6 +159,8 @@ class Guild:
         self._workers: dict[str, Worker] = {}
         self._draining = False
         self._idle: trio.Event | None = None  # made inside run, where a Trio loop exists
+        # Set by this app's submit: ends _await_workflow's wait for a first workflow.
+        self._workflow_stored: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"Guild({self.name!r}, workers={list(self._specs)})"
@@ -363,6 +366,8 @@ class Guild:
         shutdown_trigger: Callable[[], Awaitable[object]] | None,
         task_status: trio.TaskStatus[None],
     ) -> None:
+        from .workflows._store import WorkflowStore
+
         options = self.supervision
         supervisor = Supervisor(
             self.name,
@@ -467,7 +472,16 @@ class Guild:
     async def _serve_workflows(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Drive the broker's workflows (see guild.workflows._coordinator)."""
+        """Drive the broker's workflows (see guild.workflows._coordinator).
+
+        The coordinator, and the workflow machine it is built on, load once the
+        broker holds a workflow (see :meth:`_await_workflow`): a worker whose
+        broker holds none reaches its first job without building them.
+        """
+        if await self._await_workflow(task_status):
+            task_status = trio.TASK_STATUS_IGNORED
+        from .workflows._coordinator import Coordinator
+
         coordinator = Coordinator(
             self.broker, poll_interval=self.workflow_poll or 1.0, emit=self._workflow_changed
         )
@@ -476,6 +490,37 @@ class Guild:
             await coordinator.serve(task_status=task_status)
         finally:
             self.instruments.remove(coordinator.signal)
+
+    async def _await_workflow(self, task_status: trio.TaskStatus[None]) -> bool:
+        """Return once the broker holds a workflow; True if ``task_status`` was told.
+
+        It looks every ``workflow_poll`` seconds, the pace at which the coordinator
+        looks for workflows stored by other processes; a submit from this app ends
+        the wait at once. The memory broker, which no other process reaches, ends it
+        at once: its coordinator does not poll, and a submit wakes it.
+        """
+        memory = sys.modules.get("guild.brokers.memory")
+        if memory is not None and isinstance(self.broker, memory.MemoryBroker):
+            return False
+        store = cast("WorkflowStore", self.broker)
+        self._workflow_stored = stored = trio.Event()
+        told = False
+        try:
+            while not stored.is_set():
+                try:
+                    if await store.list_workflows(limit=1):
+                        break
+                except BrokerUnavailable as error:
+                    # Waited out, as the coordinator's own sweep does.
+                    _log.warning("workflow_sweep_failed", error=str(error))
+                if not told:
+                    task_status.started()
+                    told = True
+                with trio.move_on_after(self.workflow_poll or 1.0):
+                    await stored.wait()
+        finally:
+            self._workflow_stored = None
+        return told
 
     def _workflow_changed(self, event: WorkflowChanged) -> None:
         if self.instruments.wants("workflow_changed"):
@@ -663,9 +708,14 @@ class Guild:
                 an unknown queue, a cycle, an unknown step or compensation...
             BrokerError: the broker keeps no workflows.
         """
+        from .workflows._coordinator import submit
+
         known = {spec.queue for spec in self._specs.values()} | set(queues)
         async with self._producing(broker) as target:
-            return await submit_workflow(target, workflow, known, emit=self._workflow_changed)
+            workflow_id = await submit(target, workflow, known, emit=self._workflow_changed)
+        if self._workflow_stored is not None:
+            self._workflow_stored.set()  # the coordinator starts now, not at the next look
+        return workflow_id
 
     async def workflow(
         self, workflow_id: str, *, wait: float = 0.0, broker: Broker | str | None = None
@@ -679,8 +729,10 @@ class Guild:
         Raises:
             UnknownWorkflow: no workflow has this id.
         """
+        from .workflows._coordinator import view
+
         async with self._producing(broker) as target:
-            return await view_workflow(target, workflow_id, wait=wait)
+            return await view(target, workflow_id, wait=wait)
 
     async def workflows(
         self,
@@ -690,9 +742,11 @@ class Guild:
         broker: Broker | str | None = None,
     ) -> list[WorkflowView]:
         """Stored workflows, oldest first (of ``statuses`` only, if given)."""
+        from .workflows._coordinator import views
+
         chosen = None if statuses is None else list(statuses)
         async with self._producing(broker) as target:
-            return await view_workflows(target, statuses=chosen, limit=limit)
+            return await views(target, statuses=chosen, limit=limit)
 
     async def cancel_workflow(
         self,
@@ -710,8 +764,10 @@ class Guild:
         Raises:
             UnknownWorkflow: no workflow has this id.
         """
+        from .workflows._coordinator import cancel
+
         async with self._producing(broker) as target:
-            return await cancel_workflow(target, workflow_id, reason, emit=self._workflow_changed)
+            return await cancel(target, workflow_id, reason, emit=self._workflow_changed)
 
     @asynccontextmanager
     async def _producing(self, broker: Broker | str | None) -> AsyncIterator[Broker]:

@@ -47,10 +47,21 @@ a broker past its own limits (Redis refuses a bulk string over 512 MB) and fail
 every job beside it."""
 
 
+MAX_TEXT_CHARS: Final = 64 * 1024
+"""The longest error message, ``Reject`` reason or traceback a job's record keeps
+(64 Ki characters): the middle of a longer one is cut out."""
+
+
 def storable(text: str) -> str:
     """``text`` as every broker can store it: a lone surrogate (from a handler's
     message, a file name) becomes its ``\\udcxx`` escape instead of failing the
-    write of the dead letter or the progress, and with it the worker."""
+    write of the dead letter or the progress, and with it the worker. Past
+    :data:`MAX_TEXT_CHARS` its middle is cut out: an exception whose message is
+    megabytes long is stored (with every retry) as its head and its tail."""
+    if len(text) > MAX_TEXT_CHARS:
+        half = MAX_TEXT_CHARS // 2
+        cut = len(text) - 2 * half
+        text = f"{text[:half]} [... {cut:,} characters cut ...] {text[-half:]}"
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -87,6 +98,26 @@ def encode_payload(payload: JSONValue) -> str:
             text is longer than :data:`MAX_VALUE_CHARS`.
     """
     return _encoded(payload, "payload", PayloadEncodeError)
+
+
+def encode_payloads(jobs: Sequence[Job]) -> list[str]:
+    """Each job's payload as :func:`encode_payload` gives it, in order.
+
+    Raises:
+        PayloadEncodeError: a payload cannot be stored; when ``jobs`` holds several,
+            it names that payload's index (``payloads[437]['when'] is a datetime``).
+    """
+    if len(jobs) == 1:
+        return [_encoded(jobs[0].payload, "payload", PayloadEncodeError)]
+    texts: list[str] = []
+    for job in jobs:
+        try:
+            texts.append(_encoded(job.payload, "payload", PayloadEncodeError))
+        except PayloadEncodeError as error:
+            index = len(texts)
+            path = f"payloads[{index}]" + error.path.removeprefix("payload")
+            raise PayloadEncodeError(path, error.problem, index) from None
+    return texts
 
 
 def encode_result(value: JSONValue) -> ResultJSON:
@@ -430,6 +461,9 @@ def _checked(row: Sequence[StoredValue], queue: str) -> Job | BadRow:
         values["trace_id"] = values["trace_id"] or job_id
         return _make_job(**values)  # type: ignore[no-any-return]
     fields = {name: values[name] for name in ROW_FIELDS[3:9] if name in values}
+    if _queue_name_problem(queue) is not None:
+        # ``queue`` is the reader's guess (a dead letter's own damaged field, say).
+        queue = _UNKNOWN_QUEUE
     try:
         job = Job(
             queue=values.get("queue") or queue,
@@ -443,6 +477,9 @@ def _checked(row: Sequence[StoredValue], queue: str) -> Job | BadRow:
         # letter with less in it beats a claim that raises.
         job = Job(queue=queue, payload=payload, id=job_id)
     return BadRow(job=job, reason="bad stored job: " + "; ".join(wrong))
+
+
+_UNKNOWN_QUEUE: Final = "?"
 
 
 def _salvage_id(value: StoredValue) -> str:

@@ -161,14 +161,17 @@ class PayloadEncodeError(JobError, TypeError):
     """JSON cannot encode a job's payload; nothing was enqueued.
 
     Attributes:
-        path: where in the payload, e.g. ``payload['when']``.
+        path: where in the payload, e.g. ``payload['when']``; in a call that
+            enqueues several, ``payloads[437]['when']``.
         problem: what is there, e.g. ``is a datetime, which JSON cannot encode``.
+        index: which of the call's payloads it is, when the call has several.
     """
 
-    def __init__(self, path: str, problem: str) -> None:
+    def __init__(self, path: str, problem: str, index: int | None = None) -> None:
         super().__init__(f"{path} {problem}")
         self.path = path
         self.problem = problem
+        self.index = index
 
 
 class ResultEncodeError(JobError, TypeError):

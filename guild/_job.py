@@ -268,11 +268,33 @@ _LIKE_SOURCE = f"def _like(job, id, payload, trace_id, new=object.__new__{_SETTE
     )
     + "    return job2\n"
 )
-_namespace: dict[str, Any] = {"Job": Job}
+# A job like ``job`` with another attempt: what a claim makes of every job it takes.
+_ATTEMPT_SOURCE = f"def _next(job, attempt, new=object.__new__{_SETTERS}):\n" + (
+    "    job2 = new(Job)\n"
+    + "".join(
+        f"    set_{name}(job2, {'attempt' if name == 'attempt' else 'job.' + name})\n"
+        for name in _JOB_FIELDS
+    )
+    + "    return job2\n"
+)
+# A Delivery, built as _copy builds a job: without the frozen class's __init__.
+_DELIVERY_FIELDS = tuple(field.name for field in attrs.fields(Delivery))
+_DELIVERY_SOURCE = (
+    f"def _delivery({', '.join(_DELIVERY_FIELDS)}, new=object.__new__"
+    + "".join(f", set_{name}=Delivery.__dict__[{name!r}].__set__" for name in _DELIVERY_FIELDS)
+    + "):\n    made = new(Delivery)\n"
+    + "".join(f"    set_{name}(made, {name})\n" for name in _DELIVERY_FIELDS)
+    + "    return made\n"
+)
+_namespace: dict[str, Any] = {"Job": Job, "Delivery": Delivery}
 exec(_COPY_SOURCE, _namespace)
 exec(_LIKE_SOURCE, _namespace)
+exec(_ATTEMPT_SOURCE, _namespace)
+exec(_DELIVERY_SOURCE, _namespace)
 _copy_job = _namespace["_copy"]
 _job_like = _namespace["_like"]
+_job_with_attempt = _namespace["_next"]
+_make_delivery = _namespace["_delivery"]
 
 
 def replace_fields(job: Job, **changes: Any) -> Job:
@@ -285,6 +307,21 @@ def replace_fields(job: Job, **changes: Any) -> Job:
     """
     new: Job = _copy_job(job, changes)
     return new
+
+
+def with_attempt(job: Job, attempt: int) -> Job:
+    """``replace_fields(job, attempt=attempt)``, for a broker's claim: half the cost."""
+    new: Job = _job_with_attempt(job, attempt)
+    return new
+
+
+def make_delivery(
+    job: Job, receipt: str, consumer: str, lease_expires: float, started: bool, interrupted: bool
+) -> Delivery:
+    """``Delivery(...)`` without re-validation (it has none) or the frozen class's
+    ``__init__``, for a broker's claim: every argument is given, none defaulted."""
+    made: Delivery = _make_delivery(job, receipt, consumer, lease_expires, started, interrupted)
+    return made
 
 
 def jobs_like(template: Job, payloads: Iterable[JSONValue], trace_id: str | None) -> list[Job]:

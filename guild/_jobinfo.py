@@ -29,9 +29,18 @@ class InvalidProgress(GuildError, ValueError):
     """
 
     def __init__(self, value: object, reason: str) -> None:
-        super().__init__(f"progress {value!r}: {reason}")
+        super().__init__(f"progress {_shown(value)}: {reason}")
         self.value = value
         self.reason = reason
+
+
+def _shown(value: object) -> str:
+    # A value as given may be huge (a megabyte string, an int too long for repr).
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<int of {value.bit_length():,} bits>" if isinstance(value, int) else "<?>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_fraction(fraction: object) -> float:
@@ -42,6 +51,9 @@ def check_fraction(fraction: object) -> float:
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float):
         raise InvalidProgress(fraction, f"must be a number, not {type(fraction).__name__}")
+    if isinstance(fraction, int) and not -2 <= fraction <= 2:
+        # float() of an int past the float range raises OverflowError: out of range.
+        raise InvalidProgress(fraction, "must be a fraction from 0 to 1")
     value = float(fraction)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise InvalidProgress(fraction, "must be a fraction from 0 to 1")

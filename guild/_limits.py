@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -28,8 +28,11 @@ import trio
 from ._job import Job
 from .brokers._protocol import Broker
 from .observability._events import Instruments, JobLimitWaited
-from .ratelimit._gcra import Rate
-from .ratelimit._keyed import KeyedLimiters, LimiterSettings, open_redis_keyed_limiters
+
+if TYPE_CHECKING:
+    # Imported where used: an app with no Limit never loads guild.ratelimit.
+    from .ratelimit._gcra import Rate
+    from .ratelimit._keyed import KeyedLimiters, LimiterSettings
 
 _UNITS = {
     "ms": 0.001,
@@ -54,6 +57,8 @@ def parse_rate(text: str) -> Rate:
         ValueError: not ``<number>/[<number>]<unit>`` with a unit among
             ms, s, m(in), h(our), d(ay), or a number that is not positive.
     """
+    from .ratelimit._gcra import Rate
+
     match = _RATE.fullmatch(text.lower())
     unit = match.group(3) if match else ""
     if unit not in _UNITS and unit.removesuffix("s") in _UNITS:
@@ -68,6 +73,8 @@ def parse_rate(text: str) -> Rate:
 
 
 def _to_rate(value: object) -> Rate | None:
+    from .ratelimit._gcra import Rate
+
     if value is None or isinstance(value, Rate):
         return value
     if isinstance(value, str):
@@ -134,6 +141,8 @@ class Limit:
     @property
     def settings(self) -> LimiterSettings:
         """What each key's limiter is built with."""
+        from .ratelimit._keyed import LimiterSettings
+
         rate = self.rate
         return LimiterSettings(
             rate=None if rate is None else rate.rate,
@@ -243,6 +252,8 @@ class LimitGate:
 
 def local_gate(worker: str, limit: Limit, instruments: Instruments) -> LimitGate:
     """A gate whose limiters live in this process."""
+    from .ratelimit._keyed import KeyedLimiters
+
     return LimitGate(
         worker,
         limit,
@@ -261,21 +272,23 @@ async def open_gate(
     if limit is None:
         yield None
         return
-    shared = _redis_of(broker)
+    shared = await _redis_of(broker)
     if shared is None:
         yield local_gate(worker, limit, instruments)
         return
     client, prefix = shared
+    from .ratelimit._keyed import open_redis_keyed_limiters
+
     async with open_redis_keyed_limiters(
         client, f"{prefix}:limit:{worker}:", limit.settings, max_idle=limit.max_idle_keys
     ) as limiters:
         yield LimitGate(worker, limit, limiters, instruments)
 
 
-def _redis_of(broker: Broker) -> tuple[Any, str] | None:
+async def _redis_of(broker: Broker) -> tuple[Any, str] | None:
     # Looked up, not imported: a RedisBroker's module is loaded already, and
     # apps on other brokers never load coredis.
     module = sys.modules.get("guild.brokers.redis")
     if module is None or not isinstance(broker, module.RedisBroker):
         return None
-    return broker.client, broker.prefix
+    return await broker.redis_client(), broker.prefix

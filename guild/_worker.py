@@ -47,7 +47,9 @@ import math
 import os
 import random
 import secrets
+import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -142,6 +144,34 @@ class _Slot:
     # it for the job in ``delivery`` (then a fresh scope is opened for the next job).
     scope: trio.CancelScope | None = None
     cancelling: bool = False
+    # A failed job whose handler outlived its deadline (it caught the Cancelled):
+    # settled once the spent scope is left, as that scope would cut it short.
+    overran: tuple[Delivery, _Failed | _Rejected, float] | None = None
+
+
+def _not_the_jobs(error: BaseException) -> bool:
+    """Whether ``error``, raised through a handler, belongs to the worker rather
+    than the job: a ``trio.Cancelled`` (a timeout, a cancel request, a drain), or
+    a ``KeyboardInterrupt`` that may be a real Ctrl-C; or a group holding one."""
+    if isinstance(error, BaseExceptionGroup):
+        return any(_not_the_jobs(leaf) for leaf in error.exceptions)
+    if isinstance(error, trio.Cancelled):
+        return True
+    return isinstance(error, KeyboardInterrupt) and _sigint_raises()
+
+
+def _sigint_raises() -> bool:
+    """Whether SIGINT turns into ``KeyboardInterrupt`` in this process now:
+    Python's default handler, or Trio's, which raises it in whatever task runs.
+    ``guild run`` takes SIGINT through a signal receiver (a drain), so there a
+    ``KeyboardInterrupt`` can only be a handler's own raise: its job's failure
+    (as it is in a thread other than the main one, which signals never reach)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is signal.default_int_handler:
+        return True
+    return getattr(handler, "__module__", "").startswith("trio._core")
 
 
 def describe(error: BaseException) -> str:
@@ -233,7 +263,7 @@ class Worker:
         self._running = 0
         self._wakeup = trio.Event()
         self._claimer_waiting = False
-        self._draining = trio.Event()
+        self._draining = False
         self._claim_started: float | None = None
         self._lost: set[tuple[str, str]] = set()
         self._acks_flushed = trio.Event()
@@ -253,26 +283,32 @@ class Worker:
         self._progress = ProgressWriter(broker, self.instruments, spec.name)
         # structlog's context variables of a job's fields (see _handler_loop).
         self._log_vars: tuple[contextvars.ContextVar[Any], ...] = ()
+        # The run's clock (set by each handler task, see _handler_loop).
+        self._now: Callable[[], float] = trio.current_time
         self._doomed: set[tuple[str, str]] = set()
         # Held jobs waiting for their limit (spec.limit): a cancel request ends the wait.
         self._limit_waits: dict[tuple[str, str], trio.CancelScope] = {}
         send, receive = trio.open_memory_channel[Delivery](math.inf)
         self._jobs_send, self._jobs_receive = send, receive
-        ack_send, ack_receive = trio.open_memory_channel[tuple[Delivery, ResultJSON]](math.inf)
-        self._ack_send, self._ack_receive = ack_send, ack_receive
+        # Done jobs for the acker, oldest first; the event it waits on while there
+        # are none; whether the handlers are all gone (then it exits once they are
+        # acked). A list and a flag: a channel's send costs more than the ack.
+        self._acks: list[tuple[Delivery, ResultJSON]] = []
+        self._acks_wakeup: trio.Event | None = None
+        self._acks_closed = False
 
     # --- public ----------------------------------------------------------------
 
     def drain(self) -> None:
         """Stop claiming and finish (or hand back) what is held, then return."""
-        self._draining.set()
+        self._draining = True
         if self._gate is not None:
             self._gate.close()  # jobs waiting for their limit go back unrun
         self._wake()
 
     @property
     def draining(self) -> bool:
-        return self._draining.is_set()
+        return self._draining
 
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
@@ -316,7 +352,8 @@ class Worker:
                     inner.start_soon(self._handler_loop)
                 inner.start_soon(self._claimer, inner.cancel_scope)
                 task_status.started()
-            await self._ack_send.aclose()
+            self._acks_closed = True
+            self._wake_acker()
             # The acker exits once every ack is flushed; then the keeper and the
             # watchdog have nothing left to guard.
             await self._acks_flushed.wait()
@@ -327,7 +364,7 @@ class Worker:
     def _wake(self) -> None:
         # Only the claimer waits on this, and only when capacity ran out: skip
         # the event churn on every finished job otherwise.
-        if self._claimer_waiting or self.draining:
+        if self._claimer_waiting or self._draining:
             self._claimer_waiting = False
             self._wakeup.set()
             self._wakeup = trio.Event()
@@ -376,12 +413,14 @@ class Worker:
                             at=self.broker.now(),
                         ),
                     )
+                held, charged, send = self._held, self._charged, self._jobs_send.send_nowait
                 for delivery in deliveries:
-                    self._held[_key(delivery)] = delivery
+                    key = (delivery.job.id, delivery.receipt)  # _key, inline
+                    held[key] = delivery
                     if delivery.started:
-                        self._charged.add(_key(delivery))
-                    self._busy += 1
-                    self._jobs_send.send_nowait(delivery)
+                        charged.add(key)
+                    send(delivery)
+                self._busy += len(deliveries)
         finally:
             self._claim_started = None
             self._jobs_send.close()
@@ -430,6 +469,8 @@ class Worker:
             worker=self.spec.name, task_id=..., trace_id=..., attempt=...
         )
         self._log_vars = (bound["task_id"].var, bound["trace_id"].var, bound["attempt"].var)
+        # What trio.current_time() reads, without its two calls on the way.
+        self._now = trio.lowlevel.current_clock().current_time
         while True:
             with trio.CancelScope() as scope:
                 slot.scope = scope
@@ -447,7 +488,7 @@ class Worker:
                             return
                     except trio.EndOfChannel:
                         return
-                    if self.draining:
+                    if self._draining:
                         await self._hand_back(delivery)
                         continue
                     if not delivery.started:
@@ -476,11 +517,16 @@ class Worker:
                             self._end_alone()
                     else:
                         await self._run(delivery, scope, slot)
-                    if slot.cancelling:
-                        # Its job finished as the cancel came: this scope is spent.
+                    if slot.cancelling or scope.cancel_called:
+                        # Its job finished as the cancel came, or after its deadline
+                        # (its handler caught the Cancelled): this scope is spent, and
+                        # the next job must not inherit its cancel.
                         break
             # Only the scope's own deadline or a cancel request ends up here.
             timed_out, slot.delivery = slot.delivery, None
+            if slot.overran is not None:
+                overran, slot.overran = slot.overran, None
+                await self._settle(*overran)
             if slot.cancelling:
                 slot.cancelling = False
                 if timed_out is not None:
@@ -621,7 +667,7 @@ class Worker:
         slot.started = time.perf_counter()
         if timeout is not None:
             slot.timeout = timeout
-            deadline = trio.current_time() + timeout
+            deadline = self._now() + timeout
             # Moving a deadline costs a heap operation; back-to-back short jobs
             # would pay it for every job. So a deadline is set late by up to 0.1%
             # of the timeout (and 50 ms), and a job that starts while the one left
@@ -632,6 +678,9 @@ class Worker:
             kept = scope.deadline
             if not deadline <= kept <= deadline + slack:
                 scope.deadline = deadline + slack
+        elif scope.deadline != math.inf:
+            # No timeout: the deadline a job before it left must not cut it short.
+            scope.deadline = math.inf
         self._running += 1
         progress = self._progress.enter(delivery)
         try:
@@ -656,17 +705,25 @@ class Worker:
         if permit is not None:
             permit.release()
         slot.delivery = None
-        if slot.cancelling and not isinstance(verdict, _Done):
+        if isinstance(verdict, _Done):
+            # Settled in line, with no broker call and no checkpoint: the acker acks it.
+            self._done(delivery, verdict.value, time.perf_counter() - slot.started)
+            return
+        if slot.cancelling:
             # It failed as its cancel came (perhaps because of it): it ends
             # cancelled, not retried; the cancelled scope must not cut that short.
             await self._end_cancelled(delivery, time.perf_counter() - slot.started)
             return
-        if not isinstance(verdict, _Done):
-            # Settling a failure talks to the broker: the job's deadline must not
-            # cut that short. (A done job is settled without a checkpoint, and a
-            # stale deadline that fires while the next receive waits takes nothing:
-            # the loop just opens a fresh scope. One deadline change per job, not two.)
-            scope.deadline = math.inf
+        if scope.cancel_called:
+            # Its deadline passed, yet it returned (it caught the Cancelled):
+            # settled by the handler loop, outside this spent scope.
+            slot.overran = (delivery, verdict, time.perf_counter() - slot.started)
+            return
+        # Settling a failure talks to the broker: the job's deadline must not
+        # cut that short. (A done job is settled without a checkpoint, and a
+        # stale deadline that fires while the next receive waits takes nothing:
+        # the loop just opens a fresh scope. One deadline change per job, not two.)
+        scope.deadline = math.inf
         await self._settle(delivery, verdict, time.perf_counter() - slot.started)
 
     async def _wait_for_limit(
@@ -729,6 +786,12 @@ class Worker:
         # job's failure: it must not end the worker and every job it holds.
         except (Exception, SystemExit) as error:
             return _Failed(error)
+        # So is any other BaseException it raises (GeneratorExit, its own class, a
+        # group of them), unless it is a cancel or the process's own interrupt.
+        except BaseException as error:
+            if _not_the_jobs(error):
+                raise
+            return _Failed(error)
         # Encoded here, in the job's own task: a result JSON cannot encode fails
         # this attempt, not the acker's batch (and with it the worker).
         try:
@@ -739,14 +802,19 @@ class Worker:
     async def _settle(self, delivery: Delivery, verdict: _Verdict, duration: float) -> None:
         match verdict:
             case _Done(value):
-                self._streak = 0
-                self._counts["done"] += 1
-                self._ack_send.send_nowait((delivery, value))
-                self._emit_finished(delivery.job, Outcome.DONE, duration)
+                self._done(delivery, value, duration)
             case _Rejected(reason):
                 await self._bury(delivery, f"rejected: {reason}", None, duration)
             case _Failed(error, after):
                 await self._fail(delivery, error, after, duration)
+
+    def _done(self, delivery: Delivery, value: ResultJSON, duration: float) -> None:
+        self._streak = 0
+        self._counts["done"] += 1
+        self._acks.append((delivery, value))
+        if self._acks_wakeup is not None:
+            self._wake_acker()
+        self._emit_finished(delivery.job, Outcome.DONE, duration)
 
     async def _fail(
         self, delivery: Delivery, error: BaseException, after: float | None, duration: float
@@ -864,17 +932,19 @@ class Worker:
                     wait.cancel(reason=f"job {key[0]} cancelled")
 
     def _forget(self, delivery: Delivery) -> None:
-        key = _key(delivery)
+        key = (delivery.job.id, delivery.receipt)  # _key, inline: once for every job
         if self._doomed:
             self._doomed.discard(key)
-        self._lost.discard(key)
+        if self._lost:
+            self._lost.discard(key)
         self._charged.discard(key)
         if self._uncharged is not None and not self._charged:
             self._uncharged.set()
             self._uncharged = None
         if self._held.pop(key, None) is not None:
             self._busy -= 1
-            self._wake()
+            if self._claimer_waiting or self._draining:
+                self._wake()
 
     def _emit_finished(
         self,
@@ -901,24 +971,37 @@ class Worker:
 
     # --- acker and lease keeper ---------------------------------------------------
 
+    def _wake_acker(self) -> None:
+        wakeup, self._acks_wakeup = self._acks_wakeup, None
+        if wakeup is not None:
+            wakeup.set()
+
     async def _acker(self) -> None:
-        receive = self._ack_receive
         try:
-            async for first in receive:
+            while True:
+                if not self._acks:
+                    if self._acks_closed:
+                        return
+                    wakeup = self._acks_wakeup = trio.Event()
+                    await wakeup.wait()
+                    continue
                 # One scheduling round lets the handlers that are about to finish
                 # add their acks to this batch: one broker call for many jobs.
                 await trio.lowlevel.checkpoint()
-                batch = [first]
+                acks = self._acks
                 # Bounded in count and in result text: a few large results must
                 # not make one broker call too big for the broker to take.
-                size = len(first[1])
-                while len(batch) < _ACK_BATCH and size < _ACK_BATCH_CHARS:
-                    try:
-                        ack = receive.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
+                count = size = 0
+                for _, text in acks:
+                    count += 1
+                    size += len(text)
+                    if count >= _ACK_BATCH or size >= _ACK_BATCH_CHARS:
                         break
-                    batch.append(ack)
-                    size += len(ack[1])
+                if count == len(acks):
+                    batch, self._acks = acks, []
+                else:
+                    batch = acks[:count]
+                    del acks[:count]
                 if await self._ack_through_outage(batch):
                     for delivery, _ in batch:
                         self._forget(delivery)

@@ -169,6 +169,8 @@ class Project:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise InvalidProject(where, "toml", None, f"not valid TOML: {error}") from None
+        except RecursionError:  # arrays nested past the parser's stack
+            raise InvalidProject(where, "toml", None, "nested too deeply to read") from None
         data.setdefault("name", Path(path).stem)
         return _parse(data, where)
 

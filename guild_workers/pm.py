@@ -221,7 +221,11 @@ class PMWorker:
         if self.project_dir is None:
             raise InvalidProject(name, "file", None, "this PM worker has no project_dir")
         root = self.project_dir.resolve()
-        path = (root / name).resolve()
+        try:
+            path = (root / name).resolve()
+        except (OSError, ValueError) as error:  # a NUL byte, a symlink loop
+            reason = f"file {name!r} is no usable path: {error}"
+            raise InvalidProject("payload", "file", None, reason) from None
         if not path.is_relative_to(root):
             raise InvalidProject(name, "file", None, f"is outside the project directory {root}")
         return path

@@ -64,7 +64,11 @@ def _command_parts(
         and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()),
         "files must map file names to text",
     )
-    return list(argv), float(timeout), {name: text.encode() for name, text in files.items()}
+    try:
+        contents = {name: text.encode() for name, text in files.items()}
+    except UnicodeEncodeError as error:  # a lone surrogate, from a "\udcxx" escape
+        raise guild.Reject(f"files must map file names to UTF-8 text: {error.reason}") from None
+    return list(argv), float(timeout), contents
 
 
 @attrs.define

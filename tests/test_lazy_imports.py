@@ -21,6 +21,7 @@ HEAVY = (
     "prometheus_client",
     "hypercorn",
     "trio_websocket",
+    "httpx",
     "guild.sandbox._process",
     "guild.rollout._store",
     "guild.config",
@@ -31,12 +32,29 @@ HEAVY = (
 )
 
 
-def loaded_after(code: str) -> list[str]:
-    """Which of HEAVY a fresh interpreter has loaded after running ``code``."""
+# guild's own parts that a process which does not use them never builds: the
+# workflow coordinator and machine, the rate limiters, the memory broker, the
+# health policy, the monitor and the /events hub.
+UNUSED_PARTS = (
+    "guild.workflows._coordinator",
+    "guild.workflows._machine",
+    "guild.workflows._spec",
+    "guild.workflows._view",
+    "guild.ratelimit",
+    "guild.brokers.memory",
+    "guild.observability._health",
+    "guild.observability._monitor",
+    "guild.observability._hub",
+    "guild.observability._observe",
+)
+
+
+def loaded_after(code: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``code``."""
     probe = code + textwrap.dedent(
         f"""
         import json, sys
-        print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
+        print(json.dumps([m for m in {modules!r} if m in sys.modules]))
         """
     )
     out = subprocess.run(
@@ -62,6 +80,36 @@ class TestImportGuild:
             """
         )
         assert loaded_after(code) == []
+
+    def test_loads_none_of_the_parts_a_producer_does_not_use(self) -> None:
+        code = textwrap.dedent(
+            """
+            import guild
+            app = guild.Guild("lean")
+
+            @app.worker("q", concurrency=64)
+            async def handle(job: guild.Job) -> None:
+                pass
+            """
+        )
+        assert loaded_after(code, UNUSED_PARTS) == []
+
+    def test_each_part_loads_when_first_used(self) -> None:
+        code = textwrap.dedent(
+            """
+            import guild
+            guild.chain(guild.Step("a", "q"), guild.Step("b", "q"))
+            guild.Limit(rate="5/s")
+            guild.MemoryBroker()
+            guild.observability.Thresholds()
+            """
+        )
+        assert loaded_after(code, UNUSED_PARTS) == [
+            "guild.workflows._spec",
+            "guild.ratelimit",
+            "guild.brokers.memory",
+            "guild.observability._health",
+        ]
 
     def test_the_sandbox_check_does_not_load_the_sandbox(self) -> None:
         code = textwrap.dedent(
@@ -178,6 +226,13 @@ class TestCommandLine:
             "guild.cli._enqueue",
             "guild.cli._workflow",
             "guild.cli._top",
+            "httpx",
+            # Nothing of the app needs them: no Limit, the broker is SQLite and
+            # holds no workflow (the coordinator loads once it holds one).
+            "guild.ratelimit",
+            "guild.brokers.memory",
+            "guild.workflows._coordinator",
+            "guild.workflows._machine",
         }
         assert loaded & unwanted == set()
         assert "guild.cli._run" in loaded  # the probe saw the run, not an empty list
@@ -234,8 +289,19 @@ class TestLazyNames:
         import guild.sandbox
         import guild.sandbox._policy
         import guild.sandbox._process
+        import guild.workflows._spec
+        import guild.workflows._view
 
         pairs = [
+            (guild.Workflow, guild.workflows._spec.Workflow),
+            (guild.chain, guild.workflows._spec.chain),
+            (guild.WorkflowView, guild.workflows._view.WorkflowView),
+            (guild.workflows.Step, guild.workflows._spec.Step),
+            (guild.MemoryBroker, guild.brokers.memory.MemoryBroker),
+            (guild.brokers.MemoryBroker, guild.brokers.memory.MemoryBroker),
+            (guild.observability.Thresholds, guild.observability._health.Thresholds),
+            (guild.observability.Monitor, guild.observability._monitor.Monitor),
+            (guild.observability.configure_logging, guild.observability._logging.configure_logging),
             (guild.GuildConfig, guild.config.GuildConfig),
             (guild.load_config, guild.config.load_config),
             (guild.CanaryPolicy, guild.rollout._machine.CanaryPolicy),
@@ -264,13 +330,24 @@ class TestLazyNames:
         assert guild.CanaryPolicy.__module__ == "guild"
         assert guild.Sandbox.__module__ == "guild"
         assert guild.GuildConfig.__module__ == "guild"
+        assert guild.Workflow.__module__ == "guild"
+        assert guild.MemoryBroker.__module__ == "guild"
+        assert guild.observability.Monitor.__module__ == "guild.observability"
+
+    def test_a_workflow_class_reached_through_its_package_reports_guild(self) -> None:
+        code = "import guild.workflows\nprint(guild.workflows.StepView.__module__)\n"
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        assert out.strip() == "guild"
 
     def test_unknown_names_are_attribute_errors(self) -> None:
         import guild
         import guild.observability
         import guild.sandbox
+        import guild.workflows
 
-        for module in (guild, guild.observability, guild.sandbox):
+        for module in (guild, guild.observability, guild.sandbox, guild.workflows):
             with pytest.raises(AttributeError, match="NoSuchName"):
                 module.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
 
@@ -280,3 +357,5 @@ class TestLazyNames:
 
         assert {"Sandbox", "CanaryPolicy", "load_config"} <= set(dir(guild))
         assert {"serve_http", "PrometheusInstrument"} <= set(dir(guild.observability))
+        assert {"Workflow", "MemoryBroker", "chain"} <= set(dir(guild))
+        assert {"Thresholds", "Monitor", "configure_logging"} <= set(dir(guild.observability))

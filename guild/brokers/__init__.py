@@ -1,7 +1,8 @@
 """Brokers: where jobs wait. ``open_broker(url)`` picks one from a URL.
 
-``SqliteBroker`` and ``RedisBroker`` are imported on first use, so a program
-that never touches Redis never imports its client. For writing a broker:
+``MemoryBroker``, ``SqliteBroker`` and ``RedisBroker`` are imported on first
+use, so a program that never touches Redis never imports its client, and one on
+SQLite or Redis never builds the memory broker. For writing a broker:
 ``encode_result``/``ResultJSON`` (what ``ack`` stores), ``job_from_row``/``BadRow``
 (a stored row to a job, or the reason it is none) and ``RawStorable`` (the hook
 the conformance suite stores garbage through). ``Ledger`` is the optional
@@ -26,9 +27,9 @@ from ._protocol import Diagnosable as Diagnosable
 from ._protocol import Purgeable as Purgeable
 from ._protocol import RawStorable as RawStorable
 from ._url import open_broker as open_broker
-from .memory import MemoryBroker as MemoryBroker
 
 if TYPE_CHECKING:
+    from .memory import MemoryBroker as MemoryBroker
     from .redis import RedisBroker as RedisBroker
     from .sqlite import SqliteBroker as SqliteBroker
 
@@ -53,6 +54,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "MemoryBroker":
+        from .memory import MemoryBroker
+
+        return MemoryBroker
     if name == "SqliteBroker":
         from .sqlite import SqliteBroker
 

@@ -50,10 +50,12 @@ class RedisShares:
         self._read_at = -float("inf")
 
     async def route(self, client: Any, prefix: str, jobs: Sequence[Job]) -> Sequence[Job]:
+        """``jobs`` routed by the shares, read with ``client.hgetall`` (coredis's
+        client, or the broker's lean ``WireCommands``) when a second old."""
         now = time.monotonic()
         if now - self._read_at >= SHARE_CACHE_SECONDS:
             # Here, not at the top: guild run imports this module whatever the
-            # broker, and only Redis should pay for loading coredis.
+            # broker, and only Redis should pay for loading its modules.
             from ._redis_errors import map_redis_exceptions
 
             with map_redis_exceptions("canary shares"):

@@ -63,7 +63,7 @@ Semantics every broker keeps (the conformance suite checks each):
   unless the delivery still holds it.
 * **Time.** Absolute times are in ``broker.now()``'s clock.
 * **One bad job stays one bad job.** ``enqueue`` encodes payloads with
-  ``guild._codec.encode_payload``: a payload JSON cannot encode raises
+  ``guild._codec.encode_payloads``: a payload JSON cannot encode raises
   :class:`~guild.PayloadEncodeError` and nothing of that call is stored.
   ``ack`` takes results the worker already encoded (``encode_result``), so it
   never fails for one job's value. ``claim`` never raises for stored data: an

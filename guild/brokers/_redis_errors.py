@@ -1,17 +1,37 @@
-"""The one place coredis and socket errors become guild errors."""
+"""The one place coredis and socket errors become guild errors.
+
+coredis is not imported here: a broker on a single Redis may never load it (its
+calls go through ``_redis_wire``), and an exception of coredis's can only be
+raised once coredis is loaded, so its classes are looked up in ``sys.modules``.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import coredis.exceptions
+from typing import Any
 
 from .._errors import BrokerError, BrokerUnavailable
 from .._groups import leaves
 from ._redis_wire import ReplyError
 
-UNREACHABLE = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
+_UNREACHABLE_NATIVE = (TimeoutError, OSError)
+
+
+def unreachable() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean Redis cannot be reached: a socket's, a timeout,
+    and coredis's connection error when coredis is loaded."""
+    found = _coredis_exceptions()
+    if found is None:
+        return _UNREACHABLE_NATIVE
+    connection_error: type[BaseException] = found.ConnectionError
+    return (connection_error, *_UNREACHABLE_NATIVE)
+
+
+def _coredis_exceptions() -> Any:
+    return sys.modules.get("coredis.exceptions")
+
 
 REFUSING = ("OOM", "MISCONF", "READONLY", "MASTERDOWN", "BUSY ", "CLUSTERDOWN", "TRYAGAIN")
 """Error codes of a server that is up but cannot take writes for now: out of memory
@@ -72,9 +92,16 @@ def map_redis_exceptions(what: str) -> Iterator[None]:
             with map_redis_exceptions(what):
                 raise found[0] from None
         raise
-    except UNREACHABLE as exc:
+    except Exception as exc:
+        _translate(what, exc)
+        raise
+
+
+def _translate(what: str, exc: Exception) -> None:
+    """Raise the guild error ``exc`` stands for; return when it is no Redis error."""
+    if isinstance(exc, unreachable()):
         raise BrokerUnavailable(f"redis: {what}: {exc}") from exc
-    except ReplyError as exc:
+    if isinstance(exc, ReplyError):
         # Told apart by the whole reply, its code included.
         message = str(exc)
         if message.startswith(_UNREACHABLE_REPLIES):
@@ -82,7 +109,8 @@ def map_redis_exceptions(what: str) -> Iterator[None]:
         if message.startswith(REFUSING):
             raise BrokerUnavailable(f"redis refuses {what}: {_reply_text(message)}") from exc
         raise BrokerError(f"redis: {what}: {_reply_text(message)}") from exc
-    except coredis.exceptions.RedisError as exc:
+    found = _coredis_exceptions()
+    if found is not None and isinstance(exc, found.RedisError):
         if str(exc).startswith(REFUSING):
             raise BrokerUnavailable(f"redis refuses {what}: {exc}") from exc
         raise BrokerError(f"redis: {what}: {exc}") from exc

@@ -67,6 +67,14 @@ local promote_due -- below: it makes ready through make_ready
 -- Queues where a job got ready during this script: @after hands their ready
 -- jobs to idle workers (dispatch) once the script's own work is done.
 local readied = {}
+-- Queues where a job was delayed during this script, each with the fewest
+-- milliseconds until one of them is due: @after wakes the idle workers that
+-- would sleep past that (wake_idlers).
+local delayed_in = {}
+local function note_delayed(queue, at, now)
+  local ms = math.max(0, math.floor((tonumber(at) - tonumber(now)) * 1000))
+  if delayed_in[queue] == nil or ms < delayed_in[queue] then delayed_in[queue] = ms end
+end
 -- A normal job joins the ready stream at its tail, so the delayed jobs of its
 -- queue that came due by its ready time go in first (`promoted`: the caller did
 -- that already): otherwise a job that came due earlier would be claimed after it.
@@ -453,9 +461,32 @@ local function dispatch(queue)
   end
 end
 
+-- An idle worker is registered until its claim's wait ends or the next job of
+-- the queue falls due, as the claim saw them. A job delayed since then, due
+-- before that registration ends, would wait for it: each such worker gets a
+-- wake, an inbox element with no rows, on which it claims again (redis.py,
+-- _pop_handed), registering then no later than the new due time.
+local function wake(queue, consumer)
+  local lease = tonumber(redis.call('HGET', k_idle(queue, consumer), 'lease'))
+  if not lease then return 0 end  -- no longer registered: nothing to end
+  local inbox = k_inbox(queue, consumer)
+  redis.call('RPUSH', inbox, pack('0', {}))
+  redis.call('PEXPIRE', inbox, math.ceil(lease * 1000))
+  return 1
+end
+local function wake_idlers(queue, in_ms)
+  local idlers = k_q(queue, 'idlers')
+  if redis.call('EXISTS', idlers) == 0 then return end
+  local due_ms = server_ms() + in_ms
+  for _, consumer in ipairs(redis.call('ZRANGEBYSCORE', idlers, '(' .. due_ms, '+inf')) do
+    wake(queue, consumer)
+  end
+end
+
 -- @after
 -- Run after each script of this file (see _redis_scripts.load_scripts).
 for queue in pairs(readied) do dispatch(queue) end
+for queue, in_ms in pairs(delayed_in) do wake_idlers(queue, in_ms) end
 
 -- @enqueue
 -- ARGV: P, now, key_ttl_s, then 9 per job: id queue payload max_attempts not_before timeout key
@@ -492,6 +523,7 @@ for i = 4, #ARGV, 9 do
     if not_before ~= '' and tonumber(not_before) > tonumber(now) then
       redis.call('HSET', k_job(id), 'status', 'delayed')
       redis.call('ZADD', k_q(queue, 'delayed'), tonumber(not_before), id)
+      note_delayed(queue, not_before, now)
     else
       -- Due delayed jobs go in once per queue and call, not once per job.
       if not promoted[queue] then
@@ -580,6 +612,13 @@ table.insert(out, 1, tostring(block))
 table.insert(out, 1, next_due)
 return out
 
+-- @wake
+-- ARGV: P, queue, consumer. The worker's own wake for a registration that ends
+-- when a job falls due: Redis times a blocked BLPOP out only on its next timer
+-- tick (every 1/hz s: up to 100 ms late by default), so the worker wakes itself
+-- then (redis.py, _pop_woken). Returns 0 when it was no longer registered.
+return wake(ARGV[2], ARGV[3])
+
 -- @unregister
 -- ARGV: P, queue, consumer, now, result_ttl_ms. A worker that stops claiming:
 -- its idle registration ends, and what was handed to it and never popped goes
@@ -636,6 +675,7 @@ redis.call('HSET', k_job(id), 'error', err, 'traceback', ARGV[8] or '', 'interru
 if tonumber(at) > tonumber(now) then
   redis.call('HSET', k_job(id), 'status', 'delayed', 'entry', '', 'receipt', '')
   redis.call('ZADD', k_q(queue, 'delayed'), tonumber(at), id)
+  note_delayed(queue, at, now)
 else
   make_ready(id, queue, at)
 end

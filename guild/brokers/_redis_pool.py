@@ -23,9 +23,11 @@ docs/brokers.md ("Why coredis") has the measurements behind staying on coredis.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import coredis
 import coredis.pool
+from coredis.connection import TCPLocation
 
 from .._errors import BrokerError
 
@@ -73,3 +75,29 @@ class SlotKeepingClusterPool(coredis.pool.ClusterConnectionPool):
                 slots.put_nowait(None)
 
         _release(self, connection, coredis.pool.ClusterConnectionPool, free_slot)
+
+
+def single_client(url: str, *, reply_timeout: float | None = None) -> coredis.Redis[Any]:
+    """A ``coredis.Redis`` on the one Redis ``url`` names, on a slot-keeping pool.
+
+    ``reply_timeout``: the seconds any reply may take (coredis's ``stream_timeout``),
+    blocking commands included; ``None`` waits as long as Redis takes.
+    """
+    # decode_components: a user or password is percent-encoded in a URL (``%40``
+    # for ``@``), as the lean connections (_redis_wire) read it too.
+    pool = SlotKeepingPool.from_url(url, decode_components=True, stream_timeout=reply_timeout)
+    return coredis.Redis(connection_pool=pool)
+
+
+def cluster_client(url: str) -> coredis.RedisCluster[Any]:
+    """A ``coredis.RedisCluster`` bootstrapped from the one node ``url`` names."""
+    parts = urlsplit(url)
+    # The startup node is given as a TCPLocation: left to parse it from the URL,
+    # coredis builds a deprecated ``Node`` dict and warns.
+    startup = TCPLocation(host=parts.hostname or "localhost", port=parts.port or 6379)
+    # Every key of one prefix lives on one node, so let each node's pool grow to
+    # the whole connection budget (each blocked reader holds a connection).
+    pool = SlotKeepingClusterPool.from_url(
+        url, startup_nodes=[startup], max_connections_per_node=True, decode_components=True
+    )
+    return coredis.RedisCluster(connection_pool=pool)

@@ -23,6 +23,7 @@ password, a database number); any other URL (TLS, query options) returns
 
 from __future__ import annotations
 
+import hashlib
 import select
 from collections.abc import Sequence
 from typing import Any
@@ -283,3 +284,64 @@ class WirePool:
             return connection
         where = address.path or f"{address.host}:{address.port}"
         raise WireConnectionError(f"connect to {where} timed out after {self._connect_timeout:g} s")
+
+
+class WireScript:
+    """A Lua script run on a :class:`WirePool` by its SHA1, called as a coredis
+    ``Script`` is (``await script(keys=…, args=…)``)."""
+
+    __slots__ = ("_body", "_pool", "_sha")
+
+    def __init__(self, pool: WirePool, body: str) -> None:
+        self._pool = pool
+        self._body = body
+        self._sha = hashlib.sha1(body.encode()).hexdigest()
+
+    async def __call__(
+        self, *, keys: Sequence[str], args: Sequence[str | bytes | int | float]
+    ) -> Any:
+        return await self._pool.evalsha(self._sha, self._body, keys, args)
+
+
+class WireCommands:
+    """The few coredis client methods the Redis broker's helpers call (the ledger,
+    the workflow store, job inspection, canary shares), on a :class:`WirePool`.
+
+    Named and answering as coredis's (RESP3 both), so a helper takes either:
+    bytes for strings, ``None`` for nil, a dict for a hash, a float for a score.
+    """
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: WirePool) -> None:
+        self._pool = pool
+
+    def register_script(self, body: str) -> WireScript:
+        return WireScript(self._pool, body)
+
+    async def get(self, key: str) -> Any:
+        return await self._pool.call("GET", key)
+
+    async def mget(self, keys: Sequence[str]) -> Any:
+        return await self._pool.call("MGET", *keys)
+
+    async def hgetall(self, key: str) -> Any:
+        return await self._pool.call("HGETALL", key)
+
+    async def hmget(self, key: str, fields: Sequence[str]) -> Any:
+        return await self._pool.call("HMGET", key, *fields)
+
+    async def smembers(self, key: str) -> Any:
+        return await self._pool.call("SMEMBERS", key)
+
+    async def zscore(self, key: str, member: str) -> Any:
+        return await self._pool.call("ZSCORE", key, member)
+
+    async def zrange(self, key: str, start: int, stop: int, *, withscores: bool = False) -> Any:
+        """Members from ``start`` to ``stop``; with their scores: ``[member, score]`` pairs."""
+        if withscores:
+            return await self._pool.call("ZRANGE", key, start, stop, "WITHSCORES")
+        return await self._pool.call("ZRANGE", key, start, stop)
+
+    async def config_get(self, parameters: Sequence[str]) -> Any:
+        return await self._pool.call("CONFIG", "GET", *parameters)

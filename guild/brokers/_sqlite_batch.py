@@ -4,9 +4,9 @@ Each write is a function of the connection. A caller queues its write, then
 waits for the connection (the broker's ``CapacityLimiter(1)``). Whoever gets
 the connection takes every write queued by then, its own and those of the
 callers still waiting behind it, and runs them all in one ``BEGIN IMMEDIATE``
-transaction in one worker-thread call: a worker's ack, the start of its next
+transaction in one call on the database thread (``_sqlite_lane``): a worker's ack, the start of its next
 prefetched jobs and its next claim, when they come together, cost one commit
-and one thread hand-off instead of three. A caller whose write was taken by
+and one hand-off to the database thread instead of three. A caller whose write was taken by
 another finds it done when it gets the connection, and returns.
 
 Each write still succeeds or fails on its own: when one raises, the shared
@@ -40,12 +40,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
 from ._sqlite_errors import map_sqlite_exceptions
+from ._sqlite_lane import Lane, hold_if_free
 
 T = TypeVar("T")
 
@@ -71,28 +72,43 @@ def begin(
     patience: float = PATIENCE,
     nap: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    busy_handler: bool = True,
 ) -> None:
     """``BEGIN IMMEDIATE``, trying again after short naps while another connection
     holds the write lock (see the module docstring); after ``patience`` seconds
     the last "database is locked" is raised.
 
     The connection's busy handler is off for the tries and on again after, so
-    every other statement still waits ``busy_timeout`` as before."""
+    every other statement still waits ``busy_timeout`` as before. A connection
+    that runs with none (``busy_handler=False``, ``busy_timeout=0``: one that only
+    writes, in transactions begun here) saves those two statements."""
+    if not busy_handler:
+        _begin(db, patience, nap, clock)
+        return
     db.execute("PRAGMA busy_timeout=0")
     try:
-        deadline = clock() + patience
-        pause = NAP_MIN
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if not _locked(error) or clock() + pause > deadline:
-                    raise
-            nap(pause)
-            pause = min(pause * 2, NAP_MAX)
+        _begin(db, patience, nap, clock)
     finally:
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+def _begin(
+    db: sqlite3.Connection,
+    patience: float,
+    nap: Callable[[float], None],
+    clock: Callable[[], float],
+) -> None:
+    deadline = clock() + patience
+    pause = NAP_MIN
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if not _locked(error) or clock() + pause > deadline:
+                raise
+        nap(pause)
+        pause = min(pause * 2, NAP_MAX)
 
 
 @attrs.define(slots=True, eq=False)
@@ -126,17 +142,31 @@ def _commit_or_roll_back(db: sqlite3.Connection) -> None:
         raise
 
 
+def transaction(
+    db: sqlite3.Connection,
+    fn: Callable[[sqlite3.Connection], T],
+    path: str,
+    *,
+    busy_handler: bool = True,
+) -> T:
+    """``fn`` in a ``BEGIN IMMEDIATE`` transaction of its own on ``db``, committed;
+    rolled back if it raises. sqlite3 errors come out as guild's. ``busy_handler``:
+    as for :func:`begin`."""
+    with map_sqlite_exceptions(path):
+        begin(db, busy_handler=busy_handler)
+        try:
+            value = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        _commit_or_roll_back(db)
+    return value
+
+
 def _alone(db: sqlite3.Connection, write: _Write[Any], path: str) -> None:
     """``write`` in its own transaction (the unbatched path)."""
     try:
-        with map_sqlite_exceptions(path):
-            begin(db)
-            try:
-                value = write.fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            _commit_or_roll_back(db)
+        value = transaction(db, write.fn, path)
     except BaseException as error:  # raised in the write's caller
         write.fail(error)
     else:
@@ -158,18 +188,6 @@ def _together(db: sqlite3.Connection, writes: list[_Write[Any]]) -> list[Any] | 
     return values
 
 
-class _Held:
-    """The thread limiter of a call made while the connection's limiter is held
-    already: always free, and taking it is no schedule point (a
-    ``CapacityLimiter`` would add one to every write)."""
-
-    async def acquire_on_behalf_of(self, borrower: object) -> None:
-        return None
-
-    def release_on_behalf_of(self, borrower: object) -> None:
-        return None
-
-
 class WriteBatcher:
     """Queues writes to one connection and commits those that wait together at once.
 
@@ -177,6 +195,7 @@ class WriteBatcher:
         db: the connection (used only while holding ``limiter``).
         path: the file, for error messages.
         limiter: the connection's ``CapacityLimiter(1)``, shared with reads.
+        lane: the connection's thread, where batches run.
         fsync_durable: switch the connection (at ``synchronous=NORMAL``) to
             ``FULL`` for the commits that hold a durable write.
     """
@@ -187,31 +206,32 @@ class WriteBatcher:
         path: str,
         limiter: trio.CapacityLimiter,
         *,
+        lane: Lane,
         fsync_durable: bool = False,
     ) -> None:
         self._db = db
         self._path = path
         self._limiter = limiter
+        self._lane = lane
         self._fsync_durable = fsync_durable
         self._full = False  # the connection's synchronous is FULL now
         self._queued: list[_Write[Any]] = []
-        # trio takes any "CapacityLimiter-like object" here; its hint names the class only.
-        self._thread = cast("trio.CapacityLimiter", _Held())
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
         """Run ``fn`` in a write transaction, perhaps shared with other queued writes;
         ``durable``: fsynced at commit (see the module's "Durability")."""
         write: _Write[T] = _Write(fn, durable)
         self._queued.append(write)
-        try:
-            await self._limiter.acquire()
-        except BaseException:
-            if not write.taken:
-                self._queued.remove(write)
-                raise
-            # Another caller runs it: its batch is over once the connection is free.
-            with trio.CancelScope(shield=True):
+        if not hold_if_free(self._limiter):
+            try:
                 await self._limiter.acquire()
+            except BaseException:
+                if not write.taken:
+                    self._queued.remove(write)
+                    raise
+                # Another caller runs it: its batch is over once the connection is free.
+                with trio.CancelScope(shield=True):
+                    await self._limiter.acquire()
         try:
             if not write.taken:
                 batch, self._queued = self._queued, []
@@ -220,11 +240,11 @@ class WriteBatcher:
                 try:
                     if len(batch) == 1:
                         # Its own write alone: a cancel may still stop it before it runs.
-                        await trio.to_thread.run_sync(self._commit, batch, limiter=self._thread)
+                        await self._lane.run(lambda: self._commit(batch))
                     else:
                         # Shielded: the writes of other callers are in it, and must run.
                         with trio.CancelScope(shield=True):
-                            await trio.to_thread.run_sync(self._commit, batch, limiter=self._thread)
+                            await self._lane.run(lambda: self._commit(batch))
                 except BaseException as error:  # no thread: nothing ran
                     for queued in batch:
                         if not queued.settled:

@@ -39,6 +39,17 @@ def _text(value: Any) -> Any:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def _seconds(value: Any) -> float | None:
+    # An optional time a hand edit spoiled ('soon') is shown as none, as the Redis
+    # broker does, rather than handed on as text for a reader to trip over.
+    if value is None or isinstance(value, float):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def select(db: sqlite3.Connection, job_id: str, now: float) -> JobInfo | None:
     """The job's :class:`JobInfo`, or ``None`` (no such job, or its record expired)."""
     row = db.execute(_SELECT, (job_id,)).fetchone()
@@ -65,9 +76,9 @@ def select(db: sqlite3.Connection, job_id: str, now: float) -> JobInfo | None:
         max_attempts=int(max_attempts) or None,
         priority=level_of(level),
         enqueued_at=float(enqueued_at),
-        not_before=not_before,
-        started_at=started_at,
-        finished_at=(finished_at if finished_at is not None else died_at)
+        not_before=_seconds(not_before),
+        started_at=_seconds(started_at),
+        finished_at=_seconds(finished_at if finished_at is not None else died_at)
         if status in (JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED)
         else None,
         consumer=_text(consumer),

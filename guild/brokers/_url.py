@@ -115,9 +115,32 @@ def without_retention(url: str) -> str:
     return head + ("?" + urlencode(kept) if kept else "")
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
-SCHEMES = ("memory://", "sqlite:", "redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+_UNIX_SCHEMES = ("unix", "redis+unix")
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", *_UNIX_SCHEMES)
+SCHEMES = (
+    "memory://",
+    "sqlite:",
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "unix://",
+    "redis+unix://",
+)
 """The URL forms :func:`open_broker` accepts, as named in its errors."""
+
+
+def unix_spelling(url: str) -> str:
+    """A ``redis+unix://`` socket URL spelled ``unix://``, the one spelling the Redis
+    clients read as a socket path; any other URL as it is."""
+    scheme, sep, rest = url.partition("://")
+    return f"unix://{rest}" if sep and scheme.lower() in _UNIX_SCHEMES else url
+
+
+def redis_client_url(url: str) -> str:
+    """The URL :meth:`RedisBroker.open <guild.brokers.redis.RedisBroker.open>` is given
+    for a Redis URL: without the retention options, a socket spelled ``unix://``."""
+    return unix_spelling(without_retention(url))
 
 
 def check_broker_url(url: str) -> str:
@@ -144,8 +167,16 @@ def check_broker_url(url: str) -> str:
             parts.port  # noqa: B018  (parsing it is the check: a non-number raises)
         except ValueError as exc:
             raise UnknownBrokerURL(shown, f"malformed ({exc})") from None
+        if scheme in _UNIX_SCHEMES:
+            _check_unix_url(parts.hostname, parts.path, shown)
+            _check_redis_url("", parts.query, scheme, shown)
+            return scheme
         if not parts.hostname:
             raise UnknownBrokerURL(shown, "no host (redis://HOST:PORT/DB)")
+        try:
+            parts.hostname.encode("idna")  # what the client does to connect
+        except UnicodeError as exc:
+            raise UnknownBrokerURL(shown, f"malformed host {parts.hostname!r} ({exc})") from None
         _check_redis_url(parts.path, parts.query, scheme, shown)
     elif scheme != "memory":
         raise UnknownBrokerURL(
@@ -198,6 +229,17 @@ _REDIS_TLS_OPTIONS: dict[str, Callable[[str], bool]] = {
 }
 
 
+def _check_unix_url(host: str | None, path: str, shown: str) -> None:
+    """A Redis unix socket URL names an absolute socket path and no host; its
+    database is the ``db`` option (``unix:///run/redis.sock?db=2``)."""
+    if host:
+        raise UnknownBrokerURL(
+            shown, f"a unix socket URL names a path, not a host ({host!r}): unix:///PATH"
+        )
+    if not path.startswith("/") or path.endswith("/"):
+        raise UnknownBrokerURL(shown, "no absolute socket path (unix:///path/to/redis.sock?db=N)")
+
+
 def _check_redis_url(path: str, query: str, scheme: str, shown: str) -> None:
     """Refuse a Redis URL's database number or query option that the client would
     ignore or misread, naming it."""
@@ -238,9 +280,10 @@ async def open_broker(
 
     Args:
         url: ``memory://``, ``sqlite:///abs.db``, ``sqlite:rel.db``, ``redis://host:port/db``,
-            ``rediss://…``, a Redis Cluster as ``redis+cluster://host:port`` (any node;
-            ``rediss+cluster://…`` for TLS); ``None`` reads ``$GUILD_BROKER`` (default
-            ``sqlite:guild.db``).
+            ``rediss://…``, a Redis unix socket as ``unix:///path/redis.sock?db=N`` (or
+            ``redis+unix://…``), a Redis Cluster as ``redis+cluster://host:port`` (any
+            node; ``rediss+cluster://…`` for TLS); ``None`` reads ``$GUILD_BROKER``
+            (default ``sqlite:guild.db``).
         create: with ``False``, a SQLite file that does not exist is an error rather
             than a new empty database, and so is ``memory://``, which holds nothing
             before it is opened (for commands that only read).
@@ -281,7 +324,7 @@ async def open_broker(
     else:
         from .redis import RedisBroker
 
-        broker = await RedisBroker.open(without_retention(url), retention=kept)
+        broker = await RedisBroker.open(redis_client_url(url), retention=kept)
     try:
         yield broker
     finally:

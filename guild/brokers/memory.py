@@ -26,17 +26,20 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import attrs
 import trio
 
-from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payload, job_from_row
+from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payloads, job_from_row
 from .._errors import BrokerClosed
 from .._job import (
     DeadLetter,
     Delivery,
     Job,
     JobStatus,
+    Priority,
     QueueStats,
     Result,
     attempts_allowed,
+    make_delivery,
     replace_fields,
+    with_attempt,
 )
 from .._jobinfo import JobInfo, JobProgress
 from .._retention import Retention
@@ -70,6 +73,11 @@ class _Entry:
     cancel_requested: bool = False
     # Why a raw entry (store_raw_for_test) is no valid job: claim dead-letters it.
     bad: str | None = None
+    # A list or dict payload as enqueued (JSON), and whether a claim handed it out:
+    # a handler may change the object it is given, and a run again or a dead letter
+    # gets the payload as enqueued, as from SQLite or Redis.
+    payload_text: str | None = None
+    handed: bool = False
     # For job_info: when its last run started, its last error, its last progress.
     started_at: float | None = None
     error: str | None = None
@@ -85,6 +93,34 @@ class _Entry:
 # only, which the garbage collector stops tracking at its first look, where a
 # Result per job would be one more object for each full collection to walk.
 _StoredResult = tuple[float, Result | None, ResultJSON | None, int, str, float]
+
+# A done job's record (what job_info answers once it finished), kept apart from the
+# entries: (version, finished_at, queue, attempt, max_attempts, priority, enqueued_at,
+# not_before, timeout, key, trace_id, payload, started_at, consumer, error, traceback,
+# progress). Strings, numbers and None only (the priority as an int, the payload
+# None unless Retention.keep_payload, the progress None unless the job reported
+# some), so the garbage collector stops tracking it at its first look: a drained
+# job leaves no object behind for every full collection to walk, and its entry
+# and its Job are freed at its ack instead of copied to drop the payload.
+_DoneRecord = tuple[
+    int,
+    float,
+    str,
+    int,
+    int | None,
+    int,
+    float,
+    float | None,
+    float | None,
+    str | None,
+    str,
+    object,
+    float | None,
+    str,
+    str | None,
+    str | None,
+    JobProgress | None,
+]
 
 
 @attrs.define(slots=True)
@@ -139,7 +175,9 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         self._record_ttl = retention.record
         # What is due to be freed, soonest first (see _memory_prune).
         self._expiries = Expiries()
+        # Jobs not finished, dead and cancelled ones; done ones are in ``_done``.
         self._entries: dict[str, _Entry] = {}
+        self._done: dict[str, _DoneRecord] = {}
         self._queues: dict[str, _Queue] = {}
         self._keys: dict[tuple[str, str], tuple[str, float]] = {}
         # A done job's value is kept as the JSON text acked and decoded when first
@@ -162,7 +200,7 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         self.canary_shares: dict[str, float] = {}
 
     def __repr__(self) -> str:
-        return f"MemoryBroker(jobs={len(self._entries)})"
+        return f"MemoryBroker(jobs={len(self._entries) + len(self._done)})"
 
     def now(self) -> float:
         return self._clock()
@@ -228,12 +266,40 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
     def _finish_done(
         self, entry: _Entry, now: float, attempts: int, text: ResultJSON | None
     ) -> None:
-        """End ``entry`` done at ``now``, its value ``text``; its Result is made when read."""
-        expires = now + self._result_ttl
-        self._results[entry.job.id] = (expires, None, text, attempts, entry.job.queue, now)
-        self._finished(entry, JobStatus.DONE, now)
+        """End ``entry`` done at ``now``, its value ``text``: its entry goes, a
+        ``_DoneRecord`` stays; its Result is made when read."""
+        job = entry.job
+        job_id, queue = job.id, job.queue
+        del self._entries[job_id]
+        version = entry.version + 1
+        self._results[job_id] = (now + self._result_ttl, None, text, attempts, queue, now)
+        self._done[job_id] = (
+            version,
+            now,
+            queue,
+            job.attempt,
+            job.max_attempts,
+            int(job.priority),
+            job.enqueued_at,
+            job.not_before,
+            job.timeout,
+            job.key,
+            job.trace_id,
+            job.payload if self._retention.keep_payload else None,
+            entry.started_at,
+            entry.consumer,
+            entry.error,
+            entry.traceback,
+            entry.progress,
+        )
+        self._expiries.add(now + self._record_ttl, job_id, version)
+        if self._result_events:
+            event = self._result_events.pop(job_id, None)
+            if event is not None:
+                event.set()
 
     def _finished(self, entry: _Entry, status: JobStatus, now: float) -> None:
+        """End ``entry`` dead or cancelled at ``now`` (a done one: ``_finish_done``)."""
         entry.version += 1
         entry.receipt = ""
         entry.status = status
@@ -243,8 +309,6 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             self._expiries.add(retention.dead_expires(now), entry.job.id, entry.version)
         else:
             self._expiries.add(now + self._record_ttl, entry.job.id, entry.version)
-            if status is JobStatus.DONE and not retention.keep_payload:
-                entry.job = replace_fields(entry.job, payload=None)
         event = self._result_events.pop(entry.job.id, None)
         if event is not None:
             event.set()
@@ -252,6 +316,8 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
     def _bury(self, entry: _Entry, error: str, traceback: str | None) -> None:
         if entry.status is JobStatus.IN_FLIGHT and not entry.started:
             entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
+        if entry.handed and entry.payload_text is not None:
+            entry.job = _as_enqueued(entry.job, entry.payload_text)
         now = self.now()
         entry.error, entry.traceback = error, traceback
         self._dead[entry.job.id] = DeadLetter(
@@ -322,21 +388,28 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         now = self.now()
         # Held as objects, but checked as the durable brokers store them, so a
         # payload that would not survive SQLite or Redis is refused here too.
-        for job in jobs:
-            encode_payload(job.payload)
+        texts = encode_payloads(jobs)
         jobs = route_jobs(jobs, self.canary_shares)
         stored: list[Job] = []
         woken: dict[str, _Queue] = {}
-        for job in jobs:
+        for job, text in zip(jobs, texts, strict=True):
             if job.key is not None:
                 holder = self._keys.get((job.queue, job.key))
-                if holder is not None and holder[1] > now and holder[0] in self._entries:
-                    stored.append(self._entries[holder[0]].job)
-                    continue
+                if holder is not None and holder[1] > now:
+                    held = self._entries.get(holder[0])
+                    if held is not None:
+                        stored.append(held.job)
+                        continue
+                    record = self._done.get(holder[0])
+                    if record is not None:
+                        stored.append(_job_of_record(holder[0], record))
+                        continue
                 self._keys[(job.queue, job.key)] = (job.id, now + self._key_ttl)
                 self._expiries.add_key(now + self._key_ttl, job.queue, job.key)
             job = replace_fields(job, enqueued_at=now, attempt=0)
             entry = _Entry(job=job, status=JobStatus.READY)
+            if type(job.payload) is dict or type(job.payload) is list:
+                entry.payload_text = text
             self._entries[job.id] = entry
             ready_at = now if job.not_before is None else max(now, job.not_before)
             woken[job.queue] = self._make_waiting(entry, ready_at, now, wake=False)
@@ -398,36 +471,35 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         now: float,
     ) -> None:
         """Claim the ready jobs of one priority level's heap into ``claimed``."""
-        while waiting and len(claimed) < limit and waiting[0][0] <= now:
+        entries, receipts, leased = self._entries, self._receipts, queue.leased
+        expires = now + lease
+        count = len(claimed)
+        while waiting and count < limit and waiting[0][0] <= now:
             _, job_id, version = heapq.heappop(waiting)
-            entry = self._entries.get(job_id)
+            entry = entries.get(job_id)
             if entry is None or entry.version != version:
                 continue
             if entry.bad is not None:
                 self._bury(entry, entry.bad, None)
                 continue
-            started = len(claimed) < start and not entry.interrupted
-            job = replace_fields(entry.job, attempt=entry.job.attempt + 1)
-            entry.job = job
+            interrupted = entry.interrupted
+            started = count < start and not interrupted
+            job = entry.job = with_attempt(entry.job, entry.job.attempt + 1)
+            if entry.payload_text is not None:
+                if entry.handed:
+                    job = entry.job = _as_enqueued(job, entry.payload_text)
+                entry.handed = True
             entry.started = started
             if started:
                 entry.started_at = now
             entry.consumer = consumer
-            entry.version += 1
+            entry.version = version = version + 1
             entry.status = JobStatus.IN_FLIGHT
-            entry.receipt = str(next(self._receipts))
-            entry.lease_expires = now + lease
-            heapq.heappush(queue.leased, (entry.lease_expires, job_id, entry.version))
-            claimed.append(
-                Delivery(
-                    job=job,
-                    receipt=entry.receipt,
-                    consumer=consumer,
-                    lease_expires=entry.lease_expires,
-                    started=started,
-                    interrupted=entry.interrupted,
-                )
-            )
+            entry.receipt = receipt = str(next(receipts))
+            entry.lease_expires = expires
+            heapq.heappush(leased, (expires, job_id, version))
+            claimed.append(make_delivery(job, receipt, consumer, expires, started, interrupted))
+            count += 1
 
     async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         await trio.lowlevel.checkpoint()
@@ -446,12 +518,13 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             entry.started = True
             entry.started_at = now
             started.append(
-                Delivery(
-                    job=entry.job,
-                    receipt=delivery.receipt,
-                    consumer=delivery.consumer,
-                    lease_expires=delivery.lease_expires,
-                    interrupted=delivery.interrupted,
+                make_delivery(
+                    entry.job,
+                    delivery.receipt,
+                    delivery.consumer,
+                    delivery.lease_expires,
+                    True,
+                    delivery.interrupted,
                 )
             )
         return started
@@ -461,11 +534,13 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         self._check_open()
         now = self.now()
         self._prune(now)
+        queues = self._queues  # an entry's queue exists: it was made at its enqueue
+        entries = self._entries
         for delivery, text in done:
-            entry = self._entries.get(delivery.job.id)
+            entry = entries.get(delivery.job.id)
             if entry is None or entry.status in _FINISHED:
                 continue
-            self._queue(entry.job.queue).done += 1
+            queues[entry.job.queue].done += 1
             self._finish_done(entry, now, delivery.job.attempt, None if text == "null" else text)
 
     async def retry(
@@ -623,6 +698,9 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         entry = self._entries.get(job_id)
         letter = self._dead.get(job_id)
         if entry is None:
+            record = self._done.get(job_id)
+            if record is not None:
+                return _info_of_record(job_id, record, result)
             if letter is None:
                 return None
             return _info_of_letter(letter)
@@ -737,9 +815,15 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         so the cost is per job freed, not per job held."""
         for job_id, version in self._expiries.due_jobs(now):
             entry = self._entries.get(job_id)
-            if entry is None or entry.version != version or entry.status not in _FINISHED:
-                continue  # moved on since (requeued, purged): not this expiry's to free
-            self._forget(job_id)
+            record = self._done.get(job_id)
+            if entry is None:
+                if record is not None and record[0] == version:
+                    self._forget(job_id)
+            elif entry.version == version and entry.status in _FINISHED:
+                self._forget(job_id)
+            elif record is not None and record[0] == version:
+                del self._done[job_id]  # its id was enqueued again since: the old record goes
+            # Otherwise it moved on since (requeued, purged): not this expiry's to free.
         for queue, key in self._expiries.due_keys(now):
             holder = self._keys.get((queue, key))
             if holder is not None and holder[1] <= now:
@@ -747,6 +831,7 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
 
     def _forget(self, job_id: str) -> None:
         self._entries.pop(job_id, None)
+        self._done.pop(job_id, None)
         self._results.pop(job_id, None)
         self._dead.pop(job_id, None)
         self._cancel_requests.discard(job_id)
@@ -780,6 +865,18 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             if gone is not None:
                 gone.version += 1  # its heap entries go stale: never claimed again
             self._forget(job_id)
+        if JobStatus.DONE in wanted:
+            records = [
+                job_id
+                for job_id, record in self._done.items()
+                if record[2] == queue and (cutoff is None or record[1] <= cutoff)
+            ]
+            for job_id in records:
+                if job_id in self._entries:
+                    del self._done[job_id]  # its id was enqueued again: that job stays
+                else:
+                    self._forget(job_id)
+            return len(chosen) + len(records)
         return len(chosen)
 
     async def store_raw_for_test(self, queue: str, fields: Mapping[str, str | bytes]) -> bool:
@@ -827,3 +924,52 @@ def _info_of_letter(letter: DeadLetter) -> JobInfo:
         trace_id=job.trace_id,
         key=job.key,
     )
+
+
+def _info_of_record(job_id: str, record: _DoneRecord, result: Result | None) -> JobInfo:
+    """A done job's ``job_info``, from its record (and its result, while kept)."""
+    (_, finished_at, queue, attempt, max_attempts, priority, enqueued_at, not_before, _,
+     key, trace_id, _, started_at, consumer, error, traceback, progress) = record  # fmt: skip
+    return JobInfo(
+        id=job_id,
+        queue=queue,
+        status=JobStatus.DONE,
+        attempts=attempt,
+        max_attempts=max_attempts,
+        priority=Priority(priority),
+        enqueued_at=enqueued_at,
+        not_before=not_before,
+        started_at=started_at,
+        finished_at=None if result is None else finished_at,
+        consumer=consumer or None,
+        error=error,
+        traceback=traceback,
+        progress=progress,
+        result=result.value if result is not None else None,
+        trace_id=trace_id,
+        key=key,
+    )
+
+
+def _job_of_record(job_id: str, record: _DoneRecord) -> Job:
+    """The job a done record was made from (its payload dropped, unless kept)."""
+    (_, _, queue, attempt, max_attempts, priority, enqueued_at, not_before, timeout,
+     key, trace_id, payload, *_) = record  # fmt: skip
+    return Job(
+        queue=queue,
+        payload=payload,
+        id=job_id,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        enqueued_at=enqueued_at,
+        not_before=not_before,
+        timeout=timeout,
+        key=key,
+        trace_id=trace_id,
+        priority=priority,
+    )
+
+
+def _as_enqueued(job: Job, text: str) -> Job:
+    """``job`` with its payload as enqueued (``text``): a handler may have changed it."""
+    return replace_fields(job, payload=json.loads(text))

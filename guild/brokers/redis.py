@@ -33,11 +33,15 @@ Theory of operation (the Lua side is ``_redis_functions.lua``):
   No pub/sub subscription per job. (On a cluster: the script, then the
   ``BLPOP``.)
 
-The per-job calls (the scripts, the inbox ``BLPOP``, ``get_result``) go through
-a lean Trio connection pool over hiredis (``_redis_wire``) when the broker opened
-a single Redis from its URL; everything else, and a cluster or a client passed
-in, goes through coredis (docs/brokers.md, "Why coredis"). Every error of
-either is translated at one boundary (``map_redis_exceptions``):
+When the broker opened a single Redis from its URL, every call of a worker and
+a producer goes through a lean Trio connection pool over hiredis
+(``_redis_wire``): the open's checks, the scripts, the inbox ``BLPOP``, results,
+job reads, the ledger and the workflow store. coredis (0.3 s to import) is then
+loaded only when something needs it (``purge``, ``redis_client()``: a Redis-shared
+``guild.Limit``), in a thread, and its client runs in a nursery the broker opens
+with itself. A cluster, a URL the lean pool does not speak (TLS, options), and a
+client passed in use coredis for everything (docs/brokers.md, "Why coredis").
+Every error of either is translated at one boundary (``map_redis_exceptions``):
 ``BrokerUnavailable`` when Redis cannot be reached, ``BrokerClosed`` after
 ``aclose``.
 
@@ -60,22 +64,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import secrets
+import sys
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
-import coredis
+import outcome
 import structlog
 import trio
-from coredis.connection import TCPLocation
 
-from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payload, job_from_row
+from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payloads, job_from_row
 from .._errors import BrokerClosed, BrokerError, BrokerUnavailable, UnknownBrokerURL
 from .._groups import leaves
 from .._ids import new_id
@@ -97,25 +101,29 @@ from ._canary import RedisShares
 from ._delegate import WorkflowDelegate
 from ._protocol import BrokerIssue, check_purge_args
 from ._redis_checks import CONFIG_KEYS, DataLoss, config_issues
-from ._redis_errors import UNREACHABLE, map_redis_exceptions
+from ._redis_errors import map_redis_exceptions, unreachable
 from ._redis_layout import layout_version
 from ._redis_ledger import RedisLedger
-from ._redis_pool import SlotKeepingClusterPool, SlotKeepingPool
 from ._redis_scripts import load_scripts
-from ._redis_wire import WirePool
+from ._redis_wire import ReplyError, WireCommands, WirePool
 from ._redis_workflows import RedisWorkflows
 from ._stored import reading_record
-from ._url import display_url
+from ._url import display_url, unix_spelling
 
 _ORPHAN_IDLE_MS = 5_000
 _JOB_FIELDS = 14
 # A claimed row's priority field: missing or empty for a normal job.
 _LEVELS: dict[Any, Priority] = {b"1": Priority.HIGH, b"-1": Priority.LOW}
 _CLAIM_RETRY_PAUSE = 0.05
+_WAKE_SLACK = 1.0
+"""Seconds a self-woken BLPOP (``_pop_woken``) may outlast its wake, if the wake is lost."""
 # How often a claiming broker re-reads the epoch marker and its queue's counts
 # (what it can say was lost if Redis loses the queue), and Redis' config.
 _WATCH_EVERY = 5.0
 _CONFIG_EVERY = 60.0
+# The reply deadline of the coredis client made on first use (next to the lean
+# connections, whose deadline is the same): a hung Redis fails its calls.
+_COREDIS_REPLY_TIMEOUT = 5.0
 _log = structlog.get_logger("guild.brokers.redis")
 
 
@@ -144,20 +152,6 @@ def cluster_client_url(url: str) -> str | None:
     return f"{plain}://{rest}"
 
 
-def _cluster_client(url: str) -> Any:
-    """A ``coredis.RedisCluster`` bootstrapped from the one node ``url`` names."""
-    parts = urlsplit(url)
-    # The startup node is given as a TCPLocation: left to parse it from the URL,
-    # coredis builds a deprecated ``Node`` dict and warns.
-    startup = TCPLocation(host=parts.hostname or "localhost", port=parts.port or 6379)
-    # Every key of one prefix lives on one node, so let each node's pool grow to
-    # the whole connection budget (each blocked reader holds a connection).
-    pool = SlotKeepingClusterPool.from_url(
-        url, startup_nodes=[startup], max_connections_per_node=True, decode_components=True
-    )
-    return coredis.RedisCluster(connection_pool=pool)
-
-
 @contextlib.contextmanager
 def _unreachable_cluster(url: str) -> Iterator[None]:
     """Cluster discovery reports "no startup node reachable" as a ``RedisClusterError``
@@ -169,16 +163,26 @@ def _unreachable_cluster(url: str) -> Iterator[None]:
         if len(found) == 1 and _is_unreachable(found[0]):
             raise BrokerUnavailable(f"redis: connect to {url}: {found[0]}") from found[0]
         raise
-    except coredis.exceptions.RedisClusterError as exc:
+    except Exception as exc:
         if _is_unreachable(exc):
             raise BrokerUnavailable(f"redis: connect to {url}: {exc}") from exc
         raise
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, coredis.exceptions.RedisClusterError) and (
-        isinstance(exc.__cause__, UNREACHABLE) or "cannot be connected" in str(exc)
+    # Looked up, not imported: only a cluster client (coredis loaded) raises it.
+    errors = sys.modules.get("coredis.exceptions")
+    return (
+        errors is not None
+        and isinstance(exc, errors.RedisClusterError)
+        and (isinstance(exc.__cause__, unreachable()) or "cannot be connected" in str(exc))
     )
+
+
+def _is_cluster_client(client: Any) -> bool:
+    # A client passed in is coredis's, so coredis is loaded.
+    found = sys.modules.get("coredis")
+    return found is not None and isinstance(client, found.RedisCluster)
 
 
 def _text(value: Any) -> str:
@@ -198,6 +202,7 @@ class _Idle:
     until: float  # time.monotonic(); Redis' own expiry is a little later
     room: int  # jobs it may still be handed
     start: int  # of which to start (the rest are prefetched)
+    due: bool = False  # it ends when a job falls due, not when the claim's wait ends
 
     def fits(self, start: int | None, wait: float) -> bool:
         """Whether a claim that may wait ``wait`` seconds and start ``start`` jobs
@@ -218,7 +223,8 @@ class RedisBroker(WorkflowDelegate):
     inside the Trio run that will use it.
 
     Args:
-        client: a connected ``coredis.Redis`` or ``coredis.RedisCluster``.
+        client: a connected ``coredis.Redis`` or ``coredis.RedisCluster``; ``None``
+            with ``wire`` (``open``'s single Redis: coredis made on first use).
         prefix: namespace of every key (several apps can share one Redis). On a
             cluster it is made a hash tag (``guild`` -> ``{guild}``): one prefix,
             one shard.
@@ -227,6 +233,7 @@ class RedisBroker(WorkflowDelegate):
         retention: how long results, finished jobs and dead letters are kept: a
             done or cancelled job's keys expire on their own; claims prune dead
             letters past ``Retention.dead``.
+        wire: the lean connections to the same Redis, for every call they speak.
     """
 
     def __init__(
@@ -238,6 +245,7 @@ class RedisBroker(WorkflowDelegate):
         result_ttl: float | None = None,
         retention: Retention | None = None,
         exit_stack: AsyncExitStack | None = None,
+        wire: WirePool | None = None,
     ) -> None:
         retention = retention or Retention()
         if result_ttl is not None:
@@ -247,8 +255,10 @@ class RedisBroker(WorkflowDelegate):
                 dead=retention.dead,
                 keep_payload=retention.keep_payload,
             )
+        if client is None and wire is None:
+            raise BrokerError("RedisBroker needs a coredis client (or open it from a URL)")
         self._client = client
-        self._cluster = isinstance(client, coredis.RedisCluster)
+        self._cluster = _is_cluster_client(client)
         self._prefix = keys.cluster_prefix(prefix) if self._cluster else prefix
         # KEYS[1] of every script: on a cluster it routes the call to the node
         # owning the prefix's slot (and declares that slot to Redis).
@@ -260,10 +270,21 @@ class RedisBroker(WorkflowDelegate):
         # result older than Retention.results is not answered (get_result).
         self._result_ttl_ms = max(1, int(retention.record * 1000))
         self._dead_pruned: dict[str, float] = {}
-        self._scripts = {name: client.register_script(body) for name, body in SCRIPTS.items()}
-        # The lean connections for the per-job calls (_redis_wire), on a single
-        # Redis opened from its URL; a client passed in serves every call.
-        self._wire: WirePool | None = None
+        # The lean connections (_redis_wire), on a single Redis opened from its
+        # URL, serve every call they speak; a client passed in serves every call.
+        self._wire = wire
+        self._scripts = (
+            {} if wire is not None else {n: client.register_script(b) for n, b in SCRIPTS.items()}
+        )
+        # The coredis-shaped reads and scripts of the helpers (ledger, workflows,
+        # job info, canary shares): on the lean connections when there are some.
+        self._commands: Any = WireCommands(wire) if wire is not None else client
+        # With the lean connections, coredis is made on first use (redis_client),
+        # from this URL, run by a task in this nursery (opened and closed with
+        # the broker, in the opener's task, as coredis's own task group needs).
+        self._url: str | None = None
+        self._host: trio.Nursery | None = None
+        self._client_lock = trio.Lock()
         self._groups: set[str] = set()
         # (queue, consumer) -> its idle registration, as Redis counts it.
         self._idle: dict[tuple[str, str], _Idle] = {}
@@ -275,28 +296,31 @@ class RedisBroker(WorkflowDelegate):
         self._losses: dict[str, DataLoss] = {}
         self._config: list[BrokerIssue] = []
         self._config_read = -math.inf
-        self._ledger = RedisLedger(client, self._prefix)
-        self._workflows = RedisWorkflows(client, self._prefix, lambda: self._closed, self.now)
+        self._ledger = RedisLedger(self._commands, self._prefix)
+        self._workflows = RedisWorkflows(
+            self._commands, self._prefix, lambda: self._closed, self.now
+        )
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisBroker:
-        """Connect to ``redis://host:port/db``, ``rediss://…``, or a Redis Cluster
+        """Connect to ``redis://host:port/db``, ``rediss://…``, a unix socket
+        (``unix:///path/redis.sock?db=N`` or ``redis+unix://…``), or a Redis Cluster
         through any of its nodes: ``redis+cluster://host:port`` (``rediss+cluster://…``).
 
         Raises:
             BrokerUnavailable: Redis cannot be reached.
             UnknownBrokerURL: a cluster URL names a database other than 0.
         """
-        stack = AsyncExitStack()
-        client: Any
-        if (cluster_url := cluster_client_url(url)) is not None:
-            client = _cluster_client(cluster_url)
-        else:
-            # decode_components: a user or password is percent-encoded in a URL
-            # (``%40`` for ``@``), as the lean connections read it too.
-            pool = SlotKeepingPool.from_url(url, decode_components=True)
-            client = coredis.Redis(connection_pool=pool)
+        url = unix_spelling(url)  # redis+unix:// is a socket too (guild.brokers._url)
         shown = display_url(url)  # errors are logged and printed: no password in them
+        cluster_url = cluster_client_url(url)
+        wire = None if cluster_url is not None else WirePool.from_url(url)
+        if wire is not None:
+            return await cls._open_wire(url, shown, wire, options)
+        from ._redis_pool import cluster_client, single_client
+
+        stack = AsyncExitStack()
+        client: Any = single_client(url) if cluster_url is None else cluster_client(cluster_url)
         try:
             with map_redis_exceptions(f"connect to {shown}"), _unreachable_cluster(shown):
                 await stack.enter_async_context(client)
@@ -309,16 +333,35 @@ class RedisBroker(WorkflowDelegate):
                 await stack.aclose()
             raise
         broker = cls(client, exit_stack=stack, **options)
-        if cluster_url is None:
-            broker._wire = WirePool.from_url(url)
+        await broker._check_at_open(shown)
+        return broker
+
+    @classmethod
+    async def _open_wire(
+        cls, url: str, shown: str, wire: WirePool, options: Mapping[str, Any]
+    ) -> RedisBroker:
+        """Open on the lean connections alone: coredis waits for its first use."""
+        stack = AsyncExitStack()
+        host = await stack.enter_async_context(trio.open_nursery())
+        broker = cls(None, exit_stack=stack, wire=wire, **options)
+        broker._url, broker._host = url, host
         try:
-            await broker._read_config(at_start=True)
-            await broker._check_epoch()
-            await broker.layout_version(shown)
+            with map_redis_exceptions(f"connect to {shown}"):
+                await wire.call("PING")
         except BaseException:
             await broker.aclose()
             raise
+        await broker._check_at_open(shown)
         return broker
+
+    async def _check_at_open(self, shown: str) -> None:
+        try:
+            await self._read_config(at_start=True)
+            await self._check_epoch()
+            await self.layout_version(shown)
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def layout_version(self, shown_url: str) -> int:
         """The key layout version under this prefix (see ``_redis_layout``); written
@@ -331,17 +374,76 @@ class RedisBroker(WorkflowDelegate):
         key = keys.layout(self._prefix)
         with map_redis_exceptions("layout version"):
             # Absent means version 1 (the layout before versions), whatever is current.
-            await self._client.set(key, "1", condition=coredis.PureToken.NX)
-            found = await self._client.get(key)
+            await self._set_nx(key, "1")
+            found = await self._commands.get(key)
         return layout_version(None if found is None else _text(found), self._prefix, shown_url)
+
+    async def _set_nx(self, key: str, value: str) -> None:
+        if self._wire is not None:
+            await self._wire.call("SET", key, value, "NX")
+            return
+        import coredis  # loaded: the client is coredis's
+
+        await self._client.set(key, value, condition=coredis.PureToken.NX)
 
     def __repr__(self) -> str:
         return f"RedisBroker(prefix={self._prefix!r})"
 
     @property
     def client(self) -> Any:
-        """The coredis client: worker limits (``guild.Limit``) share this Redis through it."""
+        """The coredis client, once made (``redis_client()`` makes it).
+
+        Raises:
+            BrokerError: the broker opened a single Redis from its URL and has not
+                needed coredis yet: ``await redis_client()`` instead.
+        """
+        if self._client is None:
+            raise BrokerError(
+                "the redis broker makes its coredis client on first use:"
+                " await broker.redis_client()"
+            )
         return self._client
+
+    async def redis_client(self) -> Any:
+        """The coredis client: worker limits (``guild.Limit``) share this Redis through it.
+
+        A broker opened from a single Redis' URL makes it here the first time,
+        importing coredis in a thread (0.3 s the event loop does not wait for).
+
+        Raises:
+            BrokerClosed: the broker is closed.
+            BrokerUnavailable: Redis cannot be reached.
+        """
+        self._check_open()
+        if self._client is not None:
+            await trio.lowlevel.checkpoint()
+            return self._client
+        async with self._client_lock:
+            if self._client is None:
+                self._client = await self._start_client()
+        return self._client
+
+    async def _start_client(self) -> Any:
+        host, url = self._host, self._url
+        if host is None or url is None:
+            raise BrokerError("the redis broker has neither a coredis client nor its URL")
+        await trio.to_thread.run_sync(importlib.import_module, "guild.brokers._redis_pool")
+        self._check_open()
+        with map_redis_exceptions(f"connect to {display_url(url)}"):
+            return await host.start(self._run_client, url)
+
+    @staticmethod
+    async def _run_client(
+        url: str, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Make the coredis client, hand it over, and keep it entered until the
+        broker closes (its task group lives in this task, under the broker's nursery)."""
+        from ._redis_pool import single_client
+
+        client = single_client(url, reply_timeout=_COREDIS_REPLY_TIMEOUT)
+        async with client:
+            task_status.started(client)
+            await trio.sleep_forever()
 
     @property
     def prefix(self) -> str:
@@ -373,14 +475,14 @@ class RedisBroker(WorkflowDelegate):
             await trio.lowlevel.checkpoint()
             return []
         self._check_open()
-        jobs = await self._canary_shares.route(self._client, self._prefix, jobs)
+        jobs = await self._canary_shares.route(self._commands, self._prefix, jobs)
         now = self.now()
         args: list[Any] = [repr(now), math.ceil(self._key_ttl)]
-        for job in jobs:
+        for job, payload in zip(jobs, encode_payloads(jobs), strict=True):
             args += [
                 job.id,
                 job.queue,
-                encode_payload(job.payload),
+                payload,
                 "" if job.max_attempts is None else job.max_attempts,
                 "" if job.not_before is None else repr(job.not_before),
                 "" if job.timeout is None else repr(job.timeout),
@@ -399,7 +501,7 @@ class RedisBroker(WorkflowDelegate):
 
     async def _load_job(self, job_id: str) -> Job:
         with map_redis_exceptions("load job"):
-            fields = await self._client.hgetall(keys.job(self._prefix, job_id))
+            fields = await self._commands.hgetall(keys.job(self._prefix, job_id))
         return _job_from_hash({_text(k): v for k, v in fields.items()})
 
     # --- claiming --------------------------------------------------------------
@@ -408,13 +510,19 @@ class RedisBroker(WorkflowDelegate):
         if queue in self._groups:
             return
         # Another process may have made the group first; that is fine.
-        with (
-            map_redis_exceptions("create group"),
-            contextlib.suppress(coredis.exceptions.StreamDuplicateConsumerGroupError),
-        ):
-            await self._client.xgroup_create(
-                keys.ready(self._prefix, queue), keys.GROUP, "0", mkstream=True
-            )
+        stream = keys.ready(self._prefix, queue)
+        with map_redis_exceptions("create group"):
+            if self._wire is not None:
+                try:
+                    await self._wire.call("XGROUP", "CREATE", stream, keys.GROUP, "0", "MKSTREAM")
+                except ReplyError as exc:
+                    if not str(exc).startswith("BUSYGROUP"):
+                        raise
+            else:
+                import coredis.exceptions  # loaded: the client is coredis's
+
+                with contextlib.suppress(coredis.exceptions.StreamDuplicateConsumerGroupError):
+                    await self._client.xgroup_create(stream, keys.GROUP, "0", mkstream=True)
         self._groups.add(queue)
 
     async def claim(
@@ -487,6 +595,7 @@ class RedisBroker(WorkflowDelegate):
                     until=sent + registered / 1000,
                     room=limit - rows,
                     start=max(0, (limit if start is None else start) - rows),
+                    due=registered < block_ms,
                 )
             if bad:
                 await self._bury_bad(queue, bad)
@@ -506,13 +615,10 @@ class RedisBroker(WorkflowDelegate):
         timeout = min(wait, idle.until - time.monotonic())
         try:
             inbox = keys.inbox(self._prefix, queue, consumer)
-            with map_redis_exceptions("wait for jobs"):
-                if self._wire is not None:
-                    popped = await self._wire.call(
-                        "BLPOP", inbox, _seconds(timeout), blocks=max(0.0, timeout)
-                    )
-                else:
-                    popped = await self._client.blpop([inbox], timeout=max(0.001, timeout))
+            if idle.due and timeout < wait:
+                popped = await self._pop_woken(queue, consumer, inbox, timeout)
+            else:
+                popped = await self._blpop(inbox, timeout)
         except BrokerError:
             # Redis may have lost the registration (a restart): claim afresh.
             idle.room = 0
@@ -520,6 +626,11 @@ class RedisBroker(WorkflowDelegate):
         if not popped:
             return []
         lease_expires, rows = _unpack(popped[1])
+        if not rows:
+            # A wake (wake_idlers in the Lua): a job delayed since this worker
+            # registered falls due first. Claim again, which registers no later.
+            self._idle.pop((queue, consumer), None)
+            return []
         count = len(rows) // _JOB_FIELDS
         # A row without its id was cancelled while it waited here (strike_handed
         # in the Lua): it took room all the same.
@@ -542,6 +653,35 @@ class RedisBroker(WorkflowDelegate):
         if bad:
             await self._bury_bad(queue, bad)
         return taken
+
+    async def _blpop(self, inbox: str, timeout: float) -> Any:
+        with map_redis_exceptions("wait for jobs"):
+            if self._wire is not None:
+                return await self._wire.call(
+                    "BLPOP", inbox, _seconds(timeout), blocks=max(0.0, timeout)
+                )
+            return await self._client.blpop([inbox], timeout=max(0.001, timeout))
+
+    async def _pop_woken(self, queue: str, consumer: str, inbox: str, timeout: float) -> Any:
+        """BLPOP ``inbox`` for a registration that ends when a job falls due, in
+        ``timeout`` seconds: ended then by the worker's own wake (``@wake`` in the
+        Lua), since Redis would time the BLPOP out only on its next timer tick.
+        The BLPOP's own timeout, later, is for a wake that was lost."""
+        got: list[outcome.Outcome[Any]] = []
+
+        async def pop(done: trio.CancelScope) -> None:
+            got.append(await outcome.acapture(self._blpop, inbox, timeout + _WAKE_SLACK))
+            done.cancel()
+
+        async def wake() -> None:
+            await trio.sleep(timeout)
+            with contextlib.suppress(BrokerError):  # lost: the BLPOP times out itself
+                await self._call("wake", [queue, consumer])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pop, nursery.cancel_scope)
+            nursery.start_soon(wake)
+        return got[0].unwrap()
 
     async def stop_claiming(self, queue: str, consumer: str) -> None:
         """End ``consumer``'s idle registration on ``queue``: the jobs handed to it
@@ -747,7 +887,7 @@ class RedisBroker(WorkflowDelegate):
             await trio.lowlevel.checkpoint()
             return {}
         with map_redis_exceptions("get results"):
-            raws = await self._client.mget([keys.result(self._prefix, id_) for id_ in wanted])
+            raws = await self._commands.mget([keys.result(self._prefix, id_) for id_ in wanted])
         found: dict[str, Result] = {}
         for id_, raw in zip(wanted, raws, strict=True):
             result = None if raw is None else self._fresh(_result_from_json(raw, id_))
@@ -773,9 +913,10 @@ class RedisBroker(WorkflowDelegate):
         self._check_open()
         now = self.now()
         cutoff = None if older_than is None else now - older_than
+        client = await self.redis_client()
         with map_redis_exceptions("purge"):
             return await _redis_purge.purge(
-                self._client, self._call, self._prefix, queue, statuses, now, cutoff
+                client, self._call, self._prefix, queue, statuses, now, cutoff
             )
 
     async def _prune_dead(self, queue: str, now: float) -> None:
@@ -790,7 +931,7 @@ class RedisBroker(WorkflowDelegate):
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
         with map_redis_exceptions("job info"), reading_record(job_id, "hash"):
-            return await _redis_jobinfo.job_info(self._client, self._prefix, job_id, self.now())
+            return await _redis_jobinfo.job_info(self._commands, self._prefix, job_id, self.now())
 
     async def set_progress(self, updates: Sequence[tuple[Delivery, JobProgress]]) -> None:
         if not updates:
@@ -849,7 +990,7 @@ class RedisBroker(WorkflowDelegate):
         try:
             with map_redis_exceptions("config get"):
                 for name in CONFIG_KEYS:
-                    answer = await self._client.config_get([name])
+                    answer = await self._commands.config_get([name])
                     read.update({_text(key): _text(value) for key, value in answer.items()})
         except BrokerUnavailable:
             raise
@@ -870,10 +1011,10 @@ class RedisBroker(WorkflowDelegate):
             raise BrokerClosed("the redis broker is closed")
         key = keys.epoch(self._prefix)
         with map_redis_exceptions("epoch"):
-            found = await self._client.get(key)
+            found = await self._commands.get(key)
             if found is None:
-                await self._client.set(key, secrets.token_hex(8), condition=coredis.PureToken.NX)
-                found = await self._client.get(key)
+                await self._set_nx(key, secrets.token_hex(8))
+                found = await self._commands.get(key)
         current = None if found is None else _text(found)
         if self._epoch is not None and current != self._epoch:
             for queue in sorted(set(self._groups) | set(self._counts)):
@@ -914,12 +1055,12 @@ class RedisBroker(WorkflowDelegate):
             raise BrokerClosed("the redis broker is closed")
         with map_redis_exceptions("list dead"):
             if queue is None:
-                names = [_text(q) for q in await self._client.smembers(keys.queues(self._prefix))]
+                names = [_text(q) for q in await self._commands.smembers(keys.queues(self._prefix))]
             else:
                 names = [queue]
             scored: list[tuple[float, str]] = []
             for name in names:
-                rows = await self._client.zrange(
+                rows = await self._commands.zrange(
                     keys.dead(self._prefix, name), 0, limit - 1, withscores=True
                 )
                 scored += [(float(score), _text(member)) for member, score in rows]
@@ -935,7 +1076,7 @@ class RedisBroker(WorkflowDelegate):
         if self._closed:
             raise BrokerClosed("the redis broker is closed")
         with map_redis_exceptions("get dead"):
-            raw = await self._client.hgetall(keys.job(self._prefix, job_id))
+            raw = await self._commands.hgetall(keys.job(self._prefix, job_id))
         fields = {_text(k): v for k, v in raw.items()}
         if _text(fields.get("status", b"")) != "dead":
             return None
@@ -997,6 +1138,9 @@ class RedisBroker(WorkflowDelegate):
         self._closed = True
         if self._wire is not None:
             self._wire.close()
+        if self._host is not None:
+            # The coredis client's task, if it was made, ends; then the nursery.
+            self._host.cancel_scope.cancel()
         if self._exit_stack is not None:
             # Not shielded: the client's task group must be exited in the same
             # cancel-scope nesting it was entered in.

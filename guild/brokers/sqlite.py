@@ -13,10 +13,12 @@ a writer waits for another's write lock in naps of at most a millisecond
 (schema 9): each holds the rows of one status only, and a query that means to
 use one names that status itself.
 
-Blocking calls run in a worker thread (``trio.to_thread.run_sync`` with a
-``CapacityLimiter(1)``, one connection), never on the Trio thread. They are not
-abandoned on cancellation, and no checkpoint follows them before a method
-returns, so a claim that happened is never lost to a cancellation.
+Blocking calls run on the broker's database thread (``_sqlite_lane``, one
+connection, a ``CapacityLimiter(1)`` saying whose call goes next), never on the
+Trio thread. They are not abandoned on cancellation, and no checkpoint follows
+them before a method returns, so a claim that happened is never lost to a
+cancellation. ``enqueue_here`` (what :class:`guild.Client` calls) enqueues in
+the calling thread instead, on connections of its own (``_sqlite_enqueue``).
 
 Durability (``sqlite:path.db?synchronous=…``; docs/brokers.md has the table):
 every commit is in the WAL before the call returns, so nothing acknowledged is
@@ -41,7 +43,7 @@ from typing import Any, TypeVar
 import structlog
 import trio
 
-from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payload, job_from_row
+from .._codec import ROW_FIELDS, BadRow, ResultJSON
 from .._errors import BrokerClosed, BrokerError, BrokerFileReplaced
 from .._job import (
     PRIORITIES,
@@ -57,11 +59,12 @@ from .._job import (
 from .._jobinfo import JobInfo, JobProgress
 from .._retention import Retention
 from . import _sqlite_cancel, _sqlite_jobinfo, _sqlite_purge, _sqlite_strays
-from ._canary import sqlite_route
 from ._delegate import LedgerDelegate, WorkflowDelegate
 from ._protocol import check_purge_args
 from ._sqlite_batch import BUSY_TIMEOUT_MS, WriteBatcher
+from ._sqlite_enqueue import Producers, decode, job_of, rows_of, store
 from ._sqlite_errors import map_sqlite_exceptions
+from ._sqlite_lane import Lane, hold_if_free
 from ._sqlite_ledger import SqliteLedger
 from ._sqlite_migrate import prepare
 from ._sqlite_workflows import SqliteWorkflows
@@ -119,20 +122,8 @@ def _pairs(chunk: Sequence[tuple[str, str]]) -> tuple[str, list[str | None]]:
     return ",".join(["(?,?)"] * size), values
 
 
-def _decode(row: Sequence[Any], queue: str) -> Job | BadRow:
-    # max_attempts 0 stands for None: the worker's (see the schema).
-    fields = row[:10] if row[4] != 0 else (*row[:4], None, *row[5:10])
-    return job_from_row(fields, queue=queue)
-
-
 # A claim takes only rows whose priority is in _LEVELS, so every one it reads is here.
 _BY_VALUE = {int(level): level for level in Priority}
-
-
-def _job(row: Sequence[Any]) -> Job:
-    """The job a row holds, or what can be read of it (for a dead letter)."""
-    found = _decode(row, row[1] if isinstance(row[1], str) and row[1] else "?")
-    return found.job if isinstance(found, BadRow) else found
 
 
 class _UndecodableText(Exception):
@@ -219,6 +210,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         path: the file, for messages.
         key_ttl: seconds an idempotency key holds.
         retention: how long results, finished jobs and dead letters are kept.
+        synchronous: which commits are fsynced, as for :meth:`open`.
 
     Expired rows are deleted by claims, one small batch per claim (see
     ``_sqlite_purge``), once a sweep period (``Retention.sweep_every``) or
@@ -232,7 +224,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         *,
         key_ttl: float,
         retention: Retention,
-        fsync_enqueues: bool = False,
+        synchronous: str = "NORMAL",
     ) -> None:
         self._db = connection
         self._path = path
@@ -244,7 +236,11 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         self._purge_backlog = False
         self._strays_swept: set[str] = set()  # queues whose strays were looked for
         self._limiter = trio.CapacityLimiter(1)
-        self._batcher = WriteBatcher(connection, path, self._limiter, fsync_durable=fsync_enqueues)
+        self._lane = Lane(f"guild-sqlite {os.path.basename(path)}")
+        self._batcher = WriteBatcher(
+            connection, path, self._limiter, lane=self._lane, fsync_durable=synchronous == "ENQUEUE"
+        )
+        self._producers = Producers(path, synchronous)
         self._changed = trio.Event()
         self._closed = False
         self._last_purge = 0.0
@@ -317,7 +313,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
             shown,
             key_ttl=key_ttl,
             retention=kept,
-            fsync_enqueues=mode == "ENQUEUE",
+            synchronous=mode,
         )
 
     def __repr__(self) -> str:
@@ -358,7 +354,12 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
             with map_sqlite_exceptions(self._path):
                 return fn(self._db)
 
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        if not hold_if_free(self._limiter):
+            await self._limiter.acquire()
+        try:
+            return await self._lane.run(call)
+        finally:
+            self._limiter.release()
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
         # Writes that wait for the connection together commit together (_sqlite_batch).
@@ -375,65 +376,31 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
         now = self.now()
-        rows = [
-            (
-                job.id,
-                job.queue,
-                encode_payload(job.payload),
-                job.max_attempts or 0,
-                now,
-                job.not_before,
-                job.timeout,
-                job.key,
-                job.trace_id,
-                max(now, job.not_before) if job.not_before is not None else now,
-                int(job.priority),
-            )
-            for job in jobs
-        ]
-
-        def insert(db: sqlite3.Connection) -> list[Job]:
-            stored: list[Job] = []
-            plain: list[tuple[Any, ...]] = []
-            routed = sqlite_route(db, jobs)
-            for job, row in zip(routed, rows, strict=True):
-                if job.queue != row[1]:  # sent to its queue's canary lane
-                    row = (row[0], job.queue, *row[2:])
-                holder = self._hold_key(db, job, now) if job.key is not None else None
-                if holder is not None:
-                    stored.append(holder)
-                    continue
-                plain.append(row)
-                stored.append(replace_fields(job, enqueued_at=now, attempt=0))
-            db.executemany(
-                "INSERT INTO jobs (id, queue, payload, max_attempts, enqueued_at, not_before,"
-                " timeout, key, trace_id, ready_at, priority, status)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,'ready')",
-                plain,
-            )
-            return stored
-
-        stored = await self._write(insert, durable=True)
+        rows = rows_of(jobs, now)
+        stored = await self._write(
+            lambda db: store(db, jobs, rows, now, self._key_ttl), durable=True
+        )
         self._wake()
         return stored
 
-    def _hold_key(self, db: sqlite3.Connection, job: Job, now: float) -> Job | None:
-        """The job holding ``job.key`` on its queue, or None after taking the key for ``job``."""
-        found = db.execute(
-            "SELECT j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.enqueued_at,"
-            " j.not_before, j.timeout, j.key, j.trace_id FROM idempotency i JOIN jobs j"
-            " ON j.id = i.job_id WHERE i.queue = ? AND i.key = ? AND i.expires > ?",
-            (job.queue, job.key, now),
-        ).fetchone()
-        if found is not None:
-            return _job(found)
-        db.execute(
-            "INSERT INTO idempotency (queue, key, job_id, expires) VALUES (?,?,?,?)"
-            " ON CONFLICT (queue, key) DO UPDATE SET job_id = excluded.job_id,"
-            " expires = excluded.expires",
-            (job.queue, job.key, job.id, now + self._key_ttl),
-        )
-        return None
+    def enqueue_here(self, jobs: Sequence[Job]) -> list[Job]:
+        """:meth:`enqueue`, run in the calling thread (any thread, never the Trio
+        thread) on a connection of its own: what :class:`guild.Client` calls.
+
+        The same transaction (``_sqlite_enqueue.store``) at the same durability;
+        workers of other processes see the jobs when they next poll, and nothing
+        of this process is woken (no worker waits on a client's broker).
+
+        Raises:
+            BrokerClosed: the broker is closed.
+            BrokerFileReplaced: the path names another file than the one opened.
+            BrokerUnavailable: the database could not be written.
+            PayloadEncodeError: a payload is not JSON; nothing stored.
+        """
+        if self._closed:
+            raise BrokerClosed(f"the sqlite broker for {self._path} is closed")
+        self._check_file()
+        return self._producers.enqueue(jobs, self.now(), self._key_ttl)
 
     # --- claiming --------------------------------------------------------------
 
@@ -510,7 +477,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         deliveries = []
         bad: list[tuple[BadRow, Any]] = []
         for row in rows:
-            job = _decode(row, queue)
+            job = decode(row, queue)
             if isinstance(job, BadRow):
                 bad.append((job, row[11]))
                 continue
@@ -1044,14 +1011,18 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
             return
         self._closed = True
         self._wake()
-        async with self._limiter:
-            await trio.to_thread.run_sync(self._db.close)
+        self._producers.close()
+        try:
+            async with self._limiter:
+                await self._lane.run(self._db.close)
+        finally:
+            self._lane.close()
 
 
 def _letter(row: Sequence[Any]) -> DeadLetter:
     row = _utf8_where_valid(row)
     error, trace = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in row[10:12])
-    job = _job(row)
+    job = job_of(row)
     if row[13]:  # the priority column; a normal job's is 0, the Job default
         job = replace_fields(job, priority=_sqlite_jobinfo.level_of(row[13]))
     return DeadLetter(job=job, error=error or "", traceback=trace, died_at=row[12] or 0.0)

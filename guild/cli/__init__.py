@@ -24,7 +24,7 @@ from .._errors import GaveUp, GuildError
 from .._groups import leaves
 from .._version import __version__
 from ..observability import configure_logging
-from ._args import CommandFailed, Parser, wants_json
+from ._args import CommandFailed, Parser, UsageError, wants_json
 from ._output import EXIT_FAILED, EXIT_USAGE
 
 COMMANDS = {
@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``guild`` command; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
+        _check_utf8(arguments)
         args = parser(_command_of(arguments)).parse_args(arguments)
         # stdout carries a command's answer (and its --json); a broker's warnings
         # go to stderr. `guild run` sets its own level and format when it starts.
@@ -99,6 +100,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             exc = CommandFailed("stdout was closed before all of the output was written")
         return report(exc, as_json=wants_json(arguments))
     return code
+
+
+def _check_utf8(arguments: Sequence[str]) -> None:
+    """Refuse an argument that is not UTF-8 text, naming it.
+
+    Python hands undecodable bytes over as lone surrogates, which no broker can
+    store and no output can print: refused here, each command never sees one.
+    """
+    for place, word in enumerate(arguments, 1):
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = word.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UsageError(f"argument {place}, '{raw}': expected UTF-8 text") from None
 
 
 def _stdout_gone() -> bool:
@@ -140,10 +155,21 @@ def classify(exc: BaseException) -> tuple[int, str, str]:
     return EXIT_FAILED, detail + " (GUILD_DEBUG=1 shows the traceback)", name
 
 
+LONG_WORD = 200
+"""A word of an error line longer than this (an argument pasted by mistake, a
+100,000-digit number) is shown by its ends, so the line stays readable."""
+
+
 def _one_line(exc: BaseException) -> str:
     # A message may hold newlines (a SyntaxError's, a nested error's): the contract
     # is one line, so whitespace runs collapse to one space.
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return " ".join(_cut(word) for word in str(exc).split()) or type(exc).__name__
+
+
+def _cut(word: str) -> str:
+    if len(word) <= LONG_WORD:
+        return word
+    return f"{word[:80]}...[{len(word) - 100:,} more characters]...{word[-20:]}"
 
 
 def report(exc: BaseException, *, as_json: bool = False) -> int:

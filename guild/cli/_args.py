@@ -18,6 +18,10 @@ from .._errors import GuildError
 from .._job import check_queue_name
 from ..brokers._url import check_broker_url
 
+MAX_SECONDS = 10 * 365 * 86_400
+"""Ten years: the most any duration or age flag takes (``--older-than``,
+``--duration``); further out is a typo, and a clock sum that large loses its seconds."""
+
 
 class UsageError(GuildError):
     """The command line is wrong: an unknown option, a missing or malformed value."""
@@ -116,7 +120,19 @@ def http_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"malformed URL {text!r} ({exc})") from None
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"expected http://HOST:PORT, got {text!r}")
+    _check_host(parts.hostname, text)
     return full
+
+
+def _check_host(host: str, text: str) -> None:
+    """Refuse a host name no resolver takes (``a..b``, a label over 63 characters),
+    which the HTTP clients would fail on with an encoding error instead."""
+    if host.startswith("[") or ":" in host:  # an IPv6 address
+        return
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise argparse.ArgumentTypeError(f"malformed host in {text!r} ({exc})") from None
 
 
 def non_empty(what: str) -> Callable[[str], str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._app import Guild, Periodic
 from .._version import __version__
-from ..sandbox._held import held_isolation
+from ..sandbox._held import held_isolation, held_unenforced
 
 
 def banner(
@@ -47,9 +47,20 @@ def banner(
     isolation = held_isolation(app)
     if isolation is not None:
         facts["sandbox"] = isolation
+        unenforced = held_unenforced(app)
+        if unenforced:
+            facts["sandbox_unenforced"] = unenforced
     if now is not None and app.schedules:
         facts["periodic"] = [entry.to_json(now) for _, entry in sorted(app.schedules.items())]
     return facts
+
+
+def in_fleet(
+    facts: dict[str, Any], *, processes: int, http: tuple[str, int] | None
+) -> dict[str, Any]:
+    """One child's facts (it runs as one process) as the parent of ``processes``
+    children announces them, with the address the parent serves."""
+    return {**facts, "processes": processes, "http": None if http is None else _address(*http)}
 
 
 def _address(host: str, port: int) -> str:
@@ -73,6 +84,9 @@ def render(facts: dict[str, Any]) -> str:
     ]
     if "sandbox" in facts:
         lines.append(f"  sandbox: {facts['sandbox']} isolation")
+        if facts.get("sandbox_unenforced"):
+            missing = ", ".join(facts["sandbox_unenforced"])
+            lines.append(f"  sandbox: budgets not enforced on this host: {missing}")
     for number, entry in enumerate(facts.get("periodic", [])):
         when, fire, zone = schedule_words(entry)
         lines.append(

@@ -11,14 +11,20 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
 
 from ..brokers._url import open_broker
 from ..config._layers import choose_env
-from ..config._schema import CANARY_OPTIONS, GuildConfig
+from ..config._schema import (
+    CANARY_MAX_MIN_JOBS,
+    CANARY_MAX_P95,
+    CANARY_MAX_SOAK,
+    CANARY_OPTIONS,
+    GuildConfig,
+)
 from ..rollout._controller import apply, namespace_of, observation
 from ..rollout._lanes import lane_of
 from ..rollout._machine import (
@@ -80,19 +86,25 @@ def add_policy_flags(parser: Any, prefix: str = "") -> None:
     parser.add_argument(
         f"--{prefix}stages", type=_stages, help="shares, rising, ending at 1 (0.1,0.5,1)"
     )
-    parser.add_argument(f"--{prefix}soak", type=_positive, help="seconds per stage (60)")
+    parser.add_argument(
+        f"--{prefix}soak",
+        type=_seconds(CANARY_MAX_SOAK),
+        help=f"seconds per stage (60; at most {CANARY_MAX_SOAK:,})",
+    )
     parser.add_argument(
         f"--{prefix}error-rate",
         type=_fraction,
         help="how far the canary's error rate may exceed the stable's (0.01)",
     )
     parser.add_argument(
-        f"--{prefix}p95", type=_positive, help="p95 seconds the canary may reach (5)"
+        f"--{prefix}p95",
+        type=_seconds(CANARY_MAX_P95),
+        help=f"p95 seconds the canary may reach (5; at most {CANARY_MAX_P95:,})",
     )
     parser.add_argument(
         f"--{prefix}min-jobs",
-        type=integer(1, 1_000_000_000),
-        help="canary outcomes a stage needs to be judged (20)",
+        type=integer(1, CANARY_MAX_MIN_JOBS),
+        help=f"canary outcomes a stage needs to be judged (20; at most {CANARY_MAX_MIN_JOBS:,})",
     )
 
 
@@ -116,10 +128,14 @@ def policy_from(
 
 
 def _stages(text: str) -> tuple[float, ...]:
+    expected = "expected shares like 0.1,0.5,1, each in (0, 1]"
     try:
-        return tuple(float(part) for part in text.split(","))
+        shares = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected shares like 0.1,0.5,1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+    if not all(0 < share <= 1 for share in shares):  # nan and inf fail too
+        raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
+    return shares
 
 
 def _fraction(text: str) -> float:
@@ -132,14 +148,21 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
-    return value
+def _seconds(most: int) -> Callable[[str], float]:
+    """Seconds above 0 and at most ``most``: finite, so never a stage held for ever."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(
+                f"expected seconds above 0 and at most {most:,}, got {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def _event(action: str, at: float) -> Event:

@@ -7,7 +7,13 @@ import json
 import os
 from typing import Any
 
-from ..config._schema import CANARY_OPTIONS, LOG_FORMATS, LOG_LEVELS, MAX_PROCESSES
+from ..config._schema import (
+    CANARY_OPTIONS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    MAX_CONCURRENCY,
+    MAX_PROCESSES,
+)
 from ._args import broker_url, integer, non_empty
 from ._output import EXIT_OK
 
@@ -40,7 +46,9 @@ def register(subparsers: Any) -> None:
     show.add_argument(
         "--processes", type=integer(1, MAX_PROCESSES), help="as guild run --processes"
     )
-    show.add_argument("--concurrency", type=integer(1), help="as guild run --concurrency")
+    show.add_argument(
+        "--concurrency", type=integer(1, MAX_CONCURRENCY), help="as guild run --concurrency"
+    )
     show.add_argument("--http", metavar="HOST:PORT", help="as guild run --http")
     show.add_argument("--log-level", choices=LOG_LEVELS, help="as guild run --log-level")
     show.add_argument("--log-format", choices=LOG_FORMATS, help="as guild run --log-format")

@@ -10,6 +10,8 @@ from typing import Any, NoReturn
 
 import trio
 
+from .._codec import encode_payload
+from .._errors import PayloadEncodeError
 from .._job import PRIORITIES, Job, JSONValue, Priority, check_priority
 from ..brokers._protocol import Broker
 from ..brokers._url import broker_url_from_env, check_broker_url, open_broker
@@ -82,11 +84,18 @@ def _no_constant(name: str) -> NoReturn:
 
 def _parse(text: str, where: str) -> JSONValue:
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise UsageError(f"{where}: not valid JSON ({exc})") from None
     except RecursionError:
         raise UsageError(f"{where}: nested too deeply to be a payload") from None
+    # Valid JSON may still be no payload a broker stores ("\udcff", 1e999, too
+    # long): refused here, naming its line, before any batch is stored.
+    try:
+        encode_payload(value)
+    except PayloadEncodeError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    return value
 
 
 def _stdin_batches() -> Iterator[list[JSONValue]]:

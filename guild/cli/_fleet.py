@@ -1,10 +1,16 @@
 """The parent of ``guild run --processes N``: supervise the children, and serve
 one view of the run over HTTP (see :mod:`guild.observability._fleet_http`).
 
+The parent spawns the children first and imports nothing of the app: each
+child reports when it is ready (its banner facts) or why it cannot start
+(:func:`guild.supervision._processes.supervise_processes`). The first ready
+report makes the banner; with ``--http``, it also names the app the parent's
+server answers for, so the server starts then (its address is checked before
+any child starts: a bad one is one usage error).
+
 The children serve their endpoints on Unix sockets in a private directory
 (made here, mode 0700, removed at the end); the parent binds ``--http``
-itself, so a bad address is one usage error before any child starts, and a
-scrape always reaches the one server that answers for every process.
+itself, so a scrape always reaches the one server that answers for every process.
 """
 
 from __future__ import annotations
@@ -12,24 +18,56 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
 import trio
 
 from .._groups import unwrap
-from ..brokers._url import open_broker
-from ..observability._access import REDACT_VARIABLE, TOKEN_VARIABLE, Access, is_loopback
-from ..observability._fleet_http import Fleet, FleetApp, serve_fleet_http
-from ..observability._health import Thresholds
-from ..observability._http import warn_if_disabled
-from ..supervision import supervise_processes
-from ..supervision._processes import OnKilled
+from ..supervision._processes import OnKilled, StartFailed, supervise_processes
 from ._args import UsageError
 
+if TYPE_CHECKING:
+    from ..observability._fleet_http import Fleet
+    from ..observability._health import Thresholds
+
 _log = structlog.get_logger("guild.cli")
+
+
+@attrs.frozen
+class Ready:
+    """What a child of ``--processes N`` reports once it has started.
+
+    Attributes:
+        banner: its start-up facts (``guild.cli._banner.banner``), as one process.
+        warnings: the start-up warnings it would print.
+    """
+
+    banner: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"banner": self.banner, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Ready | None:
+        """The report read back (None: not one; a child of another version, say)."""
+        if not isinstance(value, dict):
+            return None
+        banner, warnings = value.get("banner"), value.get("warnings", [])
+        if not isinstance(banner, dict) or not isinstance(banner.get("app"), str):
+            return None
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            return None
+        return cls(banner, tuple(warnings))
+
+
+Announce = Callable[[Ready, tuple[str, int] | None], None]
+"""Called once, with the first ready child's report and the address served (if any)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -56,6 +94,22 @@ def socket_dir() -> str:
     return tempfile.mkdtemp(prefix="guild-run-")
 
 
+def check_address(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let it go: an address the server could not bind
+    is the one usage error, before any child starts.
+
+    Raises:
+        UsageError: it cannot be bound.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise UsageError(f"--http {host}:{port}: cannot listen ({exc})") from None
+
+
 async def supervise_fleet(
     child: list[str],
     processes: int,
@@ -63,65 +117,106 @@ async def supervise_fleet(
     grace: float,
     env: dict[str, str],
     url: str,
-    app_name: str,
     on_killed: OnKilled,
     http: FleetHTTP | None,
     sockets: str | None,
     metrics_dir: str | None,
-    announce: Callable[[tuple[str, int] | None], None],
+    announce: Announce,
 ) -> int:
     """Supervise ``processes`` copies of ``child``; with ``http``, serve the run's view.
 
+    ``announce`` is called once, with the first ready child's report (after
+    ``http`` is bound, with the address it was bound to).
+
     Raises:
         UsageError: ``http``'s address cannot be bound.
+        StartFailed: a child said it cannot start (see ``supervise_processes``).
     """
+    first: list[Ready] = []
+    ready = trio.Event()
+
+    def on_ready(index: int, pid: int, value: Any) -> None:
+        report = Ready.from_json(value)
+        if report is None:
+            _log.warning("bad_ready_report", index=index, pid=pid)
+        elif not first:
+            first.append(report)
+            ready.set()
+            if http is None:
+                announce(report, None)
+
     if http is None or sockets is None:
-        announce(None)
         return await supervise_processes(
-            child, processes, grace=grace, env=env, on_killed=on_killed
+            child, processes, grace=grace, env=env, on_killed=on_killed, on_ready=on_ready
         )
+    check_address(http.host, http.port)
+    # Here, not at the top: only a run with --http loads the server's modules.
+    from ..observability._fleet_http import Fleet
+
+    fleet = Fleet(processes, sockets, metrics_dir)
+    try:
+        with unwrap(UsageError, StartFailed):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_serve_view, http, fleet, url, processes, ready, first, announce)
+                code = await supervise_processes(
+                    child,
+                    processes,
+                    grace=grace,
+                    env=env,
+                    on_killed=on_killed,
+                    on_started=fleet.started,
+                    on_exited=fleet.exited,
+                    on_ready=on_ready,
+                )
+                nursery.cancel_scope.cancel(reason="the children stopped")
+        return code
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+async def _serve_view(
+    http: FleetHTTP,
+    fleet: Fleet,
+    url: str,
+    processes: int,
+    ready: trio.Event,
+    first: list[Ready],
+    announce: Announce,
+) -> None:
+    """Once a child is ready (its report names the app), serve the run's view until cancelled."""
+    from ..brokers._url import open_broker
+    from ..observability._access import REDACT_VARIABLE, TOKEN_VARIABLE, Access, is_loopback
+    from ..observability._fleet_http import FleetApp, serve_fleet_http
+    from ..observability._http import warn_if_disabled
+
     token = http.token if http.token is not None else os.environ.get(TOKEN_VARIABLE) or None
     redact = http.redact
     if redact is None:
         redact = os.environ.get(REDACT_VARIABLE, "").lower() in ("1", "true", "yes")
-    fleet = Fleet(processes, sockets, metrics_dir)
-    try:
-        async with open_broker(url) as broker, trio.open_nursery() as nursery:
-            public = (
-                f"{http.host}:{http.port}" if ":" not in http.host else f"[{http.host}]:{http.port}"
-            )
-            access = Access(token=token, loopback=is_loopback(http.host))
-            asgi = FleetApp(
-                app_name,
-                fleet,
-                broker,
-                host=public,
-                access=access,
-                thresholds=http.thresholds,
-                redact=redact,
-            )
-            try:
-                with unwrap(OSError):
-                    port: int = await nursery.start(
-                        functools.partial(serve_fleet_http, asgi, host=http.host, port=http.port)
-                    )
-            except OSError as exc:
-                raise UsageError(f"--http {http.host}:{http.port}: cannot listen ({exc})") from None
-            # Only now: an address that cannot be bound is the one error line, with
-            # no warning about serving it before (the children serve private sockets).
-            warn_if_disabled(access, http.host)
-            _log.info("http_listening", host=http.host, port=port, processes=processes)
-            announce((http.host, port))
-            code = await supervise_processes(
-                child,
-                processes,
-                grace=grace,
-                env=env,
-                on_killed=on_killed,
-                on_started=fleet.started,
-                on_exited=fleet.exited,
-            )
-            nursery.cancel_scope.cancel(reason="the children stopped")
-        return code
-    finally:
-        shutil.rmtree(sockets, ignore_errors=True)
+    await ready.wait()
+    async with open_broker(url) as broker, trio.open_nursery() as nursery:
+        public = (
+            f"{http.host}:{http.port}" if ":" not in http.host else f"[{http.host}]:{http.port}"
+        )
+        access = Access(token=token, loopback=is_loopback(http.host))
+        asgi = FleetApp(
+            first[0].banner["app"],
+            fleet,
+            broker,
+            host=public,
+            access=access,
+            thresholds=http.thresholds,
+            redact=redact,
+        )
+        try:
+            with unwrap(OSError):
+                port: int = await nursery.start(
+                    functools.partial(serve_fleet_http, asgi, host=http.host, port=http.port)
+                )
+        except OSError as exc:
+            raise UsageError(f"--http {http.host}:{http.port}: cannot listen ({exc})") from None
+        # Only now: an address that cannot be bound is the one error line, with
+        # no warning about serving it before (the children serve private sockets).
+        warn_if_disabled(access, http.host)
+        _log.info("http_listening", host=http.host, port=port, processes=processes)
+        announce(first[0], (http.host, port))

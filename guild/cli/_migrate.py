@@ -17,7 +17,13 @@ from .._errors import MigrationFailed, UnknownBrokerURL
 from ..brokers._redis_layout import LAYOUT_VERSION
 from ..brokers._sqlite_migrate import MigrationReport
 from ..brokers._sqlite_migrate import migrate as migrate_sqlite
-from ..brokers._url import broker_url_from_env, check_broker_url, display_url, sqlite_path
+from ..brokers._url import (
+    broker_url_from_env,
+    check_broker_url,
+    display_url,
+    redis_client_url,
+    sqlite_path,
+)
 from ._args import CommandFailed, broker_url
 from ._output import EXIT_OK, print_json
 
@@ -45,7 +51,7 @@ async def _redis_report(url: str) -> MigrationReport:
     from ..brokers.redis import RedisBroker
 
     shown = display_url(url)
-    broker = await RedisBroker.open(url)
+    broker = await RedisBroker.open(redis_client_url(url))  # as open_broker gives it
     try:
         found = await broker.layout_version(shown)
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 from .._job import JobStatus
 from ..brokers._protocol import PURGEABLE, Purgeable
 from ..brokers._url import open_broker
-from ._args import UsageError, add_broker_flags, number, queue_name
+from ._args import MAX_SECONDS, UsageError, add_broker_flags, number, queue_name
 from ._output import EXIT_OK, print_json
 
 STATUS_CHOICES = ("done", "dead", "cancelled", "ready", "delayed", "all")
@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--older-than",
-        type=number(0),
+        type=number(0, MAX_SECONDS),
         metavar="S",
         help="only jobs that finished (waiting ones: were enqueued) at least S seconds ago",
     )

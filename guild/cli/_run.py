@@ -3,46 +3,49 @@
 The first SIGINT or SIGTERM drains (stop claiming, let running jobs finish within
 their grace, hand the rest back); a second one stops at once, still handing
 every held job back to the broker. With ``--processes N`` this process becomes a
-process supervisor over N children that each run the app.
+process supervisor over N children that each run the app: it checks the command
+line, spawns them at once, and imports nothing of the app. Each child reports
+that it is ready (the banner's facts) or why it cannot start (the error line it
+would print); the parent prints the banner, or that one line and its exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
+import io
 import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 import structlog
 import trio
 
-from .._app import Guild
 from .._errors import BrokerError, ConfigError, GaveUp, UnknownBrokerURL
 from .._groups import unwrap
-from .._worker import consumer_prefix
 from ..brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
 from ..config._layers import choose_env
-from ..config._schema import LOG_FORMATS, MAX_PROCESSES, GuildConfig
+from ..config._schema import LOG_FORMATS, MAX_CONCURRENCY, MAX_PROCESSES, GuildConfig
 from ..observability import Thresholds, configure_logging
-from ..observability._observe import observe
-from ..rollout._machine import CanaryPolicy
-from ..rollout._serve import make_canary, run_app
-from ..supervision._processes import INDEX_VARIABLE
-from ._args import UsageError, broker_url, integer, number
-from ._banner import banner, render, unserved_schedules, unserved_warning
+from ..supervision._processes import INDEX_VARIABLE, StartFailed, StartupReport
+from ._args import CommandFailed, UsageError, broker_url, integer, number
 from ._canary import add_policy_flags, policy_from
 from ._config import add_env_flag
 from ._output import EXIT_OK
-from ._target import app_of, import_app, is_config_target
+from ._target import is_config_target
 
-MAX_CONCURRENCY = 100_000
+if TYPE_CHECKING:
+    from .._app import Guild
+    from ..rollout._machine import CanaryPolicy
+    from ._fleet import Ready
+
 MAX_GRACE = 86_400.0
 
 _HAND_BACK_TIMEOUT = 10.0
@@ -137,12 +140,43 @@ def parse_http(value: str, source: tuple[str, str] = ("--http", "http")) -> tupl
     """
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or not _is_host(host):
         raise ConfigError(*source, '"HOST:PORT" with a port from 0 to 65535', value)
     return host, int(port)
 
 
+def _is_host(host: str) -> bool:
+    """Whether a resolver could take ``host`` (``a..b`` cannot: it fails to encode)."""
+    try:
+        return ":" in host or bool(host.encode("idna"))
+    except UnicodeError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
+    # Owed by a child of --processes N: its parent prints what it says, once.
+    startup = StartupReport.from_environ()
+    try:
+        return _run(args, startup)
+    except Exception as exc:
+        if startup is None or not startup.pending:
+            raise
+        return _cannot_start(exc, startup, as_json=args.json)
+
+
+def _cannot_start(exc: Exception, startup: StartupReport, *, as_json: bool) -> int:
+    """Tell the parent, not stderr, the error line this child would print; its exit code."""
+    # Here, not at the top: guild.cli imports this module.
+    from . import report
+
+    text = io.StringIO()
+    with contextlib.redirect_stderr(text):
+        code = report(exc, as_json=as_json)
+    startup.failed({"exit_code": code, "stderr": text.getvalue()})
+    return code
+
+
+def _run(args: argparse.Namespace, startup: StartupReport | None) -> int:
     config: GuildConfig | None = None
     env_name, _ = choose_env(args.env, os.environ)
     if is_config_target(args.target):
@@ -155,17 +189,21 @@ def run(args: argparse.Namespace) -> int:
     # Logging first (the file may set it), then the app's import, which may log.
     log_level = args.log_level or (config.log_level if config else "info")
     log_format = args.log_format or (config.log_format if config else "auto")
+    processes = args.processes or (config.processes if config else 1)
+    # The parent of --processes N holds its lines until a child is ready: a run
+    # that cannot start says why in one line, not how its children began.
+    held = _HeldLines(sys.stderr) if processes > 1 else None
     try:
         configure_logging(
             json=None if log_format == "auto" else log_format == "json",
             level=log_level,
+            stream=held,
         )
     except ValueError as exc:
         raise UsageError(f"--log-level: {exc}") from None
-    app = app_of(config) if config is not None else import_app(args.target)
     thresholds = _thresholds(config)
     http: tuple[str, int] | None = None
-    if args.http:
+    if args.http is not None:  # given empty, it is refused, not taken as unset
         http = parse_http(args.http)
     elif config is not None and config.http:
         http = parse_http(config.http, (config.path, "guild.http"))
@@ -180,15 +218,8 @@ def run(args: argparse.Namespace) -> int:
             expected = f"a broker URL ({exc.reason})"
             raise ConfigError(config.path, "guild.broker", expected, config.broker) from exc
         raise
-    if args.concurrency is not None:
-        for name in app.specs:
-            app.configure(name, concurrency=args.concurrency)
     canary_policy = policy_from(args, "canary_", config)
-    if args.canary:
-        make_canary(app)  # before the banner, so it names the lanes served
-    processes = args.processes or (config.processes if config else 1)
-    say = _Announcer(args, app, url, processes)
-    if processes > 1:
+    if held is not None:
         child = [
             sys.executable,
             "-m",
@@ -202,13 +233,14 @@ def run(args: argparse.Namespace) -> int:
             "--no-banner",
         ]
         child += ["--log-level", log_level, "--log-format", log_format]
+        if args.json:
+            child.append("--json")  # the error a child reports is a JSON line then
         if config is not None and config.env is not None:
             child += ["--env", config.env]
         if args.concurrency is not None:
             child += ["--concurrency", str(args.concurrency)]
         child += _canary_flags(args)
-        # Here, not at the top: only --processes N needs the fleet's HTTP
-        # server, and every single-process start-up would pay for loading it.
+        # Here, not at the top: only --processes N needs these.
         from ..observability._multiprocess import prepare_multiprocess
         from ._fleet import FleetHTTP, socket_dir, supervise_fleet
 
@@ -220,9 +252,8 @@ def run(args: argparse.Namespace) -> int:
             child += ["--http", f"{http[0]}:{http[1]}", "--http-socket-dir", sockets]
         # Children share one metrics directory (prometheus multiprocess mode), so
         # the parent's /metrics sums every child's counts, dead ones' included.
-        # Reached once here: an unreachable broker is one error line, not N
-        # children failing until their supervisor gives up.
-        trio.run(_reach, url)
+        # The app's import and the broker are the children's to reach: a fault
+        # in either is one error line all the same (their start-up reports).
         metrics_dir = tempfile.mkdtemp(prefix="guild-metrics-")
         env = {**os.environ, **prepare_multiprocess(metrics_dir)}
         fleet_http = None
@@ -239,17 +270,31 @@ def run(args: argparse.Namespace) -> int:
             grace=args.grace,
             env=env,
             url=url,
-            app_name=app.name,
             on_killed=functools.partial(_hand_back_jobs, url),
             http=fleet_http,
             sockets=sockets,
             metrics_dir=metrics_dir,
-            announce=say.started,
+            announce=functools.partial(_announce_fleet, args, processes, held),
         )
         try:
             return trio.run(supervise, child, processes)
+        except StartFailed as failed:
+            held.drop()
+            return _start_failed(failed)
         finally:
+            held.release()
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    # Here, not at the top: the parent of --processes N imports none of these.
+    from ..rollout._serve import make_canary
+    from ._target import app_of, import_app
+
+    app = app_of(config) if config is not None else import_app(args.target)
+    if args.concurrency is not None:
+        for name in app.specs:
+            app.configure(name, concurrency=args.concurrency)
+    if args.canary:
+        make_canary(app)  # before the banner, so it names the lanes served
+    say = _Announcer(args, app, url, processes, startup)
     serve = functools.partial(
         _serve,
         http_token=config.http_token if config else None,
@@ -290,18 +335,37 @@ def _thresholds(config: GuildConfig | None) -> Thresholds | None:
         raise ConfigError(config.path, "health", f"valid thresholds ({exc})") from exc
 
 
+def _start_failed(failed: StartFailed) -> int:
+    """The error a child could not start with, as it would have printed it."""
+    report = failed.report
+    if (
+        isinstance(report, dict)
+        and isinstance(report.get("exit_code"), int)
+        and isinstance(report.get("stderr"), str)
+    ):
+        sys.stderr.write(report["stderr"])
+        sys.stderr.flush()
+        code: int = report["exit_code"]
+        return code
+    raise CommandFailed(str(failed)) from None
+
+
 @attrs.frozen
 class _Announcer:
-    """Prints the start-up banner and warnings once, human or JSON, on stderr."""
+    """Prints the start-up banner and warnings once, human or JSON, on stderr; or, in
+    a child of ``--processes N``, reports them to the parent, which prints them."""
 
     args: argparse.Namespace
     app: Guild
     url: str
     processes: int
+    startup: StartupReport | None = None
 
     def started(self, http: tuple[str, int] | None) -> None:
-        if self.args.no_banner:
+        if self.args.no_banner and self.startup is None:
             return
+        from ._banner import banner, unserved_schedules, unserved_warning
+
         facts = banner(
             self.app,
             broker=display_url(self.url),
@@ -310,26 +374,86 @@ class _Announcer:
             now=dt.datetime.now(dt.UTC),
         )
         warnings = [unserved_warning(entry) for entry in unserved_schedules(self.app)]
-        if self.args.json:
-            print(json.dumps(facts, sort_keys=True), file=sys.stderr)
-            for warning in warnings:
-                print(json.dumps({"warning": warning}), file=sys.stderr)
-        else:
-            print(render(facts), file=sys.stderr)
-            for warning in warnings:
-                print(f"guild: warning: {warning}", file=sys.stderr)
-        sys.stderr.flush()
+        if self.startup is not None:
+            # Here, not at the top: the child's side of what _fleet reads.
+            from ._fleet import Ready
+
+            self.startup.ready(Ready(facts, tuple(warnings)).to_json())
+        if not self.args.no_banner:
+            _print_banner(facts, warnings, as_json=self.args.json)
 
 
-async def _reach(url: str) -> None:
-    async with open_broker(url):
-        pass
+def _announce_fleet(
+    args: argparse.Namespace,
+    processes: int,
+    held: _HeldLines,
+    ready: Ready,
+    http: tuple[str, int] | None,
+) -> None:
+    """The parent's banner: the first ready child's, for the whole run; then its log lines."""
+    # Here, not at the top: the banner's module loads the app's types, and the
+    # parent of --processes N loads nothing of the kind before its children start.
+    from ._banner import in_fleet
+
+    if not args.no_banner:
+        facts = in_fleet(ready.banner, processes=processes, http=http)
+        _print_banner(facts, list(ready.warnings), as_json=args.json)
+    held.release()
+
+
+class _HeldLines(io.StringIO):
+    """A log stream that keeps its lines until :meth:`release` (then writes them,
+    and all that follow, to ``target``) or :meth:`drop` (then none are written)."""
+
+    def __init__(self, target: TextIO) -> None:
+        super().__init__()
+        self._target = target
+        self._released = False
+
+    def isatty(self) -> bool:  # what the log format follows by default
+        return self._target.isatty()
+
+    def write(self, text: str) -> int:
+        if self._released:
+            return self._target.write(text)
+        return super().write(text)
+
+    def flush(self) -> None:
+        if self._released:
+            self._target.flush()
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._target.write(self.getvalue())
+            self._target.flush()
+            self.drop()
+
+    def drop(self) -> None:
+        self.seek(0)
+        self.truncate()
+
+
+def _print_banner(facts: dict[str, Any], warnings: list[str], *, as_json: bool) -> None:
+    from ._banner import render
+
+    if as_json:
+        print(json.dumps(facts, sort_keys=True), file=sys.stderr)
+        for warning in warnings:
+            print(json.dumps({"warning": warning}), file=sys.stderr)
+    else:
+        print(render(facts), file=sys.stderr)
+        for warning in warnings:
+            print(f"guild: warning: {warning}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 async def _hand_back_jobs(url: str, pid: int) -> None:
     """Give back at once, uncounted, every job child ``pid`` held when it was killed
     after its grace: the kill was ours, not the jobs' fault, and their leases would
     keep them waiting (and count their runs)."""
+    from .._worker import consumer_prefix
+
     prefix = consumer_prefix(pid)
     count: int | None = None
     with trio.move_on_after(_HAND_BACK_TIMEOUT):
@@ -359,6 +483,9 @@ async def _serve(
     canary: bool = False,
     canary_policy: CanaryPolicy | None = None,
 ) -> int:
+    from ..observability._observe import observe
+    from ..rollout._serve import run_app
+
     stop = trio.Event()
     observe(app, thresholds=thresholds)
     # Connected before the banner: an unreachable broker is the one error line,

@@ -8,6 +8,7 @@ reached or did not answer with a health report.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -50,13 +51,23 @@ async def status(args: argparse.Namespace) -> int:
         body = response.json()
         verdict = body["status"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        print(f"guild: cannot read {url}: {failure(exc)}", file=sys.stderr)
+        _unreachable(f"cannot read {url}: {failure(exc)}", as_json=args.json)
         return EXIT_UNKNOWN
     if args.json:
         print_json(body)
     else:
         print(render(body))
     return EXIT_CODES.get(verdict, EXIT_UNKNOWN)
+
+
+def _unreachable(message: str, *, as_json: bool) -> None:
+    """The one error line of a server that could not be read (exit 3), as
+    ``guild.cli.report`` prints the others: JSON with ``--json``."""
+    if as_json:
+        line = json.dumps({"error": message, "type": "Unreachable", "exit_code": EXIT_UNKNOWN})
+        print(line, file=sys.stderr)
+    else:
+        print(f"guild: error: {message}", file=sys.stderr)
 
 
 def _seconds(value: float | None) -> str:

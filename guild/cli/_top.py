@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from ..observability._access import TOKEN_VARIABLE
-from ._args import http_url, number
+from ._args import MAX_SECONDS, http_url, number
 from ._output import failure, table
 from ._status import DEFAULT_URL
 
@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.add_argument(
-        "--duration", type=number(above=0), help="exit after this many seconds (more than 0)"
+        "--duration",
+        type=number(above=0, high=MAX_SECONDS),
+        help="exit after this many seconds (more than 0)",
     )
     parser.set_defaults(func=top)
 
@@ -172,9 +174,9 @@ async def top(args: argparse.Namespace) -> int:
                     break
             nursery.cancel_scope.cancel(reason="top finished")
     except (OSError, trio_websocket.HandshakeError) as exc:
-        print(f"guild: cannot watch {url}: {failure(exc)}", file=sys.stderr)
+        print(f"guild: error: cannot watch {url}: {failure(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE
     if view.closed is not None:
-        print(f"guild: the events feed closed: {view.closed}", file=sys.stderr)
+        print(f"guild: error: the events feed closed: {view.closed}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return EXIT_OK

@@ -14,14 +14,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .._retention import Retention
 from ..brokers._url import open_broker
 from ..workflows._coordinator import cancel, view, views
-from ..workflows._expiry import expire
+from ..workflows._expiry import expire, retention_of
 from ..workflows._machine import FINISHED_STATUSES
 from ..workflows._transition import store_of
 from ..workflows._view import StepView, WorkflowView
 from ._args import (
+    MAX_SECONDS,
     CommandFailed,
     add_broker_flags,
     integer,
@@ -95,7 +95,7 @@ def register(subparsers: Any) -> None:
     )
     purge.add_argument(
         "--older-than",
-        type=number(0),
+        type=number(0, MAX_SECONDS),
         metavar="S",
         default=0.0,
         help="delete every finished workflow last written at least S seconds ago",
@@ -126,10 +126,9 @@ async def workflow(args: argparse.Namespace) -> int:
                 print(render_list(found_all))
             return EXIT_OK
         if args.action == "purge":
-            kept = getattr(broker, "retention", None)
             deleted = await expire(
                 store_of(broker),
-                kept if isinstance(kept, Retention) else Retention(),
+                retention_of(broker),
                 broker.now(),
                 older_than=args.older_than,
             )

@@ -16,6 +16,9 @@ from .._job import check_queue_name
 from .._limits import parse_rate
 from ._layers import dotted, overlay, paths
 from ._schema import (
+    CANARY_MAX_MIN_JOBS,
+    CANARY_MAX_P95,
+    CANARY_MAX_SOAK,
     CANARY_OPTIONS,
     HEALTH_FRACTIONS,
     HEALTH_OPTIONS,
@@ -243,9 +246,9 @@ def _canary(table: _Reader) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if "stages" in table.table:
         changes["stages"] = _stages(table)
-    for option in ("soak", "p95"):
+    for option, at_most in (("soak", CANARY_MAX_SOAK), ("p95", CANARY_MAX_P95)):
         if option in table.table:
-            changes[option] = float(table.positive(option, (int, float), None))
+            changes[option] = float(table.positive(option, (int, float), None, at_most))
     if "error_rate" in table.table:
         # As --canary-error-rate: a share of jobs, so at most all of them.
         expected = "a fraction from 0 to 1"
@@ -254,7 +257,7 @@ def _canary(table: _Reader) -> dict[str, Any]:
             raise ConfigError(table.path, table.key("error_rate"), expected, value)
         changes["error_rate"] = float(value)
     if "min_jobs" in table.table:
-        changes["min_jobs"] = table.positive("min_jobs", (int,), None)
+        changes["min_jobs"] = table.positive("min_jobs", (int,), None, CANARY_MAX_MIN_JOBS)
     return changes
 
 

@@ -87,6 +87,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
 MAX_PROCESSES = 1024
 """As ``guild run --processes``: more is a typo, and would fork that many."""
+MAX_CONCURRENCY = 100_000
+"""As ``guild run --concurrency`` (and ``guild config show --concurrency``)."""
 
 HEALTH_OPTIONS: dict[str, tuple[type, ...]] = {
     "error_rate": (int, float),
@@ -135,6 +137,12 @@ PERIODIC_OPTIONS = ("schedule", "tz", "queue", "payload")
 CANARY_OPTIONS = ("stages", "soak", "error_rate", "p95", "min_jobs")
 """Keys of ``[canary]``: the fields of ``guild.CanaryPolicy``. One policy for every
 queue a canary serves, as ``guild run --canary`` takes one."""
+CANARY_MAX_SOAK = 30 * 86_400
+CANARY_MAX_P95 = 86_400
+CANARY_MAX_MIN_JOBS = 1_000_000_000
+"""Bounds of ``soak`` and ``p95`` (seconds) and ``min_jobs``, in ``[canary]`` and in
+the flags (``--soak`` / ``--canary-soak`` …): more is a typo, and would hold a
+stage, or pass any latency, for ever."""
 
 
 @attrs.frozen(kw_only=True)

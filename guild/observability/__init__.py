@@ -30,38 +30,55 @@ from ._events import RateLimited as RateLimited
 from ._events import SandboxRan as SandboxRan
 from ._events import WorkerStateChanged as WorkerStateChanged
 from ._events import WorkflowChanged as WorkflowChanged
-from ._health import Check as Check
-from ._health import Health as Health
-from ._health import Snapshot as Snapshot
-from ._health import Status as Status
-from ._health import Thresholds as Thresholds
-from ._health import WorkerView as WorkerView
-from ._health import assess as assess
-from ._hub import EventHub as EventHub
-from ._logging import LoggingInstrument as LoggingInstrument
-from ._logging import SeedFields as SeedFields
-from ._logging import configure_logging as configure_logging
-from ._monitor import Monitor as Monitor
-from ._tally import DURATION_BUCKETS as DURATION_BUCKETS
-from ._tally import JobCounts as JobCounts
 
 if typing.TYPE_CHECKING:
+    from ._health import Check as Check
+    from ._health import Health as Health
+    from ._health import Snapshot as Snapshot
+    from ._health import Status as Status
+    from ._health import Thresholds as Thresholds
+    from ._health import WorkerView as WorkerView
+    from ._health import assess as assess
     from ._http import ObservabilityApp as ObservabilityApp
     from ._http import serve_http as serve_http
+    from ._hub import EventHub as EventHub
+    from ._logging import LoggingInstrument as LoggingInstrument
+    from ._logging import SeedFields as SeedFields
+    from ._logging import configure_logging as configure_logging
     from ._metrics import PrometheusInstrument as PrometheusInstrument
+    from ._monitor import Monitor as Monitor
     from ._multiprocess import prepare_multiprocess as prepare_multiprocess
     from ._multiprocess import process_exited as process_exited
     from ._observe import Observability as Observability
     from ._observe import observe as observe
+    from ._tally import DURATION_BUCKETS as DURATION_BUCKETS
+    from ._tally import JobCounts as JobCounts
 
 # The HTTP server (hypercorn, the dashboard) and Prometheus are loaded on first
-# use: every worker imports this package for its events, few serve HTTP.
+# use: every worker imports this package for its events, few serve HTTP. The
+# health policy, the monitor, the hub and the logging instrument too: a producer
+# (``import guild`` in a web app) uses none of them, and ``guild run`` loads
+# them when it observes its app.
 # Hidden from type checkers, which would otherwise accept any name at all.
 if not typing.TYPE_CHECKING:
     __getattr__, __dir__ = _lazy.lazy_exports(
         __name__,
         globals(),
         {
+            "Check": "._health",
+            "Health": "._health",
+            "Snapshot": "._health",
+            "Status": "._health",
+            "Thresholds": "._health",
+            "WorkerView": "._health",
+            "assess": "._health",
+            "EventHub": "._hub",
+            "LoggingInstrument": "._logging",
+            "SeedFields": "._logging",
+            "configure_logging": "._logging",
+            "Monitor": "._monitor",
+            "DURATION_BUCKETS": "._tally",
+            "JobCounts": "._tally",
             "Observability": "._observe",
             "ObservabilityApp": "._http",
             "observe": "._observe",

@@ -53,7 +53,7 @@ from .._errors import BrokerError, GuildError
 from .._job import QueueStats
 from ..brokers._ledger import read_all_counts
 from ..brokers._protocol import BrokerIssue, Diagnosable
-from ..sandbox._held import held_isolation
+from ..sandbox._held import held_isolation, held_unenforced
 from ._access import (
     REDACT_VARIABLE,
     TOKEN_VARIABLE,
@@ -234,6 +234,9 @@ class ObservabilityApp:
             isolation = held_isolation(self.app)
             if isolation is not None:
                 answer["sandbox"] = {"isolation": isolation}
+                unenforced = held_unenforced(self.app)
+                if unenforced:
+                    answer["sandbox"]["unenforced_budgets"] = unenforced
             body = json.dumps(answer, separators=(",", ":")).encode()
             await _respond(send, health.http_status, body, "application/json", method)
             return

@@ -15,8 +15,6 @@ import os
 import shutil
 from pathlib import Path
 
-from prometheus_client import multiprocess
-
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -35,4 +33,8 @@ def prepare_multiprocess(directory: str | os.PathLike[str]) -> dict[str, str]:
 
 def process_exited(pid: int, directory: str | os.PathLike[str]) -> None:
     """Forget a child's live gauges (jobs running, worker states); its counters stay."""
+    # Here, not at the top: the parent of `guild run --processes N` prepares the
+    # directory before it spawns, and its children should not wait on this import.
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]

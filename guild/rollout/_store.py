@@ -30,7 +30,6 @@ import trio
 
 from .._errors import GuildError
 from .._job import JobStatus, replace_fields
-from ..brokers.memory import MemoryBroker
 from ._lanes import lane_of
 from ._machine import CanaryDecision, CanaryPolicy, CanaryState
 
@@ -101,10 +100,11 @@ def supports(broker: Any) -> bool:
 
 
 def _kind(broker: Any) -> str:
-    if isinstance(broker, MemoryBroker):
+    # The brokers are imported on first use (guild.brokers): one never imported
+    # cannot be this broker's class.
+    memory = sys.modules.get("guild.brokers.memory")
+    if memory is not None and isinstance(broker, memory.MemoryBroker):
         return "memory"
-    # The durable brokers are imported on first use (guild.brokers): one never
-    # imported cannot be this broker's class.
     sqlite, redis = sys.modules.get("guild.brokers.sqlite"), sys.modules.get("guild.brokers.redis")
     if sqlite is not None and isinstance(broker, sqlite.SqliteBroker):
         return "sqlite"
@@ -146,8 +146,8 @@ async def load_all(broker: Any, queues: Sequence[str] | None = None) -> dict[str
         from ..brokers._redis_errors import map_redis_exceptions
 
         with map_redis_exceptions("canary load"):
-            texts = await broker._client.hgetall(_redis_records(broker))
-            versions = await broker._client.hgetall(_redis_versions(broker))
+            texts = await broker._commands.hgetall(_redis_records(broker))
+            versions = await broker._commands.hgetall(_redis_versions(broker))
         version_of = {_str(k): int(_str(v)) for k, v in versions.items()}
         rows = [(_str(q), version_of.get(_str(q), 0), _str(t)) for q, t in texts.items()]
     wanted = None if queues is None else set(queues)

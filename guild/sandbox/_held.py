@@ -30,10 +30,21 @@ def held_isolation(app: Guild) -> str | None:
     :class:`guild.Sandbox` attribute (``guild_workers``' task worker), a function
     that closes over one, or a function whose code names a module-level one.
     """
+    found = {sandbox.isolation for sandbox in _held(app)}
+    return ", ".join(sorted(found)) if found else None
+
+
+def held_unenforced(app: Guild) -> list[str]:
+    """The per-run budgets (policy field names) that some sandbox the app's
+    workers hold cannot enforce on this host (``Sandbox.unenforced``), sorted."""
+    return sorted({name for sandbox in _held(app) for name in sandbox.unenforced})
+
+
+def _held(app: Guild) -> list[Sandbox]:
     sandbox_type = _sandbox_class()
     if sandbox_type is None:
-        return None
-    found: set[str] = set()
+        return []
+    found: list[Sandbox] = []
     for spec in app.specs.values():
         handler: Any = spec.handler
         owner = getattr(handler, "__self__", None)
@@ -44,8 +55,8 @@ def held_isolation(app: Guild) -> str | None:
         found_globals = getattr(handler, "__globals__", {})
         code = getattr(handler, "__code__", None)
         held += [found_globals.get(name) for name in getattr(code, "co_names", ())]
-        found |= {value.isolation for value in held if isinstance(value, sandbox_type)}
-    return ", ".join(sorted(found)) if found else None
+        found += [value for value in held if isinstance(value, sandbox_type)]
+    return found
 
 
 def replace_held_policies(app: Guild, change: Callable[[SandboxPolicy], SandboxPolicy]) -> int:

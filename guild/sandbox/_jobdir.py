@@ -277,6 +277,27 @@ def _fill_detached(
 _unable: list[int] = []
 
 
+_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+@functools.cache
+def in_memory(path: str) -> bool:
+    """Whether ``path`` lies on a tmpfs or ramfs (by the host's mount table, once per
+    process), where making a small directory never waits for a disk."""
+    try:
+        with open("/proc/self/mountinfo") as handle:
+            mounts = [line.split() for line in handle]
+    except OSError:
+        return False
+    best, kind = "", ""
+    for fields in mounts:
+        point = fields[4]
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[fields.index("-") + 1]
+    return kind in _MEMORY_FILE_SYSTEMS
+
+
 def can_detach() -> bool:
     """Whether :func:`make` may still be asked for a detached directory (no refusal yet)."""
     return not _unable

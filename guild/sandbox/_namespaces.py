@@ -16,9 +16,10 @@ A kernel-isolated run is built in three steps, two of them before any request:
 2. :func:`enter_pid` (in the spare, which is PID 1 of the new namespace): a
    fresh ``/proc`` that shows only the run's processes.
    It also mounts fresh tmpfs on :data:`SCRATCH`, limited in bytes and inodes.
-3. :func:`prepare_run` (in the job process, after the request): the job
-   directory attached as the only writable place of the host's file system,
-   ``no_new_privs`` and no kernel keyring calls (:func:`deny_keyrings`).
+3. :func:`harden` (in the job process, before the request): ``no_new_privs``
+   and no kernel keyring calls (:func:`deny_keyrings`); :func:`prepare_run`
+   (after the request): the job directory attached as the only writable place
+   of the host's file system.
 """
 
 from __future__ import annotations
@@ -365,6 +366,12 @@ def prepare_run(workdir: str, tree: int, covered: dict[str, int], jobs: str = ""
         _set_readonly(workdir, recursive=False, readonly=False)
     for path in hiding:
         _set_readonly(path, recursive=False)
+
+
+def harden() -> None:
+    """In the job process, before the request (off the run's path): ``no_new_privs``
+    and the keyring filter, which no call the job process makes before ``exec``
+    is refused by."""
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
     deny_keyrings()
 
@@ -474,6 +481,7 @@ def _probe_in(root: bool, workdir: str) -> str | None:
             if inner == 0:
                 try:
                     enter_pid()
+                    harden()
                     prepare_run(workdir, -1, {**covered, **mount_scratch(1 << 20, 64)})
                     os._exit(0)
                 except OSError as exc:

@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -145,6 +146,11 @@ class ForkServer:
         )
         self._order = trio.Lock()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Kernel mode: the socket to the server's dropper (see drop()).
+        drops = (
+            socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if mode == "kernel" else None
+        )
+        passed = (theirs.fileno(), *([drops[1].fileno()] if drops else []))
         try:
             self._process = subprocess.Popen(
                 [
@@ -155,22 +161,35 @@ class ForkServer:
                     _SERVER_SCRIPT,
                     mode,
                     str(theirs.fileno()),
+                    str(drops[1].fileno() if drops else -1),
                     *(str(n) for n in scratch),
                     *([jobs] if jobs else []),
                 ],
-                pass_fds=(theirs.fileno(),),
+                pass_fds=passed,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 close_fds=True,
             )
+        except BaseException:
+            if drops:
+                drops[0].close()
+            raise
         finally:
             theirs.close()
+            if drops:
+                drops[1].close()
         self._ctl = ours
+        self._drops = drops[0] if drops else None
+        if self._drops is not None:
+            self._drops.setblocking(False)
         self._pid = os.getpid()
+        self._dropper = -1
         ours.settimeout(10)
         try:
-            if ours.recv(16) != b"ready":
+            ready = ours.recv(16)
+            if len(ready) != 5 + _INT.size or not ready.startswith(b"ready"):
                 raise OSError("fork server did not start")
+            self._dropper = _INT.unpack(ready[5:])[0]
         except OSError:
             self.close()
             raise
@@ -201,10 +220,12 @@ class ForkServer:
         self._prepared.append((group, budget))
 
     def drop(self, fds: list[int]) -> None:
-        """Hand descriptors to the server's next spare to close (a finished run's
-        mount namespace, whose teardown is slow); the caller still closes its own."""
+        """Hand descriptors to the server's dropper to close (a finished run's mount
+        namespace, whose teardown is slow); the caller still closes its own."""
+        if self._drops is None:
+            return
         with contextlib.suppress(OSError):  # full or closed: the caller's close drops it
-            socket.send_fds(self._ctl, [b"D"], fds)
+            socket.send_fds(self._drops, [b"D"], fds)
 
     def _drop_prepared(self) -> None:
         while self._prepared:
@@ -216,6 +237,8 @@ class ForkServer:
 
     def close(self) -> None:
         self._ctl.close()
+        if self._drops is not None:
+            self._drops.close()  # the dropper's end of file: it exits
         self._drop_prepared()
         if self._pid != os.getpid():
             return  # inherited through a fork: the server is the parent's
@@ -223,6 +246,15 @@ class ForkServer:
             self._process.kill()
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             self._process.wait(timeout=5)
+        if self._dropper > 0:
+            # The server is reaped, so its dropper is this process's child now (a
+            # subreaper's); it exits at the end of file of its socket, closed above.
+            for _ in range(100):
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(self._dropper, os.WNOHANG)[0] == 0:
+                        time.sleep(0.01)
+                        continue
+                break
 
     async def spawn(
         self,

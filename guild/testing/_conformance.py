@@ -454,8 +454,9 @@ async def check_large_batch(make_broker: MakeBroker) -> None:
 
 
 async def check_unencodable_payload(make_broker: MakeBroker) -> None:
-    """A payload JSON cannot encode is refused with PayloadEncodeError naming its place;
-    nothing of that enqueue call is stored."""
+    """A payload JSON cannot encode is refused with PayloadEncodeError naming its place
+    (in a call of several, its index too: ``payloads[1]['at']``); nothing of that
+    enqueue call is stored."""
     bad: list[tuple[Any, str]] = [
         ({"at": datetime.datetime(2026, 1, 1)}, "payload['at'] is a datetime"),
         ([1.0, float("nan")], "payload[1] is float('nan')"),
@@ -475,7 +476,10 @@ async def check_unencodable_payload(make_broker: MakeBroker) -> None:
                 except PayloadEncodeError as exc:
                     refused = exc
                 assert refused is not None, f"enqueue of {payload!r} was not refused"
-                assert str(refused).startswith(message), f"{message!r}: got {refused}"
+                # The second of the call's two payloads: named by its index.
+                indexed = message.replace("payload", "payloads[1]", 1)
+                assert str(refused).startswith(indexed), f"{indexed!r}: got {refused}"
+                assert refused.index == 1, f"{indexed!r}: index {refused.index!r}"
             assert await _claim_all(broker, "q") == []
             assert (await broker.stats(["q"]))["q"].ready == 0
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import weakref
 from collections.abc import Collection, Mapping
 from typing import NoReturn
@@ -43,9 +44,8 @@ from .._errors import BrokerClosed, BrokerError, BrokerUnavailable, InvalidWorkf
 from .._job import Job, Result
 from .._retention import Retention
 from ..brokers._protocol import Broker
-from ..brokers.memory import MemoryBroker
 from ..observability._events import JobFinished, Outcome, SomeJobsInstrument
-from ._expiry import expire
+from ._expiry import expire, retention_of
 from ._machine import ACTIVE_STATUSES, CancelRequested, Finished, apply, resume, start
 from ._spec import Workflow, validate
 from ._steps import ENVELOPE, workflow_of
@@ -281,8 +281,7 @@ class Coordinator:
         if not (poll_interval > 0 and math.isfinite(poll_interval)):
             raise ValueError(f"poll_interval must be a positive number, got {poll_interval!r}")
         self._broker = broker
-        kept = getattr(broker, "retention", None)
-        self.retention = retention or (kept if isinstance(kept, Retention) else Retention())
+        self.retention = retention or retention_of(broker)
         self._store = store_of(broker)
         self.poll_interval = poll_interval
         self._emit = emit
@@ -299,7 +298,10 @@ class Coordinator:
         self._finished_send, self._finished_receive = trio.open_memory_channel[tuple[str, str]](
             math.inf
         )
-        self._in_process = isinstance(broker, MemoryBroker)
+        # Looked up, not imported: a process that never made a MemoryBroker
+        # (a worker on SQLite or Redis) does not load its module for this.
+        memory = sys.modules.get("guild.brokers.memory")
+        self._in_process = memory is not None and isinstance(broker, memory.MemoryBroker)
         self.signal = _Signal(broker)
 
     # --- wake-ups (sync, from this process) -----------------------------------------

@@ -9,6 +9,7 @@ An active workflow (running or compensating) is never deleted, however old.
 :func:`expired` is the rule (pure, time passed in); :func:`expire` applies it
 to a store page by page; every app's coordinator runs it every
 ``Retention.sweep_every`` seconds, and ``guild workflow purge`` runs it now.
+Both use :func:`retention_of` the broker, so they keep records equally long.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ PAGE = 500
 """Finished records read per page (one ``list_workflows`` call)."""
 
 _FINISHED = sorted(FINISHED_STATUSES)
+
+
+def retention_of(broker: object) -> Retention:
+    """The :class:`Retention` ``broker`` keeps finished records by.
+
+    The built-in brokers expose it as ``broker.retention``; a broker without one
+    (a third-party :class:`~guild.brokers.Broker`) gets the default.
+    """
+    kept = getattr(broker, "retention", None)
+    return kept if isinstance(kept, Retention) else Retention()
 
 
 def expired(

@@ -105,3 +105,54 @@ async def test_a_damaged_sqlite_row(tmp_path: Path) -> None:
             )
             result = await broker.get_result(intact)
             assert result is not None and result.value == 7
+
+
+async def test_a_redis_job_whose_queue_field_is_no_queue_name(redis_server: RedisServer) -> None:
+    # Claimed from its stream, it is dead-lettered with the reason; reading that
+    # dead letter back built a Job on the damaged name and raised, so one such
+    # job broke get_dead, list_dead and with them ``guild dlq list``.
+    with trio.fail_after(20):
+        broker = await RedisBroker.open(redis_server.url, prefix="damagedq")
+        try:
+            (good,) = await broker.enqueue([Job(queue="q", payload=1)])
+            fields = {
+                "id": "bad-queue",
+                "queue": "other queue\n",
+                "payload": "1",
+                "attempt": "0",
+                "max_attempts": "3",
+                "enqueued_at": "1.0",
+                "trace_id": "bad-queue",
+            }
+            assert await broker.store_raw_for_test("q", fields)
+            claimed = await broker.claim("q", consumer="c", limit=5, lease=30)
+            assert [d.job.id for d in claimed] == [good.id]
+            letter = await broker.get_dead("bad-queue")
+            assert letter is not None
+            assert "field 'queue' is not a valid queue name" in letter.error
+            assert letter.job.queue == "?"
+            assert letter.job.enqueued_at == 1.0  # the readable fields are kept
+            assert [d.job.id for d in await broker.list_dead()] == ["bad-queue"]
+        finally:
+            await broker.aclose()
+
+
+async def test_a_dead_sqlite_row_whose_queue_is_no_queue_name(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with trio.fail_after(20):
+        async with guild.open_broker(f"sqlite:///{path}") as broker:
+            jobs = await broker.enqueue([Job(queue="q", payload=n) for n in range(2)])
+            (delivery,) = await broker.claim("q", consumer="c", limit=1, lease=30)
+            await broker.dead(delivery, error="boom", traceback=None)
+            with sqlite3.connect(path) as db:
+                db.execute("UPDATE jobs SET queue = 'bad' || char(10) WHERE id = ?", (jobs[0].id,))
+                db.execute("UPDATE jobs SET not_before = 'soon' WHERE id = ?", (jobs[1].id,))
+            db.close()
+            letter = await broker.get_dead(jobs[0].id)
+            assert letter is not None and letter.error == "boom"
+            assert (letter.job.queue, letter.job.attempt) == ("?", 1)
+            assert [d.job.id for d in await broker.list_dead()] == [jobs[0].id]
+            # A spoiled optional time reads as none (as on Redis), not as text that
+            # ``guild job show`` then failed to format.
+            info = await broker.job_info(jobs[1].id)
+            assert info is not None and info.not_before is None

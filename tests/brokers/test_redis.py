@@ -69,8 +69,8 @@ class TestClaimErrors:
             assert await broker.claim("q", consumer="c1", limit=1, lease=1.0) == []
             # Something else took the stream's key: the error says so, and is not
             # mistaken for a lost consumer group.
-            await broker._client.delete(["wrongtype:q:q:ready"])
-            await broker._client.set("wrongtype:q:q:ready", "not a stream")
+            await (await broker.redis_client()).delete(["wrongtype:q:q:ready"])
+            await (await broker.redis_client()).set("wrongtype:q:q:ready", "not a stream")
             with pytest.raises(
                 guild.BrokerError,
                 match="claim: Operation against a key holding the wrong kind of value",

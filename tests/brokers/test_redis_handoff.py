@@ -30,7 +30,7 @@ def server() -> Iterator[RedisServer]:
 
 
 async def _idle(broker: RedisBroker, queue: str) -> list[str]:
-    found = await broker.client.zrange(f"{broker.prefix}:q:{queue}:idlers", 0, -1)
+    found = await (await broker.redis_client()).zrange(f"{broker.prefix}:q:{queue}:idlers", 0, -1)
     return [m.decode() for m in found]
 
 
@@ -48,7 +48,7 @@ async def _nobody_idle(broker: RedisBroker, queue: str) -> bool:
 
 
 async def _fields(broker: RedisBroker, job_id: str, *names: str) -> list[str | None]:
-    values = await broker.client.hmget(f"{broker.prefix}:job:{job_id}", list(names))
+    values = await (await broker.redis_client()).hmget(f"{broker.prefix}:job:{job_id}", list(names))
     return [None if v is None else v.decode() for v in values]
 
 

@@ -34,12 +34,12 @@ def server() -> Iterator[RedisServer]:
 
 
 async def _idle(broker: RedisBroker, queue: str) -> list[str]:
-    found = await broker.client.zrange(f"{broker.prefix}:q:{queue}:idlers", 0, -1)
+    found = await (await broker.redis_client()).zrange(f"{broker.prefix}:q:{queue}:idlers", 0, -1)
     return [m.decode() for m in found]
 
 
 async def _status(broker: RedisBroker, job_id: str) -> str | None:
-    value = await broker.client.hget(f"{broker.prefix}:job:{job_id}", "status")
+    value = await (await broker.redis_client()).hget(f"{broker.prefix}:job:{job_id}", "status")
     return None if value is None else value.decode()
 
 
@@ -146,7 +146,10 @@ class TestKilledWhileIdle:
                 handed_to_victim = [
                     j.id
                     for j in jobs
-                    if await broker.client.hget(f"crash-idle:job:{j.id}", "consumer") == b"victim"
+                    if await (await broker.redis_client()).hget(
+                        f"crash-idle:job:{j.id}", "consumer"
+                    )
+                    == b"victim"
                 ]
                 # lease 2 s + the live worker's claim wait + slack for a loaded machine.
                 with trio.fail_after(2.0 + _CLAIM_WAIT + 5):
@@ -157,7 +160,9 @@ class TestKilledWhileIdle:
                 assert sorted(done) == sorted(payloads)  # each once
                 # Whatever went to the dead worker came back as an interrupted run.
                 for job_id in handed_to_victim:
-                    attempt = await broker.client.hget(f"crash-idle:job:{job_id}", "attempt")
+                    attempt = await (await broker.redis_client()).hget(
+                        f"crash-idle:job:{job_id}", "attempt"
+                    )
                     assert attempt == b"2"
         finally:
             _kill(victim)
@@ -239,7 +244,7 @@ class TestStopping:
                 await broker.claim("q", consumer="w", limit=2, lease=1.5, wait=60, start=1)
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
             inbox = "crash-inflight:q:q:inbox:w"
-            assert await broker.client.blpop([inbox], timeout=1) is not None
+            assert await (await broker.redis_client()).blpop([inbox], timeout=1) is not None
             await broker.stop_claiming("q", "w")
             assert await _status(broker, job.id) == "in_flight"
             with trio.fail_after(1.5 + 5):
@@ -287,7 +292,10 @@ class TestCancelHanded:
             assert [d.job.id for d in got] == []
             assert await _status(broker, job.id) == "cancelled"
             # It never ran: its handoff's attempt is taken back.
-            assert await broker.client.hget(f"crash-cancel:job:{job.id}", "attempt") == b"0"
+            assert (
+                await (await broker.redis_client()).hget(f"crash-cancel:job:{job.id}", "attempt")
+                == b"0"
+            )
         finally:
             await broker.aclose()
 

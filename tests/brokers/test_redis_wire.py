@@ -160,8 +160,8 @@ async def test_the_broker_uses_lean_connections_only_when_it_opened_the_url(
     broker = await RedisBroker.open(server.url)
     wire = broker._wire
     assert wire is not None
-    assert broker.client is not None
-    passed = RedisBroker(broker.client)
+    client = await broker.redis_client()
+    passed = RedisBroker(client)
     assert passed._wire is None
     await broker.aclose()
     with pytest.raises(WireConnectionError):

@@ -158,6 +158,7 @@ class TestMemoryBroker:
         assert await broker.list_dead("q") == []
         assert await broker.job_info(dead) is None
         assert len(broker._entries) == len(broker._results) == len(broker._dead) == 0
+        assert len(broker._done) == 0
 
     async def test_dead_letters_stay_without_dead_retention(self) -> None:
         clock = trio.testing.MockClock()
@@ -272,7 +273,7 @@ def redis() -> Iterator[RedisServer]:
 
 
 async def _keys(broker: RedisBroker) -> list[str]:
-    found = await broker.client.keys(f"{broker.prefix}:*")
+    found = await (await broker.redis_client()).keys(f"{broker.prefix}:*")
     return sorted(k.decode() if isinstance(k, bytes) else k for k in found)
 
 
@@ -309,7 +310,9 @@ class TestRedisBroker:
             async with open_broker(f"{redis.url}?keep_payload={keep}") as broker:
                 assert isinstance(broker, RedisBroker)
                 (job_id,) = await _finish(broker, f"p{keep}", 1)
-                payload = await broker.client.hget(f"{broker.prefix}:job:{job_id}", "payload")
+                payload = await (await broker.redis_client()).hget(
+                    f"{broker.prefix}:job:{job_id}", "payload"
+                )
                 assert payload.replace(b" ", b"") == stored
 
     async def test_a_result_is_not_answered_after_its_retention(self, redis: RedisServer) -> None:

@@ -22,6 +22,7 @@ from guild import BrokerUnavailable, Delivery
 from guild._codec import encode_result
 from guild.brokers import _sqlite_batch
 from guild.brokers._sqlite_batch import WriteBatcher
+from guild.brokers._sqlite_lane import Lane
 from guild.brokers.sqlite import SqliteBroker
 
 
@@ -34,6 +35,14 @@ def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     connection.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def lane() -> Iterator[Lane]:
+    """The connection's thread, as the broker has one."""
+    thread = Lane("test-batch")
+    yield thread
+    thread.close()
 
 
 def _rows(path: Path) -> list[int]:
@@ -84,10 +93,10 @@ async def _queue_behind(
 
 
 async def test_writes_queued_together_all_commit_with_their_own_values(
-    db: sqlite3.Connection, tmp_path: Path
+    db: sqlite3.Connection, lane: Lane, tmp_path: Path
 ) -> None:
     limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter)
+    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     outcomes = await _queue_behind(
         limiter,
         [
@@ -103,10 +112,10 @@ async def test_writes_queued_together_all_commit_with_their_own_values(
 
 
 async def test_a_failing_write_fails_alone_and_the_others_commit(
-    db: sqlite3.Connection, tmp_path: Path
+    db: sqlite3.Connection, lane: Lane, tmp_path: Path
 ) -> None:
     limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter)
+    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     outcomes = await _queue_behind(
         limiter,
         [
@@ -125,10 +134,10 @@ async def test_a_failing_write_fails_alone_and_the_others_commit(
 
 
 async def test_a_sqlite_error_becomes_broker_unavailable_for_its_write_only(
-    db: sqlite3.Connection, tmp_path: Path
+    db: sqlite3.Connection, lane: Lane, tmp_path: Path
 ) -> None:
     limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter)
+    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     outcomes = await _queue_behind(
         limiter,
         [
@@ -143,10 +152,10 @@ async def test_a_sqlite_error_becomes_broker_unavailable_for_its_write_only(
 
 
 async def test_a_write_cancelled_while_queued_never_runs(
-    db: sqlite3.Connection, tmp_path: Path
+    db: sqlite3.Connection, lane: Lane, tmp_path: Path
 ) -> None:
     limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter)
+    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     scope = trio.CancelScope()
 
     async def doomed() -> None:
@@ -166,10 +175,10 @@ async def test_a_write_cancelled_while_queued_never_runs(
 
 
 async def test_a_write_taken_by_another_caller_is_reported_done_despite_a_cancel(
-    db: sqlite3.Connection, tmp_path: Path
+    db: sqlite3.Connection, lane: Lane, tmp_path: Path
 ) -> None:
     limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter)
+    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     entered = trio.Event()
     release = trio.Event()
     token = trio.lowlevel.current_trio_token()

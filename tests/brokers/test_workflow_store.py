@@ -148,7 +148,7 @@ def _damage_sqlite(path: Path) -> None:
 
 
 async def _damage_redis(broker: RedisBroker) -> None:
-    client, prefix = broker._client, broker._prefix
+    client, prefix = await broker.redis_client(), broker._prefix
 
     async def store(workflow_id: str, score: float, **fields: str | bytes) -> None:
         values: dict[str, str | bytes] = {

@@ -36,6 +36,11 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (where / "garbage.toml").write_bytes(b"\xff\xfe\x00garbage")
     (where / "scalar_guild.toml").write_text("guild = 3\n")
     (where / "a_directory").mkdir()
+    (where / "empty.toml").write_text("")
+    (where / "syntax.toml").write_text("[[[ nope\n")
+    app = '[guild]\napp = "tests.cli.apps:quick"\n'
+    (where / "huge_soak.toml").write_text(app + "[canary]\nsoak = 1e26\n")
+    (where / "huge_min_jobs.toml").write_text(app + "[canary]\nmin_jobs = 99999999999\n")
     return where
 
 
@@ -166,6 +171,80 @@ CASES = [
     case("canary", "start", "q", "--stages", "1,0.5", says="stages must rise, got [1.0, 0.5]"),
     case("canary", "start", "q", "--stages", "0.5", says="the last stage must be 1.0"),
     case("canary", "status", says="no database at"),
+    # --- numbers and durations: NaN, inf, negative, absurd, empty, huge ---
+    *[
+        case("canary", "start", "q", f"--{flag}", value, says=f"--{flag}: {says}")
+        for flag, value, says in (
+            ("soak", "1e26", "expected seconds above 0 and at most 2,592,000, got '1e26'"),
+            ("soak", "inf", "expected seconds above 0 and at most 2,592,000, got 'inf'"),
+            ("soak", "nan", "expected seconds above 0"),
+            ("soak", "", "expected seconds above 0 and at most 2,592,000, got ''"),
+            ("soak", "-1", "expected seconds above 0"),
+            ("p95", "1e26", "expected seconds above 0 and at most 86,400, got '1e26'"),
+            ("p95", "0", "expected seconds above 0 and at most 86,400, got '0'"),
+            ("error-rate", "1e26", "expected a share from 0 to 1, got '1e26'"),
+            ("min-jobs", "1e26", "expected a whole number, got '1e26'"),
+            ("min-jobs", "9" * 12, "expected at most 1,000,000,000, got 999999999999"),
+            ("stages", "nan,1", "expected shares like 0.1,0.5,1, each in (0, 1], got 'nan,1'"),
+            ("stages", "0.5,inf", "expected shares like 0.1,0.5,1, each in (0, 1], got '0.5,inf'"),
+            ("stages", "", "expected shares like"),
+        )
+    ],
+    # ... and the same flags of guild run --canary.
+    case("run", "tests.cli.apps:quick", "--canary-soak", "1e26", says="--canary-soak: expected"),
+    case("run", "tests.cli.apps:quick", "--canary-p95", "inf", says="--canary-p95: expected"),
+    case("run", "tests.cli.apps:quick", "--canary-stages", "nan,1", says="--canary-stages: "),
+    case("config", "show", "--canary-soak", "1e26", says="--canary-soak: expected seconds above"),
+    case(
+        "config", "show", "--concurrency", "9" * 30, says="--concurrency: expected at most 100,000"
+    ),
+    case("purge", "q", "--older-than", "1e26", says="--older-than: expected at most 315,360,000"),
+    case("purge", "q", "--older-than", "", says="--older-than: expected a number, got ''"),
+    case("workflow", "purge", "--older-than", "inf", says="--older-than: expected a finite"),
+    case("workflow", "purge", "--older-than", "1e300", says="--older-than: expected at most"),
+    case("top", "--duration", "1e26", says="--duration: expected at most 315,360,000, got 1e26"),
+    case("top", "--duration", "nan", says="--duration: expected a finite number"),
+    case("top", "--interval", "-0", says="--interval: expected more than 0"),
+    case("status", "--timeout", "1e26", says="--timeout: expected at most 3,600"),
+    case("enqueue", "q", "1", "--delay", "", says="--delay: expected a number, got ''"),
+    case("dlq", "list", "--limit", "1e26", says="--limit: expected a whole number, got '1e26'"),
+    # A pasted 5,000-digit number is named by its ends, not echoed whole.
+    case(
+        "enqueue",
+        "q",
+        "1",
+        "--max-attempts",
+        "9" * 5000,
+        says="expected a whole number, got '" + "9" * 79 + "...[4,902 more characters]...",
+    ),
+    # --- host names no resolver takes, and an empty --http ---
+    case("status", "--url", "a..b:80", says="--url: malformed host in 'a..b:80'"),
+    case("top", "--url", "http://" + "x" * 64 + ":80", says="--url: malformed host"),
+    case(
+        "run",
+        "tests.cli.apps:quick",
+        "--broker",
+        "memory://",
+        "--http",
+        "",
+        says="--http: http: expected \"HOST:PORT\" with a port from 0 to 65535, got ''",
+    ),
+    case(
+        "run",
+        "tests.cli.apps:quick",
+        "--broker",
+        "memory://",
+        "--http",
+        "a..b:80",
+        says="got 'a..b:80'",
+    ),
+    *_each_command("redis://a..b:6379/0", "malformed host 'a..b'"),
+    # --- Redis on a unix socket: a path, no host; its database is ?db=N ---
+    *_each_command("unix://somehost/tmp/r.sock", "a unix socket URL names a path, not a host"),
+    case("stats", "--broker", "unix://", says="no absolute socket path"),
+    case("stats", "--broker", "redis+unix:r.sock", says="no absolute socket path"),
+    case("stats", "--broker", "unix:///tmp/r.sock?db=x", says="option db=x: not a valid value"),
+    case("stats", "--broker", "unix:///tmp/r.sock?ssl_certfile=c", says="unknown option ssl_"),
 ]
 
 
@@ -207,6 +286,131 @@ def test_config_show_names_the_file_and_key(
     line = _one_error_line(done)
     assert done.returncode == 2
     assert line.startswith(f"guild: error: {apps / config}: {says}"), line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "{apps}/empty.toml"], 'empty.toml: guild.app: expected a "module:attribute"'),
+        (["run", "{apps}/syntax.toml"], "syntax.toml: (syntax): expected valid TOML"),
+        (["run", "{apps}/garbage.toml"], "(file): expected a readable UTF-8 file"),
+        (["run", "{apps}/a_directory/x.toml"], "(file): expected an existing TOML file"),
+        (["config", "show", "{apps}/syntax.toml", "--env", "x"], "(syntax): expected valid"),
+        (["config", "show", "{apps}/empty.toml", "--env", "prod"], "env: expected an environment"),
+        (["canary", "start", "q", "--config", "{apps}/a_directory"], "expected a readable UTF-8"),
+        (["canary", "start", "q", "--config", "{apps}/empty.toml", "--env", "x"], "env: expected"),
+        (["canary", "start", "q", "--env", "x"], "--env: give the guild.toml with --config"),
+        (
+            ["config", "show", "{apps}/huge_soak.toml"],
+            "canary.soak: expected a finite number > 0 and <= 2,592,000, got 1e+26",
+        ),
+        (
+            ["canary", "start", "q", "--config", "{apps}/huge_min_jobs.toml"],
+            "canary.min_jobs: expected an integer > 0 and <= 1,000,000,000, got 99999999999",
+        ),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_config_files_that_are_no_guild_toml(
+    tmp_path: Path, apps: Path, args: list[str], says: str, as_json: bool
+) -> None:
+    argv = [arg.format(apps=apps) for arg in args] + (["--json"] if as_json else [])
+    done = guild(tmp_path, apps, *argv)
+    assert done.returncode == 2 and done.stdout == b""
+    if as_json:
+        error = json.loads(done.stderr)
+        assert says in error["error"] and error["exit_code"] == 2
+    else:
+        assert says in _one_error_line(done)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_an_unreadable_config_is_named(tmp_path: Path, apps: Path) -> None:
+    secret = tmp_path / "guild.toml"
+    secret.write_text('[guild]\napp = "tests.cli.apps:quick"\n')
+    secret.chmod(0)
+    for args in (["config", "show", str(secret)], ["run", str(secret)]):
+        done = guild(tmp_path, apps, *args)
+        line = _one_error_line(done)
+        assert done.returncode == 2
+        assert line.startswith(f"guild: error: {secret}: (file): expected a readable UTF-8 file")
+
+
+NOT_UTF8 = [
+    ["enqueue", b"q\xff", "1"],
+    ["enqueue", "q", b'"\xff"'],
+    ["enqueue", "q", "1", "--key", b"k\xff"],
+    ["result", b"J\xff"],
+    ["job", "show", b"J\xff"],
+    ["job", "cancel", b"J\xff"],
+    ["dlq", "show", b"J\xff"],
+    ["dlq", "requeue", b"J\xff"],
+    ["workflow", "show", b"W\xff"],
+    ["workflow", "cancel", "W", "--reason", b"r\xff"],
+    ["purge", b"q\xff"],
+    ["canary", "start", b"q\xff"],
+    ["config", "show", b"g\xff.toml"],
+    ["run", b"app\xff:app"],
+    ["run", "tests.cli.apps:quick", "--http", b"h\xff:80"],
+    ["status", "--url", b"h\xff:80"],
+    ["top", "--url", b"h\xff:80"],
+    ["stats", "--broker", b"redis://h\xff:1/0"],
+    [b"st\xffats"],
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "as_json"),
+    # Every other one with --json: the error is then a JSON object.
+    [(args, i % 2 == 1) for i, args in enumerate(NOT_UTF8)],
+    ids=lambda value: " ".join(map(str, value))[:50] if isinstance(value, list) else str(value),
+)
+def test_an_argument_that_is_not_utf8_is_named(
+    tmp_path: Path, apps: Path, args: list[str | bytes], as_json: bool
+) -> None:
+    """Undecodable bytes reach Python as lone surrogates, which no broker stores
+    and no output prints: each is refused up front, by its place on the line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(apps)])
+    argv: list[str | bytes] = [sys.executable, "-m", "guild", *args]
+    argv += ["--broker", "sqlite:guild.db"] if args[0] not in ("status", "top", "stats") else []
+    argv += ["--json"] if as_json else []
+    done = subprocess.run(argv, capture_output=True, cwd=tmp_path, env=env, timeout=60)
+    place = next(i for i, arg in enumerate(args, 1) if isinstance(arg, bytes))
+    bad = args[place - 1]
+    assert isinstance(bad, bytes)
+    shown = bad.decode("utf-8", "backslashreplace")
+    expected = f"argument {place}, '{shown}': expected UTF-8 text"
+    assert done.returncode == 2 and done.stdout == b""
+    if as_json:
+        assert json.loads(done.stderr) == {
+            "error": expected,
+            "type": "UsageError",
+            "exit_code": 2,
+        }
+    else:
+        assert _one_error_line(done) == f"guild: error: {expected}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_an_unreachable_app_server_is_one_line_and_exit_3(tmp_path: Path, apps: Path) -> None:
+    url = f"http://{CLOSED}"
+    done = guild(tmp_path, apps, "status", "--url", url)
+    line = _one_error_line(done)
+    assert done.returncode == 3 and line.startswith(f"guild: error: cannot read {url}/health: ")
+    done = guild(tmp_path, apps, "status", "--url", url, "--json")
+    assert done.returncode == 3 and done.stdout == b""
+    error = json.loads(done.stderr)
+    assert error["type"] == "Unreachable" and error["exit_code"] == 3
+    assert error["error"].startswith(f"cannot read {url}/health: ")
+    done = guild(tmp_path, apps, "top", "--url", url, "--once")
+    line = _one_error_line(done)
+    assert done.returncode == 3 and line.startswith(f"guild: error: cannot watch ws://{CLOSED}")
 
 
 @pytest.mark.slow

@@ -305,6 +305,7 @@ class TestIsolation:
         for directory in ("/tmp", "/dev/shm", "/var/tmp"):
             assert not os.path.exists(os.path.join(directory, tag))
 
+    @pytest.mark.skipif(not ROOT, reason="planting a file in /var/lib needs root")
     async def test_host_run_and_var_lib_are_not_readable(self, mode: str) -> None:
         planted = Path("/var/lib") / f"guild-broker-{os.getpid()}.db"
         planted.write_bytes(b"SQLite format 3\0 secret jobs")
@@ -748,7 +749,20 @@ class _StallMeter(trio.abc.Instrument):
             self.step = (took, time.thread_time() - self._step_start[1], task.name)
 
 
-@pytest.mark.parametrize("mode", ["never", *MODES])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param(
+            "never",
+            marks=pytest.mark.skipif(
+                not ROOT,
+                reason="without root and namespaces every run shares the worker's uid and"
+                " its RLIMIT_NPROC: one run's fork bomb starves the others",
+            ),
+        ),
+        *MODES,
+    ],
+)
 async def test_hostile_runs_leave_nothing_behind(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1093,3 +1107,33 @@ class TestDetachedJobDirectory:
             assert _jobdir.full(job) == "inodes"
         finally:
             _jobdir.remove(job)
+
+
+@needs_cgroups
+def test_a_pooled_cgroup_gets_each_runs_budgets_and_baseline() -> None:
+    """Reused with the same budgets, a pooled cgroup's files are not rewritten; with
+    others they are; either way a fresh run starts with nothing exceeded."""
+    first = _cgroup.acquire(64 << 20, 10, 5.0)
+    assert first is not None
+    limit_file = (
+        Path(first.dirs["memory"]) / "memory.limit_in_bytes"
+        if first.layout.version == 1
+        else Path(first.dirs[""]) / "memory.max"
+    )
+    pids_file = Path(first.dirs["pids" if first.layout.version == 1 else ""]) / "pids.max"
+    assert (int(limit_file.read_text()), pids_file.read_text().strip()) == (64 << 20, "10")
+    first.final()
+    _cgroup.release(first, empty=True)
+    again = _cgroup.acquire(64 << 20, 10, 5.0)
+    try:
+        assert again is first  # from the pool
+        assert again.exceeded() is None
+        assert (int(limit_file.read_text()), pids_file.read_text().strip()) == (64 << 20, "10")
+        again.final()
+        _cgroup.release(again, empty=True)
+        other = _cgroup.acquire(32 << 20, 7, 5.0)
+        assert other is first
+        assert (int(limit_file.read_text()), pids_file.read_text().strip()) == (32 << 20, "7")
+        assert other.exceeded() is None
+    finally:
+        _cgroup.release(first)

@@ -646,6 +646,8 @@ class TestHostHarms:
         for directory in (tmp_path, *tmp_path.parents):
             if directory == Path("/"):
                 break
+            if directory.stat().st_uid != os.geteuid():
+                continue  # not ours (/tmp, to a worker that is not root): already open
             os.chmod(
                 directory, os.stat(directory).st_mode | 0o055
             )  # only the file's mode guards it
@@ -886,7 +888,9 @@ MANY = (
 class TestJobDirectory:
     """The job directory cannot be turned against the worker, and holds only its budget."""
 
-    @pytest.mark.parametrize("mode", _modes())
+    @pytest.mark.parametrize(
+        "mode", _modes(**({} if ROOT else {"none": "without root the job is the worker's user"}))
+    )
     async def test_job_directory_cannot_be_swapped_for_a_symlink(
         self, mode: str, tmp_path: Path
     ) -> None:

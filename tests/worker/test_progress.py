@@ -221,7 +221,17 @@ class TestEvents:
 
 
 class TestProgressArguments:
-    @pytest.mark.parametrize("bad", [-0.01, 1.01, math.nan, math.inf, "0.5", None, True])
+    @pytest.mark.parametrize(
+        # Ints past the float range (float() raised OverflowError) and past repr's
+        # digit limit (the error's own message raised ValueError) included.
+        "bad",
+        [
+            *[-0.01, 1.01, math.nan, math.inf, "0.5", None, True],
+            pytest.param(10**400, id="10**400"),
+            pytest.param(-(10**5000), id="5000-digits"),
+            pytest.param("x" * 10**6, id="a-megabyte-string"),
+        ],
+    )
     def test_a_fraction_outside_0_to_1_is_refused(self, bad: object) -> None:
         with pytest.raises(guild.InvalidProgress, match="progress"):
             guild.progress(bad)  # type: ignore[arg-type]

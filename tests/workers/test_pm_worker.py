@@ -418,6 +418,12 @@ class TestRefusals:
             Project.from_toml(path)
         with pytest.raises(InvalidProject, match=r"\(file\)"):
             Project.from_toml(tmp_path / "missing.toml")
+        # Past the TOML parser's stack: refused (the job dead-lettered), not a
+        # RecursionError that would be retried as if the next run could differ.
+        deep = tmp_path / "deep.toml"
+        deep.write_text("a = " + "[" * 100_000 + "]" * 100_000)
+        with pytest.raises(InvalidProject, match=r"deep.toml \(toml\): nested too deeply"):
+            Project.from_toml(deep)
 
     def test_unknown_action_and_files_outside_the_project_dir(self, tmp_path: Path) -> None:
         app = guild.Guild("t")
@@ -433,6 +439,8 @@ class TestRefusals:
         assert (info.value.rule, info.value.phase) == ("unknown-action", "b")
         with pytest.raises(InvalidProject, match="outside the project directory"):
             pm.load({"file": "../elsewhere.toml"})
+        with pytest.raises(InvalidProject, match="is no usable path: embedded null byte"):
+            pm.load({"file": "a\x00b.toml"})
         with pytest.raises(InvalidProject, match=r'\{"project"'):
             pm.load({"phases": {}})
         with pytest.raises(TypeError, match="async def"):

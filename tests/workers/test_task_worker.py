@@ -137,6 +137,9 @@ class TestPrompts:
                     ({"nothing": 1}, "argv (a command) or prompt"),
                     ([1, 2], "payload must be an object"),
                     ({"argv": "ls"}, "argv must be a non-empty list"),
+                    # A "\udcff" escape in stored JSON decodes to a lone surrogate:
+                    # no file can hold it, so the job is refused, not retried.
+                    ({"argv": ["ls"], "files": {"f": "\udcff"}}, "UTF-8 text"),
                 ]:
                     with pytest.raises(guild.Reject, match=re.escape(reason)):
                         await tasks.handle(guild.Job(queue="tasks", payload=payload))

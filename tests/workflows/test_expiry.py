@@ -19,7 +19,7 @@ from hypothesis import given
 
 import guild
 from guild import Job, Step, Workflow
-from guild.workflows._expiry import expire, expired
+from guild.workflows._expiry import expire, expired, retention_of
 from guild.workflows._store import WorkflowRecord, WorkflowStore
 from tests._brokers import broker_of
 
@@ -77,6 +77,18 @@ class TestRule:
             if status in ("done", "failed", "cancelled") and at + kept_for <= now
         ]
         assert expired(records, guild.Retention(results=results, done=done), now) == want
+
+
+async def test_retention_of_reads_the_brokers_own(tmp_path: Path) -> None:
+    # The coordinator's sweep and ``guild workflow purge`` both keep records this long.
+    keep = guild.Retention(results=7.0, done=11.0, dead=13.0)
+    assert retention_of(guild.MemoryBroker(retention=keep)) == keep
+    async with guild.open_broker(f"sqlite:///{tmp_path / 'kept.db'}", retention=keep) as broker:
+        assert retention_of(broker) == keep
+    assert retention_of(guild.MemoryBroker()) == guild.Retention()
+    # A broker with no ``retention`` (or something else by that name) gets the default.
+    assert retention_of(object()) == guild.Retention()
+    assert retention_of(type("Odd", (), {"retention": 5})()) == guild.Retention()
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
