@@ -8,91 +8,86 @@ from __future__ import annotations
 
 import typing
 
-from . import _lazy
-from ._app import Guild as Guild
-from ._app import NotRunning as NotRunning
-from ._app import Periodic as Periodic
-from ._app import SupervisorOptions as SupervisorOptions
-from ._client import AsyncClient as AsyncClient
-from ._client import Client as Client
-from ._cron import Cron as Cron
-from ._cron import Every as Every
-from ._cron import ScheduleError as ScheduleError
-from ._errors import BrokerClosed as BrokerClosed
-from ._errors import BrokerError as BrokerError
-from ._errors import BrokerFileReplaced as BrokerFileReplaced
-from ._errors import BrokerUnavailable as BrokerUnavailable
-from ._errors import CommandRefused as CommandRefused
-from ._errors import ConfigError as ConfigError
-from ._errors import DependencyFailure as DependencyFailure
-from ._errors import GaveUp as GaveUp
-from ._errors import GuildError as GuildError
-from ._errors import InvalidHandler as InvalidHandler
-from ._errors import InvalidQueueName as InvalidQueueName
-from ._errors import InvalidWorkflow as InvalidWorkflow
-from ._errors import IsolationUnavailable as IsolationUnavailable
-from ._errors import JobError as JobError
-from ._errors import JobTimeout as JobTimeout
-from ._errors import MigrationFailed as MigrationFailed
-from ._errors import NotAWorkflowStep as NotAWorkflowStep
-from ._errors import PayloadDecodeError as PayloadDecodeError
-from ._errors import PayloadEncodeError as PayloadEncodeError
-from ._errors import RateLimitError as RateLimitError
-from ._errors import Reject as Reject
-from ._errors import ResultEncodeError as ResultEncodeError
-from ._errors import Retry as Retry
-from ._errors import SandboxError as SandboxError
-from ._errors import SandboxTimeout as SandboxTimeout
-from ._errors import SchemaMismatch as SchemaMismatch
-from ._errors import SupervisorError as SupervisorError
-from ._errors import UnknownBrokerURL as UnknownBrokerURL
-from ._errors import UnknownJob as UnknownJob
-from ._errors import UnknownWorkflow as UnknownWorkflow
-from ._errors import WorkerEnded as WorkerEnded
-from ._job import ACTIVE as ACTIVE
-from ._job import TERMINAL as TERMINAL
-from ._job import DeadLetter as DeadLetter
-from ._job import Delivery as Delivery
-from ._job import Job as Job
-from ._job import JobStatus as JobStatus
-from ._job import Priority as Priority
-from ._job import QueueStats as QueueStats
-from ._job import Result as Result
-from ._job import UndecodablePayload as UndecodablePayload
-from ._jobinfo import InvalidProgress as InvalidProgress
-from ._jobinfo import JobInfo as JobInfo
-from ._jobinfo import JobProgress as JobProgress
-from ._limits import Limit as Limit
-from ._outage import OutageBackoff as OutageBackoff
-from ._progress import progress as progress
-from ._retention import Retention as Retention
-from ._retry import Dead as Dead
-from ._retry import RetryAt as RetryAt
-from ._retry import RetryPolicy as RetryPolicy
-from ._spec import WorkerSpec as WorkerSpec
+from . import _exports, _lazy
 from ._version import __version__ as __version__
-from ._worker import ClaimerStalled as ClaimerStalled
-from ._worker import Worker as Worker
-from ._worker import WorkerStatistics as WorkerStatistics
-from .brokers import Broker as Broker
-from .brokers import Ledger as Ledger
-from .brokers import open_broker as open_broker
-from .observability._events import Instrument as Instrument
-from .rollout._lanes import lane_of as canary_lane
-from .supervision import Backoff as Backoff
-from .supervision import ChildEvent as ChildEvent
-from .supervision import ChildSpec as ChildSpec
-from .supervision import ChildStatus as ChildStatus
-from .supervision import Circuit as Circuit
-from .supervision import Restart as Restart
-from .supervision import Strategy as Strategy
-from .supervision import Supervisor as Supervisor
-from .supervision import supervise_processes as supervise_processes
 
 if typing.TYPE_CHECKING:
+    from . import brokers as brokers
+    from . import observability as observability
+    from . import rollout as rollout
+    from . import supervision as supervision
+    from ._app import Guild as Guild
+    from ._app import NotRunning as NotRunning
+    from ._app import Periodic as Periodic
+    from ._app import SupervisorOptions as SupervisorOptions
+    from ._client import AsyncClient as AsyncClient
+    from ._client import Client as Client
+    from ._cron import Cron as Cron
+    from ._cron import Every as Every
+    from ._cron import ScheduleError as ScheduleError
+    from ._errors import BrokerClosed as BrokerClosed
+    from ._errors import BrokerError as BrokerError
+    from ._errors import BrokerFileReplaced as BrokerFileReplaced
+    from ._errors import BrokerUnavailable as BrokerUnavailable
+    from ._errors import CommandRefused as CommandRefused
+    from ._errors import ConfigError as ConfigError
+    from ._errors import DependencyFailure as DependencyFailure
+    from ._errors import GaveUp as GaveUp
+    from ._errors import GuildError as GuildError
+    from ._errors import InvalidHandler as InvalidHandler
+    from ._errors import InvalidQueueName as InvalidQueueName
+    from ._errors import InvalidWorkflow as InvalidWorkflow
+    from ._errors import IsolationUnavailable as IsolationUnavailable
+    from ._errors import JobError as JobError
+    from ._errors import JobTimeout as JobTimeout
+    from ._errors import MigrationFailed as MigrationFailed
+    from ._errors import NotAWorkflowStep as NotAWorkflowStep
+    from ._errors import PayloadDecodeError as PayloadDecodeError
+    from ._errors import PayloadEncodeError as PayloadEncodeError
+    from ._errors import RateLimitError as RateLimitError
+    from ._errors import Reject as Reject
+    from ._errors import ResultEncodeError as ResultEncodeError
+    from ._errors import Retry as Retry
+    from ._errors import SandboxError as SandboxError
+    from ._errors import SandboxTimeout as SandboxTimeout
+    from ._errors import SchemaMismatch as SchemaMismatch
+    from ._errors import SupervisorError as SupervisorError
+    from ._errors import UnknownBrokerURL as UnknownBrokerURL
+    from ._errors import UnknownJob as UnknownJob
+    from ._errors import UnknownWorkflow as UnknownWorkflow
+    from ._errors import WorkerEnded as WorkerEnded
+    from ._job import ACTIVE as ACTIVE
+    from ._job import TERMINAL as TERMINAL
+    from ._job import DeadLetter as DeadLetter
+    from ._job import Delivery as Delivery
+    from ._job import Job as Job
+    from ._job import JobStatus as JobStatus
+    from ._job import Priority as Priority
+    from ._job import QueueStats as QueueStats
+    from ._job import Result as Result
+    from ._job import UndecodablePayload as UndecodablePayload
+    from ._jobinfo import InvalidProgress as InvalidProgress
+    from ._jobinfo import JobInfo as JobInfo
+    from ._jobinfo import JobProgress as JobProgress
+    from ._limits import Limit as Limit
+    from ._outage import OutageBackoff as OutageBackoff
+    from ._progress import progress as progress
+    from ._retention import Retention as Retention
+    from ._retry import Dead as Dead
+    from ._retry import RetryAt as RetryAt
+    from ._retry import RetryPolicy as RetryPolicy
+    from ._spec import WorkerSpec as WorkerSpec
+    from ._worker import ClaimerStalled as ClaimerStalled
+    from ._worker import Worker as Worker
+    from ._worker import WorkerStatistics as WorkerStatistics
+    from .brokers import Broker as Broker
+    from .brokers import Ledger as Ledger
+    from .brokers import open_broker as open_broker
     from .brokers.memory import MemoryBroker as MemoryBroker
     from .config import GuildConfig as GuildConfig
     from .config import load_config as load_config
+    from .observability._events import Instrument as Instrument
+    from .rollout._lanes import lane_of as canary_lane
     from .rollout._machine import CanaryDecision as CanaryDecision
     from .rollout._machine import CanaryFigures as CanaryFigures
     from .rollout._machine import CanaryPhase as CanaryPhase
@@ -104,6 +99,15 @@ if typing.TYPE_CHECKING:
     from .sandbox import Sandbox as Sandbox
     from .sandbox import SandboxPolicy as SandboxPolicy
     from .sandbox import SandboxResult as SandboxResult
+    from .supervision import Backoff as Backoff
+    from .supervision import ChildEvent as ChildEvent
+    from .supervision import ChildSpec as ChildSpec
+    from .supervision import ChildStatus as ChildStatus
+    from .supervision import Circuit as Circuit
+    from .supervision import Restart as Restart
+    from .supervision import Strategy as Strategy
+    from .supervision import Supervisor as Supervisor
+    from .supervision import supervise_processes as supervise_processes
     from .workflows._spec import Compensation as Compensation
     from .workflows._spec import Step as Step
     from .workflows._spec import Workflow as Workflow
@@ -117,45 +121,20 @@ if typing.TYPE_CHECKING:
     from .workflows._view import StepView as StepView
     from .workflows._view import WorkflowView as WorkflowView
 
-# Loaded on first use: a worker needs none of these to start, and together they
-# cost a noticeable part of every process's start-up (see docs/benchmarks.md).
-# The workflow names too (a producer that submits none never builds the
-# workflow machine), and the memory broker (a worker on SQLite or Redis never
-# makes one).
+# Every name loads on first use: ``import guild`` costs next to nothing, so the
+# ``guild`` command (whose parent under ``--processes`` never builds an app) and
+# a producer that only enqueues pay for just the parts they use (see
+# docs/benchmarks.md). guild._exports says where each name is defined, and
+# those modules name ``guild`` as their classes' module however they are reached.
+# The subpackages an ``import guild`` used to bind stay reachable as attributes.
 # Hidden from type checkers, which would otherwise accept any name at all.
 if not typing.TYPE_CHECKING:
     __getattr__, __dir__ = _lazy.lazy_exports(
         __name__,
         globals(),
-        {
-            "MemoryBroker": ".brokers.memory",
-            "GuildConfig": ".config",
-            "load_config": ".config",
-            "CanaryDecision": ".rollout._machine",
-            "CanaryFigures": ".rollout._machine",
-            "CanaryPhase": ".rollout._machine",
-            "CanaryPolicy": ".rollout._machine",
-            "CanaryState": ".rollout._machine",
-            "CanaryTransitionError": ".rollout._machine",
-            "CanaryRecord": ".rollout._store",
-            "read_canary": ".rollout._store:load",
-            "Sandbox": ".sandbox",
-            "SandboxPolicy": ".sandbox",
-            "SandboxResult": ".sandbox",
-            "Compensation": ".workflows._spec",
-            "CompensationView": ".workflows._view",
-            "Step": ".workflows._spec",
-            "StepInput": ".workflows._steps",
-            "StepView": ".workflows._view",
-            "Workflow": ".workflows._spec",
-            "WorkflowRecord": ".workflows._store",
-            "WorkflowStore": ".workflows._store",
-            "WorkflowView": ".workflows._view",
-            "chain": ".workflows._spec",
-            "chord": ".workflows._spec",
-            "group": ".workflows._spec",
-        },
+        _exports.EXPORTS,
         public_module=__name__,
+        submodules=("brokers", "observability", "rollout", "supervision"),
     )
 
 __all__ = [
@@ -265,15 +244,3 @@ __all__ = [
     "read_canary",
     "supervise_processes",
 ]
-
-
-def _fixup_module_metadata() -> None:
-    # Tracebacks, reprs and pickles say guild.Job, not guild._job.Job (trio does the same).
-    for name in __all__:
-        value = globals().get(name)
-        if isinstance(value, type) and value.__module__.startswith("guild."):
-            value.__module__ = "guild"
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata

@@ -24,6 +24,7 @@ import trio
 from ._client import client_url, job_info, make_jobs
 from ._cron import Cron, Every, Schedule, tick_key
 from ._errors import BrokerUnavailable, GaveUp, GuildError, WorkerEnded
+from ._exports import publish
 from ._groups import unwrap
 from ._handlers import check_handler
 from ._job import Job, JSONValue, Priority, Result, check_queue_name
@@ -789,3 +790,7 @@ class Guild:
             url = self._default_broker
         async with open_broker(client_url(url)) as opened:
             yield opened
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -46,6 +46,7 @@ import sniffio
 import trio
 
 from ._errors import BrokerClosed, UnknownBrokerURL, UnknownJob
+from ._exports import publish
 from ._job import Job, JobStatus, JSONValue, Priority, Result, check_priority, jobs_like
 from ._jobinfo import JobInfo
 from .brokers._protocol import Broker
@@ -645,3 +646,7 @@ class AsyncClient:
         """As :meth:`guild.Client.cancel`."""
         job_ids = _ids(jobs)
         return await self._call(lambda broker: cancel_jobs(broker, job_ids))
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._exports import publish
+
 if TYPE_CHECKING:
     import zoneinfo
 
@@ -294,3 +296,7 @@ Schedule = Cron | Every
 def tick_key(name: str, fire_at: dt.datetime) -> str:
     """The idempotency key of one tick of schedule ``name``: the same in every process."""
     return f"periodic:{name}:{fire_at.astimezone(dt.UTC).isoformat()}"
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import attrs
 
+from ._exports import publish
+
 
 class GuildError(Exception):
     """Base class of every error guild raises."""
@@ -453,3 +455,7 @@ class Reject(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -18,6 +18,7 @@ from typing import Any, Final
 import attrs
 
 from ._errors import InvalidQueueName
+from ._exports import publish
 from ._ids import new_id, new_ids
 
 JSONValue = Any
@@ -337,3 +338,7 @@ def jobs_like(template: Job, payloads: Iterable[JSONValue], trace_id: str | None
         _job_like(template, job_id, payload, job_id if trace_id is None else trace_id)
         for job_id, payload in zip(new_ids(len(payloads)), payloads, strict=True)
     ]
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

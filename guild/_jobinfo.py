@@ -13,6 +13,7 @@ import attrs
 
 from ._codec import storable
 from ._errors import GuildError
+from ._exports import publish
 from ._job import JobStatus, JSONValue, Priority
 
 MAX_PROGRESS_MESSAGE = 1000
@@ -182,3 +183,7 @@ def progress_from_fields(fraction: object, message: object, at: object) -> JobPr
 
 def _str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

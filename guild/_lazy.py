@@ -10,7 +10,7 @@ TYPE_CHECKING:`` imports, so the public API reads exactly as before.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 
@@ -20,6 +20,7 @@ def lazy_exports(
     exports: Mapping[str, str],
     *,
     public_module: str | None = None,
+    submodules: Collection[str] = (),
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` for ``package``.
 
@@ -28,10 +29,14 @@ def lazy_exports(
     in one of ``package``'s own modules is given ``public_module`` as its
     ``__module__`` (as the eager packages do for their classes), so reprs and
     tracebacks name the public path whichever way it was reached first.
+    ``submodules`` are subpackages reachable as attributes (``guild.brokers``
+    after ``import guild``), imported on first use too.
     """
     prefix = package + "."
 
     def __getattr__(name: str) -> Any:
+        if name in submodules:
+            return importlib.import_module(prefix + name)  # the import binds it here
         try:
             target = exports[name]
         except KeyError:
@@ -49,6 +54,6 @@ def lazy_exports(
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(exports))
+        return sorted(set(namespace) | set(exports) | set(submodules))
 
     return __getattr__, __dir__

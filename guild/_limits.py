@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ._exports import publish
 from ._job import Job
 from .brokers._protocol import Broker
 from .observability._events import Instruments, JobLimitWaited
@@ -292,3 +293,7 @@ async def _redis_of(broker: Broker) -> tuple[Any, str] | None:
     if module is None or not isinstance(broker, module.RedisBroker):
         return None
     return await broker.redis_client(), broker.prefix
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from ._backoff import exponential_delay
+from ._exports import publish
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -52,3 +53,7 @@ class OutageBackoff:
         return exponential_delay(
             self.initial, self.multiplier, self.maximum, self.jitter, failures, rand
         )
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 import attrs
 
 from ._errors import UnknownBrokerURL
+from ._exports import publish
 
 DAY = 86_400.0
 
@@ -141,3 +142,7 @@ def retention_from_query(
             )
         changes[field] = seconds
     return attrs.evolve(base or Retention(), **changes)  # type: ignore[arg-type]
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

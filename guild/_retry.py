@@ -19,6 +19,7 @@ from __future__ import annotations
 import attrs
 
 from ._backoff import exponential_delay
+from ._exports import publish
 from ._job import Job, attempts_allowed
 
 
@@ -87,3 +88,7 @@ class RetryPolicy:
             return Dead(f"gave up after {job.attempt} of {allowed} attempts")
         delay = max(0.0, after) if after is not None else self.delay(job.attempt, rand)
         return RetryAt(at=now + delay, delay=delay)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from ._exports import publish
 from ._job import Job, check_queue_name
 from ._limits import Limit
 from ._retry import RetryPolicy
@@ -89,3 +90,7 @@ class WorkerSpec:
     limit: Limit | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Limit))
     )
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

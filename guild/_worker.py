@@ -70,6 +70,7 @@ from ._errors import (
     ResultEncodeError,
     Retry,
 )
+from ._exports import publish
 from ._job import Delivery, Job, UndecodablePayload
 from ._limits import BadLimitKey, LimitGate, Permit, local_gate
 from ._outage import OutageBackoff
@@ -378,9 +379,13 @@ class Worker:
                 free = self._capacity - self._busy
                 if free <= 0 or (free < self._refill_at and self._busy > 0):
                     # Not claiming for a while: nothing may be handed to it meanwhile.
-                    await self._unregister()
+                    # Waiting from before the unregister's round trip: the jobs that
+                    # finish during it wake this event (else the wake is lost, and
+                    # with every job finished meanwhile nothing wakes it again).
                     self._claimer_waiting = True
-                    await self._wakeup.wait()
+                    wakeup = self._wakeup
+                    await self._unregister()
+                    await wakeup.wait()
                     continue
                 self._claim_started = trio.current_time()
                 try:
@@ -1115,3 +1120,7 @@ class Worker:
                     jobs=[d.job.id for d in lost][:20],
                     count=len(lost),
                 )
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -4,15 +4,14 @@ parts unloaded until used, and the names loaded on first use are the same object
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+
+from tests._first_job import probe_env, probe_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,51 +163,17 @@ class TestCommandLine:
     def test_guild_run_reaches_its_first_job_without_them(self, tmp_path: Path) -> None:
         # A real `guild run` on a SQLite file: the handler of the one job reports
         # which modules its process has loaded by then.
-        report = tmp_path / "loaded.json"
-        (tmp_path / "lean_app.py").write_text(
-            textwrap.dedent(
-                f"""
-                import json, sys
-                import guild
-
-                app = guild.Guild("lean")
-
-                @app.worker("q")
-                async def handle(job: guild.Job) -> None:
-                    with open({str(report)!r}, "w") as out:
-                        json.dump(sorted(sys.modules), out)
-                """
-            )
-        )
         url = f"sqlite:///{tmp_path}/guild.db"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-        env.pop("GUILD_BROKER", None)
-        guild_command = [sys.executable, "-m", "guild"]
         subprocess.run(
-            [*guild_command, "enqueue", "q", "1", "--broker", url],
+            [sys.executable, "-m", "guild", "enqueue", "q", "1", "--broker", url],
             cwd=tmp_path,
-            env=env,
+            env=probe_env(tmp_path),
             capture_output=True,
             check=True,
             timeout=60,
         )
-        worker = subprocess.Popen(
-            [*guild_command, "run", "lean_app:app", "--broker", url, "--log-level", "warning"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not report.exists() or not report.read_text().endswith("]"):
-                assert worker.poll() is None, worker.communicate()[1].decode()
-                assert time.monotonic() < deadline, "the job did not run within 60 s"
-                time.sleep(0.05)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.communicate(timeout=60)
-        loaded = set(json.loads(report.read_text()))
+        with probe_run(tmp_path, url) as first_job:
+            loaded = first_job()
         unwanted = {
             "coredis",
             "hypercorn",
@@ -359,3 +324,113 @@ class TestLazyNames:
         assert {"serve_http", "PrometheusInstrument"} <= set(dir(guild.observability))
         assert {"Workflow", "MemoryBroker", "chain"} <= set(dir(guild))
         assert {"Thresholds", "Monitor", "configure_logging"} <= set(dir(guild.observability))
+
+
+# The runtime itself: what `import guild` must not build. A producer, every
+# `guild` command and the parent of `guild run --processes N` import the package.
+RUNTIME = (
+    "guild._app",
+    "guild._worker",
+    "guild._client",
+    "guild._job",
+    "guild.brokers",
+    "guild.brokers.sqlite",
+    "guild.supervision",
+    "guild.observability",
+    "trio",
+    "structlog",
+    "attrs",
+)
+
+
+class TestTheBarePackage:
+    def test_import_guild_builds_none_of_the_runtime(self) -> None:
+        assert loaded_after("import guild\n", RUNTIME) == []
+
+    def test_a_name_loads_its_module_on_first_use(self) -> None:
+        assert loaded_after("import guild\nguild.Job\n", RUNTIME[:3]) == []
+        assert loaded_after("import guild\nguild.Guild\n", RUNTIME[:3]) == [
+            "guild._app",
+            "guild._worker",
+            "guild._client",
+        ]
+
+    def test_the_subpackages_stay_reachable_as_attributes(self) -> None:
+        code = "import guild\nguild.brokers.Broker, guild.observability.Instrument\n"
+        code += "guild.rollout, guild.supervision.Backoff\n"
+        assert loaded_after(code, RUNTIME[:3]) == []
+
+    def test_classes_reached_inside_the_runtime_still_say_guild(self) -> None:
+        # No guild.X lookup at all: the runtime's own imports reach every class
+        # first, and each still names the public module (reprs, tracebacks).
+        code = textwrap.dedent(
+            """
+            import guild, json, sys
+            import guild._app, guild.brokers.memory, guild.config._schema, guild.sandbox._process
+            import guild.rollout._store, guild.workflows._view, guild.workflows._steps
+            found = {}
+            for module in list(sys.modules.values()):
+                if getattr(module, "__name__", "").startswith("guild."):
+                    for name in guild.__all__:
+                        value = vars(module).get(name)
+                        if isinstance(value, type):
+                            found[name] = value.__module__
+            print(json.dumps(found))
+            """
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        found: dict[str, str] = json.loads(out)
+        import guild
+
+        classes = {name for name in guild.__all__ if isinstance(getattr(guild, name), type)}
+        assert set(found) == classes
+        assert set(found.values()) == {"guild"}
+
+    def test_a_pickle_made_before_any_lookup_names_guild_and_loads(self) -> None:
+        code = textwrap.dedent(
+            """
+            import pickle, sys
+            import guild
+            from guild._job import Job
+            from guild._errors import Reject
+            data = pickle.dumps((Job(queue="q", payload=[1]), Reject("no")))
+            assert b"guild._job" not in data and b"guild._errors" not in data, data
+            sys.stdout.buffer.write(data)
+            """
+        )
+        data = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        load = "import pickle, sys\njob, error = pickle.loads(sys.stdin.buffer.read())\n"
+        load += "print(type(job).__module__, job.queue, job.payload, type(error).__name__)\n"
+        out = subprocess.run(
+            [sys.executable, "-c", load], cwd=ROOT, input=data, capture_output=True, check=True
+        ).stdout
+        assert out.decode().split() == ["guild", "q", "[1]", "Reject"]
+
+    def test_the_parent_of_processes_n_spawns_without_the_runtime(self, tmp_path: Path) -> None:
+        # The parent runs up to its supervisor (trio.run, which starts the
+        # children) without importing the app or building a worker.
+        (tmp_path / "noted_app.py").write_text("raise SystemExit('the parent imported the app')\n")
+        code = textwrap.dedent(
+            f"""
+            import json, sys
+            import trio
+
+            def spawn(*args, **kwargs):
+                print(json.dumps([m for m in {RUNTIME[:3]!r} if m in sys.modules]))
+                return 0
+
+            trio.run = spawn
+            sys.path.insert(0, {str(tmp_path)!r})
+            from guild.cli import main
+            url = "sqlite:///" + {str(tmp_path / "jobs.db")!r}
+            sys.exit(main(["run", "noted_app:app", "--broker", url, "--processes", "2"]))
+            """
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        assert json.loads(out.splitlines()[-1]) == []

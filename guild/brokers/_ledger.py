@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from .._errors import BrokerClosed, BrokerError
+from .._exports import publish
 
 
 @runtime_checkable
@@ -196,3 +197,7 @@ async def read_all_counts(broker: object, timeout: float) -> dict[str, dict[str,
     except (trio.TooSlowError, BrokerError):
         return {}
     return counts
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

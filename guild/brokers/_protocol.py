@@ -83,6 +83,7 @@ from typing import Literal, Protocol, runtime_checkable
 import attrs
 
 from .._codec import ResultJSON
+from .._exports import publish
 from .._job import DeadLetter, Delivery, Job, JobStatus, QueueStats, Result
 from .._jobinfo import JobInfo, JobProgress
 
@@ -373,3 +374,7 @@ def check_purge_args(statuses: Collection[JobStatus], older_than: float | None) 
         )
     if older_than is not None and not older_than >= 0:
         raise ValueError(f"older_than must be seconds >= 0, got {older_than!r}")
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

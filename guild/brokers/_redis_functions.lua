@@ -38,6 +38,17 @@ local GROUP = 'guild'
 local function k_job(id) return P .. ':job:' .. id end
 local function k_q(queue, part) return P .. ':q:' .. queue .. ':' .. part end
 
+-- A job's key may hold another type than a hash (a set, a string: written over
+-- behind guild's back), on which every hash command fails with WRONGTYPE. The
+-- fields named, or nil when the key holds no hash: each caller then skips the
+-- job, and a claim (or the lease sweep) that meets it dead-letters it (bury_damaged),
+-- so one such job never fails a whole script. pcall: no extra command per job.
+local function job_hmget(id, ...)
+  local f = redis.pcall('HMGET', k_job(id), ...)
+  if f.err then return nil end
+  return f
+end
+
 -- Wake each waiter of a job with the result itself: one list element per
 -- waiter, so a BLPOP returns the result and needs no GET after it.
 local function notify(id, result)
@@ -79,14 +90,19 @@ end
 -- queue that came due by its ready time go in first (`promoted`: the caller did
 -- that already): otherwise a job that came due earlier would be claimed after it.
 local function make_ready(id, queue, at, priority, promoted)
-  if priority == nil then priority = redis.call('HGET', k_job(id), 'priority') end
+  -- A damaged key (job_hmget) reads as normal and keeps no status: the id still
+  -- goes where claim looks, and the claim that takes it dead-letters it.
+  if priority == nil then
+    priority = redis.pcall('HGET', k_job(id), 'priority')
+    if type(priority) == 'table' then priority = false end
+  end
   if priority == '1' or priority == '-1' then
     if at == nil then
       local t = redis.call('TIME')
       at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
     end
     redis.call('ZADD', k_q(queue, 'ready:' .. priority), tonumber(at), id)
-    redis.call('HSET', k_job(id), 'status', 'ready', 'entry', '', 'receipt', '')
+    redis.pcall('HSET', k_job(id), 'status', 'ready', 'entry', '', 'receipt', '')
     redis.call('XADD', k_q(queue, 'wake'), 'MAXLEN', 1, '*', 'w', '1')
     readied[queue] = true
     return
@@ -99,7 +115,7 @@ local function make_ready(id, queue, at, priority, promoted)
     promote_due(queue, tonumber(at))
   end
   local entry = redis.call('XADD', k_q(queue, 'ready'), '*', 'j', id)
-  redis.call('HSET', k_job(id), 'status', 'ready', 'entry', entry, 'receipt', '')
+  redis.pcall('HSET', k_job(id), 'status', 'ready', 'entry', entry, 'receipt', '')
   readied[queue] = true
 end
 
@@ -129,6 +145,21 @@ local function bury(id, queue, attempts, err, trace, now, result_ttl_ms)
   notify(id, result)
 end
 
+-- A job whose key holds no hash (job_hmget), met on queue: its key is replaced
+-- by a dead job's hash that says what it held, so that the dead letters, job
+-- info and requeue read it like any other (the payload is lost with the hash).
+local function bury_damaged(id, queue, now, result_ttl_ms)
+  local key = k_job(id)
+  local kind = redis.call('TYPE', key)['ok']
+  redis.call('DEL', key)
+  unready(queue, id)
+  redis.call('SREM', P .. ':cancels', id)
+  redis.call('HSET', key, 'id', id, 'queue', queue, 'payload', 'null', 'attempt', 0,
+    'enqueued_at', now, 'trace_id', id)
+  bury(id, queue, 0, 'job ' .. id .. ': its key ' .. key .. ' holds a ' .. kind ..
+    ', not the job\'s hash: the job cannot be read', '', now, result_ttl_ms)
+end
+
 -- A cancelled job: terminal, kept (and its result) for the result TTL. Its stream
 -- entry, if any, is the caller's to drop.
 local function end_cancelled(id, queue, attempts, now, result_ttl_ms)
@@ -147,9 +178,8 @@ end
 -- A delivery is still held when the job is in flight under the same receipt.
 -- Returns status, receipt, queue, entry, attempt, started, cancel.
 local function held(id, receipt)
-  local f = redis.call('HMGET', k_job(id), 'status', 'receipt', 'queue', 'entry', 'attempt',
-    'started', 'cancel')
-  if f[1] ~= 'in_flight' or f[2] ~= receipt then return nil end
+  local f = job_hmget(id, 'status', 'receipt', 'queue', 'entry', 'attempt', 'started', 'cancel')
+  if not f or f[1] ~= 'in_flight' or f[2] ~= receipt then return nil end
   return f
 end
 
@@ -190,9 +220,10 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
   local nnow = tonumber(now)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', nnow, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', k_q(queue, 'leases'), id)
-    local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'max_attempts',
-      'started', 'cancel')
-    if f[1] == 'in_flight' and f[6] == '1' then
+    local f = job_hmget(id, 'status', 'entry', 'attempt', 'max_attempts', 'started', 'cancel')
+    if not f then
+      bury_damaged(id, queue, now, result_ttl)
+    elseif f[1] == 'in_flight' and f[6] == '1' then
       drop_entry(queue, f[2])
       end_cancelled(id, queue, tonumber(f[3]) or 0, now, result_ttl)
     elseif f[1] == 'in_flight' then
@@ -225,9 +256,13 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
       local fields = redis.call('XRANGE', k_q(queue, 'ready'), entry, entry)
       local id = fields[1] and fields[1][2][2]
       if id then
-        local f = redis.call('HMGET', k_job(id), 'status', 'entry')
+        local f = job_hmget(id, 'status', 'entry')
         drop_entry(queue, entry)
-        if f[1] == 'ready' and f[2] == entry then make_ready(id, queue) end
+        if not f then
+          bury_damaged(id, queue, now, result_ttl)
+        elseif f[1] == 'ready' and f[2] == entry then
+          make_ready(id, queue)
+        end
       else
         drop_entry(queue, entry)
       end
@@ -258,13 +293,16 @@ end
 -- prefetched. Returns 14 fields per job taken: id queue payload attempt
 -- max_attempts enqueued_at not_before timeout key trace_id receipt started
 -- interrupted priority.
-local function mark_entries(queue, lease_expires, consumer, taken, start, now)
+local function mark_entries(queue, lease_expires, consumer, taken, start, now, result_ttl_ms)
   local out = {}
   local marked = 0
   for i = 1, #taken, 2 do
     local entry, id = taken[i], taken[i + 1]
-    local f = redis.call('HMGET', k_job(id), 'status', 'entry', 'attempt', 'interrupted')
-    if f[1] ~= 'ready' or (f[2] or '') ~= entry then
+    local f = job_hmget(id, 'status', 'entry', 'attempt', 'interrupted')
+    if not f then
+      drop_entry(queue, entry)
+      bury_damaged(id, queue, now, result_ttl_ms)
+    elseif f[1] ~= 'ready' or (f[2] or '') ~= entry then
       -- A stale entry (the job moved on, or its hash expired): drop it.
       if entry ~= '' then
         redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
@@ -429,9 +467,12 @@ local function dispatch(queue)
     local consumer = redis.call('ZRANGE', idlers, 0, 0)[1]
     if not consumer then return end
     local idle = k_idle(queue, consumer)
-    local f = redis.call('HMGET', idle, 'room', 'start', 'lease', 'offset')
+    local f = redis.call('HMGET', idle, 'room', 'start', 'lease', 'offset', 'result_ttl')
     local room, start = tonumber(f[1]) or 0, tonumber(f[2]) or 0
     local lease, offset = tonumber(f[3]), tonumber(f[4])
+    -- For a damaged job met here (bury_damaged): the claimer's result TTL; a day
+    -- for a registration made before guild stored it.
+    local result_ttl = tonumber(f[5]) or 86400000
     if room < 1 or not lease or not offset then
       redis.call('ZREM', idlers, consumer)
       redis.call('DEL', idle)
@@ -441,7 +482,7 @@ local function dispatch(queue)
       -- In the worker's clock, as its own claims are.
       local now = string.format('%.6f', now_ms / 1000 + offset)
       local lease_expires = string.format('%.6f', now_ms / 1000 + offset + lease)
-      local rows = mark_entries(queue, lease_expires, consumer, taken, start, now)
+      local rows = mark_entries(queue, lease_expires, consumer, taken, start, now, result_ttl)
       local n = #rows / 14
       if n > 0 then
         local inbox = k_inbox(queue, consumer)
@@ -557,8 +598,8 @@ local replay = redis.call('LRANGE', token_key, 0, -1)
 if #replay > 0 then
   local out = {'-1', '0'}
   for _, id in ipairs(replay) do
-    local f = redis.call('HMGET', k_job(id), 'status', 'consumer')
-    if f[1] == 'in_flight' and f[2] == consumer then append_row(out, id) end
+    local f = job_hmget(id, 'status', 'consumer')
+    if f and f[1] == 'in_flight' and f[2] == consumer then append_row(out, id) end
   end
   return out
 end
@@ -585,7 +626,7 @@ if not taken then
   if string.find(err, 'NOGROUP', 1, true) then return {'nogroup'} end
   return redis.error_reply(err)
 end
-local marked = mark_entries(queue, lease_expires, consumer, taken, start, ARGV[3])
+local marked = mark_entries(queue, lease_expires, consumer, taken, start, ARGV[3], ARGV[4])
 for i = 1, #marked do out[#out + 1] = marked[i] end
 for i = 1, #out, 14 do redis.call('RPUSH', token_key, out[i]) end
 if #out > 0 then redis.call('PEXPIRE', token_key, 60000) end
@@ -601,7 +642,7 @@ if room > 0 and #taken / 2 < limit and (tonumber(ARGV[12]) or 0) > 0 then
     local now_ms = server_ms()
     local idle = k_idle(queue, consumer)
     redis.call('HSET', idle, 'room', room, 'start', math.max(0, start - #marked / 14),
-      'lease', ARGV[13], 'offset', tonumber(ARGV[3]) - now_ms / 1000)
+      'lease', ARGV[13], 'offset', tonumber(ARGV[3]) - now_ms / 1000, 'result_ttl', ARGV[4])
     redis.call('PEXPIRE', idle, block + 1000)
     redis.call('ZADD', k_q(queue, 'idlers'), now_ms + block, consumer)
   else
@@ -639,8 +680,8 @@ local now, result_ttl, keep_payload = ARGV[2], ARGV[3], ARGV[4]
 local ttl_s = math.max(1, math.floor(tonumber(result_ttl) / 1000))
 for i = 5, #ARGV, 2 do
   local id, value = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'attempt')
-  if f[1] and f[1] ~= 'done' and f[1] ~= 'dead' and f[1] ~= 'cancelled' then
+  local f = job_hmget(id, 'status', 'queue', 'entry', 'attempt')
+  if f and f[1] and f[1] ~= 'done' and f[1] ~= 'dead' and f[1] ~= 'cancelled' then
     local queue = f[2]
     drop_entry(queue, f[3])
     if f[1] == 'ready' then unready(queue, id) end
@@ -713,9 +754,8 @@ for _, queue in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
     if string.sub(consumer, 1, #prefix) == prefix then unregister(queue, consumer) end
   end
   for _, id in ipairs(redis.call('ZRANGE', k_q(queue, 'leases'), 0, -1)) do
-    local f = redis.call('HMGET', k_job(id), 'status', 'consumer', 'entry', 'attempt', 'started',
-      'cancel')
-    if f[1] == 'in_flight' and f[2] and string.sub(f[2], 1, #prefix) == prefix then
+    local f = job_hmget(id, 'status', 'consumer', 'entry', 'attempt', 'started', 'cancel')
+    if f and f[1] == 'in_flight' and f[2] and string.sub(f[2], 1, #prefix) == prefix then
       give_back(id, queue, f[3], f[4], f[5], f[6], ARGV[3], ARGV[4])
       count = count + 1
     end
@@ -825,8 +865,8 @@ else
 end
 local count = 0
 for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', k_job(id), 'status', 'queue')
-  if f[1] == 'dead' and (filter == '' or filter == f[2]) then
+  local f = job_hmget(id, 'status', 'queue')
+  if f and f[1] == 'dead' and (filter == '' or filter == f[2]) then
     redis.call('ZREM', k_q(f[2], 'dead'), id)
     redis.call('DEL', P .. ':result:' .. id)
     redis.call('HSET', k_job(id), 'attempt', 0, 'not_before', '', 'error', '', 'traceback', '',
@@ -875,8 +915,7 @@ local now, result_ttl = ARGV[2], ARGV[3]
 local out = {}
 for i = 4, #ARGV do
   local id = ARGV[i]
-  local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'attempt', 'started',
-    'consumer')
+  local f = job_hmget(id, 'status', 'queue', 'entry', 'attempt', 'started', 'consumer') or {}
   local status, queue = f[1], f[2]
   if queue and (status == 'ready' or status == 'delayed' or status == 'in_flight') then
     local running = false
@@ -913,8 +952,8 @@ local asked = {}
 for i = 2, #ARGV do asked[ARGV[i]] = true end
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', cancels)) do
-  local f = redis.call('HMGET', k_job(id), 'status', 'cancel')
-  if f[1] ~= 'in_flight' or f[2] ~= '1' then
+  local f = job_hmget(id, 'status', 'cancel')
+  if not f or f[1] ~= 'in_flight' or f[2] ~= '1' then
     redis.call('SREM', cancels, id)
   elseif asked[id] then
     out[#out + 1] = id
@@ -970,7 +1009,7 @@ for status in string.gmatch(ARGV[5], '[^,]+') do wanted[status] = true end
 local count = 0
 for i = 6, #ARGV do
   local id = ARGV[i]
-  local f = redis.call('HMGET', k_job(id), 'status', 'queue', 'entry', 'enqueued_at', 'died_at')
+  local f = job_hmget(id, 'status', 'queue', 'entry', 'enqueued_at', 'died_at') or {}
   local status, since = f[1], nil
   if f[2] == queue and status then
     if status == 'ready' or status == 'delayed' then
@@ -1037,7 +1076,7 @@ for i = 1, #delayed, 2 do
   local id = delayed[i]
   redis.call('ZREM', k_q(lane, 'delayed'), id)
   redis.call('ZADD', k_q(queue, 'delayed'), delayed[i + 1], id)
-  redis.call('HSET', k_job(id), 'queue', queue)
+  redis.pcall('HSET', k_job(id), 'queue', queue)
   moved = moved + 1
 end
 for _, level in ipairs({'1', '-1'}) do
@@ -1045,7 +1084,7 @@ for _, level in ipairs({'1', '-1'}) do
   for i = 1, #ready, 2 do
     local id = ready[i]
     redis.call('ZREM', k_q(lane, 'ready:' .. level), id)
-    redis.call('HSET', k_job(id), 'queue', queue)
+    redis.pcall('HSET', k_job(id), 'queue', queue)
     make_ready(id, queue, ready[i + 1], level)
     moved = moved + 1
   end
@@ -1053,8 +1092,8 @@ end
 for _, item in ipairs(redis.call('XRANGE', k_q(lane, 'ready'), '-', '+')) do
   local entry, fields = item[1], item[2]
   local id = fields[2]
-  local f = redis.call('HMGET', k_job(id), 'status', 'entry')
-  if f[1] == 'ready' and f[2] == entry then
+  local f = job_hmget(id, 'status', 'entry')
+  if f and f[1] == 'ready' and f[2] == entry then
     drop_entry(lane, entry)
     redis.call('HSET', k_job(id), 'queue', queue)
     make_ready(id, queue)
@@ -1076,7 +1115,7 @@ for i = 1, #dead, 2 do
   local id = dead[i]
   redis.call('ZREM', k_q(lane, 'dead'), id)
   redis.call('ZADD', k_q(queue, 'dead'), dead[i + 1], id)
-  redis.call('HSET', k_job(id), 'queue', queue)
+  redis.pcall('HSET', k_job(id), 'queue', queue)
   out[#out + 1] = id
 end
 return out

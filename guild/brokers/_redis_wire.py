@@ -24,6 +24,7 @@ password, a database number); any other URL (TLS, query options) returns
 from __future__ import annotations
 
 import hashlib
+import os
 import select
 from collections.abc import Sequence
 from typing import Any
@@ -106,33 +107,58 @@ def _pack(commands: Sequence[Command]) -> bytes:
 class _Connection:
     """One socket and its parser; one checkout at a time."""
 
-    __slots__ = ("_poller", "_reader", "_stream")
+    __slots__ = ("_fd", "_poller", "_reader", "_stream")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
+        self._fd = stream.socket.fileno()
         self._poller = select.poll()
-        self._poller.register(stream.socket.fileno(), select.POLLIN)
+        self._poller.register(self._fd, select.POLLIN)
         self._reader = hiredis.Reader(
             replyError=ReplyError, protocolError=WireConnectionError, notEnoughData=_NOT_YET
         )
 
     async def roundtrip(self, packed: bytes, count: int) -> list[Any]:
-        """Send ``packed`` (``count`` commands) and read their ``count`` replies."""
+        """Send ``packed`` (``count`` commands) and read their ``count`` replies.
+
+        On the (non-blocking) socket's descriptor, not through the stream: the
+        stream yields to the scheduler after each send and tries a receive
+        before it waits, a scheduling round each; here the one wait is for the
+        reply, the call's one schedule point (a reply there at once gets one
+        too). ``close`` wakes a wait on a closed socket (trio's ``notify_closing``).
+        """
+        fd = self._fd
         try:
-            await self._stream.send_all(packed)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            view = memoryview(packed)
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(fd)
             replies: list[Any] = []
+            waited = False
             while len(replies) < count:
                 reply = self._reader.gets()
-                if reply is _NOT_YET:
-                    data = await self._stream.receive_some(_RECEIVE)
-                    if not data:
-                        raise WireConnectionError("redis closed the connection")
-                    self._reader.feed(data)
-                else:
+                if reply is not _NOT_YET:
                     replies.append(reply)
+                    continue
+                try:
+                    data = os.read(fd, _RECEIVE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    waited = True
+                    continue
+                if not data:
+                    raise WireConnectionError("redis closed the connection")
+                self._reader.feed(data)
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return replies
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise WireConnectionError(f"connection lost: {exc.__cause__ or exc}") from exc
+        except WireConnectionError:
+            raise
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise WireConnectionError(f"connection lost: {exc}") from exc
 
     def stale(self) -> bool:
         """Whether Redis closed this idle connection (a restart, ``CLIENT KILL``,
@@ -183,7 +209,14 @@ class WirePool:
             OSError: no connection could be opened.
         """
         packed = _pack(commands)
-        async with self._slots:
+        # A free slot is taken without the semaphore's schedule point: the
+        # roundtrip has one, and a scheduling round costs more than the call's
+        # own Python.
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        try:
             if self._is_closed():
                 raise WireConnectionError("the connection pool is closed")
             connection = self._take_idle() or await self._connect()
@@ -206,6 +239,8 @@ class WirePool:
             else:
                 self._idle.append(connection)
             return replies
+        finally:
+            self._slots.release()
 
     async def call(self, *command: str | bytes | int | float, blocks: float = 0.0) -> Any:
         """One command's reply (``blocks``: as for ``execute``).

@@ -32,6 +32,7 @@ import structlog
 import trio
 
 from .._errors import BrokerClosed, BrokerError
+from .._exports import publish
 
 _log = structlog.get_logger("guild.workflows.store")
 
@@ -385,3 +386,7 @@ class MemoryWorkflows:
         self._check_open()
         await trio.lowlevel.checkpoint()
         return sum(self._records.pop(i, None) is not None for i in ids)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

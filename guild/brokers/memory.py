@@ -22,12 +22,14 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 import attrs
 import trio
 
 from .._codec import ROW_FIELDS, BadRow, ResultJSON, encode_payloads, job_from_row
 from .._errors import BrokerClosed
+from .._exports import publish
 from .._job import (
     DeadLetter,
     Delivery,
@@ -285,7 +287,7 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             job.timeout,
             job.key,
             job.trace_id,
-            job.payload if self._retention.keep_payload else None,
+            _kept_payload(entry) if self._retention.keep_payload else None,
             entry.started_at,
             entry.consumer,
             entry.error,
@@ -970,6 +972,16 @@ def _job_of_record(job_id: str, record: _DoneRecord) -> Job:
     )
 
 
+def _kept_payload(entry: _Entry) -> Any:
+    """The payload a done job keeps: as enqueued, whatever its handler did to it."""
+    text = entry.payload_text
+    return entry.job.payload if text is None else json.loads(text)
+
+
 def _as_enqueued(job: Job, text: str) -> Job:
     """``job`` with its payload as enqueued (``text``): a handler may have changed it."""
     return replace_fields(job, payload=json.loads(text))
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

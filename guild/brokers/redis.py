@@ -1066,8 +1066,21 @@ class RedisBroker(WorkflowDelegate):
                 scored += [(float(score), _text(member)) for member, score in rows]
         scored.sort()
         letters = []
-        for _, job_id in scored[:limit]:
-            letter = await self.get_dead(job_id)
+        for died_at, job_id in scored[:limit]:
+            try:
+                letter = await self.get_dead(job_id)
+            except BrokerError as exc:
+                # One record overwritten by something else (its key of another
+                # type) must not hide every other dead letter: it is listed,
+                # with what went wrong in place of its error.
+                if "wrong kind of value" not in str(exc):  # WRONGTYPE
+                    raise
+                letter = DeadLetter(
+                    job=_job_from_hash({"id": job_id.encode()}),
+                    error=f"its record {keys.job(self._prefix, job_id)} is not the job's hash",
+                    traceback=None,
+                    died_at=died_at,
+                )
             if letter is not None:
                 letters.append(letter)
         return letters
@@ -1084,7 +1097,7 @@ class RedisBroker(WorkflowDelegate):
             job=_job_from_hash(fields),
             error=_lenient_text(fields.get("error", b"")),
             traceback=_text(fields.get("traceback", b"")) or None,
-            died_at=float(_text(fields.get("died_at", b"0"))),
+            died_at=_seconds_or_zero(fields.get("died_at")),
         )
 
     async def requeue_dead(
@@ -1168,6 +1181,15 @@ def _job_from_hash(fields: dict[str, Any]) -> Job:
     job = found.job if isinstance(found, BadRow) else found
     level = _LEVELS.get(fields.get("priority"))
     return job if level is None else replace_fields(job, priority=level)
+
+
+def _seconds_or_zero(value: Any) -> float:
+    """A stored time, or 0.0 where the field is missing or damaged."""
+    try:
+        seconds = float(_text(value)) if value is not None else 0.0
+    except (UnicodeDecodeError, ValueError):
+        return 0.0
+    return seconds if math.isfinite(seconds) else 0.0
 
 
 def _lenient_text(value: Any) -> str:

@@ -8,11 +8,14 @@ The command prints them; the tests check them without running anything.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._app import Guild, Periodic
 from .._version import __version__
 from ..sandbox._held import held_isolation, held_unenforced
+
+if TYPE_CHECKING:
+    # Types only: ``guild status`` and ``guild --help`` load this module without the app.
+    from .._app import Guild, Periodic
 
 
 def banner(

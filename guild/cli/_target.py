@@ -6,11 +6,10 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._app import Guild, Periodic
 from .._cron import Cron, Every
 from .._errors import ConfigError
 from .._groups import describe
@@ -18,6 +17,11 @@ from .._limits import merge_limit
 from ..config._schema import GuildConfig
 from ..sandbox._held import replace_held_policies
 from ..supervision import Strategy
+
+if TYPE_CHECKING:
+    # Imported where used: the parent of ``guild run --processes N`` reads the
+    # target without building the app (only its children import it).
+    from .._app import Guild
 
 
 def import_app(target: str, *, source: str = "TARGET") -> Guild:
@@ -49,6 +53,8 @@ def import_app(target: str, *, source: str = "TARGET") -> Guild:
         app = getattr(app, part, None)  # type: ignore[assignment]
         if app is None:
             raise ConfigError(source, "app", f"{module_name} to have {attribute!r}", target)
+    from .._app import Guild
+
     if not isinstance(app, Guild):
         raise ConfigError(source, "app", "a guild.Guild instance", type(app).__name__)
     return app
@@ -171,6 +177,8 @@ def _apply_periodic(app: Guild, path: str, name: str, entry: dict[str, Any]) -> 
         return
     # The app's schedules are kept by name; one from code is replaced whole by its
     # changed copy (Guild.periodic refuses a second schedule of one name).
+    from .._app import Periodic
+
     app._periodic[name] = Periodic(
         name=name,
         schedule=made or existing.schedule,

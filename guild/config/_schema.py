@@ -65,6 +65,8 @@ from typing import Any
 
 import attrs
 
+from .._exports import publish
+
 WORKER_OPTIONS: dict[str, tuple[type, ...]] = {
     "concurrency": (int,),
     "prefetch": (int,),
@@ -203,3 +205,7 @@ class GuildConfig:
     periodic: dict[str, dict[str, Any]] = attrs.Factory(dict)
     retention: dict[str, Any] = attrs.Factory(dict)
     canary: dict[str, Any] = attrs.Factory(dict)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

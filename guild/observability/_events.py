@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import structlog
 
+from .._exports import publish
 from .._job import Job
 
 
@@ -257,3 +258,7 @@ class Instruments:
                     "instrument_failed", instrument=type(instrument).__name__, hook=name
                 )
                 self.remove(instrument)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 
 from .._errors import GuildError
+from .._exports import publish
 
 DEFAULT_STAGES: tuple[float, ...] = (0.1, 0.5, 1.0)
 
@@ -390,3 +391,7 @@ def p95_of(buckets: Sequence[float], counts: Sequence[float]) -> float | None:
         if running >= needed - 1e-9:
             return buckets[index] if index < len(buckets) else math.inf
     return math.inf
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -29,6 +29,7 @@ import attrs
 import trio
 
 from .._errors import GuildError
+from .._exports import publish
 from .._job import JobStatus, replace_fields
 from ._lanes import lane_of
 from ._machine import CanaryDecision, CanaryPolicy, CanaryState
@@ -297,3 +298,7 @@ def _redis_versions(broker: Any) -> str:
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

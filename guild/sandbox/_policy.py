@@ -72,6 +72,7 @@ from typing import Literal
 import attrs
 
 from .._errors import CommandRefused
+from .._exports import publish
 
 SHELLS = frozenset(
     {"sh", "bash", "dash", "zsh", "fish", "ksh", "mksh", "csh", "tcsh", "ash", "busybox", "rbash"}
@@ -836,3 +837,7 @@ def check(
     check_env(argv, env or {})
     _check_exec_size(argv, env or {})
     return (entry.path, *argv[1:])
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -38,6 +38,7 @@ import structlog
 import trio
 
 from .._errors import CommandRefused, IsolationUnavailable, SandboxError, SandboxTimeout
+from .._exports import publish
 from ..observability._current import emit_here
 from ..observability._events import SandboxRan
 from . import _cgroup, _jobdir, _reaper, _spawn, _uids
@@ -767,3 +768,7 @@ async def _drain(stream: trio.abc.ReceiveStream, capture: _Capture) -> None:
         if not chunk:
             return
         capture.feed(chunk)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -9,24 +9,60 @@
 
 from __future__ import annotations
 
-from ._policy import Backoff as Backoff
-from ._policy import ChildState as ChildState
-from ._policy import Circuit as Circuit
-from ._policy import CloseCircuit as CloseCircuit
-from ._policy import GiveUp as GiveUp
-from ._policy import IllegalTransition as IllegalTransition
-from ._policy import OpenCircuit as OpenCircuit
-from ._policy import Remove as Remove
-from ._policy import Restart as Restart
-from ._policy import RestartChildren as RestartChildren
-from ._policy import Strategy as Strategy
-from ._policy import SupervisorPolicy as SupervisorPolicy
-from ._processes import supervise_processes as supervise_processes
-from ._states import WorkerState as WorkerState
-from ._supervisor import ChildEvent as ChildEvent
-from ._supervisor import ChildSpec as ChildSpec
-from ._supervisor import ChildStatus as ChildStatus
-from ._supervisor import Supervisor as Supervisor
+import typing
+
+from .. import _lazy
+
+if typing.TYPE_CHECKING:
+    from ._policy import Backoff as Backoff
+    from ._policy import ChildState as ChildState
+    from ._policy import Circuit as Circuit
+    from ._policy import CloseCircuit as CloseCircuit
+    from ._policy import GiveUp as GiveUp
+    from ._policy import IllegalTransition as IllegalTransition
+    from ._policy import OpenCircuit as OpenCircuit
+    from ._policy import Remove as Remove
+    from ._policy import Restart as Restart
+    from ._policy import RestartChildren as RestartChildren
+    from ._policy import Strategy as Strategy
+    from ._policy import SupervisorPolicy as SupervisorPolicy
+    from ._processes import supervise_processes as supervise_processes
+    from ._states import WorkerState as WorkerState
+    from ._supervisor import ChildEvent as ChildEvent
+    from ._supervisor import ChildSpec as ChildSpec
+    from ._supervisor import ChildStatus as ChildStatus
+    from ._supervisor import Supervisor as Supervisor
+
+# Loaded on first use: ``guild run`` and every worker reach these modules
+# through their own imports; a command that supervises nothing (``guild
+# enqueue``, ``guild status``) or the logging that names a WorkerState should
+# not build the supervisor for them.
+# Hidden from type checkers, which would otherwise accept any name at all.
+if not typing.TYPE_CHECKING:
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        __name__,
+        globals(),
+        {
+            "Backoff": "._policy",
+            "ChildState": "._policy",
+            "Circuit": "._policy",
+            "CloseCircuit": "._policy",
+            "GiveUp": "._policy",
+            "IllegalTransition": "._policy",
+            "OpenCircuit": "._policy",
+            "Remove": "._policy",
+            "Restart": "._policy",
+            "RestartChildren": "._policy",
+            "Strategy": "._policy",
+            "SupervisorPolicy": "._policy",
+            "supervise_processes": "._processes",
+            "WorkerState": "._states",
+            "ChildEvent": "._supervisor",
+            "ChildSpec": "._supervisor",
+            "ChildStatus": "._supervisor",
+            "Supervisor": "._supervisor",
+        },
+    )
 
 __all__ = [
     "Backoff",

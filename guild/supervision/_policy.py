@@ -40,6 +40,7 @@ from collections import deque
 import attrs
 
 from .._backoff import exponential_delay
+from .._exports import publish
 from ._states import WorkerState
 
 
@@ -387,3 +388,7 @@ class SupervisorPolicy:
     def running_in_stop_order(self) -> list[str]:
         """Every child, latest started first (the order to stop them in)."""
         return [c.name for c in sorted(self.children.values(), key=lambda c: -c.order)]
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

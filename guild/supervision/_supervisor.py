@@ -20,6 +20,7 @@ import structlog
 import trio
 
 from .._errors import GaveUp
+from .._exports import publish
 from .._groups import describe, leaves
 from ._policy import (
     Backoff,
@@ -451,3 +452,7 @@ class Supervisor:
     def _emit_all(self, state: WorkerState, detail: str) -> None:
         for name in list(self.policy.children):
             self._emit(name, state, detail)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

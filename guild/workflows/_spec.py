@@ -32,6 +32,7 @@ import attrs
 
 from .._codec import encode_payload
 from .._errors import InvalidQueueName, InvalidWorkflow, PayloadEncodeError
+from .._exports import publish
 from .._ids import new_id
 from .._job import JSONValue, check_queue_name
 
@@ -473,3 +474,7 @@ def chord(
     """Run ``header`` (usually a :func:`group`), then ``body`` with all of its
     results (Celery's ``chord``); it is ``chain(header, body)``."""
     return chain(header, body, compensations=compensations, name=name, id=id)
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -23,6 +23,7 @@ from typing import Literal
 import attrs
 
 from .._errors import NotAWorkflowStep
+from .._exports import publish
 from .._job import Job, JSONValue
 from ._spec import Workflow
 
@@ -158,3 +159,7 @@ class StepInput:
             input=job.payload.get("input"),
             results=results,
         )
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from .._exports import publish
 from .._job import JSONValue
 from ._machine import CompensationState, StepState, WorkflowState, WorkflowStatus, cast_status
 from ._spec import Workflow
@@ -162,3 +163,7 @@ def _step_view(spec: Workflow, state: WorkflowState, name: str) -> StepView:
         error=run.error,
         compensation=undo,
     )
+
+
+# Reprs, tracebacks and pickles name guild.X (see guild._exports).
+publish(globals())

@@ -156,3 +156,126 @@ async def test_a_dead_sqlite_row_whose_queue_is_no_queue_name(tmp_path: Path) ->
             # ``guild job show`` then failed to format.
             info = await broker.job_info(jobs[1].id)
             assert info is not None and info.not_before is None
+
+
+def _overwrite(server: RedisServer, key: str, kind: str) -> None:
+    """Replace a job's hash key by a value of another type, as another program would."""
+    assert _redis(server, "DEL", key) == b":1\r\n"
+    if kind == "set":
+        assert _redis(server, "SADD", key, "m") == b":1\r\n"
+    else:
+        assert _redis(server, "SET", key, "x") == b"+OK\r\n"
+
+
+@pytest.mark.parametrize("kind", ["set", "string"])
+async def test_a_redis_job_key_of_another_type_is_dead_lettered(
+    redis_server: RedisServer, kind: str
+) -> None:
+    # Every claim script failed with WRONGTYPE on it: the worker crashed, and
+    # again on each restart, so the whole queue stalled on one job.
+    prefix = f"wrongtype-{kind}"
+    with trio.fail_after(20):
+        broker = await RedisBroker.open(redis_server.url, prefix=prefix)
+        try:
+            jobs = await broker.enqueue([Job(queue="q", payload=n) for n in range(3)])
+            bad = jobs[1].id
+            _overwrite(redis_server, f"{prefix}:job:{bad}", kind)
+            claimed = await broker.claim("q", consumer="c", limit=5, lease=30)
+            assert [d.job.id for d in claimed] == [jobs[0].id, jobs[2].id]
+            await broker.ack([(d, encode_result(d.job.payload)) for d in claimed])
+            assert await broker.claim("q", consumer="c", limit=5, lease=30) == []
+            letter = await broker.get_dead(bad)
+            assert letter is not None and letter.job.queue == "q"
+            assert letter.error == (
+                f"job {bad}: its key {prefix}:job:{bad} holds a {kind}, not the job's hash:"
+                " the job cannot be read"
+            )
+            assert [d.job.id for d in await broker.list_dead()] == [bad]
+            stats = (await broker.stats(["q"]))["q"]
+            assert (stats.ready, stats.in_flight, stats.done, stats.dead) == (0, 0, 2, 1)
+            info = await broker.job_info(bad)
+            assert info is not None and info.status is guild.JobStatus.DEAD
+            result = await broker.get_result(bad)
+            assert result is not None and result.status is guild.JobStatus.DEAD
+        finally:
+            await broker.aclose()
+
+
+async def test_a_redis_job_key_replaced_while_in_flight(redis_server: RedisServer) -> None:
+    # The worker's own calls on it (extend, ack) pass it by; the lease sweep of
+    # the next claim dead-letters it, and the queue goes on.
+    prefix = "wrongtype-held"
+    with trio.fail_after(20):
+        broker = await RedisBroker.open(redis_server.url, prefix=prefix)
+        try:
+            jobs = await broker.enqueue([Job(queue="q", payload=n) for n in range(2)])
+            (held,) = await broker.claim("q", consumer="c", limit=1, lease=0)
+            _overwrite(redis_server, f"{prefix}:job:{held.job.id}", "set")
+            assert await broker.extend([held], lease=30) == []
+            await broker.ack([(held, encode_result(1))])
+            claimed = await broker.claim("q", consumer="c", limit=5, lease=30)
+            assert [d.job.id for d in claimed] == [jobs[1].id]
+            letter = await broker.get_dead(held.job.id)
+            assert letter is not None and "holds a set, not the job's hash" in letter.error
+            stats = (await broker.stats(["q"]))["q"]
+            assert (stats.ready, stats.in_flight, stats.dead) == (0, 1, 1)
+        finally:
+            await broker.aclose()
+
+
+async def test_a_redis_job_key_of_another_type_handed_to_an_idle_worker(
+    redis_server: RedisServer,
+) -> None:
+    # A job made ready while a worker waits is claimed for it by the script that
+    # made it ready (dispatch): a damaged key there failed the enqueue itself.
+    prefix = "wrongtype-idle"
+    with trio.fail_after(20):
+        broker = await RedisBroker.open(redis_server.url, prefix=prefix)
+        try:
+            await broker.enqueue([Job(queue="q", payload=0)])
+            (first,) = await broker.claim("q", consumer="c", limit=1, lease=30)
+            await broker.ack([(first, encode_result(0))])
+            taken: list[list[guild.Delivery]] = []
+            async with trio.open_nursery() as nursery:
+
+                async def claim() -> None:
+                    taken.append(await broker.claim("q", consumer="c", limit=2, lease=30, wait=10))
+
+                nursery.start_soon(claim)
+                # Until the claim has registered the worker as idle.
+                while _redis(redis_server, "ZCARD", f"{prefix}:q:q:idlers") != b":1\r\n":  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                # A ready entry of a job whose key holds a set, ahead of a good job.
+                _redis(redis_server, "SADD", f"{prefix}:job:bad", "m")
+                _redis(redis_server, "XADD", f"{prefix}:q:q:ready", "*", "j", "bad")
+                (good,) = await broker.enqueue([Job(queue="q", payload=1)])
+            assert [d.job.id for d in taken[0]] == [good.id]
+            letter = await broker.get_dead("bad")
+            assert letter is not None and "holds a set, not the job's hash" in letter.error
+        finally:
+            await broker.aclose()
+
+
+async def test_a_dead_letter_overwritten_later_does_not_hide_the_others(
+    redis_server: RedisServer,
+) -> None:
+    # A record that was already dead when its key was overwritten: `guild dlq
+    # list` read every letter with HGETALL, and the one WRONGTYPE ended it.
+    prefix = "wrongtype-dead"
+    with trio.fail_after(20):
+        broker = await RedisBroker.open(redis_server.url, prefix=prefix)
+        try:
+            jobs = await broker.enqueue([Job(queue="q", payload=n) for n in range(3)])
+            claimed = await broker.claim("q", consumer="c", limit=3, lease=30)
+            for delivery in claimed:
+                await broker.dead(delivery, error="no good")
+            _overwrite(redis_server, f"{prefix}:job:{jobs[1].id}", "set")
+            letters = {letter.job.id: letter for letter in await broker.list_dead()}
+            assert sorted(letters) == sorted(job.id for job in jobs)
+            assert letters[jobs[0].id].error == letters[jobs[2].id].error == "no good"
+            assert letters[jobs[1].id].error == (
+                f"its record {prefix}:job:{jobs[1].id} is not the job's hash"
+            )
+            assert letters[jobs[1].id].died_at > 0
+        finally:
+            await broker.aclose()

@@ -101,6 +101,16 @@ class TestDoneRecords:
             )
             assert (await broker.stats(["q"]))["q"].ready == 0
 
+    async def test_a_kept_payload_is_the_one_enqueued_not_the_handlers_copy(self) -> None:
+        broker = MemoryBroker(retention=Retention(keep_payload=True))
+        (job,) = await broker.enqueue([Job(queue="q", payload={"a": [1]}, key="once")])
+        (delivery,) = await broker.claim("q", consumer="c", limit=1, lease=60)
+        delivery.job.payload["a"].append(2)  # a handler changing its payload in place
+        await broker.ack([(delivery, encode_result(None))])
+        (again,) = await broker.enqueue([Job(queue="q", payload={"b": 0}, key="once")])
+        assert again.id == job.id
+        assert again.payload == {"a": [1]}
+
     async def test_purge_takes_done_records_by_age(self) -> None:
         clock = trio.testing.MockClock()
         broker = MemoryBroker(clock=clock.current_time)

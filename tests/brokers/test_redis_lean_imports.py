@@ -5,32 +5,21 @@ loaded only when something asks for its client."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests._first_job import probe_env, probe_run
 from tests._redis_server import RedisServer, running_redis_server
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
     with running_redis_server() as running:
         yield running
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    env.pop("GUILD_BROKER", None)
-    return env
 
 
 _PRODUCER = """
@@ -61,50 +50,17 @@ trio.run(main, sys.argv[1])
 def test_a_worker_and_a_producer_on_redis_never_load_coredis(
     server: RedisServer, tmp_path: Path
 ) -> None:
-    report = tmp_path / "loaded.json"
-    (tmp_path / "lean_app.py").write_text(
-        textwrap.dedent(
-            f"""
-            import json, sys
-            import guild
-
-            app = guild.Guild("lean")
-
-            @app.worker("q")
-            async def handle(job: guild.Job) -> int:
-                with open({str(report)!r}, "w") as out:
-                    json.dump(sorted(sys.modules), out)
-                return job.payload * 2
-            """
-        )
-    )
-    env = _env(tmp_path)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "guild", "run", "lean_app:app", "--broker", server.url],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with probe_run(tmp_path, server.url) as first_job:
         produced = subprocess.run(
             [sys.executable, "-c", _PRODUCER, server.url],
             cwd=tmp_path,
-            env=env,
+            env=probe_env(tmp_path),
             capture_output=True,
             text=True,
             timeout=90,
         )
         assert produced.returncode == 0, produced.stderr
-        deadline = time.monotonic() + 60
-        while not report.exists() or not report.read_text().endswith("]"):
-            assert worker.poll() is None, worker.communicate()[1].decode()
-            assert time.monotonic() < deadline, "the job did not run within 60 s"
-            time.sleep(0.05)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        _, err = worker.communicate(timeout=60)
-    loaded = set(json.loads(report.read_text()))
+        loaded = first_job()
     assert "guild.brokers.redis" in loaded  # the probe ran on the Redis broker
     assert "coredis" not in loaded
     seen = json.loads(produced.stdout.splitlines()[-1])
@@ -119,4 +75,3 @@ def test_a_worker_and_a_producer_on_redis_never_load_coredis(
         "epoch": True,
         "coredis_after": True,
     }
-    assert worker.returncode == 0, err.decode()

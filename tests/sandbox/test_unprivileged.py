@@ -58,10 +58,12 @@ JOBS = {
         "import os, sys\n"
         "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
         "seen = b''\n"
-        "for p in set(pids) - {str(os.getpid())}:  # its own argv holds the marker\n"
+        # Its argv holds the marker reversed, and so does bwrap's (pid 1 of
+        # the run's namespace): only a host process holds it the right way round.
+        "for p in pids:\n"
         "    try:\n        seen += open(f'/proc/{p}/cmdline', 'rb').read()\n"
         "    except OSError:\n        pass\n"
-        "print(len(pids), sys.argv[1].encode() in seen, os.getuid())\n"
+        "print(len(pids), sys.argv[1][::-1].encode() in seen, os.getuid())\n"
     ),
     'kill': (
         "import os, time\n"
@@ -113,7 +115,7 @@ JOBS = {
 }
 # The daemon's own mark: the worker's argv and the planted process hold the marker.
 daemon = marker[::-1]
-ARGS = {'net': [str(port)], 'proc': [marker], 'daemon': [daemon], 'secret': [secret_file],
+ARGS = {'net': [str(port)], 'proc': [daemon], 'daemon': [daemon], 'secret': [secret_file],
         'scratch': [marker]}
 
 async def main():
