@@ -291,12 +291,14 @@ class Worker:
         self._limit_waits: dict[tuple[str, str], trio.CancelScope] = {}
         send, receive = trio.open_memory_channel[Delivery](math.inf)
         self._jobs_send, self._jobs_receive = send, receive
-        # Done jobs for the acker, oldest first; the event it waits on while there
-        # are none; whether the handlers are all gone (then it exits once they are
-        # acked). A list and a flag: a channel's send costs more than the ack.
-        self._acks: list[tuple[Delivery, ResultJSON]] = []
-        self._acks_wakeup: trio.Event | None = None
-        self._acks_closed = False
+        # Done jobs for the acker. A channel, not a list and an event: a send wakes
+        # the acker in the same scheduling round, so a batch is acked (and the
+        # claimer refills) while the handlers are back waiting for jobs, and the
+        # next claim starts its jobs at once. With a list the refill came while
+        # handlers were still busy, so the claim prefetched, and each prefetched
+        # job cost a start of its own: SQLite drained 0.78x as fast.
+        ack_send, ack_receive = trio.open_memory_channel[tuple[Delivery, ResultJSON]](math.inf)
+        self._ack_send, self._ack_receive = ack_send, ack_receive
 
     # --- public ----------------------------------------------------------------
 
@@ -353,8 +355,7 @@ class Worker:
                     inner.start_soon(self._handler_loop)
                 inner.start_soon(self._claimer, inner.cancel_scope)
                 task_status.started()
-            self._acks_closed = True
-            self._wake_acker()
+            await self._ack_send.aclose()
             # The acker exits once every ack is flushed; then the keeper and the
             # watchdog have nothing left to guard.
             await self._acks_flushed.wait()
@@ -816,9 +817,7 @@ class Worker:
     def _done(self, delivery: Delivery, value: ResultJSON, duration: float) -> None:
         self._streak = 0
         self._counts["done"] += 1
-        self._acks.append((delivery, value))
-        if self._acks_wakeup is not None:
-            self._wake_acker()
+        self._ack_send.send_nowait((delivery, value))
         self._emit_finished(delivery.job, Outcome.DONE, duration)
 
     async def _fail(
@@ -976,37 +975,24 @@ class Worker:
 
     # --- acker and lease keeper ---------------------------------------------------
 
-    def _wake_acker(self) -> None:
-        wakeup, self._acks_wakeup = self._acks_wakeup, None
-        if wakeup is not None:
-            wakeup.set()
-
     async def _acker(self) -> None:
+        receive = self._ack_receive
         try:
-            while True:
-                if not self._acks:
-                    if self._acks_closed:
-                        return
-                    wakeup = self._acks_wakeup = trio.Event()
-                    await wakeup.wait()
-                    continue
+            async for first in receive:
                 # One scheduling round lets the handlers that are about to finish
                 # add their acks to this batch: one broker call for many jobs.
                 await trio.lowlevel.checkpoint()
-                acks = self._acks
+                batch = [first]
                 # Bounded in count and in result text: a few large results must
                 # not make one broker call too big for the broker to take.
-                count = size = 0
-                for _, text in acks:
-                    count += 1
-                    size += len(text)
-                    if count >= _ACK_BATCH or size >= _ACK_BATCH_CHARS:
+                size = len(first[1])
+                while len(batch) < _ACK_BATCH and size < _ACK_BATCH_CHARS:
+                    try:
+                        ack = receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                if count == len(acks):
-                    batch, self._acks = acks, []
-                else:
-                    batch = acks[:count]
-                    del acks[:count]
+                    batch.append(ack)
+                    size += len(ack[1])
                 if await self._ack_through_outage(batch):
                     for delivery, _ in batch:
                         self._forget(delivery)
