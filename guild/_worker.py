@@ -277,6 +277,9 @@ class Worker:
         self._charged: set[tuple[str, str]] = set()
         self._alone: trio.Event | None = None
         self._uncharged: trio.Event | None = None
+        # A claim asked to start jobs is out: what it starts is counted too, so an
+        # interrupted job waits for its answer (at most ``claim_wait``).
+        self._claim_starts = False
         self._counts = {"done": 0, "retried": 0, "dead": 0, "cancelled": 0}
         # Every handler task's slot, for the cancel watcher; and held jobs with a
         # cancel request that no handler runs yet (finished when one takes them).
@@ -389,6 +392,9 @@ class Worker:
                     await wakeup.wait()
                     continue
                 self._claim_started = trio.current_time()
+                # While an interrupted job waits to run alone, start nothing.
+                start = self._idle_handlers() if self._alone is None else 0
+                self._claim_starts = start > 0
                 try:
                     deliveries = await self.broker.claim(
                         spec.queue,
@@ -396,13 +402,13 @@ class Worker:
                         limit=free,
                         lease=spec.lease,
                         wait=spec.claim_wait,
-                        # While an interrupted job waits to run alone, start nothing.
-                        start=self._idle_handlers() if self._alone is None else 0,
+                        start=start,
                         max_attempts=spec.max_attempts,
                     )
                 except BrokerUnavailable as error:
                     # An outage is not a crash: wait it out (any length), then claim again.
                     self._claim_started = None
+                    self._claim_answered()
                     failures += 1
                     await self._wait_out_outage("claim", error, failures)
                     continue
@@ -427,8 +433,11 @@ class Worker:
                         charged.add(key)
                     send(delivery)
                 self._busy += len(deliveries)
+                if self._claim_starts:
+                    self._claim_answered()
         finally:
             self._claim_started = None
+            self._claim_answered()
             self._jobs_send.close()
             await self._unregister()
         # Drain: running jobs get graceful_timeout, then the scope's deadline
@@ -586,7 +595,7 @@ class Worker:
         killed the last process, it is charged alone for killing this one."""
         self._alone = trio.Event()
         try:
-            while self._charged:
+            while self._charged or self._claim_starts:
                 self._uncharged = trio.Event()
                 await self._uncharged.wait()
             # Nothing else is counted or being counted: its batch is its own.
@@ -599,6 +608,14 @@ class Worker:
             self._end_alone()
             self._forget(delivery)
         return started
+
+    def _claim_answered(self) -> None:
+        """The claim that could start jobs is back, its started jobs counted in
+        ``_charged``: an interrupted job waiting for both may go once none is left."""
+        self._claim_starts = False
+        if self._uncharged is not None and not self._charged:
+            self._uncharged.set()
+            self._uncharged = None
 
     def _end_alone(self) -> None:
         if self._alone is not None:

@@ -78,3 +78,51 @@ class TestInterruptedRunsAlone:
         assert [seen for seen in beside if "suspect" in seen] == [{"suspect"}, {"suspect"}]
         result = await broker.get_result(suspect.id)
         assert result is not None and result.ok and result.attempts == 2
+
+    async def test_a_claim_out_when_it_is_taken_starts_nothing_beside_it(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        # The worker takes the suspect and at once claims again, asking the broker
+        # to start jobs for its three idle handlers; that claim waits for work.
+        # The jobs it is answered with arrive while the suspect runs: if the claim
+        # had started them, they would run, and be charged, beside it.
+        broker = MemoryBroker()
+        (suspect,) = await broker.enqueue([Job(queue="q", payload="suspect")])
+        await broker.claim("q", consumer="gone", limit=1, lease=5)
+        await trio.sleep(6)
+        running: set[object] = set()
+        beside: list[set[object]] = []
+        finished = trio.Event()
+        done = 0
+
+        async def handler(job: Job) -> None:
+            nonlocal done
+            running.add(job.payload)
+            beside.append(set(running))
+            await trio.sleep(2)
+            if job.payload == "suspect":
+                beside.append(set(running))
+            running.discard(job.payload)
+            done += 1
+            if done == 4:
+                finished.set()
+
+        later: list[Job] = []
+
+        async def enqueue_later() -> None:
+            await trio.sleep(0.5)
+            later.extend(await broker.enqueue([Job(queue="q", payload=i) for i in range(3)]))
+
+        spec = WorkerSpec(queue="q", handler=handler, concurrency=4, prefetch=4, claim_wait=1.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(enqueue_later)
+            await _serve_until(guild.Worker(spec, broker), finished)
+        assert [seen for seen in beside if "suspect" in seen] == [{"suspect"}, {"suspect"}]
+        # The three waited for it, and then ran once each.
+        results = [await broker.get_result(job.id) for job in [suspect, *later]]
+        assert [(r.ok, r.attempts) for r in results if r is not None] == [
+            (True, 2),
+            (True, 1),
+            (True, 1),
+            (True, 1),
+        ]
