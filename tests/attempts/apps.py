@@ -35,6 +35,7 @@ crowd = guild.Guild("crowd")
 # on the way, and is followed by another before the death. Those would be charged
 # for it too, rightly, but then how many pay would depend on the scheduler.
 _crowd_running = 0
+_crowd_of_three = trio.Event()
 
 
 @crowd.worker("poison", concurrency=4, lease=1.0, max_attempts=3, timeout=30)
@@ -42,10 +43,11 @@ async def poison_in_a_crowd(job: guild.Job) -> object:
     global _crowd_running
     if job.payload == "poison":
         with trio.move_on_after(0.2):
-            while _crowd_running < 3:
-                await trio.sleep(0.01)
+            await _crowd_of_three.wait()
         os.kill(os.getpid(), signal.SIGKILL)
     _crowd_running += 1
+    if _crowd_running >= 3:
+        _crowd_of_three.set()
     try:
         await trio.sleep(0.5)
     finally:
