@@ -222,15 +222,10 @@ def one(
         ]
     t0, t1 = enq["t0"], enq["t1"]
     assert isinstance(t0, int) and isinstance(t1, int)
-    if args.enqueue_only:
-        drain: dict[str, object] = {
-            "jobs_per_s": math.nan,
-            "steady_jobs_per_s": math.nan,
-            "first_job_after_s": math.nan,
-            "duplicates": 0,
-            "sigkill": False,
-        }
-    else:
+    # With --enqueue-only no worker ran: the row has no drain figures at all
+    # (not NaN, which would print as "nan" and is not JSON).
+    drain: dict[str, object] = {}
+    if not args.enqueue_only:
         drain = _drain(argv, env, args.n, folder / "done.fifo", args.timeout, folder / "worker.log")
     return {
         "system": _label(system, processes),
@@ -306,14 +301,16 @@ def main() -> None:
                     )
                     row["round"] = r + 1
                     runs.append(row)
-                    print(
+                    line = (
                         f"round {r + 1} {row['system']:20} {level:8} enqueue {row['enqueue_jobs_per_s']:8,.0f}/s"
                         f" {row['enqueue_cpu_us']:5.0f} us CPU/job"
-                        f"  drain {row['jobs_per_s']:8,.0f}/s  steady {row['steady_jobs_per_s']:8,.0f}/s"
-                        f"  1st job {row['first_job_after_s']:.2f}s  dup {row['duplicates']}",
-                        file=sys.stderr,
-                        flush=True,
                     )
+                    if not args.enqueue_only:
+                        line += (
+                            f"  drain {row['jobs_per_s']:8,.0f}/s  steady {row['steady_jobs_per_s']:8,.0f}/s"
+                            f"  1st job {row['first_job_after_s']:.2f}s  dup {row['duplicates']}"
+                        )
+                    print(line, file=sys.stderr, flush=True)
     medians: list[dict[str, object]] = []
     for level in levels:
         mine_level: list[dict[str, object]] = []
@@ -321,15 +318,12 @@ def main() -> None:
             mine = [
                 x for x in runs if x["system"] == _label(system, n) and x["synchronous"] == level
             ]
+            figures = ["enqueue_jobs_per_s", "enqueue_cpu_us"]
+            if not args.enqueue_only:
+                figures += ["jobs_per_s", "steady_jobs_per_s", "first_job_after_s"]
             med = {
                 k: statistics.median(float(x[k]) for x in mine)  # type: ignore[arg-type]
-                for k in (
-                    "enqueue_jobs_per_s",
-                    "enqueue_cpu_us",
-                    "jobs_per_s",
-                    "steady_jobs_per_s",
-                    "first_job_after_s",
-                )
+                for k in figures
             }
             mine_level.append(
                 {
@@ -338,37 +332,46 @@ def main() -> None:
                     "pragmas": mine[0]["pragmas"],
                     "version": mine[0]["version"],
                     **med,
-                    "duplicates": sum(int(x["duplicates"]) for x in mine),  # type: ignore[call-overload]
                 }
             )
+            if not args.enqueue_only:
+                mine_level[-1]["duplicates"] = sum(int(x["duplicates"]) for x in mine)  # type: ignore[call-overload]
         # The anchor is Huey at its best worker count for this durability.
         hueys = [m for m in mine_level if str(m["system"]).startswith("huey")]
         best_enqueue = max(float(m["enqueue_jobs_per_s"]) for m in hueys)  # type: ignore[arg-type]
-        best_drain = max(float(m["jobs_per_s"]) for m in hueys)  # type: ignore[arg-type]
         least_cpu = min(float(m["enqueue_cpu_us"]) for m in hueys)  # type: ignore[arg-type]
         for m in mine_level:
             m["enqueue_ratio_to_huey"] = float(m["enqueue_jobs_per_s"]) / best_enqueue  # type: ignore[arg-type]
             # Huey's CPU per job over this row's: above 1, this row spends less.
             m["enqueue_cpu_ratio_to_huey"] = least_cpu / float(m["enqueue_cpu_us"])  # type: ignore[arg-type]
-            m["drain_ratio_to_huey"] = float(m["jobs_per_s"]) / best_drain  # type: ignore[arg-type]
+            if not args.enqueue_only:
+                best_drain = max(float(h["jobs_per_s"]) for h in hueys)  # type: ignore[arg-type]
+                m["drain_ratio_to_huey"] = float(m["jobs_per_s"]) / best_drain  # type: ignore[arg-type]
         medians.extend(mine_level)
     print(
         f"n={args.n}, {args.rounds} rounds, huey_consumer -k thread, guild run --concurrency 64;"
         " medians; ratios to the best Huey row at the same durability"
     )
-    print(
+    head = (
         "| system | synchronous | enqueue jobs/s (1 per call) | ratio | enqueue CPU us/job "
-        "| Huey's CPU / this | drain jobs/s (start-up incl.) | ratio | steady jobs/s | 1st job s |"
+        "| Huey's CPU / this |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    if not args.enqueue_only:  # no worker ran: no drain columns
+        head += " drain jobs/s (start-up incl.) | ratio | steady jobs/s | 1st job s |"
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
     for m in medians:
-        print(
+        line = (
             f"| {m['system']} {m['version']} | {m['synchronous']} | {m['enqueue_jobs_per_s']:,.0f} "
             f"| {m['enqueue_ratio_to_huey']:.2f}x | {m['enqueue_cpu_us']:.0f} "
-            f"| {m['enqueue_cpu_ratio_to_huey']:.2f}x "
-            f"| {m['jobs_per_s']:,.0f} | {m['drain_ratio_to_huey']:.2f}x "
-            f"| {m['steady_jobs_per_s']:,.0f} | {m['first_job_after_s']:.2f} |"
+            f"| {m['enqueue_cpu_ratio_to_huey']:.2f}x |"
         )
+        if not args.enqueue_only:
+            line += (
+                f" {m['jobs_per_s']:,.0f} | {m['drain_ratio_to_huey']:.2f}x "
+                f"| {m['steady_jobs_per_s']:,.0f} | {m['first_job_after_s']:.2f} |"
+            )
+        print(line)
     if args.json:
         Path(args.json).write_text(
             json.dumps({"args": vars(args), "runs": runs, "medians": medians}, indent=1)

@@ -13,8 +13,13 @@ import functools
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
@@ -33,12 +38,28 @@ from ._limits import Limit, open_gate
 from ._retention import Retention
 from ._retry import RetryPolicy
 from ._spec import Handler, WorkerSpec
+from ._stall import LoopWatchdog, check_threshold
 from ._worker import Worker, WorkerStatistics
 from .brokers._protocol import Broker
 from .brokers._url import open_broker
 from .observability._current import instruments_in_context
-from .observability._events import Instrument, Instruments, WorkerStateChanged, WorkflowChanged
-from .supervision import Backoff, ChildEvent, ChildSpec, Circuit, Restart, Strategy, Supervisor
+from .observability._events import (
+    Instrument,
+    Instruments,
+    LoopStalled,
+    WorkerStateChanged,
+    WorkflowChanged,
+)
+from .supervision import (
+    Backoff,
+    ChildEvent,
+    ChildSpec,
+    Circuit,
+    Restart,
+    Strategy,
+    Supervisor,
+)
+from .supervision._supervisor import open_services
 
 if TYPE_CHECKING:
     # The coordinator and the workflow machine load when first used: a producer
@@ -119,6 +140,10 @@ class Guild:
             jobs and dead letters (:class:`~guild.Retention`; a URL's
             ``result_ttl``/``done_ttl``/``dead_ttl``/``keep_payload`` override
             it). A broker passed open keeps its own.
+        loop_stall: seconds the Trio loop may go without running before a
+            warning (``loop_stalled``, naming the jobs running then) and the
+            ``guild_loop_stalls`` metric say a handler blocked it; ``None``
+            runs no watchdog. See docs/workers.md, "A handler that blocks the loop".
 
     Example::
 
@@ -139,6 +164,7 @@ class Guild:
         wall_clock: Callable[[], float] = time.time,
         workflow_poll: float | None = 1.0,
         retention: Retention | None = None,
+        loop_stall: float | None = 5.0,
     ) -> None:
         if workflow_poll is not None and not (workflow_poll > 0 and math.isfinite(workflow_poll)):
             raise ValueError(
@@ -147,6 +173,8 @@ class Guild:
         self.name = name
         self.workflow_poll = workflow_poll
         self.retention = retention or Retention()
+        check_threshold("loop_stall", loop_stall)
+        self.loop_stall = loop_stall
         self.instruments = Instruments(instruments)
         self.supervision = supervision or SupervisorOptions()
         self.supervisor: Supervisor | None = None
@@ -356,11 +384,56 @@ class Guild:
                 # documented `except guild.GaveUp` must catch it as it is.
                 # Every task of the run inherits the instruments: sandboxes and
                 # rate limiters a handler uses report to this app (._current).
-                with unwrap(GaveUp), instruments_in_context(self.instruments):
+                with (
+                    unwrap(GaveUp),
+                    instruments_in_context(self.instruments),
+                    self._watching_the_loop(),
+                ):
                     await self._supervise(shutdown_trigger, task_status)
             finally:
                 self._broker = None
                 self.supervisor = None
+
+    @contextmanager
+    def _watching_the_loop(self) -> Iterator[None]:
+        if self.loop_stall is None:
+            yield
+            return
+        watchdog = LoopWatchdog(self.loop_stall, self._loop_stalled)
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.stop()
+
+    def _loop_stalled(self, stalled: float) -> None:
+        # On the watchdog's thread, while the loop is blocked: nothing on the
+        # loop changes the workers' slots meanwhile, unless the stall ends as
+        # they are read (then they are read again, or not named).
+        jobs: dict[str, tuple[str, ...]] = {}
+        for _ in range(3):
+            try:
+                jobs = {
+                    name: tuple(job.id for job, _ in running)
+                    for name, running in self.running_jobs().items()
+                    if running
+                }
+                break
+            except RuntimeError:  # changed while read: the loop ran again
+                continue
+        _log.warning(
+            "loop_stalled",
+            app=self.name,
+            stalled=round(stalled, 3),
+            jobs=jobs,
+            advice="a handler blocked the event loop (a sync call or CPU loop without"
+            " await): its leases cannot be renewed, so its jobs may run twice; move the"
+            " blocking work to trio.to_thread.run_sync or guild.Sandbox",
+        )
+        if self.instruments.wants("loop_stalled"):
+            self.instruments.emit(
+                "loop_stalled", LoopStalled(stalled=stalled, jobs=jobs, at=time.time())
+            )
 
     async def _supervise(
         self,
@@ -530,9 +603,18 @@ class Guild:
     def _on_child_event(self, event: ChildEvent) -> None:
         # The coordinator is a service, not a worker: /health and the metrics
         # would judge it by claims it never makes.
-        if event.child != _COORDINATOR and self.instruments.wants("worker_state_changed"):
+        self._emit_child(
+            "service_state_changed" if event.child == _COORDINATOR else "worker_state_changed",
+            event,
+        )
+
+    def _on_service_event(self, event: ChildEvent) -> None:
+        self._emit_child("service_state_changed", event)
+
+    def _emit_child(self, hook: str, event: ChildEvent) -> None:
+        if self.instruments.wants(hook):
             self.instruments.emit(
-                "worker_state_changed",
+                hook,
                 WorkerStateChanged(
                     worker=event.child,
                     state=event.state,
@@ -542,6 +624,29 @@ class Guild:
                     last_error=event.last_error,
                 ),
             )
+
+    @asynccontextmanager
+    async def open_services(self) -> AsyncIterator[Supervisor]:
+        """A supervisor for a run's system tasks, the ones beside the workers.
+
+        ``guild run`` starts its HTTP server, its rollout recorder and a canary's
+        controller in it (``supervisor.start_child(ChildSpec(...))``): one that
+        crashes is restarted with the app's backoff and counted against the
+        app's intensity (:class:`SupervisorOptions`), its cause logged
+        (``child_crashed``) and its restarts counted
+        (``guild_service_restarts``), instead of ending every worker of the run.
+        A crash loop past the intensity raises :class:`GaveUp`, as a worker's does.
+        Leaving the block stops the services, latest started first.
+        """
+        options = self.supervision
+        async with open_services(
+            f"{self.name}.services",
+            max_restarts=options.max_restarts,
+            period=options.period,
+            backoff=options.backoff,
+            on_event=self._on_service_event,
+        ) as supervisor:
+            yield supervisor
 
     @asynccontextmanager
     async def _using_broker(self, broker: Broker | str | None) -> AsyncIterator[Broker]:

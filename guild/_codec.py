@@ -548,6 +548,24 @@ def _number(value: StoredValue) -> float | None:
     return number
 
 
+def lenient_seconds(value: object) -> float | None:
+    """A stored time as shown (job info, a dead letter): ``None`` where it is
+    missing or a hand edit spoiled it (``'soon'``, bytes that are no number, a
+    non-finite number), rather than text or an infinity handed on for a reader
+    (a date formatter, a sort) to trip over. Unlike a claimed row's fields, a
+    shown time is never a reason to dead-letter the job."""
+    if type(value) is float:
+        number = value
+    elif isinstance(value, (str, bytes, int, float)):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):  # an int past a float's range
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _whole(value: StoredValue) -> int | None:
     """A stored whole number; ``None`` for nothing stored."""
     if type(value) is int:

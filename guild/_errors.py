@@ -43,12 +43,34 @@ original in ``__cause__``.
 
 from __future__ import annotations
 
+import copyreg
+
 import attrs
 
 from ._exports import publish
 
 
-class GuildError(Exception):
+class _Portable(Exception):
+    """Pickles by state, not by calling ``__init__`` again.
+
+    Exception's own pickling calls ``cls(*self.args)``: ``args`` holds the
+    message, and an ``__init__`` that takes other arguments (``JobTimeout(job_id,
+    timeout)``) then fails to unpickle, or rebuilds a message around the message.
+    Errors cross processes (a process pool in a handler, the sandbox), so every
+    error here is rebuilt from its message and attributes instead; notes travel
+    with them (they live in ``__dict__``).
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # copyreg.__newobj__ is cls.__new__(cls, *args); the state then goes
+        # through BaseException.__setstate__, args with it (an OSError subclass,
+        # JobTimeout say, sets its args in __init__, which is not called).
+        # Nothing of guild's own is named, so a pickle names only guild.X.
+        newobj = copyreg.__newobj__  # type: ignore[attr-defined]  # typeshed omits it
+        return (newobj, (type(self), *self.args), {**self.__dict__, "args": self.args})
+
+
+class GuildError(_Portable):
     """Base class of every error guild raises."""
 
 
@@ -427,7 +449,7 @@ class RateLimitError(GuildError, RuntimeError):
 # --- requests (control flow, not failures) -------------------------------------------
 
 
-class Retry(Exception):
+class Retry(_Portable):
     """Raise from a handler to ask for the job to run again.
 
     The attempt still counts toward ``max_attempts``.
@@ -442,7 +464,7 @@ class Retry(Exception):
         self.after = after
 
 
-class Reject(Exception):
+class Reject(_Portable):
     """Raise from a handler to dead-letter the job at once, whatever attempts remain.
 
     For input that can never succeed (a refused command, a malformed request):

@@ -59,6 +59,7 @@ import attrs
 import structlog
 import trio
 
+from ._box import Box
 from ._codec import MAX_VALUE_CHARS, ResultJSON, encode_result, storable
 from ._errors import (
     BrokerError,
@@ -268,6 +269,9 @@ class Worker:
         self._claim_started: float | None = None
         self._lost: set[tuple[str, str]] = set()
         self._acks_flushed = trio.Event()
+        # When a drain gives up on acks the broker does not take (see
+        # _ack_through_outage): set at the first failed ack of the drain.
+        self._ack_deadline: float | None = None
         self._streak = 0
         self._starting: _StartBatch | None = None
         self._start_inline = broker.start_nowait if isinstance(broker, StartsInline) else None
@@ -292,16 +296,15 @@ class Worker:
         self._doomed: set[tuple[str, str]] = set()
         # Held jobs waiting for their limit (spec.limit): a cancel request ends the wait.
         self._limit_waits: dict[tuple[str, str], trio.CancelScope] = {}
-        send, receive = trio.open_memory_channel[Delivery](math.inf)
-        self._jobs_send, self._jobs_receive = send, receive
-        # Done jobs for the acker. A channel, not a list and an event: a send wakes
-        # the acker in the same scheduling round, so a batch is acked (and the
-        # claimer refills) while the handlers are back waiting for jobs, and the
-        # next claim starts its jobs at once. With a list the refill came while
+        # Claimed jobs for the handlers (a Box: a channel's core, for less; see _box).
+        self._jobs: Box[Delivery] = Box()
+        # Done jobs for the acker. A channel's way, not a list and an event: a put
+        # wakes the acker in the same scheduling round, so a batch is acked (and
+        # the claimer refills) while the handlers are back waiting for jobs, and
+        # the next claim starts its jobs at once. With a list the refill came while
         # handlers were still busy, so the claim prefetched, and each prefetched
         # job cost a start of its own: SQLite drained 0.78x as fast.
-        ack_send, ack_receive = trio.open_memory_channel[tuple[Delivery, ResultJSON]](math.inf)
-        self._ack_send, self._ack_receive = ack_send, ack_receive
+        self._acks: Box[tuple[Delivery, ResultJSON]] = Box()
 
     # --- public ----------------------------------------------------------------
 
@@ -358,7 +361,8 @@ class Worker:
                     inner.start_soon(self._handler_loop)
                 inner.start_soon(self._claimer, inner.cancel_scope)
                 task_status.started()
-            await self._ack_send.aclose()
+            self._acks.close()
+            await trio.lowlevel.checkpoint()
             # The acker exits once every ack is flushed; then the keeper and the
             # watchdog have nothing left to guard.
             await self._acks_flushed.wait()
@@ -425,7 +429,7 @@ class Worker:
                             at=self.broker.now(),
                         ),
                     )
-                held, charged, send = self._held, self._charged, self._jobs_send.send_nowait
+                held, charged, send = self._held, self._charged, self._jobs.put
                 for delivery in deliveries:
                     key = (delivery.job.id, delivery.receipt)  # _key, inline
                     held[key] = delivery
@@ -438,7 +442,7 @@ class Worker:
         finally:
             self._claim_started = None
             self._claim_answered()
-            self._jobs_send.close()
+            self._jobs.close()
             await self._unregister()
         # Drain: running jobs get graceful_timeout, then the scope's deadline
         # cancels them (and they hand their jobs back).
@@ -476,7 +480,7 @@ class Worker:
         # opening a scope per job costs a third of the memory broker's throughput.
         slot = _Slot()
         self._slots.append(slot)
-        receive = self._jobs_receive
+        jobs = self._jobs
         # The job's fields start unbound (structlog skips ``...``); binding them
         # here gives the context variables behind them, which each run then sets
         # directly (_run): one ``ContextVar.set`` a field, not a bind_contextvars.
@@ -495,10 +499,10 @@ class Worker:
                     # still yields at least that often (and at every real await
                     # inside a handler).
                     try:
-                        delivery = receive.receive_nowait()
+                        delivery = jobs.get_nowait()
                     except trio.WouldBlock:
                         try:
-                            delivery = await receive.receive()
+                            delivery = await jobs.get()
                         except trio.EndOfChannel:
                             return
                     except trio.EndOfChannel:
@@ -553,8 +557,7 @@ class Worker:
     def _idle_handlers(self) -> int:
         """Handlers waiting for a job now: a claim starts that many of the jobs it
         takes (they go straight to them) and prefetches the rest, uncounted."""
-        stats = self._jobs_receive.statistics()
-        return max(0, stats.tasks_waiting_receive - stats.current_buffer_used)
+        return self._jobs.idle_takers()
 
     async def _begin(self, delivery: Delivery) -> Delivery | None:
         """Start a prefetched delivery: its attempt is counted, durably, before its
@@ -697,7 +700,9 @@ class Worker:
             # from the last job is no earlier than its own and no later than that
             # keeps it: a 60 s handler, running a job a millisecond, moves it every
             # 50th job, and no job is cut off before its timeout.
-            slack = min(timeout * _DEADLINE_SLACK_SHARE, _DEADLINE_SLACK_MAX)
+            slack = timeout * _DEADLINE_SLACK_SHARE
+            if slack > _DEADLINE_SLACK_MAX:
+                slack = _DEADLINE_SLACK_MAX
             kept = scope.deadline
             if not deadline <= kept <= deadline + slack:
                 scope.deadline = deadline + slack
@@ -834,8 +839,9 @@ class Worker:
     def _done(self, delivery: Delivery, value: ResultJSON, duration: float) -> None:
         self._streak = 0
         self._counts["done"] += 1
-        self._ack_send.send_nowait((delivery, value))
-        self._emit_finished(delivery.job, Outcome.DONE, duration)
+        self._acks.put((delivery, value))
+        if self.instruments.wants_finished(delivery.job):
+            self._emit_finished(delivery.job, Outcome.DONE, duration)
 
     async def _fail(
         self, delivery: Delivery, error: BaseException, after: float | None, duration: float
@@ -993,9 +999,13 @@ class Worker:
     # --- acker and lease keeper ---------------------------------------------------
 
     async def _acker(self) -> None:
-        receive = self._ack_receive
+        acks = self._acks
         try:
-            async for first in receive:
+            while True:
+                try:
+                    first = await acks.get()
+                except trio.EndOfChannel:
+                    break
                 # One scheduling round lets the handlers that are about to finish
                 # add their acks to this batch: one broker call for many jobs.
                 await trio.lowlevel.checkpoint()
@@ -1005,7 +1015,7 @@ class Worker:
                 size = len(first[1])
                 while len(batch) < _ACK_BATCH and size < _ACK_BATCH_CHARS:
                     try:
-                        ack = receive.receive_nowait()
+                        ack = acks.get_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     batch.append(ack)
@@ -1024,9 +1034,12 @@ class Worker:
         cannot hang on a dead broker): then the acks are given up, loudly, and
         the jobs run again after their leases expire (at least once). Returns
         whether the acks were stored.
+
+        The bound is one for the whole drain, not one per batch: acks that come
+        in several batches (handlers finishing at different times) would
+        otherwise hold shutdown for a ``graceful_timeout`` each.
         """
         failures = 0
-        drain_deadline: float | None = None
         while True:
             try:
                 await self.broker.ack(batch)
@@ -1034,9 +1047,9 @@ class Worker:
                 failures += 1
                 if self.draining:
                     now = trio.current_time()
-                    if drain_deadline is None:
-                        drain_deadline = now + self.spec.graceful_timeout
-                    if now >= drain_deadline:
+                    if self._ack_deadline is None:
+                        self._ack_deadline = now + self.spec.graceful_timeout
+                    if now >= self._ack_deadline:
                         _log.error(
                             "acks_abandoned",
                             worker=self.spec.name,

@@ -164,6 +164,12 @@ EXPECTED = {
         "#nowhere: dead: rejected: #nowhere: slack error channel_not_found",
         "after reopening: #ops: parts=6, rate_limited=1, rate_limited_seconds=1, sent=4, split=1",
     ],
+    "unix_socket_demo.py": [
+        "worker on unix://, producer on redis+unix://: 7 squared is 49",
+        "the job in db 0: False",
+        "the job in db 3: True",
+        "with a host: UnknownBrokerURL: a unix socket URL names a path, not a host",
+    ],
     "task_worker_demo.py": [
         "command job: exit 0",
         "'report written'",

@@ -7,13 +7,17 @@ reads its shares.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._job import Job
 from ..rollout._lanes import route_jobs
+
+if TYPE_CHECKING:
+    # Only named in annotations: the Redis broker imports this module, and a run
+    # on Redis does not load sqlite3 at start-up.
+    import sqlite3
 
 SHARE_CACHE_SECONDS = 1.0
 """How stale a Redis producer's view of the shares may be: a rollback reaches every

@@ -44,6 +44,18 @@ _UNREACHABLE_REPLIES = ("LOADING", "ERR max number of clients reached")
 its "max clients" ``ConnectionError``): the lean connections
 (``_redis_wire``) map them the same way."""
 
+_CREDENTIALS = {
+    "NOAUTH": "the server asks for a password and the broker URL gives none",
+    "WRONGPASS": "the server refused the user and password of the broker URL",
+}
+"""Replies to a connection's ``HELLO … AUTH``, by code, said plainly (Redis's own
+NOAUTH text speaks of calling HELLO). Unavailable, not a crash: credentials that
+stop working under a running worker (a server restarted with another password, a
+rotated ACL) come back when the server's or the URL's are fixed, and every loop
+of a running app waits out BrokerUnavailable, where a BrokerError from any of
+them would take the whole process down."""
+
+
 _NAMED_CODES = frozenset(
     [
         "ASK",
@@ -70,6 +82,25 @@ _NAMED_CODES = frozenset(
 )
 """The codes coredis's parser turns into exception classes, leaving them out of the
 message: a lean connection's error reads the same."""
+
+
+class WrongTypeError(BrokerError):
+    """A key holds another type than the command works on (``WRONGTYPE``): a
+    record overwritten by something else. Typed so a caller that can go on
+    without that one record (``list_dead``) tells it from other failures."""
+
+
+class GroupExistsError(BrokerError):
+    """``XGROUP CREATE`` found the consumer group made already (``BUSYGROUP``):
+    by another process first, which is fine for a caller that only needs it
+    to be there."""
+
+
+_TYPED: dict[str, type[BrokerError]] = {
+    "WRONGTYPE": WrongTypeError,
+    "BUSYGROUP": GroupExistsError,
+}
+"""Reply codes whose failure a caller handles, by the error raised for them."""
 
 
 def _reply_text(message: str) -> str:
@@ -108,9 +139,20 @@ def _translate(what: str, exc: Exception) -> None:
             raise BrokerUnavailable(f"redis: {what}: {_reply_text(message)}") from exc
         if message.startswith(REFUSING):
             raise BrokerUnavailable(f"redis refuses {what}: {_reply_text(message)}") from exc
-        raise BrokerError(f"redis: {what}: {_reply_text(message)}") from exc
+        code = message.partition(" ")[0]
+        if code in _CREDENTIALS:
+            raise BrokerUnavailable(f"redis: {what}: {_CREDENTIALS[code]} ({message})") from exc
+        error = _TYPED.get(message.partition(" ")[0], BrokerError)
+        raise error(f"redis: {what}: {_reply_text(message)}") from exc
     found = _coredis_exceptions()
     if found is not None and isinstance(exc, found.RedisError):
         if str(exc).startswith(REFUSING):
             raise BrokerUnavailable(f"redis refuses {what}: {exc}") from exc
+        if isinstance(exc, found.AuthenticationError):
+            code = "NOAUTH" if isinstance(exc, found.AuthenticationRequiredError) else "WRONGPASS"
+            raise BrokerUnavailable(f"redis: {what}: {_CREDENTIALS[code]} ({code} {exc})") from exc
+        if isinstance(exc, found.WrongTypeError):
+            raise WrongTypeError(f"redis: {what}: {exc}") from exc
+        if isinstance(exc, found.StreamDuplicateConsumerGroupError):
+            raise GroupExistsError(f"redis: {what}: {exc}") from exc
         raise BrokerError(f"redis: {what}: {exc}") from exc

@@ -12,7 +12,8 @@
 --   P:q:<queue>:idle:<c>    hash: an idle consumer's room, start, lease, clock offset
 --   P:q:<queue>:inbox:<c>   list: jobs claimed for an idle consumer, which BLPOPs it
 --   P:q:<queue>:delayed     zset: id -> ready_at (delayed jobs and retries)
---   P:q:<queue>:leases      zset: id -> lease_expires (claimed jobs)
+--   P:q:<queue>:leases      zset: id -> lease_expires rounded up to a second (claimed
+--                           jobs; the exact one is the hash's: see lease_score)
 --   P:q:<queue>:dead        zset: id -> died_at
 --   P:q:<queue>:cursor      XAUTOCLAIM cursor for orphaned deliveries
 --   P:queues  P:done        set of queue names; hash queue -> jobs done
@@ -60,6 +61,34 @@ local function notify(id, result)
     redis.call('PEXPIRE', list, 60000)
     redis.call('DEL', waiting)
   end
+end
+
+-- One command with head's arguments then items (of which there may be none:
+-- then no call), in calls of up to 1000 items: unpack puts its results on Lua's
+-- C stack, which holds about 8000. A multiple of 2, so pairs stay together.
+local function call_many(head, items)
+  for i = 1, #items, 1000 do
+    local args = {}
+    for k = 1, #head do args[k] = head[k] end
+    for k = i, math.min(#items, i + 999) do args[#args + 1] = items[k] end
+    redis.call(unpack(args))
+  end
+end
+
+-- A lease's score in P:q:<queue>:leases is its expiry rounded up to a whole
+-- second; the exact expiry is the job hash's 'lease_expires'. Redis keeps a
+-- small sorted set as a listpack, where an insert parses the score of every
+-- member before its place: strtod for a fraction, none for a whole number (on
+-- Redis 7.0 that parse was a quarter of Redis' CPU per job in a drain). So a
+-- score only bounds a lease from above (guilds before this one scored the exact
+-- expiry, a bound too), and a lease is live by lease_until, never by its score
+-- alone. Older guilds reading these scores see leases end up to a second late.
+local function lease_score(lease_expires) return math.ceil(tonumber(lease_expires)) end
+-- The exact expiry of a lease scored `score` whose hash holds `stored`.
+local function lease_until(stored, score)
+  local exact, bound = tonumber(stored), tonumber(score)
+  if exact and exact < bound then return exact end
+  return bound
 end
 
 local function drop_entry(queue, entry)
@@ -176,9 +205,10 @@ local function end_cancelled(id, queue, attempts, now, result_ttl_ms)
 end
 
 -- A delivery is still held when the job is in flight under the same receipt.
--- Returns status, receipt, queue, entry, attempt, started, cancel.
+-- Returns status, receipt, queue, entry, attempt, started, cancel, lease_expires.
 local function held(id, receipt)
-  local f = job_hmget(id, 'status', 'receipt', 'queue', 'entry', 'attempt', 'started', 'cancel')
+  local f = job_hmget(id, 'status', 'receipt', 'queue', 'entry', 'attempt', 'started', 'cancel',
+    'lease_expires')
   if not f or f[1] ~= 'in_flight' or f[2] ~= receipt then return nil end
   return f
 end
@@ -218,15 +248,25 @@ end
 
 local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
   local nnow = tonumber(now)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', nnow, 'LIMIT', 0, 1000)) do
-    redis.call('ZREM', k_q(queue, 'leases'), id)
-    local f = job_hmget(id, 'status', 'entry', 'attempt', 'max_attempts', 'started', 'cancel')
-    if not f then
+  -- Scores bound expiries from above by under a second (lease_score): the leases
+  -- scored up to the next whole second are the candidates, their hashes decide.
+  local candidates = redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '-inf', math.ceil(nnow),
+    'WITHSCORES', 'LIMIT', 0, 1000)
+  for i = 1, #candidates, 2 do
+    local id = candidates[i]
+    local f = job_hmget(id, 'status', 'entry', 'attempt', 'max_attempts', 'started', 'cancel',
+      'lease_expires')
+    if f and f[1] == 'in_flight' and lease_until(f[7], candidates[i + 1]) > nnow then
+      -- Live for under a second more: kept.
+    elseif not f then
+      redis.call('ZREM', k_q(queue, 'leases'), id)
       bury_damaged(id, queue, now, result_ttl)
     elseif f[1] == 'in_flight' and f[6] == '1' then
+      redis.call('ZREM', k_q(queue, 'leases'), id)
       drop_entry(queue, f[2])
       end_cancelled(id, queue, tonumber(f[3]) or 0, now, result_ttl)
     elseif f[1] == 'in_flight' then
+      redis.call('ZREM', k_q(queue, 'leases'), id)
       drop_entry(queue, f[2])
       local attempt = tonumber(f[3])
       local max_attempts = tonumber(f[4] or '') or tonumber(max_default)
@@ -240,6 +280,9 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
         if f[5] ~= '0' then redis.call('HSET', k_job(id), 'interrupted', '1') end
         make_ready(id, queue, now)
       end
+    else
+      -- The job moved on (done, dead, cancelled, ready again): a stale lease.
+      redis.call('ZREM', k_q(queue, 'leases'), id)
     end
   end
   promote_due(queue, nnow)
@@ -272,7 +315,19 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
   local d = redis.call('ZRANGE', k_q(queue, 'delayed'), 0, 0, 'WITHSCORES')
   if d[2] then next_due = tonumber(d[2]) end
   local l = redis.call('ZRANGE', k_q(queue, 'leases'), 0, 0, 'WITHSCORES')
-  if l[2] and (next_due < 0 or tonumber(l[2]) < next_due) then next_due = tonumber(l[2]) end
+  if l[2] then
+    -- The soonest expiry is under the lowest score, and no more than a second
+    -- below it (lease_score): among the leases scored up to a second above it.
+    local soonest = tonumber(l[2])
+    local near = redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), soonest, soonest + 1,
+      'WITHSCORES', 'LIMIT', 0, 200)
+    for i = 1, #near, 2 do
+      local f = job_hmget(near[i], 'lease_expires')
+      local at = lease_until(f and f[1], near[i + 1])
+      if at < soonest then soonest = at end
+    end
+    if next_due < 0 or soonest < next_due then next_due = soonest end
+  end
   return tostring(next_due)
 end
 
@@ -296,44 +351,60 @@ end
 local function mark_entries(queue, lease_expires, consumer, taken, start, now, result_ttl_ms)
   local out = {}
   local marked = 0
+  -- Per claim, not per job: the stream entries to XACK and XDEL and the leases
+  -- to ZADD go in one command each after the loop (each Redis call from Lua
+  -- costs more than the work of one more argument). Nothing in the loop reads
+  -- the stream or the leases, so deferring them changes no outcome.
+  local entries, leases = {}, {}
   for i = 1, #taken, 2 do
     local entry, id = taken[i], taken[i + 1]
-    local f = job_hmget(id, 'status', 'entry', 'attempt', 'interrupted')
+    -- One read gives the checks and the row (append_row's fields but id,
+    -- receipt and started, which this claim writes).
+    local f = job_hmget(id, 'status', 'entry', 'attempt', 'interrupted', 'queue', 'payload',
+      'max_attempts', 'enqueued_at', 'not_before', 'timeout', 'key', 'trace_id', 'priority')
+    if entry ~= '' then entries[#entries + 1] = entry end
     if not f then
-      drop_entry(queue, entry)
       bury_damaged(id, queue, now, result_ttl_ms)
     elseif f[1] ~= 'ready' or (f[2] or '') ~= entry then
-      -- A stale entry (the job moved on, or its hash expired): drop it.
-      if entry ~= '' then
-        redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
-        redis.call('XDEL', k_q(queue, 'ready'), entry)
-      end
+      -- A stale entry (the job moved on, or its hash expired): only dropped.
     else
       local started, attempt = '0', tonumber(f[3])
       if not attempt then
         -- Not a number: kept as stored, for claim to dead-letter (_codec.job_from_row).
         attempt = f[3] or ''
-      elseif marked < start and f[4] ~= '1' then started, attempt = '1', attempt + 1 end
+      else
+        if marked < start and f[4] ~= '1' then started, attempt = '1', attempt + 1 end
+        -- As HSET stores it and HMGET would read it back.
+        attempt = tostring(attempt)
+      end
       marked = marked + 1
       -- The stream entry id is unique to this claim; a job from a level's zset
-      -- has none, and takes the claim's time instead.
+      -- has none, and takes the claim's time instead. From here the lease (a
+      -- zset score) holds the job, not the stream: the entry goes in this script,
+      -- so the PEL only ever holds deliveries nobody marked.
       local receipt = entry .. '/' .. attempt
-      if entry == '' then
-        receipt = 'p' .. now .. ':' .. id .. '/' .. attempt
+      if entry == '' then receipt = 'p' .. now .. ':' .. id .. '/' .. attempt end
+      if started == '1' then
+        redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
+          'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires,
+          'started', started, 'started_at', now)
       else
-        -- From here the lease (a zset score) holds the job, not the stream: the
-        -- entry goes at once, so the PEL only ever holds deliveries nobody marked.
-        redis.call('XACK', k_q(queue, 'ready'), GROUP, entry)
-        redis.call('XDEL', k_q(queue, 'ready'), entry)
+        redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
+          'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires,
+          'started', started)
       end
-      redis.call('HSET', k_job(id), 'status', 'in_flight', 'attempt', attempt, 'entry', '',
-        'receipt', receipt, 'consumer', consumer, 'lease_expires', lease_expires,
-        'started', started)
-      if started == '1' then redis.call('HSET', k_job(id), 'started_at', now) end
-      redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
-      append_row(out, id)
+      leases[#leases + 1] = lease_score(lease_expires)
+      leases[#leases + 1] = id
+      -- The 14 fields of append_row, in its order.
+      local row = {id, f[5], f[6], attempt, f[7], f[8], f[9], f[10], f[11], f[12], receipt,
+        started, f[4], f[13]}
+      for k = 1, 14 do out[#out + 1] = row[k] end
     end
   end
+  local stream = k_q(queue, 'ready')
+  call_many({'XACK', stream, GROUP}, entries)
+  call_many({'XDEL', stream}, entries)
+  call_many({'ZADD', k_q(queue, 'leases')}, leases)
   return out
 end
 
@@ -612,7 +683,7 @@ for i = 1, #left, 2 do
   local id = left[i]
   local f = held(id, left[i + 1])
   if f and redis.call('HGET', k_job(id), 'consumer') == consumer then
-    redis.call('ZADD', k_q(queue, 'leases'), tonumber(lease_expires), id)
+    redis.call('ZADD', k_q(queue, 'leases'), lease_score(lease_expires), id)
     redis.call('HSET', k_job(id), 'lease_expires', lease_expires)
     append_row(out, id)
   end
@@ -628,7 +699,9 @@ if not taken then
 end
 local marked = mark_entries(queue, lease_expires, consumer, taken, start, ARGV[3], ARGV[4])
 for i = 1, #marked do out[#out + 1] = marked[i] end
-for i = 1, #out, 14 do redis.call('RPUSH', token_key, out[i]) end
+local ids = {}
+for i = 1, #out, 14 do ids[#ids + 1] = out[i] end
+call_many({'RPUSH', token_key}, ids)
 if #out > 0 then redis.call('PEXPIRE', token_key, 60000) end
 local block = 0
 local room = limit - #marked / 14
@@ -678,6 +751,10 @@ return 1
 -- dropped (kept as JSON null) unless keep_payload: see guild.Retention.
 local now, result_ttl, keep_payload = ARGV[2], ARGV[3], ARGV[4]
 local ttl_s = math.max(1, math.floor(tonumber(result_ttl) / 1000))
+-- Per queue, not per job: the lease and delayed entries to drop and the done
+-- count go in one command each after the loop (each Redis call from Lua costs
+-- more than one more argument); nothing in the loop reads them.
+local finished = {}
 for i = 5, #ARGV, 2 do
   local id, value = ARGV[i], ARGV[i + 1]
   local f = job_hmget(id, 'status', 'queue', 'entry', 'attempt')
@@ -685,16 +762,27 @@ for i = 5, #ARGV, 2 do
     local queue = f[2]
     drop_entry(queue, f[3])
     if f[1] == 'ready' then unready(queue, id) end
-    redis.call('ZREM', k_q(queue, 'leases'), id)
-    redis.call('ZREM', k_q(queue, 'delayed'), id)
-    redis.call('HSET', k_job(id), 'status', 'done', 'entry', '', 'receipt', '')
-    if keep_payload ~= '1' then redis.call('HSET', k_job(id), 'payload', 'null') end
+    if keep_payload ~= '1' then
+      redis.call('HSET', k_job(id), 'status', 'done', 'entry', '', 'receipt', '', 'payload', 'null')
+    else
+      redis.call('HSET', k_job(id), 'status', 'done', 'entry', '', 'receipt', '')
+    end
     redis.call('EXPIRE', k_job(id), ttl_s)
-    redis.call('HINCRBY', P .. ':done', queue, 1)
     local result = result_json(id, queue, 'done', f[4], now, value, nil)
     redis.call('SET', P .. ':result:' .. id, result, 'PX', result_ttl)
     notify(id, result)
+    local ids = finished[queue]
+    if not ids then
+      ids = {}
+      finished[queue] = ids
+    end
+    ids[#ids + 1] = id
   end
+end
+for queue, ids in pairs(finished) do
+  call_many({'ZREM', k_q(queue, 'leases')}, ids)
+  call_many({'ZREM', k_q(queue, 'delayed')}, ids)
+  redis.call('HINCRBY', P .. ':done', queue, #ids)
 end
 return 1
 
@@ -773,7 +861,7 @@ for i = 3, #ARGV, 2 do
   local f = held(id, receipt)
   if f then
     local current = redis.call('ZSCORE', k_q(f[3], 'leases'), id)
-    if current and tonumber(current) > now then
+    if current and lease_until(f[8], current) > now then
       local attempt = tonumber(f[5])
       if f[6] == '0' then
         attempt = attempt + 1
@@ -795,8 +883,8 @@ for i = 4, #ARGV, 2 do
   local f = held(id, receipt)
   if f then
     local current = redis.call('ZSCORE', k_q(f[3], 'leases'), id)
-    if current and tonumber(current) > now then
-      redis.call('ZADD', k_q(f[3], 'leases'), tonumber(lease_expires), id)
+    if current and lease_until(f[8], current) > now then
+      redis.call('ZADD', k_q(f[3], 'leases'), lease_score(lease_expires), id)
       redis.call('HSET', k_job(id), 'lease_expires', lease_expires)
       out[#out + 1] = id
     end
@@ -835,6 +923,15 @@ for _, queue in ipairs(queues) do
   if ok then pending = tonumber(summary[1]) end
   local expired = redis.call('ZCOUNT', k_q(queue, 'leases'), '-inf', now)
   local live = redis.call('ZCOUNT', k_q(queue, 'leases'), '(' .. now, '+inf')
+  -- Scored above now yet expired by their hashes: up to a second's worth (lease_score).
+  local edge = redis.call('ZRANGEBYSCORE', k_q(queue, 'leases'), '(' .. now, math.ceil(now),
+    'WITHSCORES')
+  for i = 1, #edge, 2 do
+    local f = job_hmget(edge[i], 'lease_expires')
+    if lease_until(f and f[1], edge[i + 1]) <= now then
+      expired, live = expired + 1, live - 1
+    end
+  end
   local due = redis.call('ZCOUNT', k_q(queue, 'delayed'), '-inf', now)
   local later = redis.call('ZCOUNT', k_q(queue, 'delayed'), '(' .. now, '+inf')
   local done = redis.call('HGET', P .. ':done', queue) or '0'
@@ -915,13 +1012,14 @@ local now, result_ttl = ARGV[2], ARGV[3]
 local out = {}
 for i = 4, #ARGV do
   local id = ARGV[i]
-  local f = job_hmget(id, 'status', 'queue', 'entry', 'attempt', 'started', 'consumer') or {}
+  local f = job_hmget(id, 'status', 'queue', 'entry', 'attempt', 'started', 'consumer',
+    'lease_expires') or {}
   local status, queue = f[1], f[2]
   if queue and (status == 'ready' or status == 'delayed' or status == 'in_flight') then
     local running = false
     if status == 'in_flight' and f[5] ~= '0' then
       local lease = redis.call('ZSCORE', k_q(queue, 'leases'), id)
-      running = lease and tonumber(lease) > tonumber(now)
+      running = lease and lease_until(f[7], lease) > tonumber(now)
       -- Handed to an idle worker that has not popped it: started on paper only,
       -- so its run is not counted either.
       if running and f[6] and strike_handed(queue, f[6], id) then
@@ -1072,11 +1170,15 @@ if redis.call('SADD', P .. ':queues', queue) == 1 then
 end
 local moved = 0
 local delayed = redis.call('ZRANGE', k_q(lane, 'delayed'), 0, -1, 'WITHSCORES')
+-- As an enqueue: the queue's idle workers registered past a moved job's due
+-- time are woken (@after), or the job would wait for their registrations to end.
+local now = server_ms() / 1000
 for i = 1, #delayed, 2 do
   local id = delayed[i]
   redis.call('ZREM', k_q(lane, 'delayed'), id)
   redis.call('ZADD', k_q(queue, 'delayed'), delayed[i + 1], id)
   redis.pcall('HSET', k_job(id), 'queue', queue)
+  note_delayed(queue, delayed[i + 1], now)
   moved = moved + 1
 end
 for _, level in ipairs({'1', '-1'}) do

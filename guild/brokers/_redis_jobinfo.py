@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .._codec import lenient_seconds
 from .._job import JobStatus, Priority
 from .._jobinfo import JobInfo, progress_from_fields
 from . import _redis_keys as keys
@@ -34,14 +35,6 @@ _LEVELS = {str(int(level)): level for level in Priority}
 
 def _priority(fields: dict[str, Any]) -> Priority:
     return _LEVELS.get(_optional(fields, "priority") or "0", Priority.NORMAL)
-
-
-def _number(fields: dict[str, Any], name: str) -> float | None:
-    value = _optional(fields, name)
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
 
 
 async def job_info(client: Any, prefix: str, job_id: str, now: float) -> JobInfo | None:
@@ -84,9 +77,9 @@ async def job_info(client: Any, prefix: str, job_id: str, now: float) -> JobInfo
         attempts=int(attempts) if attempts is not None and attempts.isdigit() else 0,
         max_attempts=int(max_attempts) if max_attempts and max_attempts.isdigit() else None,
         priority=_priority(fields),
-        enqueued_at=_number(fields, "enqueued_at") or 0.0,
-        not_before=_number(fields, "not_before"),
-        started_at=_number(fields, "started_at"),
+        enqueued_at=lenient_seconds(fields.get("enqueued_at")) or 0.0,
+        not_before=lenient_seconds(fields.get("not_before")),
+        started_at=lenient_seconds(fields.get("started_at")),
         finished_at=finished_at,
         consumer=_optional(fields, "consumer"),
         error=_optional(fields, "error"),

@@ -357,6 +357,26 @@ class WireCommands:
     async def get(self, key: str) -> Any:
         return await self._pool.call("GET", key)
 
+    async def set(self, key: str, value: str | bytes, *, condition: str | None = None) -> bool:
+        """``SET``, with ``condition`` ``"NX"`` or ``"XX"`` (coredis's ``PureToken``
+        members equal their text, so the caller passes the text to either client);
+        whether the value was set."""
+        command: list[str | bytes] = ["SET", key, value]
+        if condition is not None:
+            command.append(condition)
+        return await self._pool.call(*command) is not None
+
+    async def xgroup_create(
+        self, key: str, groupname: str, identifier: str, *, mkstream: bool = False
+    ) -> bool:
+        """``XGROUP CREATE``; a group made already fails with ``BUSYGROUP``, as
+        coredis's call does (``map_redis_exceptions`` types it for either)."""
+        command = ["XGROUP", "CREATE", key, groupname, identifier]
+        if mkstream:
+            command.append("MKSTREAM")
+        await self._pool.call(*command)
+        return True
+
     async def mget(self, keys: Sequence[str]) -> Any:
         return await self._pool.call("MGET", *keys)
 

@@ -37,6 +37,8 @@ that runs a batch does so shielded: the batch holds the writes of others.
 
 from __future__ import annotations
 
+import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -59,6 +61,47 @@ PATIENCE = 30.0
 ("database is locked"), as the connection's ``busy_timeout``."""
 
 BUSY_TIMEOUT_MS = int(PATIENCE * 1000)
+
+
+_DEFAULT_AUTOCHECKPOINT = 1000  # SQLite's
+
+ROOMY_AUTOCHECKPOINT = 16
+"""Pages of write-ahead log after which a connection that has found its disk full
+checkpoints (SQLite's default is 1,000, 4 MB). The log grows until a checkpoint
+lets the next write start it over, so on a disk with less free than that it
+fills whatever is freed again before its first checkpoint, and the disk never
+stops being full; kept small, the log is reused instead."""
+
+
+LOW_ROOM = 64 * 1024 * 1024
+"""Free bytes on the database's filesystem below which the broker's connection
+checkpoints every ``ROOMY_AUTOCHECKPOINT`` pages: a log that grew toward SQLite's
+4 MB before its first checkpoint could take the last of the room, and then no
+checkpoint can grow the database to empty it, so the disk stays full."""
+
+ROOM_CHECK_EVERY = 1.0
+"""Seconds between looks at the free room (a ``statvfs``) by the broker's connection."""
+
+
+def _disk_full(error: BaseException) -> bool:
+    cause = error if isinstance(error, sqlite3.Error) else error.__cause__
+    code = getattr(cause, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL
+
+
+def make_room_if_full(db: sqlite3.Connection, error: BaseException) -> None:
+    """After ``error`` (sqlite3's, or guild's from it): if the disk was full, copy
+    what the log holds into the database and checkpoint early from now on (see
+    ``ROOMY_AUTOCHECKPOINT``), so that the room freed goes to the jobs. A
+    passive checkpoint: it waits for no other connection. Failing is fine: the
+    disk is still full, and the next write that finds it so tries again."""
+    if not _disk_full(error) or db.in_transaction:
+        return
+    try:
+        db.execute(f"PRAGMA wal_autocheckpoint={ROOMY_AUTOCHECKPOINT}")
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error:
+        return
 
 
 def _locked(error: sqlite3.OperationalError) -> bool:
@@ -153,13 +196,17 @@ def transaction(
     rolled back if it raises. sqlite3 errors come out as guild's. ``busy_handler``:
     as for :func:`begin`."""
     with map_sqlite_exceptions(path):
-        begin(db, busy_handler=busy_handler)
         try:
-            value = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
+            begin(db, busy_handler=busy_handler)
+            try:
+                value = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            _commit_or_roll_back(db)
+        except sqlite3.Error as error:
+            make_room_if_full(db, error)
             raise
-        _commit_or_roll_back(db)
     return value
 
 
@@ -216,6 +263,9 @@ class WriteBatcher:
         self._fsync_durable = fsync_durable
         self._full = False  # the connection's synchronous is FULL now
         self._queued: list[_Write[Any]] = []
+        self._directory = os.path.dirname(os.path.abspath(path))
+        self._room_checked = -math.inf
+        self._low_room = False  # checkpointing every ROOMY_AUTOCHECKPOINT pages
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
         """Run ``fn`` in a write transaction, perhaps shared with other queued writes;
@@ -265,14 +315,36 @@ class WriteBatcher:
                 self._db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
             self._full = full
 
+    def _mind_room(self) -> None:
+        """Checkpoint early while the filesystem is short of room (see ``LOW_ROOM``);
+        at most once every ``ROOM_CHECK_EVERY`` seconds, outside any transaction."""
+        now = time.monotonic()
+        if now - self._room_checked < ROOM_CHECK_EVERY:
+            return
+        self._room_checked = now
+        try:
+            found = os.statvfs(self._directory)
+        except OSError:  # ":memory:", a URI: no directory to look at
+            return
+        low = found.f_bavail * found.f_frsize < LOW_ROOM
+        if low != self._low_room:
+            pages = ROOMY_AUTOCHECKPOINT if low else _DEFAULT_AUTOCHECKPOINT
+            try:
+                self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+            except sqlite3.Error:
+                return  # a setting, not the batch's writes: the next look tries again
+            self._low_room = low
+
     def _commit(self, batch: list[_Write[Any]]) -> None:
         try:
+            self._mind_room()
             self._synchronous(batch)
             if len(batch) > 1:
                 try:
                     with map_sqlite_exceptions(self._path):
                         values = _together(self._db, batch)
                 except Exception as error:  # BEGIN or COMMIT failed: so did every write
+                    make_room_if_full(self._db, error)
                     for write in batch:
                         write.fail(error)
                     return

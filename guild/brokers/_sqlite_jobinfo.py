@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from .._codec import lenient_seconds
 from .._job import Delivery, JobStatus, Priority
 from .._jobinfo import JobInfo, JobProgress, progress_from_fields
 
@@ -37,17 +38,6 @@ def level_of(stored: object) -> Priority:
 def _text(value: Any) -> Any:
     # A corrupt row read as bytes (the broker's second try) is still shown.
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _seconds(value: Any) -> float | None:
-    # An optional time a hand edit spoiled ('soon') is shown as none, as the Redis
-    # broker does, rather than handed on as text for a reader to trip over.
-    if value is None or isinstance(value, float):
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def select(db: sqlite3.Connection, job_id: str, now: float) -> JobInfo | None:
@@ -76,9 +66,9 @@ def select(db: sqlite3.Connection, job_id: str, now: float) -> JobInfo | None:
         max_attempts=int(max_attempts) or None,
         priority=level_of(level),
         enqueued_at=float(enqueued_at),
-        not_before=_seconds(not_before),
-        started_at=_seconds(started_at),
-        finished_at=_seconds(finished_at if finished_at is not None else died_at)
+        not_before=lenient_seconds(not_before),
+        started_at=lenient_seconds(started_at),
+        finished_at=lenient_seconds(finished_at if finished_at is not None else died_at)
         if status in (JobStatus.DONE, JobStatus.DEAD, JobStatus.CANCELLED)
         else None,
         consumer=_text(consumer),

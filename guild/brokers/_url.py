@@ -43,9 +43,13 @@ def sqlite_path(url: str) -> Path:
         )
     # sqlite:////abs.db (the "sqlite:///" + an absolute path many write) is /abs.db.
     path = Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)
-    if not path.parent.is_dir():
+    try:
+        parent_found, is_directory = path.parent.is_dir(), path.is_dir()
+    except OSError as exc:  # a name too long, a directory it may not look in
+        raise UnknownBrokerURL(url, f"cannot look up the database file ({exc.strerror})") from None
+    if not parent_found:
         raise UnknownBrokerURL(url, f"the directory {str(path.parent)!r} does not exist")
-    if path.is_dir():
+    if is_directory:
         raise UnknownBrokerURL(url, f"{str(path)!r} is a directory, not a database file")
     return path
 

@@ -5,11 +5,11 @@ with the process), not a mock. It keeps the same semantics as the durable
 brokers (see ``_protocol``), and its clock is ``trio.current_time`` so leases,
 delays and result TTLs follow ``trio.testing.MockClock``.
 
-Theory of operation: each queue has one heap of ``(ready_at, id, version)`` per
-priority level for jobs waiting to be claimed (ready and delayed alike; a claim
-takes the ready heads of the levels highest first) and one heap of
+Theory of operation: each queue has one ordered set of ``(ready_at, id, version)``
+per priority level for jobs waiting to be claimed (ready and delayed alike; a claim
+takes the ready heads of the levels highest first; see ``_Level``) and one heap of
 ``(lease_expires, id, version)`` for claimed ones. Entries are never removed
-from a heap in place: a job's ``version`` goes up whenever it moves, and a heap
+from either in place: a job's ``version`` goes up whenever it moves, and an
 entry whose version is stale is skipped when popped. Waiting claimers sleep on
 a per-queue event that enqueue/retry/release/requeue set, bounded by the next
 time a delay or a lease runs out.
@@ -17,6 +17,7 @@ time a delay or a lease runs out.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import json
@@ -125,14 +126,43 @@ _DoneRecord = tuple[
 ]
 
 
+_Waiting = tuple[float, str, int]
+
+
+@attrs.define(slots=True)
+class _Level:
+    """One priority level's waiting jobs, ``(ready_at, id, version)`` each, claimed
+    smallest first from two parts merged at their heads: ``run``, the jobs that were
+    ready when they came and came in order (an enqueue's, as a rule: one clock
+    reading, ids that sort by creation), and ``heap``, the rest (delayed, retried,
+    given back). Taking the run's head costs no comparison; a heap of 50,000 jobs
+    cost each claimed job some 16 tuple comparisons, string ones as jobs enqueued
+    together share their ready time: a twentieth of the memory broker's drain."""
+
+    heap: list[_Waiting] = attrs.Factory(list)
+    run: collections.deque[_Waiting] = attrs.Factory(collections.deque)
+
+    def push(self, item: _Waiting, now: float) -> None:
+        run = self.run
+        if item[0] <= now and (not run or run[-1] < item):
+            run.append(item)
+        else:
+            heapq.heappush(self.heap, item)
+
+    def next_due(self) -> float:
+        """When its first job is ready (``math.inf``: it has none)."""
+        due = self.heap[0][0] if self.heap else math.inf
+        return min(due, self.run[0][0]) if self.run else due
+
+
 @attrs.define(slots=True)
 class _Queue:
     # The waiting jobs of each priority (Priority.NORMAL's in ``waiting``): a
     # claim drains ``high``, then ``waiting``, then ``low``, so a queue whose
-    # jobs all have the default priority pays two empty-list checks for it.
-    waiting: list[tuple[float, str, int]] = attrs.Factory(list)
-    high: list[tuple[float, str, int]] = attrs.Factory(list)
-    low: list[tuple[float, str, int]] = attrs.Factory(list)
+    # jobs all have the default priority pays four empty-container checks for it.
+    waiting: _Level = attrs.Factory(_Level)
+    high: _Level = attrs.Factory(_Level)
+    low: _Level = attrs.Factory(_Level)
     leased: list[tuple[float, str, int]] = attrs.Factory(list)
     wakeup: trio.Event = attrs.Factory(trio.Event)
     done: int = 0
@@ -242,8 +272,8 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         entry.status = JobStatus.DELAYED if ready_at > now else JobStatus.READY
         queue = self._queue(entry.job.queue)
         priority = entry.job.priority
-        heap = queue.waiting if not priority else queue.high if priority > 0 else queue.low
-        heapq.heappush(heap, (ready_at, entry.job.id, entry.version))
+        level = queue.waiting if not priority else queue.high if priority > 0 else queue.low
+        level.push((ready_at, entry.job.id, entry.version), now)
         if wake:
             self._wake(queue)
         return queue
@@ -318,8 +348,7 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
     def _bury(self, entry: _Entry, error: str, traceback: str | None) -> None:
         if entry.status is JobStatus.IN_FLIGHT and not entry.started:
             entry.job = replace_fields(entry.job, attempt=entry.job.attempt - 1)
-        if entry.handed and entry.payload_text is not None:
-            entry.job = _as_enqueued(entry.job, entry.payload_text)
+        _restore_payload(entry)
         now = self.now()
         entry.error, entry.traceback = error, traceback
         self._dead[entry.job.id] = DeadLetter(
@@ -374,10 +403,7 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
             self._make_waiting(entry, now)
 
     def _next_due(self, queue: _Queue) -> float:
-        due = math.inf
-        for heap in (queue.high, queue.waiting, queue.low):
-            if heap and heap[0][0] < due:
-                due = heap[0][0]
+        due = min(queue.high.next_due(), queue.waiting.next_due(), queue.low.next_due())
         if queue.leased:
             due = min(due, queue.leased[0][0])
         return due
@@ -454,17 +480,18 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         self._prune(now)
         self._expire_leases(queue, now, max_attempts)
         claimed: list[Delivery] = []
-        if queue.high:
-            self._take(queue, queue.high, claimed, consumer, limit, lease, start, now)
+        high, low = queue.high, queue.low
+        if high.run or high.heap:
+            self._take(queue, high, claimed, consumer, limit, lease, start, now)
         self._take(queue, queue.waiting, claimed, consumer, limit, lease, start, now)
-        if queue.low:
-            self._take(queue, queue.low, claimed, consumer, limit, lease, start, now)
+        if low.run or low.heap:
+            self._take(queue, low, claimed, consumer, limit, lease, start, now)
         return claimed
 
     def _take(
         self,
         queue: _Queue,
-        waiting: list[tuple[float, str, int]],
+        level: _Level,
         claimed: list[Delivery],
         consumer: str,
         limit: int,
@@ -472,12 +499,22 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
         start: int,
         now: float,
     ) -> None:
-        """Claim the ready jobs of one priority level's heap into ``claimed``."""
+        """Claim the ready jobs of one priority level into ``claimed``."""
         entries, receipts, leased = self._entries, self._receipts, queue.leased
+        heap, run = level.heap, level.run
         expires = now + lease
         count = len(claimed)
-        while waiting and count < limit and waiting[0][0] <= now:
-            _, job_id, version = heapq.heappop(waiting)
+        while count < limit:
+            # The smaller head of the two parts (see _Level): the order a single
+            # heap of them all would give.
+            if run and (not heap or run[0] < heap[0]):
+                if run[0][0] > now:
+                    break
+                _, job_id, version = run.popleft()
+            elif heap and heap[0][0] <= now:
+                _, job_id, version = heapq.heappop(heap)
+            else:
+                break
             entry = entries.get(job_id)
             if entry is None or entry.version != version:
                 continue
@@ -486,11 +523,9 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
                 continue
             interrupted = entry.interrupted
             started = count < start and not interrupted
+            _restore_payload(entry)
             job = entry.job = with_attempt(entry.job, entry.job.attempt + 1)
-            if entry.payload_text is not None:
-                if entry.handed:
-                    job = entry.job = _as_enqueued(job, entry.payload_text)
-                entry.handed = True
+            entry.handed = True
             entry.started = started
             if started:
                 entry.started_at = now
@@ -978,9 +1013,11 @@ def _kept_payload(entry: _Entry) -> Any:
     return entry.job.payload if text is None else json.loads(text)
 
 
-def _as_enqueued(job: Job, text: str) -> Job:
-    """``job`` with its payload as enqueued (``text``): a handler may have changed it."""
-    return replace_fields(job, payload=json.loads(text))
+def _restore_payload(entry: _Entry) -> None:
+    """Give ``entry``'s job its list or dict payload as enqueued again once a claim
+    has handed it out: the handler given it may have changed it in place."""
+    if entry.handed and entry.payload_text is not None:
+        entry.job = replace_fields(entry.job, payload=json.loads(entry.payload_text))
 
 
 # Reprs, tracebacks and pickles name guild.X (see guild._exports).

@@ -247,6 +247,10 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         # Absolute: a later chdir must not read as the file being replaced.
         self._stat_path = os.path.abspath(path)
         self._identity = _file_identity(path)
+        # The write-ahead log beside it: SQLite removes it only when the last
+        # connection closes, so while this one is open it is never legitimately
+        # gone (None when there was none to see, and then it is not checked).
+        self._wal_identity = _file_identity(self._stat_path + "-wal")
         self._file_checked = time.monotonic()
         self._replaced: str | None = None
         self._ledger = SqliteLedger(self._run, self._write, self.now)
@@ -339,9 +343,23 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
                 return
             self._file_checked = tick
             found = _file_identity(self._stat_path)
-            if found == self._identity:
+            if found != self._identity:
+                self._replaced = "deleted" if found is None else "replaced"
+            elif (
+                self._wal_identity is None
+                or _file_identity(self._stat_path + "-wal") == self._wal_identity
+            ):
                 return
-            self._replaced = "deleted" if found is None else "replaced"
+            else:
+                # This connection goes on committing to the unlinked log, unseen,
+                # and every other connection fails on the new one ("disk I/O
+                # error") while the shared memory counts frames it lacks. Closing
+                # this connection copies its log into the file (the checkpoint of
+                # the last connection to close), which mends both.
+                self._replaced = (
+                    "cut off from its write-ahead log (the -wal file beside it was"
+                    " deleted or replaced)"
+                )
             _log.error("sqlite_file_replaced", path=self._path, what=self._replaced)
         raise BrokerFileReplaced(self._path, self._replaced)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import json
 import os
 import select
@@ -77,6 +78,7 @@ def _command_of(arguments: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``guild`` command; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    _steady_streams()
     try:
         _check_utf8(arguments)
         args = parser(_command_of(arguments)).parse_args(arguments)
@@ -100,6 +102,68 @@ def main(argv: Sequence[str] | None = None) -> int:
             exc = CommandFailed("stdout was closed before all of the output was written")
         return report(exc, as_json=wants_json(arguments))
     return code
+
+
+def _steady_streams() -> None:
+    """Point a closed stdin, stdout or stderr (``guild run … 2>&-``) at /dev/null,
+    and make stderr drop what it cannot write.
+
+    Python leaves ``sys.stderr`` as None for a closed descriptor, and every write
+    to it fails; worse, the next file opened (a SQLite database, a socket) would
+    take descriptor 2 and log lines would be written into it. A stderr whose
+    reader has gone (``2>&1 | head -1``, a hung-up terminal) fails each write with
+    EPIPE or EIO: a log line or the banner would then end ``guild run`` (and each
+    child of ``--processes N`` it restarts) while it drains. The children inherit
+    the /dev/null, not the hole.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:  # taken in order, the lowest free descriptor is fd itself
+                os.dup2(null, fd)
+                os.close(null)
+            stream = open(fd, mode, closefd=False, encoding="utf-8", errors="replace")  # noqa: SIM115
+            setattr(sys, name, stream)
+            setattr(sys, f"__{name}__", stream)
+    # Only the process's own stderr: a test's captured one is left alone.
+    own = sys.__stderr__
+    if own is not None and sys.stderr is own and not isinstance(own, _ForgivingStderr):
+        own.flush()
+        sys.stderr = _ForgivingStderr(
+            open(2, "wb", closefd=False),  # noqa: SIM115
+            encoding=own.encoding,
+            errors="backslashreplace",
+            line_buffering=True,
+        )
+
+
+class _ForgivingStderr(io.TextIOWrapper):
+    """stderr that, once a write fails (its reader gone), sends the rest to /dev/null:
+    there is nobody left to read an error about it."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except OSError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            self._drop()
+
+    def _drop(self) -> None:
+        # The buffered bytes still owed go to /dev/null at the next flush.
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, self.fileno())
+        finally:
+            os.close(null)
+        super().flush()
 
 
 def _check_utf8(arguments: Sequence[str]) -> None:

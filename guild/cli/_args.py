@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from .._errors import GuildError
 from .._job import check_queue_name
 from ..brokers._url import check_broker_url
+from ..config._schema import LOG_LEVELS, split_address
 
 MAX_SECONDS = 10 * 365 * 86_400
 """Ten years: the most any duration or age flag takes (``--older-than``,
@@ -49,7 +50,7 @@ def number(
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = float(_ascii(text))
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not math.isfinite(value):
@@ -65,13 +66,21 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[str], 
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = int(_ascii(text))
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         _check_range(value, text, low, high, None)
         return value
 
     return parse
+
+
+def _ascii(text: str) -> str:
+    """``text`` when it is ASCII; Python's ``int`` and ``float`` also read other
+    scripts' digits (``'٣'`` is 3), which no one types for a count on purpose."""
+    if not text.isascii():
+        raise ValueError(text)
+    return text
 
 
 def _check_range(
@@ -133,6 +142,22 @@ def _check_host(host: str, text: str) -> None:
         host.encode("idna")
     except UnicodeError as exc:
         raise argparse.ArgumentTypeError(f"malformed host in {text!r} ({exc})") from None
+
+
+def host_port(text: str) -> str:
+    """An address to listen on, ``HOST:PORT`` (:func:`guild.config._schema.split_address`)."""
+    try:
+        split_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def log_level(text: str) -> str:
+    """A log level by name, in any case (``INFO`` is ``info``)."""
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return text.lower()
 
 
 def non_empty(what: str) -> Callable[[str], str]:

@@ -9,7 +9,6 @@ waiting jobs back to the stable version at once, whether or not a canary runs.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,7 +25,7 @@ from ..config._schema import (
     GuildConfig,
 )
 from ..rollout._controller import apply, namespace_of, observation
-from ..rollout._lanes import lane_of
+from ..rollout._lanes import base_of, lane_of
 from ..rollout._machine import (
     CanaryPolicy,
     CanaryTransitionError,
@@ -42,6 +41,7 @@ from ._args import (
     UsageError,
     add_broker_flags,
     integer,
+    number,
     queue_name,
     repeat_broker_flags,
 )
@@ -58,9 +58,9 @@ def register(subparsers: Any) -> None:
     add_broker_flags(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     status = actions.add_parser("status", help="each rollout's phase, share, figures, decisions")
-    status.add_argument("queue", nargs="?", type=queue_name, help="only this queue")
+    status.add_argument("queue", nargs="?", type=_stable_queue, help="only this queue")
     start = actions.add_parser("start", help="start at the first stage (or resume a paused one)")
-    start.add_argument("queue", type=queue_name)
+    start.add_argument("queue", type=_stable_queue)
     add_policy_flags(start)
     start.add_argument(
         "--config",
@@ -75,7 +75,7 @@ def register(subparsers: Any) -> None:
         ("rollback", "share 0 now; the lane's jobs go back to the stable version"),
     ):
         sub = actions.add_parser(name, help=text)
-        sub.add_argument("queue", type=queue_name)
+        sub.add_argument("queue", type=_stable_queue)
         subs.append(sub)
     repeat_broker_flags(*subs)
     parser.set_defaults(func=canary)
@@ -127,42 +127,48 @@ def policy_from(
         raise UsageError(f"canary policy: {exc}") from None
 
 
+def _worded(check: Callable[[str], float], expected: str) -> Callable[[str], float]:
+    """The shared number ``check`` (ASCII, finite, in range), its error worded as
+    ``expected`` for the whole value: a policy flag says what it takes."""
+
+    def parse(text: str) -> float:
+        try:
+            return check(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+
+    return parse
+
+
+_share = _worded(number(above=0, high=1), "expected shares like 0.1,0.5,1, each in (0, 1]")
+
+
 def _stages(text: str) -> tuple[float, ...]:
-    expected = "expected shares like 0.1,0.5,1, each in (0, 1]"
     try:
-        shares = tuple(float(part) for part in text.split(","))
-    except ValueError:
+        return tuple(_share(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        expected = "expected shares like 0.1,0.5,1, each in (0, 1]"
         raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
-    if not all(0 < share <= 1 for share in shares):  # nan and inf fail too
-        raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
-    return shares
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {text!r}")
-    return value
+_fraction = _worded(number(0, 1), "expected a share from 0 to 1")
 
 
 def _seconds(most: int) -> Callable[[str], float]:
     """Seconds above 0 and at most ``most``: finite, so never a stage held for ever."""
+    return _worded(number(above=0, high=most), f"expected seconds above 0 and at most {most:,}")
 
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not 0 < value <= most:
-            raise argparse.ArgumentTypeError(
-                f"expected seconds above 0 and at most {most:,}, got {text!r}"
-            )
-        return value
 
-    return parse
+def _stable_queue(text: str) -> str:
+    """A queue name (:func:`queue_name`) that is not itself a canary lane: a
+    rollout of ``q@canary`` would route to ``q@canary@canary``, which no worker takes."""
+    name = queue_name(text)
+    base = base_of(name)
+    if base is not None:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is the canary lane of {base!r}: name the queue, {base!r}"
+        )
+    return name
 
 
 def _event(action: str, at: float) -> Event:

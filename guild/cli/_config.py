@@ -10,11 +10,10 @@ from typing import Any
 from ..config._schema import (
     CANARY_OPTIONS,
     LOG_FORMATS,
-    LOG_LEVELS,
     MAX_CONCURRENCY,
     MAX_PROCESSES,
 )
-from ._args import broker_url, integer, non_empty
+from ._args import broker_url, host_port, integer, log_level, non_empty
 from ._output import EXIT_OK
 
 DEFAULT_FILE = "guild.toml"
@@ -49,8 +48,10 @@ def register(subparsers: Any) -> None:
     show.add_argument(
         "--concurrency", type=integer(1, MAX_CONCURRENCY), help="as guild run --concurrency"
     )
-    show.add_argument("--http", metavar="HOST:PORT", help="as guild run --http")
-    show.add_argument("--log-level", choices=LOG_LEVELS, help="as guild run --log-level")
+    show.add_argument("--http", type=host_port, metavar="HOST:PORT", help="as guild run --http")
+    show.add_argument(
+        "--log-level", type=log_level, metavar="LEVEL", help="as guild run --log-level"
+    )
     show.add_argument("--log-format", choices=LOG_FORMATS, help="as guild run --log-format")
     # Imported here: guild canary start takes --env from this module.
     from ._canary import add_policy_flags

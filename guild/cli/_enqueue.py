@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import trio
 
 from .._codec import encode_payload
-from .._errors import PayloadEncodeError
+from .._errors import BrokerError, PayloadEncodeError
 from .._job import PRIORITIES, Job, JSONValue, Priority, check_priority
 from ..brokers._protocol import Broker
 from ..brokers._url import broker_url_from_env, check_broker_url, open_broker
@@ -133,14 +133,39 @@ def enqueue(args: argparse.Namespace) -> int:
         batches = [[_parse(args.payload, "PAYLOAD_JSON")]]
     if args.wait is not None:
         return trio.run(_enqueue_and_wait, args, batches[0])
-    jobs = trio.run(_enqueue_batches, args, batches)
+    try:
+        jobs = trio.run(_enqueue_batches, args, batches)
+    except _PartlyStored as partly:
+        # Some batches are in: the caller must learn which, or a retry doubles them.
+        _print_stored(args, partly.stored, ids=True)
+        total = sum(len(batch) for batch in batches)
+        raise BrokerError(
+            f"enqueued the first {len(partly.stored):,} of {total:,} payloads (their ids are"
+            f" on stdout), not the rest: {partly.cause}"
+        ) from partly.cause
+    _print_stored(args, jobs)
+    return EXIT_OK
+
+
+def _print_stored(args: argparse.Namespace, jobs: list[Job], *, ids: bool = False) -> None:
     if args.json:
         print_json([{"id": j.id, "queue": j.queue, "key": j.key} for j in jobs])
     elif len(jobs) == 1:
         print(f"enqueued {jobs[0].id} on {jobs[0].queue}")
     else:
         print(f"enqueued {len(jobs):,} jobs on {args.queue}")
-    return EXIT_OK
+        if ids:
+            for job in jobs:
+                print(job.id)
+
+
+class _PartlyStored(Exception):
+    """A batch failed after earlier batches of the same command were stored."""
+
+    def __init__(self, stored: list[Job], cause: BrokerError) -> None:
+        super().__init__(str(cause))
+        self.stored = stored
+        self.cause = cause
 
 
 async def _enqueue_and_wait(args: argparse.Namespace, payloads: list[JSONValue]) -> int:
@@ -173,6 +198,11 @@ async def _store(
                 )
                 for payload in payloads
             ]
-            stored += await broker.enqueue(jobs)
+            try:
+                stored += await broker.enqueue(jobs)
+            except BrokerError as error:
+                if stored:
+                    raise _PartlyStored(stored, error) from error
+                raise
             bar.advance(len(jobs))
     return stored

@@ -29,6 +29,7 @@ import trio
 
 from .._groups import unwrap
 from ..supervision._processes import OnKilled, StartFailed, supervise_processes
+from ..supervision._supervisor import ChildSpec, open_services
 from ._args import UsageError
 
 if TYPE_CHECKING:
@@ -154,10 +155,21 @@ async def supervise_fleet(
     from ..observability._fleet_http import Fleet
 
     fleet = Fleet(processes, sockets, metrics_dir)
+    bound: list[int] = []  # the port the view listens on, once it does
+    view = functools.partial(
+        _serve_view, http, fleet, url, processes, ready, first, announce, bound
+    )
     try:
         with unwrap(UsageError, StartFailed):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_serve_view, http, fleet, url, processes, ready, first, announce)
+            async with (
+                # The view is a service: a crash in it is restarted (see
+                # supervision.open_services), never the end of the children.
+                open_services("fleet.services") as services,
+                trio.open_nursery() as nursery,
+            ):
+                # Its first start (waiting for a ready child, then binding) is
+                # raised here: an address that cannot be bound is the one error line.
+                nursery.start_soon(services.start_child, ChildSpec(name="http", start=view))
                 code = await supervise_processes(
                     child,
                     processes,
@@ -182,8 +194,15 @@ async def _serve_view(
     ready: trio.Event,
     first: list[Ready],
     announce: Announce,
+    bound: list[int],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Once a child is ready (its report names the app), serve the run's view until cancelled."""
+    """Once a child is ready (its report names the app), serve the run's view until
+    cancelled; reports started once it listens.
+
+    ``bound`` holds the port of its first start: a restart binds it again, and
+    only the first start warns, logs and announces the banner."""
     from ..brokers._url import open_broker
     from ..observability._access import REDACT_VARIABLE, TOKEN_VARIABLE, Access, is_loopback
     from ..observability._fleet_http import FleetApp, serve_fleet_http
@@ -211,12 +230,20 @@ async def _serve_view(
         try:
             with unwrap(OSError):
                 port: int = await nursery.start(
-                    functools.partial(serve_fleet_http, asgi, host=http.host, port=http.port)
+                    functools.partial(
+                        serve_fleet_http,
+                        asgi,
+                        host=http.host,
+                        port=bound[0] if bound else http.port,
+                    )
                 )
         except OSError as exc:
             raise UsageError(f"--http {http.host}:{http.port}: cannot listen ({exc})") from None
         # Only now: an address that cannot be bound is the one error line, with
         # no warning about serving it before (the children serve private sockets).
-        warn_if_disabled(access, http.host)
-        _log.info("http_listening", host=http.host, port=port, processes=processes)
-        announce(first[0], (http.host, port))
+        task_status.started()
+        if not bound:
+            bound.append(port)
+            warn_if_disabled(access, http.host)
+            _log.info("http_listening", host=http.host, port=port, processes=processes)
+            announce(first[0], (http.host, port))

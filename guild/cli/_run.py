@@ -1,12 +1,13 @@
 """``guild run TARGET``: run an app's workers until a signal says stop.
 
-The first SIGINT or SIGTERM drains (stop claiming, let running jobs finish within
-their grace, hand the rest back); a second one stops at once, still handing
-every held job back to the broker. With ``--processes N`` this process becomes a
-process supervisor over N children that each run the app: it checks the command
-line, spawns them at once, and imports nothing of the app. Each child reports
-that it is ready (the banner's facts) or why it cannot start (the error line it
-would print); the parent prints the banner, or that one line and its exit code.
+The first SIGINT, SIGTERM or SIGHUP (unless ignored, as under ``nohup``) drains
+(stop claiming, let running jobs finish within their grace, hand the rest back);
+a second one stops at once, still handing every held job back to the broker.
+With ``--processes N`` this process becomes a process supervisor over N children
+that each run the app: it checks the command line, spawns them at once, and
+imports nothing of the app. Each child reports that it is ready (the banner's
+facts) or why it cannot start (the error line it would print); the parent prints
+the banner, or that one line and its exit code.
 """
 
 from __future__ import annotations
@@ -32,10 +33,18 @@ from .._errors import BrokerError, ConfigError, GaveUp, UnknownBrokerURL
 from .._groups import unwrap
 from ..brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
 from ..config._layers import choose_env
-from ..config._schema import LOG_FORMATS, MAX_CONCURRENCY, MAX_PROCESSES, GuildConfig
+from ..config._schema import (
+    ADDRESS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    MAX_CONCURRENCY,
+    MAX_PROCESSES,
+    GuildConfig,
+    split_address,
+)
 from ..observability import Thresholds, configure_logging
-from ..supervision._processes import INDEX_VARIABLE, StartFailed, StartupReport
-from ._args import CommandFailed, UsageError, broker_url, integer, number
+from ..supervision._processes import INDEX_VARIABLE, StartFailed, StartupReport, drain_signals
+from ._args import CommandFailed, UsageError, broker_url, host_port, integer, log_level, number
 from ._canary import add_policy_flags, policy_from
 from ._config import add_env_flag
 from ._output import EXIT_OK
@@ -44,6 +53,7 @@ from ._target import is_config_target
 if TYPE_CHECKING:
     from .._app import Guild
     from ..rollout._machine import CanaryPolicy
+    from ..supervision._supervisor import Supervisor
     from ._fleet import Ready
 
 MAX_GRACE = 86_400.0
@@ -85,11 +95,15 @@ def register(subparsers: Any) -> None:
         "--http",
         nargs="?",
         const="127.0.0.1:8000",
+        type=host_port,
         metavar="HOST:PORT",
         help="serve /health, /metrics and /events (default when given bare: 127.0.0.1:8000)",
     )
     parser.add_argument(
-        "--log-level", help="lowest log level written (default: the file's, else info)"
+        "--log-level",
+        type=log_level,
+        metavar="LEVEL",
+        help=f"lowest log level written: {', '.join(LOG_LEVELS)} (default: the file's, else info)",
     )
     parser.add_argument(
         "--log-format",
@@ -130,7 +144,7 @@ def _check_token_variable() -> None:
 
 
 def parse_http(value: str, source: tuple[str, str] = ("--http", "http")) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts.
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts (:func:`split_address`).
 
     Args:
         source: where the value came from, as the error's (path, key).
@@ -138,19 +152,10 @@ def parse_http(value: str, source: tuple[str, str] = ("--http", "http")) -> tupl
     Raises:
         ConfigError: not of that form.
     """
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535 or not _is_host(host):
-        raise ConfigError(*source, '"HOST:PORT" with a port from 0 to 65535', value)
-    return host, int(port)
-
-
-def _is_host(host: str) -> bool:
-    """Whether a resolver could take ``host`` (``a..b`` cannot: it fails to encode)."""
     try:
-        return ":" in host or bool(host.encode("idna"))
-    except UnicodeError:
-        return False
+        return split_address(value)
+    except ValueError:
+        raise ConfigError(*source, ADDRESS, value) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,7 +192,7 @@ def _run(args: argparse.Namespace, startup: StartupReport | None) -> int:
     elif args.env is not None:
         raise UsageError("--env: a module:attribute TARGET has no [env.NAME]; give a guild.toml")
     # Logging first (the file may set it), then the app's import, which may log.
-    log_level = args.log_level or (config.log_level if config else "info")
+    level = args.log_level or (config.log_level if config else "info")
     log_format = args.log_format or (config.log_format if config else "auto")
     processes = args.processes or (config.processes if config else 1)
     # The parent of --processes N holds its lines until a child is ready: a run
@@ -196,7 +201,7 @@ def _run(args: argparse.Namespace, startup: StartupReport | None) -> int:
     try:
         configure_logging(
             json=None if log_format == "auto" else log_format == "json",
-            level=log_level,
+            level=level,
             stream=held,
         )
     except ValueError as exc:
@@ -232,7 +237,7 @@ def _run(args: argparse.Namespace, startup: StartupReport | None) -> int:
             "1",
             "--no-banner",
         ]
-        child += ["--log-level", log_level, "--log-format", log_format]
+        child += ["--log-level", level, "--log-format", log_format]
         if args.json:
             child.append("--json")  # the error a child reports is a JSON line then
         if config is not None and config.env is not None:
@@ -249,7 +254,8 @@ def _run(args: argparse.Namespace, startup: StartupReport | None) -> int:
             # The parent serves --http for the whole run (guild.cli._fleet); each
             # child serves its own endpoints on a private socket the parent asks.
             sockets = socket_dir()
-            child += ["--http", f"{http[0]}:{http[1]}", "--http-socket-dir", sockets]
+            host = f"[{http[0]}]" if ":" in http[0] else http[0]  # IPv6 goes in brackets
+            child += ["--http", f"{host}:{http[1]}", "--http-socket-dir", sockets]
         # Children share one metrics directory (prometheus multiprocess mode), so
         # the parent's /metrics sums every child's counts, dead ones' included.
         # The app's import and the broker are the children's to reach: a fault
@@ -490,14 +496,19 @@ async def _serve(
     observe(app, thresholds=thresholds)
     # Connected before the banner: an unreachable broker is the one error line,
     # not a banner that claims a broker and then a crash.
+    # The run's system tasks (HTTP server, rollout recorder, canary controller)
+    # are children of the services supervisor, left last: a crash in one is
+    # restarted there, not the end of every worker, and /health answers until
+    # the workers have drained.
     async with (
         open_broker(url, retention=app.retention) as broker,
+        app.open_services() as services,
         trio.open_nursery() as nursery,
     ):
         # Started (not start_soon): a signal from here on drains, none is missed.
         await nursery.start(_watch_signals, stop, nursery.cancel_scope)
         if http is not None:
-            bound = await _listen(nursery, app, *http, http_token, http_redact, http_socket)
+            bound = await _listen(services, app, *http, http_token, http_redact, http_socket)
             http = (http[0], bound)
         say.started(http)
         try:
@@ -505,7 +516,9 @@ async def _serve(
             # here, it ends the command as one line and exit code 1 (guild.cli.main).
             with unwrap(GaveUp):
                 # Outcomes are recorded for rollouts; a canary also drives them.
-                await run_app(app, broker, stop, canary=canary, policy=canary_policy)
+                await run_app(
+                    app, broker, stop, canary=canary, policy=canary_policy, services=services
+                )
         finally:
             nursery.cancel_scope.cancel(reason="app stopped")
     _log.info("stopped", app=app.name)
@@ -513,7 +526,7 @@ async def _serve(
 
 
 async def _listen(
-    nursery: trio.Nursery,
+    services: Supervisor,
     app: Guild,
     host: str,
     port: int,
@@ -529,22 +542,26 @@ async def _listen(
     # Here, not at the top: the server's module (the dashboard, prometheus-client)
     # is loaded only by a run that serves HTTP.
     from ..observability._http import serve_http
+    from ..supervision._supervisor import ChildSpec
+
+    async def serve(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        # Reads `port` when it starts: a restart binds the port the banner named.
+        await serve_http(
+            app,
+            host=host,
+            port=port,
+            token=token,
+            redact_errors=redact,
+            path=path,
+            task_status=task_status,
+        )
 
     try:
         with unwrap(OSError):
-            bound: int = await nursery.start(
-                functools.partial(
-                    serve_http,
-                    app,
-                    host=host,
-                    port=port,
-                    token=token,
-                    redact_errors=redact,
-                    path=path,
-                )
-            )
+            bound: int = await services.start_child(ChildSpec(name="http", start=serve))
     except OSError as exc:
         raise UsageError(f"--http {host}:{port}: cannot listen ({exc})") from None
+    port = bound
     _log.info("http_listening", host=host, port=bound)
     return bound
 
@@ -554,7 +571,7 @@ async def _watch_signals(
     scope: trio.CancelScope,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*drain_signals()) as signals:
         task_status.started()
         async for signum in signals:
             if not stop.is_set():

@@ -16,6 +16,7 @@ from .._job import check_queue_name
 from .._limits import parse_rate
 from ._layers import dotted, overlay, paths
 from ._schema import (
+    ADDRESS,
     CANARY_MAX_MIN_JOBS,
     CANARY_MAX_P95,
     CANARY_MAX_SOAK,
@@ -35,6 +36,7 @@ from ._schema import (
     WORKER_OPTIONS,
     GuildConfig,
     SupervisorConfig,
+    split_address,
 )
 
 _TOP_LEVEL = {
@@ -224,7 +226,7 @@ def _parse(
         app=app,
         broker=top.get("broker", (str,), "a broker URL string", None),
         processes=top.positive("processes", (int,), 1, at_most=MAX_PROCESSES),
-        http=top.get("http", (str,), 'a "host:port" string', None),
+        http=_http(top),
         http_token=_http_token(top),
         http_redact=_flag(top, "http_redact"),
         supervisor=_supervisor(root.table_at("supervisor")),
@@ -295,6 +297,18 @@ def _retention(table: _Reader) -> dict[str, Any]:
     if "keep_payload" in table.table:
         changes["keep_payload"] = _flag(table, "keep_payload")
     return changes
+
+
+def _http(table: _Reader) -> str | None:
+    """``guild.http`` by the rule of ``--http`` (:func:`split_address`), so that
+    ``guild config show`` refuses what ``guild run`` would."""
+    address: str | None = table.get("http", (str,), ADDRESS, None)
+    if address is not None:
+        try:
+            split_address(address)
+        except ValueError:
+            raise ConfigError(table.path, table.key("http"), ADDRESS, address) from None
+    return address
 
 
 def _http_token(table: _Reader) -> str | None:

@@ -61,6 +61,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import attrs
@@ -91,6 +92,38 @@ MAX_PROCESSES = 1024
 """As ``guild run --processes``: more is a typo, and would fork that many."""
 MAX_CONCURRENCY = 100_000
 """As ``guild run --concurrency`` (and ``guild config show --concurrency``)."""
+
+ADDRESS = '"HOST:PORT" with a port from 0 to 65535'
+"""What an address to listen on must look like (``--http``, ``guild.http``)."""
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts: the one rule for
+    an address to listen on, from the command line or a guild.toml.
+
+    Raises:
+        ValueError: not of that form, or a host no resolver takes (``a..b``).
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected {ADDRESS}, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):  # [::1]: only an IPv6 address
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"expected {ADDRESS}, got {text!r}") from None
+        return host, int(port)
+    # A name or an IPv4 address: no colon (``h:80:80``, ``http://h:80``), no
+    # bracket, nothing a resolver cannot take (``a..b``, a label over 63 bytes).
+    try:
+        if ":" in host or "[" in host or "]" in host or "/" in host:
+            raise UnicodeError
+        host.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"expected {ADDRESS}, got {text!r}") from None
+    return host, int(port)
+
 
 HEALTH_OPTIONS: dict[str, tuple[type, ...]] = {
     "error_rate": (int, float),

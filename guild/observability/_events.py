@@ -117,6 +117,21 @@ class JobLimitWaited:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class LoopStalled:
+    """The Trio loop did not run for ``stalled`` seconds: something on it blocked
+    (a sync ``time.sleep``, a CPU loop) instead of awaiting.
+
+    ``jobs`` maps each worker to the ids of the jobs its handlers were running
+    then (one of them is the likely culprit). Reported by the loop-stall
+    watchdog's thread, once per stall, while the loop is still blocked.
+    """
+
+    stalled: float
+    jobs: dict[str, tuple[str, ...]]
+    at: float
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class SandboxRan:
     argv: tuple[str, ...]
     exit_code: int | None
@@ -162,6 +177,15 @@ class Instrument:
 
     def worker_state_changed(self, event: WorkerStateChanged) -> None:
         """A supervised child changed state."""
+
+    def service_state_changed(self, event: WorkerStateChanged) -> None:
+        """A system task of a run changed state: the HTTP server, the rollout
+        recorder, a canary's controller, the workflow coordinator (``event.worker``
+        names it). Supervised like a worker, but not judged as one by /health."""
+
+    def loop_stalled(self, event: LoopStalled) -> None:
+        """The event loop was blocked (see :class:`LoopStalled`). Called from the
+        watchdog's thread, not the loop's: it must be thread-safe."""
 
     def rate_limited(self, event: RateLimited) -> None:
         """A task waited at a rate limiter."""

@@ -38,7 +38,7 @@ import trio
 
 from .._job import QueueStats
 from ..supervision._states import WorkerState
-from ._events import JobLimitWaited, RateLimited, SandboxRan, WorkerStateChanged
+from ._events import JobLimitWaited, LoopStalled, RateLimited, SandboxRan, WorkerStateChanged
 from ._tally import DURATION_BUCKETS, JobCounts, WorkerCounts
 
 if TYPE_CHECKING:
@@ -91,6 +91,9 @@ class PrometheusInstrument(JobCounts):
         self.app = app
         self._states: dict[str, str] = {}
         self._restarts: dict[str, int] = {}
+        # Service restarts and loop stalls seen before the metrics existed.
+        self._service_restarts: dict[str, int] = {}
+        self._stalls = 0
         self._flushed: dict[str, WorkerCounts] = {}
         self._active = active
         self._made = False
@@ -111,6 +114,8 @@ class PrometheusInstrument(JobCounts):
     memory: Gauge
     restarts: Counter
     state: Gauge
+    service_restarts: Counter
+    loop_stalls: Counter
     ratelimit_wait: Histogram
     limit_wait: Histogram
     sandbox_runs: Counter
@@ -162,6 +167,10 @@ class PrometheusInstrument(JobCounts):
                 self.state.labels(self.app, name, known).set(1 if known == state else 0)
         for name, count in self._restarts.items():
             self.restarts.labels(self.app, name).inc(count)
+        for name, count in self._service_restarts.items():
+            self.service_restarts.labels(self.app, name).inc(count)
+        if self._stalls:
+            self.loop_stalls.labels(self.app).inc(self._stalls)
 
     def _register_runtime_metrics(self, r: CollectorRegistry) -> None:
         from prometheus_client import Counter, Gauge, Histogram
@@ -197,6 +206,19 @@ class PrometheusInstrument(JobCounts):
             multiprocess_mode="livemostrecent",
         )
         self.restarts = Counter("guild_worker_restarts", "Worker restarts.", worker, registry=r)
+        self.service_restarts = Counter(
+            "guild_service_restarts",
+            "Restarts of a run's system tasks (http, rollout recorder, canary controller,"
+            " workflow coordinator) after a crash.",
+            ("app", "service"),
+            registry=r,
+        )
+        self.loop_stalls = Counter(
+            "guild_loop_stalls",
+            "Times the event loop was blocked past the stall watchdog's threshold.",
+            ("app",),
+            registry=r,
+        )
         self.state = Gauge(
             "guild_worker_state",
             "1 for a worker's current supervisor state.",
@@ -260,6 +282,21 @@ class PrometheusInstrument(JobCounts):
         self._states[worker] = state
         if state == "restarting":
             self.restarts.labels(self.app, worker).inc()
+
+    def service_state_changed(self, event: WorkerStateChanged) -> None:
+        if event.state != "restarting":
+            return
+        if not self._made:
+            self._service_restarts[event.worker] = self._service_restarts.get(event.worker, 0) + 1
+            return
+        self.service_restarts.labels(self.app, event.worker).inc()
+
+    def loop_stalled(self, event: LoopStalled) -> None:
+        # From the watchdog's thread: prometheus-client's counters take a lock.
+        if not self._made:
+            self._stalls += 1
+            return
+        self.loop_stalls.labels(self.app).inc()
 
     def rate_limited(self, event: RateLimited) -> None:
         self.ratelimit_wait.labels(self.app, event.limiter).observe(event.waited)

@@ -11,6 +11,7 @@ view of the share; then the process ends.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import structlog
@@ -18,6 +19,7 @@ import trio
 
 from ..brokers._canary import SHARE_CACHE_SECONDS
 from ..observability._hub import EventHub
+from ..supervision._supervisor import ChildSpec, Supervisor
 from ._controller import (
     ControllerStatus,
     OutcomeRecorder,
@@ -52,8 +54,13 @@ async def run_app(
     canary: bool = False,
     policy: CanaryPolicy | None = None,
     tick: float = 0.5,
+    services: Supervisor | None = None,
 ) -> bool:
     """Run ``app`` until ``stop`` is set (or, for a canary, it is rolled back).
+
+    The rollout recorder and a canary's controller run as children of
+    ``services`` (default: the app's own, :meth:`guild.Guild.open_services`),
+    so a crash in one is restarted, not the end of the run.
 
     Returns True when a canary ended because it was rolled back.
     """
@@ -65,6 +72,21 @@ async def run_app(
         # Nowhere to keep a rollout: nothing to record for one.
         await app.run(broker, shutdown_trigger=stop.wait)
         return False
+    if services is None:
+        async with app.open_services() as own:
+            return await _run_recorded(app, broker, stop, canary, policy, tick, own)
+    return await _run_recorded(app, broker, stop, canary, policy, tick, services)
+
+
+async def _run_recorded(
+    app: Any,
+    broker: Any,
+    stop: trio.Event,
+    canary: bool,
+    policy: CanaryPolicy | None,
+    tick: float,
+    services: Supervisor,
+) -> bool:
     recorder = OutcomeRecorder()
     app.instruments.add(recorder)
 
@@ -73,33 +95,40 @@ async def run_app(
             if isinstance(instrument, EventHub):
                 instrument.publish(message)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: record_outcomes(broker, recorder, publish=publish))
-        if not canary:
-            await app.run(broker, shutdown_trigger=stop.wait)
-            nursery.cancel_scope.cancel()
-            return False
-        queues = make_canary(app)
-        status: ControllerStatus = await nursery.start(
-            lambda task_status: serve_controller(
-                broker, queues, policy=policy, tick=tick, task_status=task_status
-            )
+    async def record(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await record_outcomes(broker, recorder, publish=publish)
+
+    await services.start_child(ChildSpec(name="rollout-recorder", start=record))
+    if not canary:
+        await app.run(broker, shutdown_trigger=stop.wait)
+        return False
+    queues = make_canary(app)
+    # One status across restarts: a restarted controller reloads the rollouts
+    # from the broker and sets the same event the wait below watches.
+    status = ControllerStatus()
+    await services.start_child(
+        ChildSpec(
+            name="canary-controller",
+            start=functools.partial(
+                serve_controller, broker, queues, policy=policy, tick=tick, status=status
+            ),
         )
+    )
 
-        async def until_stopped_or_rolled_back() -> None:
-            async with trio.open_nursery() as waiting:
+    async def until_stopped_or_rolled_back() -> None:
+        async with trio.open_nursery() as waiting:
 
-                async def wait(event: trio.Event) -> None:
-                    await event.wait()
-                    waiting.cancel_scope.cancel()
+            async def wait(event: trio.Event) -> None:
+                await event.wait()
+                waiting.cancel_scope.cancel()
 
-                waiting.start_soon(wait, stop)
-                waiting.start_soon(wait, status.rolled_back)
+            waiting.start_soon(wait, stop)
+            waiting.start_soon(wait, status.rolled_back)
 
-        await app.run(broker, shutdown_trigger=until_stopped_or_rolled_back)
-        rolled_back = status.rolled_back.is_set()
-        if rolled_back:
-            moved = await drain_lanes(broker, queues, settle=2 * SHARE_CACHE_SECONDS + tick)
-            _log.info("canary_rolled_back", queues=queues, jobs_moved_after_drain=moved)
-        nursery.cancel_scope.cancel()
-        return rolled_back
+    await app.run(broker, shutdown_trigger=until_stopped_or_rolled_back)
+    rolled_back = status.rolled_back.is_set()
+    if rolled_back:
+        moved = await drain_lanes(broker, queues, settle=2 * SHARE_CACHE_SECONDS + tick)
+        _log.info("canary_rolled_back", queues=queues, jobs_moved_after_drain=moved)
+    return rolled_back

@@ -20,10 +20,9 @@ among themselves and go after the queue's own.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -33,6 +32,11 @@ from .._exports import publish
 from .._job import JobStatus, replace_fields
 from ._lanes import lane_of
 from ._machine import CanaryDecision, CanaryPolicy, CanaryState
+
+if TYPE_CHECKING:
+    # Only named in annotations: a run on Redis, which imports this module for
+    # its rollouts, does not load sqlite3 at start-up.
+    import sqlite3
 
 KEEP_DECISIONS = 50
 """Decisions kept in a record (older ones stay in the logs)."""

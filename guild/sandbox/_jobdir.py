@@ -259,6 +259,8 @@ def _fill_detached(
     # part keeps it unguessable, as on the host.
     name = f"job-{os.getpid()}-{os.urandom(8).hex()}"
     job = JobDir(parent=parent_dir, name=name, mounted=False, written=frozenset(files), tree=tree)
+    if not files:
+        return job
     try:
         top = os.open(".", _DIR_FLAGS, dir_fd=tree)
         try:

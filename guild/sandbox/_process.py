@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -358,6 +358,8 @@ class Sandbox:
         lease = _uids.acquire(pool, scan=not prove) if self._root and pool else None
         identity = (lease.uid, self._user[1]) if lease else self._user if self._root else None
         job: _jobdir.JobDir | None = None
+        # What _run leaves for after the result (a kernel run's mount namespace).
+        deferred: list[Callable[[], None]] = []
         try:
             budget = self._disk_budget()
             # A kernel-isolated run gets its tmpfs detached from the host's tree
@@ -384,7 +386,7 @@ class Sandbox:
                 else await trio.to_thread.run_sync(make)
             )
             result = await self._run(
-                resolved, job, seconds, env, requested_by, identity, lease, prove
+                resolved, job, seconds, env, requested_by, identity, lease, prove, deferred
             )
             finished, job = job, None
             finish = functools.partial(
@@ -398,12 +400,16 @@ class Sandbox:
             )
             return attrs.evolve(result, files_created=created, files_created_truncated=more)
         finally:
-            # _run returns only once no process of the run is left: the uid is free.
-            if lease is not None:
-                lease.release()
-            if job is not None and not self.policy.keep_dir:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_jobdir.remove, job)
+            try:
+                # _run returns only once no process of the run is left: the uid is free.
+                if lease is not None:
+                    lease.release()
+                if job is not None and not self.policy.keep_dir:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(_jobdir.remove, job)
+            finally:
+                for release in deferred:
+                    release()
 
     def _disk_budget(self) -> tuple[int, int] | None:
         """The job directory's tmpfs (bytes, inodes), when one can be mounted for it.
@@ -541,7 +547,10 @@ class Sandbox:
         identity: tuple[int, int] | None,
         lease: _uids.Lease | None,
         prove: bool,
+        deferred: list[Callable[[], None]],
     ) -> SandboxResult:
+        """The run itself; ``deferred`` gets what the caller does once the result is
+        complete (the finished run's mount namespace is dropped then)."""
         workdir = job.path
         token = secrets.token_hex(12)
         full = (
@@ -559,6 +568,8 @@ class Sandbox:
             if exc.errno == errno.EUSERS and lease is not None:
                 raise _UidInUse(lease.uid) from exc
             raise SandboxError(f"could not start {resolved[0]!r}: {exc}") from exc
+        if isinstance(process, _spawn.Child):
+            deferred.append(process.drop_namespace)
         timed_out = False
         verdict: list[str] = []
         uid = lease.uid if lease is not None else None

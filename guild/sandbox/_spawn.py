@@ -82,6 +82,8 @@ class Child:
         self._report = report
         self._reports = reports or report is not None
         self._server = server
+        # The run's mount namespace once PID 1 has exited (see drop_namespace).
+        self._held: list[int] = []
         self.stdout = trio.lowlevel.FdStream(stdout)
         self.stderr = trio.lowlevel.FdStream(stderr)
 
@@ -109,16 +111,12 @@ class Child:
                 data, ancillary, _, _ = self._report.recvmsg(256, socket.CMSG_SPACE(_INT.size))
             except OSError:
                 data, ancillary = b"", []
-            held = [
+            self._held = [
                 fd
                 for level, kind, fds in ancillary
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
                 for fd in struct.unpack(f"={len(fds) // _INT.size}i", fds)
             ]
-            if held and self._server is not None:
-                self._server.drop(held)
-            for fd in held:
-                os.close(fd)
             if len(data) >= _INT.size:
                 self.returncode = os.waitstatus_to_exitcode(_INT.unpack(data[: _INT.size])[0])
                 self.scratch_full = data[_INT.size :].decode(errors="replace")
@@ -126,6 +124,20 @@ class Child:
                 self.returncode = -9
             self._report.close()
             self._report = None
+
+    def drop_namespace(self) -> None:
+        """Hand the finished run's mount namespace (received from PID 1 at its exit)
+        to the server's dropper and close it here. The dropper closes it last (see
+        ``_forkserver._dropper``), so its teardown (a dozen unmounts under the
+        host's mount lock, an RCU grace period) runs there. Called once the run's
+        result is complete (``Sandbox.run``): the close of the run's detached job
+        directory, before it, is then not the one that frees its tmpfs, and the
+        teardown does not compete with the run's last steps for a CPU."""
+        held, self._held = self._held, []
+        if held and self._server is not None:
+            self._server.drop(held)
+        for fd in held:
+            os.close(fd)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -372,6 +384,7 @@ class ForkServer:
                 failed = await _recv_int(mine)
                 if failed:
                     await child.wait()
+                    child.drop_namespace()
                     direct.discard(pid)
                     await child.aclose()
                     if child.cgroup is not None:

@@ -43,8 +43,14 @@ class Lease:
 
 def _lock_dir(path: str) -> int:
     """The lock directory, made root-owned 0700 if missing; refused if anyone else could write it."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        # Made once: each lease after the first opens it straight away (a makedirs
+        # is three more calls per run, on the way to its start).
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        fd = os.open(path, flags)
     info = os.fstat(fd)
     if info.st_uid != 0 or stat.S_IMODE(info.st_mode) & 0o022:
         os.close(fd)

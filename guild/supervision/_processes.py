@@ -61,6 +61,19 @@ STARTUP_FD_VARIABLE = "GUILD_STARTUP_FD"
 """Set (with ``on_ready``) in each child's environment to the pipe its start-up report goes to."""
 
 
+def drain_signals() -> tuple[signal.Signals, ...]:
+    """The signals that drain a run: SIGTERM, SIGINT, and SIGHUP unless it is ignored.
+
+    A hang-up (the terminal or SSH session of a foreground ``guild run`` closed)
+    would otherwise kill the process at once, its jobs left to their leases. One
+    started under ``nohup`` ignores SIGHUP, and keeps ignoring it.
+    """
+    found = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        found.append(signal.SIGHUP)
+    return tuple(found)
+
+
 class ChildProcessDied(Exception):
     """A supervised process exited when nobody asked it to."""
 
@@ -317,7 +330,10 @@ class _Fleet:
             if self.on_exited is not None and process.returncode is not None:
                 self.on_exited(index, process.pid, process.returncode)
         if self.draining:
-            if code != 0:
+            # Ended by the drain's own SIGTERM, not drained by it: the child was
+            # still starting (its drain handler, set before any claim, was not up),
+            # so it held no job. A clean stop, like a drained one.
+            if code not in (0, -signal.SIGTERM):
                 self.failed_exits += 1
             await trio.sleep_forever()  # drained on purpose: nothing for the policy
         if self.start_failed is not None and self.start_failed.pid == process.pid:
@@ -390,7 +406,7 @@ async def supervise_processes(
     on_ready: OnReady | None = None,
     task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED,
 ) -> int:
-    """Run ``count`` copies of ``argv`` until SIGTERM/SIGINT; restart any that dies.
+    """Run ``count`` copies of ``argv`` until SIGTERM/SIGINT/SIGHUP; restart any that dies.
 
     ``on_killed(pid)`` is awaited for each child killed after ``grace`` seconds,
     once it has exited; it should bound its own time and not raise (an error
@@ -420,7 +436,7 @@ async def supervise_processes(
         period=period,
         backoff=backoff or Backoff(initial=0.5, maximum=10.0),
     )
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(*drain_signals()) as signals:
         try:
             with unwrap(GaveUp):
                 await _run_fleet(fleet, supervisor, count, signals, task_status)

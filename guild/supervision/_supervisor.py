@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import attrs
@@ -21,7 +22,7 @@ import trio
 
 from .._errors import GaveUp
 from .._exports import publish
-from .._groups import describe, leaves
+from .._groups import describe, leaves, unwrap
 from ._policy import (
     Backoff,
     ChildState,
@@ -107,6 +108,7 @@ class _Running:
     settled: trio.Event
     first: bool  # its first start: a failure is the caller's error, not a restart
     up: bool = False
+    value: object = None  # what it passed to task_status.started()
     failure: Exception | None = None
 
 
@@ -118,11 +120,11 @@ def _only(error: BaseException, kind: type[BaseException]) -> bool:
 class _StartedFlag:
     """A task_status for a child that tells both the supervisor and whoever awaits start_child."""
 
-    def __init__(self, on_started: Callable[[], None]) -> None:
+    def __init__(self, on_started: Callable[[object], None]) -> None:
         self._on_started = on_started
 
     def started(self, value: object = None) -> None:
-        self._on_started()
+        self._on_started(value)
 
 
 class Supervisor:
@@ -137,6 +139,8 @@ class Supervisor:
 
         children: started in order by :meth:`run` before it reports started
             (OTP's init); one that fails its first start fails the supervisor.
+        quiet: states whose transitions are logged at debug, not info (a
+            service's routine start is no news beside the run's banner).
 
     Raises:
         ValueError: ``max_restarts < 0``, ``period <= 0``, or two children share a name.
@@ -160,6 +164,7 @@ class Supervisor:
         on_event: Callable[[ChildEvent], None] | None = None,
         rand: Callable[[], float] = random.random,
         children: Sequence[ChildSpec] = (),
+        quiet: Collection[WorkerState] = (),
     ) -> None:
         names = [spec.name for spec in children]
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -174,6 +179,7 @@ class Supervisor:
             backoff=backoff or Backoff(),
         )
         self._on_event = on_event
+        self._quiet = frozenset(quiet)
         self._rand = rand
         self._specs: dict[str, ChildSpec] = {}
         self._running: dict[str, _Running] = {}
@@ -214,8 +220,9 @@ class Supervisor:
         if outcome is not None:
             raise outcome
 
-    async def start_child(self, spec: ChildSpec) -> None:
-        """Add and start a child; returns once it called ``task_status.started()``.
+    async def start_child(self, spec: ChildSpec) -> Any:
+        """Add and start a child; returns once it called ``task_status.started()``,
+        with the value it passed there (as ``nursery.start`` does).
 
         Raises:
             RuntimeError: the supervisor is not running.
@@ -234,7 +241,7 @@ class Supervisor:
             )
         self._specs[spec.name] = spec
         self.policy.add(spec.name, spec.restart, spec.circuit)
-        await self._start(spec.name, first=True)
+        return await self._start(spec.name, first=True)
 
     async def _init(self) -> Exception | None:
         for spec in self._initial:
@@ -319,7 +326,7 @@ class Supervisor:
 
     # --- children --------------------------------------------------------------
 
-    async def _start(self, name: str, *, first: bool = False) -> None:
+    async def _start(self, name: str, *, first: bool = False) -> object:
         assert self._nursery is not None
         spec = self._specs[name]
         self._generation += 1
@@ -345,13 +352,15 @@ class Supervisor:
                 f"child {name!r} of supervisor {self.name!r} failed its first start"
             )
             raise running.failure
+        return running.value
 
     async def _child_task(self, running: _Running) -> None:
         spec = running.spec
 
-        def on_started() -> None:
+        def on_started(value: object) -> None:
             if not running.up:
                 running.up = True
+                running.value = value
                 running.settled.set()
                 if self._running.get(spec.name) is running:
                     self.policy.started(spec.name, trio.current_time())
@@ -429,7 +438,8 @@ class Supervisor:
             state=state, restarts_in_period=restarts, last_error=last_error
         )
         facts = {"detail": detail, "last_error": last_error}
-        _log.info(
+        log = _log.debug if state in self._quiet else _log.info
+        log(
             "child_" + state,
             supervisor=self.name,
             child=child,
@@ -452,6 +462,53 @@ class Supervisor:
     def _emit_all(self, state: WorkerState, detail: str) -> None:
         for name in list(self.policy.children):
             self._emit(name, state, detail)
+
+
+# The transitions of a service worth no info line: its routine start and stop,
+# and a first start that fails (raised to the caller, which reports it).
+_QUIET_SERVICE_STATES = (
+    WorkerState.STARTING,
+    WorkerState.RUNNING,
+    WorkerState.STOPPED,
+    WorkerState.FAILED_TO_START,
+)
+
+
+@asynccontextmanager
+async def open_services(
+    name: str,
+    *,
+    max_restarts: int = 5,
+    period: float = 30.0,
+    backoff: Backoff | None = None,
+    on_event: Callable[[ChildEvent], None] | None = None,
+) -> AsyncIterator[Supervisor]:
+    """A running supervisor for system tasks: the one path every such task of a
+    run takes (``guild run``'s HTTP server, rollout recorder and canary
+    controller through :meth:`guild.Guild.open_services`; the HTTP view of
+    ``--processes N``'s parent).
+
+    Each is independent (one for one): a crash restarts that task alone, after
+    ``backoff``, logged with its cause (``child_crashed``); past ``max_restarts``
+    within ``period`` it raises :class:`GaveUp`, as it is. Leaving the block
+    stops them, latest started first.
+    """
+    supervisor = Supervisor(
+        name,
+        strategy=Strategy.ONE_FOR_ONE,
+        max_restarts=max_restarts,
+        period=period,
+        backoff=backoff,
+        on_event=on_event,
+        quiet=_QUIET_SERVICE_STATES,
+    )
+    with unwrap(GaveUp):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            try:
+                yield supervisor
+            finally:
+                nursery.cancel_scope.cancel(reason="run ended")
 
 
 # Reprs, tracebacks and pickles name guild.X (see guild._exports).

@@ -9,13 +9,38 @@ import trio.testing
 import guild
 from guild import Job, MemoryBroker, WorkerSpec
 from guild.testing import FaultyBroker
+from tests._serving import Countdown, serve_until
 
 
-async def _serve_until(worker: guild.Worker, finished: trio.Event) -> None:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(worker.serve)
-        await finished.wait()
-        worker.drain()
+async def _suspect(broker: MemoryBroker) -> Job:
+    """A job a process took, started and died with: its lease (5 s) has run out."""
+    (suspect,) = await broker.enqueue([Job(queue="q", payload="suspect")])
+    await broker.claim("q", consumer="gone", limit=1, lease=5)
+    await trio.sleep(6)
+    return suspect
+
+
+class _Beside:
+    """A handler that notes who runs beside each job as it begins, and beside the
+    suspect as it ends; it holds each job ``hold`` seconds, then ticks ``countdown``."""
+
+    def __init__(self, count: int, hold: float) -> None:
+        self.countdown = Countdown(count)
+        self.hold = hold
+        self.running: set[object] = set()
+        self.beside: list[set[object]] = []
+
+    async def handler(self, job: Job) -> None:
+        self.running.add(job.payload)
+        self.beside.append(set(self.running))
+        await trio.sleep(self.hold)
+        if job.payload == "suspect":
+            self.beside.append(set(self.running))
+        self.running.discard(job.payload)
+        self.countdown.tick()
+
+    def with_suspect(self) -> list[set[object]]:
+        return [seen for seen in self.beside if "suspect" in seen]
 
 
 class TestPrefetchedStarts:
@@ -24,19 +49,16 @@ class TestPrefetchedStarts:
     ) -> None:
         # FaultyBroker has no start_nowait: the worker starts through broker.start.
         broker = FaultyBroker(MemoryBroker())
-        done: list[int] = []
-        finished = trio.Event()
+        countdown = Countdown(8)
 
         async def handler(job: Job) -> object:
             await trio.sleep(1)
-            done.append(job.payload)
-            if len(done) == 8:
-                finished.set()
+            countdown.tick()
             return job.payload
 
         jobs = await broker.enqueue([Job(queue="q", payload=i) for i in range(8)])
         spec = WorkerSpec(queue="q", handler=handler, concurrency=4, prefetch=4)
-        await _serve_until(guild.Worker(spec, broker), finished)
+        await serve_until(guild.Worker(spec, broker), countdown.finished)
         # Four of the eight waited, prefetched; the four handlers that took them at
         # the same moment started them in one call (two if the first claim came
         # before any handler waited, and started none).
@@ -50,32 +72,13 @@ class TestInterruptedRunsAlone:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         broker = MemoryBroker()
-        (suspect,) = await broker.enqueue([Job(queue="q", payload="suspect")])
-        # A process took it, started it and died: its lease runs out.
-        await broker.claim("q", consumer="gone", limit=1, lease=5)
-        await trio.sleep(6)
+        suspect = await _suspect(broker)
         await broker.enqueue([Job(queue="q", payload=i) for i in range(6)])
-        running: set[object] = set()
-        beside: list[set[object]] = []
-        finished = trio.Event()
-        done = 0
-
-        async def handler(job: Job) -> None:
-            nonlocal done
-            running.add(job.payload)
-            beside.append(set(running))
-            await trio.sleep(1)
-            if job.payload == "suspect":
-                beside.append(set(running))
-            running.discard(job.payload)
-            done += 1
-            if done == 7:
-                finished.set()
-
-        spec = WorkerSpec(queue="q", handler=handler, concurrency=4, prefetch=4)
-        await _serve_until(guild.Worker(spec, broker), finished)
+        watch = _Beside(7, hold=1)
+        spec = WorkerSpec(queue="q", handler=watch.handler, concurrency=4, prefetch=4)
+        await serve_until(guild.Worker(spec, broker), watch.countdown.finished)
         # Alone when it began and when it ended; nobody began while it ran.
-        assert [seen for seen in beside if "suspect" in seen] == [{"suspect"}, {"suspect"}]
+        assert watch.with_suspect() == [{"suspect"}, {"suspect"}]
         result = await broker.get_result(suspect.id)
         assert result is not None and result.ok and result.attempts == 2
 
@@ -87,37 +90,21 @@ class TestInterruptedRunsAlone:
         # The jobs it is answered with arrive while the suspect runs: if the claim
         # had started them, they would run, and be charged, beside it.
         broker = MemoryBroker()
-        (suspect,) = await broker.enqueue([Job(queue="q", payload="suspect")])
-        await broker.claim("q", consumer="gone", limit=1, lease=5)
-        await trio.sleep(6)
-        running: set[object] = set()
-        beside: list[set[object]] = []
-        finished = trio.Event()
-        done = 0
-
-        async def handler(job: Job) -> None:
-            nonlocal done
-            running.add(job.payload)
-            beside.append(set(running))
-            await trio.sleep(2)
-            if job.payload == "suspect":
-                beside.append(set(running))
-            running.discard(job.payload)
-            done += 1
-            if done == 4:
-                finished.set()
-
+        suspect = await _suspect(broker)
+        watch = _Beside(4, hold=2)
         later: list[Job] = []
 
         async def enqueue_later() -> None:
             await trio.sleep(0.5)
             later.extend(await broker.enqueue([Job(queue="q", payload=i) for i in range(3)]))
 
-        spec = WorkerSpec(queue="q", handler=handler, concurrency=4, prefetch=4, claim_wait=1.0)
+        spec = WorkerSpec(
+            queue="q", handler=watch.handler, concurrency=4, prefetch=4, claim_wait=1.0
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(enqueue_later)
-            await _serve_until(guild.Worker(spec, broker), finished)
-        assert [seen for seen in beside if "suspect" in seen] == [{"suspect"}, {"suspect"}]
+            await serve_until(guild.Worker(spec, broker), watch.countdown.finished)
+        assert watch.with_suspect() == [{"suspect"}, {"suspect"}]
         # The three waited for it, and then ran once each.
         results = [await broker.get_result(job.id) for job in [suspect, *later]]
         assert [(r.ok, r.attempts) for r in results if r is not None] == [

@@ -71,10 +71,112 @@ class TestClaimErrors:
             # mistaken for a lost consumer group.
             await (await broker.redis_client()).delete(["wrongtype:q:q:ready"])
             await (await broker.redis_client()).set("wrongtype:q:q:ready", "not a stream")
+            # (A claim more than five seconds after the last also reads the queue's
+            # stream for its watch, which meets the key first: either names it.)
             with pytest.raises(
                 guild.BrokerError,
-                match="claim: Operation against a key holding the wrong kind of value",
+                match="Operation against a key holding the wrong kind of value",
             ):
                 await broker.claim("q", consumer="c1", limit=1, lease=1.0)
         finally:
             await broker.aclose()
+
+
+class TestLargeBatches:
+    """A claim and an ack of thousands of jobs: the scripts pass their per-batch
+    commands (XACK, XDEL, ZADD, ZREM, RPUSH) in chunks, since one call with every
+    job's arguments would overflow Lua's stack (about 8000 values)."""
+
+    async def test_claim_and_ack_of_4500_jobs(self, server: RedisServer) -> None:
+        broker = await RedisBroker.open(server.url, prefix="large")
+        client = await broker.redis_client()
+        try:
+            jobs = await broker.enqueue([guild.Job(queue="q", payload=i) for i in range(4500)])
+            taken = await broker.claim("q", consumer="c1", limit=4500, lease=60.0)
+            assert sorted(d.job.id for d in taken) == sorted(j.id for j in jobs)
+            assert {d.job.attempt for d in taken} == {1}
+            stats = (await broker.stats(["q"]))["q"]
+            assert (stats.ready, stats.in_flight) == (0, 4500)
+            assert await client.zcard("large:q:q:leases") == 4500
+            assert await client.xlen("large:q:q:ready") == 0
+            assert await broker.extend(taken[:10], lease=120.0) != []
+            await broker.ack([(d, encode_result(d.job.payload)) for d in taken])
+            stats = (await broker.stats(["q"]))["q"]
+            assert (stats.in_flight, stats.done) == (0, 4500)
+            assert await client.zcard("large:q:q:leases") == 0
+            result = await broker.get_result(jobs[4321].id)
+            assert result is not None and result.value == 4321
+        finally:
+            await broker.aclose()
+
+
+class TestLeaseScores:
+    """A lease's score is its expiry rounded up to a second (cheap for Redis to
+    sort); the job hash's exact expiry decides whether it is live."""
+
+    async def test_a_lease_ends_at_its_exact_expiry_not_its_score(
+        self, server: RedisServer
+    ) -> None:
+        broker = await RedisBroker.open(server.url, prefix="leasescore")
+        client = await broker.redis_client()
+        try:
+            (job,) = await broker.enqueue([guild.Job(queue="q", payload=1)])
+            assert await broker.claim("q", consumer="c0", limit=0, lease=1.0) == []
+            # A clock a quarter past a whole second: the lease ends at .75, scored at
+            # the next whole second.
+            t = float(int(broker.now())) + 0.25
+            flat = await _claim_at(broker, "c1", t, t + 0.5, "token-a")
+            taken, _ = _deliveries(flat[2:], "q", "c1", t + 0.5)
+            assert [d.job.id for d in taken] == [job.id]
+            assert await client.zscore("leasescore:q:q:leases", job.id) == t + 0.75
+            receipt = taken[0].receipt
+            # Before its expiry: live, renewable, not taken by another claim, which
+            # is told the exact expiry as the next time something falls due.
+            flat = await _claim_at(broker, "c2", t + 0.45, t + 1.0, "token-b")
+            assert len(flat) == 2 and float(flat[0]) == t + 0.5
+            assert await _extend_at(broker, t + 0.45, t + 0.5, job.id, receipt) == [job.id]
+            # Renewed to t + 0.95 (scored t + 0.75); past that, with its score
+            # still ahead: expired, so not renewed, and the next claim takes it.
+            assert await _extend_at(broker, t + 0.96, t + 1.5, job.id, receipt) == []
+            flat = await _claim_at(broker, "c2", t + 0.96, t + 2.0, "token-c")
+            assert [str(flat[i], "utf-8") for i in range(2, len(flat), _JOB_FIELDS)] == [job.id]
+        finally:
+            await broker.aclose()
+
+    async def test_an_exact_score_from_an_older_guild_is_read_as_it_is(
+        self, server: RedisServer
+    ) -> None:
+        broker = await RedisBroker.open(server.url, prefix="leaseold")
+        client = await broker.redis_client()
+        try:
+            (job,) = await broker.enqueue([guild.Job(queue="q", payload=1)])
+            assert await broker.claim("q", consumer="c0", limit=0, lease=1.0) == []
+            t = float(int(broker.now())) + 0.25
+            flat = await _claim_at(broker, "c1", t, t + 0.5, "token-a")
+            assert len(flat) == 2 + _JOB_FIELDS
+            # As guilds before rounded scores stored it: the exact expiry as the
+            # score, and in the hash a later one (a score is what they went by).
+            await client.zadd("leaseold:q:q:leases", {job.id: t + 0.3})
+            flat = await _claim_at(broker, "c2", t + 0.29, t + 1.0, "token-b")
+            assert len(flat) == 2 and float(flat[0]) == t + 0.3
+            flat = await _claim_at(broker, "c2", t + 0.31, t + 1.0, "token-c")
+            assert [str(flat[i], "utf-8") for i in range(2, len(flat), _JOB_FIELDS)] == [job.id]
+        finally:
+            await broker.aclose()
+
+
+async def _claim_at(
+    broker: RedisBroker, consumer: str, now: float, lease_expires: float, token: str
+) -> list[bytes]:
+    flat: list[bytes] = await broker._call(
+        "claim",
+        ["q", repr(now), 60_000, 5_000, repr(lease_expires), consumer, 1, token, 1, 5],
+    )
+    return flat
+
+
+async def _extend_at(
+    broker: RedisBroker, now: float, lease_expires: float, job_id: str, receipt: str
+) -> list[str]:
+    renewed = await broker._call("extend", [repr(now), repr(lease_expires), job_id, receipt])
+    return [str(i, "utf-8") for i in renewed]

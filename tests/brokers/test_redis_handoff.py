@@ -6,12 +6,7 @@ pops a job loses nothing."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -19,8 +14,17 @@ import trio
 import guild
 from guild.brokers import encode_result
 from guild.brokers.redis import RedisBroker, _unpack
-from tests._poll import until
 from tests._redis_server import RedisServer, running_redis_server
+from tests.brokers._handoff import (
+    claiming,
+    fields,
+    idle,
+    idle_count,
+    kill,
+    register_idle,
+    soon,
+    spawn_victim,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,72 +33,12 @@ def server() -> Iterator[RedisServer]:
         yield running
 
 
-async def _idle(broker: RedisBroker, queue: str) -> list[str]:
-    found = await (await broker.redis_client()).zrange(f"{broker.prefix}:q:{queue}:idlers", 0, -1)
-    return [m.decode() for m in found]
-
-
-async def _soon(check: Callable[[], Awaitable[bool] | bool]) -> None:
-    with trio.fail_after(10):
-        await until(check)
-
-
-async def _anyone_idle(broker: RedisBroker, queue: str) -> bool:
-    return bool(await _idle(broker, queue))
-
-
-async def _nobody_idle(broker: RedisBroker, queue: str) -> bool:
-    return not await _idle(broker, queue)
-
-
-async def _fields(broker: RedisBroker, job_id: str, *names: str) -> list[str | None]:
-    values = await (await broker.redis_client()).hmget(f"{broker.prefix}:job:{job_id}", list(names))
-    return [None if v is None else v.decode() for v in values]
-
-
-def _victim(url: str, prefix: str, lease: float) -> subprocess.Popen[str]:
-    """A process that claims on queue q as consumer "victim" (waiting up to a
-    minute), prints what it got, then sleeps: the test kills it."""
-    code = textwrap.dedent(
-        f"""
-        import trio
-        from guild.brokers.redis import RedisBroker
-
-        async def main():
-            broker = await RedisBroker.open({url!r}, prefix={prefix!r})
-            got = await broker.claim("q", consumer="victim", limit=4, lease={lease}, wait=60)
-            print("got", *[d.job.id for d in got], flush=True)
-            await trio.sleep_forever()
-
-        trio.run(main)
-        """
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
-    )
-
-
-def _kill(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
-
-
 class TestHandoff:
     async def test_an_idle_claim_wakes_with_the_job_itself(self, server: RedisServer) -> None:
         broker = await RedisBroker.open(server.url, prefix="handoff-wake")
         try:
-            got: list[guild.Delivery] = []
-
-            async def claim() -> None:
-                got.extend(await broker.claim("q", consumer="w", limit=4, lease=30, wait=10))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(claim)
-                await _soon(lambda: _anyone_idle(broker, "q"))
-                assert await _idle(broker, "q") == ["w"]
+            async with claiming(broker, consumer="w", limit=4) as got:
+                assert await idle(broker) == ["w"]
                 [job] = await broker.enqueue(
                     [guild.Job(queue="q", payload={"n": 1, "s": "é:-\x00"})]
                 )
@@ -102,7 +46,7 @@ class TestHandoff:
                 (job.id, {"n": 1, "s": "é:-\x00"}, 1, True)
             ]
             # Claimed in the enqueue's own script: in flight under a lease.
-            assert await _fields(broker, job.id, "status", "consumer", "attempt") == [
+            assert await fields(broker, job.id, "status", "consumer", "attempt") == [
                 "in_flight",
                 "w",
                 "1",
@@ -122,34 +66,27 @@ class TestHandoff:
             normal = guild.Job(queue="q", payload=2)
             high = guild.Job(queue="q", payload=3, priority=guild.Priority.HIGH)
             extra = guild.Job(queue="q", payload=4)
-            got: list[guild.Delivery] = []
-
-            async def claim() -> None:
-                got.extend(await broker.claim("q", consumer="w", limit=3, lease=30, wait=10))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(claim)
-                await _soon(lambda: _anyone_idle(broker, "q"))
+            async with claiming(broker, consumer="w", limit=3) as got:
                 await broker.enqueue([low, normal, high, extra])
             # One handoff of as many as it had room for, in claim order: high
             # first, then normal ones oldest first; the rest stays ready.
             assert [d.job.id for d in got] == [high.id, normal.id, extra.id]
             stats = (await broker.stats(["q"]))["q"]
             assert (stats.ready, stats.in_flight) == (1, 3)
-            assert await _idle(broker, "q") == []
+            assert await idle(broker) == []
         finally:
             await broker.aclose()
 
     async def test_a_worker_killed_before_it_pops_loses_nothing(self, server: RedisServer) -> None:
         broker = await RedisBroker.open(server.url, prefix="handoff-dead-idle")
-        victim = _victim(server.url, "handoff-dead-idle", lease=1.0)
+        victim = spawn_victim(server.url, "handoff-dead-idle", lease=1.0)
         try:
-            await _soon(lambda: _anyone_idle(broker, "q"))
-            _kill(victim)
+            await soon(lambda: idle_count(broker, 1))
+            kill(victim)
             # Its registration outlives it: the job is handed to it, claimed under
             # its lease, and never popped.
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
-            assert await _fields(broker, job.id, "status", "consumer") == ["in_flight", "victim"]
+            assert await fields(broker, job.id, "status", "consumer") == ["in_flight", "victim"]
             # Once the lease runs out, the next claim takes it back: run alone, as
             # a job whose process died.
             got = await broker.claim("q", consumer="rescuer", limit=4, lease=30, wait=10)
@@ -157,60 +94,59 @@ class TestHandoff:
             [started] = await broker.start(got)
             assert started.job.attempt == 2
         finally:
-            _kill(victim)
+            kill(victim)
             await broker.aclose()
 
     async def test_a_worker_killed_after_it_pops_loses_nothing(self, server: RedisServer) -> None:
         broker = await RedisBroker.open(server.url, prefix="handoff-dead-popped")
-        victim = _victim(server.url, "handoff-dead-popped", lease=1.0)
+        victim = spawn_victim(server.url, "handoff-dead-popped", lease=1.0)
         try:
-            await _soon(lambda: _anyone_idle(broker, "q"))
+            await soon(lambda: idle_count(broker, 1))
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
             assert victim.stdout is not None
             line = ""
             while not line.startswith("got"):  # (its log lines come first)
                 line = await trio.to_thread.run_sync(victim.stdout.readline)
             assert line.split() == ["got", job.id]
-            _kill(victim)
+            kill(victim)
             got = await broker.claim("q", consumer="rescuer", limit=4, lease=30, wait=10)
             assert [(d.job.id, d.interrupted) for d in got] == [(job.id, True)]
         finally:
-            _kill(victim)
+            kill(victim)
             await broker.aclose()
 
     async def test_release_consumers_gives_back_what_a_dead_idle_worker_was_handed(
         self, server: RedisServer
     ) -> None:
         broker = await RedisBroker.open(server.url, prefix="handoff-release")
-        victim = _victim(server.url, "handoff-release", lease=60.0)
+        victim = spawn_victim(server.url, "handoff-release", lease=60.0)
         try:
-            await _soon(lambda: _anyone_idle(broker, "q"))
-            _kill(victim)
+            await soon(lambda: idle_count(broker, 1))
+            kill(victim)
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
-            assert await _fields(broker, job.id, "consumer") == ["victim"]
+            assert await fields(broker, job.id, "consumer") == ["victim"]
             # What a supervisor does for a killed child: its run is not counted.
             assert await broker.release_consumers("vic") == 1
-            assert await _idle(broker, "q") == []
+            assert await idle(broker) == []
             got = await broker.claim("q", consumer="rescuer", limit=4, lease=30, wait=0)
             assert [(d.job.id, d.job.attempt, d.interrupted) for d in got] == [(job.id, 1, False)]
         finally:
-            _kill(victim)
+            kill(victim)
             await broker.aclose()
 
     async def test_stop_claiming_gives_back_what_was_not_taken(self, server: RedisServer) -> None:
         broker = await RedisBroker.open(server.url, prefix="handoff-stop")
         try:
             assert await broker.claim("q", consumer="w", limit=2, lease=30, wait=0.0) == []
-            assert await _idle(broker, "q") == []  # wait=0 registers nobody
+            assert await idle(broker) == []  # wait=0 registers nobody
             # A claim that may wait registers; cancelled, it leaves that behind.
-            with trio.move_on_after(0.5):
-                await broker.claim("q", consumer="w", limit=2, lease=30, wait=60)
-            assert await _idle(broker, "q") == ["w"]
+            await register_idle(broker, start=None, wait_for=0.5)
+            assert await idle(broker) == ["w"]
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
-            assert await _fields(broker, job.id, "status", "consumer") == ["in_flight", "w"]
+            assert await fields(broker, job.id, "status", "consumer") == ["in_flight", "w"]
             await broker.stop_claiming("q", "w")
-            assert await _idle(broker, "q") == []
-            assert await _fields(broker, job.id, "status", "attempt") == ["ready", "0"]
+            assert await idle(broker) == []
+            assert await fields(broker, job.id, "status", "attempt") == ["ready", "0"]
             got = await broker.claim("q", consumer="other", limit=2, lease=30, wait=0)
             assert [(d.job.id, d.job.attempt) for d in got] == [(job.id, 1)]
         finally:
@@ -227,7 +163,7 @@ class TestHandoff:
 
         try:
             async with app.open(broker):
-                await _soon(lambda: _anyone_idle(broker, "q"))
+                await soon(lambda: idle_count(broker, 1))
                 for n in range(5):
                     job = await app.enqueue("q", n, broker=broker)
                     result = await broker.get_result(job.id, wait=5)
@@ -261,14 +197,14 @@ class TestWorkerRegistration:
 
         try:
             async with app.open(broker):
-                await _soon(lambda: _anyone_idle(broker, "q"))
+                await soon(lambda: idle_count(broker, 1))
                 await app.enqueue_many("q", list(range(7)), broker=broker)
-                await _soon(lambda: len(running) == 4)
+                await soon(lambda: len(running) == 4)
                 # Handed 7 of its 8: with 1 free it stops claiming, and says so,
                 # though its registration had room for one more.
-                await _soon(lambda: _nobody_idle(broker, "q"))
+                await soon(lambda: _nobody_idle(broker))
                 last = await app.enqueue("q", 7, broker=broker)
-                assert await _fields(broker, last.id, "status") == ["ready"]
+                assert await fields(broker, last.id, "status") == ["ready"]
                 release.set()
                 result = await broker.get_result(last.id, wait=5)
                 assert result is not None and result.value == 7
@@ -280,15 +216,12 @@ class TestWorkerRegistration:
         try:
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
             [first] = await broker.claim("q", consumer="a", limit=1, lease=30)
-            got: list[guild.Delivery] = []
-
-            async def claim() -> None:
-                got.extend(await broker.claim("q", consumer="b", limit=2, lease=30, wait=10))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(claim)
-                await _soon(lambda: _anyone_idle(broker, "q"))
+            async with claiming(broker, consumer="b", limit=2) as got:
                 await broker.retry(first, at=broker.now(), error="again")
             assert [(d.job.id, d.job.attempt) for d in got] == [(job.id, 2)]
         finally:
             await broker.aclose()
+
+
+async def _nobody_idle(broker: RedisBroker) -> bool:
+    return not await idle(broker)

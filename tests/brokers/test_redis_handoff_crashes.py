@@ -7,11 +7,7 @@ sharing one queue. Each bound asserted here is the one docs/brokers.md states
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +18,17 @@ import guild
 from guild.brokers.redis import RedisBroker
 from tests._poll import until
 from tests._redis_server import RedisServer, running_redis_server
+from tests.brokers._handoff import (
+    claiming,
+    fields,
+    idle,
+    idle_count,
+    kill,
+    register_idle,
+    soon,
+    spawn,
+    spawn_victim,
+)
 
 # An app's claim wait (WorkerSpec.claim_wait's default): how long a registration lasts.
 _CLAIM_WAIT = 1.0
@@ -33,37 +40,10 @@ def server() -> Iterator[RedisServer]:
         yield running
 
 
-async def _idle(broker: RedisBroker, queue: str) -> list[str]:
-    found = await (await broker.redis_client()).zrange(f"{broker.prefix}:q:{queue}:idlers", 0, -1)
-    return [m.decode() for m in found]
-
-
-async def _status(broker: RedisBroker, job_id: str) -> str | None:
-    value = await (await broker.redis_client()).hget(f"{broker.prefix}:job:{job_id}", "status")
-    return None if value is None else value.decode()
-
-
-def _spawn(code: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=os.getcwd(),
-    )
-
-
-def _kill(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
-
-
 def _app_process(url: str, prefix: str, log: Path, *, lease: float) -> subprocess.Popen[str]:
     """A worker process on queue q (concurrency 4) that appends each payload it
     runs to ``log`` (O_APPEND: whole lines from any number of processes)."""
-    return _spawn(
+    return spawn(
         f"""
         import os
         import trio
@@ -111,18 +91,7 @@ class TestKilledWhileIdle:
         # registration (60 s), bounds their wait: a live worker claims again
         # within its claim wait of the lease running out, and takes them back.
         broker = await RedisBroker.open(server.url, prefix="crash-idle")
-        victim = _spawn(
-            f"""
-            import trio
-            from guild.brokers.redis import RedisBroker
-
-            async def main():
-                broker = await RedisBroker.open({server.url!r}, prefix="crash-idle")
-                await broker.claim("q", consumer="victim", limit=4, lease=2.0, wait=60)
-
-            trio.run(main)
-            """
-        )
+        victim = spawn_victim(server.url, "crash-idle", lease=2.0)
         app = guild.Guild("crash-idle")
         done: list[str] = []
 
@@ -132,24 +101,17 @@ class TestKilledWhileIdle:
             return job.payload
 
         try:
-            with trio.fail_after(10):
-                await until(lambda: _has_idle(broker, "victim"))
-            _kill(victim)
+            await soon(lambda: _has_idle(broker, "victim"))
+            kill(victim)
             async with app.open(broker):
                 # Both registered: the live one first in line (its registration
                 # ends sooner), with room for its capacity; the rest of the batch
                 # overflows to the dead one.
-                with trio.fail_after(10):
-                    await until(lambda: _idle_count(broker, 2))
+                await soon(lambda: idle_count(broker, 2))
                 payloads = [f"j{n}" for n in range(12)]
                 jobs = await app.enqueue_many("q", payloads, broker=broker)
                 handed_to_victim = [
-                    j.id
-                    for j in jobs
-                    if await (await broker.redis_client()).hget(
-                        f"crash-idle:job:{j.id}", "consumer"
-                    )
-                    == b"victim"
+                    j.id for j in jobs if await fields(broker, j.id, "consumer") == ["victim"]
                 ]
                 # lease 2 s + the live worker's claim wait + slack for a loaded machine.
                 with trio.fail_after(2.0 + _CLAIM_WAIT + 5):
@@ -160,21 +122,10 @@ class TestKilledWhileIdle:
                 assert sorted(done) == sorted(payloads)  # each once
                 # Whatever went to the dead worker came back as an interrupted run.
                 for job_id in handed_to_victim:
-                    attempt = await (await broker.redis_client()).hget(
-                        f"crash-idle:job:{job_id}", "attempt"
-                    )
-                    assert attempt == b"2"
+                    assert await fields(broker, job_id, "attempt") == ["2"]
         finally:
-            _kill(victim)
+            kill(victim)
             await broker.aclose()
-
-
-async def _has_idle(broker: RedisBroker, consumer: str) -> bool:
-    return consumer in await _idle(broker, "q")
-
-
-async def _idle_count(broker: RedisBroker, n: int) -> bool:
-    return len(await _idle(broker, "q")) >= n
 
 
 class TestRedisRestart:
@@ -193,8 +144,7 @@ class TestRedisRestart:
 
         try:
             async with app.open(broker):
-                with trio.fail_after(10):
-                    await until(lambda: _idle_count(broker, 1))
+                await soon(lambda: idle_count(broker, 1))
                 client = await broker.redis_client()
                 await client.set("crash-restart:sentinel", "1")
                 await trio.to_thread.run_sync(server.stop)
@@ -203,7 +153,7 @@ class TestRedisRestart:
                 # moment after the restart, so its registration is no witness).
                 assert await client.get("crash-restart:sentinel") is None
                 with trio.fail_after(15):
-                    await until(lambda: _idle_count(broker, 1))
+                    await until(lambda: idle_count(broker, 1))
                     for n in range(3):
                         job = await app.enqueue("q", n, broker=broker)
                         result = await broker.get_result(job.id, wait=10)
@@ -225,13 +175,12 @@ class TestStopping:
 
         try:
             async with app.open(broker):
-                with trio.fail_after(10):
-                    await until(lambda: _idle_count(broker, 1))
+                await soon(lambda: idle_count(broker, 1))
             # Its claimer was cancelled in its BLPOP, and ended its registration
             # on the way out: a job enqueued now waits, ready, for the next worker.
-            assert await _idle(broker, "q") == []
+            assert await idle(broker) == []
             job = await app.enqueue("q", "after", broker=broker)
-            assert await _status(broker, job.id) == "ready"
+            assert await fields(broker, job.id, "status") == ["ready"]
         finally:
             await broker.aclose()
 
@@ -244,13 +193,12 @@ class TestStopping:
         # in no inbox: stop_claiming cannot give it back, its lease (1.5 s) does.
         broker = await RedisBroker.open(server.url, prefix="crash-inflight")
         try:
-            with trio.move_on_after(0.3):
-                await broker.claim("q", consumer="w", limit=2, lease=1.5, wait=60, start=1)
+            await register_idle(broker, lease=1.5)
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
             inbox = "crash-inflight:q:q:inbox:w"
             assert await (await broker.redis_client()).blpop([inbox], timeout=1) is not None
             await broker.stop_claiming("q", "w")
-            assert await _status(broker, job.id) == "in_flight"
+            assert await fields(broker, job.id, "status") == ["in_flight"]
             with trio.fail_after(1.5 + 5):
                 again = await broker.claim("q", consumer="other", limit=2, lease=30, wait=10)
             assert [(d.job.id, d.interrupted) for d in again] == [(job.id, True)]
@@ -262,15 +210,14 @@ class TestStopping:
     ) -> None:
         broker = await RedisBroker.open(server.url, prefix="crash-unpopped")
         try:
-            with trio.move_on_after(0.3):
-                await broker.claim("q", consumer="w", limit=2, lease=30, wait=60, start=1)
+            await register_idle(broker)
             with trio.move_on_after(0.2):  # its BLPOP, cancelled
                 await broker.claim("q", consumer="w", limit=2, lease=30, wait=60, start=1)
             # Still registered in Redis: handed, and left in the inbox.
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
-            assert await _status(broker, job.id) == "in_flight"
+            assert await fields(broker, job.id, "status") == ["in_flight"]
             await broker.stop_claiming("q", "w")  # as the claimer does on its way out
-            assert await _status(broker, job.id) == "ready"
+            assert await fields(broker, job.id, "status") == ["ready"]
             again = await broker.claim("q", consumer="other", limit=2, lease=30, wait=0)
             assert [(d.job.id, d.job.attempt, d.interrupted) for d in again] == [(job.id, 1, False)]
         finally:
@@ -285,21 +232,17 @@ class TestCancelHanded:
         try:
             # Registered idle with one handler to start (the case of a worker
             # with an idle handler): a handoff starts the job.
-            with trio.move_on_after(0.3):
-                await broker.claim("q", consumer="w", limit=2, lease=30, wait=60, start=1)
-            assert await _idle(broker, "q") == ["w"]
+            await register_idle(broker)
+            assert await idle(broker) == ["w"]
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
-            assert await _status(broker, job.id) == "in_flight"
+            assert await fields(broker, job.id, "status") == ["in_flight"]
             assert await broker.cancel([job.id]) == [job.id]
             # The worker comes back to claim: it must not get the job to run.
             got = await broker.claim("q", consumer="w", limit=2, lease=30, wait=0, start=1)
             assert [d.job.id for d in got] == []
-            assert await _status(broker, job.id) == "cancelled"
+            assert await fields(broker, job.id, "status") == ["cancelled"]
             # It never ran: its handoff's attempt is taken back.
-            assert (
-                await (await broker.redis_client()).hget(f"crash-cancel:job:{job.id}", "attempt")
-                == b"0"
-            )
+            assert await fields(broker, job.id, "attempt") == ["0"]
         finally:
             await broker.aclose()
 
@@ -308,15 +251,14 @@ class TestCancelHanded:
     ) -> None:
         broker = await RedisBroker.open(server.url, prefix="crash-cancel-pop")
         try:
-            with trio.move_on_after(0.3):
-                await broker.claim("q", consumer="w", limit=2, lease=30, wait=60, start=1)
+            await register_idle(broker)
             [job] = await broker.enqueue([guild.Job(queue="q", payload="x")])
             assert await broker.cancel([job.id]) == [job.id]
             # Still registered (as this process counts it): it waits in BLPOP.
             with trio.fail_after(5):
                 got = await broker.claim("q", consumer="w", limit=2, lease=30, wait=0.5, start=1)
             assert [d.job.id for d in got] == []
-            assert await _status(broker, job.id) == "cancelled"
+            assert await fields(broker, job.id, "status") == ["cancelled"]
         finally:
             await broker.aclose()
 
@@ -327,17 +269,9 @@ class TestPriorities:
     ) -> None:
         broker = await RedisBroker.open(server.url, prefix="crash-prio")
         try:
-            got: list[guild.Delivery] = []
-
-            async def claim() -> None:
-                got.extend(await broker.claim("q", consumer="w", limit=1, lease=30, wait=10))
-
             high = guild.Job(queue="q", payload="high", priority=guild.Priority.HIGH)
             normals = [guild.Job(queue="q", payload=f"n{i}") for i in range(3)]
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(claim)
-                with trio.fail_after(10):
-                    await until(lambda: _idle_count(broker, 1))
+            async with claiming(broker, consumer="w", limit=1) as got:
                 await broker.enqueue([high])
                 await broker.enqueue(normals)
             assert [d.job.id for d in got] == [high.id]
@@ -365,8 +299,7 @@ class TestDelayedWhileIdle:
 
         try:
             async with app.open(broker):
-                with trio.fail_after(10):
-                    await until(lambda: _idle_count(broker, 1))
+                await soon(lambda: idle_count(broker, 1))
                 enqueued = trio.current_time()
                 job = await app.enqueue("q", "later", delay=3.0, broker=broker)
                 with trio.fail_after(3.0 + _CLAIM_WAIT + 5):
@@ -386,8 +319,7 @@ class TestTwoProcesses:
         workers = [_app_process(server.url, "crash-two", log, lease=30.0) for _ in range(2)]
         app = guild.Guild("crash-two-producer")
         try:
-            with trio.fail_after(20):
-                await until(lambda: _idle_count(broker, 2))
+            await soon(lambda: idle_count(broker, 2), 20)
             with trio.fail_after(25):
                 for n in range(1000):
                     await app.enqueue("q", n, broker=broker)
@@ -399,5 +331,9 @@ class TestTwoProcesses:
             assert pids == {str(w.pid) for w in workers}
         finally:
             for worker in workers:
-                _kill(worker)
+                kill(worker)
             await broker.aclose()
+
+
+async def _has_idle(broker: RedisBroker, consumer: str) -> bool:
+    return consumer in await idle(broker)

@@ -5,13 +5,20 @@ and errors mapped as coredis's are."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import trio
 
 from guild import BrokerError, BrokerUnavailable
-from guild.brokers._redis_errors import map_redis_exceptions
-from guild.brokers._redis_wire import ReplyError, WireAddress, WireConnectionError, WirePool
+from guild.brokers._redis_errors import GroupExistsError, WrongTypeError, map_redis_exceptions
+from guild.brokers._redis_wire import (
+    ReplyError,
+    WireAddress,
+    WireCommands,
+    WireConnectionError,
+    WirePool,
+)
 from guild.brokers.redis import RedisBroker
 from tests._poll import until
 from tests._redis_server import RedisServer, redis_cli_binary, running_redis_server
@@ -166,3 +173,39 @@ async def test_the_broker_uses_lean_connections_only_when_it_opened_the_url(
     await broker.aclose()
     with pytest.raises(WireConnectionError):
         await wire.call("PING")
+
+
+@pytest.mark.parametrize("through", ["wire", "coredis"])
+async def test_the_broker_calls_set_nx_and_group_create_alike_on_either_client(
+    server: RedisServer, pool: WirePool, through: str
+) -> None:
+    broker = await RedisBroker.open(server.url)
+    commands: Any = WireCommands(pool) if through == "wire" else await broker.redis_client()
+    try:
+        with map_redis_exceptions("set"):
+            await commands.set("marker", "first", condition="NX")
+            await commands.set("marker", "second", condition="NX")
+        assert await _cli(server.port, "GET", "marker") == "first"
+        with map_redis_exceptions("create group"):
+            await commands.xgroup_create("stream", "workers", "0", mkstream=True)
+        assert await _cli(server.port, "XINFO", "GROUPS", "stream") != ""
+        # Made already (by another process): typed, so the broker suppresses it alone.
+        with (
+            pytest.raises(GroupExistsError, match=r"^redis: create group: "),
+            map_redis_exceptions("create group"),
+        ):
+            await commands.xgroup_create("stream", "workers", "0", mkstream=True)
+        # A key of another type: typed, so list_dead goes on past that one record.
+        with (
+            pytest.raises(WrongTypeError, match=r"^redis: read: Operation against a key"),
+            map_redis_exceptions("read"),
+        ):
+            await commands.hgetall("marker")
+        with pytest.raises(BrokerError) as other, map_redis_exceptions("create group"):
+            await commands.xgroup_create("marker", "workers", "0", mkstream=True)
+        assert type(other.value) is WrongTypeError
+        with pytest.raises(BrokerError) as untyped, map_redis_exceptions("incr"):
+            await commands.register_script("return redis.error_reply('ERR nope')")(keys=[], args=[])
+        assert type(untyped.value) is BrokerError
+    finally:
+        await broker.aclose()

@@ -22,6 +22,8 @@ import pytest
 from tests._redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+ADDRESS = '"HOST:PORT" with a port from 0 to 65535'
+LEVELS = "one of debug, info, warning, error, critical"
 CLOSED = f"127.0.0.1:{free_port()}"
 """A loopback port nothing listens on: every URL below is refused before it is tried."""
 
@@ -41,6 +43,8 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     app = '[guild]\napp = "tests.cli.apps:quick"\n'
     (where / "huge_soak.toml").write_text(app + "[canary]\nsoak = 1e26\n")
     (where / "huge_min_jobs.toml").write_text(app + "[canary]\nmin_jobs = 99999999999\n")
+    (where / "bad_http.toml").write_text(app + 'http = "nope"\n')
+    (where / "bare_ipv6_http.toml").write_text(app + 'http = "::1:8000"\n')
     return where
 
 
@@ -171,6 +175,24 @@ CASES = [
     case("canary", "start", "q", "--stages", "1,0.5", says="stages must rise, got [1.0, 0.5]"),
     case("canary", "start", "q", "--stages", "0.5", says="the last stage must be 1.0"),
     case("canary", "status", says="no database at"),
+    *[
+        case(
+            "canary",
+            action,
+            "q@canary",
+            says="'q@canary' is the canary lane of 'q': name the queue",
+        )
+        for action in ("status", "start", "promote", "pause", "rollback")
+    ],
+    case("canary", "start", "q", "--soak", "٣", says="--soak: expected seconds above 0 and at"),
+    case("canary", "start", "q", "--stages", "0.5,\u0661", says="--stages: expected shares like"),
+    case(
+        "config",
+        "show",
+        "--canary-error-rate",
+        "\u0660",
+        says="--canary-error-rate: expected a share",
+    ),
     # --- numbers and durations: NaN, inf, negative, absurd, empty, huge ---
     *[
         case("canary", "start", "q", f"--{flag}", value, says=f"--{flag}: {says}")
@@ -227,7 +249,7 @@ CASES = [
         "memory://",
         "--http",
         "",
-        says="--http: http: expected \"HOST:PORT\" with a port from 0 to 65535, got ''",
+        says="--http: expected \"HOST:PORT\" with a port from 0 to 65535, got ''",
     ),
     case(
         "run",
@@ -239,6 +261,45 @@ CASES = [
         says="got 'a..b:80'",
     ),
     *_each_command("redis://a..b:6379/0", "malformed host 'a..b'"),
+    # --- addresses to listen on: one rule for guild run and guild config show ---
+    *[
+        case(*command, "--http", value, says=f"--http: expected {ADDRESS}, got {value!r}")
+        for command in (
+            ["run", "tests.cli.apps:quick", "--broker", "memory://"],
+            ["config", "show"],
+        )
+        for value in (
+            "nope",
+            "h:99999",
+            "h:80:80",
+            "http://h:80",
+            "[nope]:80",
+            "::1:80",
+            "h:\uff18\uff10",
+        )
+    ],
+    case("config", "show", "--http", says="--http: expected one argument"),
+    # --- log levels: one rule too, any case, nothing else ---
+    *[
+        case(*command, "--log-level", value, says=f"--log-level: expected {LEVELS}, got {value!r}")
+        for command in (
+            ["run", "tests.cli.apps:quick", "--broker", "memory://"],
+            ["config", "show"],
+        )
+        for value in ("loud", "", "NOTSET", "warn")
+    ],
+    # --- numbers in other scripts' digits, which int() and float() would take ---
+    case(
+        "run", "tests.cli.apps:quick", "--concurrency", "٣", says="--concurrency: expected a whole"
+    ),
+    case("enqueue", "q", "1", "--delay", "٣", says="--delay: expected a number, got '٣'"),
+    case("config", "show", "--processes", "\uff12", says="--processes: expected a whole number"),
+    # --- a SQLite path no filesystem takes ---
+    *[
+        case(*command, "--broker", "sqlite:" + "x" * 5000, says="(File name too long)")
+        for command in (["stats"], ["enqueue", "q", "1"], ["run", "tests.cli.apps:quick"])
+    ],
+    case("stats", "--broker", "sqlite:" + "d/" * 3000 + "x.db", says="(File name too long)"),
     # --- Redis on a unix socket: a path, no host; its database is ?db=N ---
     *_each_command("unix://somehost/tmp/r.sock", "a unix socket URL names a path, not a host"),
     case("stats", "--broker", "unix://", says="no absolute socket path"),
@@ -301,6 +362,12 @@ def test_config_show_names_the_file_and_key(
         (["canary", "start", "q", "--config", "{apps}/a_directory"], "expected a readable UTF-8"),
         (["canary", "start", "q", "--config", "{apps}/empty.toml", "--env", "x"], "env: expected"),
         (["canary", "start", "q", "--env", "x"], "--env: give the guild.toml with --config"),
+        # guild config show refuses the address guild run would.
+        (["config", "show", "{apps}/bad_http.toml"], f"guild.http: expected {ADDRESS}, got 'nope'"),
+        (
+            ["config", "show", "{apps}/bare_ipv6_http.toml"],
+            f"guild.http: expected {ADDRESS}, got '::1:8000'",
+        ),
         (
             ["config", "show", "{apps}/huge_soak.toml"],
             "canary.soak: expected a finite number > 0 and <= 2,592,000, got 1e+26",

@@ -22,6 +22,7 @@ from guild._codec import (
     encode_payload,
     encode_result,
     job_from_row,
+    lenient_seconds,
 )
 from guild.testing._strategies import jobs, payloads
 
@@ -280,3 +281,28 @@ class TestEncoding:
         assert issubclass(guild.ResultEncodeError, guild.JobError)
         assert issubclass(guild.PayloadEncodeError, guild.JobError)
         assert issubclass(guild.PayloadEncodeError, TypeError)
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        (1.5, 1.5),
+        (7, 7.0),
+        ("3.25", 3.25),
+        (b"1700000000.5", 1700000000.5),
+        (b" 2 ", 2.0),
+        # Missing, or spoiled by a hand edit: shown as no time, never raised.
+        (None, None),
+        ("", None),
+        (b"", None),
+        ("soon", None),
+        (b"\xff\xfe", None),
+        ("inf", None),
+        (b"nan", None),
+        (math.inf, None),
+        (10**400, None),
+        ([1.0], None),
+    ],
+)
+def test_a_shown_time_is_read_leniently(stored: object, shown: float | None) -> None:
+    assert lenient_seconds(stored) == shown

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import guild
 
-from .apps import running_worker
-
-ROOT = Path(__file__).resolve().parents[2]
+from .apps import guild_run_process, running_worker
 
 
 def test_round_trip_under_asyncio(url: str) -> None:
@@ -40,21 +33,9 @@ def test_an_asyncio_producer_feeds_a_guild_run_in_another_process(url: str) -> N
             results = [await client.result(job, wait=60) for job in jobs]
             return [r.value if r is not None else None for r in results]
 
-    env = {**os.environ, "GUILD_BROKER": url}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "guild", "run", "tests.producers.apps:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with guild_run_process(url):
         values = asyncio.run(main())
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=60)
     assert values == [{"thumbnail": f"thumb-u{i}"} for i in range(5)]
-    assert worker.returncode == 0, stderr.decode()
 
 
 def test_cancelling_the_awaiting_task_stops_the_wait(sqlite_url: str) -> None:

@@ -7,11 +7,7 @@ broker), and with a ``guild run`` in another process.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +19,8 @@ import trio
 import guild
 from guild.brokers import _sqlite_enqueue
 
-ROOT = Path(__file__).resolve().parents[2]
+from .apps import at_once, guild_run_process, race_one_key
+
 THREADS = 8
 PER_THREAD = 60
 
@@ -40,7 +37,6 @@ def test_threads_at_once_lose_and_duplicate_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "jobs.db"
-    start = threading.Barrier(THREADS)
     returned: list[list[str]] = [[] for _ in range(THREADS)]
     stored_in: dict[str, int] = {}  # job id -> the thread whose transaction stored it
     real_store = _sqlite_enqueue.store
@@ -54,19 +50,13 @@ def test_threads_at_once_lose_and_duplicate_nothing(
     produced_in: dict[str, int] = {}
 
     def produce(index: int) -> None:
-        start.wait()
         for n in range(PER_THREAD):
             job_id = client.enqueue("load", [index, n]).id
             returned[index].append(job_id)
             produced_in[job_id] = threading.get_ident()
 
     with guild.Client(f"sqlite:///{path}") as client:
-        threads = [threading.Thread(target=produce, args=(i,)) for i in range(THREADS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        assert not any(thread.is_alive() for thread in threads)
+        at_once(THREADS, produce)
     # Each job was stored in the thread that enqueued it, not the client's.
     assert stored_in == produced_in
     stored = _rows(path, "SELECT id, payload, status FROM jobs WHERE queue = 'load'")
@@ -96,22 +86,8 @@ def test_fields_are_stored_as_the_broker_stores_them(tmp_path: Path) -> None:
 def test_a_key_is_held_across_threads_and_the_broker_path(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     url = f"sqlite:///{path}"
-    got: list[str] = []
-    lock = threading.Lock()
-    start = threading.Barrier(THREADS)
-
-    def produce(index: int) -> None:
-        start.wait()
-        job = client.enqueue("keyed", index, key="once")
-        with lock:
-            got.append(job.id)
-
     with guild.Client(url) as client:
-        threads = [threading.Thread(target=produce, args=(i,)) for i in range(THREADS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        got = race_one_key(client, THREADS, "once")
 
     async def through_the_broker() -> guild.Job:
         async with guild.open_broker(url) as broker:
@@ -139,24 +115,12 @@ def test_a_canary_share_routes_the_job_to_its_lane(tmp_path: Path) -> None:
 
 def test_a_worker_in_another_process_runs_the_job(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/jobs.db"
-    env = {**os.environ, "GUILD_BROKER": url}
     with guild.Client(url) as client:
         client.enqueue("double", 0)  # the schema made before the worker opens the file
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "guild", "run", "tests.producers.apps:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
+        with guild_run_process(url):
             jobs = [client.enqueue("double", n) for n in range(1, 6)]
             results = [client.result(job, wait=60) for job in jobs]
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            _, stderr = worker.communicate(timeout=60)
     assert [r.value if r is not None else None for r in results] == [2, 4, 6, 8, 10]
-    assert worker.returncode == 0, stderr.decode()
 
 
 def test_a_locked_database_is_waited_for(tmp_path: Path) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import guild
 
 from ._stats import queue_stats
+from .apps import at_once, race_one_key
 
 THREADS = 16
 PER_THREAD = 25
@@ -14,10 +13,8 @@ PER_THREAD = 25
 
 def test_many_threads_enqueue_through_one_client(url: str) -> None:
     ids: list[list[str]] = [[] for _ in range(THREADS)]
-    start = threading.Barrier(THREADS)
 
     def produce(index: int) -> None:
-        start.wait()
         for n in range(PER_THREAD):
             if n % 5 == 0:
                 ids[index] += [j.id for j in client.enqueue_many("load", [index, n, "batch"])]
@@ -25,11 +22,7 @@ def test_many_threads_enqueue_through_one_client(url: str) -> None:
                 ids[index].append(client.enqueue("load", [index, n]).id)
 
     with guild.Client(url) as client:
-        threads = [threading.Thread(target=produce, args=(i,)) for i in range(THREADS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        at_once(THREADS, produce)
     every = [job_id for per in ids for job_id in per]
     # 5 of each thread's 25 calls store 3 jobs, the other 20 store one.
     expected = THREADS * (20 + 5 * 3)
@@ -39,21 +32,7 @@ def test_many_threads_enqueue_through_one_client(url: str) -> None:
 
 
 def test_many_threads_racing_one_key_store_one_job(url: str) -> None:
-    start = threading.Barrier(THREADS)
-    got: list[str] = []
-    lock = threading.Lock()
-
-    def produce(index: int) -> None:
-        start.wait()
-        job = client.enqueue("keyed", index, key="only-once")
-        with lock:
-            got.append(job.id)
-
     with guild.Client(url) as client:
-        threads = [threading.Thread(target=produce, args=(i,)) for i in range(THREADS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        got = race_one_key(client, THREADS, "only-once")
     assert len(got) == THREADS and len(set(got)) == 1
     assert queue_stats(url, "keyed").ready == 1

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
 from guild import Job
@@ -125,3 +126,33 @@ async def test_a_rollback_requeues_the_lanes_dead_letters_on_the_queue(
         assert [d.job.id for d in await broker.list_dead()] == [stable_dead.id]
         again = await broker.claim("q", consumer="s", limit=10, lease=30)
         assert [(d.job.id, d.job.queue, d.job.attempt) for d in again] == [(killed.id, "q", 1)]
+
+
+LONG_WAIT = 3600.0
+"""A claim's wait no test sits out: a claimer that got its job before the guard
+below ran out was woken by the move, not by its wait ending."""
+
+
+@pytest.mark.parametrize("delay", [None, 0.3], ids=["ready", "delayed"])
+async def test_a_move_wakes_an_idle_claimer_of_the_queue(
+    make_broker: MakeBroker, delay: float | None
+) -> None:
+    """As an enqueue does: a stable worker waiting in its claim (Redis: registered
+    as idle until its wait ends) gets the moved job, ready or delayed, when it is
+    due, not when its wait is over."""
+    async with make_broker() as broker:
+        at = None if delay is None else broker.now() + delay
+        [job] = await broker.enqueue([Job(queue="q@canary", payload=1, not_before=at)])
+        got: list[str] = []
+
+        async def stable() -> None:
+            found = await broker.claim("q", consumer="s", limit=1, lease=30, wait=LONG_WAIT)
+            got.extend(d.job.id for d in found)
+
+        # A guard against a hang, far above any wake-up and far below LONG_WAIT.
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stable)
+                await trio.sleep(0.2)  # the claim finds q empty and waits
+                assert await move_lane(broker, "q") == 1
+        assert got == [job.id]

@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 import guild
 from guild.sandbox import Sandbox, SandboxPolicy, _cgroup, _jobdir, _process, _spawn, _uids
 
+from ._unprivileged import SETPRIV, unprivileged_python
+
 pytestmark = pytest.mark.slow
 
 ROOT = os.geteuid() == 0
@@ -140,53 +142,20 @@ trio.run(main)
 """
 
 
-def _unprivileged_python(env: dict[str, str]) -> str | None:
-    """An interpreter uid 65534 may run that finds guild and its dependencies."""
-    for candidate in ("/usr/bin/python3", sys.executable):
-        probe = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                candidate,
-                "-c",
-                "import subprocess, sys, trio, attrs, structlog, guild\n"
-                "subprocess.run([sys.executable, '-c', ''], check=True)",
-            ],
-            env=env,
-            capture_output=True,
-            check=False,
-            cwd="/",
-        )
-        if probe.returncode == 0:
-            return candidate
-    return None
-
-
 @pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root and setpriv")
 async def test_an_unprivileged_worker_gets_kernel_namespaces() -> None:
     """Not root: the kernel path goes through a user namespace of the worker's own uid."""
     site = [p for p in sys.path if p.endswith("site-packages")]
     repo = str(Path(guild.__file__).resolve().parents[1])
     env = {"PATH": "/usr/bin:/bin", "HOME": "/", "PYTHONPATH": ":".join([repo, *site])}
-    python = _unprivileged_python(env)
+    python = unprivileged_python(env)
     if python is None:
         pytest.skip("no interpreter with guild's dependencies that uid 65534 may run")
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         listener.setblocking(False)
-        argv = [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            python,
-            "-c",
-            UNPRIVILEGED_WORKER,
-            str(listener.getsockname()[1]),
-        ]
+        argv = [*SETPRIV, python, "-c", UNPRIVILEGED_WORKER, str(listener.getsockname()[1])]
         with trio.fail_after(60):
             worker = await trio.run_process(
                 argv, env=env, capture_stdout=True, capture_stderr=True, check=False, cwd="/"

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -25,10 +24,10 @@ import trio
 
 import guild
 
+from ._unprivileged import NOBODY, SETPRIV, unprivileged_python
+
 pytestmark = pytest.mark.slow
 
-NOBODY = 65534
-SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 # The worker, as uid 65534: one run per attack, then what it saw, as JSON.
 WORKER = r"""
@@ -143,25 +142,6 @@ trio.run(main)
 """
 
 
-def _unprivileged_python(env: dict[str, str]) -> str | None:
-    """An interpreter uid 65534 may run that finds guild and its dependencies."""
-    system = f"/usr/bin/python3.{sys.version_info[1]}"
-    for candidate in dict.fromkeys((system, sys.executable)):
-        # The sandbox starts helpers with sys.executable: that must work too.
-        check = "import subprocess, sys, trio, attrs, structlog, guild\n"
-        check += "subprocess.run([sys.executable, '-c', ''], check=True)"
-        probe = subprocess.run(
-            [*SETPRIV, candidate, "-c", check],
-            env=env,
-            capture_output=True,
-            check=False,
-            cwd="/",
-        )
-        if probe.returncode == 0:
-            return candidate
-    return None
-
-
 @pytest.fixture
 def readable() -> Iterator[Path]:
     """A directory uid 65534 can read, holding a copy of the package under test."""
@@ -186,7 +166,7 @@ async def test_hostile_jobs_of_an_unprivileged_worker_are_contained(readable: Pa
         "PYTHONPATH": ":".join([str(readable), *site]),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    python = _unprivileged_python(env)
+    python = unprivileged_python(env)
     if python is None:
         pytest.skip(f"no interpreter with guild's dependencies ({site}) that uid 65534 may run")
     marker = "guild-unprivileged-" + os.urandom(6).hex()

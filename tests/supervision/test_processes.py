@@ -104,3 +104,41 @@ class TestTopSupervisorGivesUp:
         stats = run_guild("stats", "--broker", url, "--json")
         queue = json.loads(stats.stdout)["doomed"]
         assert queue["dead"] == 0 and queue["ready"] + queue["delayed"] == 1
+
+
+SLOW_IMPORT = """\
+import os, time
+import guild
+open(os.path.join(os.environ["MARKS"], str(os.getpid())), "w").close()
+time.sleep(60)  # still importing when the SIGTERM comes
+app = guild.Guild("slow_import")
+"""
+
+
+def test_a_sigterm_while_children_start_is_a_clean_stop(tmp_path: Path) -> None:
+    # The drain's SIGTERM reaches each child before it has set its handler: the
+    # child dies of it, holding no job (nothing is claimed before the handler),
+    # so the run stopped as asked: exit 0, not a failed drain.
+    (tmp_path / "slow_import_app.py").write_text(SLOW_IMPORT)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
+    env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path}", MARKS=str(marks))
+    argv = guild_cmd(
+        "run", "slow_import_app:app", "--broker", f"sqlite:///{tmp_path}/s.db", "--processes", "2"
+    )
+    process = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    try:
+
+        async def both_importing() -> None:
+            with trio.fail_after(60):
+                await until(lambda: len(os.listdir(marks)) == 2)
+
+        trio.run(both_importing)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr.decode()

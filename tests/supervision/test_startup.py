@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,26 @@ def _env(plan: str, **more: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "CHILD_PLAN": plan, **more}
 
 
+async def _restarting(
+    count: int, env: dict[str, str], on_ready: Callable[[int, int, Any], None]
+) -> tuple[int, list[int]]:
+    """Supervise ``count`` children allowed two quick restarts: the exit code, and
+    the index of each child spawned, in order (a restart spawns its index again)."""
+    started: list[int] = []
+    with trio.fail_after(60):
+        code = await supervise_processes(
+            _argv(),
+            count,
+            grace=5,
+            max_restarts=2,
+            backoff=guild.Backoff(initial=0.01, maximum=0.01),
+            env=env,
+            on_started=lambda index, pid: started.append(index),
+            on_ready=on_ready,
+        )
+    return code, started
+
+
 class TestReports:
     async def test_a_failed_start_stops_the_fleet_without_a_restart(self) -> None:
         started: list[int] = []
@@ -92,36 +113,18 @@ class TestReports:
         assert all(value == {"hello": pid} for pid, value in heard.values())
 
     async def test_a_child_that_dies_without_a_word_is_restarted(self) -> None:
-        started: list[int] = []
-        with trio.fail_after(60):
-            code = await supervise_processes(
-                _argv(),
-                1,
-                grace=5,
-                max_restarts=2,
-                backoff=guild.Backoff(initial=0.01, maximum=0.01),
-                env=_env("silent-exit"),
-                on_started=lambda index, pid: started.append(index),
-                on_ready=lambda index, pid, value: None,
-            )
+        code, started = await _restarting(1, _env("silent-exit"), lambda index, pid, value: None)
         assert code == 1  # gave up, as without reports
         assert started == [0, 0, 0]
 
     async def test_once_one_was_ready_a_failed_start_is_a_death(self, tmp_path: Path) -> None:
         gate = tmp_path / "gate"
-        started: list[int] = []
-        with trio.fail_after(60):
-            code = await supervise_processes(
-                _argv(),
-                2,
-                grace=5,
-                max_restarts=2,
-                backoff=guild.Backoff(initial=0.01, maximum=0.01),
-                env=_env("ready,fail-after-gate", CHILD_GATE=str(gate)),
-                on_started=lambda index, pid: started.append(index),
-                # Child 1 fails only once child 0's ready was heard.
-                on_ready=lambda index, pid, value: gate.touch(),
-            )
+        # Child 1 fails only once child 0's ready was heard.
+        code, started = await _restarting(
+            2,
+            _env("ready,fail-after-gate", CHILD_GATE=str(gate)),
+            lambda index, pid, value: gate.touch(),
+        )
         assert code == 1  # restarted until the supervisor gave up: no StartFailed
         assert started.count(1) == 3
 

@@ -1,5 +1,12 @@
-"""A handler that fails in a way no ``except Exception`` sees fails its own job only.
+"""A handler that fails in an odd way fails its own job only, never the worker.
 
+* ``sys.exit()`` (``SystemExit`` is no ``Exception``): before, it crossed the
+  handler boundary and ended the worker with every job it held (``guild run``
+  exited with ``unexpected SystemExit``), and the job came back to do it again.
+* An exception whose ``__str__`` raises: describing it for the dead letter
+  raised in the worker's own task.
+* A message or ``Reject`` reason holding a lone surrogate: no broker can store it
+  as text, and the failed write of the dead letter took the worker down.
 * A ``BaseException`` that is no ``Exception`` (``GeneratorExit``, a class of the
   handler's own, a ``BaseExceptionGroup`` of them): before, it crossed the handler
   boundary and ended the worker with every job it held; the job came back (its
@@ -28,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -46,6 +54,11 @@ KINDS = ["memory", "sqlite", "redis"]
 
 class OwnBase(BaseException):
     """A handler's own ``BaseException`` subclass."""
+
+
+class BrokenStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +84,14 @@ async def _run_jobs(
 
 
 def _raise(how: str) -> None:
+    if how == "exit":
+        sys.exit(5)
+    if how == "broken-str":
+        raise BrokenStr
+    if how == "surrogate":
+        raise ValueError("cannot read \udcff.txt")
+    if how == "reject-surrogate":
+        raise guild.Reject("bad input \udcfe")
     if how == "generator-exit":
         raise GeneratorExit
     if how == "own-base":
@@ -82,6 +103,10 @@ def _raise(how: str) -> None:
 
 # (how the handler fails, the dead letter's error)
 CASES = [
+    ("exit", "SystemExit: 5 (gave up after 2 of 2 attempts)"),
+    ("broken-str", "BrokenStr: <str() raised RuntimeError> (gave up after 2 of 2 attempts)"),
+    ("surrogate", "ValueError: cannot read \\udcff.txt (gave up after 2 of 2 attempts)"),
+    ("reject-surrogate", "rejected: bad input \\udcfe"),
     ("generator-exit", "GeneratorExit (gave up after 2 of 2 attempts)"),
     ("own-base", "OwnBase: gave up on the world (gave up after 2 of 2 attempts)"),
     (
@@ -94,7 +119,7 @@ CASES = [
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("how", "error"), CASES)
-async def test_a_base_exception_is_its_jobs_failure(
+async def test_an_odd_failure_is_its_jobs_alone(
     request: pytest.FixtureRequest, tmp_path: Path, kind: str, how: str, error: str
 ) -> None:
     ran: list[int] = []
@@ -132,23 +157,41 @@ async def test_a_keyboard_interrupt_that_may_be_ctrl_c_still_ends_the_worker(
         await _run_jobs(memory_broker, handler, [Job(queue="q", payload=0)])
 
 
+def _swallows_its_timeout(then: Callable[[], object]) -> Handler:
+    """A handler whose job 0 catches the ``Cancelled`` of its timeout and carries
+    on past its deadline to ``then()``; the others return their payload."""
+
+    async def handler(job: Job) -> object:
+        if job.payload == 0:
+            with contextlib.suppress(trio.Cancelled):
+                await trio.sleep(60)
+            return then()
+        await trio.lowlevel.checkpoint()  # a cancel left over would land here
+        return job.payload
+
+    return handler
+
+
+def _late_then_timely(count: int) -> list[Job]:
+    """Job 0 with a 0.5 s timeout, then jobs 1 to ``count`` with 60 s."""
+    jobs = [Job(queue="q", payload=0, max_attempts=1, timeout=0.5)]
+    return jobs + [
+        Job(queue="q", payload=n, max_attempts=1, timeout=60) for n in range(1, count + 1)
+    ]
+
+
+def _fail_late() -> object:
+    raise ValueError("failed after its timeout")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_handler_that_swallows_its_timeout_and_fails_is_settled(
     request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    async def handler(job: Job) -> int:
-        if job.payload == 0:
-            with contextlib.suppress(trio.Cancelled):  # carries on past its deadline
-                await trio.sleep(60)
-            raise ValueError("failed after its timeout")
-        await trio.lowlevel.checkpoint()
-        return int(job.payload)
-
-    jobs = [Job(queue="q", payload=0, max_attempts=1, timeout=0.5)]
-    jobs += [Job(queue="q", payload=n, max_attempts=1, timeout=60) for n in range(1, 4)]
+    handler = _swallows_its_timeout(_fail_late)
     with trio.fail_after(30):
         async with broker_of(kind, request, tmp_path) as broker:
-            results, worker = await _run_jobs(broker, handler, jobs, concurrency=1)
+            results, worker = await _run_jobs(broker, handler, _late_then_timely(3), concurrency=1)
             stats = await broker.stats("q")
     first, *rest = results
     assert first is not None and first.status is JobStatus.DEAD
@@ -164,19 +207,10 @@ async def test_a_handler_that_swallows_its_timeout_and_fails_is_settled(
 async def test_the_job_after_one_that_swallowed_its_timeout_keeps_its_own_deadline(
     request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    async def handler(job: Job) -> object:
-        if job.payload == 0:
-            with contextlib.suppress(trio.Cancelled):
-                await trio.sleep(60)
-            return "late"
-        await trio.lowlevel.checkpoint()  # a cancel left over would land here
-        return job.payload
-
-    jobs = [Job(queue="q", payload=0, max_attempts=1, timeout=0.5)]
-    jobs += [Job(queue="q", payload=n, max_attempts=1, timeout=60) for n in range(1, 5)]
+    handler = _swallows_its_timeout(lambda: "late")
     with trio.fail_after(30):
         async with broker_of(kind, request, tmp_path) as broker:
-            results, _ = await _run_jobs(broker, handler, jobs, concurrency=1)
+            results, _ = await _run_jobs(broker, handler, _late_then_timely(4), concurrency=1)
     assert [(r.status, r.value) if r else None for r in results] == [
         (JobStatus.DONE, "late"),
         *[(JobStatus.DONE, n) for n in range(1, 5)],

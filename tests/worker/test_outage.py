@@ -176,3 +176,34 @@ class TestSettlingDuringOutage:
         assert len(abandoned) == 1 and abandoned[0]["count"] == 1
         stats = (await inner.stats(["q"]))["q"]
         assert (stats.done, stats.in_flight) == (0, 1)  # its lease brings it back
+
+    async def test_acks_in_several_batches_share_one_grace(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        # One job's ack fails alone; the other job finishes after the drain began,
+        # so its ack is a second batch. The drain must give up on both within one
+        # graceful_timeout, not one each: the grace starts at the first ack that
+        # fails during the drain and ends at the first try after it, each at most
+        # one backoff wait (1 s) late.
+        broker, switch, inner = _switched()
+        release = trio.Event()
+
+        async def handler(job: Job) -> object:
+            if job.payload == "late":
+                await release.wait()
+            return None
+
+        await inner.enqueue([Job(queue="q", payload="late"), Job(queue="q", payload="early")])
+        switch.down = {"ack"}
+        worker = _worker(broker, handler, graceful_timeout=10.0, lease=600.0, concurrency=2)
+        with structlog.testing.capture_logs() as logs:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.serve)
+                await eventually(lambda: len(switch.calls.get("ack", [])) > 3)
+                drained_at = trio.current_time()
+                worker.drain()
+                release.set()
+            ended_at = trio.current_time()
+        abandoned = [entry for entry in logs if entry["event"] == "acks_abandoned"]
+        assert [entry["count"] for entry in abandoned] == [1, 1]
+        assert ended_at - drained_at <= 10.0 + 2 * 1.0

@@ -18,12 +18,7 @@ from guild.brokers.sqlite import SqliteBroker
 from guild.observability import Instrument, Instruments, JobFinished
 from guild.observability._events import SomeJobsInstrument
 
-
-async def _run_until(worker: guild.Worker, condition: trio.Event) -> None:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(worker.serve)
-        await condition.wait()
-        worker.drain()
+from .._serving import serve_until
 
 
 class TestDelivery:
@@ -43,7 +38,7 @@ class TestDelivery:
 
         jobs = await broker.enqueue([Job(queue="q", payload=i) for i in range(100)])
         worker = guild.Worker(WorkerSpec(queue="q", handler=handler, concurrency=8), broker)
-        await _run_until(worker, finished)
+        await serve_until(worker, finished)
         assert sorted(seen) == list(range(100))
         result = await broker.get_result(jobs[7].id)
         assert result is not None and result.value == 14 and result.ok
@@ -384,7 +379,7 @@ class TestLogContext:
         with structlog.testing.capture_logs(
             processors=[structlog.contextvars.merge_contextvars]
         ) as logs:
-            await _run_until(worker, done)
+            await serve_until(worker, done)
         (line,) = [entry for entry in logs if entry["event"] == "inside"]
         assert line["task_id"] == job.id and line["worker"] == "q" and line["attempt"] == 1
 
@@ -408,7 +403,7 @@ class TestLogContext:
         with structlog.testing.capture_logs(
             processors=[structlog.contextvars.merge_contextvars]
         ) as logs:
-            await _run_until(worker, done)
+            await serve_until(worker, done)
         lines = [entry for entry in logs if entry["event"] == "inside"]
         assert [(e["payload"], e["task_id"], e["trace_id"]) for e in lines] == [
             (1, jobs[0].id, jobs[0].id),
@@ -537,7 +532,7 @@ class TestUnencodableResults:
 
         (job,) = await broker.enqueue([Job(queue="q", payload=None, max_attempts=3)])
         spec = WorkerSpec(queue="q", handler=handler, retry=RetryPolicy(base=1.0, jitter=0.0))
-        await _run_until(guild.Worker(spec, broker), done)
+        await serve_until(guild.Worker(spec, broker), done)
         result = await broker.get_result(job.id, wait=1)
         assert attempts == [1, 2, 3]
         assert result is not None and result.ok and result.value == "fine"
@@ -599,7 +594,7 @@ class TestFinishedEvents:
         worker = guild.Worker(
             WorkerSpec(queue="q", handler=handler, concurrency=1), broker, Instruments([picky])
         )
-        await _run_until(worker, done)
+        await serve_until(worker, done)
         assert ran == ["other", "mine", "other"]
         assert picky.heard == ["mine"]
 
@@ -621,7 +616,7 @@ class TestFinishedEvents:
             broker,
             Instruments([picky, everything]),
         )
-        await _run_until(worker, done)
+        await serve_until(worker, done)
         assert sorted(map(str, everything.heard)) == ["mine", "other"]
         # The picky one is told of all (emit calls every listener); it ignores none
         # here, so it sees both: what it hears decides only whether an event is built.

@@ -14,6 +14,7 @@ from guild._codec import MAX_VALUE_CHARS, ResultJSON
 from guild._job import Delivery
 
 from .._poll import until
+from .._serving import Countdown, serve_until
 
 
 class _SlowAcks(MemoryBroker):
@@ -43,13 +44,6 @@ class _AckFails(MemoryBroker):
         if self.acks == self.fail_at:
             raise RuntimeError("the broker broke")
         await super().ack(done)
-
-
-async def _serve(worker: guild.Worker, finished: trio.Event) -> None:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(worker.serve)
-        await finished.wait()
-        worker.drain()
 
 
 class TestDeadlines:
@@ -83,20 +77,16 @@ class TestAcks:
     ) -> None:
         broker = _SlowAcks(delay=0.5)
         count = 300
-        done = 0
-        finished = trio.Event()
+        countdown = Countdown(count)
 
         async def handler(job: Job) -> int:
-            nonlocal done
             await trio.sleep(0.01 * (job.payload % 7))
-            done += 1
-            if done == count:
-                finished.set()
+            countdown.tick()
             return int(job.payload) * 3
 
         jobs = await broker.enqueue([Job(queue="q", payload=i) for i in range(count)])
         worker = guild.Worker(WorkerSpec(queue="q", handler=handler, concurrency=16), broker)
-        await _serve(worker, finished)
+        await serve_until(worker, countdown.finished)
         results = await broker.get_results([job.id for job in jobs])
         assert {job_id: r.value for job_id, r in results.items()} == {
             job.id: i * 3 for i, job in enumerate(jobs)
@@ -112,19 +102,15 @@ class TestAcks:
         # Results of about half the ack batch's text bound (twice MAX_VALUE_CHARS).
         broker = _SlowAcks(delay=0.5)
         count = 12
-        done = 0
-        finished = trio.Event()
+        countdown = Countdown(count)
 
         async def handler(job: Job) -> str:
-            nonlocal done
-            done += 1
-            if done == count:
-                finished.set()
+            countdown.tick()
             return "x" * (MAX_VALUE_CHARS - 10)
 
         await broker.enqueue([Job(queue="q", payload=i) for i in range(count)])
         worker = guild.Worker(WorkerSpec(queue="q", handler=handler, concurrency=count), broker)
-        await _serve(worker, finished)
+        await serve_until(worker, countdown.finished)
         # A batch takes results while its text is under twice the bound: three.
         assert sum(broker.batches) == count
         assert max(broker.batches) == 3 and len(broker.batches) >= count // 3
