@@ -566,6 +566,16 @@ def lenient_seconds(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def is_positive_seconds(value: object) -> bool:
+    """A setting's duration: a real number (not a bool), finite and above 0."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def _whole(value: StoredValue) -> int | None:
     """A stored whole number; ``None`` for nothing stored."""
     if type(value) is int:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from ._codec import is_positive_seconds
 from ._errors import UnknownBrokerURL
 from ._exports import publish
 
@@ -45,12 +46,7 @@ _FIELD_OF_OPTION = {
 def _seconds(name: str, value: float | None, *, none_ok: bool) -> None:
     if value is None and none_ok:
         return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not is_positive_seconds(value):
         allowed = "a positive number of seconds" + (" or None" if none_ok else "")
         raise ValueError(f"Retention.{name} must be {allowed}, got {value!r}")
 

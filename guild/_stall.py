@@ -14,13 +14,14 @@ The rule is :func:`stalled_for`, a pure function of the times involved.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
 
 import structlog
 import trio
+
+from ._codec import is_positive_seconds
 
 _log = structlog.get_logger("guild")
 
@@ -45,14 +46,7 @@ def stalled_for(pending_since: float | None, now: float, threshold: float) -> fl
 
 def check_threshold(name: str, value: object) -> None:
     """Refuse a threshold that is not a positive finite number of seconds (or None)."""
-    if value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if value is not None and not is_positive_seconds(value):
         raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 

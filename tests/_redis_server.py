@@ -134,6 +134,18 @@ def redis_cli_binary() -> str:
     return found
 
 
+def redis_cli(port: int, *args: str, password: str | None = None) -> str:
+    """One ``redis-cli`` command against the server on ``port``: its reply, stripped."""
+    auth = ["-a", password] if password is not None else []
+    done = subprocess.run(
+        [redis_cli_binary(), "-p", str(port), "--no-auth-warning", *auth, *args],
+        capture_output=True,
+        check=True,
+        timeout=10,
+    )
+    return done.stdout.decode().strip()
+
+
 def _cluster_state_ok(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:

@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 import guild
-from tests._redis_server import RedisServer, running_redis_server
+from tests._redis_server import RedisServer, redis_cli, running_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = "x" * 2000
@@ -43,19 +43,10 @@ def _enqueue(url: str, stdin: bytes, *flags: str) -> subprocess.CompletedProcess
 
 
 def _used_memory(server: RedisServer) -> int:
-    info = subprocess.run(
-        ["redis-cli", "-p", str(server.port), "info", "memory"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    info = redis_cli(server.port, "info", "memory")
     return next(
         int(line.split(":")[1]) for line in info.splitlines() if line.startswith("used_memory:")
     )
-
-
-def _redis(server: RedisServer, *command: str) -> None:
-    subprocess.run(["redis-cli", "-p", str(server.port), *command], capture_output=True, check=True)
 
 
 async def _stored(url: str, ids: list[str]) -> tuple[int, list[str]]:
@@ -73,14 +64,14 @@ def test_a_failed_batch_names_what_went_in_and_prints_its_ids() -> None:
         before = _used_memory(server)
         assert _enqueue(url, _lines(500)).returncode == 0
         batch = _used_memory(server) - before
-        _redis(server, "flushall")
+        redis_cli(server.port, "flushall")
         assert _enqueue(url, _lines(1)).returncode == 0
         base = _used_memory(server)
         # Room for one and a half batches. A call's arguments count while it
         # runs (its query buffer: about one batch's payloads), and a script is
         # refused only at its first write: the first batch starts under the limit
         # (base + payloads), the second does not (base + batch + payloads).
-        _redis(server, "config", "set", "maxmemory", str(base + batch * 3 // 2))
+        redis_cli(server.port, "config", "set", "maxmemory", str(base + batch * 3 // 2))
         done = _enqueue(url, _lines(1500, start=1), "--json")
         assert done.returncode == 2, done.stderr
         stderr = done.stderr.decode()
@@ -88,7 +79,7 @@ def test_a_failed_batch_names_what_went_in_and_prints_its_ids() -> None:
         assert "OOM" in stderr and "Traceback" not in stderr
         printed = json.loads(done.stdout)
         assert len(printed) == 500
-        _redis(server, "config", "set", "maxmemory", "0")
+        redis_cli(server.port, "config", "set", "maxmemory", "0")
         ready, unknown = trio.run(_stored, url, [entry["id"] for entry in printed])
         # The one job of the first call and the 500 printed: no more, none missing.
         assert (ready, unknown) == (501, [])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import trio
 
 import guild
+
+from .._state_log import StateLog
 
 QUEUE = "work"
 
@@ -45,3 +48,39 @@ async def wait_for_done(broker: guild.Broker, at_least: int) -> guild.QueueStats
 async def results(broker: guild.Broker, jobs: Sequence[guild.Job]) -> list[guild.Result | None]:
     """Every job's result, in order."""
     return [await broker.get_result(job.id) for job in jobs]
+
+
+# One restart allowed: a fault that crashed a worker (or any loop of the app)
+# instead of being waited out would spend it at once.
+TIGHT = guild.SupervisorOptions(
+    max_restarts=1, period=600.0, backoff=guild.Backoff(initial=0.05, maximum=0.05)
+)
+
+
+class FourHeld:
+    """An app on ``QUEUE`` whose jobs 0 to 3 run until ``finish`` is set, so a
+    fault can land while four jobs are held and their acks must wait it out.
+
+    The lease is far longer than any test: a dropped ack shows as a job that
+    never finishes, a crash as a job run twice (``runs``)."""
+
+    def __init__(self, name: str) -> None:
+        self.log = StateLog()
+        self.app = guild.Guild(name, instruments=[self.log], supervision=TIGHT)
+        self.runs: collections.Counter[int] = collections.Counter()
+        self.started = 0
+        self.finish = trio.Event()
+
+        @self.app.worker(QUEUE, concurrency=4, lease=120.0, timeout=None)
+        async def work(job: guild.Job) -> object:
+            self.runs[job.payload] += 1
+            self.started += 1
+            if job.payload < 4:
+                await self.finish.wait()
+            return job.payload * 2
+
+    def check_clean(self, count: int) -> None:
+        """Each of jobs 0..count-1 ran exactly once, and nothing crashed or gave up."""
+        assert self.runs == collections.Counter(range(count)), "a job ran twice or never"
+        assert self.log.count("crashed") == 0, self.log.errors()
+        assert self.log.count("gave_up") == 0

@@ -9,61 +9,30 @@ nothing is lost, the finished jobs' acks are kept), and a producer gets a
 
 from __future__ import annotations
 
-import collections
-import subprocess
-
 import pytest
 import trio
 
 import guild
-from tests._redis_server import RedisServer, redis_cli_binary, running_redis_server
+from tests._redis_server import RedisServer, redis_cli, running_redis_server
 
-from .._state_log import StateLog
 from ..observability.helpers import eventually
-from ._support import QUEUE, enqueue_batched, queue_stats, wait_for_done
+from ._support import QUEUE, FourHeld, enqueue_batched, queue_stats, wait_for_done
 
 SECRET = "rotated-secret"
-# One restart allowed: a credentials error that crashed a worker (or any loop of
-# the app) would spend it at once.
-TIGHT = guild.SupervisorOptions(
-    max_restarts=1, period=600.0, backoff=guild.Backoff(initial=0.05, maximum=0.05)
-)
 
 
-def _cli(port: int, *args: str, password: str | None = None) -> str:
-    auth = ["-a", password] if password is not None else []
-    done = subprocess.run(
-        [redis_cli_binary(), "-p", str(port), "--no-auth-warning", *auth, *args],
-        capture_output=True,
-        check=True,
-        timeout=10,
-    )
-    return done.stdout.decode().strip()
+_cli = redis_cli
 
 
 async def test_a_password_set_under_a_running_app_is_waited_out() -> None:
-    log = StateLog()
-    app = guild.Guild("credentials", instruments=[log], supervision=TIGHT)
-    runs: collections.Counter[int] = collections.Counter()
-    started = 0
-    finish = trio.Event()
-
-    # A lease far longer than the test: a dropped ack would show as a job that
-    # never finishes, a crash as a job run twice.
-    @app.worker(QUEUE, concurrency=4, lease=120.0, timeout=None)
-    async def work(job: guild.Job) -> object:
-        nonlocal started
-        runs[job.payload] += 1
-        started += 1
-        if job.payload < 4:
-            await finish.wait()
-        return job.payload * 2
+    held = FourHeld("credentials")
+    app, finish = held.app, held.finish
 
     with running_redis_server() as server, trio.fail_after(60):
         async with guild.open_broker(server.url) as direct:
             first = await enqueue_batched(direct, [0, 1, 2, 3])
             async with app.open(server.url):
-                await eventually(lambda: started == 4)
+                await eventually(lambda: held.started == 4)
                 await _set_password(server, SECRET, current=None)
                 # Every connection is cut, as by a restart: new ones must authenticate.
                 _cli(server.port, "CLIENT", "KILL", "TYPE", "normal", password=SECRET)
@@ -87,9 +56,7 @@ async def test_a_password_set_under_a_running_app_is_waited_out() -> None:
             for job in first + later:
                 result = await direct.get_result(job.id)
                 assert result is not None and result.value == job.payload * 2
-    assert runs == collections.Counter(range(24)), "a job ran twice or never"
-    assert log.count("crashed") == 0, log.errors()
-    assert log.count("gave_up") == 0
+    held.check_clean(24)
 
 
 async def _set_password(server: RedisServer, password: str, *, current: str | None) -> None:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import collections
 import functools
 from collections.abc import Iterator
 
@@ -25,15 +24,9 @@ from guild.brokers.redis import RedisBroker
 from guild.observability import Health, ObservabilityApp, Status, observe, serve_http
 from tests._redis_server import RedisServer, running_redis_server
 
-from .._state_log import StateLog
 from ..observability.helpers import eventually
-from ._support import QUEUE, enqueue_batched, queue_stats, wait_for_done
+from ._support import QUEUE, FourHeld, enqueue_batched, queue_stats, wait_for_done
 
-# One restart allowed: under the old rule (an outage crashes the worker at each
-# claim) this budget is spent within a tenth of a second of the broker going away.
-TIGHT = guild.SupervisorOptions(
-    max_restarts=1, period=600.0, backoff=guild.Backoff(initial=0.05, maximum=0.05)
-)
 OUTAGE = 3.0
 
 
@@ -67,29 +60,15 @@ async def test_an_outage_longer_than_the_restart_budget_is_waited_out(
     aof_redis_server: RedisServer,
 ) -> None:
     server = aof_redis_server
-    log = StateLog()
-    app = guild.Guild("outage", instruments=[log], supervision=TIGHT)
-    runs: collections.Counter[int] = collections.Counter()
-    started = 0
-    finish = trio.Event()
-
-    # A lease far longer than the outage: a job acked late is still held, so a
-    # dropped ack would show as a job that never finishes (or runs twice).
-    @app.worker(QUEUE, concurrency=4, lease=120.0, timeout=None)
-    async def work(job: guild.Job) -> object:
-        nonlocal started
-        runs[job.payload] += 1
-        started += 1
-        if job.payload < 4:
-            await finish.wait()
-        return job.payload * 2
+    held = FourHeld("outage")
+    app, finish = held.app, held.finish
 
     asgi = ObservabilityApp(app, observe(app, logs=False))
     with trio.fail_after(90):
         async with guild.open_broker(server.url) as direct:
             first = await enqueue_batched(direct, [0, 1, 2, 3])
             async with app.open(server.url):
-                await eventually(lambda: started == 4)
+                await eventually(lambda: held.started == 4)
                 await trio.to_thread.run_sync(server.stop)
                 finish.set()  # the four finish while Redis is away: their acks must wait
                 await eventually(lambda: app.workers()[QUEUE].broker_error is not None)
@@ -111,9 +90,7 @@ async def test_an_outage_longer_than_the_restart_budget_is_waited_out(
             for job in first + later:
                 result = await direct.get_result(job.id)
                 assert result is not None and result.value == job.payload * 2
-    assert runs == collections.Counter(range(24)), "a job ran twice or never"
-    assert log.count("crashed") == 0, log.errors()
-    assert log.count("gave_up") == 0
+    held.check_clean(24)
 
 
 async def test_a_restart_without_persistence_is_reported_until_acknowledged(

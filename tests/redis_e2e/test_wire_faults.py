@@ -29,7 +29,7 @@ from tests._poll import until
 from tests._redis_server import (
     RedisServer,
     free_port,
-    redis_cli_binary,
+    redis_cli,
     redis_server_binary,
     running_redis_server,
 )
@@ -40,15 +40,7 @@ from ._support import QUEUE, enqueue_batched, queue_stats, results, wait_for_don
 TOLERANT = guild.SupervisorOptions(max_restarts=30, period=5.0)
 
 
-def _cli(port: int, *args: str, password: str | None = None) -> str:
-    auth = ["-a", password] if password is not None else []
-    done = subprocess.run(
-        [redis_cli_binary(), "-p", str(port), "--no-auth-warning", *auth, *args],
-        capture_output=True,
-        check=True,
-        timeout=10,
-    )
-    return done.stdout.decode().strip()
+_cli = redis_cli
 
 
 def _kill(server: RedisServer) -> None:
