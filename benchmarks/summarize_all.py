@@ -126,12 +126,17 @@ def section_json_table(res: Path, out: list[str], name: str, title: str) -> None
     except (OSError, ValueError):
         out.append("missing\n")
         return
-    keys = list(rows[0])
+    # A row may be an error (a mode this host lacks): its columns stay empty and
+    # its reason goes under the table, so the modes that ran are still shown.
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "error"))
     out.append("| " + " | ".join(keys) + " |")
     out.append("|" + "---|" * len(keys))
     for r in rows:
-        out.append("| " + " | ".join(str(r[k]) for k in keys) + " |")
+        out.append("| " + " | ".join(str(r.get(k, "—")) for k in keys) + " |")
     out.append("")
+    for r in rows:
+        if "error" in r:
+            out.append(f"{r.get(keys[0], '?')}: not measured: {r['error']}\n")
 
 
 def section_huey(res: Path, out: list[str]) -> None:
