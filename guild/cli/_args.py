@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from .._errors import GuildError
 from .._job import check_queue_name
-from ..brokers._url import check_broker_url
+from ..brokers._url import broker_url_from_env, check_broker_url
 from ..config._schema import LOG_LEVELS, split_address
 
 MAX_SECONDS = 10 * 365 * 86_400
@@ -26,6 +26,17 @@ MAX_SECONDS = 10 * 365 * 86_400
 
 class UsageError(GuildError):
     """The command line is wrong: an unknown option, a missing or malformed value."""
+
+
+def refuse_memory(url: str | None, effect: str) -> None:
+    """Refuse ``memory://`` (given, or from ``$GUILD_BROKER``) for a command whose
+    ``effect`` must outlive it: the broker would end with the command, and the
+    effect with it, while the command said it was done."""
+    if check_broker_url(broker_url_from_env(url)) == "memory":
+        raise UsageError(
+            f"memory:// lives inside one process: {effect} would be lost when it exits;"
+            " use sqlite:PATH or redis://HOST"
+        )
 
 
 class CommandFailed(GuildError):

@@ -43,6 +43,7 @@ from ._args import (
     integer,
     number,
     queue_name,
+    refuse_memory,
     repeat_broker_flags,
 )
 from ._config import add_env_flag
@@ -198,6 +199,7 @@ async def _act(args: argparse.Namespace) -> dict[str, Any]:
     policy = policy_from(args, config=config) if args.action == "start" else None
     # As guild run FILE: --broker, else the file's, else $GUILD_BROKER.
     url = args.broker or (config.broker if config is not None else None)
+    refuse_memory(url, f"a canary {args.action} made from the command line")
 
     def event(at: float, record: CanaryRecord, counts: Mapping[str, Any]) -> Event:
         return _event(args.action, at)

@@ -14,8 +14,8 @@ from .._codec import encode_payload
 from .._errors import BrokerError, PayloadEncodeError
 from .._job import PRIORITIES, Job, JSONValue, Priority, check_priority
 from ..brokers._protocol import Broker
-from ..brokers._url import broker_url_from_env, check_broker_url, open_broker
-from ._args import UsageError, broker_url, integer, non_empty, number, queue_name
+from ..brokers._url import open_broker
+from ._args import UsageError, broker_url, integer, non_empty, number, queue_name, refuse_memory
 from ._output import EXIT_OK, print_json, progress
 from ._result import show_result, wait_option
 
@@ -115,11 +115,7 @@ def _stdin_batches() -> Iterator[list[JSONValue]]:
 
 
 def enqueue(args: argparse.Namespace) -> int:
-    if check_broker_url(broker_url_from_env(args.broker)) == "memory":
-        raise UsageError(
-            "memory:// lives inside one process: a job enqueued from the command line"
-            " would be lost when it exits; use sqlite:PATH or redis://HOST"
-        )
+    refuse_memory(args.broker, "a job enqueued from the command line")
     if args.payload == "-":
         if args.key is not None:
             raise UsageError("--key names one job; it cannot be used with - (many payloads)")

@@ -133,6 +133,16 @@ CASES = [
     # A memory broker lives in one process: from the command line a job would vanish.
     case("enqueue", "q", "1", "--broker", "memory://", says="would be lost when it exits"),
     case("enqueue", "q", "1", env={"GUILD_BROKER": "memory://"}, says="would be lost"),
+    case(
+        "canary",
+        "start",
+        "q",
+        "--broker",
+        "memory://",
+        says="memory:// lives inside one process: a canary start made from the command line"
+        " would be lost when it exits",
+    ),
+    case("canary", "rollback", "q", env={"GUILD_BROKER": "memory://"}, says="would be lost"),
     case("stats", "--broker", "memory://", says="nothing stored to read"),
     case("dlq", "list", "--broker", "memory://", says="nothing stored to read"),
     case("stats", "--broker", "mysql://db", says="unknown scheme mysql:"),
