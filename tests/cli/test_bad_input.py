@@ -263,7 +263,17 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
 
 def test_the_battery_covers_every_command() -> None:
     commands = {c.values[0][0] for c in CASES if c.values[0]}
-    assert commands == {"run", "enqueue", "stats", "dlq", "workflow", "status", "top", "launch"}
+    assert commands == {
+        "run",
+        "enqueue",
+        "canary",
+        "stats",
+        "dlq",
+        "workflow",
+        "status",
+        "top",
+        "launch",
+    }
 
 
 @pytest.mark.slow
