@@ -383,9 +383,13 @@ class RedisBroker(WorkflowDelegate):
         """
         key = keys.layout(self._prefix)
         with map_redis_exceptions("layout version"):
-            # Absent means version 1 (the layout before versions), whatever is current.
-            await self._commands.set(key, "1", condition="NX")
+            # Read first: a Redis at maxmemory (noeviction) refuses every write, and
+            # its workers must still open to drain the jobs that fill it.
             found = await self._commands.get(key)
+            if found is None:
+                # Absent means version 1 (the layout before versions), whatever is current.
+                await self._commands.set(key, "1", condition="NX")
+                found = await self._commands.get(key)
         return layout_version(None if found is None else _text(found), self._prefix, shown_url)
 
     def __repr__(self) -> str:

@@ -109,3 +109,13 @@ async def test_a_worker_waits_out_a_full_redis_and_loses_nothing(
     assert runs == collections.Counter(range(20)), "a job ran twice or never"
     assert log.count("crashed") == 0, log.errors()
     assert log.count("gave_up") == 0
+
+
+async def test_a_broker_opens_on_a_full_redis_that_it_knew(redis_server: RedisServer) -> None:
+    # Workers must be able to start against a full Redis: draining is what frees it.
+    with trio.fail_after(30):
+        async with guild.open_broker(redis_server.url) as broker:
+            await enqueue_batched(broker, [0, 1])
+        _full(redis_server)
+        async with guild.open_broker(redis_server.url) as broker:
+            assert (await queue_stats(broker)).ready == 2
