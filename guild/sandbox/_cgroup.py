@@ -164,7 +164,9 @@ class RunCgroup:
 
     Cgroups are pooled per worker process (removing a memory cgroup costs
     milliseconds): an empty one is reused with the next run's budgets, and its
-    event counters are compared to what they were when the run began.
+    event counters are compared to what they were when the run began. One whose
+    memory is still charged when it would be handed out is removed instead
+    (:meth:`uncharged`).
 
     ``limits``: the (memory, processes) last written to its files, which a reuse
     with the same budgets does not write again; ``settled``: the counters read
@@ -254,6 +256,34 @@ class RunCgroup:
         self.settled = now
         return verdict(self.baseline, now, self.cpu_budget_ns)
 
+    def uncharged(self) -> bool:
+        """Whether the memory charged to the (empty) cgroup is within ``_CHARGE_SLACK``,
+        after reclaiming what can be: charges left by a run would count against
+        the next one's memory budget.
+
+        A run may leave files in a tmpfs that outlives it (``/dev/shm``, a mount
+        namespace not yet dropped), whose pages stay charged here and cannot be
+        reclaimed without swap; its page cache stays too, until reclaimed. What
+        an ordinary run leaves (the per-CPU charge stock, kernel objects freed
+        late) is a few hundred KiB, within the slack, and costs no reclaim.
+        """
+        v1 = self.layout.version == 1
+        directory = self.dirs["memory" if v1 else ""]
+        usage = os.path.join(directory, "memory.usage_in_bytes" if v1 else "memory.current")
+        charged = _charged(usage)
+        if charged is None or charged <= _CHARGE_SLACK:
+            return charged is not None
+        # v1's force_empty reclaims all it can (the cgroup must be empty, as a
+        # pooled one is); v2's reclaim takes a byte count, and fails when it
+        # cannot reclaim that much, which the reading after it tells.
+        with contextlib.suppress(OSError):
+            if v1:
+                _write(os.path.join(directory, "memory.force_empty"), "0")
+            else:
+                _write(os.path.join(directory, "memory.reclaim"), str(charged))
+        charged = _charged(usage)
+        return charged is not None and charged <= _CHARGE_SLACK
+
     def kill(self) -> bool:
         """SIGKILL every process inside; whether any was found."""
         pids = self.pids()
@@ -266,6 +296,18 @@ class RunCgroup:
         for directory in self.dirs.values():
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
+
+
+def _charged(path: str) -> int | None:
+    """Bytes a memory usage file reads, or None when it cannot be read."""
+    text = _read(path).strip()
+    return int(text) if text.isdigit() else None
+
+
+# What a pooled cgroup may still have charged and be handed out again: a run's
+# leftovers up to this are noise against any memory budget, and dropping a
+# group for them would cost its removal and a new one for nearly every run.
+_CHARGE_SLACK = 1 << 20
 
 
 def verdict(before: Counters, now: Counters, cpu_budget_ns: int) -> str | None:
@@ -300,19 +342,33 @@ def blank() -> RunCgroup | None:
     found = layout()
     if found is None:
         return None
+    group = _pooled()
+    if group is not None:
+        return group
     with _pool_lock:
-        group = _pool.pop() if _pool else None
-        if group is None:
-            _made += 1
-            name = f"guild-{os.getpid()}-{_made}"
-            group = RunCgroup(found, {c: os.path.join(b, name) for c, b in found.bases.items()})
-            try:
-                for directory in group.dirs.values():
-                    os.mkdir(directory, 0o755)
-            except OSError:
-                group.remove()
-                return None
+        _made += 1
+        name = f"guild-{os.getpid()}-{_made}"
+    group = RunCgroup(found, {c: os.path.join(b, name) for c, b in found.bases.items()})
+    try:
+        for directory in group.dirs.values():
+            os.mkdir(directory, 0o755)
+    except OSError:
+        group.remove()
+        return None
     return group
+
+
+def _pooled() -> RunCgroup | None:
+    """The latest pooled cgroup whose memory is uncharged; those still charged are
+    removed on the way (their charges would count against the next run)."""
+    while True:
+        with _pool_lock:
+            if not _pool:
+                return None
+            group = _pool.pop()
+        if group.uncharged():
+            return group
+        group.remove()
 
 
 def configure(group: RunCgroup, memory: int, processes: int, cpu_seconds: float) -> bool:

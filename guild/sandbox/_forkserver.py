@@ -27,17 +27,19 @@ and signals, ``no_new_privs`` and the keyring filter already set. After the
 request the job process attaches the job directory (``prepare_run``), sends
 the worker PID 1's pid with the report socket's other end (PID 1 is not woken)
 and ``exec``s; its close-on-exec job socket tells the worker, as in the plain
-mode. Once the job process exits, PID 1
-reports its wait status and whether a scratch tmpfs filled, with a descriptor of
-the run's mount namespace, then exits — and the kernel kills whatever else is
-left in the namespace. Holding that descriptor keeps the unmounting of the run's mount tree
-(an RCU grace period and a dozen tmpfs) out of PID 1's exit, which the worker
-waits for: the worker passes it on to the server's *dropper*, a child of the
-server that only receives such descriptors and closes them (on a socket of its
-own), so the teardown — 1 to 11 ms on a loaded host — delays neither a spare
-waiting for its request nor the server forking the next one. The worker does
-that once the run's result is complete, and the dropper closes its copy after
-the worker's (see ``_dropper``): the last close pays for the teardown.
+mode. Once the job process exits, PID 1 kills and reaps whatever else is left
+in the namespace (``_empty_namespace``), then reports the job's wait status and
+whether a scratch tmpfs filled, with a descriptor of the run's mount namespace,
+and exits: the report is the end of the run, and the worker reaps PID 1 once
+the result is complete. Holding that descriptor keeps the unmounting of the
+run's mount tree (an RCU grace period and a dozen tmpfs) out of PID 1's exit,
+which the worker waits for before the run returns: the worker passes it on to
+the server's *dropper*, a child of the server that only receives such
+descriptors and closes them (on a socket of its own), so the teardown — 1 to
+11 ms on a loaded host — delays neither a spare waiting for its request nor the
+server forking the next one. The worker does that once the run's result is
+complete, and the dropper closes its copy after the worker's (see
+``_dropper``): the last close pays for the teardown.
 """
 
 from __future__ import annotations
@@ -55,6 +57,20 @@ _INT = _struct.Struct("=i")
 _MAX_FDS = 8
 _FDS = _socket.CMSG_LEN(_MAX_FDS * _INT.size)
 _MAX_REQUEST = 1 << 20
+# What a request unpacks to, as _spawn sends it (argv, env, cwd, rlimits,
+# identity, a detached tree, prove): see _spare.
+_JOB_PATH = "/run/guild/jobs/job-1-0123456789abcdef"
+_REQUEST_SHAPE = marshal.dumps(
+    (
+        ["/usr/bin/true"],
+        {"LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": _JOB_PATH},
+        _JOB_PATH,
+        [(0, 0)] * 6,
+        (0, 0),
+        True,
+        False,
+    )
+)
 
 
 # PF_NPROC_EXCEEDED in the flags of /proc/self/stat (Linux 3.1 and later).
@@ -162,6 +178,11 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
             _namespaces.harden()
         except OSError as exc:
             unhardened = exc  # the run fails with it, before anything runs
+    # A request's objects are allocated in memory this process still shares with
+    # the server since the fork, and the first write to each page copies it (a
+    # fault apiece: 0.1 ms of the run's start). Unpacking a request-shaped
+    # message while waiting makes those copies now.
+    marshal.loads(_REQUEST_SHAPE)
     message, fds, flags = _receive(ctl)
     while message == b"P":
         # The cgroup the next run will have, joined now, before the run asks.
@@ -187,7 +208,10 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
             _stdin_and_signals()
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        mine = (tree, kernel.pair.fileno(), *kernel.covered.values()) if kernel is not None else ()
+        # What the hidden directories cover is needed only to bind a job directory
+        # without a detached tree (prepare_run); else closed with the rest, at once.
+        covered = kernel.covered if kernel is not None and tree < 0 else {}
+        mine = (tree, kernel.pair.fileno(), *covered.values()) if kernel is not None else ()
         keep = sorted({job_fd, taken, *mine} - {-1})
         low = 3
         for fd in keep:
@@ -198,8 +222,8 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
         if kernel is not None:
             if unhardened is not None:
                 raise unhardened
-            _namespaces.prepare_run(cwd, tree, kernel.covered, kernel.jobs)
-            for fd in kernel.covered.values():
+            _namespaces.prepare_run(cwd, tree, covered, kernel.jobs)
+            for fd in covered.values():
                 os.close(fd)
         os.chdir(cwd)
         apply_in_child(limits, identity, prove)
@@ -307,6 +331,7 @@ def _init(
             pid, status = os.waitpid(-1, 0)
             if pid == job_pid:
                 break
+        _empty_namespace()
         # Only what was mounted is read (no statvfs of a missing /var/tmp between
         # the job's exit and the report the worker waits for).
         full = _namespaces.full(tuple(scratch_mounts)).encode()
@@ -319,6 +344,27 @@ def _init(
         code = 0
     finally:
         os._exit(code)
+
+
+def _empty_namespace() -> None:
+    """In PID 1, once the job process has exited: kill and reap every other process
+    of the namespace, so that the report says the run is over and the worker
+    need not wait for PID 1's own exit (its address space and namespaces torn
+    down) to know it. Every process of the namespace descends from PID 1 (an
+    orphan is re-parented within it), so none is left when PID 1 has no child.
+    ``kill(-1)`` from PID 1 reaches every other process of the namespace (and
+    of namespaces below it) and no other; a fork racing it fails, its parent
+    having the SIGKILL pending (``copy_process``)."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return  # the usual case: the job left nothing behind
+    os.kill(-1, _signal.SIGKILL)
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 # How long the dropper keeps the last descriptors it received (see _dropper).

@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -358,8 +358,9 @@ class Sandbox:
         lease = _uids.acquire(pool, scan=not prove) if self._root and pool else None
         identity = (lease.uid, self._user[1]) if lease else self._user if self._root else None
         job: _jobdir.JobDir | None = None
-        # What _run leaves for after the result (a kernel run's mount namespace).
-        deferred: list[Callable[[], None]] = []
+        # What _run leaves for after the result: the fork server's child, whose
+        # mount namespace is dropped and, in kernel mode, whose PID 1 is reaped then.
+        deferred: list[_spawn.Child] = []
         try:
             budget = self._disk_budget()
             # A kernel-isolated run gets its tmpfs detached from the host's tree
@@ -408,8 +409,14 @@ class Sandbox:
                     with trio.CancelScope(shield=True):
                         await trio.to_thread.run_sync(_jobdir.remove, job)
             finally:
-                for release in deferred:
-                    release()
+                for child in deferred:
+                    child.drop_namespace()
+                with trio.CancelScope(shield=True):
+                    for child in deferred:
+                        # Its report said the run was over; PID 1 itself is
+                        # gone too before run() returns (mostly by now).
+                        await child.reaped()
+                        _DIRECT.discard(child.pid)
 
     def _disk_budget(self) -> tuple[int, int] | None:
         """The job directory's tmpfs (bytes, inodes), when one can be mounted for it.
@@ -547,10 +554,11 @@ class Sandbox:
         identity: tuple[int, int] | None,
         lease: _uids.Lease | None,
         prove: bool,
-        deferred: list[Callable[[], None]],
+        deferred: list[_spawn.Child],
     ) -> SandboxResult:
-        """The run itself; ``deferred`` gets what the caller does once the result is
-        complete (the finished run's mount namespace is dropped then)."""
+        """The run itself; ``deferred`` gets the fork server's child, which the caller
+        finishes once the result is complete (the run's mount namespace dropped,
+        a kernel run's PID 1 reaped)."""
         workdir = job.path
         token = secrets.token_hex(12)
         full = (
@@ -569,7 +577,7 @@ class Sandbox:
                 raise _UidInUse(lease.uid) from exc
             raise SandboxError(f"could not start {resolved[0]!r}: {exc}") from exc
         if isinstance(process, _spawn.Child):
-            deferred.append(process.drop_namespace)
+            deferred.append(process)
         timed_out = False
         verdict: list[str] = []
         uid = lease.uid if lease is not None else None
@@ -592,15 +600,19 @@ class Sandbox:
                     drains.deadline = trio.current_time() + _DRAIN_GRACE
         finally:
             assert process.stdout is not None and process.stderr is not None
-            with trio.CancelScope(shield=True):
-                await process.stdout.aclose()
-                await process.stderr.aclose()
+            for stream in (process.stdout, process.stderr):
+                if isinstance(stream, trio.lowlevel.FdStream):
+                    stream.close()  # aclose() would add a pass through the scheduler
+                else:
+                    with trio.CancelScope(shield=True):
+                        await stream.aclose()
             duration = time.monotonic() - started
             if cgroup is not None:
                 # Every process of the run is gone (_terminate): the reading is final.
                 verdict.append(cgroup.final() or "")
-                # In kernel mode the run's PID namespace is gone with its PID 1: the
-                # cgroup is empty without reading its process lists.
+                # In kernel mode the run's PID namespace is empty once the job's
+                # status is known (_terminate): the cgroup is empty without
+                # reading its process lists.
                 gone = self._isolation == "kernel" and process.returncode is not None
                 _cgroup.release(cgroup, empty=gone)
             self._audit(resolved, process.returncode, duration, out, err, requested_by, timed_out)
@@ -647,13 +659,15 @@ class Sandbox:
             # below is this kill (one read of the cgroup fewer per run).
             cgroup.kill()
         await process.wait()
-        _DIRECT.discard(process.pid)
         if self._isolation == "kernel":
-            # The process just reaped is PID 1 of the run's PID namespace, and no
-            # process can leave that namespace: when PID 1 dies the kernel kills
-            # the rest, and PID 1 is not reaped until all of them are gone. So
-            # there is nothing left to sweep (0.2 ms per run of /proc reads).
+            # The run's PID namespace is empty: PID 1 reports only once every
+            # other process in it is killed and reaped, and when PID 1 dies
+            # without a report the kernel kills the rest before PID 1 can be
+            # reaped (wait() then reaps it). No process can leave the namespace,
+            # so there is nothing to sweep (0.2 ms per run of /proc reads). PID 1
+            # itself is reaped once the result is complete (run()).
             return
+        _DIRECT.discard(process.pid)
         # Without a cgroup, a uid leased to this run alone finds what left the group.
         by_uid = uid if cgroup is None and self._isolation != "kernel" else None
         for _ in range(2500):

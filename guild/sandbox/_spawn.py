@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import trio
@@ -62,6 +62,9 @@ class Child:
     the socket on which it sends the job process's wait status (and a full
     scratch tmpfs), with a descriptor of the run's mount namespace that
     ``server`` drops elsewhere; without a status from it the job counts as killed.
+    PID 1 reports once every other process of the run is gone
+    (``_forkserver._empty_namespace``): :meth:`wait` returns then, and
+    :meth:`reaped` waits for PID 1 itself, once the run's result is complete.
     """
 
     def __init__(
@@ -79,54 +82,72 @@ class Child:
         self.scratch_full = ""
         self.cgroup: _cgroup.RunCgroup | None = None
         self._pidfd = pidfd
+        self._status = -9  # the pid's own exit code, once reaped
         self._report = report
         self._reports = reports or report is not None
         self._server = server
-        # The run's mount namespace once PID 1 has exited (see drop_namespace).
+        # The run's mount namespace, sent with the report (see drop_namespace).
         self._held: list[int] = []
         self.stdout = trio.lowlevel.FdStream(stdout)
         self.stderr = trio.lowlevel.FdStream(stderr)
 
     async def wait(self) -> int:
+        """The job's exit code, once no process of the run is left (in kernel mode
+        PID 1 may still be exiting: see :meth:`reaped`)."""
+        while self.returncode is None and self._report is not None:
+            await trio.lowlevel.wait_readable(self._report)
+            self._read_report()
         if self.returncode is None:
-            await trio.lowlevel.wait_readable(self._pidfd)
-            self._reap()
-        assert self.returncode is not None
+            # No report: PID 1 was killed (the kernel killed the rest of the
+            # namespace before PID 1 can be reaped), or this is no kernel run.
+            await self.reaped()
+            self.returncode = -9 if self._reports and self._status == 0 else self._status
         return self.returncode
 
-    def _reap(self) -> None:
+    def _read_report(self) -> None:
+        assert self._report is not None
         try:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
+            data, ancillary, _, _ = self._report.recvmsg(
+                256, socket.CMSG_SPACE(_INT.size), socket.MSG_DONTWAIT
+            )
+        except BlockingIOError:
+            return
+        except OSError:
+            data, ancillary = b"", []
+        self._held = [
+            fd
+            for level, kind, fds in ancillary
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+            for fd in struct.unpack(f"={len(fds) // _INT.size}i", fds)
+        ]
+        if len(data) >= _INT.size:
+            self.returncode = os.waitstatus_to_exitcode(_INT.unpack(data[: _INT.size])[0])
+            self.scratch_full = data[_INT.size :].decode(errors="replace")
+        self._report.close()
+        self._report = None
+
+    async def reaped(self) -> None:
+        """Wait for the pid itself (PID 1 in kernel mode) to exit, and reap it."""
+        while not self._reap():
+            await trio.lowlevel.wait_readable(self._pidfd)
+
+    def _reap(self) -> bool:
+        """Reap the pid if it has exited (without blocking); whether it is reaped."""
+        if self._pidfd < 0:
+            return True
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
-            self.returncode = -9
+            pid, status = self.pid, -1
+        if pid == 0:
+            return False
+        self._status = -9 if status < 0 else os.waitstatus_to_exitcode(status)
         os.close(self._pidfd)
         self._pidfd = -1
-        if self._report is None:
-            if self._reports and self.returncode == 0:
-                self.returncode = -9
-        else:
-            # PID 1 sent the job's status before it exited (or was killed first).
-            try:
-                data, ancillary, _, _ = self._report.recvmsg(256, socket.CMSG_SPACE(_INT.size))
-            except OSError:
-                data, ancillary = b"", []
-            self._held = [
-                fd
-                for level, kind, fds in ancillary
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-                for fd in struct.unpack(f"={len(fds) // _INT.size}i", fds)
-            ]
-            if len(data) >= _INT.size:
-                self.returncode = os.waitstatus_to_exitcode(_INT.unpack(data[: _INT.size])[0])
-                self.scratch_full = data[_INT.size :].decode(errors="replace")
-            elif self.returncode == 0:
-                self.returncode = -9
-            self._report.close()
-            self._report = None
+        return True
 
     def drop_namespace(self) -> None:
-        """Hand the finished run's mount namespace (received from PID 1 at its exit)
+        """Hand the finished run's mount namespace (sent with PID 1's report)
         to the server's dropper and close it here. The dropper closes it last (see
         ``_forkserver._dropper``), so its teardown (a dozen unmounts under the
         host's mount lock, an RCU grace period) runs there. Called once the run's
@@ -326,7 +347,7 @@ class ForkServer:
             try:
                 # No await from taking the prepared cgroup to sending the next
                 # one: the order of the messages is what pairs runs with cgroups.
-                async with self._order:
+                async with _holding(self._order):
                     if self._prepared:
                         group, ready = self._prepared.popleft()
                         if budget not in (None, ready) and not _cgroup.configure(group, *budget):
@@ -384,6 +405,7 @@ class ForkServer:
                 failed = await _recv_int(mine)
                 if failed:
                     await child.wait()
+                    await child.reaped()
                     child.drop_namespace()
                     direct.discard(pid)
                     await child.aclose()
@@ -401,6 +423,20 @@ class ForkServer:
                 os.close(err_r)
                 if group is not None:
                     _cgroup.release(group)
+
+
+@contextlib.asynccontextmanager
+async def _holding(lock: trio.Lock) -> AsyncIterator[None]:
+    """``lock`` held; taken without a pass through the scheduler when it is free
+    (``Lock.acquire`` always yields once, and a run's start waits for that pass)."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 async def _recv_int(sock: socket.socket, fds: list[int] | None = None) -> int | None:

@@ -625,6 +625,34 @@ HOSTILE = {
 }
 
 
+@needs_kernel
+@needs_cgroups
+async def test_a_kernel_runs_status_comes_once_nothing_of_it_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job's status reaches the worker only once every other process of the run
+    is gone: the daemon the job left is killed and reaped before PID 1 reports,
+    not while PID 1 exits afterwards, so the run's cgroup is empty the moment the
+    status is known (its counters are final, and it goes back to the pool)."""
+    inside: list[set[int]] = []
+    real_wait = _spawn.Child.wait
+
+    async def wait(self: _spawn.Child) -> int:
+        code = await real_wait(self)
+        if self.cgroup is not None and not inside:
+            inside.append(self.cgroup.pids())
+        return code
+
+    monkeypatch.setattr(_spawn.Child, "wait", wait)
+    sandbox = Sandbox(_policy("kernel"))
+    with trio.fail_after(30):
+        result = await sandbox.run(
+            ["python3", "daemon.py"], timeout=20, files={"daemon.py": HOSTILE["daemon.py"]}
+        )
+    assert (result.exit_code, result.stdout) == (0, b"parent done\n")
+    assert inside == [set()]
+
+
 def _child_zombies() -> list[int]:
     me = os.getpid()
     found = []
