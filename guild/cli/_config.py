@@ -15,6 +15,7 @@ from ..config._schema import (
 )
 from ._args import broker_url, host_port, integer, log_level, non_empty
 from ._output import EXIT_OK
+from ._policy import add_policy_flags
 
 DEFAULT_FILE = "guild.toml"
 
@@ -53,9 +54,6 @@ def register(subparsers: Any) -> None:
         "--log-level", type=log_level, metavar="LEVEL", help="as guild run --log-level"
     )
     show.add_argument("--log-format", choices=LOG_FORMATS, help="as guild run --log-format")
-    # Imported here: guild canary start takes --env from this module.
-    from ._canary import add_policy_flags
-
     add_policy_flags(show, "canary-")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=show_config)

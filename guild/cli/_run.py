@@ -45,9 +45,9 @@ from ..config._schema import (
 from ..observability import Thresholds, configure_logging
 from ..supervision._processes import INDEX_VARIABLE, StartFailed, StartupReport, drain_signals
 from ._args import CommandFailed, UsageError, broker_url, host_port, integer, log_level, number
-from ._canary import add_policy_flags, policy_from
 from ._config import add_env_flag
 from ._output import EXIT_OK
+from ._policy import add_policy_flags, policy_from
 from ._target import is_config_target
 
 if TYPE_CHECKING:

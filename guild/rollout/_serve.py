@@ -12,7 +12,7 @@ view of the share; then the process ends.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -20,16 +20,14 @@ import trio
 from ..brokers._canary import SHARE_CACHE_SECONDS
 from ..observability._hub import EventHub
 from ..supervision._supervisor import ChildSpec, Supervisor
-from ._controller import (
-    ControllerStatus,
-    OutcomeRecorder,
-    drain_lanes,
-    record_outcomes,
-    serve_controller,
-)
+from ._kinds import UnsupportedBroker, supports
 from ._lanes import base_of, lane_of
-from ._machine import CanaryPolicy
-from ._store import UnsupportedBroker, supports
+from ._recorder import OutcomeRecorder, record_outcomes
+
+if TYPE_CHECKING:
+    # Only named in annotations: the controller and the state machine load for
+    # a canary (below), not before the first job of every run.
+    from ._machine import CanaryPolicy
 
 _log = structlog.get_logger("guild.rollout")
 
@@ -103,6 +101,9 @@ async def _run_recorded(
     if not canary:
         await app.run(broker, shutdown_trigger=stop.wait)
         return False
+    # Here, not at the top: only a canary drives rollouts.
+    from ._controller import ControllerStatus, drain_lanes, serve_controller
+
     queues = make_canary(app)
     # One status across restarts: a restarted controller reloads the rollouts
     # from the broker and sets the same event the wait below watches.

@@ -20,16 +20,15 @@ among themselves and go after the queue's own.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from .._errors import GuildError
 from .._exports import publish
 from .._job import JobStatus, replace_fields
+from ._kinds import kind_of as _kind
 from ._lanes import lane_of
 from ._machine import CanaryDecision, CanaryPolicy, CanaryState
 
@@ -40,10 +39,6 @@ if TYPE_CHECKING:
 
 KEEP_DECISIONS = 50
 """Decisions kept in a record (older ones stay in the logs)."""
-
-
-class UnsupportedBroker(GuildError, TypeError):
-    """A broker with no place for a rollout (guild ships memory, SQLite and Redis)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -93,31 +88,6 @@ class CanaryRecord:
             baseline={k: {n: float(x) for n, x in v.items()} for k, v in data["baseline"].items()},
             decisions=tuple(CanaryDecision.from_json(d) for d in data["decisions"]),
         )
-
-
-def supports(broker: Any) -> bool:
-    """Whether ``broker`` can hold a rollout (memory, SQLite, Redis)."""
-    try:
-        _kind(broker)
-    except UnsupportedBroker:
-        return False
-    return True
-
-
-def _kind(broker: Any) -> str:
-    # The brokers are imported on first use (guild.brokers): one never imported
-    # cannot be this broker's class.
-    memory = sys.modules.get("guild.brokers.memory")
-    if memory is not None and isinstance(broker, memory.MemoryBroker):
-        return "memory"
-    sqlite, redis = sys.modules.get("guild.brokers.sqlite"), sys.modules.get("guild.brokers.redis")
-    if sqlite is not None and isinstance(broker, sqlite.SqliteBroker):
-        return "sqlite"
-    if redis is not None and isinstance(broker, redis.RedisBroker):
-        return "redis"
-    raise UnsupportedBroker(
-        f"canary rollouts need the memory, sqlite or redis broker, not {type(broker).__name__}"
-    )
 
 
 # --- reading and writing records -------------------------------------------------

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 import guild
 from guild.observability._events import JobFinished, Outcome
 from guild.observability._tally import DURATION_BUCKETS
-from guild.rollout._controller import OutcomeRecorder, apply, figures_of, record_outcomes
+from guild.rollout._controller import apply, figures_of
 from guild.rollout._machine import CanaryPolicy, Pause, Rollback, Start
+from guild.rollout._recorder import OutcomeRecorder, record_outcomes
 from guild.rollout._serve import run_app
 
 POLICY = CanaryPolicy(soak=5.0, min_jobs=10, p95=0.5)
