@@ -34,6 +34,7 @@ if typing.TYPE_CHECKING:
     from ._errors import DependencyFailure as DependencyFailure
     from ._errors import GaveUp as GaveUp
     from ._errors import GuildError as GuildError
+    from ._errors import InvalidField as InvalidField
     from ._errors import InvalidHandler as InvalidHandler
     from ._errors import InvalidQueueName as InvalidQueueName
     from ._errors import InvalidWorkflow as InvalidWorkflow
@@ -175,6 +176,7 @@ __all__ = [
     "GuildConfig",
     "GuildError",
     "Instrument",
+    "InvalidField",
     "InvalidHandler",
     "InvalidProgress",
     "InvalidQueueName",

@@ -32,7 +32,7 @@ from ._errors import BrokerUnavailable, GaveUp, GuildError, WorkerEnded
 from ._exports import publish
 from ._groups import unwrap
 from ._handlers import check_handler
-from ._job import Job, JSONValue, Priority, Result, check_queue_name
+from ._job import MAX_QUEUE_NAME, Job, JSONValue, Priority, Result, check_field, check_queue_name
 from ._jobinfo import JobInfo
 from ._limits import Limit, open_gate
 from ._retention import Retention
@@ -277,6 +277,8 @@ class Guild:
         Raises:
             ScheduleError: the expression is not a schedule.
             InvalidQueueName: ``queue`` is not a name a queue may have.
+            InvalidField: ``name`` is empty, over 200 characters or holds
+                control characters.
             ValueError: a schedule of that name exists already.
         """
         if isinstance(schedule, str):
@@ -284,7 +286,8 @@ class Guild:
         elif isinstance(schedule, int | float):
             schedule = Every(float(schedule))
         check_queue_name(queue)
-        name = name or queue
+        # The name is part of each tick's idempotency key (``tick_key``).
+        name = check_field("periodic name", name, MAX_QUEUE_NAME) if name is not None else queue
         if name in self._periodic:
             raise ValueError(f"a periodic schedule named {name!r} exists already")
         self._periodic[name] = Periodic(name=name, schedule=schedule, queue=queue, payload=payload)

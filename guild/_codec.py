@@ -26,7 +26,7 @@ from ._job import (
     Priority,
     UndecodablePayload,
     _queue_name_problem,
-    check_queue_name,
+    check_stored_queue_name,
 )
 
 ResultJSON = NewType("ResultJSON", str)
@@ -464,18 +464,20 @@ def _checked(row: Sequence[StoredValue], queue: str) -> Job | BadRow:
     if _queue_name_problem(queue) is not None:
         # ``queue`` is the reader's guess (a dead letter's own damaged field, say).
         queue = _UNKNOWN_QUEUE
-    try:
-        job = Job(
-            queue=values.get("queue") or queue,
-            payload=payload,
-            id=job_id,
-            trace_id=values.get("trace_id") or job_id,
-            **fields,
-        )
-    except (ValueError, TypeError):
-        # Checked like Job's own validators, so this is only a guard: a dead
-        # letter with less in it beats a claim that raises.
-        job = Job(queue=queue, payload=payload, id=job_id)
+    # Built without Job's checks, which a name or key stored before their limits
+    # would fail: each field here passed its stored-value check above.
+    job = _make_job(
+        id=job_id,
+        queue=values.get("queue") or queue,
+        payload=payload,
+        attempt=fields.get("attempt", 0),
+        max_attempts=fields.get("max_attempts"),
+        enqueued_at=fields.get("enqueued_at") or 0.0,
+        not_before=fields.get("not_before"),
+        timeout=fields.get("timeout"),
+        key=fields.get("key"),
+        trace_id=values.get("trace_id") or job_id,
+    )
     return BadRow(job=job, reason="bad stored job: " + "; ".join(wrong))
 
 
@@ -517,7 +519,8 @@ def _required_text(value: StoredValue) -> str:
 def _queue_field(value: StoredValue) -> str:
     text = _required_text(value)
     try:
-        return check_queue_name(text)
+        # A stored name may predate the length limit: it is read as it was written.
+        return check_stored_queue_name(text)
     except InvalidQueueName as exc:
         raise _Wrong(f"is not a valid queue name: {exc.reason}") from None
 

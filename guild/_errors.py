@@ -20,7 +20,8 @@
     │   ├── GaveUp                  restart intensity exceeded; the supervisor stopped its children
     │   └── WorkerEnded             a worker stopped without being drained: a crash, restarted
     ├── ConfigError                 a bad guild.toml or option: path, key, expected (also ValueError)
-    ├── InvalidQueueName            empty, whitespace-padded or control characters (ValueError)
+    ├── InvalidQueueName            empty, too long, whitespace-padded or control characters (ValueError)
+    ├── InvalidField                a job key, id or trace id (or a name): empty, too long, control characters (ValueError)
     ├── InvalidHandler              a handler that is not `async def h(job)`, refused at registration (also TypeError)
     ├── InvalidWorkflow             a workflow refused at submission: rule, step, reason (also ValueError)
     ├── NotAWorkflowStep            StepInput.of(job) for a job that no workflow enqueued (also ValueError)
@@ -311,9 +312,21 @@ class ConfigError(GuildError, ValueError):
         self.expected = expected
 
 
+def shown(value: object) -> str:
+    """``repr(value)``, a long string cut to its start: an error names a pasted
+    100 kB value by its first characters, not by all of them."""
+    if isinstance(value, str) and len(value) > _SHOWN:
+        return f"{value[:_SHOWN]!r}..."
+    return repr(value)
+
+
+_SHOWN = 40
+
+
 class InvalidQueueName(GuildError, ValueError):
-    """A queue name no broker should store: empty, padded with whitespace, or
-    holding control characters (they break log lines, key names and tables).
+    """A queue name no broker should store: empty, too long, padded with
+    whitespace, or holding control characters (they break log lines, key names
+    and tables).
 
     Attributes:
         name: the name as given.
@@ -321,8 +334,25 @@ class InvalidQueueName(GuildError, ValueError):
     """
 
     def __init__(self, name: object, reason: str) -> None:
-        super().__init__(f"queue name {name!r}: {reason}")
+        super().__init__(f"queue name {shown(name)}: {reason}")
         self.name = name
+        self.reason = reason
+
+
+class InvalidField(GuildError, ValueError):
+    """A job's idempotency key, id or trace id (or a schedule's name) no broker
+    should store: not a string, empty, too long, or holding control characters.
+
+    Attributes:
+        field: what the value is (``"key"``, ``"trace_id"``, ...).
+        value: the value as given.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"{field} {shown(value)}: {reason}")
+        self.field = field
+        self.value = value
         self.reason = reason
 
 
@@ -346,13 +376,13 @@ class InvalidWorkflow(GuildError, ValueError):
         rule: which check refused it: ``empty``, ``workflow-id``, ``step-name``,
             ``duplicate-step``, ``unknown-dependency``, ``cycle``,
             ``unknown-compensation``, ``duplicate-compensation``, ``payload``,
-            ``unknown-queue`` or ``duplicate-id``.
+            ``unknown-queue``, ``duplicate-id``, ``name`` or ``queue-name``.
         step: the step it is about (``None`` when about the whole workflow).
         reason: a human sentence.
     """
 
     def __init__(self, rule: str, step: str | None, reason: str) -> None:
-        where = f"step {step!r}: " if step is not None else ""
+        where = f"step {shown(step)}: " if step is not None else ""
         super().__init__(f"invalid workflow ({rule}): {where}{reason}")
         self.rule = rule
         self.step = step

@@ -42,6 +42,7 @@ EXPORTS = {
     "DependencyFailure": "._errors",
     "GaveUp": "._errors",
     "GuildError": "._errors",
+    "InvalidField": "._errors",
     "InvalidHandler": "._errors",
     "InvalidQueueName": "._errors",
     "InvalidWorkflow": "._errors",

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import InvalidQueueName
+from ._errors import InvalidField, InvalidQueueName
 from ._exports import publish
 from ._ids import new_id, new_ids
 
@@ -85,17 +85,50 @@ def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float |
         raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
 
 
-def _non_empty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not value:
-        raise ValueError(f"{attribute.name} must not be empty")
+MAX_QUEUE_NAME: Final = 200
+"""The most characters a new queue name may have: a name is a column of every
+table and a part of every log line and key; a longer one is a paste gone wrong.
+(A canary lane, ``q@canary``, is made by the broker and may pass it by its suffix.)"""
+MAX_ID: Final = 200
+"""The most characters a job id or trace id may have (guild's own ids have 26)."""
+MAX_KEY: Final = 1024
+"""The most characters an idempotency key may have: room for a URL or a few
+joined ids; a hash of anything bigger is the key to use instead."""
+
+_UNPRINTABLE: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories that forge log lines or garble a terminal (control,
+format, line and paragraph separators)."""
+
+
+def _unprintable(text: str) -> bool:
+    return not text.isprintable() and any(unicodedata.category(c) in _UNPRINTABLE for c in text)
 
 
 def check_queue_name(name: object) -> str:
-    """The name, if it is one a queue may have; the one rule for jobs, workers and the CLI.
+    """The name, if a new queue may have it; the one rule for jobs, the CLI and
+    guild.toml (:func:`check_stored_queue_name` for a queue that may already exist).
 
     Raises:
-        InvalidQueueName: not a string, empty, padded with whitespace, or holding a
-            control character (a newline would forge log lines and break tables).
+        InvalidQueueName: not a string, empty, longer than :data:`MAX_QUEUE_NAME`,
+            padded with whitespace, or holding a control character (a newline
+            would forge log lines and break tables).
+    """
+    name = check_stored_queue_name(name)
+    if len(name) > MAX_QUEUE_NAME:
+        raise InvalidQueueName(
+            name, f"must be at most {MAX_QUEUE_NAME:,} characters, got {len(name):,}"
+        )
+    return name
+
+
+def check_stored_queue_name(name: object) -> str:
+    """The name, if a stored queue may have it: the rule of :func:`check_queue_name`
+    without its length limit, which came later. For what reads or drains a queue
+    (a worker, ``guild purge``, a stored row), so that a queue named before the
+    limit stays reachable.
+
+    Raises:
+        InvalidQueueName: not a string, empty, padded, or holding a control character.
     """
     if not isinstance(name, str):
         raise InvalidQueueName(name, f"must be a string, not {type(name).__name__}")
@@ -108,17 +141,51 @@ def check_queue_name(name: object) -> str:
 @functools.lru_cache(maxsize=4096)
 def _queue_name_problem(name: str) -> str | None:
     # Cached: every Job built checks its queue, and an app has few queue names.
+    # No length limit here: stored rows are read with this rule too.
     if not name.strip():
         return "must not be empty or only whitespace"
     if name != name.strip():
         return "must not start or end with whitespace"
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+    if _unprintable(name):
         return "must not hold control or line-breaking characters"
     return None
 
 
+def check_field(field: str, value: object, limit: int, *, label: bool = True) -> str:
+    """``value``, if it is a string a job field (or a name) may hold: not empty,
+    at most ``limit`` characters; a ``label`` (an id, a name: shown in tables and
+    log lines) also not only whitespace and without control or line-breaking
+    characters.
+
+    Raises:
+        InvalidField: it is not, naming ``field`` and the limit.
+    """
+    if not isinstance(value, str):
+        raise InvalidField(field, value, f"must be a string, not {type(value).__name__}")
+    if not value or (label and not value.strip()):
+        raise InvalidField(field, value, "must not be empty or only whitespace")
+    if len(value) > limit:
+        raise InvalidField(
+            field, value, f"must be at most {limit:,} characters, got {len(value):,}"
+        )
+    if label and _unprintable(value):
+        raise InvalidField(field, value, "must not hold control or line-breaking characters")
+    return value
+
+
 def _queue_name(_: object, __: attrs.Attribute[Any], value: str) -> None:
     check_queue_name(value)
+
+
+def _job_id(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    check_field(attribute.name, value, MAX_ID)
+
+
+def _key(_: object, __: attrs.Attribute[Any], value: str | None) -> None:
+    # Any text: a key is compared, never parsed, and is often made of the input
+    # itself. Not empty: a stored '' reads back as no key.
+    if value is not None:
+        check_field("key", value, MAX_KEY, label=False)
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -154,11 +221,16 @@ class Job:
         trace_id: links the jobs of one pipeline; defaults to ``id``.
         priority: claimed before the ready jobs of lower priority on its queue
             (see :class:`Priority`); kept through delays, retries and requeues.
+
+    ``queue`` follows :func:`check_queue_name` (at most :data:`MAX_QUEUE_NAME`
+    characters); ``id`` and ``trace_id`` hold at most :data:`MAX_ID` characters,
+    not blank, without control characters; ``key`` at most :data:`MAX_KEY`
+    characters of any kind, not empty (else :class:`guild.InvalidField`).
     """
 
     queue: str = attrs.field(validator=_queue_name)
     payload: JSONValue = None
-    id: str = attrs.field(factory=new_id, validator=_non_empty)
+    id: str = attrs.field(factory=new_id, validator=_job_id)
     attempt: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     max_attempts: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
@@ -166,8 +238,10 @@ class Job:
     enqueued_at: float = 0.0
     not_before: float | None = None
     timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
-    key: str | None = None
-    trace_id: str = attrs.field(default=attrs.Factory(lambda self: self.id, takes_self=True))
+    key: str | None = attrs.field(default=None, validator=_key)
+    trace_id: str = attrs.field(
+        default=attrs.Factory(lambda self: self.id, takes_self=True), validator=_job_id
+    )
     priority: Priority = attrs.field(default=Priority.NORMAL, converter=check_priority)
 
 
@@ -334,6 +408,8 @@ def jobs_like(template: Job, payloads: Iterable[JSONValue], trace_id: str | None
     each, and the ids come from one clock read (``new_ids``).
     """
     payloads = list(payloads)
+    if trace_id is not None:
+        check_field("trace_id", trace_id, MAX_ID)
     return [
         _job_like(template, job_id, payload, job_id if trace_id is None else trace_id)
         for job_id, payload in zip(new_ids(len(payloads)), payloads, strict=True)

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from ._exports import publish
-from ._job import Job, check_queue_name
+from ._job import MAX_QUEUE_NAME, Job, check_field, check_stored_queue_name
 from ._limits import Limit
 from ._retry import RetryPolicy
 
@@ -25,6 +25,13 @@ def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float |
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
+
+
+def _worker_name(spec: WorkerSpec, _: attrs.Attribute[Any], name: str) -> None:
+    # The default, the queue's own name, was checked as the queue; a name of its
+    # own is new, and follows the rule of a new queue name.
+    if name != spec.queue:
+        check_field("worker name", name, MAX_QUEUE_NAME)
 
 
 def _to_tuple(value: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:
@@ -68,9 +75,13 @@ class WorkerSpec:
             on the same Redis when the broker is Redis.
     """
 
-    queue: str = attrs.field(validator=lambda _, __, name: check_queue_name(name))
+    # A worker only reads its queue: one named before the length limit of new
+    # names (check_queue_name) must still be drained.
+    queue: str = attrs.field(validator=lambda _, __, name: check_stored_queue_name(name))
     handler: Handler
-    name: str = attrs.field(default=attrs.Factory(lambda self: self.queue, takes_self=True))
+    name: str = attrs.field(
+        default=attrs.Factory(lambda self: self.queue, takes_self=True), validator=_worker_name
+    )
     concurrency: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     prefetch: int = attrs.field(
         default=attrs.Factory(lambda self: self.concurrency, takes_self=True),

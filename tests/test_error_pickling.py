@@ -92,6 +92,11 @@ CASES: list[tuple[BaseException, str, dict[str, Any]]] = [
         {"name": " q", "reason": "padded with whitespace"},
     ),
     (
+        guild.InvalidField("key", "k" * 50, "must be at most 1,024 characters"),
+        "key '" + "k" * 40 + "'...: must be at most 1,024 characters",
+        {"field": "key", "value": "k" * 50, "reason": "must be at most 1,024 characters"},
+    ),
+    (
         guild.InvalidHandler("h", "h is not async"),
         "h is not async",
         {"handler": "h"},

@@ -9,13 +9,14 @@ never-ending sleep) later.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 from urllib.parse import urlsplit
 
 from .._errors import GuildError
-from .._job import check_queue_name
+from .._job import MAX_ID, MAX_KEY, check_field, check_queue_name, check_stored_queue_name
 from ..brokers._url import broker_url_from_env, check_broker_url
 from ..config._schema import LOG_LEVELS, split_address
 
@@ -109,12 +110,49 @@ def _show(bound: float) -> str:
     return f"{bound:,}" if isinstance(bound, int) else f"{bound:,g}"
 
 
+@contextlib.contextmanager
+def _refused(what: str | None = None) -> Iterator[None]:
+    """A ValueError from a check of the library's, as argparse's error for a bad
+    value: the check's own message, after ``what`` where given."""
+    try:
+        yield
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{what} ({exc})" if what else str(exc)) from None
+
+
 def queue_name(text: str) -> str:
     """A queue name by the library's one rule (:func:`guild._job.check_queue_name`)."""
-    try:
+    with _refused():
         return check_queue_name(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def stored_queue_name(text: str) -> str:
+    """A queue name to read or clear (``guild purge``, ``guild dlq --queue``): the
+    rule of :func:`queue_name` without its length limit, so that a queue named
+    before the limit can still be emptied (:func:`guild._job.check_stored_queue_name`)."""
+    with _refused():
+        return check_stored_queue_name(text)
+
+
+def idempotency_key(text: str) -> str:
+    """An idempotency key by the rule of ``Job.key`` (:func:`guild._job.check_field`)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a non-empty key, got {text!r}")
+    with _refused():
+        return check_field("key", text, MAX_KEY, label=False)
+
+
+def identifier(what: str) -> Callable[[str], str]:
+    """A job or workflow id to look up: not empty, at most ``MAX_ID`` characters,
+    no control characters (none of guild's own ids is longer than 26)."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        with _refused():
+            return check_field(what, text, MAX_ID)
+
+    return parse
 
 
 def broker_url(text: str) -> str:
@@ -122,10 +160,8 @@ def broker_url(text: str) -> str:
     rather than read as "use the default", which would hide the mistake."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a broker URL, got ''")
-    try:
+    with _refused():
         check_broker_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -133,11 +169,13 @@ def http_url(text: str) -> str:
     """The base URL of a running app's HTTP server: ``http(s)://host[:port]``, or
     a bare ``host:port`` (taken as ``http://``)."""
     full = text if "://" in text else "http://" + text
-    try:
+    if not full.isprintable() or any(c.isspace() for c in full):
+        # urlsplit drops tabs and newlines, so the check below would pass a URL
+        # that is not the one then dialled (and an error line would break in two).
+        raise argparse.ArgumentTypeError(f"malformed URL {text!r} (it holds whitespace)")
+    with _refused(f"malformed URL {text!r}"):
         parts = urlsplit(full)
         parts.port  # noqa: B018  (parsing it is the check: a non-number raises)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"malformed URL {text!r} ({exc})") from None
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"expected http://HOST:PORT, got {text!r}")
     _check_host(parts.hostname, text)
@@ -149,18 +187,14 @@ def _check_host(host: str, text: str) -> None:
     which the HTTP clients would fail on with an encoding error instead."""
     if host.startswith("[") or ":" in host:  # an IPv6 address
         return
-    try:
+    with _refused(f"malformed host in {text!r}"):  # a UnicodeError is a ValueError
         host.encode("idna")
-    except UnicodeError as exc:
-        raise argparse.ArgumentTypeError(f"malformed host in {text!r} ({exc})") from None
 
 
 def host_port(text: str) -> str:
     """An address to listen on, ``HOST:PORT`` (:func:`guild.config._schema.split_address`)."""
-    try:
+    with _refused():
         split_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

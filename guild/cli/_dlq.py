@@ -13,10 +13,10 @@ from ._args import (
     CommandFailed,
     UsageError,
     add_broker_flags,
+    identifier,
     integer,
-    non_empty,
-    queue_name,
     repeat_broker_flags,
+    stored_queue_name,
 )
 from ._output import EXIT_FAILED, EXIT_OK, print_json, table
 
@@ -36,16 +36,16 @@ def register(subparsers: Any) -> None:
     add_broker_flags(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="dead jobs, oldest first")
-    listing.add_argument("--queue", type=queue_name)
+    listing.add_argument("--queue", type=stored_queue_name)
     listing.add_argument(
         "--limit", type=integer(1, MAX_LIMIT), default=100, help=f"at most (1 to {MAX_LIMIT:,})"
     )
     show = actions.add_parser("show", help="one dead job with its error and traceback")
-    show.add_argument("id", type=non_empty("a job id"))
+    show.add_argument("id", type=identifier("a job id"))
     requeue = actions.add_parser("requeue", help="put dead jobs back to work, attempts reset")
-    requeue.add_argument("ids", nargs="*", metavar="ID", type=non_empty("a job id"))
+    requeue.add_argument("ids", nargs="*", metavar="ID", type=identifier("a job id"))
     requeue.add_argument("--all", action="store_true", help="every dead job (of --queue if given)")
-    requeue.add_argument("--queue", type=queue_name)
+    requeue.add_argument("--queue", type=stored_queue_name)
     repeat_broker_flags(listing, show, requeue)
     parser.set_defaults(func=dlq)
 

@@ -15,7 +15,15 @@ from .._errors import BrokerError, PayloadEncodeError
 from .._job import PRIORITIES, Job, JSONValue, Priority, check_priority
 from ..brokers._protocol import Broker
 from ..brokers._url import open_broker
-from ._args import UsageError, broker_url, integer, non_empty, number, queue_name, refuse_memory
+from ._args import (
+    UsageError,
+    broker_url,
+    idempotency_key,
+    integer,
+    number,
+    queue_name,
+    refuse_memory,
+)
 from ._output import EXIT_OK, print_json, progress
 from ._result import show_result, wait_option
 
@@ -34,9 +42,7 @@ def register(subparsers: Any) -> None:
         type=broker_url,
         help="broker URL (default: $GUILD_BROKER, else sqlite:guild.db)",
     )
-    parser.add_argument(
-        "--key", type=non_empty("a non-empty key"), help="idempotency key (single payload only)"
-    )
+    parser.add_argument("--key", type=idempotency_key, help="idempotency key (single payload only)")
     parser.add_argument(
         "--delay",
         type=number(0, MAX_DELAY),

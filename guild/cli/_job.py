@@ -16,7 +16,7 @@ from .._errors import UnknownJob
 from .._job import JobStatus
 from ..brokers._protocol import Broker
 from ..brokers._url import open_broker
-from ._args import CommandFailed, add_broker_flags, non_empty, repeat_broker_flags
+from ._args import CommandFailed, add_broker_flags, identifier, repeat_broker_flags
 from ._jobshow import show_job
 from ._output import EXIT_OK, print_json
 
@@ -39,12 +39,12 @@ def register(subparsers: Any) -> None:
         help="everything known of a job: status, attempts, timings, worker, last error"
         " with its traceback, progress, result",
     )
-    show.add_argument("id", type=non_empty("a job id"))
+    show.add_argument("id", type=identifier("a job id"))
     cancel = actions.add_parser(
         "cancel",
         help="cancel a job: a waiting one never runs, a running one is stopped within a second",
     )
-    cancel.add_argument("id", type=non_empty("a job id"))
+    cancel.add_argument("id", type=identifier("a job id"))
     repeat_broker_flags(show, cancel)
     parser.set_defaults(func=job)
 

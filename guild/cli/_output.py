@@ -44,9 +44,16 @@ def failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
 
 
+MAX_CELL = 200
+"""The most characters of a table cell shown (the longest new queue name): a
+name stored before names had a limit would widen every row to its length.
+``--json`` shows it whole."""
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain aligned text table (first column left, the rest right-aligned)."""
-    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    """A plain aligned text table (first column left, the rest right-aligned;
+    a cell over :data:`MAX_CELL` characters cut, ending in ``...``)."""
+    cells = [list(map(str, headers))] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
@@ -56,6 +63,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         ]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
 
 
 class Progress:

@@ -14,7 +14,7 @@ from typing import Any
 from .._job import JobStatus
 from ..brokers._protocol import PURGEABLE, Purgeable
 from ..brokers._url import open_broker
-from ._args import MAX_SECONDS, UsageError, add_broker_flags, number, queue_name
+from ._args import MAX_SECONDS, UsageError, add_broker_flags, number, stored_queue_name
 from ._output import EXIT_OK, print_json
 
 STATUS_CHOICES = ("done", "dead", "cancelled", "ready", "delayed", "all")
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         " their results and dead letters, in small batches. Jobs in flight are never"
         " touched. ready, delayed and all delete work that has not run: they need --yes.",
     )
-    parser.add_argument("queue", type=queue_name, metavar="QUEUE")
+    parser.add_argument("queue", type=stored_queue_name, metavar="QUEUE")
     parser.add_argument(
         "--status",
         action="append",

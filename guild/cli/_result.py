@@ -15,7 +15,7 @@ from .._client import client_url, job_result, job_status
 from .._job import JobStatus, Result
 from ..brokers._protocol import Broker
 from ..brokers._url import open_broker
-from ._args import CommandFailed, add_broker_flags, non_empty, number
+from ._args import CommandFailed, add_broker_flags, identifier, number
 from ._output import EXIT_OK, print_json
 
 MAX_WAIT = 86_400.0
@@ -41,7 +41,7 @@ def wait_option(parser: argparse.ArgumentParser, help: str) -> None:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("result", help="a job's result, waiting for it with --wait")
-    parser.add_argument("id", type=non_empty("a job id"))
+    parser.add_argument("id", type=identifier("a job id"))
     wait_option(parser, "seconds to wait for the job to finish (default: answer at once)")
     add_broker_flags(parser)
     parser.set_defaults(func=result)

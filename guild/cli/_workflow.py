@@ -24,8 +24,8 @@ from ._args import (
     MAX_SECONDS,
     CommandFailed,
     add_broker_flags,
+    identifier,
     integer,
-    non_empty,
     number,
     repeat_broker_flags,
 )
@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
         help="one workflow: each step's state, attempts, timings, result or error,"
         " and its compensation",
     )
-    show.add_argument("id", type=non_empty("a workflow id"))
+    show.add_argument("id", type=identifier("a workflow id"))
     listing = actions.add_parser("list", help="stored workflows, oldest first")
     listing.add_argument(
         "--status",
@@ -82,7 +82,7 @@ def register(subparsers: Any) -> None:
         help="stop a workflow: no new step starts, running ones are cancelled,"
         " completed ones compensated",
     )
-    stop.add_argument("id", type=non_empty("a workflow id"))
+    stop.add_argument("id", type=identifier("a workflow id"))
     stop.add_argument(
         "--reason",
         type=_reason,

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._codec import is_positive_seconds
 from .._cron import Cron, ScheduleError
 from .._errors import ConfigError
-from .._job import check_queue_name
+from .._job import MAX_QUEUE_NAME, check_field, check_queue_name
 from .._limits import parse_rate
 from ._layers import dotted, overlay, paths
 from ._schema import (
@@ -57,6 +58,7 @@ _GUILD_KEYS = {
     "http",
     "http_token",
     "http_redact",
+    "loop_stall",
     "log_level",
     "log_format",
 }
@@ -229,6 +231,7 @@ def _parse(
         http=_http(top),
         http_token=_http_token(top),
         http_redact=_flag(top, "http_redact"),
+        loop_stall=_loop_stall(top),
         supervisor=_supervisor(root.table_at("supervisor")),
         workers=_workers(root.table_at("workers")),
         env=env,
@@ -318,6 +321,16 @@ def _http_token(table: _Reader) -> str | None:
             table.path, table.key("http_token"), "a non-empty string without spaces", token
         )
     return token
+
+
+def _loop_stall(table: _Reader) -> float | None:
+    """``guild.loop_stall``: ``Guild(loop_stall=...)``, by the check the app makes."""
+    value = table.table.get("loop_stall")
+    if value is not None and not is_positive_seconds(value):
+        raise ConfigError(
+            table.path, table.key("loop_stall"), "a finite number of seconds > 0", value
+        )
+    return None if value is None else float(value)
 
 
 def _flag(table: _Reader, name: str) -> bool | None:
@@ -436,6 +449,11 @@ def _periodic(table: _Reader) -> dict[str, dict[str, Any]]:
     """``[periodic.NAME]``: schedules to add, or to change if the app has one by that name."""
     schedules: dict[str, dict[str, Any]] = {}
     for name in table.table:
+        try:
+            # The name is part of every tick's idempotency key, as Guild.periodic checks.
+            check_field("periodic name", name, MAX_QUEUE_NAME)
+        except ValueError as exc:
+            raise ConfigError(table.path, table.key(name), f"a schedule name ({exc})") from None
         entry = table.table_at(name)
         entry.reject_unknown(set(PERIODIC_OPTIONS))
         found: dict[str, Any] = {}

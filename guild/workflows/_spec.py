@@ -31,10 +31,10 @@ from typing import Any
 import attrs
 
 from .._codec import encode_payload
-from .._errors import InvalidQueueName, InvalidWorkflow, PayloadEncodeError
+from .._errors import InvalidField, InvalidQueueName, InvalidWorkflow, PayloadEncodeError, shown
 from .._exports import publish
 from .._ids import new_id
-from .._job import JSONValue, check_queue_name
+from .._job import MAX_QUEUE_NAME, JSONValue, check_field, check_queue_name, check_stored_queue_name
 
 _WORKFLOW_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 UNDO_SUFFIX = ":undo"
@@ -46,7 +46,9 @@ def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float |
 
 
 def _queue(_: object, __: attrs.Attribute[Any], value: str) -> None:
-    check_queue_name(value)
+    # The stored rule: a workflow read back from its record may predate the length
+    # limit of new names, which ``validate`` applies when one is submitted.
+    check_stored_queue_name(value)
 
 
 def _names(value: str | Step | Iterable[str | Step]) -> tuple[str, ...]:
@@ -129,7 +131,8 @@ class Workflow:
     Attributes:
         steps: the steps, in any order that names each once.
         compensations: the undo jobs that steps name in ``compensate``.
-        name: a label for people (``guild workflow list``); need not be unique.
+        name: a label for people (``guild workflow list``); need not be unique;
+            at most 200 characters, one line.
         id: unique per workflow (default: a new time-sortable id): letters,
             digits, ``_`` and ``-``, at most 128.
 
@@ -151,7 +154,9 @@ class Workflow:
     )
 
     def __attrs_post_init__(self) -> None:
-        validate(self, None)
+        # The shape only: the limits of new names wait for submission (``validate``),
+        # so that a workflow stored before them is still read back (``from_json``).
+        _check_shape(self)
 
     def step(self, name: str) -> Step:
         """The step called ``name``.
@@ -240,7 +245,8 @@ class Workflow:
 
 
 def validate(workflow: Workflow, known_queues: Collection[str] | None = None) -> None:
-    """Refuse a workflow that cannot run.
+    """Refuse a workflow that cannot run, or that names what no new workflow may:
+    a name, step name or queue name over 200 characters.
 
     Args:
         workflow: the workflow.
@@ -249,11 +255,40 @@ def validate(workflow: Workflow, known_queues: Collection[str] | None = None) ->
     Raises:
         InvalidWorkflow: the first rule broken, with the step it is about.
     """
+    _check_shape(workflow)
+    _check_new_names(workflow)
+    if known_queues is not None:
+        _check_queues(workflow, known_queues)
+
+
+def _check_new_names(workflow: Workflow) -> None:
+    try:
+        # A label in every ``guild workflow list`` row: one line, of a width a table holds.
+        check_field("name", workflow.name, MAX_QUEUE_NAME)
+    except InvalidField as error:
+        raise InvalidWorkflow("name", None, str(error)) from None
+    for step in workflow.steps:
+        if len(step.name) > MAX_QUEUE_NAME:
+            raise InvalidWorkflow(
+                "step-name",
+                step.name,
+                f"must be at most {MAX_QUEUE_NAME:,} characters, got {len(step.name):,}",
+            )
+    queues: list[tuple[str | None, str, str]] = [(s.name, "", s.queue) for s in workflow.steps]
+    queues += [(None, f"compensation {n!r}: ", c.queue) for n, c in workflow.compensations.items()]
+    for name, what, queue in queues:
+        try:
+            check_queue_name(queue)
+        except InvalidQueueName as error:
+            raise InvalidWorkflow("queue-name", name, f"{what}{error}") from None
+
+
+def _check_shape(workflow: Workflow) -> None:
     if not _WORKFLOW_ID.fullmatch(workflow.id):
         raise InvalidWorkflow(
             "workflow-id",
             None,
-            f"id {workflow.id!r} must be 1 to 128 letters, digits, '_' or '-',"
+            f"id {shown(workflow.id)} must be 1 to 128 letters, digits, '_' or '-',"
             " starting with a letter or digit",
         )
     if not workflow.steps:
@@ -284,8 +319,6 @@ def validate(workflow: Workflow, known_queues: Collection[str] | None = None) ->
                 f" (it has {sorted(workflow.compensations)})",
             )
     _check_payloads(workflow)
-    if known_queues is not None:
-        _check_queues(workflow, known_queues)
 
 
 def _check_payloads(workflow: Workflow) -> None:
@@ -309,7 +342,9 @@ def _check_step_name(name: object) -> None:
     if not isinstance(name, str):
         raise InvalidWorkflow("step-name", None, f"a step name must be a string, got {name!r}")
     try:
-        check_queue_name(name)  # the same rules: non-empty, no padding, no control characters
+        # The stored rule (non-empty, no padding, no control characters); the
+        # length limit of new names is _check_new_names'.
+        check_stored_queue_name(name)
     except InvalidQueueName as error:
         raise InvalidWorkflow("step-name", name, error.reason) from None
     if name.endswith(UNDO_SUFFIX):

@@ -18,13 +18,13 @@ crash without a second job: the key makes the second enqueue a no-op.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
 from .._errors import NotAWorkflowStep
 from .._exports import publish
-from .._job import Job, JSONValue
+from .._job import MAX_KEY, MAX_QUEUE_NAME, Job, JSONValue, replace_fields
 from ._spec import Workflow
 
 ENVELOPE = "guild_workflow"
@@ -57,7 +57,7 @@ def compensation_job_id(spec: Workflow, step: str) -> str:
 def step_job(spec: Workflow, step: str, inputs: Mapping[str, JSONValue]) -> Job:
     """The job that runs ``step``, carrying its dependencies' results."""
     declared = spec.step(step)
-    return Job(
+    return _job(
         queue=declared.queue,
         payload={
             ENVELOPE: {"id": spec.id, "step": step, "kind": "step"},
@@ -78,7 +78,7 @@ def compensation_job(spec: Workflow, step: str, result: JSONValue) -> Job:
     if name is None:
         raise ValueError(f"step {step!r} declares no compensation")
     compensation = spec.compensations[name]
-    return Job(
+    return _job(
         queue=compensation.queue,
         payload={
             ENVELOPE: {"id": spec.id, "step": step, "kind": "compensation"},
@@ -91,6 +91,16 @@ def compensation_job(spec: Workflow, step: str, result: JSONValue) -> Job:
         timeout=compensation.timeout,
         trace_id=spec.id,
     )
+
+
+def _job(queue: str, key: str, **fields: Any) -> Job:
+    """``Job(queue=queue, key=key, ...)``, also for a workflow stored before the
+    limits of new names: its queue (or its step's name, part of the key) may be
+    longer. Both passed the stored rule when the workflow was read, so an over-long
+    one is set past Job's checks of new input, and the workflow still finishes."""
+    if len(queue) <= MAX_QUEUE_NAME and len(key) <= MAX_KEY:
+        return Job(queue=queue, key=key, **fields)
+    return replace_fields(Job(queue="workflow", key="workflow", **fields), queue=queue, key=key)
 
 
 def workflow_of(job: Job) -> tuple[str, str, StepKind] | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -25,7 +26,7 @@ async def _claim_script(broker: RedisBroker, token: str, limit: int) -> list[str
         "claim",
         ["q", repr(now), 60_000, 5_000, repr(now + 30), "c1", limit, token, limit, 5],
     )
-    return [str(flat[i], "utf-8") for i in range(2, len(flat), _JOB_FIELDS)]
+    return _claimed_ids(flat)
 
 
 class TestClaimReplay:
@@ -117,15 +118,9 @@ class TestLeaseScores:
     async def test_a_lease_ends_at_its_exact_expiry_not_its_score(
         self, server: RedisServer
     ) -> None:
-        broker = await RedisBroker.open(server.url, prefix="leasescore")
-        client = await broker.redis_client()
-        try:
-            (job,) = await broker.enqueue([guild.Job(queue="q", payload=1)])
-            assert await broker.claim("q", consumer="c0", limit=0, lease=1.0) == []
-            # A clock a quarter past a whole second: the lease ends at .75, scored at
-            # the next whole second.
-            t = float(int(broker.now())) + 0.25
-            flat = await _claim_at(broker, "c1", t, t + 0.5, "token-a")
+        async with _claimed_at_a_quarter(server, "leasescore") as (broker, job, t, flat):
+            client = await broker.redis_client()
+            # The lease ends at t + 0.5 (.75 past a second), scored at the next whole second.
             taken, _ = _deliveries(flat[2:], "q", "c1", t + 0.5)
             assert [d.job.id for d in taken] == [job.id]
             assert await client.zscore("leasescore:q:q:leases", job.id) == t + 0.75
@@ -139,20 +134,13 @@ class TestLeaseScores:
             # still ahead: expired, so not renewed, and the next claim takes it.
             assert await _extend_at(broker, t + 0.96, t + 1.5, job.id, receipt) == []
             flat = await _claim_at(broker, "c2", t + 0.96, t + 2.0, "token-c")
-            assert [str(flat[i], "utf-8") for i in range(2, len(flat), _JOB_FIELDS)] == [job.id]
-        finally:
-            await broker.aclose()
+            assert _claimed_ids(flat) == [job.id]
 
     async def test_an_exact_score_from_an_older_guild_is_read_as_it_is(
         self, server: RedisServer
     ) -> None:
-        broker = await RedisBroker.open(server.url, prefix="leaseold")
-        client = await broker.redis_client()
-        try:
-            (job,) = await broker.enqueue([guild.Job(queue="q", payload=1)])
-            assert await broker.claim("q", consumer="c0", limit=0, lease=1.0) == []
-            t = float(int(broker.now())) + 0.25
-            flat = await _claim_at(broker, "c1", t, t + 0.5, "token-a")
+        async with _claimed_at_a_quarter(server, "leaseold") as (broker, job, t, flat):
+            client = await broker.redis_client()
             assert len(flat) == 2 + _JOB_FIELDS
             # As guilds before rounded scores stored it: the exact expiry as the
             # score, and in the hash a later one (a score is what they went by).
@@ -160,9 +148,29 @@ class TestLeaseScores:
             flat = await _claim_at(broker, "c2", t + 0.29, t + 1.0, "token-b")
             assert len(flat) == 2 and float(flat[0]) == t + 0.3
             flat = await _claim_at(broker, "c2", t + 0.31, t + 1.0, "token-c")
-            assert [str(flat[i], "utf-8") for i in range(2, len(flat), _JOB_FIELDS)] == [job.id]
-        finally:
-            await broker.aclose()
+            assert _claimed_ids(flat) == [job.id]
+
+
+@contextlib.asynccontextmanager
+async def _claimed_at_a_quarter(
+    server: RedisServer, prefix: str
+) -> AsyncIterator[tuple[RedisBroker, guild.Job, float, list[bytes]]]:
+    """A broker with one job on ``q``, claimed by ``c1`` at a clock ``t`` a quarter
+    past a whole second with a lease to ``t + 0.5``; yields the broker, the job,
+    ``t`` and the claim script's reply."""
+    broker = await RedisBroker.open(server.url, prefix=prefix)
+    try:
+        (job,) = await broker.enqueue([guild.Job(queue="q", payload=1)])
+        assert await broker.claim("q", consumer="c0", limit=0, lease=1.0) == []
+        t = float(int(broker.now())) + 0.25
+        yield broker, job, t, await _claim_at(broker, "c1", t, t + 0.5, "token-a")
+    finally:
+        await broker.aclose()
+
+
+def _claimed_ids(flat: list[bytes]) -> list[str]:
+    """The ids of the jobs a claim script's reply hands out."""
+    return [str(flat[i], "utf-8") for i in range(2, len(flat), _JOB_FIELDS)]
 
 
 async def _claim_at(

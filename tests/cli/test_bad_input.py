@@ -49,6 +49,15 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Path:
         '[guild]\napp = "tests.cli.apps:quick"\nprocesses = 5000\n'
     )
     (where / "bad_http.toml").write_text('[guild]\napp = "tests.cli.apps:quick"\nhttp = "nope"\n')
+    (where / "bad_loop_stall.toml").write_text(
+        '[guild]\napp = "tests.cli.apps:quick"\nloop_stall = -inf\n'
+    )
+    (where / "long_periodic.toml").write_text(
+        '[guild]\napp = "tests.cli.apps:quick"\n[periodic.' + "p" * 201 + ']\nqueue = "quick"\n'
+    )
+    (where / "long_periodic_queue.toml").write_text(
+        '[guild]\napp = "tests.cli.apps:quick"\n[periodic.p]\nqueue = "' + "q" * 201 + '"\n'
+    )
     (where / "a_directory").mkdir()
     return where
 
@@ -109,6 +118,20 @@ CASES = [
     case("enqueue", "   ", "1", says="must not be empty or only whitespace"),
     case("enqueue", " q", "1", says="must not start or end with whitespace"),
     case("enqueue", "a\nb", "1", says="control or line-breaking"),
+    # ... and its length: a pasted 5,000 characters would widen every table to them.
+    case(
+        "enqueue",
+        "q" * 5000,
+        "1",
+        says="argument queue: queue name '" + "q" * 40 + "'...: must be at most 200 characters,"
+        " got 5,000",
+    ),
+    case("enqueue", "q" * 201, "1", says="must be at most 200 characters, got 201"),
+    case("canary", "start", "q" * 201, says="must be at most 200 characters, got 201"),
+    case("canary", "status", "q" * 201, says="must be at most 200 characters, got 201"),
+    # A queue name to read or clear is only checked by the rules older names kept.
+    case("dlq", "list", "--queue", "a\x1bb", says="control or line-breaking"),
+    case("dlq", "requeue", "--all", "--queue", "a\u2028b", says="control or line-breaking"),
     # --- enqueue: numbers ---
     case("enqueue", "q", "1", "--delay", "nan", says="--delay: expected a finite number"),
     case("enqueue", "q", "1", "--delay", "inf", says="--delay: expected a finite number"),
@@ -120,6 +143,14 @@ CASES = [
     case("enqueue", "q", "1", "--max-attempts", "2.5", says="--max-attempts: expected a whole"),
     case("enqueue", "q", "1", "--max-attempts", "9" * 25, says="--max-attempts: expected at most"),
     case("enqueue", "q", "1", "--key", "", says="--key: expected a non-empty key"),
+    case(
+        "enqueue",
+        "q",
+        "1",
+        "--key",
+        "k" * 100_000,
+        says="--key: key '" + "k" * 40 + "'...: must be at most 1,024 characters, got 100,000",
+    ),
     # --- broker URLs ---
     case("enqueue", "q", "1", "--broker", "ftp://x", says="unknown scheme ftp:; expected one of"),
     case("enqueue", "q", "1", "--broker", "", says="--broker: expected a broker URL"),
@@ -169,6 +200,8 @@ CASES = [
     case("dlq", "list", "--limit", "many", says="--limit: expected a whole number"),
     case("dlq", "list", "--queue", " ", says="queue name"),
     case("dlq", "show", "", says="expected a job id"),
+    case("dlq", "show", "J" * 201, says="argument id: a job id 'JJJJ"),
+    case("dlq", "requeue", "J1", "a\nb", says="a job id 'a\\nb': must not hold control"),
     # --- workflow: every action opens nothing it cannot read ---
     case("workflow", "list", "--broker", "memory://", says="nothing stored to read"),
     case("workflow", "show", "W1", "--broker", CLOSED, says=f"redis: connect to {CLOSED}: "),
@@ -180,6 +213,7 @@ CASES = [
     case("workflow", "list", "--status", "stuck", says="--status: invalid choice"),
     case("workflow", "list", "--limit", "0", says="--limit: expected at least 1"),
     case("workflow", "show", " ", says="expected a workflow id"),
+    case("workflow", "cancel", "W" * 5000, says="must be at most 200 characters, got 5,000"),
     # --- run: the target ---
     case("run", "tests.cli.apps:not_an_app", *MEM, says="a guild.Guild instance"),
     case("run", "tests.cli.apps:missing", *MEM, says="'missing'"),
@@ -232,6 +266,9 @@ CASES = [
     case("status", "--timeout", "0", says="--timeout: expected more than 0"),
     case("status", "--url", "ftp://host", says="--url: expected http://HOST:PORT"),
     case("status", "--url", "http://host:port", says="--url: malformed URL"),
+    # urlsplit drops a newline or tab: the URL dialled would not be the one given.
+    case("status", "--url", "http://a\nb:80", says="--url: malformed URL 'http://a\\nb:80'"),
+    case("top", "--url", "h\t:80", says="(it holds whitespace)"),
     case("top", "--interval", "0", says="--interval: expected more than 0"),
     case("top", "--interval=-inf", says="--interval: expected a finite number"),
     case("top", "--interval", "-inf", says="--interval: expected one argument"),
@@ -287,6 +324,9 @@ def test_the_battery_covers_every_command() -> None:
         "bad_http.toml",
         "nan_timeout.toml",
         "many_processes.toml",
+        "bad_loop_stall.toml",
+        "long_periodic.toml",
+        "long_periodic_queue.toml",
         "a_directory",
     ],
 )
@@ -301,6 +341,9 @@ def test_a_bad_config_names_the_file(tmp_path: Path, apps: Path, config: str) ->
         "bad_http.toml": 'guild.http: expected "HOST:PORT"',
         "nan_timeout.toml": "workers.quick.timeout: expected a finite number > 0, got nan",
         "many_processes.toml": "guild.processes: expected an integer > 0 and <= 1,024, got 5000",
+        "bad_loop_stall.toml": "guild.loop_stall: expected a finite number of seconds > 0, got -inf",
+        "long_periodic.toml": "periodic." + "p" * 60,
+        "long_periodic_queue.toml": "periodic.p.queue: expected a queue name (queue name 'qqqq",
         "a_directory": '"module:attribute"',
     }[config]
     assert expected in line

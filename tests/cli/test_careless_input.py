@@ -144,6 +144,7 @@ CASES = [
     case("result", "J1", "--wait", "-1", says="--wait: expected at least 0, got -1"),
     case("result", "J1", "--wait", "99999999999", says="--wait: expected at most 86,400"),
     case("result", "J1", says="no database at"),
+    case("result", "J" * 201, says="argument id: a job id 'JJJJ"),
     # --- job ---
     case("job", says="required: ACTION"),
     case("job", "frob", says="invalid choice: 'frob'"),
@@ -151,6 +152,8 @@ CASES = [
     case("job", "cancel", says="required: id"),
     case("job", "show", "J1", says="no database at"),
     case("job", "cancel", "J1", says="no database at"),
+    case("job", "show", "J" * 5000, says="must be at most 200 characters, got 5,000"),
+    case("job", "cancel", "a\x07b", says="a job id 'a\\x07b': must not hold control"),
     # --- purge ---
     case("purge", says="required: QUEUE"),
     case("purge", "", "--yes", says="queue name '': must not be empty"),
@@ -159,6 +162,7 @@ CASES = [
     case("purge", "q", "--older-than", "nan", says="--older-than: expected a finite number"),
     case("purge", "q", "--older-than", "-5", says="--older-than: expected at least 0, got -5"),
     case("purge", "q", says="no database at"),
+    case("purge", "a\nb", "--yes", says="queue name 'a\\nb': must not hold control"),
     # --- config ---
     case("config", says="required: COMMAND"),
     case("config", "show", says="guild.toml: (file): expected an existing TOML file"),

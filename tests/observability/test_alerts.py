@@ -11,6 +11,7 @@ import yaml
 
 from guild import QueueStats
 from guild.observability import Outcome, PrometheusInstrument, Thresholds
+from guild.observability._events import LoopStalled
 
 from .helpers import finished, state
 
@@ -28,6 +29,7 @@ def exported_names() -> set[str]:
     metrics.worker_state_changed(state("w", "running"))
     metrics.set_queues({"q": QueueStats(queue="q")})
     metrics.set_memory(0.5)
+    metrics.loop_stalled(LoopStalled(stalled=6.0, jobs={}, at=0.0))
     return set(re.findall(r"^(guild_\w+)", metrics.render().decode(), re.MULTILINE))
 
 
@@ -55,6 +57,13 @@ class TestAlertRules:
     )
     def test_the_seed_thresholds_match_health(self, alert: str, threshold: str) -> None:
         assert threshold in rules()[alert]["expr"]
+
+    def test_a_blocked_loop_warns_at_its_first_stall(self) -> None:
+        rule = rules()["GuildLoopStalled"]
+        # A counter: its increase, not its value (which only grows), and any stall counts.
+        assert "increase(guild_loop_stalls_total[" in rule["expr"]
+        assert rule["expr"].rstrip().endswith("> 0")
+        assert rule["labels"]["severity"] == "warning"
 
     def test_work_stopped_alerts_are_critical(self) -> None:
         found = rules()

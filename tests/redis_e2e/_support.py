@@ -45,6 +45,16 @@ async def wait_for_done(broker: guild.Broker, at_least: int) -> guild.QueueStats
         await trio.sleep(0.05)
 
 
+async def check_doubled(broker: guild.Broker, jobs: Sequence[guild.Job]) -> None:
+    """Each of ``jobs`` is done with its payload doubled as its result, and
+    ``QUEUE`` holds nothing else: none ready, in flight or dead."""
+    stats = await queue_stats(broker)
+    assert (stats.done, stats.ready, stats.in_flight, stats.dead) == (len(jobs), 0, 0, 0)
+    for job in jobs:
+        result = await broker.get_result(job.id)
+        assert result is not None and result.value == job.payload * 2
+
+
 async def results(broker: guild.Broker, jobs: Sequence[guild.Job]) -> list[guild.Result | None]:
     """Every job's result, in order."""
     return [await broker.get_result(job.id) for job in jobs]

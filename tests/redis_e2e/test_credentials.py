@@ -16,7 +16,7 @@ import guild
 from tests._redis_server import RedisServer, redis_cli, running_redis_server
 
 from ..observability.helpers import eventually
-from ._support import QUEUE, FourHeld, enqueue_batched, queue_stats, wait_for_done
+from ._support import QUEUE, FourHeld, check_doubled, enqueue_batched, wait_for_done
 
 SECRET = "rotated-secret"
 
@@ -51,11 +51,7 @@ async def test_a_password_set_under_a_running_app_is_waited_out() -> None:
                 await _set_password(server, "", current=SECRET)
                 later = await enqueue_batched(direct, list(range(4, 24)))
                 await wait_for_done(direct, 24)
-            stats = await queue_stats(direct)
-            assert (stats.done, stats.ready, stats.in_flight, stats.dead) == (24, 0, 0, 0)
-            for job in first + later:
-                result = await direct.get_result(job.id)
-                assert result is not None and result.value == job.payload * 2
+            await check_doubled(direct, first + later)
     held.check_clean(24)
 
 

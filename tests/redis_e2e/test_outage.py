@@ -25,7 +25,7 @@ from guild.observability import Health, ObservabilityApp, Status, observe, serve
 from tests._redis_server import RedisServer, running_redis_server
 
 from ..observability.helpers import eventually
-from ._support import QUEUE, FourHeld, enqueue_batched, queue_stats, wait_for_done
+from ._support import QUEUE, FourHeld, check_doubled, enqueue_batched, wait_for_done
 
 OUTAGE = 3.0
 
@@ -85,11 +85,7 @@ async def test_an_outage_longer_than_the_restart_budget_is_waited_out(
                 await eventually(lambda: app.workers()[QUEUE].broker_error is None)
                 health, _ = await asgi.health()
                 assert _checks(health)[f"worker:{QUEUE}:broker"][0] is Status.HEALTHY
-            stats = await queue_stats(direct)
-            assert (stats.done, stats.ready, stats.in_flight, stats.dead) == (24, 0, 0, 0)
-            for job in first + later:
-                result = await direct.get_result(job.id)
-                assert result is not None and result.value == job.payload * 2
+            await check_doubled(direct, first + later)
     held.check_clean(24)
 
 

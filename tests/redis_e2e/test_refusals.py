@@ -21,7 +21,7 @@ from tests._redis_server import RedisServer, running_redis_server
 
 from .._state_log import StateLog
 from ..observability.helpers import eventually
-from ._support import QUEUE, enqueue_batched, queue_stats, wait_for_done
+from ._support import QUEUE, check_doubled, enqueue_batched, queue_stats, wait_for_done
 
 
 @pytest.fixture
@@ -101,11 +101,7 @@ async def test_a_worker_waits_out_a_full_redis_and_loses_nothing(
                 _roomy(redis_server)
                 await wait_for_done(direct, 20)
                 await eventually(lambda: app.workers()[QUEUE].broker_error is None)
-            stats = await queue_stats(direct)
-            assert (stats.done, stats.ready, stats.in_flight, stats.dead) == (20, 0, 0, 0)
-            for job in jobs:
-                result = await direct.get_result(job.id)
-                assert result is not None and result.value == job.payload * 2
+            await check_doubled(direct, jobs)
     assert runs == collections.Counter(range(20)), "a job ran twice or never"
     assert log.count("crashed") == 0, log.errors()
     assert log.count("gave_up") == 0
