@@ -107,11 +107,6 @@ class ClaimerStalled(GuildError):
 
 
 @attrs.frozen(slots=True)
-class _Done:
-    value: ResultJSON
-
-
-@attrs.frozen(slots=True)
 class _Failed:
     error: BaseException
     after: float | None = None
@@ -122,7 +117,9 @@ class _Rejected:
     reason: str
 
 
-_Verdict = _Done | _Failed | _Rejected
+# A run's outcome: its result's JSON text (it is done: no object is made for
+# that, the common case) or why it failed.
+_Verdict = ResultJSON | _Failed | _Rejected
 
 
 @attrs.define(slots=True)
@@ -149,6 +146,16 @@ class _Slot:
     # A failed job whose handler outlived its deadline (it caught the Cancelled):
     # settled once the spent scope is left, as that scope would cut it short.
     overran: tuple[Delivery, _Failed | _Rejected, float] | None = None
+
+
+def _failure(error: Exception | SystemExit) -> _Failed | _Rejected:
+    """What a handler's exception makes of its run: a retry it asked for, a
+    rejection, or a failure."""
+    if isinstance(error, Retry):
+        return _Failed(error, after=error.after)
+    if isinstance(error, Reject):
+        return _Rejected(storable(error.reason))
+    return _Failed(error)
 
 
 def _not_the_jobs(error: BaseException) -> bool:
@@ -499,12 +506,8 @@ class Worker:
                     # still yields at least that often (and at every real await
                     # inside a handler).
                     try:
-                        delivery = jobs.get_nowait()
-                    except trio.WouldBlock:
-                        try:
-                            delivery = await jobs.get()
-                        except trio.EndOfChannel:
-                            return
+                        found = jobs.poll()
+                        delivery = await jobs.get() if found is None else found
                     except trio.EndOfChannel:
                         return
                     if self._draining:
@@ -517,13 +520,11 @@ class Worker:
                             and self._alone is None
                             and not delivery.interrupted
                         ):
-                            found = self._start_inline((delivery,))
-                            if not found:
+                            if not self._start_inline(delivery):
                                 # Its lease ran out while it waited: someone else has it.
                                 self._forget(delivery)
                                 continue
-                            delivery = found[0]
-                            self._charged.add(_key(delivery))
+                            self._charged.add((delivery.job.id, delivery.receipt))  # _key
                         else:
                             started = await self._begin(delivery)
                             if started is None:
@@ -577,20 +578,18 @@ class Worker:
                 return await self._start_alone(delivery)
             self._charged.add(_key(delivery))
             if self._start_inline is not None:
-                found = self._start_inline((delivery,))
+                started = delivery if self._start_inline(delivery) else None
             else:
-                one = await self._start(delivery)
-                found = [one] if one is not None else []
+                started = await self._start(delivery)
         except BaseException:
             # Cancelled before the run began (a drain deadline, a restart, a stale
             # job deadline): the job goes back now, its run not counted.
             await self._hand_back(delivery)
             raise
-        if not found:
+        if started is None:
             # Its lease ran out while it waited: someone else has it.
             self._forget(delivery)
-            return None
-        return found[0]
+        return started
 
     async def _start_alone(self, delivery: Delivery) -> Delivery | None:
         """Start an interrupted job once every other counted run has finished (and
@@ -616,6 +615,11 @@ class Worker:
         """The claim that could start jobs is back, its started jobs counted in
         ``_charged``: an interrupted job waiting for both may go once none is left."""
         self._claim_starts = False
+        self._wake_uncharged()
+
+    def _wake_uncharged(self) -> None:
+        """Wake the interrupted job waiting in ``_start_alone`` once no counted run
+        is left; it checks for a claim still out itself, and waits again if so."""
         if self._uncharged is not None and not self._charged:
             self._uncharged.set()
             self._uncharged = None
@@ -712,7 +716,34 @@ class Worker:
         self._running += 1
         progress = self._progress.enter(delivery)
         try:
-            verdict = await self._attempt(job)
+            # The run itself, in line: a coroutine of its own for it cost a no-op
+            # job more than all the rest of this method.
+            verdict: _Verdict
+            if isinstance(job.payload, UndecodablePayload):
+                verdict = _Rejected(job.payload.reason)
+            else:
+                try:
+                    value = await spec.handler(job)
+                # A sys.exit() in a handler (a CLI library called from a job, say)
+                # is that job's failure: it must not end the worker and every job it
+                # holds.
+                except (Exception, SystemExit) as error:
+                    verdict = _failure(error)
+                # So is any other BaseException it raises (GeneratorExit, its own
+                # class, a group of them), unless it is a cancel or the process's
+                # own interrupt.
+                except BaseException as error:
+                    if _not_the_jobs(error):
+                        raise
+                    verdict = _Failed(error)
+                else:
+                    # Encoded here, in the job's own task: a result JSON cannot
+                    # encode fails this attempt, not the acker's batch (and with it
+                    # the worker).
+                    try:
+                        verdict = encode_result(value)
+                    except ResultEncodeError as error:
+                        verdict = _Failed(error)
         except BaseException:
             self._progress.leave(progress)
             self._running -= 1
@@ -733,9 +764,9 @@ class Worker:
         if permit is not None:
             permit.release()
         slot.delivery = None
-        if isinstance(verdict, _Done):
+        if isinstance(verdict, str):
             # Settled in line, with no broker call and no checkpoint: the acker acks it.
-            self._done(delivery, verdict.value, time.perf_counter() - slot.started)
+            self._done(delivery, verdict, time.perf_counter() - slot.started)
             return
         if slot.cancelling:
             # It failed as its cancel came (perhaps because of it): it ends
@@ -801,36 +832,10 @@ class Worker:
             await self._hand_back(delivery)
         return permit
 
-    async def _attempt(self, job: Job) -> _Verdict:
-        if isinstance(job.payload, UndecodablePayload):
-            return _Rejected(job.payload.reason)
-        try:
-            value = await self.spec.handler(job)
-        except Retry as request:
-            return _Failed(request, after=request.after)
-        except Reject as request:
-            return _Rejected(storable(request.reason))
-        # A sys.exit() in a handler (a CLI library called from a job, say) is that
-        # job's failure: it must not end the worker and every job it holds.
-        except (Exception, SystemExit) as error:
-            return _Failed(error)
-        # So is any other BaseException it raises (GeneratorExit, its own class, a
-        # group of them), unless it is a cancel or the process's own interrupt.
-        except BaseException as error:
-            if _not_the_jobs(error):
-                raise
-            return _Failed(error)
-        # Encoded here, in the job's own task: a result JSON cannot encode fails
-        # this attempt, not the acker's batch (and with it the worker).
-        try:
-            return _Done(encode_result(value))
-        except ResultEncodeError as error:
-            return _Failed(error)
-
-    async def _settle(self, delivery: Delivery, verdict: _Verdict, duration: float) -> None:
+    async def _settle(
+        self, delivery: Delivery, verdict: _Failed | _Rejected, duration: float
+    ) -> None:
         match verdict:
-            case _Done(value):
-                self._done(delivery, value, duration)
             case _Rejected(reason):
                 await self._bury(delivery, f"rejected: {reason}", None, duration)
             case _Failed(error, after):
@@ -965,9 +970,7 @@ class Worker:
         if self._lost:
             self._lost.discard(key)
         self._charged.discard(key)
-        if self._uncharged is not None and not self._charged:
-            self._uncharged.set()
-            self._uncharged = None
+        self._wake_uncharged()
         if self._held.pop(key, None) is not None:
             self._busy -= 1
             if self._claimer_waiting or self._draining:
@@ -1007,16 +1010,20 @@ class Worker:
                 except trio.EndOfChannel:
                     break
                 # One scheduling round lets the handlers that are about to finish
-                # add their acks to this batch: one broker call for many jobs.
-                await trio.lowlevel.checkpoint()
+                # add their acks to this batch: one broker call for many jobs. Not
+                # when every held job's ack is here already: none could join it.
+                if acks.buffered() + 1 < self._busy:
+                    await trio.lowlevel.checkpoint()
                 batch = [first]
                 # Bounded in count and in result text: a few large results must
                 # not make one broker call too big for the broker to take.
                 size = len(first[1])
                 while len(batch) < _ACK_BATCH and size < _ACK_BATCH_CHARS:
                     try:
-                        ack = acks.get_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
+                        ack = acks.poll()
+                    except trio.EndOfChannel:
+                        break
+                    if ack is None:
                         break
                     batch.append(ack)
                     size += len(ack[1])

@@ -247,8 +247,11 @@ class StartsInline(Protocol):
     instead of batching starts into one :meth:`Broker.start` call.
     """
 
-    def start_nowait(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        """:meth:`Broker.start`, done at once."""
+    def start_nowait(self, delivery: Delivery) -> bool:
+        """:meth:`Broker.start` of one delivery, done at once: whether its run is
+        now counted (``False``: its lease ran out, or it is not held by it). No
+        delivery is made for it: the worker runs the one it holds, whose
+        ``started`` still says what the claim said."""
         ...
 
 

@@ -523,8 +523,10 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
                 continue
             interrupted = entry.interrupted
             started = count < start and not interrupted
-            _restore_payload(entry)
-            job = entry.job = with_attempt(entry.job, entry.job.attempt + 1)
+            job = entry.job
+            if entry.handed and entry.payload_text is not None:  # _restore_payload, inline
+                job = replace_fields(job, payload=json.loads(entry.payload_text))
+            job = entry.job = with_attempt(job, job.attempt + 1)
             entry.handed = True
             entry.started = started
             if started:
@@ -540,31 +542,34 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
 
     async def start(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         await trio.lowlevel.checkpoint()
-        return self.start_nowait(deliveries)
-
-    def start_nowait(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        """:meth:`start` without a schedule point: in memory, the count is made as
-        durable as it can be at once, so a worker starts a prefetched job in line."""
         self._check_open()
-        now = self.now()
-        started: list[Delivery] = []
-        for delivery in deliveries:
-            entry = self._holds(delivery)
-            if entry is None or entry.lease_expires <= now:
-                continue
-            entry.started = True
-            entry.started_at = now
-            started.append(
-                make_delivery(
-                    entry.job,
-                    delivery.receipt,
-                    delivery.consumer,
-                    delivery.lease_expires,
-                    True,
-                    delivery.interrupted,
-                )
+        return [
+            make_delivery(
+                delivery.job,
+                delivery.receipt,
+                delivery.consumer,
+                delivery.lease_expires,
+                True,
+                delivery.interrupted,
             )
-        return started
+            for delivery in deliveries
+            if self.start_nowait(delivery)
+        ]
+
+    def start_nowait(self, delivery: Delivery) -> bool:
+        """:meth:`start` of one delivery without a schedule point, nor a new
+        delivery: in memory, the count is made as durable as it can be at once, so
+        a worker starts a prefetched job in line (see ``StartsInline``)."""
+        self._check_open()
+        entry = self._holds(delivery)
+        if entry is None:
+            return False
+        now = self._clock()
+        if entry.lease_expires <= now:
+            return False
+        entry.started = True
+        entry.started_at = now
+        return True
 
     async def ack(self, done: Sequence[tuple[Delivery, ResultJSON]]) -> None:
         await trio.lowlevel.checkpoint()

@@ -24,8 +24,7 @@ async def test_a_put_goes_to_the_taker_that_waited_longest() -> None:
         box.put(10)
         box.put(20)
         # Both went straight to waiting takers: nothing is buffered.
-        with pytest.raises(trio.WouldBlock):
-            box.get_nowait()
+        assert box.poll() is None
         assert box.idle_takers() == 1
         box.put(30)
     # Each taker got the item put first after it began to wait (they run in any order).
@@ -37,11 +36,12 @@ async def test_items_buffer_in_order_while_no_one_waits() -> None:
     for item in ["a", "b", "c"]:
         box.put(item)
     assert box.idle_takers() == 0
-    assert box.get_nowait() == "a"
+    assert box.buffered() == 3
+    assert box.poll() == "a"
     assert await box.get() == "b"
-    assert box.get_nowait() == "c"
-    with pytest.raises(trio.WouldBlock):
-        box.get_nowait()
+    assert box.poll() == "c"
+    assert box.poll() is None
+    assert box.buffered() == 0
 
 
 async def test_close_ends_waiting_takers_and_later_ones_once_empty() -> None:
@@ -61,7 +61,7 @@ async def test_close_ends_waiting_takers_and_later_ones_once_empty() -> None:
     with pytest.raises(trio.ClosedResourceError):
         box.put(1)
     with pytest.raises(trio.EndOfChannel):
-        box.get_nowait()
+        box.poll()
 
 
 async def test_what_was_buffered_before_close_is_still_taken() -> None:
@@ -99,7 +99,7 @@ async def test_a_cancelled_taker_gives_up_its_place() -> None:
         # The cancelled taker is gone: a second item is buffered, not lost.
         box.put(8)
     assert got == [7]
-    assert box.get_nowait() == 8
+    assert box.poll() == 8
 
 
 async def test_get_is_a_checkpoint_even_with_an_item_ready() -> None:
@@ -109,4 +109,4 @@ async def test_get_is_a_checkpoint_even_with_an_item_ready() -> None:
         scope.cancel()
         await box.get()
     assert scope.cancelled_caught
-    assert box.get_nowait() == 1  # the cancelled get took nothing
+    assert box.poll() == 1  # the cancelled get took nothing
