@@ -497,6 +497,7 @@ class Worker:
         self._log_vars = (bound["task_id"].var, bound["trace_id"].var, bound["attempt"].var)
         # What trio.current_time() reads, without its two calls on the way.
         self._now = trio.lowlevel.current_clock().current_time
+        carried: Delivery | None = None
         while True:
             with trio.CancelScope() as scope:
                 slot.scope = scope
@@ -505,11 +506,23 @@ class Worker:
                     # buffer holds at most concurrency + prefetch jobs, so a task
                     # still yields at least that often (and at every real await
                     # inside a handler).
-                    try:
-                        found = jobs.poll()
-                        delivery = await jobs.get() if found is None else found
-                    except trio.EndOfChannel:
-                        return
+                    if carried is not None:
+                        delivery, carried = carried, None
+                    else:
+                        try:
+                            found = jobs.poll()
+                            if found is None:
+                                found = await jobs.get()
+                                if scope.cancel_called:
+                                    # The last job's kept deadline passed in the pass
+                                    # that brought this one, and was not delivered: it
+                                    # runs in a fresh scope, or its first checkpoint
+                                    # would raise that stale cancel as its own timeout.
+                                    carried = found
+                                    break
+                            delivery = found
+                        except trio.EndOfChannel:
+                            return
                     if self._draining:
                         await self._hand_back(delivery)
                         continue

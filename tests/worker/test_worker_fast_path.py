@@ -70,6 +70,44 @@ class TestDeadlines:
             result = await broker.get_result(job.id)
             assert result is not None and result.ok and result.value == value
 
+    async def test_a_kept_deadline_that_passes_as_the_next_job_arrives_is_not_its_timeout(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        # The first job leaves its deadline (1 s, kept) on the handler's scope. The
+        # second job reaches the waiting handler in the very pass of the run loop
+        # in which that deadline passes (the claim moves the clock past it): the
+        # scope is cancelled, yet nothing was delivered to the handler. The second
+        # job must run in a fresh scope, not end as a timeout it never hit.
+        clock = autojump_clock
+
+        class _LateClaim(MemoryBroker):
+            async def claim(self, queue: str, **options: object) -> list[Delivery]:
+                found: list[Delivery] = await super().claim(queue, **options)  # type: ignore[arg-type]
+                if any(d.job.payload == "second" for d in found):
+                    clock.jump(5.0)
+                return found
+
+        broker = _LateClaim()
+
+        async def handler(job: Job) -> str:
+            await trio.sleep(0.1)
+            return str(job.payload)
+
+        (first,) = await broker.enqueue([Job(queue="q", payload="first", timeout=1.0)])
+        spec = WorkerSpec(queue="q", handler=handler, concurrency=1, prefetch=0)
+        worker = guild.Worker(spec, broker)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            await broker.get_result(first.id, wait=60)
+            await trio.sleep(0.5)
+            (second,) = await broker.enqueue(
+                [Job(queue="q", payload="second", timeout=1.0, max_attempts=1)]
+            )
+            await broker.get_result(second.id, wait=60)
+            worker.drain()
+        result = await broker.get_result(second.id)
+        assert result is not None and result.ok and result.value == "second", result
+
 
 class TestAcks:
     async def test_jobs_done_while_an_ack_is_in_flight_are_acked_in_the_next_batch(
