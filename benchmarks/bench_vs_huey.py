@@ -1,7 +1,8 @@
 """guild's SQLite broker beside Huey's SqliteHuey at equal durability, interleaved in one run.
 
     python benchmarks/bench_vs_huey.py [-n 5000] [--rounds 3] [--synchronous NORMAL,FULL]
-        [--huey-python /tmp/huey-venv/bin/python] [--huey-workers 2,8] [--processes 1,2] [--json]
+        [--huey-python /tmp/huey-venv/bin/python] [--huey-workers 2,8] [--processes 1,2]
+        [--callers 1,16] [--json]
 
 Huey runs under its own interpreter (``--huey-python``, or ``$HUEY_PYTHON``; any
 venv with ``pip install huey``), from ``benchmarks/huey_side.py``. For every
@@ -13,6 +14,13 @@ rounds, so load from elsewhere lands on all alike), on a fresh SQLite file:
   ``--guild-enqueue sync`` ``guild.Client.enqueue``, which on SQLite commits in
   the calling thread as Huey does); timed from
   the first call to the last return, inside that process.
+* **concurrent callers** (``--callers C,...``, rows of their own): C callers at
+  once, each enqueueing one job per call, N in all, on a fresh file (Huey: C
+  threads calling ``noop(i)``, as a web server's request threads would, which
+  Huey's storage serializes on its one connection, a commit each; guild: C Trio
+  tasks each ``await app.enqueue(...)``, whose writes that wait together share
+  one commit, or with ``--guild-enqueue sync`` C threads calling
+  ``guild.Client.enqueue``); enqueue only, ratios to Huey's row with the same C.
 * **drain** (left out with ``--enqueue-only``): the queue's own worker CLI is spawned (``huey_consumer`` with
   threads and a 1-10 ms poll, as the shared embedded anchor runs it, once per
   ``--huey-workers`` count; ``guild run`` with ``--concurrency 64`` and
@@ -41,8 +49,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import trio
 
 import guild
 
@@ -64,11 +75,26 @@ async def noop(job: guild.Job) -> int:
     return x
 
 
-async def _enqueue(url: str, n: int) -> dict[str, object]:
+def _shares(n: int, callers: int) -> list[range]:
+    """The job numbers each of ``callers`` enqueues: ``range(n)`` split evenly."""
+    bounds = [n * k // callers for k in range(callers + 1)]
+    return [range(bounds[k], bounds[k + 1]) for k in range(callers)]
+
+
+async def _enqueue(url: str, n: int, callers: int = 1) -> dict[str, object]:
     async with guild.open_broker(url) as broker:
+
+        async def call(share: range) -> None:
+            for i in share:
+                await app.enqueue(QUEUE, i, broker=broker)
+
         c0, t0 = time.process_time_ns(), time.monotonic_ns()
-        for i in range(n):
-            await app.enqueue(QUEUE, i, broker=broker)
+        if callers == 1:
+            await call(range(n))
+        else:
+            async with trio.open_nursery() as nursery:
+                for share in _shares(n, callers):
+                    nursery.start_soon(call, share)
         t1, c1 = time.monotonic_ns(), time.process_time_ns()
     return {"t0": t0, "t1": t1, "cpu_ns": c1 - c0, "version": guild.__version__}
 
@@ -160,6 +186,55 @@ def _label(system: str, n: int) -> str:
     return f"huey -w {n}" if system == "huey" else f"guild --processes {n}"
 
 
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    env.pop("GUILD_BROKER", None)
+    return env
+
+
+def _guild_url(folder: Path, level: str) -> str:
+    guild_level = level.split("=")[-1]
+    url = f"sqlite:///{folder}/guild.db"
+    if guild_level != "DEFAULT":
+        url += f"?synchronous={guild_level}"
+    return url
+
+
+def _callers_label(system: str, callers: int, guild_enqueue: str) -> str:
+    kind = "thread" if system == "huey" or guild_enqueue == "sync" else "task"
+    return f"{system}, {callers} calling {kind}{'s' if callers > 1 else ''}"
+
+
+def callers_one(
+    system: str, level: str, callers: int, args: argparse.Namespace, work: Path, tag: str
+) -> dict[str, object]:
+    """N one-job enqueues by ``callers`` callers at once, on a fresh file: no worker."""
+    folder = work / tag
+    folder.mkdir()
+    env = _env()
+    if system == "huey":
+        env.update(
+            HUEY_BENCH_DB=str(folder / "huey.db"), HUEY_BENCH_SYNCHRONOUS=level.split("=")[0]
+        )
+        argv = [args.huey_python, "huey_side.py", "enqueue", str(args.n), str(callers)]
+    else:
+        argv = [sys.executable, __file__, "_enqueue", _guild_url(folder, level), str(args.n)]
+        argv += [args.guild_enqueue, str(callers)]
+    enq = _run_json(argv, env, args.timeout)
+    t0, t1 = enq["t0"], enq["t1"]
+    assert isinstance(t0, int) and isinstance(t1, int)
+    return {
+        "system": _callers_label(system, callers, args.guild_enqueue),
+        "callers": callers,
+        "synchronous": level,
+        "enqueue_jobs_per_s": args.n / ((t1 - t0) / 1e9),
+        "enqueue_cpu_us": float(enq["cpu_ns"]) / 1e3 / args.n,  # type: ignore[arg-type]
+        "pragmas": enq.get("pragmas"),
+        "version": enq.get("version"),
+    }
+
+
 def one(
     system: str,
     level: str,
@@ -170,9 +245,7 @@ def one(
 ) -> dict[str, object]:
     folder = work / tag
     folder.mkdir()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
-    env.pop("GUILD_BROKER", None)
+    env = _env()
     if system == "huey":
         env.update(
             HUEY_BENCH_DB=str(folder / "huey.db"), HUEY_BENCH_SYNCHRONOUS=level.split("=")[0]
@@ -196,12 +269,9 @@ def one(
             "0.01",
         ]
     else:
-        guild_level = level.split("=")[-1]
-        url = f"sqlite:///{folder}/guild.db"
-        if guild_level != "DEFAULT":
-            url += f"?synchronous={guild_level}"
+        url = _guild_url(folder, level)
         enq = _run_json(
-            [sys.executable, __file__, "_enqueue", url, str(args.n), args.guild_enqueue],
+            [sys.executable, __file__, "_enqueue", url, str(args.n), args.guild_enqueue, "1"],
             env,
             args.timeout,
         )
@@ -269,6 +339,12 @@ def main() -> None:
         " plain thread, the shape of Huey's call",
     )
     parser.add_argument(
+        "--callers",
+        default="",
+        help="comma list of C: also time N one-job enqueues by C callers at once (Huey: C"
+        " threads; guild: C Trio tasks, or threads with --guild-enqueue sync), rows of their own",
+    )
+    parser.add_argument(
         "--enqueue-only", action="store_true", help="time the enqueues only: no worker runs"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="per step, seconds")
@@ -283,9 +359,13 @@ def main() -> None:
             f"  python3 -m venv /tmp/huey-venv && /tmp/huey-venv/bin/pip install huey"
         )
     levels = [x.strip().upper() for x in args.synchronous.split(",") if x.strip()]
+    callers = [int(c) for c in args.callers.split(",") if c.strip()]
+    if any(c < 1 for c in callers):
+        raise SystemExit(f"--callers must be counts of at least 1, got {args.callers!r}")
     systems = [("huey", int(w)) for w in args.huey_workers.split(",")]
     systems += [("guild", int(p)) for p in args.processes.split(",")]
     runs: list[dict[str, object]] = []
+    callers_runs: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-vs-huey-") as tmp:
         for r in range(args.rounds):
             order = systems if r % 2 == 0 else systems[::-1]
@@ -311,6 +391,20 @@ def main() -> None:
                             f"  1st job {row['first_job_after_s']:.2f}s  dup {row['duplicates']}"
                         )
                     print(line, file=sys.stderr, flush=True)
+                for c in callers:
+                    for system in ("huey", "guild") if r % 2 == 0 else ("guild", "huey"):
+                        row = callers_one(
+                            system, level, c, args, Path(tmp), f"r{r}-{level}-{system}-c{c}"
+                        )
+                        row["round"] = r + 1
+                        callers_runs.append(row)
+                        print(
+                            f"round {r + 1} {row['system']:30} {level:8} enqueue"
+                            f" {row['enqueue_jobs_per_s']:8,.0f}/s"
+                            f" {row['enqueue_cpu_us']:5.0f} us CPU/job",
+                            file=sys.stderr,
+                            flush=True,
+                        )
     medians: list[dict[str, object]] = []
     for level in levels:
         mine_level: list[dict[str, object]] = []
@@ -372,27 +466,109 @@ def main() -> None:
                 f"| {m['steady_jobs_per_s']:,.0f} | {m['first_job_after_s']:.2f} |"
             )
         print(line)
+    callers_medians = _callers_medians(callers_runs, levels, callers, args.guild_enqueue)
+    if callers_medians:
+        print(
+            "\nconcurrent callers, one job per call, N in all; medians; ratios to Huey's row"
+            " with the same callers and durability"
+        )
+        print(
+            "| system | synchronous | enqueue jobs/s | ÷ Huey | enqueue CPU us/job"
+            " | Huey's CPU / this |"
+        )
+        print("|---|---|---|---|---|---|")
+        for m in callers_medians:
+            print(
+                f"| {m['system']} {m['version']} | {m['synchronous']} | {m['enqueue_jobs_per_s']:,.0f}"
+                f" | {m['enqueue_ratio_to_huey']:.2f}x | {m['enqueue_cpu_us']:.0f}"
+                f" | {m['enqueue_cpu_ratio_to_huey']:.2f}x |"
+            )
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"args": vars(args), "runs": runs, "medians": medians}, indent=1)
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "runs": runs,
+                    "medians": medians,
+                    "callers_runs": callers_runs,
+                    "callers_medians": callers_medians,
+                },
+                indent=1,
+            )
         )
 
 
-def _enqueue_sync(url: str, n: int) -> dict[str, object]:
+def _callers_medians(
+    runs: list[dict[str, object]], levels: list[str], callers: list[int], guild_enqueue: str
+) -> list[dict[str, object]]:
+    """Medians of the concurrent-callers runs, each row's ratios to Huey's with its C."""
+    medians: list[dict[str, object]] = []
+    for level in levels:
+        for c in callers:
+            rows = []
+            for system in ("huey", "guild"):
+                mine = [
+                    x
+                    for x in runs
+                    if x["system"] == _callers_label(system, c, guild_enqueue)
+                    and x["synchronous"] == level
+                ]
+                rows.append(
+                    {
+                        "system": _callers_label(system, c, guild_enqueue),
+                        "callers": c,
+                        "synchronous": level,
+                        "pragmas": mine[0]["pragmas"],
+                        "version": mine[0]["version"],
+                        **{
+                            k: statistics.median(float(x[k]) for x in mine)  # type: ignore[arg-type]
+                            for k in ("enqueue_jobs_per_s", "enqueue_cpu_us")
+                        },
+                    }
+                )
+            huey_rate, huey_cpu = rows[0]["enqueue_jobs_per_s"], rows[0]["enqueue_cpu_us"]
+            for m in rows:
+                m["enqueue_ratio_to_huey"] = float(m["enqueue_jobs_per_s"]) / float(huey_rate)  # type: ignore[arg-type]
+                m["enqueue_cpu_ratio_to_huey"] = float(huey_cpu) / float(m["enqueue_cpu_us"])  # type: ignore[arg-type]
+            medians.extend(rows)
+    return medians
+
+
+def _enqueue_sync(url: str, n: int, callers: int = 1) -> dict[str, object]:
     with guild.Client(url) as client:
-        c0, t0 = time.process_time_ns(), time.monotonic_ns()
-        for i in range(n):
-            client.enqueue(QUEUE, i)
+
+        def call(share: range, go: threading.Barrier | None = None) -> None:
+            if go is not None:
+                go.wait()
+            for i in share:
+                client.enqueue(QUEUE, i)
+
+        if callers == 1:
+            c0, t0 = time.process_time_ns(), time.monotonic_ns()
+            call(range(n))
+        else:
+            # Started, then released together, so thread start-up is not timed.
+            go = threading.Barrier(callers + 1)
+            threads = [
+                threading.Thread(target=call, args=(share, go)) for share in _shares(n, callers)
+            ]
+            for thread in threads:
+                thread.start()
+            c0, t0 = time.process_time_ns(), time.monotonic_ns()
+            go.wait()
+            for thread in threads:
+                thread.join()
         t1, c1 = time.monotonic_ns(), time.process_time_ns()
     return {"t0": t0, "t1": t1, "cpu_ns": c1 - c0, "version": guild.__version__}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "_enqueue":
-        import trio
-
-        url, n = sys.argv[2], int(sys.argv[3])
-        done = trio.run(_enqueue, url, n) if sys.argv[4] == "trio" else _enqueue_sync(url, n)
+    if len(sys.argv) == 6 and sys.argv[1] == "_enqueue":
+        url, n, callers = sys.argv[2], int(sys.argv[3]), int(sys.argv[5])
+        if sys.argv[4] == "trio":
+            done = trio.run(_enqueue, url, n, callers)
+        else:
+            done = _enqueue_sync(url, n, callers)
         print(json.dumps(done))
     else:
         main()

@@ -1,6 +1,6 @@
 """Huey's half of ``bench_vs_huey.py``; runs under an interpreter that has ``huey`` installed.
 
-    HUEY_BENCH_DB=/tmp/h.db HUEY_BENCH_SYNCHRONOUS=FULL python huey_side.py enqueue N
+    HUEY_BENCH_DB=/tmp/h.db HUEY_BENCH_SYNCHRONOUS=FULL python huey_side.py enqueue N [CALLERS]
     HUEY_BENCH_DB=... HUEY_BENCH_SYNCHRONOUS=... BENCH_FIFO=... \\
         python -m huey.bin.huey_consumer huey_side.huey -w 2 -k thread ...
 
@@ -8,6 +8,9 @@
 dequeue. ``fsync=None`` (Huey's default) leaves SQLite's default, ``synchronous=FULL``;
 Huey's ``fsync=False`` means ``OFF``, so ``NORMAL`` (guild's default) is set here
 after Huey opens each connection, to compare at equal durability both ways.
+With CALLERS above 1, that many threads call the task at once (N split among
+them), as a web server's request threads would: Huey's storage serializes them
+on its one connection, one commit each.
 The job body records its id and CLOCK_MONOTONIC on a FIFO the driver reads (the
 same 16-byte records guild's side writes).
 """
@@ -19,6 +22,7 @@ import os
 import sqlite3
 import struct
 import sys
+import threading
 import time
 
 from huey import SqliteHuey  # type: ignore[import-not-found]
@@ -53,16 +57,38 @@ def noop(x: int) -> int:
     return x
 
 
-def enqueue(n: int) -> dict[str, object]:
+def _call(first: int, end: int, go: threading.Barrier) -> None:
+    go.wait()
+    for i in range(first, end):
+        noop(i)
+
+
+def enqueue(n: int, callers: int = 1) -> dict[str, object]:
     conn = huey.storage.conn
     pragmas = {
         "synchronous": conn.execute("pragma synchronous").fetchone()[0],
         "journal_mode": conn.execute("pragma journal_mode").fetchone()[0],
     }
-    c0, t0 = time.process_time_ns(), time.monotonic_ns()
-    for i in range(n):
-        noop(i)
-    t1, c1 = time.monotonic_ns(), time.process_time_ns()
+    if callers == 1:
+        c0, t0 = time.process_time_ns(), time.monotonic_ns()
+        for i in range(n):
+            noop(i)
+        t1, c1 = time.monotonic_ns(), time.process_time_ns()
+    else:
+        # Started, then released together, so thread start-up is not timed.
+        go = threading.Barrier(callers + 1)
+        bounds = [n * k // callers for k in range(callers + 1)]
+        threads = [
+            threading.Thread(target=_call, args=(bounds[k], bounds[k + 1], go))
+            for k in range(callers)
+        ]
+        for thread in threads:
+            thread.start()
+        c0, t0 = time.process_time_ns(), time.monotonic_ns()
+        go.wait()
+        for thread in threads:
+            thread.join()
+        t1, c1 = time.monotonic_ns(), time.process_time_ns()
     if len(huey) != n:
         raise SystemExit(f"huey holds {len(huey)} queued tasks after enqueueing {n}")
     import huey as huey_module
@@ -77,10 +103,11 @@ def enqueue(n: int) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "enqueue":
-        raise SystemExit("usage: huey_side.py enqueue N")
+    if len(sys.argv) not in (3, 4) or sys.argv[1] != "enqueue":
+        raise SystemExit("usage: huey_side.py enqueue N [CALLERS]")
     # Through the module, not __main__: Huey names a task by its module, and the
     # consumer imports ``huey_side``.
     import huey_side
 
-    print(json.dumps(huey_side.enqueue(int(sys.argv[2]))))
+    callers = int(sys.argv[3]) if len(sys.argv) == 4 else 1
+    print(json.dumps(huey_side.enqueue(int(sys.argv[2]), callers)))

@@ -18,7 +18,8 @@
 #   sandbox     bench_sandbox.py
 #   huey        bench_vs_huey.py: SQLite one-job-per-call enqueue and drain against
 #               Huey's SqliteHuey at NORMAL and FULL (and guild's default beside
-#               Huey's FULL), guild --processes 1 and 2
+#               Huey's FULL), guild --processes 1 and 2; and the enqueue by
+#               HUEY_CALLERS concurrent callers (Huey's threads, guild's Trio tasks)
 #   sqlite      bench_sqlite_drain.py: drain decay from a 10k to a 500k backlog, and
 #               guild run --processes 2 against 1 (50k jobs, start-up included)
 #   bullmq      the shared BullMQ harness (BullMQ beside guild, 3 interleaved reps)
@@ -35,7 +36,7 @@
 #   HUEY_PYTHON         an interpreter with huey (default /tmp/huey-venv/bin/python;
 #                       made with pip if missing)
 # Sizes (defaults fit the ~25 minutes): THROUGHPUT_N=50000 THROUGHPUT_ROUNDS=3
-# STARTUP_N=20 SANDBOX_N=300 HUEY_N=5000 HUEY_ROUNDS=3 HUEY_WORKERS=2,8
+# STARTUP_N=20 SANDBOX_N=300 HUEY_N=5000 HUEY_ROUNDS=3 HUEY_WORKERS=2,8 HUEY_CALLERS=1,16
 # HUEY_GUILD_ENQUEUE=trio (or sync: guild.Client) PEERS_N=10000 PEERS_REPS=3
 # SQLITE_ROUNDS=3 SQLITE_LARGE=500000 SQLITE_FLEET_N=50000
 # PEERS_LIST=guild,dramatiq,saq,arq,rq.
@@ -57,6 +58,7 @@ SANDBOX_N=${SANDBOX_N:-300}
 HUEY_N=${HUEY_N:-5000}
 HUEY_ROUNDS=${HUEY_ROUNDS:-3}
 HUEY_WORKERS=${HUEY_WORKERS:-2,8}
+HUEY_CALLERS=${HUEY_CALLERS:-1,16}
 HUEY_GUILD_ENQUEUE=${HUEY_GUILD_ENQUEUE:-trio}
 SQLITE_ROUNDS=${SQLITE_ROUNDS:-3}
 SQLITE_SMALL=${SQLITE_SMALL:-10000}
@@ -207,6 +209,7 @@ sandbox() {
 huey() {
     "$PY" "$ROOT/benchmarks/bench_vs_huey.py" -n "$HUEY_N" --rounds "$HUEY_ROUNDS" \
         --synchronous NORMAL,FULL,FULL=default --processes 1,2 --huey-workers "$HUEY_WORKERS" \
+        --callers "$HUEY_CALLERS" \
         --guild-enqueue "$HUEY_GUILD_ENQUEUE" --huey-python "$HUEY_PYTHON" \
         --json "$RES/huey.json"
 }

@@ -164,6 +164,30 @@ def section_huey(res: Path, out: list[str]) -> None:
             f"| {m['steady_jobs_per_s']:,.0f} | {m['first_job_after_s']:.2f} | {m['duplicates']} |"
         )
     out.append("")
+    callers = data.get("callers_medians") or []
+    if not callers:
+        return
+    guild_side = (
+        "threads calling `guild.Client.enqueue`, a commit each"
+        if a.get("guild_enqueue") == "sync"
+        else "Trio tasks awaiting `app.enqueue`, whose writes that wait together share a commit"
+    )
+    out.append(
+        "Concurrent callers, one job per call (Huey: threads calling the task, serialized on its"
+        f" one connection, a commit each; guild: {guild_side}); enqueue only, medians, ratios"
+        " to Huey's row with the same callers and `synchronous`.\n"
+    )
+    out.append(
+        "| system | synchronous | enqueue jobs/s | ÷ Huey | enqueue CPU µs/job | Huey's CPU ÷ this |"
+    )
+    out.append("|---|---|---|---|---|---|")
+    for m in callers:
+        out.append(
+            f"| {m['system']} {m['version']} | {m['synchronous']} | {m['enqueue_jobs_per_s']:,.0f} "
+            f"| {m['enqueue_ratio_to_huey']:.2f}x | {m['enqueue_cpu_us']:.0f} "
+            f"| {m['enqueue_cpu_ratio_to_huey']:.2f}x |"
+        )
+    out.append("")
 
 
 def section_sqlite(res: Path, out: list[str]) -> None:

@@ -369,6 +369,7 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         self._check_file()
 
         def call() -> T:
+            self._batcher.reads()  # a write may have left the busy handler off
             with map_sqlite_exceptions(self._path):
                 return fn(self._db)
 

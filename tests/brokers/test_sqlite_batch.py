@@ -174,6 +174,41 @@ async def test_a_write_cancelled_while_queued_never_runs(
     assert _rows(tmp_path / "batch.db") == [8]
 
 
+async def test_a_batch_whose_first_caller_is_cancelled_is_led_by_another(
+    db: sqlite3.Connection, lane: Lane, tmp_path: Path
+) -> None:
+    # The first caller of a batch waits for the connection for all of it: cancelled
+    # before it got it, it takes its own write back, and the others still commit.
+    limiter = trio.CapacityLimiter(1)
+    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
+    scope = trio.CancelScope()
+    results: dict[int, int] = {}
+
+    async def leader() -> None:
+        with scope:
+            await batcher.write(_insert(7))
+
+    async def follower(n: int) -> None:
+        results[n] = await batcher.write(_insert(n))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await limiter.acquire()
+            nursery.start_soon(leader)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(follower, 1)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(follower, 2)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            limiter.release()
+    assert scope.cancelled_caught
+    # One transaction, in the order queued: the second saw the first.
+    assert results == {1: 1, 2: 2}
+    assert _rows(tmp_path / "batch.db") == [1, 2]
+
+
 async def test_a_write_taken_by_another_caller_is_reported_done_despite_a_cancel(
     db: sqlite3.Connection, lane: Lane, tmp_path: Path
 ) -> None:
@@ -313,6 +348,33 @@ async def test_enqueue_commits_are_fsynced_by_default(
     assert [mode for _, mode in found] == expected
     # SQLite's own numbers: NORMAL is 1, FULL is 2.
     assert level == {"": 2, "?synchronous=FULL": 2, "?synchronous=NORMAL": 1}[url_option]
+
+
+async def test_writes_turn_the_busy_handler_off_once_and_a_read_turns_it_on(
+    tmp_path: Path,
+) -> None:
+    # A write waits for the lock itself (begin's naps); toggling busy_timeout around
+    # each one cost two statements an enqueue. Reads still wait busy_timeout.
+    async with guild.brokers.open_broker(f"sqlite:{tmp_path / 'b.db'}") as broker:
+        assert isinstance(broker, SqliteBroker)
+        statements: list[str] = []
+        broker._db.set_trace_callback(statements.append)
+        for _ in range(3):
+            await broker.enqueue([guild.Job(queue="q")])
+        await broker.stats()
+        await broker.enqueue([guild.Job(queue="q")])
+        broker._db.set_trace_callback(None)
+    kept = [s for s in statements if s.startswith(("PRAGMA busy_timeout", "BEGIN"))]
+    assert kept == [
+        "PRAGMA busy_timeout=0",
+        "BEGIN IMMEDIATE",
+        "BEGIN IMMEDIATE",
+        "BEGIN IMMEDIATE",
+        "PRAGMA busy_timeout=30000",
+        "BEGIN",  # stats: one read transaction
+        "PRAGMA busy_timeout=0",
+        "BEGIN IMMEDIATE",
+    ]
 
 
 async def test_a_bad_synchronous_setting_is_named(tmp_path: Path) -> None:
