@@ -320,6 +320,10 @@ class Worker:
         self._draining = True
         if self._gate is not None:
             self._gate.close()  # jobs waiting for their limit go back unrun
+        if self._uncharged is not None:
+            # So does an interrupted job waiting to run alone (_start_alone).
+            self._uncharged.set()
+            self._uncharged = None
         self._wake()
 
     @property
@@ -539,6 +543,10 @@ class Worker:
                                 continue
                             self._charged.add((delivery.job.id, delivery.receipt))  # _key
                         else:
+                            # Its start may wait (a shared start call, an interrupted
+                            # job running alone): the last job's kept deadline must not
+                            # pass meanwhile, or it would cancel this job's own run.
+                            scope.deadline = math.inf
                             started = await self._begin(delivery)
                             if started is None:
                                 continue
@@ -595,8 +603,8 @@ class Worker:
             else:
                 started = await self._start(delivery)
         except BaseException:
-            # Cancelled before the run began (a drain deadline, a restart, a stale
-            # job deadline): the job goes back now, its run not counted.
+            # Cancelled before the run began (a drain deadline, a restart): the
+            # job goes back now, its run not counted.
             await self._hand_back(delivery)
             raise
         if started is None:
@@ -610,9 +618,16 @@ class Worker:
         killed the last process, it is charged alone for killing this one."""
         self._alone = trio.Event()
         try:
-            while self._charged or self._claim_starts:
+            while (self._charged or self._claim_starts) and not self.draining:
                 self._uncharged = trio.Event()
                 await self._uncharged.wait()
+            if self.draining:
+                # A drain began while it waited: claimed and not started, it goes
+                # back unrun (started once the others ended, it would run, and be
+                # charged, in a process that is shutting down).
+                self._end_alone()
+                await self._hand_back(delivery)
+                return None
             # Nothing else is counted or being counted: its batch is its own.
             self._charged.add(_key(delivery))
             started = await self._start(delivery)
@@ -771,8 +786,11 @@ class Worker:
         unwritten = self._progress.leave(progress)
         if unwritten is not None:
             # Its last progress is written while the job is still held (and so
-            # still takes it), before it is settled.
-            await self._progress.finish(unwritten)
+            # still takes it), before it is settled. Shielded and bounded, like a
+            # hand-back: its run has ended, so neither its deadline nor a cancel
+            # request that lands during the write is its outcome.
+            with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT):
+                await self._progress.finish(unwritten)
         self._running -= 1
         if permit is not None:
             permit.release()
@@ -804,14 +822,15 @@ class Worker:
         """Wait for the job's limit (``spec.limit``); ``None``: the job is settled
         (dead-lettered, or cancelled while it waited) or handed back instead. Its
         lease is renewed meanwhile (it is held)."""
+        # The wait is not the job's: a deadline left from the last job must not
+        # fire during it, nor during a bad key's dead letter (the job's own
+        # deadline is set once it is admitted).
+        scope.deadline = math.inf
         try:
             key = gate.key_of(delivery.job)
         except BadLimitKey as error:
             await self._bury(delivery, str(error), None, 0.0)
             return None
-        # The wait is not the job's: a deadline left from the last job must not
-        # fire during it (the job's own deadline is set once it is admitted).
-        scope.deadline = math.inf
         failures = 0
         permit = None
         held = _key(delivery)
