@@ -39,6 +39,7 @@ arrive, and duplicates are counted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -49,11 +50,11 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import trio
+from _callers import shares, timed_threads
 
 import guild
 
@@ -75,12 +76,6 @@ async def noop(job: guild.Job) -> int:
     return x
 
 
-def _shares(n: int, callers: int) -> list[range]:
-    """The job numbers each of ``callers`` enqueues: ``range(n)`` split evenly."""
-    bounds = [n * k // callers for k in range(callers + 1)]
-    return [range(bounds[k], bounds[k + 1]) for k in range(callers)]
-
-
 async def _enqueue(url: str, n: int, callers: int = 1) -> dict[str, object]:
     async with guild.open_broker(url) as broker:
 
@@ -93,7 +88,7 @@ async def _enqueue(url: str, n: int, callers: int = 1) -> dict[str, object]:
             await call(range(n))
         else:
             async with trio.open_nursery() as nursery:
-                for share in _shares(n, callers):
+                for share in shares(n, callers):
                     nursery.start_soon(call, share)
         t1, c1 = time.monotonic_ns(), time.process_time_ns()
     return {"t0": t0, "t1": t1, "cpu_ns": c1 - c0, "version": guild.__version__}
@@ -201,6 +196,19 @@ def _guild_url(folder: Path, level: str) -> str:
     return url
 
 
+def _fresh(system: str, level: str, work: Path, tag: str) -> tuple[Path, dict[str, str]]:
+    """A new folder under ``work`` for one measurement, and its processes' environment
+    (for Huey: its database file in that folder, and the ``synchronous`` level)."""
+    folder = work / tag
+    folder.mkdir()
+    env = _env()
+    if system == "huey":
+        env.update(
+            HUEY_BENCH_DB=str(folder / "huey.db"), HUEY_BENCH_SYNCHRONOUS=level.split("=")[0]
+        )
+    return folder, env
+
+
 def _callers_label(system: str, callers: int, guild_enqueue: str) -> str:
     kind = "thread" if system == "huey" or guild_enqueue == "sync" else "task"
     return f"{system}, {callers} calling {kind}{'s' if callers > 1 else ''}"
@@ -210,13 +218,8 @@ def callers_one(
     system: str, level: str, callers: int, args: argparse.Namespace, work: Path, tag: str
 ) -> dict[str, object]:
     """N one-job enqueues by ``callers`` callers at once, on a fresh file: no worker."""
-    folder = work / tag
-    folder.mkdir()
-    env = _env()
+    folder, env = _fresh(system, level, work, tag)
     if system == "huey":
-        env.update(
-            HUEY_BENCH_DB=str(folder / "huey.db"), HUEY_BENCH_SYNCHRONOUS=level.split("=")[0]
-        )
         argv = [args.huey_python, "huey_side.py", "enqueue", str(args.n), str(callers)]
     else:
         argv = [sys.executable, __file__, "_enqueue", _guild_url(folder, level), str(args.n)]
@@ -243,13 +246,8 @@ def one(
     work: Path,
     tag: str,
 ) -> dict[str, object]:
-    folder = work / tag
-    folder.mkdir()
-    env = _env()
+    folder, env = _fresh(system, level, work, tag)
     if system == "huey":
-        env.update(
-            HUEY_BENCH_DB=str(folder / "huey.db"), HUEY_BENCH_SYNCHRONOUS=level.split("=")[0]
-        )
         enq = _run_json(
             [args.huey_python, "huey_side.py", "enqueue", str(args.n)], env, args.timeout
         )
@@ -536,30 +534,8 @@ def _callers_medians(
 
 def _enqueue_sync(url: str, n: int, callers: int = 1) -> dict[str, object]:
     with guild.Client(url) as client:
-
-        def call(share: range, go: threading.Barrier | None = None) -> None:
-            if go is not None:
-                go.wait()
-            for i in share:
-                client.enqueue(QUEUE, i)
-
-        if callers == 1:
-            c0, t0 = time.process_time_ns(), time.monotonic_ns()
-            call(range(n))
-        else:
-            # Started, then released together, so thread start-up is not timed.
-            go = threading.Barrier(callers + 1)
-            threads = [
-                threading.Thread(target=call, args=(share, go)) for share in _shares(n, callers)
-            ]
-            for thread in threads:
-                thread.start()
-            c0, t0 = time.process_time_ns(), time.monotonic_ns()
-            go.wait()
-            for thread in threads:
-                thread.join()
-        t1, c1 = time.monotonic_ns(), time.process_time_ns()
-    return {"t0": t0, "t1": t1, "cpu_ns": c1 - c0, "version": guild.__version__}
+        timed = timed_threads(functools.partial(client.enqueue, QUEUE), n, callers)
+    return {**timed, "version": guild.__version__}
 
 
 if __name__ == "__main__":

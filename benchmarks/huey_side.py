@@ -22,9 +22,9 @@ import os
 import sqlite3
 import struct
 import sys
-import threading
 import time
 
+from _callers import timed_threads
 from huey import SqliteHuey  # type: ignore[import-not-found]
 from huey.storage import SqliteStorage  # type: ignore[import-not-found]
 
@@ -57,46 +57,19 @@ def noop(x: int) -> int:
     return x
 
 
-def _call(first: int, end: int, go: threading.Barrier) -> None:
-    go.wait()
-    for i in range(first, end):
-        noop(i)
-
-
 def enqueue(n: int, callers: int = 1) -> dict[str, object]:
     conn = huey.storage.conn
     pragmas = {
         "synchronous": conn.execute("pragma synchronous").fetchone()[0],
         "journal_mode": conn.execute("pragma journal_mode").fetchone()[0],
     }
-    if callers == 1:
-        c0, t0 = time.process_time_ns(), time.monotonic_ns()
-        for i in range(n):
-            noop(i)
-        t1, c1 = time.monotonic_ns(), time.process_time_ns()
-    else:
-        # Started, then released together, so thread start-up is not timed.
-        go = threading.Barrier(callers + 1)
-        bounds = [n * k // callers for k in range(callers + 1)]
-        threads = [
-            threading.Thread(target=_call, args=(bounds[k], bounds[k + 1], go))
-            for k in range(callers)
-        ]
-        for thread in threads:
-            thread.start()
-        c0, t0 = time.process_time_ns(), time.monotonic_ns()
-        go.wait()
-        for thread in threads:
-            thread.join()
-        t1, c1 = time.monotonic_ns(), time.process_time_ns()
+    timed = timed_threads(noop, n, callers)
     if len(huey) != n:
         raise SystemExit(f"huey holds {len(huey)} queued tasks after enqueueing {n}")
     import huey as huey_module
 
     return {
-        "t0": t0,
-        "t1": t1,
-        "cpu_ns": c1 - c0,
+        **timed,
         "pragmas": pragmas,
         "version": huey_module.__version__,
     }

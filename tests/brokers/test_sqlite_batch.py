@@ -45,6 +45,17 @@ def lane() -> Iterator[Lane]:
     thread.close()
 
 
+@pytest.fixture
+def limiter() -> trio.CapacityLimiter:
+    """The connection's limiter, which a test holds to make writes queue together."""
+    return trio.CapacityLimiter(1)
+
+
+@pytest.fixture
+def batcher(db: sqlite3.Connection, lane: Lane, limiter: trio.CapacityLimiter) -> WriteBatcher:
+    return WriteBatcher(db, "batch.db", limiter, lane=lane)
+
+
 def _rows(path: Path) -> list[int]:
     """The committed rows, read through a connection of its own."""
     other = sqlite3.connect(path)
@@ -70,6 +81,12 @@ def _insert_then_fail(n: int) -> Callable[[sqlite3.Connection], int]:
     return fn
 
 
+async def _write_in(scope: trio.CancelScope, batcher: WriteBatcher, n: int) -> None:
+    """Write row ``n`` inside ``scope``, which the test cancels."""
+    with scope:
+        await batcher.write(_insert(n))
+
+
 async def _queue_behind(
     limiter: trio.CapacityLimiter, writes: list[Callable[[], object]]
 ) -> list[object]:
@@ -93,10 +110,8 @@ async def _queue_behind(
 
 
 async def test_writes_queued_together_all_commit_with_their_own_values(
-    db: sqlite3.Connection, lane: Lane, tmp_path: Path
+    db: sqlite3.Connection, batcher: WriteBatcher, limiter: trio.CapacityLimiter, tmp_path: Path
 ) -> None:
-    limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     outcomes = await _queue_behind(
         limiter,
         [
@@ -112,10 +127,8 @@ async def test_writes_queued_together_all_commit_with_their_own_values(
 
 
 async def test_a_failing_write_fails_alone_and_the_others_commit(
-    db: sqlite3.Connection, lane: Lane, tmp_path: Path
+    db: sqlite3.Connection, batcher: WriteBatcher, limiter: trio.CapacityLimiter, tmp_path: Path
 ) -> None:
-    limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     outcomes = await _queue_behind(
         limiter,
         [
@@ -134,10 +147,8 @@ async def test_a_failing_write_fails_alone_and_the_others_commit(
 
 
 async def test_a_sqlite_error_becomes_broker_unavailable_for_its_write_only(
-    db: sqlite3.Connection, lane: Lane, tmp_path: Path
+    batcher: WriteBatcher, limiter: trio.CapacityLimiter, tmp_path: Path
 ) -> None:
-    limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     outcomes = await _queue_behind(
         limiter,
         [
@@ -152,19 +163,12 @@ async def test_a_sqlite_error_becomes_broker_unavailable_for_its_write_only(
 
 
 async def test_a_write_cancelled_while_queued_never_runs(
-    db: sqlite3.Connection, lane: Lane, tmp_path: Path
+    batcher: WriteBatcher, limiter: trio.CapacityLimiter, tmp_path: Path
 ) -> None:
-    limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     scope = trio.CancelScope()
-
-    async def doomed() -> None:
-        with scope:
-            await batcher.write(_insert(7))
-
     async with trio.open_nursery() as nursery:
         await limiter.acquire()
-        nursery.start_soon(doomed)
+        nursery.start_soon(_write_in, scope, batcher, 7)
         await trio.testing.wait_all_tasks_blocked()
         scope.cancel()
         await trio.testing.wait_all_tasks_blocked()
@@ -175,18 +179,12 @@ async def test_a_write_cancelled_while_queued_never_runs(
 
 
 async def test_a_batch_whose_first_caller_is_cancelled_is_led_by_another(
-    db: sqlite3.Connection, lane: Lane, tmp_path: Path
+    batcher: WriteBatcher, limiter: trio.CapacityLimiter, tmp_path: Path
 ) -> None:
     # The first caller of a batch waits for the connection for all of it: cancelled
     # before it got it, it takes its own write back, and the others still commit.
-    limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     scope = trio.CancelScope()
     results: dict[int, int] = {}
-
-    async def leader() -> None:
-        with scope:
-            await batcher.write(_insert(7))
 
     async def follower(n: int) -> None:
         results[n] = await batcher.write(_insert(n))
@@ -194,7 +192,7 @@ async def test_a_batch_whose_first_caller_is_cancelled_is_led_by_another(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await limiter.acquire()
-            nursery.start_soon(leader)
+            nursery.start_soon(_write_in, scope, batcher, 7)
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(follower, 1)
             await trio.testing.wait_all_tasks_blocked()
@@ -210,10 +208,8 @@ async def test_a_batch_whose_first_caller_is_cancelled_is_led_by_another(
 
 
 async def test_a_write_taken_by_another_caller_is_reported_done_despite_a_cancel(
-    db: sqlite3.Connection, lane: Lane, tmp_path: Path
+    batcher: WriteBatcher, limiter: trio.CapacityLimiter, tmp_path: Path
 ) -> None:
-    limiter = trio.CapacityLimiter(1)
-    batcher = WriteBatcher(db, "batch.db", limiter, lane=lane)
     entered = trio.Event()
     release = trio.Event()
     token = trio.lowlevel.current_trio_token()

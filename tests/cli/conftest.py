@@ -18,17 +18,24 @@ def guild_cmd(*args: str) -> list[str]:
 
 
 def run_guild(
-    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    full_env = dict(os.environ)
-    full_env.pop("GUILD_BROKER", None)
+    """``guild ARGS`` as a child in ``cwd``, with none of this process's ``GUILD_*``
+    settings (a broker, an environment, a token) but those ``env`` gives."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
+    # From any cwd, this checkout's guild and test apps are the ones imported.
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     full_env.update(env or {})
     return subprocess.run(
         guild_cmd(*args),
         input=input,
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env=full_env,
         timeout=timeout,
         check=False,

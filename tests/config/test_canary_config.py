@@ -5,9 +5,6 @@ file, which wins over the default."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,8 @@ from guild.cli import parser
 from guild.cli._canary import policy_from
 from guild.config import effective, load_config
 from guild.config._layers import Origin
+from tests.cli.conftest import run_guild
+from tests.config._toml import write_toml
 
 BASE = """\
 [guild]
@@ -46,12 +45,6 @@ DEFAULTS = {
 }
 
 
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "guild.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def test_defaults_written_out_match_the_policy() -> None:
     policy = guild.CanaryPolicy()
     assert {
@@ -64,7 +57,7 @@ def test_defaults_written_out_match_the_policy() -> None:
 
 
 def test_the_table_loads_every_policy_field(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, BASE))
+    config = load_config(write_toml(tmp_path, BASE))
     assert config.canary == {
         "stages": (0.1, 0.4, 1.0),
         "soak": 30.0,
@@ -75,12 +68,12 @@ def test_the_table_loads_every_policy_field(tmp_path: Path) -> None:
 
 
 def test_no_table_changes_nothing(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[guild]\napp = "a:b"\n')
+    path = write_toml(tmp_path, '[guild]\napp = "a:b"\n')
     assert load_config(path).canary == {}
 
 
 def test_the_env_section_overlays_key_by_key(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, BASE), "prod")
+    config = load_config(write_toml(tmp_path, BASE), "prod")
     assert config.canary == {
         "stages": (0.1, 0.4, 1.0),
         "soak": 600.0,
@@ -112,7 +105,7 @@ def test_the_env_section_overlays_key_by_key(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_value_names_file_and_key(tmp_path: Path, line: str, key: str, expected: str) -> None:
-    path = _write(tmp_path, f'[guild]\napp = "a:b"\n\n[canary]\n{line}\n')
+    path = write_toml(tmp_path, f'[guild]\napp = "a:b"\n\n[canary]\n{line}\n')
     with pytest.raises(guild.ConfigError) as caught:
         load_config(path)
     assert (caught.value.path, caught.value.key) == (str(path), key)
@@ -121,7 +114,7 @@ def test_a_bad_value_names_file_and_key(tmp_path: Path, line: str, key: str, exp
 
 
 def test_a_bad_value_in_an_env_section_is_named_there(tmp_path: Path) -> None:
-    path = _write(tmp_path, BASE + "\n[env.staging.canary]\nmin_jobs = 0\n")
+    path = write_toml(tmp_path, BASE + "\n[env.staging.canary]\nmin_jobs = 0\n")
     # Found whichever environment is chosen.
     for env in (None, "prod", "staging"):
         with pytest.raises(guild.ConfigError) as caught:
@@ -130,7 +123,7 @@ def test_a_bad_value_in_an_env_section_is_named_there(tmp_path: Path) -> None:
 
 
 def test_canary_is_not_a_table(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[guild]\napp = "a:b"\n\n[env.x]\ncanary = 3\n')
+    path = write_toml(tmp_path, '[guild]\napp = "a:b"\n\n[env.x]\ncanary = 3\n')
     with pytest.raises(guild.ConfigError) as caught:
         load_config(path, "x")
     assert caught.value.key == "env.x.canary"
@@ -160,7 +153,7 @@ min_jobs = 50
 [env.prod.canary]
 min_jobs = 200
 """
-    path = _write(tmp_path, partial)
+    path = write_toml(tmp_path, partial)
     prefix = "--canary-" if policy_of is _run_policy else "--"
     assert policy_of(path) == guild.CanaryPolicy(
         stages=(0.1, 0.5, 1.0), soak=30.0, error_rate=0.01, p95=5.0, min_jobs=50
@@ -176,13 +169,13 @@ min_jobs = 200
 
 def test_no_file_table_and_no_flag_leaves_the_stored_policy(tmp_path: Path) -> None:
     # None: a resumed rollout keeps the policy it was started with.
-    path = _write(tmp_path, '[guild]\napp = "a:b"\n')
+    path = write_toml(tmp_path, '[guild]\napp = "a:b"\n')
     assert _run_policy(path) is None
     assert _start_policy(path) is None
 
 
 def test_effective_reports_each_canary_origin(tmp_path: Path) -> None:
-    path = _write(tmp_path, BASE.replace("p95 = 2.5\n", "").replace("error_rate = 0.02\n", ""))
+    path = write_toml(tmp_path, BASE.replace("p95 = 2.5\n", "").replace("error_rate = 0.02\n", ""))
     found = effective(path, env="prod", flags={"--canary-p95": 1.5}, environ={})
     got = {key: (found.value(key), found.settings[key].origin) for key in DEFAULTS}
     assert got == {
@@ -194,24 +187,9 @@ def test_effective_reports_each_canary_origin(tmp_path: Path) -> None:
     }
 
 
-def _guild(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("GUILD_ENV", "GUILD_BROKER")}
-    root = str(Path(__file__).resolve().parents[2])
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "guild", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_config_show_json_lists_canary_keys_with_origin(tmp_path: Path) -> None:
-    path = _write(tmp_path, BASE.replace("error_rate = 0.02\n", ""))
-    done = _guild(
+    path = write_toml(tmp_path, BASE.replace("error_rate = 0.02\n", ""))
+    done = run_guild(
         "config", "show", str(path), "--env", "prod", "--canary-p95", "4", "--json", cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
@@ -227,24 +205,26 @@ def test_config_show_json_lists_canary_keys_with_origin(tmp_path: Path) -> None:
 
 
 def test_config_show_names_a_bad_canary_key(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[guild]\napp = "a:b"\n\n[canary]\nerror_rate = 2\n')
-    done = _guild("config", "show", str(path), cwd=tmp_path)
+    path = write_toml(tmp_path, '[guild]\napp = "a:b"\n\n[canary]\nerror_rate = 2\n')
+    done = run_guild("config", "show", str(path), cwd=tmp_path)
     assert done.returncode != 0
     assert f"{path}: canary.error_rate: expected a fraction from 0 to 1, got 2" in done.stderr
 
 
 def test_canary_start_applies_the_file_on_a_real_broker(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/guild.db"
-    path = _write(tmp_path, BASE.replace("[guild]\n", f'[guild]\nbroker = "{url}"\n'))
+    path = write_toml(tmp_path, BASE.replace("[guild]\n", f'[guild]\nbroker = "{url}"\n'))
 
     async def create() -> None:
         async with guild.open_broker(url):
             pass
 
     trio.run(create)
-    done = _guild("canary", "start", "orders", "--config", str(path), "--env", "prod", cwd=tmp_path)
+    done = run_guild(
+        "canary", "start", "orders", "--config", str(path), "--env", "prod", cwd=tmp_path
+    )
     assert (done.returncode, done.stdout.strip()) == (0, "orders: soaking at 10%"), done.stderr
-    done = _guild("canary", "--broker", url, "--json", "status", "orders", cwd=tmp_path)
+    done = run_guild("canary", "--broker", url, "--json", "status", "orders", cwd=tmp_path)
     (status,) = json.loads(done.stdout)
     assert status["policy"] == {
         "stages": [0.1, 0.4, 1.0],
@@ -254,17 +234,17 @@ def test_canary_start_applies_the_file_on_a_real_broker(tmp_path: Path) -> None:
         "min_jobs": 200,
     }
     # Rolled back, then started again with a flag: the flag wins over the file.
-    assert _guild("canary", "--broker", url, "rollback", "orders", cwd=tmp_path).returncode == 0
-    done = _guild(
+    assert run_guild("canary", "--broker", url, "rollback", "orders", cwd=tmp_path).returncode == 0
+    done = run_guild(
         "canary", "start", "orders", "--config", str(path), "--min-jobs", "3", cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
-    done = _guild("canary", "--broker", url, "--json", "status", "orders", cwd=tmp_path)
+    done = run_guild("canary", "--broker", url, "--json", "status", "orders", cwd=tmp_path)
     (status,) = json.loads(done.stdout)
     assert (status["policy"]["soak"], status["policy"]["min_jobs"]) == (30.0, 3)
 
 
 def test_canary_start_env_needs_a_config(tmp_path: Path) -> None:
-    done = _guild("canary", "start", "orders", "--env", "prod", cwd=tmp_path)
+    done = run_guild("canary", "start", "orders", "--env", "prod", cwd=tmp_path)
     assert done.returncode == 2
     assert "--env: give the guild.toml with --config" in done.stderr

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ import pytest
 import guild
 from guild.cli._target import apply_config
 from guild.config import load_config
+from tests.cli.conftest import run_guild
 
 HEAD = '[guild]\napp = "x:y"\n'
 
@@ -105,16 +103,7 @@ class TestConfigShow:
         path = _write(
             tmp_path, '[periodic.m]\nschedule = "0 9 * * *"\ntz = "Europe/Paris"\nqueue = "q"\n'
         )
-        environ = {k: v for k, v in os.environ.items() if k not in ("GUILD_ENV", "GUILD_BROKER")}
-        done = subprocess.run(
-            [sys.executable, "-m", "guild", "config", "show", str(path), "--json"],
-            capture_output=True,
-            text=True,
-            env=environ,
-            cwd=tmp_path,
-            timeout=60,
-            check=False,
-        )
+        done = run_guild("config", "show", str(path), "--json", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["settings"]["periodic.m.tz"] == {
             "value": "Europe/Paris",

@@ -12,23 +12,13 @@ import guild
 from guild import Retention
 from guild.cli._target import apply_config
 from guild.config import load_config
-
-BASE = """
-[guild]
-app = "mypkg.jobs:app"
-"""
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "guild.toml"
-    path.write_text(BASE + text)
-    return path
+from tests.config._toml import write_app_toml
 
 
 class TestRetentionTable:
     def test_keys_load(self, tmp_path: Path) -> None:
         text = '[retention]\nresults = 60\ndone = 7200.5\ndead = "forever"\nkeep_payload = true\n'
-        config = load_config(_write(tmp_path, text))
+        config = load_config(write_app_toml(tmp_path, text))
         assert config.retention == {
             "results": 60.0,
             "done": 7200.5,
@@ -38,7 +28,7 @@ class TestRetentionTable:
 
     def test_an_environment_overrides_one_key(self, tmp_path: Path) -> None:
         text = "[retention]\nresults = 60\n\n[env.prod.retention]\ndead = 604800\n"
-        path = _write(tmp_path, text)
+        path = write_app_toml(tmp_path, text)
         assert load_config(path).retention == {"results": 60.0}
         assert load_config(path, "prod").retention == {"results": 60.0, "dead": 604800.0}
 
@@ -58,7 +48,7 @@ class TestRetentionTable:
     def test_bad_values_name_file_and_key(
         self, tmp_path: Path, text: str, key: str, expected: str
     ) -> None:
-        path = _write(tmp_path, text)
+        path = write_app_toml(tmp_path, text)
         with pytest.raises(guild.ConfigError) as caught:
             load_config(path)
         message = str(caught.value)
@@ -67,13 +57,13 @@ class TestRetentionTable:
 
     def test_the_table_changes_the_apps_retention(self, tmp_path: Path) -> None:
         app = guild.Guild(retention=Retention(results=10, done=20, dead=30))
-        config = load_config(_write(tmp_path, "[retention]\ndone = 99\n"))
+        config = load_config(write_app_toml(tmp_path, "[retention]\ndone = 99\n"))
         apply_config(app, config)
         assert app.retention == Retention(results=10, done=99, dead=30)
 
     def test_a_bad_combination_is_refused_at_load(self, tmp_path: Path) -> None:
         # Every key is checked alone by the loader; none can make a bad Retention.
-        config = load_config(_write(tmp_path, '[retention]\ndead = "forever"\n'))
+        config = load_config(write_app_toml(tmp_path, '[retention]\ndead = "forever"\n'))
         app = guild.Guild()
         apply_config(app, config)
         assert app.retention.dead is None

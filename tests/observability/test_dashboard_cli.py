@@ -18,6 +18,8 @@ import httpx
 import pytest
 import trio
 
+from tests.cli.conftest import run_guild
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "file-token-1234"
 pytestmark = pytest.mark.slow
@@ -38,18 +40,6 @@ async def _up(url: str) -> None:
             except httpx.TransportError:
                 pass  # not listening yet
             await trio.sleep(0.1)
-
-
-def _guild(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "guild", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_guild_toml_sets_the_token(tmp_path: Path) -> None:
@@ -83,18 +73,18 @@ async def test_guild_toml_sets_the_token(tmp_path: Path) -> None:
                     "/api/state", headers={"authorization": f"Bearer {TOKEN}"}
                 )
             watched = await trio.to_thread.run_sync(
-                lambda: _guild(
+                lambda: run_guild(
                     "top",
                     "--url",
                     url,
                     "--once",
                     "--interval",
                     "0.2",
-                    env={**env, "GUILD_HTTP_TOKEN": TOKEN},
+                    env={"GUILD_HTTP_TOKEN": TOKEN},
                 )
             )
             refused = await trio.to_thread.run_sync(
-                lambda: _guild("top", "--url", url, "--once", "--interval", "0.2", env=env)
+                lambda: run_guild("top", "--url", url, "--once", "--interval", "0.2")
             )
     finally:
         process.send_signal(signal.SIGTERM)

@@ -5,9 +5,6 @@ what was stored before the limits stays readable and drainable."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,8 +21,7 @@ from guild._job import (
     replace_fields,
 )
 from guild.brokers import open_broker
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli.conftest import run_guild
 
 
 class TestTheLimits:
@@ -205,32 +201,17 @@ class TestStoredBeforeTheLimits:
                 )
 
         trio.run(store)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
-        env["PYTHONPATH"] = str(ROOT)
-
-        def guild_cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "guild", *args],
-                capture_output=True,
-                text=True,
-                cwd=tmp_path,
-                env=env,
-                timeout=60,
-                check=False,
-            )
-
-        stats = guild_cli("stats")
+        stats = run_guild("stats", cwd=tmp_path)
         assert stats.returncode == 0, stats.stderr
         rows = stats.stdout.splitlines()
         assert rows[1].startswith("q" * 197 + "...  ")
         assert max(len(row) for row in rows) < 300
-        as_json = guild_cli("stats", "--json")
+        as_json = run_guild("stats", "--json", cwd=tmp_path)
         assert json.loads(as_json.stdout)[self.LONG]["ready"] == 1
-        purged = guild_cli("purge", self.LONG, "--status", "ready", "--yes", "--json")
+        purged = run_guild("purge", self.LONG, "--status", "ready", "--yes", "--json", cwd=tmp_path)
         assert purged.returncode == 0, purged.stderr
-        assert (
-            json.loads(guild_cli("stats", "--json").stdout).get(self.LONG, {}).get("ready", 0) == 0
-        )
+        after = json.loads(run_guild("stats", "--json", cwd=tmp_path).stdout)
+        assert after.get(self.LONG, {}).get("ready", 0) == 0
 
 
 def test_a_workflow_stored_before_the_limits_reads_back_and_makes_its_jobs() -> None:
