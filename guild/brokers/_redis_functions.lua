@@ -52,15 +52,18 @@ end
 
 -- Wake each waiter of a job with the result itself: one list element per
 -- waiter, so a BLPOP returns the result and needs no GET after it.
-local function notify(id, result)
-  local waiting = P .. ':waiting:' .. id
-  local waiters = tonumber(redis.call('GET', waiting) or '0')
+-- `stored`: the job's P:waiting:<id> as read (nil or false: none).
+local function notify_waiters(id, result, stored)
+  local waiters = tonumber(stored or '0')
   if waiters > 0 then
     local list = P .. ':notify:' .. id
     for _ = 1, waiters do redis.call('RPUSH', list, result) end
     redis.call('PEXPIRE', list, 60000)
-    redis.call('DEL', waiting)
+    redis.call('DEL', P .. ':waiting:' .. id)
   end
+end
+local function notify(id, result)
+  notify_waiters(id, result, redis.call('GET', P .. ':waiting:' .. id))
 end
 
 -- One command with head's arguments then items (of which there may be none:
@@ -232,8 +235,7 @@ end
 
 -- Move due delayed jobs and expired leases back to the stream (or to the dead
 -- letters when a started run was the last attempt; max_default is the worker's
--- max_attempts), re-queue orphaned deliveries, and return the next due time (or
--- -1) as a string.
+-- max_attempts), re-queue orphaned deliveries.
 -- Move the delayed jobs of `queue` that are due by `now` to ready, in the order
 -- they came due: run by a claim, and before a normal job is made ready.
 promote_due = function(queue, now)
@@ -311,6 +313,13 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
       end
     end
   end
+end
+
+-- The next time something of `queue` falls due (a delayed job, a lease's
+-- exact expiry), or -1, as a string. Only a claim that leaves the queue dry
+-- needs it (to bound its idle registration): a claim that fills its limit skips
+-- it, and its walk of the soonest second's leases (a read per lease).
+local function next_due_of(queue)
   local next_due = -1
   local d = redis.call('ZRANGE', k_q(queue, 'delayed'), 0, 0, 'WITHSCORES')
   if d[2] then next_due = tonumber(d[2]) end
@@ -658,7 +667,8 @@ return out
 -- take what was handed to it and never popped), prepare, take up to limit jobs
 -- (see take), mark. If that leaves the queue without ready jobs, register the
 -- consumer as idle (see dispatch) for the rest of its capacity. Returns the next
--- due time, the milliseconds it is registered for ('0': not registered), then
+-- due time (next_due_of; '' when it took its whole limit), the milliseconds it
+-- is registered for ('0': not registered), then
 -- mark_entries' fields; or {'nogroup'} when Redis lost the consumer group.
 -- A call whose reply was lost is sent again with the same token: it gets the
 -- jobs the first call took (those still held), not a second batch while the
@@ -688,7 +698,7 @@ for i = 1, #left, 2 do
     append_row(out, id)
   end
 end
-local next_due = prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5], ARGV[11])
+prepare_queue(queue, ARGV[3], ARGV[4], ARGV[5], ARGV[11])
 local limit = tonumber(ARGV[8]) - #out / 14
 local start = math.max(0, tonumber(ARGV[10]) - #out / 14)
 local taken, err = {}, nil
@@ -697,6 +707,11 @@ if not taken then
   if string.find(err, 'NOGROUP', 1, true) then return {'nogroup'} end
   return redis.error_reply(err)
 end
+-- Before mark_entries, whose leases are not the ones prepare_queue left (take
+-- touches neither the leases nor the delayed jobs). '': not asked, the queue
+-- had jobs to spare (the worker reads the field only for 'nogroup').
+local next_due = ''
+if #taken / 2 < limit then next_due = next_due_of(queue) end
 local marked = mark_entries(queue, lease_expires, consumer, taken, start, ARGV[3], ARGV[4])
 for i = 1, #marked do out[#out + 1] = marked[i] end
 local ids = {}
@@ -755,6 +770,15 @@ local ttl_s = math.max(1, math.floor(tonumber(result_ttl) / 1000))
 -- count go in one command each after the loop (each Redis call from Lua costs
 -- more than one more argument); nothing in the loop reads them.
 local finished = {}
+-- Every acked job's waiter count in one MGET (per 1000 jobs), not a GET per job:
+-- each Redis call from Lua costs more than its work. Nothing in the loop changes
+-- a count before its own job's notify (a job acked twice is done the second time).
+local waiting_keys, waiting = {}, {}
+for i = 5, #ARGV, 2 do waiting_keys[#waiting_keys + 1] = P .. ':waiting:' .. ARGV[i] end
+for i = 1, #waiting_keys, 1000 do
+  local got = redis.call('MGET', unpack(waiting_keys, i, math.min(#waiting_keys, i + 999)))
+  for k = 1, #got do waiting[#waiting + 1] = got[k] end
+end
 for i = 5, #ARGV, 2 do
   local id, value = ARGV[i], ARGV[i + 1]
   local f = job_hmget(id, 'status', 'queue', 'entry', 'attempt')
@@ -770,7 +794,7 @@ for i = 5, #ARGV, 2 do
     redis.call('EXPIRE', k_job(id), ttl_s)
     local result = result_json(id, queue, 'done', f[4], now, value, nil)
     redis.call('SET', P .. ':result:' .. id, result, 'PX', result_ttl)
-    notify(id, result)
+    notify_waiters(id, result, waiting[(i - 3) / 2])
     local ids = finished[queue]
     if not ids then
       ids = {}

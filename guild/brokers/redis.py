@@ -101,7 +101,9 @@ from .._job import (
     Priority,
     QueueStats,
     Result,
+    make_delivery,
     replace_fields,
+    with_attempt,
 )
 from .._jobinfo import JobInfo, JobProgress
 from .._retention import Retention
@@ -759,12 +761,13 @@ class RedisBroker(WorkflowDelegate):
         flat = await self._call("start", args)
         attempts = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return [
-            Delivery(
-                job=replace_fields(d.job, attempt=attempts[d.job.id]),
-                receipt=d.receipt,
-                consumer=d.consumer,
-                lease_expires=d.lease_expires,
-                interrupted=d.interrupted,
+            make_delivery(
+                with_attempt(d.job, attempts[d.job.id]),
+                d.receipt,
+                d.consumer,
+                d.lease_expires,
+                True,
+                d.interrupted,
             )
             for d in deliveries
             if d.job.id in attempts
@@ -792,14 +795,7 @@ class RedisBroker(WorkflowDelegate):
             args += [delivery.job.id, delivery.receipt]
         renewed = {_text(i) for i in await self._call("extend", args)}
         return [
-            Delivery(
-                job=d.job,
-                receipt=d.receipt,
-                consumer=d.consumer,
-                lease_expires=lease_expires,
-                started=d.started,
-                interrupted=d.interrupted,
-            )
+            make_delivery(d.job, d.receipt, d.consumer, lease_expires, d.started, d.interrupted)
             for d in deliveries
             if d.job.id in renewed
         ]
@@ -1219,26 +1215,28 @@ def _deliveries(
     deliveries = []
     bad: list[tuple[BadRow, str]] = []
     for i in range(0, len(flat), _JOB_FIELDS):
-        row = flat[i : i + _JOB_FIELDS]
-        job = job_from_row(row[:10], queue=queue)
+        job = job_from_row(flat[i : i + 10], queue=queue)
         if isinstance(job, BadRow):
-            bad.append((job, _text(row[10])))
+            bad.append((job, _text(flat[i + 10])))
             continue
         # A prefetched job's stored attempt counts only started runs; its
         # delivery carries the number its run will have (see _protocol).
-        started = row[11] != b"0" and row[11] != "0"
+        mark = flat[i + 11]
+        started = mark != b"0" and mark != "0"
         if not started:
-            job = replace_fields(job, attempt=job.attempt + 1)
-        if row[13]:
-            job = replace_fields(job, priority=_LEVELS.get(row[13], Priority.NORMAL))
+            job = with_attempt(job, job.attempt + 1)
+        level = flat[i + 13]
+        if level:
+            job = replace_fields(job, priority=_LEVELS.get(level, Priority.NORMAL))
+        interrupted = flat[i + 12]
         deliveries.append(
-            Delivery(
-                job=job,
-                receipt=_text(row[10]),
-                consumer=consumer,
-                lease_expires=lease_expires,
-                started=started,
-                interrupted=row[12] in (b"1", "1"),
+            make_delivery(
+                job,
+                _text(flat[i + 10]),
+                consumer,
+                lease_expires,
+                started,
+                interrupted == b"1" or interrupted == "1",
             )
         )
     return deliveries, bad

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+import trio
 
 import guild
 from guild.brokers import encode_result
@@ -109,6 +111,48 @@ class TestLargeBatches:
             assert result is not None and result.value == 4321
         finally:
             await broker.aclose()
+
+    async def test_an_ack_wakes_each_waiter_with_its_own_jobs_result(
+        self, server: RedisServer
+    ) -> None:
+        # The ack reads every job's waiter count at once, in chunks of 1000 keys:
+        # waiters on both sides of a chunk's edge, two on one job, none on the rest.
+        broker = await RedisBroker.open(server.url, prefix="waiters")
+        client = await broker.redis_client()
+        try:
+            jobs = await broker.enqueue([guild.Job(queue="q", payload=i) for i in range(1200)])
+            taken = await broker.claim("q", consumer="c1", limit=1200, lease=60.0)
+            watched = [jobs[3].id, jobs[999].id, jobs[1000].id, jobs[1000].id, jobs[1199].id]
+            got: list[tuple[str, object]] = []
+
+            async def wait_for(job_id: str) -> None:
+                result = await broker.get_result(job_id, wait=20)
+                assert result is not None
+                got.append((job_id, result.value))
+
+            async with trio.open_nursery() as nursery:
+                for job_id in watched:
+                    nursery.start_soon(wait_for, job_id)
+                counts = {jobs[3].id: b"1", jobs[999].id: b"1", jobs[1000].id: b"2"}
+                counts[jobs[1199].id] = b"1"
+                with trio.fail_after(10):
+                    # Polled: the waiters count themselves in Redis, which signals nothing.
+                    while await _waiting(client, "waiters", counts) != counts:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                await broker.ack([(d, encode_result([d.job.payload, "x"])) for d in taken])
+            assert sorted(got) == sorted(
+                [(jobs[3].id, [3, "x"]), (jobs[999].id, [999, "x"])]
+                + [(jobs[1000].id, [1000, "x"])] * 2
+                + [(jobs[1199].id, [1199, "x"])]
+            )
+            assert await client.get(f"waiters:waiting:{jobs[1000].id}") is None
+        finally:
+            await broker.aclose()
+
+
+async def _waiting(client: Any, prefix: str, counts: dict[str, bytes]) -> dict[str, bytes | None]:
+    """The waiter count Redis holds for each job of ``counts``."""
+    return {job_id: await client.get(f"{prefix}:waiting:{job_id}") for job_id in counts}
 
 
 class TestLeaseScores:

@@ -35,6 +35,9 @@ stored_values = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.booleans()
 )
+# Pieces of JSON text and of what json.loads sniffs encodings by (BOMs, zero bytes).
+_JSONISH = [b"0", b"1", b"7", b"-", b"+", b"_", b".", b"e", b" ", b'"', b"[", b"]", b"{", b"}"]
+_JSONISH += [b":", b",", b"\x00", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xc3\xa9", b"NaN"]
 
 
 def as_text_row(job: guild.Job, *, as_bytes: bool) -> list[Any]:
@@ -159,6 +162,45 @@ class TestRows:
         assert isinstance(found.payload, guild.UndecodablePayload)
         assert reason in found.payload.reason
         assert isinstance(decode_payload("j1", raw), guild.UndecodablePayload)
+
+    @pytest.mark.parametrize(
+        ("raw", "value"),
+        [
+            (b"7", 7),
+            (b"0", 0),
+            (b"123456789012345678", 123456789012345678),
+            (b"1234567890123456789", 1234567890123456789),
+            (b" 5\n", 5),
+            (b"-3", -3),
+            (b"\xef\xbb\xbf5", 5),  # a UTF-8 BOM: json reads such bytes as utf-8-sig
+            ("[1]".encode("utf-16"), [1]),
+            ("[1]".encode("utf-16-le"), [1]),
+            ("[12]".encode("utf-32-be"), [12]),
+            (b"5\x00", 5),  # two bytes, the second zero: json reads UTF-16-LE
+            (b"\x005", 5),
+            (b'"\xc3\xa9"', "é"),
+            (b'{"a":[1,2.5]}', {"a": [1, 2.5]}),
+        ],
+    )
+    def test_stored_bytes_decode_as_json_reads_them(self, raw: bytes, value: Any) -> None:
+        decoded = decode_payload("j1", raw)
+        assert decoded == value
+        assert type(decoded) is type(value)
+
+    @pytest.mark.parametrize("raw", [b"007", b"1_0", b"+1", b"", b"\xc3", b"5\x00\x00"])
+    def test_bytes_json_refuses_stay_undecodable(self, raw: bytes) -> None:
+        assert isinstance(decode_payload("j1", raw), guild.UndecodablePayload)
+
+    @given(st.binary(max_size=8) | st.lists(st.sampled_from(_JSONISH), max_size=8).map(b"".join))
+    def test_bytes_decode_agrees_with_json_loads(self, raw: bytes) -> None:
+        try:
+            expected: Any = json.loads(raw)
+        except ValueError:
+            assert isinstance(decode_payload("j1", raw), guild.UndecodablePayload)
+        else:
+            decoded = decode_payload("j1", raw)
+            assert decoded == expected or (decoded != decoded and expected != expected)
+            assert type(decoded) is type(expected)
 
 
 unencodable = st.sampled_from(
