@@ -410,3 +410,40 @@ def test_a_writer_waits_for_another_process_lock_in_short_naps(tmp_path: Path) -
     theirs.execute("ROLLBACK")
     ours.close()
     theirs.close()
+
+
+@pytest.mark.parametrize(("durable", "fewest", "most"), [(True, 2, 4), (False, 6, 24)])
+async def test_callers_woken_together_join_one_batch_when_they_enqueue(
+    batcher: WriteBatcher,
+    db: sqlite3.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    durable: bool,
+    fewest: int,
+    most: int,
+) -> None:
+    # 8 callers write 3 times each, all at once. Enqueues (durable writes) woken
+    # together by one commit are let to gather into the next: after the first
+    # commit (1 write) and the second (the rest of the first round), each round is
+    # about one commit. A worker's writes get no such passes (they would only delay
+    # its claims and acks): each round splits in two, the first to come alone.
+    sizes: list[int] = []
+    commit = batcher._commit
+
+    def counted(writes: list[_sqlite_batch._Write[object]]) -> None:
+        sizes.append(len(writes))
+        commit(writes)
+
+    monkeypatch.setattr(batcher, "_commit", counted)
+
+    async def caller(i: int) -> None:
+        for k in range(3):
+            await batcher.write(_insert(i * 10 + k), durable=durable)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(8):
+            nursery.start_soon(caller, i)
+    assert sum(sizes) == 24
+    assert fewest <= len(sizes) <= most, sizes
+    assert sorted(n for (n,) in db.execute("SELECT n FROM t")) == sorted(
+        i * 10 + k for i in range(8) for k in range(3)
+    )
