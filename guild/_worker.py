@@ -1035,6 +1035,12 @@ class Worker:
 
     async def _acker(self) -> None:
         acks = self._acks
+        # A broker that starts jobs inline (in this process, no I/O) gains nothing
+        # from the gathering round once every held job's ack is here. Any other
+        # gains still: its claim and its starts, sent meanwhile, can share the
+        # ack's call (SQLite commits them together; without it, 21 % more
+        # instructions per drained job).
+        always_gather = self._start_inline is None
         try:
             while True:
                 try:
@@ -1042,9 +1048,8 @@ class Worker:
                 except trio.EndOfChannel:
                     break
                 # One scheduling round lets the handlers that are about to finish
-                # add their acks to this batch: one broker call for many jobs. Not
-                # when every held job's ack is here already: none could join it.
-                if acks.buffered() + 1 < self._busy:
+                # add their acks to this batch: one broker call for many jobs.
+                if always_gather or acks.buffered() + 1 < self._busy:
                     await trio.lowlevel.checkpoint()
                 batch = [first]
                 # Bounded in count and in result text: a few large results must
