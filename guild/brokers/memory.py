@@ -523,10 +523,8 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
                 continue
             interrupted = entry.interrupted
             started = count < start and not interrupted
-            job = entry.job
-            if entry.handed and entry.payload_text is not None:  # _restore_payload, inline
-                job = replace_fields(job, payload=json.loads(entry.payload_text))
-            job = entry.job = with_attempt(job, job.attempt + 1)
+            _restore_payload(entry)
+            job = entry.job = with_attempt(entry.job, entry.job.attempt + 1)
             entry.handed = True
             entry.started = started
             if started:
