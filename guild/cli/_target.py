@@ -109,7 +109,9 @@ def apply_config(app: Guild, config: GuildConfig) -> None:
         except (TypeError, ValueError) as exc:
             # The worker's own validation (prefetch against concurrency, say).
             raise ConfigError(config.path, f"workers.{name}", f"valid options ({exc})") from exc
-    if config.loop_stall is not None:
+    if config.loop_stall is False:
+        app.loop_stall = None
+    elif config.loop_stall is not None:
         app.loop_stall = config.loop_stall  # checked by the loader, as Guild() checks it
     if config.sandbox:
         _apply_sandbox(app, config)

@@ -8,7 +8,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .._codec import is_positive_seconds
 from .._cron import Cron, ScheduleError
@@ -323,14 +323,17 @@ def _http_token(table: _Reader) -> str | None:
     return token
 
 
-def _loop_stall(table: _Reader) -> float | None:
-    """``guild.loop_stall``: ``Guild(loop_stall=...)``, by the check the app makes."""
+def _loop_stall(table: _Reader) -> float | Literal[False] | None:
+    """``guild.loop_stall``: ``Guild(loop_stall=...)``, by the check the app makes;
+    ``false`` turns the watchdog off (``Guild(loop_stall=None)``: TOML has no null)."""
     value = table.table.get("loop_stall")
-    if value is not None and not is_positive_seconds(value):
+    if value is None or value is False:
+        return value
+    if not is_positive_seconds(value):
         raise ConfigError(
-            table.path, table.key("loop_stall"), "a finite number of seconds > 0", value
+            table.path, table.key("loop_stall"), "a finite number of seconds > 0, or false", value
         )
-    return None if value is None else float(value)
+    return float(value)
 
 
 def _flag(table: _Reader, name: str) -> bool | None:

@@ -9,7 +9,7 @@
     http = "127.0.0.1:8000"         # optional: the dashboard, /health, /metrics, /events
     http_token = "…"                # needed off loopback (better: $GUILD_HTTP_TOKEN)
     http_redact = false             # /health hides exception messages
-    loop_stall = 5.0                # seconds the event loop may block before a loop_stalled warning
+    loop_stall = 5.0                # seconds the event loop may block before a loop_stalled warning (false: off)
 
     [supervisor]
     strategy = "one_for_one"        # one_for_one | one_for_all | rest_for_one
@@ -63,7 +63,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -205,8 +205,8 @@ class GuildConfig:
         http_redact: ``/health`` hides exception messages (``None``:
             ``$GUILD_HTTP_REDACT``).
         loop_stall: ``Guild(loop_stall=...)``, seconds the Trio loop may go
-            without running before a ``loop_stalled`` warning (``None``: the
-            app's own setting).
+            without running before a ``loop_stalled`` warning (``False``: no
+            watchdog; ``None``: the app's own setting).
         supervisor: the app supervisor's options.
         workers: per-worker option overrides, by worker name; ``limit`` (if
             given) maps to changes of the worker's :class:`guild.Limit`.
@@ -232,7 +232,7 @@ class GuildConfig:
     http: str | None = None
     http_token: str | None = None
     http_redact: bool | None = None
-    loop_stall: float | None = None
+    loop_stall: float | Literal[False] | None = None
     supervisor: SupervisorConfig = attrs.Factory(SupervisorConfig)
     workers: dict[str, dict[str, Any]] = attrs.Factory(dict)
     env: str | None = None

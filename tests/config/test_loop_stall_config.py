@@ -32,6 +32,20 @@ def test_left_out_the_app_keeps_its_own(tmp_path: Path) -> None:
         assert app.loop_stall == own
 
 
+def test_false_turns_the_watchdog_off(tmp_path: Path) -> None:
+    config = load_config(write_app_toml(tmp_path, "loop_stall = false\n"))
+    app = guild.Guild("stall")
+    apply_config(app, config)
+    assert app.loop_stall is None
+
+
+def test_an_environment_can_turn_it_off(tmp_path: Path) -> None:
+    path = write_app_toml(tmp_path, "loop_stall = 2\n\n[env.prod]\nguild.loop_stall = false\n")
+    app = guild.Guild("stall")
+    apply_config(app, load_config(path, "prod"))
+    assert app.loop_stall is None
+
+
 def test_an_environment_overrides_it(tmp_path: Path) -> None:
     path = write_app_toml(tmp_path, "loop_stall = 2.5\n\n[env.prod]\nguild.loop_stall = 0.25\n")
     assert load_config(path).loop_stall == 2.5
@@ -59,7 +73,7 @@ def test_bad_values_name_file_and_key(tmp_path: Path, value: str, got: str) -> N
     path = write_app_toml(tmp_path, f"loop_stall = {value}\n")
     with pytest.raises(guild.ConfigError) as caught:
         load_config(path)
-    expected = "expected a finite number of seconds > 0"
+    expected = "expected a finite number of seconds > 0, or false"
     assert str(caught.value) == f"{path}: guild.loop_stall: {expected}, got {got}"
 
 
