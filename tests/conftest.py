@@ -8,9 +8,16 @@
   an absolute ``trio.fail_after`` so a hang fails fast instead of stalling CI.
 * Shutdown: one side always starts it (a drain, a cancel, a signal), and the test
   asserts what was left behind, not how long it took. Speed lives in benchmarks/.
+* Hypothesis: no per-example deadline. A deadline is a timed assertion, and on a
+  loaded 2-core machine it failed examples that were right, only slow.
 
 ``autojump_clock`` comes from pytest-trio; ``memory_broker`` and ``run_app`` from
 guild's own pytest plugin (``guild.testing._plugin``), the one users get.
 """
 
 from __future__ import annotations
+
+from hypothesis import settings
+
+settings.register_profile("guild", deadline=None)
+settings.load_profile("guild")
