@@ -34,9 +34,9 @@ from ._args import (
     CommandFailed,
     UsageError,
     add_broker_flags,
-    queue_name,
     refuse_memory,
     repeat_broker_flags,
+    stored_queue_name,
 )
 from ._config import add_env_flag
 from ._output import EXIT_OK, print_json, table
@@ -76,9 +76,11 @@ def register(subparsers: Any) -> None:
 
 
 def _stable_queue(text: str) -> str:
-    """A queue name (:func:`queue_name`) that is not itself a canary lane: a
-    rollout of ``q@canary`` would route to ``q@canary@canary``, which no worker takes."""
-    name = queue_name(text)
+    """A queue name that is not itself a canary lane: a rollout of ``q@canary``
+    would route to ``q@canary@canary``, which no worker takes. The rule of a stored
+    queue (:func:`stored_queue_name`): a rollout acts on a queue that workers
+    already take, which may be named from before the length limit."""
+    name = stored_queue_name(text)
     base = base_of(name)
     if base is not None:
         raise argparse.ArgumentTypeError(

@@ -212,6 +212,14 @@ class TestStoredBeforeTheLimits:
         assert purged.returncode == 0, purged.stderr
         after = json.loads(run_guild("stats", "--json", cwd=tmp_path).stdout)
         assert after.get(self.LONG, {}).get("ready", 0) == 0
+        # A rollout acts on a queue that workers already take: its name is not refused.
+        started = run_guild("canary", "start", self.LONG, "--json", cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        status = run_guild("canary", "status", self.LONG, "--json", cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert self.LONG in status.stdout
+        refused = run_guild("enqueue", self.LONG, "1", cwd=tmp_path)
+        assert refused.returncode == 2 and "at most 200 characters" in refused.stderr
 
 
 def test_a_workflow_stored_before_the_limits_reads_back_and_makes_its_jobs() -> None:
