@@ -15,6 +15,18 @@ async def serve_until(worker: guild.Worker, finished: trio.Event) -> None:
         worker.drain()
 
 
+async def serve_until_results(
+    worker: guild.Worker, broker: guild.Broker, *jobs: guild.Job, wait: float = 60.0
+) -> None:
+    """Serve ``worker`` until each of ``jobs`` has its result (waiting up to ``wait``
+    seconds for each), then drain it and return."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(worker.serve)
+        for job in jobs:
+            await broker.get_result(job.id, wait=wait)
+        worker.drain()
+
+
 class Countdown:
     """``finished`` is set once ``tick()`` was called ``count`` times: a handler
     ticks as each job ends, and the test serves until all have."""

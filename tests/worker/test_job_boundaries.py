@@ -17,6 +17,7 @@ from guild._jobinfo import JobProgress
 from guild.testing import FaultyBroker
 
 from .._poll import until
+from .._serving import serve_until_results
 
 
 class _SlowStart(MemoryBroker):
@@ -73,10 +74,7 @@ class TestTheLastJobsDeadline:
         )
         spec = WorkerSpec(queue="q", handler=_quick, concurrency=1, prefetch=1)
         worker = guild.Worker(spec, broker)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.serve)
-            await broker.get_result(second.id, wait=60)
-            worker.drain()
+        await serve_until_results(worker, broker, second)
         for job in (first, second):
             result = await broker.get_result(job.id)
             assert result is not None and result.ok and result.value == job.payload, result
@@ -165,10 +163,7 @@ class TestTheLastProgressWrite:
         (job,) = await broker.enqueue([Job(queue="q", payload="done")])
         spec = WorkerSpec(queue="q", handler=handler, concurrency=1, prefetch=0)
         worker = guild.Worker(spec, broker)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.serve)
-            await broker.get_result(job.id, wait=60)
-            worker.drain()
+        await serve_until_results(worker, broker, job)
         result = await broker.get_result(job.id)
         assert result is not None and result.ok and result.value == "done", result
         assert worker.statistics().cancelled == 0

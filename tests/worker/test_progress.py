@@ -27,6 +27,8 @@ from guild._spec import Handler
 from guild.brokers.sqlite import SqliteBroker
 from guild.observability import EventHub, Instrument, Instruments, JobProgressed
 
+from .._serving import serve_until_results
+
 
 class RecordingBroker(MemoryBroker):
     """A real memory broker that also notes every progress write it is asked for."""
@@ -164,11 +166,7 @@ class TestRateLimit:
 
         a, b = await broker.enqueue([Job(queue="q", payload="a"), Job(queue="q", payload="b")])
         worker = guild.Worker(WorkerSpec(queue="q", handler=handler, concurrency=2), broker)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.serve)
-            await broker.get_result(a.id, wait=60)
-            await broker.get_result(b.id, wait=60)
-            worker.drain()
+        await serve_until_results(worker, broker, a, b)
         assert sorted((i, f, m) for i, f, m, _ in broker.writes) == sorted(
             [
                 (a.id, 0.1, "a first"),
@@ -254,10 +252,7 @@ class TestProgressArguments:
 
         (job,) = await broker.enqueue([Job(queue="q", payload=None, max_attempts=1)])
         worker = guild.Worker(WorkerSpec(queue="q", handler=handler), broker)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.serve)
-            await broker.get_result(job.id, wait=60)
-            worker.drain()
+        await serve_until_results(worker, broker, job)
         info = await broker.job_info(job.id)
         assert info is not None and info.status is JobStatus.DEAD
         assert info.error is not None and info.error.startswith("InvalidProgress")
@@ -314,10 +309,7 @@ class TestLastError:
 
         (job,) = await broker.enqueue([Job(queue="q", payload=None, max_attempts=2)])
         worker = guild.Worker(WorkerSpec(queue="q", handler=handler), broker)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.serve)
-            await broker.get_result(job.id, wait=600)
-            worker.drain()
+        await serve_until_results(worker, broker, job, wait=600)
         (running,) = seen
         # The second run sees the first run's failure, traceback and all.
         assert running.status is JobStatus.IN_FLIGHT and running.attempts == 2
