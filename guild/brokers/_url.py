@@ -41,6 +41,9 @@ def sqlite_path(url: str) -> Path:
         raise UnknownBrokerURL(
             url, "no database file named (sqlite:///abs/path.db or sqlite:rel.db)"
         )
+    if rest.endswith("/"):
+        # Path() drops the slash: "sqlite:data/" would make a file named "data".
+        raise UnknownBrokerURL(url, f"{rest!r} names a directory, not a database file")
     # sqlite:////abs.db (the "sqlite:///" + an absolute path many write) is /abs.db.
     path = Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)
     try:

@@ -34,6 +34,7 @@ from ._args import (
     CommandFailed,
     UsageError,
     add_broker_flags,
+    queue_name,
     refuse_memory,
     repeat_broker_flags,
     stored_queue_name,
@@ -52,9 +53,9 @@ def register(subparsers: Any) -> None:
     add_broker_flags(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     status = actions.add_parser("status", help="each rollout's phase, share, figures, decisions")
-    status.add_argument("queue", nargs="?", type=_stable_queue, help="only this queue")
+    status.add_argument("queue", nargs="?", type=_rollout_queue, help="only this queue")
     start = actions.add_parser("start", help="start at the first stage (or resume a paused one)")
-    start.add_argument("queue", type=_stable_queue)
+    start.add_argument("queue", type=_new_rollout_queue)
     add_policy_flags(start)
     start.add_argument(
         "--config",
@@ -69,18 +70,28 @@ def register(subparsers: Any) -> None:
         ("rollback", "share 0 now; the lane's jobs go back to the stable version"),
     ):
         sub = actions.add_parser(name, help=text)
-        sub.add_argument("queue", type=_stable_queue)
+        sub.add_argument("queue", type=_rollout_queue)
         subs.append(sub)
     repeat_broker_flags(*subs)
     parser.set_defaults(func=canary)
 
 
-def _stable_queue(text: str) -> str:
-    """A queue name that is not itself a canary lane: a rollout of ``q@canary``
-    would route to ``q@canary@canary``, which no worker takes. The rule of a stored
-    queue (:func:`stored_queue_name`): a rollout acts on a queue that workers
-    already take, which may be named from before the length limit."""
-    name = stored_queue_name(text)
+def _new_rollout_queue(text: str) -> str:
+    """The queue of ``canary start``: by the rule of a new queue (:func:`queue_name`),
+    since the rollout makes one, the queue's canary lane."""
+    return _not_a_lane(queue_name(text))
+
+
+def _rollout_queue(text: str) -> str:
+    """The queue of a rollout that exists (status, promote, pause, rollback): by the
+    rule of a stored queue (:func:`stored_queue_name`), so that one started before
+    the length limit stays in reach."""
+    return _not_a_lane(stored_queue_name(text))
+
+
+def _not_a_lane(name: str) -> str:
+    """``name``, if it is not itself a canary lane: a rollout of ``q@canary`` would
+    route to ``q@canary@canary``, which no worker takes."""
     base = base_of(name)
     if base is not None:
         raise argparse.ArgumentTypeError(

@@ -212,12 +212,15 @@ class TestStoredBeforeTheLimits:
         assert purged.returncode == 0, purged.stderr
         after = json.loads(run_guild("stats", "--json", cwd=tmp_path).stdout)
         assert after.get(self.LONG, {}).get("ready", 0) == 0
-        # A rollout acts on a queue that workers already take: its name is not refused.
-        started = run_guild("canary", "start", self.LONG, "--json", cwd=tmp_path)
-        assert started.returncode == 0, started.stderr
+        # A rollout that exists is in reach by its queue's name; a new one makes a
+        # new queue (the lane), so it takes the rule of new names.
         status = run_guild("canary", "status", self.LONG, "--json", cwd=tmp_path)
         assert status.returncode == 0, status.stderr
-        assert self.LONG in status.stdout
+        assert json.loads(status.stdout) == []
+        paused = run_guild("canary", "pause", self.LONG, cwd=tmp_path)
+        assert paused.returncode == 1 and "no rollout" in paused.stderr, paused.stderr
+        started = run_guild("canary", "start", self.LONG, cwd=tmp_path)
+        assert started.returncode == 2 and "at most 200 characters" in started.stderr
         refused = run_guild("enqueue", self.LONG, "1", cwd=tmp_path)
         assert refused.returncode == 2 and "at most 200 characters" in refused.stderr
 
