@@ -123,6 +123,31 @@ def schema_version(db: sqlite3.Connection) -> int:
     return version
 
 
+def refuse_foreign(db: sqlite3.Connection, path: str) -> None:
+    """Refuse a database that another program made: no schema version of guild's,
+    but tables. Checked before guild writes anything to it (its tables, or its
+    journal mode), so the file is left as it was.
+
+    Raises:
+        BrokerUnavailable: naming the file and the tables found.
+    """
+    # One statement, one snapshot: another opener may be making the schema (its
+    # tables and its version, in one transaction) between two reads.
+    tables = [
+        name
+        for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            " AND (SELECT user_version FROM pragma_user_version) = 0 ORDER BY name LIMIT 6"
+        )
+    ]
+    if tables:
+        named = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise BrokerUnavailable(
+            f"sqlite {Path(path).absolute()}: not a guild database (it holds {named}, which"
+            " guild did not make, and no guild schema version): name another file"
+        )
+
+
 def prepare(db: sqlite3.Connection, path: str, *, migrate: bool = False) -> None:
     """Make a brand-new database current; refuse any other version than the current.
 
@@ -139,6 +164,7 @@ def prepare(db: sqlite3.Connection, path: str, *, migrate: bool = False) -> None
     try:
         # Read again under the lock: another process may have created or migrated it.
         found = schema_version(db)
+        refuse_foreign(db, path)
         if found > CURRENT or (0 < found < CURRENT and not migrate):
             raise SchemaMismatch(
                 f"the database {Path(path).absolute()}", found, CURRENT, migrate_command(path)
@@ -281,6 +307,7 @@ def migrate(path: Path, *, dry_run: bool = False) -> MigrationReport:
 
 
 def _report(db: sqlite3.Connection, shown: str) -> MigrationReport:
+    refuse_foreign(db, shown)
     found = schema_version(db)
     if found > CURRENT:
         raise SchemaMismatch(f"the database {shown}", found, CURRENT, None)

@@ -66,7 +66,7 @@ from ._sqlite_enqueue import Producers, decode, job_of, rows_of, store
 from ._sqlite_errors import map_sqlite_exceptions
 from ._sqlite_lane import Lane, hold_if_free
 from ._sqlite_ledger import SqliteLedger
-from ._sqlite_migrate import prepare
+from ._sqlite_migrate import prepare, refuse_foreign
 from ._sqlite_workflows import SqliteWorkflows
 from ._stored import reading_record
 
@@ -296,10 +296,11 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
                 db = sqlite3.connect(
                     shown, check_same_thread=False, isolation_level=None, timeout=30
                 )
-                _enter_wal(db)
-                db.execute(f"PRAGMA synchronous={'FULL' if mode == 'FULL' else 'NORMAL'}")
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 try:
+                    refuse_foreign(db, shown)
+                    _enter_wal(db)
+                    db.execute(f"PRAGMA synchronous={'FULL' if mode == 'FULL' else 'NORMAL'}")
+                    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                     prepare(db, shown, migrate=migrate)
                 except BaseException:
                     db.close()
