@@ -84,6 +84,10 @@ _JOB_COLUMNS = (
 _LEVELS = "(" + ", ".join(str(int(level)) for level in PRIORITIES) + ")"
 _POLL_START = 0.005
 _POLL_MAX = 0.05
+_HERE_JOBS = 16
+"""Jobs an enqueue may hold and still commit on the Trio thread when alone
+(``_sqlite_batch``, "Alone"): a commit of a few jobs is about its fsync; one of
+a thousand (``enqueue_many``) is milliseconds of inserts, for the database thread."""
 SYNCHRONOUS = ("ENQUEUE", "FULL", "NORMAL")
 """The ``synchronous`` settings, the default first."""
 
@@ -381,12 +385,14 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         finally:
             self._limiter.release()
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False, here: bool = False
+    ) -> T:
         # Writes that wait for the connection together commit together (_sqlite_batch).
         if self._closed:
             raise BrokerClosed(f"the sqlite broker for {self._path} is closed")
         self._check_file()
-        return await self._batcher.write(fn, durable=durable)
+        return await self._batcher.write(fn, durable=durable, here=here)
 
     def _wake(self) -> None:
         self._changed.set()
@@ -398,7 +404,9 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         now = self.now()
         rows = rows_of(jobs, now)
         stored = await self._write(
-            lambda db: store(db, jobs, rows, now, self._key_ttl), durable=True
+            lambda db: store(db, jobs, rows, now, self._key_ttl),
+            durable=True,
+            here=len(jobs) <= _HERE_JOBS,
         )
         self._wake()
         return stored
