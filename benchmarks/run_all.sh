@@ -37,7 +37,8 @@
 #                       made with pip if missing)
 # Sizes (defaults fit the ~25 minutes): THROUGHPUT_N=50000 THROUGHPUT_ROUNDS=3
 # STARTUP_N=20 SANDBOX_N=300 HUEY_N=5000 HUEY_ROUNDS=3 HUEY_WORKERS=2,8 HUEY_CALLERS=1,16
-# HUEY_GUILD_ENQUEUE=trio (or sync: guild.Client) PEERS_N=10000 PEERS_REPS=3
+# HUEY_GUILD_ENQUEUE=trio (or sync: guild.Client; the huey part also runs the other one,
+# enqueue only, into huey-<other>.json) PEERS_N=10000 PEERS_REPS=3
 # SQLITE_ROUNDS=3 SQLITE_LARGE=500000 SQLITE_FLEET_N=50000
 # PEERS_LIST=guild,dramatiq,saq,arq,rq.
 # BASELINE_TREE=/tmp/guild-old (a folder holding an older guild package, e.g. from
@@ -60,6 +61,7 @@ HUEY_ROUNDS=${HUEY_ROUNDS:-3}
 HUEY_WORKERS=${HUEY_WORKERS:-2,8}
 HUEY_CALLERS=${HUEY_CALLERS:-1,16}
 HUEY_GUILD_ENQUEUE=${HUEY_GUILD_ENQUEUE:-trio}
+if [ "$HUEY_GUILD_ENQUEUE" = sync ]; then HUEY_OTHER_ENQUEUE=trio; else HUEY_OTHER_ENQUEUE=sync; fi
 SQLITE_ROUNDS=${SQLITE_ROUNDS:-3}
 SQLITE_SMALL=${SQLITE_SMALL:-10000}
 SQLITE_LARGE=${SQLITE_LARGE:-500000}
@@ -211,7 +213,13 @@ huey() {
         --synchronous NORMAL,FULL,FULL=default --processes 1,2 --huey-workers "$HUEY_WORKERS" \
         --callers "$HUEY_CALLERS" \
         --guild-enqueue "$HUEY_GUILD_ENQUEUE" --huey-python "$HUEY_PYTHON" \
-        --json "$RES/huey.json"
+        --json "$RES/huey.json" &&
+        # Huey's enqueue is a plain function call; so is guild.Client.enqueue, the
+        # same API shape (the rows above use the other enqueue, for comparison).
+        "$PY" "$ROOT/benchmarks/bench_vs_huey.py" -n "$HUEY_N" --rounds "$HUEY_ROUNDS" \
+            --synchronous NORMAL,FULL,FULL=default --enqueue-only --callers "$HUEY_CALLERS" \
+            --guild-enqueue "$HUEY_OTHER_ENQUEUE" --huey-python "$HUEY_PYTHON" \
+            --json "$RES/huey-$HUEY_OTHER_ENQUEUE.json"
 }
 
 sqlite() {

@@ -141,8 +141,15 @@ def section_json_table(res: Path, out: list[str], name: str, title: str) -> None
 
 def section_huey(res: Path, out: list[str]) -> None:
     out.append("## SQLite against Huey at equal durability (bench_vs_huey.py)\n")
+    _huey_tables(res / "huey.json", out)
+    for other in sorted(res.glob("huey-*.json")):
+        out.append(f"### The other guild enqueue, enqueue only ({other.name})\n")
+        _huey_tables(other, out)
+
+
+def _huey_tables(path: Path, out: list[str]) -> None:
     try:
-        data = json.loads((res / "huey.json").read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         out.append("missing\n")
         return
@@ -152,12 +159,23 @@ def section_huey(res: Path, out: list[str]) -> None:
         f"guild enqueue: {a.get('guild_enqueue', 'trio')}; medians. "
         "Ratios are to the best Huey row at the same `synchronous` (HUEY=GUILD where they differ).\n"
     )
-    out.append(
-        "| system | synchronous | enqueue jobs/s (1 per call) | ÷ Huey | drain jobs/s (start-up incl.) "
-        "| ÷ Huey | steady jobs/s | 1st job s | duplicates |"
-    )
-    out.append("|---|---|---|---|---|---|---|---|---|")
+    drained = all("jobs_per_s" in m for m in data["medians"])
+    if not drained:  # --enqueue-only
+        out.append("| system | synchronous | enqueue jobs/s (1 per call) | ÷ Huey |")
+        out.append("|---|---|---|---|")
+    else:
+        out.append(
+            "| system | synchronous | enqueue jobs/s (1 per call) | ÷ Huey | drain jobs/s (start-up incl.) "
+            "| ÷ Huey | steady jobs/s | 1st job s | duplicates |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|---|")
     for m in data["medians"]:
+        if not drained:
+            out.append(
+                f"| {m['system']} {m['version']} | {m['synchronous']} | {m['enqueue_jobs_per_s']:,.0f} "
+                f"| {m['enqueue_ratio_to_huey']:.2f}x |"
+            )
+            continue
         out.append(
             f"| {m['system']} {m['version']} | {m['synchronous']} | {m['enqueue_jobs_per_s']:,.0f} "
             f"| {m['enqueue_ratio_to_huey']:.2f}x | {m['jobs_per_s']:,.0f} | {m['drain_ratio_to_huey']:.2f}x "
