@@ -36,7 +36,7 @@ and :func:`remove` (:func:`finish` is the last two) in a worker thread, off the
 event loop: a tmpfs mount and unmount wait for the host's mount lock. Only
 :func:`make` of a directory without a tmpfs, when :func:`small_input` says it
 is small, is cheaper than the trip to a thread; so is all of it for a detached
-directory whose file system shows few inodes and bytes used (:func:`small_after`).
+directory whose file system shows few inodes and bytes used (:func:`finish_small`).
 
 What a killed worker left. A directory is named ``job-<worker pid>-<random>``;
 the first sandbox of a process removes those of workers that are gone
@@ -489,20 +489,41 @@ def small_input(files: Mapping[str, bytes]) -> bool:
     return is_small(len(files), sum(len(content) for content in files.values()), SMALL_FILES)
 
 
+def _usage(job: JobDir) -> tuple[int, int] | None:
+    """The inodes (besides its root) and bytes a detached directory's tmpfs holds, by
+    its counters; None for a host directory, or when they cannot be read."""
+    if job.tree < 0:
+        return None
+    try:
+        info = os.fstatvfs(job.tree)
+    except OSError:
+        return None
+    if not info.f_files:
+        return None  # no inode limit, so no count either
+    return info.f_files - info.f_ffree - 1, (info.f_blocks - info.f_bfree) * info.f_frsize
+
+
 def small_after(job: JobDir) -> bool:
     """Whether a detached directory holds few enough inodes and bytes now, by its
     file system's counters, for :func:`finish` to be quicker than the trip to a
     thread (walking it, and freeing the tmpfs if the close is the last reference).
     A host directory: False (its unmount waits for the host's mount lock)."""
-    if job.tree < 0:
-        return False
-    try:
-        info = os.fstatvfs(job.tree)
-    except OSError:
-        return False
-    inodes = info.f_files - info.f_ffree - 1  # the root directory
-    used = (info.f_blocks - info.f_bfree) * info.f_frsize
-    return is_small(inodes, used, SMALL_FILES + len(job.written))
+    usage = _usage(job)
+    return usage is not None and is_small(*usage, SMALL_FILES + len(job.written))
+
+
+def finish_small(job: JobDir, cap: int, remove_after: bool) -> tuple[tuple[str, ...], bool] | None:
+    """:func:`finish`, when :func:`small_after` says it is quick enough for the event
+    loop; else None (the caller runs it in a thread). A tmpfs that holds no inode
+    but its root has nothing to walk: the run wrote no file and was given none."""
+    usage = _usage(job)
+    if usage is None or not is_small(*usage, SMALL_FILES + len(job.written)):
+        return None
+    if usage[0] == 0:
+        if remove_after:
+            remove(job)
+        return (), False
+    return finish(job, cap, remove_after)
 
 
 def full(job: JobDir) -> str:

@@ -24,11 +24,11 @@ A kernel-isolated run is built in three steps, two of them before any request:
 
 from __future__ import annotations
 
+import _socket  # not `socket`, which imports enum and selectors into every fork
 import ctypes
 import errno
 import fcntl  # imported here, in the fork server: not again in each child that calls it
 import os
-import socket
 import struct
 import sys
 
@@ -201,10 +201,13 @@ def _remount_each(target: str, recursive: bool, readonly: bool) -> None:
 
 
 def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         request = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+    finally:
+        sock.close()
 
 
 def _cover(path: str, flags: int, options: str) -> dict[str, int]:
@@ -366,6 +369,22 @@ def prepare_run(workdir: str, tree: int, covered: dict[str, int], jobs: str = ""
         _set_readonly(workdir, recursive=False, readonly=False)
     for path in hiding:
         _set_readonly(path, recursive=False)
+
+
+def rehearse_attach(jobs: str) -> None:
+    """In the job process, before the request: the calls :func:`prepare_run` makes
+    to attach a detached job directory in ``jobs``, to no effect (the ``mkdir``
+    of what exists, the ``move_mount`` of no descriptor), so that the memory
+    they write (ctypes' argument conversion, the frames, the C stack) is the job
+    process's own before the request rather than copied from PID 1's at a fault
+    each on the run's path (``_forkserver._rehearse``)."""
+    parent = jobs or "/"
+    if os.path.dirname(os.path.join(parent, "job")) == parent:
+        try:  # noqa: SIM105 - contextlib would grow the fork server for one call
+            os.mkdir(parent, 0o700)  # it exists: EEXIST
+        except OSError:
+            pass
+    _libc.syscall(_SYS_MOVE_MOUNT, -1, b"", _AT_FDCWD, b"/", _MOVE_MOUNT_F_EMPTY_PATH)
 
 
 def harden() -> None:

@@ -22,6 +22,7 @@ import collections
 import contextlib
 import marshal
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -88,20 +89,36 @@ class Child:
         self._server = server
         # The run's mount namespace, sent with the report (see drop_namespace).
         self._held: list[int] = []
-        self.stdout = trio.lowlevel.FdStream(stdout)
-        self.stderr = trio.lowlevel.FdStream(stderr)
+        # The read ends of the run's output pipes (non-blocking), read by the
+        # caller (``Sandbox._follow``) until :meth:`close_pipes`.
+        self.stdout_fd = stdout
+        self.stderr_fd = stderr
+
+    def end_fd(self) -> int:
+        """The descriptor that turns readable when :meth:`settle` may have news: PID
+        1's report socket (kernel mode), else the pid's pidfd; -1 once settled."""
+        if self.returncode is not None:
+            return -1
+        return self._report.fileno() if self._report is not None else self._pidfd
+
+    def settle(self) -> bool:
+        """Without blocking: read PID 1's report or reap the pid if either is there;
+        whether the job's exit code is known (``returncode``)."""
+        if self.returncode is None and self._report is not None:
+            self._read_report()
+        if self.returncode is None and self._report is None and self._reap():
+            # No report: PID 1 was killed (the kernel killed the rest of the
+            # namespace before PID 1 can be reaped), or this is no kernel run.
+            self.returncode = -9 if self._reports and self._status == 0 else self._status
+        return self.returncode is not None
 
     async def wait(self) -> int:
         """The job's exit code, once no process of the run is left (in kernel mode
-        PID 1 may still be exiting: see :meth:`reaped`)."""
-        while self.returncode is None and self._report is not None:
-            await trio.lowlevel.wait_readable(self._report)
-            self._read_report()
-        if self.returncode is None:
-            # No report: PID 1 was killed (the kernel killed the rest of the
-            # namespace before PID 1 can be reaped), or this is no kernel run.
-            await self.reaped()
-            self.returncode = -9 if self._reports and self._status == 0 else self._status
+        PID 1 may still be exiting: see :meth:`reaped`). No pass through the
+        scheduler when :meth:`settle` already knows it."""
+        while not self.settle():
+            await trio.lowlevel.wait_readable(self.end_fd())
+        assert self.returncode is not None
         return self.returncode
 
     def _read_report(self) -> None:
@@ -160,10 +177,11 @@ class Child:
         for fd in held:
             os.close(fd)
 
-    async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            await self.stdout.aclose()
-            await self.stderr.aclose()
+    def close_pipes(self) -> None:
+        for fd in (self.stdout_fd, self.stderr_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.stdout_fd = self.stderr_fd = -1
 
 
 class ForkServer:
@@ -327,6 +345,9 @@ class ForkServer:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        # The worker's ends only: the job's stay blocking, as a program expects.
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
         extra: list[int] = []
         cloned = -1
         report: socket.socket | None = None
@@ -383,13 +404,21 @@ class ForkServer:
                 # pid cannot be reused under us.
                 handshakes += 1
                 try:
+                    # One wake-up for the pid and the exec: the pid is sent just
+                    # before it, and woken by the pid the worker mostly waited
+                    # again for the end of file (on a loaded host, taking the
+                    # CPU from the exec it waits for).
+                    await _peer_closed(mine)
                     # In kernel mode PID 1's report socket (apart from the job
                     # socket, so that the exec is seen as the job socket's end of
                     # file) comes with the pid.
                     received: list[int] = []
                     pid = await _recv_int(mine, received if self.mode == "kernel" else None)
                     if received:
-                        report = socket.socket(fileno=received.pop(0))
+                        # Family and type given: two calls fewer than looking them up.
+                        report = socket.socket(
+                            socket.AF_UNIX, socket.SOCK_STREAM, 0, received.pop(0)
+                        )
                     for fd in received:
                         os.close(fd)
                     if pid is None:
@@ -408,7 +437,7 @@ class ForkServer:
                     await child.reaped()
                     child.drop_namespace()
                     direct.discard(pid)
-                    await child.aclose()
+                    child.close_pipes()
                     if child.cgroup is not None:
                         _cgroup.release(child.cgroup)
                     raise OSError(failed, os.strerror(failed))
@@ -437,6 +466,18 @@ async def _holding(lock: trio.Lock) -> AsyncIterator[None]:
         yield
     finally:
         lock.release()
+
+
+async def _peer_closed(sock: socket.socket) -> None:
+    """Return once the other end of ``sock`` is closed (all it sent is then there):
+    the spare's job socket closes at its ``exec``, or when it exits after a failure."""
+    poller = select.epoll(1)
+    try:
+        poller.register(sock.fileno(), select.EPOLLRDHUP)
+        while not poller.poll(0):
+            await trio.lowlevel.wait_readable(poller)
+    finally:
+        poller.close()
 
 
 async def _recv_int(sock: socket.socket, fds: list[int] | None = None) -> int | None:

@@ -1090,6 +1090,45 @@ class TestDetachedJobDirectory:
         finally:
             _jobdir.remove(host)
 
+    def test_finish_small_walks_only_a_directory_holding_more_than_its_root(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A detached directory with no inode but its root is removed without a
+        walk; one the run made a file in is walked; one too big for the event loop
+        is left to the caller's thread (None), not removed."""
+        walked: list[str] = []
+        removed: list[str] = []
+        real_walk, real_remove = _jobdir.walk, _jobdir.remove
+
+        def recording_walk(job: _jobdir.JobDir, cap: int) -> tuple[tuple[str, ...], bool]:
+            walked.append(job.name)
+            return real_walk(job, cap)
+
+        def recording_remove(job: _jobdir.JobDir) -> None:
+            removed.append(job.name)
+            real_remove(job)
+
+        monkeypatch.setattr(_jobdir, "walk", recording_walk)
+        monkeypatch.setattr(_jobdir, "remove", recording_remove)
+        parent = _jobdir.parent(True)
+        empty = _jobdir.make(parent, (0, 0), (1 << 20, 64), {}, True)
+        assert _jobdir.finish_small(empty, 100, True) == ((), False)
+        assert (walked, removed) == ([], [empty.name])
+        made = _jobdir.make(parent, (0, 0), (1 << 20, 64), {}, True)
+        top = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=made.tree)
+        try:
+            os.close(os.open("made.txt", os.O_CREAT | os.O_WRONLY, dir_fd=top))
+        finally:
+            os.close(top)
+        assert _jobdir.finish_small(made, 100, True) == (("made.txt",), False)
+        assert (walked, removed) == ([made.name], [empty.name, made.name])
+        big = _jobdir.make(parent, (0, 0), (1 << 20, 64), {"big": b"x" * (300 << 10)}, True)
+        try:
+            assert _jobdir.finish_small(big, 100, True) is None
+            assert removed == [empty.name, made.name]
+        finally:
+            real_remove(big)
+
     def test_a_full_detached_directory_names_its_budget(self) -> None:
         job = _jobdir.make(_jobdir.parent(True), (0, 0), (1 << 20, 4), {}, True)
         try:
