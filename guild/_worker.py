@@ -78,7 +78,7 @@ from ._outage import OutageBackoff
 from ._progress import ProgressWriter
 from ._retry import Dead, RetryAt
 from ._spec import WorkerSpec
-from .brokers._protocol import Broker, StartsInline, StopsClaiming
+from .brokers._protocol import Broker, CallsApart, StartsInline, StopsClaiming
 from .observability._events import (
     ClaimPolled,
     Instruments,
@@ -281,6 +281,8 @@ class Worker:
         self._ack_deadline: float | None = None
         self._streak = 0
         self._starting: _StartBatch | None = None
+        # Handlers waiting for a Broker.start call (see _claimer).
+        self._start_waiters = 0
         self._start_inline = broker.start_nowait if isinstance(broker, StartsInline) else None
         self._stop_claiming = broker.stop_claiming if isinstance(broker, StopsClaiming) else None
         # Held deliveries whose runs are counted (or being counted): an interrupted
@@ -393,10 +395,27 @@ class Worker:
         spec = self.spec
         wants = self.instruments.wants("claim_polled")
         failures = 0
+        # Starts cost a call (a broker that starts in line has none to save): a
+        # claim then prefetches only for handlers that run jobs. Handlers given
+        # only what they start (idle ones), or still waiting for the start of a
+        # prefetched job (about to run it, and, if it is short, to be idle), are
+        # not prefetched for: each job prefetched for them would make one of them
+        # wait for a start call of its own. The handlers get going first, so that
+        # the first claim sees them idle (see below: two scheduling rounds).
+        lean = self._start_inline is None
+        if lean:
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
         try:
             while not self.draining:
                 free = self._capacity - self._busy
-                if free <= 0 or (free < self._refill_at and self._busy > 0):
+                # While an interrupted job waits to run alone, start nothing.
+                start = self._idle_handlers() if self._alone is None else 0
+                if (
+                    free <= 0
+                    or (free < self._refill_at and self._busy > 0)
+                    or (lean and start == 0 and self._start_waiters > 0)
+                ):
                     # Not claiming for a while: nothing may be handed to it meanwhile.
                     # Waiting from before the unregister's round trip: the jobs that
                     # finish during it wake this event (else the wake is lost, and
@@ -407,14 +426,13 @@ class Worker:
                     await wakeup.wait()
                     continue
                 self._claim_started = trio.current_time()
-                # While an interrupted job waits to run alone, start nothing.
-                start = self._idle_handlers() if self._alone is None else 0
+                limit = min(free, start) if lean and start > 0 else free
                 self._claim_starts = start > 0
                 try:
                     deliveries = await self.broker.claim(
                         spec.queue,
                         consumer=self.consumer,
-                        limit=free,
+                        limit=limit,
                         lease=spec.lease,
                         wait=spec.claim_wait,
                         start=start,
@@ -450,6 +468,13 @@ class Worker:
                 self._busy += len(deliveries)
                 if self._claim_starts:
                     self._claim_answered()
+                if deliveries and lean:
+                    # The handlers given jobs now take them (and finish them, if
+                    # short) before the next claim counts idle ones: they run in
+                    # the next scheduling round, in an order Trio shuffles, so
+                    # this waits two.
+                    await trio.lowlevel.checkpoint()
+                    await trio.lowlevel.checkpoint()
         finally:
             self._claim_started = None
             self._claim_answered()
@@ -664,24 +689,32 @@ class Worker:
         failures = 0
         while True:
             batch = self._starting
-            if batch is None:
-                batch = self._starting = _StartBatch()
-                batch.deliveries.append(delivery)
-                with trio.CancelScope(shield=True):
-                    try:
-                        await trio.lowlevel.checkpoint()
-                        self._starting = None
-                        started = await self.broker.start(batch.deliveries)
-                        batch.started = {_key(d): d for d in started}
-                    except BrokerUnavailable as error:
-                        batch.error = error
-                    finally:
-                        if self._starting is batch:
+            # Counted until this handler runs again (see _claimer): the last one
+            # wakes the claimer, which then finds those done with a short job idle.
+            self._start_waiters += 1
+            try:
+                if batch is None:
+                    batch = self._starting = _StartBatch()
+                    batch.deliveries.append(delivery)
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await trio.lowlevel.checkpoint()
                             self._starting = None
-                        batch.done.set()
-            else:
-                batch.deliveries.append(delivery)
-                await batch.done.wait()
+                            started = await self.broker.start(batch.deliveries)
+                            batch.started = {_key(d): d for d in started}
+                        except BrokerUnavailable as error:
+                            batch.error = error
+                        finally:
+                            if self._starting is batch:
+                                self._starting = None
+                            batch.done.set()
+                else:
+                    batch.deliveries.append(delivery)
+                    await batch.done.wait()
+            finally:
+                self._start_waiters -= 1
+                if not self._start_waiters:
+                    self._wake()
             if batch.started is not None:
                 if failures:
                     self._broker_back()
@@ -1039,8 +1072,12 @@ class Worker:
         # from the gathering round once every held job's ack is here. Any other
         # gains still: its claim and its starts, sent meanwhile, can share the
         # ack's call (SQLite commits them together; without it, 21 % more
-        # instructions per drained job).
-        always_gather = self._start_inline is None
+        # instructions per drained job). On Redis, whose calls never share a round
+        # trip (CallsApart), the round still paid in drains (alternated runs), but
+        # the ack of the one job held goes at once: nothing else is on its way, and
+        # a caller waiting for its result waits for that round too.
+        inline = self._start_inline is not None
+        apart = isinstance(self.broker, CallsApart)
         try:
             while True:
                 try:
@@ -1049,7 +1086,7 @@ class Worker:
                     break
                 # One scheduling round lets the handlers that are about to finish
                 # add their acks to this batch: one broker call for many jobs.
-                if always_gather or acks.buffered() + 1 < self._busy:
+                if acks.buffered() + 1 < self._busy or not (inline or (apart and self._busy == 1)):
                     await trio.lowlevel.checkpoint()
                 batch = [first]
                 # Bounded in count and in result text: a few large results must

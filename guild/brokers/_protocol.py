@@ -256,6 +256,21 @@ class StartsInline(Protocol):
 
 
 @runtime_checkable
+class CallsApart(Protocol):
+    """A broker whose calls never share a round trip, however close together they
+    are made (optional; the Redis broker: each is a script call of its own).
+
+    A worker's acker holding the ack of the one job it holds then sends it at
+    once, rather than after one more scheduling round: that round lets a claim
+    and starts made meanwhile share the ack's call (SQLite commits them
+    together), which here they cannot, and a lone job's round trip would wait
+    for it.
+    """
+
+    calls_apart: Literal[True]
+
+
+@runtime_checkable
 class StopsClaiming(Protocol):
     """A broker whose claims may leave a consumer registered as idle, to be
     handed jobs between claims (optional; the Redis broker).

@@ -578,6 +578,9 @@ local function dispatch(queue)
           redis.call('HSET', idle, 'room', room, 'start', start)
         end
       end
+      -- Fewer than its room: take found the queue dry, as the next consumer's
+      -- take would (five commands each enqueue that wakes a worker, for nothing).
+      if #taken / 2 < room + n then return end
     end
   end
 end
@@ -884,8 +887,12 @@ for i = 3, #ARGV, 2 do
   local id, receipt = ARGV[i], ARGV[i + 1]
   local f = held(id, receipt)
   if f then
-    local current = redis.call('ZSCORE', k_q(f[3], 'leases'), id)
-    if current and lease_until(f[8], current) > now then
+    -- A held job's lease entry is there (every script that drops it moves the
+    -- job on), scored no lower than the hash's exact expiry, which decides
+    -- (lease_until): so the score is read only for a lease written without one.
+    local live = tonumber(f[8])
+    if not live then live = tonumber(redis.call('ZSCORE', k_q(f[3], 'leases'), id) or '') end
+    if live and live > now then
       local attempt = tonumber(f[5])
       if f[6] == '0' then
         attempt = attempt + 1

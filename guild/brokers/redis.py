@@ -75,7 +75,7 @@ import sys
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import outcome
@@ -215,6 +215,7 @@ class _Idle:
     room: int  # jobs it may still be handed
     start: int  # of which to start (the rest are prefetched)
     due: bool = False  # it ends when a job falls due, not when the claim's wait ends
+    handed: bool = False  # its last wait brought jobs (see claim)
 
     def fits(self, start: int | None, wait: float) -> bool:
         """Whether a claim that may wait ``wait`` seconds and start ``start`` jobs
@@ -247,6 +248,9 @@ class RedisBroker(WorkflowDelegate):
             letters past ``Retention.dead``.
         wire: the lean connections to the same Redis, for every call they speak.
     """
+
+    # Each call is a script call of its own (guild.brokers._protocol.CallsApart).
+    calls_apart: Literal[True] = True
 
     def __init__(
         self,
@@ -547,6 +551,16 @@ class RedisBroker(WorkflowDelegate):
             idle = self._idle.get(key)
             if idle is not None and idle.fits(start, deadline - self.now()):
                 # Still registered, with room: wait for a handoff, no script.
+                if idle.handed:
+                    # Not before the acks of the jobs the last wait brought have
+                    # gone out: what is handed meanwhile waits in the inbox, and
+                    # this BLPOP's write would come first on each job's round trip
+                    # (its caller's result waits for the ack). A worker lets two
+                    # scheduling rounds pass after a claim that brought jobs, for
+                    # their handlers (guild._worker, _claimer); this one is the
+                    # acker's.
+                    idle.handed = False
+                    await trio.lowlevel.checkpoint()
                 taken = await self._pop_handed(queue, consumer, idle, deadline - self.now())
                 if taken or self.now() >= deadline:
                     return taken
@@ -640,6 +654,7 @@ class RedisBroker(WorkflowDelegate):
         ]
         idle.room -= count
         idle.start = max(0, idle.start - count)
+        idle.handed = True
         if idle.room < 1:
             self._idle.pop((queue, consumer), None)  # Redis ended it too
         if lease_expires <= self.now():

@@ -66,6 +66,50 @@ class TestPrefetchedStarts:
         results = [await broker.get_result(job.id) for job in jobs]
         assert [(r.ok, r.attempts) for r in results if r is not None] == [(True, 1)] * 8
 
+    async def test_idle_handlers_are_not_prefetched_for(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        # Short jobs (each done in the scheduling round its handler takes it), and
+        # starts that cost a call: each claim takes only what the idle handlers
+        # start. A job prefetched beside them would make a handler, done with its
+        # job at once, wait for a start call of its own.
+        broker = FaultyBroker(MemoryBroker())
+        countdown = Countdown(40)
+
+        async def handler(job: Job) -> object:
+            countdown.tick()
+            return job.payload
+
+        jobs = await broker.enqueue([Job(queue="q", payload=i) for i in range(40)])
+        spec = WorkerSpec(queue="q", handler=handler, concurrency=4, prefetch=4)
+        await serve_until(guild.Worker(spec, broker), countdown.finished)
+        assert broker.calls.get("start", 0) == 0
+        results = [await broker.get_result(job.id) for job in jobs]
+        assert [(r.ok, r.attempts) for r in results if r is not None] == [(True, 1)] * 40
+
+    async def test_busy_handlers_are_prefetched_for(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        broker = FaultyBroker(MemoryBroker())
+        countdown = Countdown(12)
+
+        async def handler(job: Job) -> object:
+            await trio.sleep(1)
+            countdown.tick()
+            return job.payload
+
+        await broker.enqueue([Job(queue="q", payload=i) for i in range(12)])
+        spec = WorkerSpec(queue="q", handler=handler, concurrency=4, prefetch=4)
+        async with trio.open_nursery() as nursery:
+            worker = guild.Worker(spec, broker)
+            await nursery.start(worker.serve)
+            await trio.sleep(0.5)
+            # Four run, four wait beside them, uncounted.
+            stats = (await broker.stats(["q"]))["q"]
+            assert (stats.in_flight, stats.ready) == (8, 4)
+            await countdown.finished.wait()
+            worker.drain()
+
 
 class TestInterruptedRunsAlone:
     async def test_nothing_runs_or_starts_beside_it(
