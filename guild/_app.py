@@ -27,7 +27,6 @@ import structlog
 import trio
 
 from ._client import client_url, job_info, make_jobs
-from ._cron import Cron, Every, Schedule, tick_key
 from ._errors import BrokerUnavailable, GaveUp, GuildError, WorkerEnded
 from ._exports import publish
 from ._groups import unwrap
@@ -43,13 +42,7 @@ from ._worker import Worker, WorkerStatistics
 from .brokers._protocol import Broker
 from .brokers._url import open_broker
 from .observability._current import instruments_in_context
-from .observability._events import (
-    Instrument,
-    Instruments,
-    LoopStalled,
-    WorkerStateChanged,
-    WorkflowChanged,
-)
+from .observability._events import Instrument, Instruments, WorkerStateChanged
 from .supervision import (
     Backoff,
     ChildEvent,
@@ -62,6 +55,10 @@ from .supervision import (
 from .supervision._supervisor import open_services
 
 if TYPE_CHECKING:
+    # The schedules load with the first one an app registers (periodic()).
+    from ._cron import Schedule
+    from .observability._feature_events import WorkflowChanged
+
     # The coordinator and the workflow machine load when first used: a producer
     # that submits no workflow never builds them, nor does ``run`` while its
     # broker holds no workflow (_serve_workflows).
@@ -99,6 +96,8 @@ class Periodic:
     def to_json(self, now: dt.datetime) -> dict[str, Any]:
         """This schedule and its next fire after ``now`` (an aware time), ISO 8601
         in the cron's own zone: what ``guild run``'s banner and ``/health`` list."""
+        from ._cron import Cron  # loaded already: this schedule is one
+
         schedule = self.schedule
         fire = schedule.next_fire(now)
         if isinstance(schedule, Cron):
@@ -281,6 +280,9 @@ class Guild:
                 control characters.
             ValueError: a schedule of that name exists already.
         """
+        # Here, not at the top: an app without schedules never loads them.
+        from ._cron import Cron, Every
+
         if isinstance(schedule, str):
             schedule = Cron(schedule)
         elif isinstance(schedule, int | float):
@@ -434,6 +436,9 @@ class Guild:
             " blocking work to trio.to_thread.run_sync or guild.Sandbox",
         )
         if self.instruments.wants("loop_stalled"):
+            # Here, not at the top: an app whose loop never stalls never builds it.
+            from .observability._feature_events import LoopStalled
+
             self.instruments.emit(
                 "loop_stalled", LoopStalled(stalled=stalled, jobs=jobs, at=time.time())
             )
@@ -532,6 +537,8 @@ class Guild:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Enqueue each schedule's ticks as they come; a tick missed while down is skipped."""
+        from ._cron import tick_key  # loaded already: periodic() registered the schedules
+
         now = self._wall_clock()
         upcoming = {
             name: entry.schedule.next_fire(_utc(now)) for name, entry in self._periodic.items()

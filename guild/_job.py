@@ -310,6 +310,12 @@ class QueueStats:
 
     ``done`` and ``cancelled`` count every job that ended so since the broker's
     records began; the others count the jobs in that state now.
+
+    ``broken`` says why a queue's counts could not be read, which are then all
+    0: on Redis, one of its keys holds another type than guild keeps there
+    (``"the key guild:q:emails:ready holds a string, not a stream"``: another
+    program wrote it). ``None`` for a queue read as usual; the other queues are
+    counted either way.
     """
 
     queue: str
@@ -319,6 +325,7 @@ class QueueStats:
     done: int = 0
     dead: int = 0
     cancelled: int = 0
+    broken: str | None = None
 
 
 _JOB_FIELDS = tuple(field.name for field in attrs.fields(Job))
@@ -361,15 +368,54 @@ _DELIVERY_SOURCE = (
     + "".join(f"    set_{name}(made, {name})\n" for name in _DELIVERY_FIELDS)
     + "    return made\n"
 )
-_namespace: dict[str, Any] = {"Job": Job, "Delivery": Delivery}
-exec(_COPY_SOURCE, _namespace)
-exec(_LIKE_SOURCE, _namespace)
-exec(_ATTEMPT_SOURCE, _namespace)
-exec(_DELIVERY_SOURCE, _namespace)
-_copy_job = _namespace["_copy"]
-_job_like = _namespace["_like"]
-_job_with_attempt = _namespace["_next"]
-_make_delivery = _namespace["_delivery"]
+
+
+_SOURCES: Final = {
+    "_copy": _COPY_SOURCE,
+    "_like": _LIKE_SOURCE,
+    "_next": _ATTEMPT_SOURCE,
+    "_delivery": _DELIVERY_SOURCE,
+}
+
+
+def _compile(name: str) -> Any:
+    """Compile the generated function ``name`` and put it in this module in place
+    of its stub below, so that every later call reaches it directly.
+
+    Compiling all four at import would cost about as much as building two attrs
+    classes in every process; each uses only some (a worker on SQLite none before
+    its first job, a producer only ``_like``).
+    """
+    namespace: dict[str, Any] = {"Job": Job, "Delivery": Delivery}
+    exec(_SOURCES[name], namespace)
+    made = namespace[name]
+    globals()[name] = made
+    return made
+
+
+# The stubs each generated function replaces on its first call (see _compile).
+def _copy(job: Job, changes: dict[str, Any]) -> Job:
+    new: Job = _compile("_copy")(job, changes)
+    return new
+
+
+def _like(job: Job, id: str, payload: JSONValue, trace_id: str) -> Job:
+    new: Job = _compile("_like")(job, id, payload, trace_id)
+    return new
+
+
+def _next(job: Job, attempt: int) -> Job:
+    new: Job = _compile("_next")(job, attempt)
+    return new
+
+
+def _delivery(
+    job: Job, receipt: str, consumer: str, lease_expires: float, started: bool, interrupted: bool
+) -> Delivery:
+    made: Delivery = _compile("_delivery")(
+        job, receipt, consumer, lease_expires, started, interrupted
+    )
+    return made
 
 
 def replace_fields(job: Job, **changes: Any) -> Job:
@@ -380,13 +426,13 @@ def replace_fields(job: Job, **changes: Any) -> Job:
     was built; skipping ``__init__`` saves most of a claim's cost at tens of
     thousands of jobs a second.
     """
-    new: Job = _copy_job(job, changes)
+    new: Job = _copy(job, changes)
     return new
 
 
 def with_attempt(job: Job, attempt: int) -> Job:
     """``replace_fields(job, attempt=attempt)``, for a broker's claim: half the cost."""
-    new: Job = _job_with_attempt(job, attempt)
+    new: Job = _next(job, attempt)
     return new
 
 
@@ -395,7 +441,7 @@ def make_delivery(
 ) -> Delivery:
     """``Delivery(...)`` without re-validation (it has none) or the frozen class's
     ``__init__``, for a broker's claim: every argument is given, none defaulted."""
-    made: Delivery = _make_delivery(job, receipt, consumer, lease_expires, started, interrupted)
+    made: Delivery = _delivery(job, receipt, consumer, lease_expires, started, interrupted)
     return made
 
 
@@ -411,7 +457,7 @@ def jobs_like(template: Job, payloads: Iterable[JSONValue], trace_id: str | None
     if trace_id is not None:
         check_field("trace_id", trace_id, MAX_ID)
     return [
-        _job_like(template, job_id, payload, job_id if trace_id is None else trace_id)
+        _like(template, job_id, payload, job_id if trace_id is None else trace_id)
         for job_id, payload in zip(new_ids(len(payloads)), payloads, strict=True)
     ]
 

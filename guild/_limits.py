@@ -28,7 +28,7 @@ import trio
 from ._exports import publish
 from ._job import Job
 from .brokers._protocol import Broker
-from .observability._events import Instruments, JobLimitWaited
+from .observability._events import Instruments
 
 if TYPE_CHECKING:
     # Imported where used: an app with no Limit never loads guild.ratelimit.
@@ -236,6 +236,9 @@ class LimitGate:
         if scope.cancelled_caught:
             return None
         if self.instruments.wants("job_limit_waited"):
+            # Here, not at the top: an app with no Limit never builds it.
+            from .observability._feature_events import JobLimitWaited
+
             self.instruments.emit(
                 "job_limit_waited",
                 JobLimitWaited(

@@ -39,7 +39,7 @@ from ._errors import BrokerError
 from ._job import Delivery
 from ._jobinfo import JobProgress, check_fraction, check_message
 from .brokers._protocol import Broker
-from .observability._events import Instruments, JobProgressed
+from .observability._events import Instruments
 
 PROGRESS_INTERVAL = 0.25
 """Seconds between two progress writes of one job (at most four a second)."""
@@ -229,6 +229,10 @@ class ProgressWriter:
             reporter.writing = done
         try:
             if self._instruments.wants("job_progress"):
+                # Here, not at the top: a run whose handlers report no progress
+                # never builds it.
+                from .observability._feature_events import JobProgressed
+
                 for reporter, value in batch:
                     self._instruments.emit(
                         "job_progress",

@@ -101,7 +101,7 @@ class TestImportGuild:
             guild.chain(guild.Step("a", "q"), guild.Step("b", "q"))
             guild.Limit(rate="5/s")
             guild.MemoryBroker()
-            guild.observability.Thresholds()
+            guild.observability.Snapshot()
             """
         )
         assert loaded_after(code, UNUSED_PARTS) == [
@@ -158,7 +158,8 @@ class TestCommandLine:
         assert out.split() == [
             "['guild.cli._args',",
             "'guild.cli._output',",
-            "'guild.cli._result']",
+            "'guild.cli._result',",
+            "'guild.cli._startup']",
         ]
 
     def test_guild_run_reaches_its_first_job_without_them(self, tmp_path: Path) -> None:
@@ -187,6 +188,15 @@ class TestCommandLine:
             "guild.observability._access",
             "guild.config._load",
             "guild.config._effective",
+            # The file's schema, the health policy's verdicts, the events of the
+            # parts the app does not use, its (absent) schedules and the decisions
+            # of a supervisor whose children all run: none is built before the
+            # first job.
+            "guild.config._schema",
+            "guild.observability._health",
+            "guild.observability._feature_events",
+            "guild._cron",
+            "guild.supervision._decisions",
             "tomllib",
             "zoneinfo",
             "guild.cli._enqueue",
@@ -400,7 +410,8 @@ class TestTheBarePackage:
         code = textwrap.dedent(
             """
             import guild, json, sys
-            import guild._app, guild.brokers.memory, guild.config._schema, guild.sandbox._process
+            import guild._app, guild._cron, guild.brokers.memory, guild.config._schema
+            import guild.sandbox._process
             import guild.rollout._store, guild.workflows._view, guild.workflows._steps
             found = {}
             for module in list(sys.modules.values()):

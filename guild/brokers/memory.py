@@ -808,7 +808,10 @@ class MemoryBroker(LedgerDelegate, WorkflowDelegate):
                 queue=name,
                 done=self._queues[name].done if name in self._queues else 0,
                 cancelled=self._queues[name].cancelled if name in self._queues else 0,
-                **row,
+                ready=row["ready"],
+                delayed=row["delayed"],
+                in_flight=row["in_flight"],
+                dead=row["dead"],
             )
             for name, row in counts.items()
         }

@@ -9,24 +9,28 @@ with ``--json``), never a traceback; ``GUILD_DEBUG=1`` adds the traceback.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import io
-import json
-import os
-import select
-import sys
-import traceback
-from collections.abc import Sequence
+from ._startup import collector_held
 
-import trio
+# Most of a command's start-up is this package's imports (trio, structlog).
+with collector_held():
+    import importlib
+    import inspect
+    import io
+    import json
+    import os
+    import select
+    import sys
+    import traceback
+    from collections.abc import Sequence
 
-from .._errors import GaveUp, GuildError
-from .._groups import leaves
-from .._version import __version__
-from ..observability import configure_logging
-from ._args import CommandFailed, Parser, UsageError, wants_json
-from ._output import EXIT_FAILED, EXIT_USAGE
+    import trio
+
+    from .._errors import GaveUp, GuildError
+    from .._groups import leaves
+    from .._version import __version__
+    from ..observability import configure_logging
+    from ._args import CommandFailed, Parser, UsageError, wants_json
+    from ._output import EXIT_FAILED, EXIT_USAGE
 
 COMMANDS = {
     "run": "._run",
@@ -81,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _steady_streams()
     try:
         _check_utf8(arguments)
-        args = parser(_command_of(arguments)).parse_args(arguments)
+        with collector_held():  # the command's module and what it imports
+            args = parser(_command_of(arguments)).parse_args(arguments)
         # stdout carries a command's answer (and its --json); a broker's warnings
         # go to stderr. `guild run` sets its own level and format when it starts.
         configure_logging(level="warning")

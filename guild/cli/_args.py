@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from .._errors import GuildError
 from .._job import MAX_ID, MAX_KEY, check_field, check_queue_name, check_stored_queue_name
 from ..brokers._url import broker_url_from_env, check_broker_url
-from ..config._schema import LOG_LEVELS, split_address
+from ..config._values import LOG_LEVELS, split_address
 
 MAX_SECONDS = 10 * 365 * 86_400
 """Ten years: the most any duration or age flag takes (``--older-than``,

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from ..config._schema import (
+from ..config._values import (
     CANARY_OPTIONS,
     LOG_FORMATS,
     MAX_CONCURRENCY,

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..config._schema import CANARY_MAX_MIN_JOBS, CANARY_MAX_P95, CANARY_MAX_SOAK, CANARY_OPTIONS
+from ..config._values import CANARY_MAX_MIN_JOBS, CANARY_MAX_P95, CANARY_MAX_SOAK, CANARY_OPTIONS
 from ._args import UsageError, integer, number
 
 if TYPE_CHECKING:

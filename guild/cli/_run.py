@@ -33,13 +33,12 @@ from .._errors import BrokerError, ConfigError, GaveUp, UnknownBrokerURL
 from .._groups import unwrap
 from ..brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
 from ..config._layers import choose_env
-from ..config._schema import (
+from ..config._values import (
     ADDRESS,
     LOG_FORMATS,
     LOG_LEVELS,
     MAX_CONCURRENCY,
     MAX_PROCESSES,
-    GuildConfig,
     split_address,
 )
 from ..observability import Thresholds, configure_logging
@@ -48,10 +47,12 @@ from ._args import CommandFailed, UsageError, broker_url, host_port, integer, lo
 from ._config import add_env_flag
 from ._output import EXIT_OK
 from ._policy import add_policy_flags, policy_from
+from ._startup import collector_held
 from ._target import is_config_target
 
 if TYPE_CHECKING:
     from .._app import Guild
+    from ..config._schema import GuildConfig
     from ..rollout._machine import CanaryPolicy
     from ..supervision._supervisor import Supervisor
     from ._fleet import Ready
@@ -294,7 +295,8 @@ def _run(args: argparse.Namespace, startup: StartupReport | None) -> int:
     from ..rollout._serve import make_canary
     from ._target import app_of, import_app
 
-    app = app_of(config) if config is not None else import_app(args.target)
+    with collector_held():  # the app's import builds the runtime
+        app = app_of(config) if config is not None else import_app(args.target)
     if args.concurrency is not None:
         for name in app.specs:
             app.configure(name, concurrency=args.concurrency)

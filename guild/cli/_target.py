@@ -10,11 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._cron import Cron, Every
 from .._errors import ConfigError
 from .._groups import describe
 from .._limits import merge_limit
-from ..config._schema import GuildConfig
 from ..sandbox._held import replace_held_policies
 from ..supervision import Strategy
 
@@ -22,6 +20,7 @@ if TYPE_CHECKING:
     # Imported where used: the parent of ``guild run --processes N`` reads the
     # target without building the app (only its children import it).
     from .._app import Guild
+    from ..config._schema import GuildConfig
 
 
 def import_app(target: str, *, source: str = "TARGET") -> Guild:
@@ -141,6 +140,9 @@ def _apply_sandbox(app: Guild, config: GuildConfig) -> None:
 
 def _apply_periodic(app: Guild, path: str, name: str, entry: dict[str, Any]) -> None:
     """Add ``[periodic.NAME]``, or change the keys it names of the app's own schedule."""
+    # Here, not at the top: a run of module:attribute applies no file.
+    from .._cron import Cron, Every
+
     key = f"periodic.{name}"
     schedule = entry.get("schedule")
     existing = app.schedules.get(name)

@@ -62,12 +62,21 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Literal
 
 import attrs
 
 from .._exports import publish
+from ._values import ADDRESS as ADDRESS
+from ._values import CANARY_MAX_MIN_JOBS as CANARY_MAX_MIN_JOBS
+from ._values import CANARY_MAX_P95 as CANARY_MAX_P95
+from ._values import CANARY_MAX_SOAK as CANARY_MAX_SOAK
+from ._values import CANARY_OPTIONS as CANARY_OPTIONS
+from ._values import LOG_FORMATS as LOG_FORMATS
+from ._values import LOG_LEVELS as LOG_LEVELS
+from ._values import MAX_CONCURRENCY as MAX_CONCURRENCY
+from ._values import MAX_PROCESSES as MAX_PROCESSES
+from ._values import split_address as split_address
 
 WORKER_OPTIONS: dict[str, tuple[type, ...]] = {
     "concurrency": (int,),
@@ -86,45 +95,6 @@ LIMIT_OPTIONS = ("rate", "concurrency", "burst", "max_idle_keys")
 """Keys of a ``[workers.NAME.limit]`` table (``rate`` a string, the rest integers > 0)."""
 
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
-
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-LOG_FORMATS = ("auto", "json", "console")
-MAX_PROCESSES = 1024
-"""As ``guild run --processes``: more is a typo, and would fork that many."""
-MAX_CONCURRENCY = 100_000
-"""As ``guild run --concurrency`` (and ``guild config show --concurrency``)."""
-
-ADDRESS = '"HOST:PORT" with a port from 0 to 65535'
-"""What an address to listen on must look like (``--http``, ``guild.http``)."""
-
-
-def split_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts: the one rule for
-    an address to listen on, from the command line or a guild.toml.
-
-    Raises:
-        ValueError: not of that form, or a host no resolver takes (``a..b``).
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected {ADDRESS}, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):  # [::1]: only an IPv6 address
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"expected {ADDRESS}, got {text!r}") from None
-        return host, int(port)
-    # A name or an IPv4 address: no colon (``h:80:80``, ``http://h:80``), no
-    # bracket, nothing a resolver cannot take (``a..b``, a label over 63 bytes).
-    try:
-        if ":" in host or "[" in host or "]" in host or "/" in host:
-            raise UnicodeError
-        host.encode("idna")
-    except UnicodeError:
-        raise ValueError(f"expected {ADDRESS}, got {text!r}") from None
-    return host, int(port)
-
 
 HEALTH_OPTIONS: dict[str, tuple[type, ...]] = {
     "error_rate": (int, float),
@@ -169,16 +139,6 @@ is a boolean."""
 
 PERIODIC_OPTIONS = ("schedule", "tz", "queue", "payload")
 """Keys of a ``[periodic.NAME]`` table (``Guild.periodic``'s arguments)."""
-
-CANARY_OPTIONS = ("stages", "soak", "error_rate", "p95", "min_jobs")
-"""Keys of ``[canary]``: the fields of ``guild.CanaryPolicy``. One policy for every
-queue a canary serves, as ``guild run --canary`` takes one."""
-CANARY_MAX_SOAK = 30 * 86_400
-CANARY_MAX_P95 = 86_400
-CANARY_MAX_MIN_JOBS = 1_000_000_000
-"""Bounds of ``soak`` and ``p95`` (seconds) and ``min_jobs``, in ``[canary]`` and in
-the flags (``--soak`` / ``--canary-soak`` …): more is a typo, and would hold a
-stage, or pass any latency, for ever."""
 
 
 @attrs.frozen(kw_only=True)

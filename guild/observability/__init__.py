@@ -22,21 +22,20 @@ from ._events import ClaimPolled as ClaimPolled
 from ._events import Instrument as Instrument
 from ._events import Instruments as Instruments
 from ._events import JobFinished as JobFinished
-from ._events import JobLimitWaited as JobLimitWaited
-from ._events import JobProgressed as JobProgressed
 from ._events import JobStarted as JobStarted
 from ._events import Outcome as Outcome
-from ._events import RateLimited as RateLimited
-from ._events import SandboxRan as SandboxRan
 from ._events import WorkerStateChanged as WorkerStateChanged
-from ._events import WorkflowChanged as WorkflowChanged
 
 if typing.TYPE_CHECKING:
+    from ._feature_events import JobLimitWaited as JobLimitWaited
+    from ._feature_events import JobProgressed as JobProgressed
+    from ._feature_events import RateLimited as RateLimited
+    from ._feature_events import SandboxRan as SandboxRan
+    from ._feature_events import WorkflowChanged as WorkflowChanged
     from ._health import Check as Check
     from ._health import Health as Health
     from ._health import Snapshot as Snapshot
     from ._health import Status as Status
-    from ._health import Thresholds as Thresholds
     from ._health import WorkerView as WorkerView
     from ._health import assess as assess
     from ._http import ObservabilityApp as ObservabilityApp
@@ -53,12 +52,14 @@ if typing.TYPE_CHECKING:
     from ._observe import observe as observe
     from ._tally import DURATION_BUCKETS as DURATION_BUCKETS
     from ._tally import JobCounts as JobCounts
+    from ._thresholds import Thresholds as Thresholds
 
 # The HTTP server (hypercorn, the dashboard) and Prometheus are loaded on first
 # use: every worker imports this package for its events, few serve HTTP. The
 # health policy, the monitor, the hub and the logging instrument too: a producer
 # (``import guild`` in a web app) uses none of them, and ``guild run`` loads
-# them when it observes its app.
+# them when it observes its app. The events of the parts an app may leave
+# unused (limits, progress, the sandbox, workflows) load when first emitted.
 # Hidden from type checkers, which would otherwise accept any name at all.
 if not typing.TYPE_CHECKING:
     __getattr__, __dir__ = _lazy.lazy_exports(
@@ -69,10 +70,15 @@ if not typing.TYPE_CHECKING:
             "Health": "._health",
             "Snapshot": "._health",
             "Status": "._health",
-            "Thresholds": "._health",
+            "Thresholds": "._thresholds",
             "WorkerView": "._health",
             "assess": "._health",
             "EventHub": "._hub",
+            "JobLimitWaited": "._feature_events",
+            "JobProgressed": "._feature_events",
+            "RateLimited": "._feature_events",
+            "SandboxRan": "._feature_events",
+            "WorkflowChanged": "._feature_events",
             "LoggingInstrument": "._logging",
             "SeedFields": "._logging",
             "configure_logging": "._logging",

@@ -51,7 +51,8 @@ from ._access import (
     judge,
     parse_cookies,
 )
-from ._events import Instrument, JobFinished, JobProgressed, Outcome
+from ._events import Instrument, JobFinished, Outcome
+from ._feature_events import JobProgressed
 
 if TYPE_CHECKING:
     from ._http import ObservabilityApp

@@ -15,13 +15,23 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
 
 from .._exports import publish
 from .._job import Job
+
+if TYPE_CHECKING:
+    from ._feature_events import (
+        JobLimitWaited,
+        JobProgressed,
+        LoopStalled,
+        RateLimited,
+        SandboxRan,
+        WorkflowChanged,
+    )
 
 
 class Outcome(enum.Enum):
@@ -54,21 +64,6 @@ class JobFinished:
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class JobProgressed:
-    """A running job's progress (``guild.progress``) was written to the broker:
-    at most a few times a second per job, and always its last value.
-
-    ``at`` is when the handler reported it, in the broker's clock.
-    """
-
-    worker: str
-    job: Job
-    fraction: float
-    message: str | None
-    at: float
-
-
-@attrs.frozen(kw_only=True, slots=True)
 class ClaimPolled:
     """The claimer asked the broker for work (emitted after every claim call)."""
 
@@ -92,72 +87,6 @@ class WorkerStateChanged:
     detail: str | None = None
     restarts_in_period: int = 0
     last_error: str | None = None
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class RateLimited:
-    """A task waited for a rate limiter."""
-
-    limiter: str
-    waited: float
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class JobLimitWaited:
-    """A job was admitted by its worker's :class:`guild.Limit` (``waited`` may be 0).
-
-    ``key`` is the job's limit key (``""`` for a worker-wide limit): unbounded
-    in number, so the Prometheus instrument does not make it a label.
-    """
-
-    worker: str
-    job: Job
-    key: str
-    waited: float
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class LoopStalled:
-    """The Trio loop did not run for ``stalled`` seconds: something on it blocked
-    (a sync ``time.sleep``, a CPU loop) instead of awaiting.
-
-    ``jobs`` maps each worker to the ids of the jobs its handlers were running
-    then (one of them is the likely culprit). Reported by the loop-stall
-    watchdog's thread, once per stall, while the loop is still blocked.
-    """
-
-    stalled: float
-    jobs: dict[str, tuple[str, ...]]
-    at: float
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class SandboxRan:
-    argv: tuple[str, ...]
-    exit_code: int | None
-    duration: float
-    refused_rule: str | None = None
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class WorkflowChanged:
-    """A workflow moved: it was submitted, a step started or ended, a cancel was
-    asked, a compensation started or ended, or it finished.
-
-    ``what`` is one of ``submitted``, ``step_started``, ``step_done``,
-    ``step_failed``, ``step_cancelled``, ``step_cancelling``,
-    ``cancel_requested``, ``compensation_started``, ``compensation_done``,
-    ``compensation_failed``, ``finished``. ``status`` is the workflow's after
-    the change; ``detail`` an error or reason.
-    """
-
-    workflow_id: str
-    name: str
-    status: str
-    what: str
-    step: str | None = None
-    detail: str | None = None
-    at: float = 0.0
 
 
 class Instrument:

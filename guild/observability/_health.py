@@ -34,7 +34,6 @@ through ``now``; the rolling windows that feed the snapshot live in
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +42,7 @@ import attrs
 from .._job import QueueStats
 from ..brokers._protocol import BrokerIssue
 from ..supervision._states import states_judged
+from ._thresholds import Thresholds as Thresholds
 
 
 class Status(enum.Enum):
@@ -69,41 +69,6 @@ CLAIMING_STATES = states_judged("healthy")
 """States in which a worker is expected to claim (and so can stall); the only
 states judged healthy."""
 _ISSUE_STATUS = {"info": Status.HEALTHY, "degraded": Status.DEGRADED, "unhealthy": Status.UNHEALTHY}
-
-
-def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{attribute.name} must be a fraction in [0, 1], got {value!r}")
-
-
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class Thresholds:
-    """Where healthy ends. The defaults are the seed's.
-
-    Attributes:
-        error_rate: failed / finished attempts above which a worker is degraded.
-        p95_latency: seconds of p95 processing time above which a worker is degraded.
-        memory: fraction of the memory limit above which the process is degraded.
-        queue_length: ready jobs above which a queue is degraded.
-        stall: seconds a worker with free handlers may leave ready jobs unclaimed
-            before it is unhealthy.
-        window: seconds the error rate and p95 are measured over.
-        min_jobs: attempts a worker must have finished in the window before its
-            error rate counts (1: from the first failure on).
-    """
-
-    error_rate: float = attrs.field(default=0.01, validator=_fraction)
-    p95_latency: float = attrs.field(default=5.0, validator=_positive)
-    memory: float = attrs.field(default=0.80, validator=_fraction)
-    queue_length: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
-    stall: float = attrs.field(default=60.0, validator=_positive)
-    window: float = attrs.field(default=60.0, validator=_positive)
-    min_jobs: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -294,6 +259,10 @@ def _memory_check(memory: float | None, thresholds: Thresholds) -> Check:
 
 
 def _queue_check(name: str, stats: QueueStats, thresholds: Thresholds) -> Check:
+    if stats.broken is not None:
+        # Its counts could not be read (a key of another program's): the other
+        # queues' checks still stand.
+        return Check(name=f"queue:{name}:length", status=Status.DEGRADED, detail=stats.broken)
     over = stats.ready > thresholds.queue_length
     return Check(
         name=f"queue:{name}:length",

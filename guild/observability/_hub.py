@@ -22,22 +22,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from ._events import (
-    Instrument,
-    Instruments,
-    JobFinished,
-    JobProgressed,
-    JobStarted,
-    RateLimited,
-    SandboxRan,
-    WorkerStateChanged,
-    WorkflowChanged,
-)
+from ._events import Instrument, Instruments, JobFinished, JobStarted, WorkerStateChanged
+
+if TYPE_CHECKING:
+    from ._feature_events import JobProgressed, RateLimited, SandboxRan, WorkflowChanged
 
 Message = dict[str, Any]
 

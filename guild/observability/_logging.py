@@ -22,20 +22,15 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
 from ..supervision._states import WorkerState
-from ._events import (
-    Instrument,
-    JobFinished,
-    JobLimitWaited,
-    Outcome,
-    RateLimited,
-    SandboxRan,
-    WorkerStateChanged,
-)
+from ._events import Instrument, JobFinished, Outcome, WorkerStateChanged
+
+if TYPE_CHECKING:
+    from ._feature_events import JobLimitWaited, RateLimited, SandboxRan
 
 SEED_FIELDS = ("timestamp", "level", "worker", "task_id", "message", "duration", "metadata")
 """Fields every JSON line has (the seed's log format)."""

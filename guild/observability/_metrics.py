@@ -38,11 +38,13 @@ import trio
 
 from .._job import QueueStats
 from ..supervision._states import WorkerState
-from ._events import JobLimitWaited, LoopStalled, RateLimited, SandboxRan, WorkerStateChanged
+from ._events import WorkerStateChanged
 from ._tally import DURATION_BUCKETS, JobCounts, WorkerCounts
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from ._feature_events import JobLimitWaited, LoopStalled, RateLimited, SandboxRan
 
 WORKER_STATES = tuple(state.value for state in WorkerState)
 """Every state ``guild_worker_state`` reports (one series each, the current one is 1)."""
@@ -322,6 +324,8 @@ class PrometheusInstrument(JobCounts):
         """Record the broker's counts (None: the broker did not answer)."""
         self.broker_up.labels(self.app).set(0 if queues is None else 1)
         for name, stats in (queues or {}).items():
+            if stats.broken is not None:
+                continue  # not read (QueueStats.broken): no made-up zeros
             for status in QUEUE_STATUSES:
                 self.queue.labels(self.app, name, status).set(getattr(stats, status))
 

@@ -11,6 +11,7 @@ concurrency, memory) to :meth:`Monitor.snapshot`. Its clock is its own
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -18,10 +19,13 @@ import trio
 from .._job import QueueStats
 from ..brokers._protocol import BrokerIssue
 from ._events import ClaimPolled, Instrument, WorkerStateChanged
-from ._health import Snapshot, Thresholds, WorkerView
 from ._quantiles import summary
 from ._tally import JobCounts, WorkerCounts
+from ._thresholds import Thresholds
 from ._window import History
+
+if TYPE_CHECKING:
+    from ._health import Snapshot
 
 
 @attrs.define(slots=True)
@@ -150,6 +154,10 @@ class Monitor(Instrument):
                 then every worker counts as alive).
             issues: what the broker found wrong with its backend.
         """
+        # Here, not at the top: a run builds its monitor before its first job,
+        # the policy's classes only when it is first asked for its health.
+        from ._health import Snapshot, WorkerView
+
         now = self.sample()
         views = {}
         for name, worker in self._workers.items():

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._health import Thresholds
 from ._hub import EventHub
 from ._logging import LoggingInstrument
 from ._metrics import PrometheusInstrument
 from ._monitor import Monitor
+from ._thresholds import Thresholds
 
 if TYPE_CHECKING:
     # Only for annotations: guild._app imports this package (for its events).

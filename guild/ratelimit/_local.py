@@ -27,7 +27,7 @@ import trio
 
 from .._errors import RateLimitError
 from ..observability._current import emit_here
-from ..observability._events import RateLimited
+from ..observability._feature_events import RateLimited
 from ._capacity import CapacityInterface
 from ._gcra import Rate, admit
 

@@ -57,7 +57,7 @@ import trio
 from .._errors import BrokerError, BrokerUnavailable, RateLimitError
 from .._groups import leaves
 from ..observability._current import emit_here
-from ..observability._events import RateLimited
+from ..observability._feature_events import RateLimited
 from ._capacity import CapacityInterface
 from ._gcra import Rate
 from ._local import RateLimiterStatistics, checked_hold, checked_total_tokens

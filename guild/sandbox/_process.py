@@ -42,7 +42,7 @@ import trio
 from .._errors import CommandRefused, IsolationUnavailable, SandboxError, SandboxTimeout
 from .._exports import publish
 from ..observability._current import emit_here
-from ..observability._events import SandboxRan
+from ..observability._feature_events import SandboxRan
 from . import _cgroup, _jobdir, _reaper, _spawn, _uids
 from ._bwrap import READ_ONLY, bwrap_argv
 from ._policy import SandboxPolicy, check, check_run, resolve_allowed

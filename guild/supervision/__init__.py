@@ -14,16 +14,16 @@ import typing
 from .. import _lazy
 
 if typing.TYPE_CHECKING:
+    from ._decisions import CloseCircuit as CloseCircuit
+    from ._decisions import GiveUp as GiveUp
+    from ._decisions import OpenCircuit as OpenCircuit
+    from ._decisions import Remove as Remove
+    from ._decisions import RestartChildren as RestartChildren
     from ._policy import Backoff as Backoff
     from ._policy import ChildState as ChildState
     from ._policy import Circuit as Circuit
-    from ._policy import CloseCircuit as CloseCircuit
-    from ._policy import GiveUp as GiveUp
     from ._policy import IllegalTransition as IllegalTransition
-    from ._policy import OpenCircuit as OpenCircuit
-    from ._policy import Remove as Remove
     from ._policy import Restart as Restart
-    from ._policy import RestartChildren as RestartChildren
     from ._policy import Strategy as Strategy
     from ._policy import SupervisorPolicy as SupervisorPolicy
     from ._processes import supervise_processes as supervise_processes
@@ -46,13 +46,13 @@ if not typing.TYPE_CHECKING:
             "Backoff": "._policy",
             "ChildState": "._policy",
             "Circuit": "._policy",
-            "CloseCircuit": "._policy",
-            "GiveUp": "._policy",
+            "CloseCircuit": "._decisions",
+            "GiveUp": "._decisions",
             "IllegalTransition": "._policy",
-            "OpenCircuit": "._policy",
-            "Remove": "._policy",
+            "OpenCircuit": "._decisions",
+            "Remove": "._decisions",
             "Restart": "._policy",
-            "RestartChildren": "._policy",
+            "RestartChildren": "._decisions",
             "Strategy": "._policy",
             "SupervisorPolicy": "._policy",
             "supervise_processes": "._processes",

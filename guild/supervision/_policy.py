@@ -36,12 +36,18 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .._backoff import exponential_delay
 from .._exports import publish
 from ._states import WorkerState
+
+if TYPE_CHECKING:
+    # Each method that decides imports its decisions: they load with the first
+    # one a run makes (see _decisions), not with every supervisor.
+    from ._decisions import Decision
 
 
 class Restart(enum.Enum):
@@ -127,49 +133,6 @@ class Circuit:
     window: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     cooldown: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     healthy_after: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
-
-
-# --- decisions -------------------------------------------------------------------
-
-
-@attrs.frozen
-class RestartChildren:
-    """Stop ``stop`` (in this order) and, after ``delay``, start ``start`` (in this order)."""
-
-    stop: tuple[str, ...]
-    start: tuple[str, ...]
-    delay: float
-    cause: str
-
-
-@attrs.frozen
-class Remove:
-    """The child is done for good (exited and not to be restarted)."""
-
-    child: str
-
-
-@attrs.frozen
-class OpenCircuit:
-    child: str
-    until: float
-
-
-@attrs.frozen
-class CloseCircuit:
-    child: str
-
-
-@attrs.frozen
-class GiveUp:
-    """Stop everything (reverse start order) and fail into the parent."""
-
-    restarts: int
-    period: float
-    cause: str
-
-
-Decision = RestartChildren | Remove | OpenCircuit | CloseCircuit | GiveUp
 
 
 @attrs.define
@@ -266,6 +229,8 @@ class SupervisorPolicy:
         self._move(child, Event.FAILED_TO_START, None)
 
     def exited(self, name: str, now: float, rand: float) -> list[Decision]:
+        from ._decisions import Remove
+
         child = self._require(name, Event.EXITED)
         if child.restart is Restart.PERMANENT:
             return self._restart(child, Event.EXITED, now, rand, f"{name} exited")
@@ -273,6 +238,8 @@ class SupervisorPolicy:
         return [Remove(name)]
 
     def crashed(self, name: str, now: float, rand: float, error: str) -> list[Decision]:
+        from ._decisions import OpenCircuit, Remove
+
         child = self._require(name, Event.CRASHED)
         child.last_error = error
         if child.restart is Restart.TEMPORARY:
@@ -304,6 +271,8 @@ class SupervisorPolicy:
         cause: str,
         circuit_crashes: int | None = None,
     ) -> list[Decision]:
+        from ._decisions import GiveUp, RestartChildren
+
         while self.restarts and self.restarts[0] <= now - self.period:
             self.restarts.popleft()
         if circuit_crashes is None:
@@ -342,6 +311,8 @@ class SupervisorPolicy:
 
     def tick(self, now: float) -> list[Decision]:
         """Time passed: circuits whose cooldown ended get their trial; healthy trials close."""
+        from ._decisions import CloseCircuit, RestartChildren
+
         decisions: list[Decision] = []
         for child in sorted(self.children.values(), key=lambda c: c.order):
             if (

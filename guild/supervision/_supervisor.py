@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import structlog
@@ -27,17 +27,14 @@ from ._policy import (
     Backoff,
     ChildState,
     Circuit,
-    CloseCircuit,
-    Decision,
-    GiveUp,
-    OpenCircuit,
-    Remove,
     Restart,
-    RestartChildren,
     Strategy,
     SupervisorPolicy,
 )
 from ._states import WorkerState
+
+if TYPE_CHECKING:
+    from ._decisions import Decision
 
 _log = structlog.get_logger("guild.supervision")
 
@@ -284,6 +281,9 @@ class Supervisor:
         return self.policy.exited(outcome.child, now, self._rand())
 
     async def _apply(self, decision: Decision, now: float) -> GaveUp | None:
+        # Here, not at the top: loaded with the policy's first decision.
+        from ._decisions import CloseCircuit, GiveUp, OpenCircuit, Remove, RestartChildren
+
         match decision:
             case RestartChildren(stop, start, delay, cause):
                 for name in stop:

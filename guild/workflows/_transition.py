@@ -16,7 +16,7 @@ import attrs
 from .._errors import BrokerError
 from .._job import Job, JobStatus, Result
 from ..brokers._protocol import Broker
-from ..observability._events import WorkflowChanged
+from ..observability._feature_events import WorkflowChanged
 from ._machine import (
     CancelStep,
     CompensationFailed,

@@ -11,7 +11,7 @@ import yaml
 
 from guild import QueueStats
 from guild.observability import Outcome, PrometheusInstrument, Thresholds
-from guild.observability._events import LoopStalled
+from guild.observability._feature_events import LoopStalled
 
 from .helpers import finished, state
 
