@@ -10,8 +10,9 @@ Worker: ``guild run peer_guild:app --broker $BENCH_REDIS_URL`` (the real CLI, on
 process; the ``processes`` setting passes ``--processes``, so the harness's
 process-group CPU figure covers the supervisor and every child). Enqueue:
 ``app.enqueue_many`` in batches (one Redis call per batch).
-Result: ``broker.get_result(job_id, wait=10)``, a blocking wait on the job's
-notify list (no pub/sub subscription per job).
+Round trip: ``app.enqueue_and_wait(queue, i, wait=10)``: the enqueue script, the
+await script and a blocking wait on the job's notify list (no pub/sub
+subscription per job), sent as one pipeline: one Redis round trip.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ NAME = "guild"
 DIST = "guild"
 LOOP = "trio"
 S = benchlib.settings({"concurrency": 64, "batch": 1000, "processes": 1})
-RESULT_METHOD = "job = await app.enqueue(...); await broker.get_result(job.id, wait=10) (BLPOP)"
+RESULT_METHOD = (
+    "await app.enqueue_and_wait(queue, i, wait=10): enqueue script + await script + BLPOP,"
+    " one pipelined round trip"
+)
 QUEUE = "bench"
 
 app = guild.Guild("bench")
@@ -84,8 +88,7 @@ class Client:
             await app.enqueue_many(QUEUE, ids[start : start + batch], broker=self.broker)
 
     async def roundtrip(self, i: int) -> int:
-        job = await app.enqueue(QUEUE, i, broker=self.broker)
-        result = await self.broker.get_result(job.id, wait=10)
+        result = await app.enqueue_and_wait(QUEUE, i, wait=10, broker=self.broker)
         if result is None or not result.ok:
             raise RuntimeError(f"job {i} did not finish: {result}")
         value: int = result.value

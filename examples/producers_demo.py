@@ -34,6 +34,9 @@ def from_sync_code() -> None:
         jobs = client.enqueue_many("squares", [1, 2, 3])
         values = [result.value for job in jobs if (result := client.result(job, wait=30))]
         print(f"sync: {values}")
+        # Enqueue and wait in one call (one round trip on a single Redis).
+        answer = client.enqueue_and_wait("squares", 6, wait=30)
+        print(f"sync: enqueue_and_wait: {answer.value if answer else None}")
         later = client.enqueue("squares", 4, delay=3600)
         print(f"sync: a delayed job is {client.status(later).value}")
         print(f"sync: cancelled {len(client.cancel(later))}, now {client.status(later).value}")
@@ -55,6 +58,8 @@ async def from_trio() -> None:
         job = await client.enqueue("squares", 9)
         result = await client.result(job, wait=30)
         print(f"trio: 9 squared is {result.value if result else None}")
+        result = await client.enqueue_and_wait("squares", 11, wait=30)
+        print(f"trio: enqueue_and_wait: {result.value if result else None}")
     # Outside app.run the app enqueues through a URL too.
     job = await app.enqueue("squares", 7, broker=URL)
     result = await app.result(job, wait=30, broker=URL)

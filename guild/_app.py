@@ -26,7 +26,7 @@ import attrs
 import structlog
 import trio
 
-from ._client import client_url, job_info, make_jobs
+from ._client import client_url, enqueue_and_wait, job_info, make_jobs
 from ._errors import BrokerUnavailable, GaveUp, GuildError, WorkerEnded
 from ._exports import publish
 from ._groups import unwrap
@@ -757,6 +757,48 @@ class Guild:
                 priority=priority,
             )
             return await target.enqueue(jobs)
+
+    async def enqueue_and_wait(
+        self,
+        queue: str,
+        payload: JSONValue = None,
+        *,
+        wait: float,
+        key: str | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
+        broker: Broker | str | None = None,
+    ) -> Result | None:
+        """Enqueue one job and wait up to ``wait`` seconds for its result.
+
+        What :meth:`enqueue` then :meth:`result` answer, in one broker call: on
+        a single Redis one round trip instead of two. ``None`` if the job has not
+        finished in time (it stays enqueued and runs: enqueue and ask for the
+        result apart when you need its id afterwards). For a duplicate ``key``:
+        the result of the job that holds it. The broker is chosen as for
+        :meth:`enqueue_many`.
+
+        Raises:
+            ValueError: ``wait`` or ``delay`` is negative or not finite, or a field
+                is out of range; nothing stored.
+            BrokerUnavailable: the broker refused the job (raised at once).
+        """
+        async with self._producing(broker) as target:
+            (job,) = make_jobs(
+                queue,
+                [payload],
+                now=target.now(),
+                key=key,
+                delay=delay,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                trace_id=trace_id,
+                priority=priority,
+            )
+            return (await enqueue_and_wait(target, job, wait))[1]
 
     async def result(
         self, job: Job | str, *, wait: float = 0.0, broker: Broker | str | None = None

@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sniffio
 import trio
@@ -49,7 +49,7 @@ from ._errors import BrokerClosed, UnknownBrokerURL, UnknownJob
 from ._exports import publish
 from ._job import Job, JobStatus, JSONValue, Priority, Result, check_priority, jobs_like
 from ._jobinfo import JobInfo
-from .brokers._protocol import Broker
+from .brokers._protocol import Broker, EnqueuesAndWaits
 from .brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
 
 T = TypeVar("T")
@@ -158,6 +158,39 @@ async def job_result(broker: Broker, job_id: str, wait: float) -> Result | None:
     return found
 
 
+# Whether each broker class does EnqueuesAndWaits: a runtime Protocol's isinstance
+# walks its members each time (several microseconds a call).
+_ONE_CALL: dict[type, bool] = {}
+
+
+async def enqueue_and_wait(broker: Broker, job: Job, wait: float) -> tuple[Job, Result | None]:
+    """Enqueue ``job`` and wait up to ``wait`` seconds for its result: the job as
+    stored (for a key another job holds: that job) and its result, or ``None``.
+
+    One call of a broker that does both (``EnqueuesAndWaits``: Redis, one round
+    trip); else ``enqueue`` then ``get_result``.
+
+    Raises:
+        ValueError: ``wait`` is negative or not finite.
+    """
+    _seconds("wait", wait)
+    kind = type(broker)
+    one_call = _ONE_CALL.get(kind)
+    if one_call is None:
+        one_call = _ONE_CALL[kind] = isinstance(broker, EnqueuesAndWaits)
+    if one_call:
+        return await cast("EnqueuesAndWaits", broker).enqueue_and_wait(job, wait=wait)
+    (stored,) = await broker.enqueue([job])
+    return stored, await broker.get_result(stored.id, wait=wait)
+
+
+async def _enqueue_and_wait(
+    broker: Broker, queue: str, payload: JSONValue, wait: float, **options: Any
+) -> Result | None:
+    (job,) = make_jobs(queue, [payload], now=broker.now(), **options)
+    return (await enqueue_and_wait(broker, job, wait))[1]
+
+
 async def cancel_jobs(broker: Broker, job_ids: Sequence[str]) -> list[str]:
     """Cancel jobs; returns the ids that were active (and are now cancelled or cancelling)."""
     return await broker.cancel(job_ids)
@@ -167,6 +200,24 @@ async def _enqueue(
     broker: Broker, queue: str, payloads: list[JSONValue], **options: Any
 ) -> list[Job]:
     return await broker.enqueue(make_jobs(queue, payloads, now=broker.now(), **options))
+
+
+def _options(
+    key: str | None,
+    delay: float | None,
+    max_attempts: int | None,
+    timeout: float | None,
+    trace_id: str | None,
+    priority: Priority | int | str,
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "delay": delay,
+        "max_attempts": max_attempts,
+        "timeout": timeout,
+        "trace_id": trace_id,
+        "priority": priority,
+    }
 
 
 # --- the portal: a Trio loop on a thread, holding the broker ----------------------------
@@ -456,6 +507,36 @@ class Client:
         # time.time(): SqliteBroker.now.
         return here(make_jobs(queue, items, now=time.time(), **options))
 
+    def enqueue_and_wait(
+        self,
+        queue: str,
+        payload: JSONValue = None,
+        *,
+        wait: float,
+        key: str | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
+    ) -> Result | None:
+        """Enqueue one job and wait up to ``wait`` seconds for its result: what
+        ``enqueue`` then ``result(job, wait=wait)`` answer, ``None`` if it has not
+        finished in time (it stays enqueued and runs). For a duplicate ``key``:
+        the result of the job that holds it. On a single Redis this is one round
+        trip, not two.
+
+        Raises:
+            InvalidQueueName, PayloadEncodeError, ValueError: bad input; nothing stored.
+            BrokerUnavailable: the broker refused or could not store the job
+                (raised at once, not after the wait).
+            BrokerClosed: the client is closed.
+        """
+        options = _options(key, delay, max_attempts, timeout, trace_id, priority)
+        return self._portal.call(
+            lambda broker: _enqueue_and_wait(broker, queue, payload, wait, **options)
+        )
+
     def result(self, job: Job | str, *, wait: float = 0.0) -> Result | None:
         """The job's result, waiting up to ``wait`` seconds; ``None`` if it is not finished.
 
@@ -626,6 +707,25 @@ class AsyncClient:
             "priority": priority,
         }
         return await self._call(lambda broker: _enqueue(broker, queue, items, **options))
+
+    async def enqueue_and_wait(
+        self,
+        queue: str,
+        payload: JSONValue = None,
+        *,
+        wait: float,
+        key: str | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        trace_id: str | None = None,
+        priority: Priority | int | str = Priority.NORMAL,
+    ) -> Result | None:
+        """As :meth:`guild.Client.enqueue_and_wait`."""
+        options = _options(key, delay, max_attempts, timeout, trace_id, priority)
+        return await self._call(
+            lambda broker: _enqueue_and_wait(broker, queue, payload, wait, **options)
+        )
 
     async def result(self, job: Job | str, *, wait: float = 0.0) -> Result | None:
         """As :meth:`guild.Client.result`."""

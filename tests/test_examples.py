@@ -107,10 +107,12 @@ EXPECTED = {
     "producers_demo.py": [
         "memory:// refused",
         "sync: [1, 4, 9]",
+        "sync: enqueue_and_wait: 36",
         "sync: cancelled 1, now cancelled",
         "sync: closed client refuses calls",
         "asyncio: 12 squared is 144",
         "trio: 9 squared is 81",
+        "trio: enqueue_and_wait: 121",
         "trio: app.enqueue outside run: 49",
         "worker drained",
     ],

@@ -7,7 +7,8 @@ SQLite or Redis never builds the memory broker. For writing a broker:
 (a stored row to a job, or the reason it is none) and ``RawStorable`` (the hook
 the conformance suite stores garbage through). ``Ledger`` is the optional
 protocol of durable counts and marks that workers keep in the broker;
-``Purgeable`` the optional ``purge`` behind ``guild purge``.
+``Purgeable`` the optional ``purge`` behind ``guild purge``; ``EnqueuesAndWaits``
+the optional one-call ``enqueue_and_wait``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ._protocol import PURGEABLE as PURGEABLE
 from ._protocol import Broker as Broker
 from ._protocol import BrokerIssue as BrokerIssue
 from ._protocol import Diagnosable as Diagnosable
+from ._protocol import EnqueuesAndWaits as EnqueuesAndWaits
 from ._protocol import Purgeable as Purgeable
 from ._protocol import RawStorable as RawStorable
 from ._url import open_broker as open_broker
@@ -40,6 +42,7 @@ __all__ = [
     "Broker",
     "BrokerIssue",
     "Diagnosable",
+    "EnqueuesAndWaits",
     "Ledger",
     "MemoryBroker",
     "Purgeable",

@@ -271,6 +271,25 @@ class CallsApart(Protocol):
 
 
 @runtime_checkable
+class EnqueuesAndWaits(Protocol):
+    """A broker that enqueues a job and waits for its result in fewer round trips
+    than :meth:`Broker.enqueue` then :meth:`Broker.get_result` (optional; the
+    Redis broker on one Redis: one round trip). Without it, ``enqueue_and_wait``
+    of the app and the clients makes those two calls.
+    """
+
+    async def enqueue_and_wait(self, job: Job, *, wait: float) -> tuple[Job, Result | None]:
+        """Enqueue ``job`` and wait up to ``wait`` seconds for its result.
+
+        Returns the job as stored (as :meth:`Broker.enqueue` does: for a key
+        another job holds, that job) and its result as
+        :meth:`Broker.get_result` answers it (``None``: not finished in time).
+        A failed enqueue raises at once, without waiting.
+        """
+        ...
+
+
+@runtime_checkable
 class StopsClaiming(Protocol):
     """A broker whose claims may leave a consumer registered as idle, to be
     handed jobs between claims (optional; the Redis broker).

@@ -90,6 +90,15 @@ class WrongTypeError(BrokerError):
     without that one record (``list_dead``) tells it from other failures."""
 
 
+def wrong_type_text(key: str, found: str, wanted: str) -> str:
+    """What a key of another type than guild keeps there is, said as the scripts
+    say it (``wrong_type_reply`` in ``_redis_functions.lua``)."""
+    return (
+        f"the key {key} holds a {found}, not a {wanted}"
+        " (another program's key under guild's prefix?)"
+    )
+
+
 class GroupExistsError(BrokerError):
     """``XGROUP CREATE`` found the consumer group made already (``BUSYGROUP``):
     by another process first, which is fine for a caller that only needs it

@@ -50,6 +50,28 @@ local function job_hmget(id, ...)
   return f
 end
 
+-- Another program's key under guild's prefix (a SET over a queue's stream)
+-- fails each command on it with WRONGTYPE, which names no key. A script that
+-- failed so asks this which key it was: the first of the shared keys, then of
+-- queue's (nil: none), holding another type than guild keeps there. Returns
+-- key, type found, type expected; or nil. The tables are built only when called.
+local function wrong_key(queue)
+  local named = {{P .. ':queues', 'set'}, {P .. ':done', 'hash'},
+    {P .. ':cancelled', 'hash'}, {P .. ':cancels', 'set'}}
+  if queue then
+    for _, part in ipairs({{'ready', 'stream'}, {'ready:1', 'zset'}, {'ready:-1', 'zset'},
+      {'wake', 'stream'}, {'delayed', 'zset'}, {'leases', 'zset'}, {'dead', 'zset'},
+      {'idlers', 'zset'}}) do
+      named[#named + 1] = {k_q(queue, part[1]), part[2]}
+    end
+  end
+  for _, pair in ipairs(named) do
+    local found = redis.call('TYPE', pair[1])['ok']
+    if found ~= 'none' and found ~= pair[2] then return pair[1], found, pair[2] end
+  end
+  return nil
+end
+
 -- Wake each waiter of a job with the result itself: one list element per
 -- waiter, so a BLPOP returns the result and needs no GET after it.
 -- `stored`: the job's P:waiting:<id> as read (nil or false: none).
@@ -937,16 +959,26 @@ return false
 
 -- @stats
 -- ARGV: P, now, queues... (none: every queue). Returns 7 per queue:
--- name ready delayed in_flight done dead cancelled.
+-- name ready delayed in_flight done dead cancelled; for a queue whose keys
+-- could not be read (wrong_key): name, the key, its type, the type expected, 0 0 0.
+-- As _redis_errors.wrong_type_text says it, WRONGTYPE typed.
+local function wrong_type_reply(key, found, wanted)
+  return redis.error_reply('WRONGTYPE the key ' .. key .. ' holds a ' .. found .. ', not a '
+    .. wanted .. " (another program's key under guild's prefix?)")
+end
 local now = tonumber(ARGV[2])
 local queues = {}
 if #ARGV > 2 then
   for i = 3, #ARGV do queues[#queues + 1] = ARGV[i] end
 else
-  queues = redis.call('SMEMBERS', P .. ':queues')
+  queues = redis.pcall('SMEMBERS', P .. ':queues')
+  if queues.err then
+    local key, found, wanted = wrong_key(nil)
+    if key then return wrong_type_reply(key, found, wanted) end
+    return queues
+  end
 end
-local out = {}
-for _, queue in ipairs(queues) do
+local function count(queue)
   local stream = k_q(queue, 'ready')
   local length = redis.call('XLEN', stream)
   local pending = 0
@@ -967,16 +999,44 @@ for _, queue in ipairs(queues) do
   local later = redis.call('ZCOUNT', k_q(queue, 'delayed'), '(' .. now, '+inf')
   local done = redis.call('HGET', P .. ':done', queue) or '0'
   local dead = redis.call('ZCARD', k_q(queue, 'dead'))
-  out[#out + 1] = queue
   local levels = redis.call('ZCARD', k_q(queue, 'ready:1')) + redis.call('ZCARD', k_q(queue, 'ready:-1'))
-  out[#out + 1] = length - pending + expired + due + levels
-  out[#out + 1] = later
-  out[#out + 1] = live
-  out[#out + 1] = tonumber(done)
-  out[#out + 1] = dead
-  out[#out + 1] = tonumber(redis.call('HGET', P .. ':cancelled', queue) or '0')
+  return length - pending + expired + due + levels, later, live, tonumber(done), dead,
+    tonumber(redis.call('HGET', P .. ':cancelled', queue) or '0')
+end
+local out = {}
+for _, queue in ipairs(queues) do
+  -- One pcall a queue, no command more: a queue with a key of another type
+  -- (another program's) is reported as such, and the others are still counted.
+  local ok, ready, delayed, in_flight, done, dead, cancelled = pcall(count, queue)
+  if ok then
+    out[#out + 1] = queue
+    out[#out + 1] = ready
+    out[#out + 1] = delayed
+    out[#out + 1] = in_flight
+    out[#out + 1] = done
+    out[#out + 1] = dead
+    out[#out + 1] = cancelled
+  else
+    local key, found, wanted = wrong_key(queue)
+    if not key then error(ready) end
+    -- A shared key fails every queue: the whole call fails, naming it.
+    if key:sub(1, #P + 3) ~= P .. ':q:' then return wrong_type_reply(key, found, wanted) end
+    for _, v in ipairs({queue, key, found, wanted, 0, 0, 0}) do out[#out + 1] = v end
+  end
 end
 return out
+
+-- @wrong_key
+-- ARGV: P, queues... Returns the first key of another type than guild's, of the
+-- shared ones then each queue's (wrong_key): {key, type, type expected, its
+-- queue ('' for a shared key)}; or {}.
+local key, found, wanted = wrong_key(nil)
+if key then return {key, found, wanted, ''} end
+for i = 2, #ARGV do
+  key, found, wanted = wrong_key(ARGV[i])
+  if key then return {key, found, wanted, ARGV[i]} end
+end
+return {}
 
 -- @requeue
 -- ARGV: P, now, queue filter ('' = any), then ids (none: every dead job). Returns the count.

@@ -34,7 +34,10 @@ Theory of operation (the Lua side is ``_redis_functions.lua``):
   result that is there already for the ``BLPOP`` to take; the script that
   finishes the job pushes the result itself to ``notify:<id>`` once per waiter.
   No pub/sub subscription per job. (On a cluster: the script, then the
-  ``BLPOP``.)
+  ``BLPOP``.) ``enqueue_and_wait`` puts the enqueue script before those two in
+  the same pipeline, its await script (``@await_enqueued``) pushing an empty
+  marker when the enqueue left no job under the id, so that a refused enqueue
+  does not leave the ``BLPOP`` blocked for the wait.
 
 When the broker opened a single Redis from its URL, every call of a worker and
 a producer goes through a lean Trio connection pool over hiredis
@@ -73,7 +76,7 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, Literal
 
@@ -113,11 +116,17 @@ from ._canary import RedisShares
 from ._delegate import WorkflowDelegate
 from ._protocol import BrokerIssue, check_purge_args
 from ._redis_checks import CONFIG_KEYS, DataLoss, config_issues
-from ._redis_errors import GroupExistsError, WrongTypeError, map_redis_exceptions, unreachable
+from ._redis_errors import (
+    GroupExistsError,
+    WrongTypeError,
+    map_redis_exceptions,
+    unreachable,
+    wrong_type_text,
+)
 from ._redis_layout import layout_version
 from ._redis_ledger import RedisLedger
 from ._redis_scripts import load_scripts
-from ._redis_wire import WireCommands, WirePool
+from ._redis_wire import ReplyError, WireCommands, WirePool
 from ._redis_workflows import RedisWorkflows
 from ._stored import reading_record
 from ._url import display_url, unix_spelling
@@ -140,7 +149,12 @@ _log = structlog.get_logger("guild.brokers.redis")
 
 
 SCRIPTS = load_scripts("_redis_functions.lua")
-_AWAIT_PUSH = load_scripts("_redis_await.lua")["await_push"]
+# Sent whole (EVAL) with every wait: without their comment lines, under half the bytes.
+_AWAITS = {
+    name: "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--"))
+    for name, body in load_scripts("_redis_await.lua").items()
+}
+_AWAIT_PUSH, _AWAIT_ENQUEUED = _AWAITS["await_push"], _AWAITS["await_enqueued"]
 _SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}
 
 
@@ -480,6 +494,24 @@ class RedisBroker(WorkflowDelegate):
                 )
             return await self._scripts[name](keys=self._script_keys, args=[self._prefix, *args])
 
+    async def _named_wrong_type(
+        self, verb: str, queues: Iterable[str], error: WrongTypeError
+    ) -> WrongTypeError:
+        """``error`` again, naming the key it met (Redis' WRONGTYPE names none):
+        the first of the shared keys or of ``queues``' keys holding another type
+        than guild's (``@wrong_key``), with its queue after ``verb``. ``error``
+        itself when none does (a job's key) or the look-up fails: only ever on
+        the way out of a failed call."""
+        try:
+            found = await self._call("wrong_key", list(dict.fromkeys(queues)))
+        except BrokerError:
+            return error
+        if not found:
+            return error
+        key, kind, wanted, queue = (_text(v) for v in found)
+        what = f"{verb} {queue!r}" if queue else verb
+        return WrongTypeError(f"redis: {what}: {wrong_type_text(key, kind, wanted)}")
+
     # --- producing -------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
@@ -489,6 +521,20 @@ class RedisBroker(WorkflowDelegate):
         self._check_open()
         jobs = await self._canary_shares.route(self._commands, self._prefix, jobs)
         now = self.now()
+        try:
+            stored = [_text(i) for i in await self._call("enqueue", self._enqueue_args(jobs, now))]
+        except WrongTypeError as exc:
+            raise await self._named_wrong_type("enqueue to", (j.queue for j in jobs), exc) from exc
+        out: list[Job] = []
+        for job, stored_id in zip(jobs, stored, strict=True):
+            if stored_id == job.id:
+                out.append(_stored(job, now))
+            else:
+                out.append(await self._load_job(stored_id))
+        return out
+
+    def _enqueue_args(self, jobs: Sequence[Job], now: float) -> list[Any]:
+        """The enqueue script's ARGV after the prefix."""
         args: list[Any] = [repr(now), math.ceil(self._key_ttl)]
         for job, payload in zip(jobs, encode_payloads(jobs), strict=True):
             args += [
@@ -502,14 +548,67 @@ class RedisBroker(WorkflowDelegate):
                 job.trace_id,
                 int(job.priority) or "",
             ]
-        stored = [_text(i) for i in await self._call("enqueue", args)]
-        out: list[Job] = []
-        for job, stored_id in zip(jobs, stored, strict=True):
-            if stored_id == job.id:
-                out.append(_stored(job, now))
-            else:
-                out.append(await self._load_job(stored_id))
-        return out
+        return args
+
+    async def enqueue_and_wait(self, job: Job, *, wait: float) -> tuple[Job, Result | None]:
+        """Enqueue ``job`` and wait up to ``wait`` seconds for its result
+        (``guild.brokers._protocol.EnqueuesAndWaits``): on one Redis, one round
+        trip, the enqueue script, ``@await_enqueued`` and the ``BLPOP`` of the
+        job's notify list pipelined on one connection (Redis runs them in order).
+
+        A failed enqueue leaves no job, so the await script pushes its marker
+        (an empty element) and the ``BLPOP`` returns at once; the enqueue's error
+        is raised. A key held by another job: that job is waited on, as
+        ``get_result`` does. A cluster, a coredis client or no wait: the two calls
+        one after the other.
+        """
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+        wire = self._wire
+        if wire is None or wait <= 0:
+            return await self._enqueue_then_wait(job, wait)
+        (routed,) = await self._canary_shares.route(self._commands, self._prefix, [job])
+        now = self.now()
+        tail: tuple[str | int, ...] = (1, *self._script_keys, self._prefix)
+        with map_redis_exceptions("enqueue"):
+            replies = await wire.execute(
+                ("EVALSHA", _SHAS["enqueue"], *tail, *self._enqueue_args([routed], now)),
+                ("EVAL", _AWAIT_ENQUEUED, *tail, routed.id, math.ceil(wait * 1000)),
+                ("BLPOP", keys.notify(self._prefix, routed.id), _seconds(wait)),
+                blocks=wait,
+            )
+        enqueued, awaited, popped = replies
+        if isinstance(enqueued, ReplyError) and str(enqueued).startswith("NOSCRIPT"):
+            # Nothing ran (a restart, a SCRIPT FLUSH): the marker answered at once,
+            # and the enqueue sends the script's body, which caches it again.
+            return await self._enqueue_then_wait(job, wait)
+        if isinstance(enqueued, ReplyError):
+            try:
+                with map_redis_exceptions("enqueue"):
+                    raise enqueued
+            except WrongTypeError as exc:
+                raise await self._named_wrong_type("enqueue to", [routed.queue], exc) from exc
+        with map_redis_exceptions("wait for result"):
+            for reply in (awaited, popped):
+                if isinstance(reply, ReplyError):
+                    raise reply
+        stored_id = _text(enqueued[0])
+        if stored_id != routed.id:
+            # The key is another job's: the marker came back at once; wait on that one.
+            held = await self._load_job(stored_id)
+            return held, await self.get_result(stored_id, wait=wait)
+        raw = popped[1] if popped else b""
+        if raw == b"":
+            # No result pushed in time, or the job was gone by the await (finished
+            # and expired, or purged, in between): whatever result is stored.
+            with map_redis_exceptions("wait for result"):
+                raw = await wire.call("GET", keys.result(self._prefix, stored_id))
+        result = None if raw is None else self._fresh(_result_from_json(raw, stored_id))
+        return _stored(routed, now), result
+
+    async def _enqueue_then_wait(self, job: Job, wait: float) -> tuple[Job, Result | None]:
+        (stored,) = await self.enqueue([job])
+        return stored, await self.get_result(stored.id, wait=wait)
 
     async def _load_job(self, job_id: str) -> Job:
         with map_redis_exceptions("load job"):
@@ -523,9 +622,18 @@ class RedisBroker(WorkflowDelegate):
             return
         # Another process may have made the group first; that is fine.
         stream = keys.ready(self._prefix, queue)
-        with contextlib.suppress(GroupExistsError), map_redis_exceptions("create group"):
-            await self._commands.xgroup_create(stream, keys.GROUP, "0", mkstream=True)
+        try:
+            with contextlib.suppress(GroupExistsError), map_redis_exceptions("create group"):
+                await self._commands.xgroup_create(stream, keys.GROUP, "0", mkstream=True)
+        except WrongTypeError as exc:
+            raise await self._named_wrong_type("create the group of", [queue], exc) from exc
         self._groups.add(queue)
+
+    async def _claim_script(self, queue: str, args: list[Any]) -> Any:
+        try:
+            return await self._call("claim", args)
+        except WrongTypeError as exc:
+            raise await self._named_wrong_type("claim from", [queue], exc) from exc
 
     async def claim(
         self,
@@ -580,14 +688,14 @@ class RedisBroker(WorkflowDelegate):
             # its connection is asked for again under the same token.
             with trio.CancelScope(shield=True):
                 try:
-                    flat = await self._call("claim", args)
+                    flat = await self._claim_script(queue, args)
                 except BrokerUnavailable:
                     # The lost call may have registered the consumer, which a replay
                     # does not say: kept as a registration with no room, so that the
                     # next claim or stop_claiming ends it.
                     self._idle[key] = _Idle(until=sent + block_ms / 1000, room=0, start=0)
                     await trio.sleep(_CLAIM_RETRY_PAUSE)
-                    flat = await self._call("claim", args)
+                    flat = await self._claim_script(queue, args)
             if _text(flat[0]) == "nogroup":
                 # Redis lost the group (a restart without persistence): say so
                 # loudly, then make it again so that new jobs run. Unless a
@@ -955,6 +1063,12 @@ class RedisBroker(WorkflowDelegate):
         out: dict[str, QueueStats] = {}
         for i in range(0, len(flat), 7):
             name = _text(flat[i])
+            if not isinstance(flat[i + 1], int):
+                # A key of another type, named by the script (@stats): key, type
+                # found, type expected.
+                key, found, wanted = (_text(v) for v in flat[i + 1 : i + 4])
+                out[name] = QueueStats(queue=name, broken=wrong_type_text(key, found, wanted))
+                continue
             ready, delayed, in_flight, done, dead, cancelled = (int(v) for v in flat[i + 1 : i + 7])
             out[name] = QueueStats(
                 queue=name,
@@ -967,7 +1081,8 @@ class RedisBroker(WorkflowDelegate):
             )
         at = self.now()
         for name, counted in out.items():
-            self._counts[name] = (counted, at)
+            if counted.broken is None:
+                self._counts[name] = (counted, at)
         return out
 
     # --- lost data and durability (see _redis_checks) ------------------------------

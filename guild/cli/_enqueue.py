@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from .._client import enqueue_and_wait
 from .._codec import encode_payload
 from .._errors import BrokerError, PayloadEncodeError
 from .._job import PRIORITIES, Job, JSONValue, Priority, check_priority
@@ -25,7 +26,7 @@ from ._args import (
     refuse_memory,
 )
 from ._output import EXIT_OK, print_json, progress
-from ._result import show_result, wait_option
+from ._result import show_found, wait_option
 
 BATCH = 500
 MAX_DELAY = 10 * 365 * 86_400.0
@@ -172,8 +173,10 @@ class _PartlyStored(Exception):
 
 async def _enqueue_and_wait(args: argparse.Namespace, payloads: list[JSONValue]) -> int:
     async with open_broker(args.broker) as broker:
-        (job,) = await _store(broker, args, [payloads])
-        return await show_result(broker, job.id, args.wait, as_json=args.json)
+        # One broker call (one round trip on Redis): the enqueue and the wait.
+        (job,) = _jobs(args, payloads, broker.now())
+        stored, found = await enqueue_and_wait(broker, job, args.wait)
+        return await show_found(broker, stored.id, found, args.wait, as_json=args.json)
 
 
 async def _enqueue_batches(args: argparse.Namespace, batches: list[list[JSONValue]]) -> list[Job]:
@@ -186,20 +189,9 @@ async def _store(
 ) -> list[Job]:
     stored: list[Job] = []
     now = broker.now()
-    not_before = now + args.delay if args.delay else None
     with progress(f"enqueue {args.queue}") as bar:
         for payloads in batches:
-            jobs = [
-                Job(
-                    queue=args.queue,
-                    payload=payload,
-                    key=args.key,
-                    not_before=not_before,
-                    max_attempts=args.max_attempts,
-                    priority=args.priority,
-                )
-                for payload in payloads
-            ]
+            jobs = _jobs(args, payloads, now)
             try:
                 stored += await broker.enqueue(jobs)
             except BrokerError as error:
@@ -208,3 +200,18 @@ async def _store(
                 raise
             bar.advance(len(jobs))
     return stored
+
+
+def _jobs(args: argparse.Namespace, payloads: list[JSONValue], now: float) -> list[Job]:
+    not_before = now + args.delay if args.delay else None
+    return [
+        Job(
+            queue=args.queue,
+            payload=payload,
+            key=args.key,
+            not_before=not_before,
+            max_attempts=args.max_attempts,
+            priority=args.priority,
+        )
+        for payload in payloads
+    ]

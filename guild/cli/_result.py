@@ -60,7 +60,13 @@ async def show_result(broker: Broker, job_id: str, wait: float, *, as_json: bool
     Raises:
         UnknownJob: the broker knows no job with that id (exit 2).
     """
-    found = await job_result(broker, job_id, wait)
+    return await show_found(broker, job_id, await job_result(broker, job_id, wait), wait, as_json)
+
+
+async def show_found(
+    broker: Broker, job_id: str, found: Result | None, wait: float, as_json: bool
+) -> int:
+    """:func:`show_result` of a result found already (``None``: not finished after ``wait``)."""
     if found is None:
         status = await job_status(broker, job_id)
         waited = f"after waiting {wait:g} s" if wait else "yet (--wait S waits for it)"

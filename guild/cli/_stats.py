@@ -12,7 +12,7 @@ from .._job import QueueStats
 from ..brokers._ledger import Ledger
 from ..brokers._url import open_broker
 from ._args import add_broker_flags
-from ._output import EXIT_OK, print_json, table
+from ._output import EXIT_FAILED, EXIT_OK, print_json, table
 
 
 def register(subparsers: Any) -> None:
@@ -59,19 +59,31 @@ def stats(args: argparse.Namespace) -> int:
         else:
             print("\n\n".join(_counts_tables(counts)) or "no counts")
         return EXIT_OK
+    # A queue whose counts could not be read (QueueStats.broken) is shown, and
+    # the others with it; the exit code says one was.
+    code = EXIT_FAILED if any(s.broken is not None for s in found.values()) else EXIT_OK
     if args.json:
         print_json(found)
-        return EXIT_OK
+        return code
     if not found:
         print("no queues")
         for text in _counts_tables(counts):
             print(f"\n{text}")
         return EXIT_OK
+    ordered = sorted(found.values(), key=lambda s: s.queue)
     rows = [
         (s.queue, s.ready, s.delayed, s.in_flight, s.done, s.dead, s.cancelled)
-        for s in sorted(found.values(), key=lambda s: s.queue)
+        if s.broken is None
+        else (s.queue, *("-" * 6))
+        for s in ordered
     ]
-    print(table(("queue", "ready", "delayed", "in_flight", "done", "dead", "cancelled"), rows))
+    lines = table(("queue", "ready", "delayed", "in_flight", "done", "dead", "cancelled"), rows)
+    shown = lines.split("\n")
+    for i, s in enumerate(ordered, start=1):
+        if s.broken is not None:
+            # Its reason on its own line of the table, left as it reads.
+            shown[i] += f"  broken: {s.broken}"
+    print("\n".join(shown))
     for text in _counts_tables(counts):
         print(f"\n{text}")
-    return EXIT_OK
+    return code

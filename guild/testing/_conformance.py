@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from .._client import enqueue_and_wait
 from .._codec import encode_result
 from .._errors import BrokerClosed, PayloadEncodeError
 from .._job import Job, JobStatus, UndecodablePayload
@@ -235,6 +236,43 @@ async def check_results(make_broker: MakeBroker) -> None:
             await broker.ack([(d1, encode_result("again"))])  # acking a done job changes nothing
             again = await broker.get_result(jobs[1].id)
             assert again is not None and again.value is None
+
+
+async def check_enqueue_and_wait(make_broker: MakeBroker) -> None:
+    """An enqueue that waits for its result (the one call of ``EnqueuesAndWaits``,
+    else enqueue then get_result) answers the job as stored and its result, acked
+    meanwhile; for a key another job holds, that job and its result; ``None``
+    once the wait is over, the job still ready; a refused job at once."""
+    with trio.fail_after(LIMIT):
+        async with make_broker() as broker:
+
+            async def double() -> None:
+                (delivery,) = await broker.claim("q", consumer="c", limit=1, lease=30, wait=10)
+                await broker.ack([(delivery, encode_result(delivery.job.payload * 2))])
+
+            job = Job(queue="q", payload=21, key="k")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(double)
+                stored, result = await enqueue_and_wait(broker, job, 10)
+            assert stored.id == job.id and stored.payload == 21, stored
+            assert result is not None and result.ok, result
+            assert (result.job_id, result.value) == (job.id, 42), result
+            held, again = await enqueue_and_wait(broker, Job(queue="q", payload=1, key="k"), 10)
+            assert held.id == job.id, held
+            assert again is not None and again.value == 42, again
+            started = trio.current_time()
+            lone, missing = await enqueue_and_wait(broker, Job(queue="idle", payload=0), 0.3)
+            assert missing is None and trio.current_time() - started >= 0.25
+            assert (await broker.stats(["idle"]))["idle"].ready == 1
+            assert await broker.get_result(lone.id) is None
+            refused: PayloadEncodeError | None = None
+            started = trio.current_time()
+            try:
+                await enqueue_and_wait(broker, Job(queue="q", payload={"s": {1}}), 10)
+            except PayloadEncodeError as exc:
+                refused = exc
+            assert refused is not None and trio.current_time() - started < 5
+            assert (await broker.stats(["q"]))["q"].ready == 0
 
 
 async def check_stats(make_broker: MakeBroker) -> None:

@@ -11,6 +11,7 @@ import trio
 
 import guild
 from guild.brokers import encode_result
+from guild.brokers._redis_errors import WrongTypeError
 from guild.brokers.redis import _JOB_FIELDS, RedisBroker, _deliveries
 from tests._redis_server import RedisServer, running_redis_server
 
@@ -70,17 +71,18 @@ class TestClaimErrors:
         broker = await RedisBroker.open(server.url, prefix="wrongtype")
         try:
             assert await broker.claim("q", consumer="c1", limit=1, lease=1.0) == []
-            # Something else took the stream's key: the error says so, and is not
-            # mistaken for a lost consumer group.
+            # Something else took the stream's key: the error says so, naming the
+            # key, and is not mistaken for a lost consumer group.
             await (await broker.redis_client()).delete(["wrongtype:q:q:ready"])
             await (await broker.redis_client()).set("wrongtype:q:q:ready", "not a stream")
-            # (A claim more than five seconds after the last also reads the queue's
-            # stream for its watch, which meets the key first: either names it.)
-            with pytest.raises(
-                guild.BrokerError,
-                match="Operation against a key holding the wrong kind of value",
-            ):
+            # (A claim more than five seconds after the last also counts the queue
+            # for its watch, which reports the key and goes on to the claim.)
+            with pytest.raises(WrongTypeError) as refused:
                 await broker.claim("q", consumer="c1", limit=1, lease=1.0)
+            assert str(refused.value) == (
+                "redis: claim from 'q': the key wrongtype:q:q:ready holds a string, not a"
+                " stream (another program's key under guild's prefix?)"
+            )
         finally:
             await broker.aclose()
 
