@@ -210,6 +210,7 @@ def _options(
     trace_id: str | None,
     priority: Priority | int | str,
 ) -> dict[str, Any]:
+    """The options every enqueue takes, as :func:`make_jobs`' keywords."""
     return {
         "key": key,
         "delay": delay,
@@ -492,14 +493,7 @@ class Client:
         at the broker's durability allows.
         """
         items = list(payloads)
-        options: dict[str, Any] = {
-            "key": key,
-            "delay": delay,
-            "max_attempts": max_attempts,
-            "timeout": timeout,
-            "trace_id": trace_id,
-            "priority": priority,
-        }
+        options = _options(key, delay, max_attempts, timeout, trace_id, priority)
         here = self._portal.enqueue_here
         if here is None:
             return self._portal.call(lambda broker: _enqueue(broker, queue, items, **options))
@@ -698,14 +692,7 @@ class AsyncClient:
     ) -> list[Job]:
         """As :meth:`guild.Client.enqueue_many`."""
         items = list(payloads)
-        options = {
-            "key": key,
-            "delay": delay,
-            "max_attempts": max_attempts,
-            "timeout": timeout,
-            "trace_id": trace_id,
-            "priority": priority,
-        }
+        options = _options(key, delay, max_attempts, timeout, trace_id, priority)
         return await self._call(lambda broker: _enqueue(broker, queue, items, **options))
 
     async def enqueue_and_wait(
