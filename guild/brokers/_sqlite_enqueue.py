@@ -124,6 +124,10 @@ class Producers:
     ``BEGIN IMMEDIATE`` transaction in the calling thread, and gives it back: as
     many connections as threads enqueue at once, not one per thread that ever
     did (a web server's thread per request would leave one open per request).
+    The threads of one process write one at a time, queued on a mutex: SQLite
+    has one write lock per file, and threads that each tried it napped and tried
+    again (16 threads at ``FULL``: 465 µs of CPU a job, less than half of Huey's rate, whose
+    threads queue on its one connection's lock).
 
     Durability is the broker's: at ``ENQUEUE`` and ``FULL`` these connections run
     ``synchronous=FULL`` (they only enqueue, and every enqueue commit is fsynced),
@@ -139,6 +143,7 @@ class Producers:
         self._path = path
         self._pragma = "NORMAL" if synchronous == "NORMAL" else "FULL"
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # one writer of this process at a time
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
 
@@ -154,9 +159,13 @@ class Producers:
         rows = rows_of(jobs, now)
         db = self._take()
         try:
-            return transaction(
-                db, lambda db: store(db, jobs, rows, now, key_ttl), self._path, busy_handler=False
-            )
+            with self._writing:
+                return transaction(
+                    db,
+                    lambda db: store(db, jobs, rows, now, key_ttl),
+                    self._path,
+                    busy_handler=False,
+                )
         finally:
             self._give_back(db)
 
