@@ -120,6 +120,15 @@ def running_redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
             server.stop()
 
 
+def redis_command(server: RedisServer, *args: str) -> bytes:
+    """One command to ``server`` in RESP written by hand (values may hold spaces and
+    quotes an inline command would split); the start of its reply."""
+    command = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(command.encode())
+        return sock.recv(256)
+
+
 def redis_cli_binary() -> str:
     """``redis-cli`` from PATH, else the one next to :func:`redis_server_binary`."""
     found = shutil.which("redis-cli")

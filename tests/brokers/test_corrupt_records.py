@@ -8,7 +8,6 @@ commands over a socket), as a hand edit or another program would.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,21 +19,13 @@ import guild
 from guild import Job
 from guild._codec import encode_result
 from guild.brokers.redis import RedisBroker
-from tests._redis_server import RedisServer, running_redis_server
+from tests._redis_server import RedisServer, redis_command, running_redis_server
 
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     with running_redis_server() as server:
         yield server
-
-
-def _redis(server: RedisServer, *args: str) -> bytes:
-    # RESP by hand: the values hold spaces and quotes an inline command would split.
-    command = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(command.encode())
-        return sock.recv(256)
 
 
 async def _finished(broker: guild.Broker) -> tuple[str, str]:
@@ -61,7 +52,9 @@ async def test_a_damaged_redis_result(redis_server: RedisServer, stored: str, sa
         async with guild.open_broker(redis_server.url) as broker:
             assert isinstance(broker, RedisBroker)
             damaged, intact = await _finished(broker)
-            assert _redis(redis_server, "SET", f"guild:result:{damaged}", stored) == b"+OK\r\n"
+            assert (
+                redis_command(redis_server, "SET", f"guild:result:{damaged}", stored) == b"+OK\r\n"
+            )
             for read in (broker.get_result(damaged), broker.get_results([damaged])):
                 with pytest.raises(guild.BrokerError) as refused:
                     await read
@@ -74,9 +67,9 @@ async def test_a_damaged_redis_job_hash(redis_server: RedisServer) -> None:
     with trio.fail_after(20):
         async with guild.open_broker(redis_server.url) as broker:
             (job,) = await broker.enqueue([Job(queue="q", payload=1)])
-            assert _redis(redis_server, "HSET", f"guild:job:{job.id}", "status", "bogus") == (
-                b":0\r\n"
-            )
+            assert redis_command(
+                redis_server, "HSET", f"guild:job:{job.id}", "status", "bogus"
+            ) == (b":0\r\n")
             with pytest.raises(guild.BrokerError) as refused:
                 await broker.job_info(job.id)
             assert str(refused.value) == (
@@ -160,11 +153,11 @@ async def test_a_dead_sqlite_row_whose_queue_is_no_queue_name(tmp_path: Path) ->
 
 def _overwrite(server: RedisServer, key: str, kind: str) -> None:
     """Replace a job's hash key by a value of another type, as another program would."""
-    assert _redis(server, "DEL", key) == b":1\r\n"
+    assert redis_command(server, "DEL", key) == b":1\r\n"
     if kind == "set":
-        assert _redis(server, "SADD", key, "m") == b":1\r\n"
+        assert redis_command(server, "SADD", key, "m") == b":1\r\n"
     else:
-        assert _redis(server, "SET", key, "x") == b"+OK\r\n"
+        assert redis_command(server, "SET", key, "x") == b"+OK\r\n"
 
 
 @pytest.mark.parametrize("kind", ["set", "string"])
@@ -243,11 +236,11 @@ async def test_a_redis_job_key_of_another_type_handed_to_an_idle_worker(
 
                 nursery.start_soon(claim)
                 # Until the claim has registered the worker as idle.
-                while _redis(redis_server, "ZCARD", f"{prefix}:q:q:idlers") != b":1\r\n":  # noqa: ASYNC110
+                while redis_command(redis_server, "ZCARD", f"{prefix}:q:q:idlers") != b":1\r\n":  # noqa: ASYNC110
                     await trio.sleep(0.01)
                 # A ready entry of a job whose key holds a set, ahead of a good job.
-                _redis(redis_server, "SADD", f"{prefix}:job:bad", "m")
-                _redis(redis_server, "XADD", f"{prefix}:q:q:ready", "*", "j", "bad")
+                redis_command(redis_server, "SADD", f"{prefix}:job:bad", "m")
+                redis_command(redis_server, "XADD", f"{prefix}:q:q:ready", "*", "j", "bad")
                 (good,) = await broker.enqueue([Job(queue="q", payload=1)])
             assert [d.job.id for d in taken[0]] == [good.id]
             letter = await broker.get_dead("bad")

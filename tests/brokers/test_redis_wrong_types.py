@@ -9,7 +9,6 @@ program would; the expected texts and counts are written out here.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +17,7 @@ import trio
 import guild
 from guild import Job, QueueStats
 from guild.brokers._redis_errors import WrongTypeError
-from tests._redis_server import RedisServer, running_redis_server
+from tests._redis_server import RedisServer, redis_command, running_redis_server
 from tests.cli.conftest import run_guild
 
 HINT = "(another program's key under guild's prefix?)"
@@ -32,13 +31,6 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-def _redis(server: RedisServer, *args: str) -> bytes:
-    command = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(command.encode())
-        return sock.recv(256)
-
-
 async def _two_queues(broker: guild.Broker, server: RedisServer) -> None:
     """``good``: 3 ready, 1 delayed, 1 done; ``bad``: 2 jobs, then its stream
     replaced by a string."""
@@ -47,8 +39,8 @@ async def _two_queues(broker: guild.Broker, server: RedisServer) -> None:
     (taken,) = await broker.claim("good", consumer="c", limit=1, lease=30)
     await broker.ack([(taken, b"1")])
     await broker.enqueue([Job(queue="bad", payload=n) for n in range(2)])
-    assert _redis(server, "DEL", "guild:q:bad:ready") == b":1\r\n"
-    assert _redis(server, "SET", "guild:q:bad:ready", "junk") == b"+OK\r\n"
+    assert redis_command(server, "DEL", "guild:q:bad:ready") == b":1\r\n"
+    assert redis_command(server, "SET", "guild:q:bad:ready", "junk") == b"+OK\r\n"
 
 
 GOOD = QueueStats(queue="good", ready=3, delayed=1, in_flight=0, done=1, dead=0, cancelled=0)
@@ -64,7 +56,7 @@ async def test_stats_counts_the_other_queues_and_names_the_broken_one(
             assert await broker.stats() == {"good": GOOD, "bad": BAD}
             assert await broker.stats(["bad", "good"]) == {"bad": BAD, "good": GOOD}
             # A zset of the queue's, made a hash: named with its own type.
-            assert _redis(redis_server, "HSET", "guild:q:good:dead", "f", "v") == b":1\r\n"
+            assert redis_command(redis_server, "HSET", "guild:q:good:dead", "f", "v") == b":1\r\n"
             assert await broker.stats(["good"]) == {
                 "good": QueueStats(
                     queue="good",
@@ -87,7 +79,7 @@ async def test_stats_fails_naming_a_shared_key_of_another_type(
         async with guild.open_broker(redis_server.url) as broker:
             await broker.enqueue([Job(queue="good", payload=1)])
             # guild:done exists once a job is done; guild:queues is written over.
-            assert _redis(redis_server, "SET", key, "banana") == b"+OK\r\n"
+            assert redis_command(redis_server, "SET", key, "banana") == b"+OK\r\n"
             with pytest.raises(WrongTypeError) as refused:
                 await broker.stats()
             assert str(refused.value) == f"redis: stats: {says}"
