@@ -26,7 +26,7 @@ import attrs
 import structlog
 import trio
 
-from ._client import client_url, enqueue_and_wait, job_info, make_jobs
+from ._client import client_url, enqueue_jobs, enqueue_one_and_wait, enqueue_options, job_info
 from ._errors import BrokerUnavailable, GaveUp, GuildError, WorkerEnded
 from ._exports import publish
 from ._groups import unwrap
@@ -744,19 +744,9 @@ class Guild:
             ValueError: ``delay`` is negative or not finite, or a field is out of
                 range (the checks :class:`guild.Client` makes).
         """
+        options = enqueue_options(key, delay, max_attempts, timeout, trace_id, priority)
         async with self._producing(broker) as target:
-            jobs = make_jobs(
-                queue,
-                payloads,
-                now=target.now(),
-                key=key,
-                delay=delay,
-                max_attempts=max_attempts,
-                timeout=timeout,
-                trace_id=trace_id,
-                priority=priority,
-            )
-            return await target.enqueue(jobs)
+            return await enqueue_jobs(target, queue, list(payloads), **options)
 
     async def enqueue_and_wait(
         self,
@@ -786,19 +776,9 @@ class Guild:
                 is out of range; nothing stored.
             BrokerUnavailable: the broker refused the job (raised at once).
         """
+        options = enqueue_options(key, delay, max_attempts, timeout, trace_id, priority)
         async with self._producing(broker) as target:
-            (job,) = make_jobs(
-                queue,
-                [payload],
-                now=target.now(),
-                key=key,
-                delay=delay,
-                max_attempts=max_attempts,
-                timeout=timeout,
-                trace_id=trace_id,
-                priority=priority,
-            )
-            return (await enqueue_and_wait(target, job, wait))[1]
+            return await enqueue_one_and_wait(target, queue, payload, wait, **options)
 
     async def result(
         self, job: Job | str, *, wait: float = 0.0, broker: Broker | str | None = None

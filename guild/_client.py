@@ -184,9 +184,10 @@ async def enqueue_and_wait(broker: Broker, job: Job, wait: float) -> tuple[Job, 
     return stored, await broker.get_result(stored.id, wait=wait)
 
 
-async def _enqueue_and_wait(
+async def enqueue_one_and_wait(
     broker: Broker, queue: str, payload: JSONValue, wait: float, **options: Any
 ) -> Result | None:
+    """Enqueue one job made of ``payload`` and wait for its result (Guild, Client, AsyncClient)."""
     (job,) = make_jobs(queue, [payload], now=broker.now(), **options)
     return (await enqueue_and_wait(broker, job, wait))[1]
 
@@ -196,13 +197,14 @@ async def cancel_jobs(broker: Broker, job_ids: Sequence[str]) -> list[str]:
     return await broker.cancel(job_ids)
 
 
-async def _enqueue(
+async def enqueue_jobs(
     broker: Broker, queue: str, payloads: list[JSONValue], **options: Any
 ) -> list[Job]:
+    """Enqueue jobs made of ``payloads`` in one broker call (Guild, Client, AsyncClient)."""
     return await broker.enqueue(make_jobs(queue, payloads, now=broker.now(), **options))
 
 
-def _options(
+def enqueue_options(
     key: str | None,
     delay: float | None,
     max_attempts: int | None,
@@ -493,10 +495,10 @@ class Client:
         at the broker's durability allows.
         """
         items = list(payloads)
-        options = _options(key, delay, max_attempts, timeout, trace_id, priority)
+        options = enqueue_options(key, delay, max_attempts, timeout, trace_id, priority)
         here = self._portal.enqueue_here
         if here is None:
-            return self._portal.call(lambda broker: _enqueue(broker, queue, items, **options))
+            return self._portal.call(lambda broker: enqueue_jobs(broker, queue, items, **options))
         self._portal.check_open()
         # time.time(): SqliteBroker.now.
         return here(make_jobs(queue, items, now=time.time(), **options))
@@ -526,9 +528,9 @@ class Client:
                 (raised at once, not after the wait).
             BrokerClosed: the client is closed.
         """
-        options = _options(key, delay, max_attempts, timeout, trace_id, priority)
+        options = enqueue_options(key, delay, max_attempts, timeout, trace_id, priority)
         return self._portal.call(
-            lambda broker: _enqueue_and_wait(broker, queue, payload, wait, **options)
+            lambda broker: enqueue_one_and_wait(broker, queue, payload, wait, **options)
         )
 
     def result(self, job: Job | str, *, wait: float = 0.0) -> Result | None:
@@ -692,8 +694,8 @@ class AsyncClient:
     ) -> list[Job]:
         """As :meth:`guild.Client.enqueue_many`."""
         items = list(payloads)
-        options = _options(key, delay, max_attempts, timeout, trace_id, priority)
-        return await self._call(lambda broker: _enqueue(broker, queue, items, **options))
+        options = enqueue_options(key, delay, max_attempts, timeout, trace_id, priority)
+        return await self._call(lambda broker: enqueue_jobs(broker, queue, items, **options))
 
     async def enqueue_and_wait(
         self,
@@ -709,9 +711,9 @@ class AsyncClient:
         priority: Priority | int | str = Priority.NORMAL,
     ) -> Result | None:
         """As :meth:`guild.Client.enqueue_and_wait`."""
-        options = _options(key, delay, max_attempts, timeout, trace_id, priority)
+        options = enqueue_options(key, delay, max_attempts, timeout, trace_id, priority)
         return await self._call(
-            lambda broker: _enqueue_and_wait(broker, queue, payload, wait, **options)
+            lambda broker: enqueue_one_and_wait(broker, queue, payload, wait, **options)
         )
 
     async def result(self, job: Job | str, *, wait: float = 0.0) -> Result | None:

@@ -24,17 +24,7 @@ from guild.brokers import _sqlite_batch
 from guild.brokers._sqlite_batch import WriteBatcher
 from guild.brokers._sqlite_lane import Lane
 from guild.brokers.sqlite import SqliteBroker
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    connection = sqlite3.connect(
-        tmp_path / "batch.db", check_same_thread=False, isolation_level=None
-    )
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-    yield connection
-    connection.close()
+from tests.brokers.conftest import DB_FILE
 
 
 @pytest.fixture
@@ -53,7 +43,7 @@ def limiter() -> trio.CapacityLimiter:
 
 @pytest.fixture
 def batcher(db: sqlite3.Connection, lane: Lane, limiter: trio.CapacityLimiter) -> WriteBatcher:
-    return WriteBatcher(db, "batch.db", limiter, lane=lane)
+    return WriteBatcher(db, DB_FILE, limiter, lane=lane)
 
 
 def _rows(path: Path) -> list[int]:
@@ -122,7 +112,7 @@ async def test_writes_queued_together_all_commit_with_their_own_values(
     )
     # One transaction, in the order queued: each write saw those before it.
     assert outcomes == [1, 2, 3]
-    assert _rows(tmp_path / "batch.db") == [1, 2, 3]
+    assert _rows(tmp_path / DB_FILE) == [1, 2, 3]
     assert not db.in_transaction
 
 
@@ -142,7 +132,7 @@ async def test_a_failing_write_fails_alone_and_the_others_commit(
     assert str(outcomes[1]) == "write 2 fails"
     # Run again alone after the shared transaction rolled back: 3 sees 1, not 2.
     assert outcomes[2] == 2
-    assert _rows(tmp_path / "batch.db") == [1, 3]
+    assert _rows(tmp_path / DB_FILE) == [1, 3]
     assert not db.in_transaction
 
 
@@ -159,7 +149,7 @@ async def test_a_sqlite_error_becomes_broker_unavailable_for_its_write_only(
     assert outcomes[0] == 1
     assert isinstance(outcomes[1], BrokerUnavailable)
     assert isinstance(outcomes[1].__cause__, sqlite3.IntegrityError)
-    assert _rows(tmp_path / "batch.db") == [1]
+    assert _rows(tmp_path / DB_FILE) == [1]
 
 
 async def test_a_write_cancelled_while_queued_never_runs(
@@ -175,7 +165,7 @@ async def test_a_write_cancelled_while_queued_never_runs(
         limiter.release()
         assert await batcher.write(_insert(8)) == 1
     assert scope.cancelled_caught
-    assert _rows(tmp_path / "batch.db") == [8]
+    assert _rows(tmp_path / DB_FILE) == [8]
 
 
 async def test_a_batch_whose_first_caller_is_cancelled_is_led_by_another(
@@ -204,7 +194,7 @@ async def test_a_batch_whose_first_caller_is_cancelled_is_led_by_another(
     assert scope.cancelled_caught
     # One transaction, in the order queued: the second saw the first.
     assert results == {1: 1, 2: 2}
-    assert _rows(tmp_path / "batch.db") == [1, 2]
+    assert _rows(tmp_path / DB_FILE) == [1, 2]
 
 
 async def test_a_write_taken_by_another_caller_is_reported_done_despite_a_cancel(
@@ -246,7 +236,7 @@ async def test_a_write_taken_by_another_caller_is_reported_done_despite_a_cancel
         release.set()
     # The second write was committed with the first: its caller gets its value.
     assert results == {"first": 1, "second": 2, "cancelled_caught": False}
-    assert _rows(tmp_path / "batch.db") == [1, 2]
+    assert _rows(tmp_path / DB_FILE) == [1, 2]
 
 
 # --- set-based start and ack: more jobs than one statement takes (256) -----------

@@ -24,6 +24,7 @@ from guild.brokers import _sqlite_batch
 from guild.brokers._sqlite_batch import WriteBatcher
 from guild.brokers._sqlite_lane import Lane
 from guild.brokers.sqlite import SqliteBroker
+from tests.brokers.conftest import DB_FILE
 
 
 @pytest.fixture(autouse=True)
@@ -34,20 +35,9 @@ def patient(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    connection = sqlite3.connect(
-        tmp_path / "here.db", check_same_thread=False, isolation_level=None
-    )
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def batcher(db: sqlite3.Connection) -> Iterator[WriteBatcher]:
     lane = Lane("test-here")
-    yield WriteBatcher(db, "here.db", trio.CapacityLimiter(1), lane=lane)
+    yield WriteBatcher(db, DB_FILE, trio.CapacityLimiter(1), lane=lane)
     lane.close()
 
 
@@ -137,7 +127,7 @@ async def test_a_write_lock_held_elsewhere_is_waited_for_on_the_database_thread(
         lambda s: begun.append(threading.get_ident() == here) if s.startswith("BEGIN") else None
     )
     here = threading.get_ident()
-    theirs = sqlite3.connect(tmp_path / "here.db", isolation_level=None)
+    theirs = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
     theirs.execute("BEGIN IMMEDIATE")
     try:
         async with trio.open_nursery() as nursery:
