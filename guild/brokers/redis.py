@@ -35,7 +35,7 @@ Theory of operation (the Lua side is ``_redis_functions.lua``):
   finishes the job pushes the result itself to ``notify:<id>`` once per waiter.
   No pub/sub subscription per job. (On a cluster: the script, then the
   ``BLPOP``.) ``enqueue_and_wait`` puts the enqueue script before those two in
-  the same pipeline, its await script (``@await_enqueued``) pushing an empty
+  the same pipeline, its await script (``@await`` of ``_redis_await.lua``) pushing an empty
   marker when the enqueue left no job under the id, so that a refused enqueue
   does not leave the ``BLPOP`` blocked for the wait.
 
@@ -150,11 +150,11 @@ _log = structlog.get_logger("guild.brokers.redis")
 
 SCRIPTS = load_scripts("_redis_functions.lua")
 # Sent whole (EVAL) with every wait: without their comment lines, under half the bytes.
-_AWAITS = {
-    name: "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--"))
-    for name, body in load_scripts("_redis_await.lua").items()
-}
-_AWAIT_PUSH, _AWAIT_ENQUEUED = _AWAITS["await_push"], _AWAITS["await_enqueued"]
+_AWAIT = "\n".join(
+    line
+    for line in load_scripts("_redis_await.lua")["await"].splitlines()
+    if not line.lstrip().startswith("--")
+)
 _SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}
 
 
@@ -553,7 +553,7 @@ class RedisBroker(WorkflowDelegate):
     async def enqueue_and_wait(self, job: Job, *, wait: float) -> tuple[Job, Result | None]:
         """Enqueue ``job`` and wait up to ``wait`` seconds for its result
         (``guild.brokers._protocol.EnqueuesAndWaits``): on one Redis, one round
-        trip, the enqueue script, ``@await_enqueued`` and the ``BLPOP`` of the
+        trip, the enqueue script, ``@await`` (for a job just enqueued) and the ``BLPOP`` of the
         job's notify list pipelined on one connection (Redis runs them in order).
 
         A failed enqueue leaves no job, so the await script pushes its marker
@@ -573,7 +573,7 @@ class RedisBroker(WorkflowDelegate):
         with map_redis_exceptions("enqueue"):
             replies = await wire.execute(
                 ("EVALSHA", _SHAS["enqueue"], *tail, *self._enqueue_args([routed], now)),
-                ("EVAL", _AWAIT_ENQUEUED, *tail, routed.id, math.ceil(wait * 1000)),
+                ("EVAL", _AWAIT, *tail, routed.id, math.ceil(wait * 1000), 1),
                 ("BLPOP", keys.notify(self._prefix, routed.id), _seconds(wait)),
                 blocks=wait,
             )
@@ -975,7 +975,7 @@ class RedisBroker(WorkflowDelegate):
         with map_redis_exceptions("wait for result"):
             if self._wire is not None:
                 replies = await self._wire.execute(
-                    ("EVAL", _AWAIT_PUSH, 1, *self._script_keys, *args),
+                    ("EVAL", _AWAIT, 1, *self._script_keys, *args, ""),
                     ("BLPOP", notify, _seconds(wait)),
                     blocks=wait,
                 )
@@ -986,7 +986,7 @@ class RedisBroker(WorkflowDelegate):
                 raw = popped[1] if popped else await self._wire.call("GET", key)
                 return None if raw is None else self._fresh(_result_from_json(raw, job_id))
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.eval(_AWAIT_PUSH, keys=self._script_keys, args=args)
+                pipe.eval(_AWAIT, keys=self._script_keys, args=[*args, ""])
                 pipe.blpop([notify], timeout=wait)
             popped = pipe.results[1] if pipe.results else None
             raw = popped[1] if popped else await self._client.get(key)
