@@ -192,19 +192,4 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "DROP INDEX jobs_expiry",
         ],
     ),
-    (
-        10,
-        [
-            # The rows no claim would take (guild.brokers._sqlite_strays), indexed
-            # by themselves: the first claim of a queue finds them without
-            # reading every row (0.8 s under the write lock at 500,000 jobs). A
-            # good row is in no entry of it; the term is STRAY of _sqlite_strays,
-            # which the sweep names as it is, or SQLite does not use the index.
-            "CREATE INDEX jobs_stray ON jobs (queue) WHERE (status IS NULL"
-            " OR status NOT IN ('ready', 'in_flight', 'done', 'dead', 'cancelled')"
-            " OR (status = 'ready' AND (typeof(priority) != 'integer'"
-            " OR priority NOT IN (1, 0, -1) OR typeof(ready_at) NOT IN ('integer', 'real')))"
-            " OR (status = 'in_flight' AND typeof(lease_expires) NOT IN ('integer', 'real')))",
-        ],
-    ),
 ]

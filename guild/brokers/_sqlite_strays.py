@@ -6,8 +6,7 @@ passed. A row outside those shapes (an unknown status, a priority that is no
 level, a ``ready_at`` or ``lease_expires`` that is not a number, as a hand edit or
 another program may leave) would wait for ever, unseen: lost work that no count
 shows. The first claim on a queue of each broker finds such rows of that queue
-through the partial index of them (``jobs_stray``, no scan of the queue's other
-rows) and dead-letters them, each with a reason that names the field, so
+in one scan and dead-letters them, each with a reason that names the field, so
 ``guild dlq`` shows them and nothing else in the queue is held up.
 """
 
@@ -24,16 +23,6 @@ _KNOWN = "(" + ", ".join(f"'{s}'" for s in STATUSES) + ")"
 _LEVELS = "(" + ", ".join(str(int(level)) for level in PRIORITIES) + ")"
 _NUMBER = "('integer', 'real')"
 
-STRAY = (
-    f"(status IS NULL OR status NOT IN {_KNOWN}"
-    f" OR (status = 'ready' AND (typeof(priority) != 'integer' OR priority NOT IN {_LEVELS}"
-    f" OR typeof(ready_at) NOT IN {_NUMBER}))"
-    f" OR (status = 'in_flight' AND typeof(lease_expires) NOT IN {_NUMBER}))"
-)
-"""A row no claim would take: the term of the partial index ``jobs_stray`` (schema
-version 10), which the sweep names as it is so that SQLite walks that index (the
-stray rows only) instead of every row of the queue."""
-
 _BURY = f"""
 UPDATE jobs SET status = 'dead', receipt = NULL, traceback = NULL, died_at = ?,
     finished_at = ?, result_expires = ?,
@@ -46,7 +35,12 @@ UPDATE jobs SET status = 'dead', receipt = NULL, traceback = NULL, died_at = ?,
             THEN 'field ''ready_at'' is ' || quote(ready_at) || ', not a number'
         ELSE 'field ''lease_expires'' is ' || quote(lease_expires) || ', not a number'
     END
-WHERE queue = ? AND {STRAY}
+WHERE queue = ? AND (
+    status IS NULL OR status NOT IN {_KNOWN}
+    OR (status = 'ready' AND (typeof(priority) != 'integer' OR priority NOT IN {_LEVELS}
+        OR typeof(ready_at) NOT IN {_NUMBER}))
+    OR (status = 'in_flight' AND typeof(lease_expires) NOT IN {_NUMBER})
+)
 RETURNING id, error
 """
 

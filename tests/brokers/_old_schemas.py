@@ -77,13 +77,6 @@ SCHEMAS: dict[int, list[str]] = {
         "CREATE INDEX jobs_expires ON jobs (result_expires) WHERE status IN ('done', 'cancelled')",
         "DROP INDEX jobs_expiry",
     ],
-    10: [
-        """CREATE INDEX jobs_stray ON jobs (queue) WHERE (status IS NULL
-            OR status NOT IN ('ready', 'in_flight', 'done', 'dead', 'cancelled')
-            OR (status = 'ready' AND (typeof(priority) != 'integer'
-                OR priority NOT IN (1, 0, -1) OR typeof(ready_at) NOT IN ('integer', 'real')))
-            OR (status = 'in_flight' AND typeof(lease_expires) NOT IN ('integer', 'real')))""",
-    ],
 }
 
 RECORDED = max(SCHEMAS)

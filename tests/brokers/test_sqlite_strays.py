@@ -15,11 +15,7 @@ import trio
 
 import guild
 from guild import Job, JobStatus
-from guild.brokers._sqlite_migrate import migrate
-from guild.brokers._sqlite_strays import _BURY, STRAY
 from guild.brokers.sqlite import SqliteBroker
-
-from ._old_schemas import build
 
 _COLUMNS = (
     "id, queue, payload, attempt, max_attempts, enqueued_at, trace_id, status, ready_at,"
@@ -114,51 +110,3 @@ async def test_a_worker_runs_every_good_job_past_the_strays(tmp_path: Path) -> N
             stats = (await direct.stats(["q"]))["q"]
             assert (stats.done, stats.dead, stats.ready, stats.in_flight) == (10, 7, 0, 0)
     assert sorted(ran) == list(range(10))
-
-
-async def test_the_sweep_reads_the_stray_rows_only(tmp_path: Path) -> None:
-    """The first claim's sweep walks the partial index of stray rows: its cost does
-    not grow with the queue's good rows (it read all of them under the write lock,
-    0.8 s at 500,000 jobs, before the first job ran)."""
-    path = tmp_path / "jobs.db"
-    with trio.fail_after(30):
-        broker = await SqliteBroker.open(path)
-        await broker.enqueue([Job(queue="q", payload=n) for n in range(2_000)])
-        await broker.aclose()
-    _insert(path, "q", [stray[:5] for stray in _STRAYS])
-    with sqlite3.connect(path) as db:
-        entries = db.execute(
-            "SELECT count(*) FROM jobs INDEXED BY jobs_stray WHERE queue = 'q' AND " + STRAY
-        ).fetchone()
-        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + _BURY, (0, 0, 0, "q"))]
-        # Rows the sweep steps through: one per entry of the index, none per good row.
-        steps: list[int] = []
-        db.set_progress_handler(lambda: steps.append(1) and 0, 1)
-        db.execute("BEGIN")
-        db.execute(_BURY, (0, 0, 0, "q")).fetchall()
-        db.execute("ROLLBACK")
-        db.set_progress_handler(None, 1)
-    db.close()
-    assert entries == (len(_STRAYS),)
-    assert plan == ["SEARCH jobs USING INDEX jobs_stray (queue=?)"]
-    # 2,000 good rows read one by one would take more than 2,000 virtual machine steps.
-    assert len(steps) < 2_000
-
-
-async def test_a_file_migrated_from_version_9_finds_its_older_strays(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    build(path, 9, jobs_per_status=0)
-    _insert(path, "q", [("old-bogus", "bogus", 0.0, 0, None)])
-    migrate(path)
-    with trio.fail_after(30):
-        broker = await SqliteBroker.open(path)
-        try:
-            assert await broker.claim("q", consumer="c", limit=1, lease=30) == []
-            letter = await broker.get_dead("old-bogus")
-            assert letter is not None
-            assert letter.error == (
-                "rejected: job old-bogus: field 'status' is 'bogus',"
-                " none of ready, in_flight, done, dead, cancelled"
-            )
-        finally:
-            await broker.aclose()
