@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 READ_ONLY = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# bwrap refuses a command line of more arguments than this, its own included
+# ("Exceeded maximum number of arguments"), and the run's command is on it.
+MAX_ARGS = 9000
 
 
 def bwrap_argv(bwrap: str, workdir: str, present: Iterable[str]) -> list[str]:
@@ -23,3 +26,9 @@ def bwrap_argv(bwrap: str, workdir: str, present: Iterable[str]) -> list[str]:
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     argv += ["--bind", workdir, workdir, "--chdir", workdir]
     return argv
+
+
+def room(present: Iterable[str]) -> int:
+    """How many arguments the run's command may have under bwrap (:data:`MAX_ARGS`
+    less the prefix :func:`bwrap_argv` puts before it, and bwrap's own name)."""
+    return MAX_ARGS - len(bwrap_argv("bwrap", "/", present))

@@ -1,11 +1,12 @@
 """The fork server: a small helper process that keeps one forked child ready.
 
 It runs as its own interpreter (``python -I -S _forkserver.py MODE FD …``) and
-imports only built-in modules (plus ``ctypes`` in ``kernel`` mode), so it stays
-small and forking it is cheap. It forks a *spare* through an intermediate that
-exits at once, so the spare is re-parented to the worker (a child subreaper),
-which waits for it like any child of its own. The spare blocks on the control
-socket for one request and then, for that one run: starts a new session, joins
+imports only built-in modules (plus ``ctypes``, for its session keyring and in
+``kernel`` mode), so it stays small and forking it is cheap. It forks a *spare*
+through an intermediate that exits at once, so the spare is re-parented to the
+worker (a child subreaper), which waits for it like any child of its own. The
+spare blocks on the control socket for one request (in a memfd when large) and
+then, for that one run: starts a new session, joins
 the run's cgroups (descriptors the worker opened), wires stdin to /dev/null and
 stdout/stderr to the run's pipes, closes every other descriptor, restores
 default signal handling, changes into the job directory, sets the rlimits,
@@ -56,10 +57,24 @@ import os
 import resource
 import sys
 
+TYPE_CHECKING = False  # typing is not imported here: see the module doc
+if TYPE_CHECKING:
+    import ctypes
+
 _INT = _struct.Struct("=i")
-_MAX_FDS = 8
+# A request's descriptors: the job socket, two pipes, a spilled request, a
+# detached tree and a cgroup file per hierarchy (three on a v1 host), and room.
+_MAX_FDS = 10
 _FDS = _socket.CMSG_LEN(_MAX_FDS * _INT.size)
 _MAX_REQUEST = 1 << 20
+# A request larger than this is sent in a memfd (its descriptor first after the
+# pipes) and the message is SPILLED: a message of the control socket
+# (SOCK_SEQPACKET) cannot exceed its send buffer, ~208 KiB by default, while argv
+# and environment may reach 1 MiB. A marshalled request never is one byte.
+SPILL_OVER = 64 << 10
+SPILLED = b"M"
+# The most a spilled request may hold: 1 MiB of argv and environment, and the rest.
+_MAX_SPILLED = 2 << 20
 # What a request unpacks to, as _spawn sends it (argv, env, cwd, rlimits,
 # identity, a detached tree, prove): see _spare.
 _JOB_PATH = "/run/guild/jobs/job-1-0123456789abcdef"
@@ -81,6 +96,54 @@ _REQUEST_SHAPE = marshal.dumps(
         True,
     )
 )
+
+
+# keyctl(2)'s number by machine, and the two operations seal_session_keyring uses.
+_KEYCTL_CALL = {"x86_64": 250, "aarch64": 219, "riscv64": 219}
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+_KEYCTL_SETPERM = 5
+
+
+def seal_session_keyring(libc: ctypes.CDLL | None = None) -> None:
+    """Replace this process's session keyring (and so its children's, from now on)
+    with a new, empty one that nobody may use.
+
+    The session keyring is inherited through ``fork``, ``execve`` and ``setuid``,
+    and a process whose session holds a keyring *possesses* it: possessor
+    permissions (all of them, by default) whatever its uid. A job started from a
+    worker's session keyring read and wrote it, in a bubblewrap user namespace
+    too (a secret a service keeps there, a key planted for it). The new keyring
+    grants no permission to anyone, possessor included; a job may still make a
+    session keyring of its own. Kernel mode's seccomp filter refuses the keyring
+    calls as well. Left as it is: a kernel without keyrings (``ENOSYS``), a
+    seccomp filter that refuses ``keyctl`` (``EPERM``, as Docker's default
+    profile does: every descendant, the job too, inherits the filter), and a
+    machine whose ``keyctl`` number is not known here.
+
+    ``libc``: a handle made before a fork (``dlopen`` in the fork of a threaded
+    worker could wait forever for a lock another thread held); else one is made.
+
+    Raises:
+        OSError: the kernel has keyrings and refused a new one, or its permissions.
+    """
+    number = _KEYCTL_CALL.get(os.uname().machine)
+    if number is None:
+        return
+    # Here only: a plain server needs ctypes for this one call at its start.
+    import ctypes
+
+    if libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+    keyctl = libc.syscall
+    keyctl.restype = ctypes.c_long
+    ring = keyctl(number, _KEYCTL_JOIN_SESSION_KEYRING, None)
+    if ring < 0:
+        code = ctypes.get_errno()
+        if code in (errno.ENOSYS, errno.EPERM):
+            return
+        raise OSError(code, "a new session keyring")
+    if keyctl(number, _KEYCTL_SETPERM, ctypes.c_long(ring), 0) < 0:
+        raise OSError(ctypes.get_errno(), "the session keyring's permissions")
 
 
 # PF_NPROC_EXCEEDED in the flags of /proc/self/stat (Linux 3.1 and later).
@@ -256,6 +319,8 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
     try:
         if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
             raise OSError(7, "request too large")  # E2BIG
+        if message == SPILLED:
+            message = _unspill(rest.pop(0))
         argv, env, cwd, limits, identity, has_tree, prove = marshal.loads(message)
         tree = rest.pop(0) if kernel is not None and has_tree else -1
         join_cgroups(rest)
@@ -299,6 +364,22 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
         job.sendall(_INT.pack(code))
     finally:
         os._exit(127)
+
+
+def _unspill(fd: int) -> bytes:
+    """The request the worker wrote to memfd ``fd`` (closed here)."""
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size <= _MAX_SPILLED:
+            chunk = os.pread(fd, _MAX_SPILLED + 1 - size, size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise OSError(7, "request too large")  # E2BIG
+    finally:
+        os.close(fd)
 
 
 def _send_pid(job: _socket.socket, kernel: _Kernel | None) -> None:
@@ -483,6 +564,11 @@ def main(
                 pass
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+    try:
+        # Not the worker's: every spare, and so every run, inherits this one.
+        seal_session_keyring()
+    except OSError:
+        return  # no "ready": the worker sees the server gone
     ctl = _socket.socket(fileno=ctl_fd)
     dropper = -1
     if drop_fd >= 0:

@@ -31,9 +31,11 @@ What the run created. :func:`walk` goes through directory descriptors opened
 with ``O_NOFOLLOW`` and ``lstat``s each entry relative to its directory's
 descriptor: only regular files are reported (never a symlink, nor what one
 points at), at most ``cap`` names, at most :data:`MAX_DEPTH` levels down and
-:data:`MAX_VISITS` entries in all. The caller runs :func:`make`, :func:`walk`
-and :func:`remove` (:func:`finish` is the last two) in a worker thread, off the
-event loop: a tmpfs mount and unmount wait for the host's mount lock. Only
+:data:`MAX_VISITS` entries in all; a name that is not UTF-8 is reported with
+``\\xNN`` for each byte that is not, so every name encodes (JSON, a broker).
+The caller runs :func:`make`, :func:`walk` and :func:`remove` (:func:`finish`
+is the last two) in a worker thread, off the event loop: a tmpfs mount and
+unmount wait for the host's mount lock. Only
 :func:`make` of a directory without a tmpfs, when :func:`small_input` says it
 is small, is cheaper than the trip to a thread; so is all of it for a detached
 directory whose file system shows few inodes and bytes used (:func:`finish_small`).
@@ -455,7 +457,7 @@ def _walk(directory: int, prefix: str, depth: int, found: _Found) -> None:
                 if len(found.names) >= found.cap:
                     found.truncated = True
                     return
-                found.names.append(relative)
+                found.names.append(relative if relative.isascii() else _text(relative))
             elif stat.S_ISDIR(info.st_mode):
                 if depth + 1 >= MAX_DEPTH:
                     found.truncated = True
@@ -470,6 +472,18 @@ def _walk(directory: int, prefix: str, depth: int, found: _Found) -> None:
                     os.close(child)
                 if found.truncated and found.visits > MAX_VISITS:
                     return
+
+
+def _text(name: str) -> str:
+    """``name`` (as ``os.scandir`` decodes it) as text that encodes to UTF-8: a name
+    that is not UTF-8 has each byte that is not as ``\\xNN``. The file system's
+    surrogate escapes would fail every encoder a result meets (JSON for a
+    broker, a database's text), so a job could break its own handler's result."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
 
 
 # What :func:`make`, :func:`walk` and :func:`remove` may do on the event loop

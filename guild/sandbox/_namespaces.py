@@ -16,10 +16,10 @@ A kernel-isolated run is built in three steps, two of them before any request:
 2. :func:`enter_pid` (in the spare, which is PID 1 of the new namespace): a
    fresh ``/proc`` that shows only the run's processes.
    It also mounts fresh tmpfs on :data:`SCRATCH`, limited in bytes and inodes.
-3. :func:`harden` (in the job process, before the request): ``no_new_privs``
-   and no kernel keyring calls (:func:`deny_keyrings`); :func:`prepare_run`
-   (after the request): the job directory attached as the only writable place
-   of the host's file system.
+3. :func:`harden` (in the job process, before the request): ``no_new_privs``,
+   no kernel keyring calls and no user namespace (:func:`deny_keyrings`);
+   :func:`prepare_run` (after the request): the job directory attached as the
+   only writable place of the host's file system.
 """
 
 from __future__ import annotations
@@ -114,6 +114,18 @@ _KEYRING_CALLS = {
     "x86_64": (0xC000003E, (248, 249, 250)),  # add_key, request_key, keyctl
     "aarch64": (0xC00000B7, (217, 218, 219)),
 }
+# A user namespace of its own gave a job the mounts this module's limits are
+# made of: a devpts without the run's max (seen: 250 ptys by one process where
+# the run's own devpts allows 64, taken from what every other devpts instance
+# on the host draws on), fresh tmpfs, a cgroup2 view. The same filter answers
+# EPERM to unshare and clone asking for CLONE_NEWUSER (as a kernel without user
+# namespaces does), and ENOSYS to clone3, whose flags it cannot read (the C
+# library then falls back to clone). Per architecture: unshare, clone, clone3.
+_USERNS_CALLS = {
+    "x86_64": (272, 56, 435),
+    "aarch64": (97, 220, 435),
+}
+_CLONE_NEWUSER = 0x10000000
 _X32_BIT = 0x40000000
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
@@ -122,6 +134,7 @@ _SECCOMP_RET_ERRNO = 0x00050000
 _BPF_LOAD = 0x20  # BPF_LD | BPF_W | BPF_ABS
 _BPF_JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 _BPF_JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_BPF_JSET = 0x45  # BPF_JMP | BPF_JSET | BPF_K
 _BPF_RET = 0x06  # BPF_RET | BPF_K
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -410,12 +423,15 @@ class _Program(ctypes.Structure):
 
 def keyring_filter(machine: str) -> list[tuple[int, int, int, int]]:
     """The seccomp program (code, jt, jf, k) that refuses the keyring calls with
-    EPERM on ``machine``, and every call of another ABI (i386's ``int 0x80``,
-    x32) with ENOSYS, whose numbers differ; empty for an unknown machine."""
+    EPERM on ``machine``, and a new user namespace (``unshare`` or ``clone`` with
+    ``CLONE_NEWUSER``: EPERM; ``clone3``: ENOSYS, see :data:`_USERNS_CALLS`), and
+    every call of another ABI (i386's ``int 0x80``, x32) with ENOSYS, whose
+    numbers differ; empty for an unknown machine."""
     known = _KEYRING_CALLS.get(machine)
     if known is None:
         return []
     arch, (add_key, request_key, keyctl) = known
+    unshare, clone, clone3 = _USERNS_CALLS[machine]
     deny_abi = _SECCOMP_RET_ERRNO | errno.ENOSYS
     return [
         (_BPF_LOAD, 0, 0, 4),  # seccomp_data.arch
@@ -424,11 +440,17 @@ def keyring_filter(machine: str) -> list[tuple[int, int, int, int]]:
         (_BPF_LOAD, 0, 0, 0),  # seccomp_data.nr
         (_BPF_JGE, 0, 1, _X32_BIT),
         (_BPF_RET, 0, 0, deny_abi),
-        (_BPF_JEQ, 3, 0, add_key),
-        (_BPF_JEQ, 2, 0, request_key),
-        (_BPF_JEQ, 1, 0, keyctl),
+        (_BPF_JEQ, 8, 0, add_key),  # to the EPERM
+        (_BPF_JEQ, 7, 0, request_key),
+        (_BPF_JEQ, 6, 0, keyctl),
+        (_BPF_JEQ, 6, 0, clone3),  # to the last ENOSYS
+        (_BPF_JEQ, 1, 0, unshare),
+        (_BPF_JEQ, 0, 2, clone),
+        (_BPF_LOAD, 0, 0, 16),  # the low half of seccomp_data.args[0]: the flags
+        (_BPF_JSET, 1, 0, _CLONE_NEWUSER),
         (_BPF_RET, 0, 0, _SECCOMP_RET_ALLOW),
         (_BPF_RET, 0, 0, _SECCOMP_RET_ERRNO | errno.EPERM),
+        (_BPF_RET, 0, 0, deny_abi),
     ]
 
 
@@ -448,8 +470,8 @@ _KEYRING_PROGRAM = _built(keyring_filter(os.uname().machine))
 
 def deny_keyrings() -> None:
     """In the job process, after ``no_new_privs``: no keyring calls (see
-    :data:`_KEYRING_CALLS`); on a machine without its numbers here, the keyring
-    stays reachable."""
+    :data:`_KEYRING_CALLS`) and no new user namespace (:data:`_USERNS_CALLS`); on
+    a machine without their numbers here, both stay reachable."""
     if _KEYRING_PROGRAM is None:
         return
     prog, _ = _KEYRING_PROGRAM

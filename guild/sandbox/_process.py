@@ -44,7 +44,7 @@ from .._exports import publish
 from ..observability._current import emit_here
 from ..observability._feature_events import SandboxRan
 from . import _cgroup, _jobdir, _reaper, _spawn, _uids
-from ._bwrap import READ_ONLY, bwrap_argv
+from ._bwrap import READ_ONLY, bwrap_argv, room
 from ._policy import SandboxPolicy, check, check_run, resolve_allowed
 
 _log = structlog.get_logger("guild.sandbox")
@@ -244,6 +244,7 @@ class Sandbox:
         self._table = resolve_allowed(self.policy)
         self._isolation, self._bwrap = _resolve_isolation(self.policy.isolate)
         self._present = [p for p in READ_ONLY if os.path.exists(p)]
+        self._bwrap_room = room(self._present)
         self._root = os.geteuid() == 0
         self._jobs = _jobdir.parent(self._root)
         self._user = (0, 0)
@@ -286,7 +287,15 @@ class Sandbox:
 
     def check(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[str, ...]:
         """The argv that would run, or :class:`CommandRefused` naming the rule (no process)."""
-        return check(argv, self._table, self.policy, env)
+        resolved = check(argv, self._table, self.policy, env)
+        if self._bwrap and len(resolved) > self._bwrap_room:
+            # Else bwrap itself refuses it, and the run "exits 1" with its message.
+            raise CommandRefused(
+                "bad-argv",
+                tuple(argv),
+                f"{len(resolved)} arguments; bwrap runs a command of {self._bwrap_room} at most",
+            )
+        return resolved
 
     async def run(
         self,

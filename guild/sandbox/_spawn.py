@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import ctypes
 import marshal
 import os
 import select
@@ -35,8 +36,8 @@ from pathlib import Path
 import trio
 
 from . import _cgroup, _namespaces, _reaper
+from ._forkserver import SPILL_OVER, SPILLED, join_cgroups, seal_session_keyring
 from ._forkserver import apply_in_child as apply_in_child
-from ._forkserver import join_cgroups
 
 Limits = Sequence[tuple[int, int]]
 Identity = tuple[int, int] | None
@@ -44,10 +45,14 @@ Identity = tuple[int, int] | None
 Budget = tuple[int, int, float]
 _SERVER_SCRIPT = str(Path(__file__).with_name("_forkserver.py"))
 _INT = struct.Struct("=i")
+# For preexec: made here, not in the fork of a threaded worker (see seal_session_keyring).
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def preexec(limits: Limits, identity: Identity, cgroups: Sequence[int]) -> None:
-    """The ``preexec_fn`` of the fallback path: what a fork-server spare applies."""
+    """The ``preexec_fn`` of the fallback path: what a fork-server spare applies
+    (the server's sealed session keyring too, not the worker's)."""
+    seal_session_keyring(_LIBC)
     join_cgroups(list(cgroups))
     apply_in_child(list(limits), identity)
 
@@ -364,8 +369,17 @@ class ForkServer:
         child: Child | None = None
         group: _cgroup.RunCgroup | None = None
         procs: list[int] = []
+        spilled = -1
         try:
             try:
+                if len(payload) > SPILL_OVER:
+                    # A message of the control socket (SOCK_SEQPACKET) cannot be
+                    # larger than its send buffer (~208 KiB), and the policy lets
+                    # argv and environment reach 1 MiB: the request goes in a
+                    # memfd instead, named by a one-byte message.
+                    spilled = _spill(payload)
+                    payload = SPILLED
+                    extra.insert(0, spilled)
                 # No await from taking the prepared cgroup to sending the next
                 # one: the order of the messages is what pairs runs with cgroups.
                 async with _holding(self._order):
@@ -391,6 +405,8 @@ class ForkServer:
                 theirs.close()
                 os.close(out_w)
                 os.close(err_w)
+                if spilled >= 0:
+                    os.close(spilled)
                 if cloned >= 0:
                     os.close(cloned)
                 for fd in procs:
@@ -452,6 +468,19 @@ class ForkServer:
                 os.close(err_r)
                 if group is not None:
                     _cgroup.release(group)
+
+
+def _spill(payload: bytes) -> int:
+    """A close-on-exec memfd holding ``payload``, for the spare to read (see ``spawn``)."""
+    fd = os.memfd_create("guild-request", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @contextlib.asynccontextmanager

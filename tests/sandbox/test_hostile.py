@@ -10,12 +10,14 @@ is a skip that says why, never a silent drop.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
 import socket
 import sqlite3
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ import trio
 from structlog.testing import capture_logs
 
 import guild
+from guild._codec import encode_result
 from guild.sandbox import Sandbox, SandboxPolicy, _jobdir
 from guild.sandbox._policy import Isolation
 
@@ -465,6 +468,60 @@ class TestContainment:
         assert result.exit_code != 0
         assert not os.path.exists(target)
 
+    async def test_the_largest_argv_and_environment_the_policy_allows_run(
+        self, sandbox: Sandbox
+    ) -> None:
+        # Under the policy's 1 MiB of argv and job environment, and far over what one
+        # message of the fork server's control socket holds (its send buffer, ~208
+        # KiB): kernel mode failed such a run with SandboxError.
+        arguments = [letter * 120_000 for letter in "abcdefg"]
+        env = {"BIG_ONE": "y" * 100_000, "BIG_TWO": "z" * 100_000}
+        script = (
+            b"import os, sys\n"
+            b"print(sum(map(len, sys.argv[1:])),"
+            b" len(os.environ['BIG_ONE'] + os.environ['BIG_TWO']))"
+        )
+        with trio.fail_after(30):
+            result = await sandbox.run(
+                ["python3", "big.py", *arguments], timeout=20, files={"big.py": script}, env=env
+            )
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.split() == [b"840000", b"200000"]
+
+    @pytest.mark.parametrize("mode", _modes())
+    async def test_more_arguments_than_bwrap_takes_are_refused_there(
+        self, mode: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # bwrap refuses a command line of over 9000 arguments, its own included:
+        # the run "exited 1" with bwrap's message as the job's stderr. Under
+        # bwrap it is a refusal before anything starts; elsewhere the job runs.
+        arguments = ["x"] * 9000
+        script = b"import sys; print(len(sys.argv))"
+        sandbox = _sandbox(mode)
+        made: list[object] = []
+        make = _jobdir.make
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            made.append(args)
+            return make(*args, **kwargs)
+
+        monkeypatch.setattr(_jobdir, "make", counted)
+        with trio.fail_after(30):
+            if mode == "bwrap":
+                with pytest.raises(guild.CommandRefused) as info:
+                    await sandbox.run(
+                        ["python3", "many.py", *arguments], timeout=20, files={"many.py": script}
+                    )
+                assert info.value.rule == "bad-argv", info.value
+                assert made == []  # no job directory was made
+                # Up to what bwrap takes, the job runs whole.
+                arguments = arguments[:8000]
+            result = await sandbox.run(
+                ["python3", "many.py", *arguments], timeout=20, files={"many.py": script}
+            )
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == f"{len(arguments) + 1}\n".encode()
+
 
 class TestStructuredConcurrency:
     """Sandboxes are nursery citizens: cancelling the nursery leaves nothing behind."""
@@ -782,6 +839,70 @@ class TestHostResources:
         if mode == "kernel":
             assert held <= 64
 
+    @pytest.mark.parametrize(
+        "mode",
+        _modes(
+            none=NO_PTYS,
+            bwrap="bwrap's devpts has no cap of its own (kernel.pty.reserve keeps the host's)",
+        ),
+    )
+    async def test_a_user_namespace_of_its_own_does_not_lift_the_pty_cap(self, mode: str) -> None:
+        # In a user namespace of its own a job mounted a devpts without the run's
+        # max=64 and took ptys from what every other devpts instance draws on.
+        script = (
+            b"import ctypes, os, time\n"
+            b"libc = ctypes.CDLL(None, use_errno=True)\n"
+            b"uid, gid = os.getuid(), os.getgid()\n"
+            b"ptmx = '/dev/ptmx'\n"
+            b"if libc.unshare(0x10000000 | 0x00020000) == 0:\n"  # CLONE_NEWUSER | CLONE_NEWNS
+            b"    open('/proc/self/setgroups', 'w').write('deny')\n"
+            b"    open('/proc/self/uid_map', 'w').write(f'0 {uid} 1')\n"
+            b"    open('/proc/self/gid_map', 'w').write(f'0 {gid} 1')\n"
+            b"    os.mkdir('pts')\n"
+            b"    if libc.mount(b'devpts', b'pts', b'devpts', 0, b'newinstance,ptmxmode=0666') == 0:\n"
+            b"        ptmx = 'pts/ptmx'\n"
+            b"else:\n"
+            b"    print('unshare', ctypes.get_errno(), flush=True)\n"
+            b"r, w = os.pipe()\n"
+            b"for _ in range(4):\n"
+            b"    if os.fork() == 0:\n"
+            b"        held = []\n"
+            b"        try:\n"
+            b"            while len(held) < 250:\n"
+            b"                held.append(os.open(ptmx, os.O_RDWR | os.O_NOCTTY))\n"
+            b"        except OSError:\n"
+            b"            pass\n"
+            b"        os.write(w, len(held).to_bytes(4, 'little'))\n"
+            b"        time.sleep(2)\n"
+            b"        os._exit(0)\n"
+            b"print('held', sum(int.from_bytes(os.read(r, 4), 'little') for _ in range(4)))\n"
+            b"time.sleep(1)\n"
+        )
+        in_use = Path("/proc/sys/kernel/pty/nr")
+        before = int(in_use.read_text())
+        most = before
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, int(in_use.read_text()))
+                await trio.sleep(0.01)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                result = await _sandbox(mode).run(
+                    ["python3", "ptys.py"], timeout=30, files={"ptys.py": script}
+                )
+                nursery.cancel_scope.cancel(reason="the run is over")
+        assert result.exit_code == 0, result.stderr
+        assert f"unshare {errno.EPERM}".encode() in result.stdout
+        held = int(result.stdout.split(b"held ")[1])
+        assert 0 < held <= 64, result.stdout
+        # On the host: the kernel's count of ptys in use rose by the run's 64 at
+        # most (1000 with the job's own devpts), give or take other processes'.
+        assert most - before < 500, (before, most)
+
     @pytest.mark.parametrize("mode", _modes(none=NO_DEVICES))
     async def test_host_devices_open_to_all_are_not_there(self, mode: str) -> None:
         usual = {"null", "zero", "full", "random", "urandom", "tty", "ptmx"}
@@ -840,6 +961,72 @@ class TestHostResources:
         assert b"left-behind" not in second.stdout
         if mode == "kernel":  # nothing was kept for the uid on the host
             assert keys_after_first == 0, first.stdout
+
+    @needs_root
+    @pytest.mark.parametrize("mode", _spawn_modes())
+    def test_the_workers_session_keyring_is_not_the_jobs(self, mode: tuple[str, str]) -> None:
+        isolation, spawn = mode
+        env = {**os.environ, "PYTHONPATH": str(Path(guild.__file__).resolve().parents[1])}
+        if spawn == "preexec":
+            env["GUILD_SANDBOX_SPAWN"] = "preexec"
+        # A worker whose session keyring holds a secret, as a login's or a
+        # service's may: the job must neither read it nor add to it.
+        worker = subprocess.run(
+            [sys.executable, "-c", _KEYRING_WORKER, ISOLATE[isolation]],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert worker.returncode == 0, worker.stderr.decode(errors="replace")
+        report = json.loads(worker.stdout.splitlines()[-1])
+        assert report["exit_code"] == 0, report["stderr"]
+        assert report["stdout"].startswith("ran as "), report
+        assert "hunter2" not in report["stdout"], report["stdout"]
+        # The worker's session keyring, read by the worker itself after the run.
+        assert report["worker_keys"] == [report["secret"]], report
+
+
+# A worker process with a secret in a session keyring of its own, then one run
+# that looks through the session keyring it was given and adds a key to it.
+# argv[1]: the isolation. Prints one JSON line.
+_KEYRING_WORKER = """
+import ctypes, json, os, sys, trio
+from guild.sandbox import Sandbox, SandboxPolicy
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ADD, KEYCTL = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+SESSION, JOIN, READ = -3, 1, 11
+assert libc.syscall(KEYCTL, JOIN, None) > 0, ctypes.get_errno()
+secret = libc.syscall(ADD, b"user", b"guild-secret", b"hunter2", 7, SESSION)
+assert secret > 0, ctypes.get_errno()
+JOB = f'''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+print("ran as", os.getuid())
+ids = ctypes.create_string_buffer(4096)
+size = libc.syscall({KEYCTL}, {READ}, {SESSION}, ids, 4096)
+for key in memoryview(ids.raw[: max(size, 0)]).cast("i"):
+    payload = ctypes.create_string_buffer(256)
+    got = libc.syscall({KEYCTL}, {READ}, key, payload, 256)
+    print("key", key, payload.raw[: max(got, 0)])
+print("planted", libc.syscall({ADD}, b"user", b"planted", b"x", 1, {SESSION}))
+'''
+async def main():
+    sandbox = Sandbox(SandboxPolicy(isolate=sys.argv[1]))
+    return await sandbox.run(["python3", "keys.py"], timeout=20, files={"keys.py": JOB.encode()})
+result = trio.run(main)
+ids = ctypes.create_string_buffer(4096)
+size = libc.syscall(KEYCTL, READ, SESSION, ids, 4096)
+print(json.dumps({
+    "exit_code": result.exit_code,
+    "stdout": result.stdout.decode(errors="replace"),
+    "stderr": result.stderr.decode(errors="replace"),
+    "secret": secret,
+    "worker_keys": list(memoryview(ids.raw[: max(size, 0)]).cast("i")),
+}))
+"""
 
 
 def _keys_of(uid: int) -> int:
@@ -932,6 +1119,25 @@ class TestJobDirectory:
         if ROOT:  # nothing left behind, under either name
             assert not os.path.lexists(workdir)
             assert not os.path.lexists(workdir + "-moved")
+
+    @pytest.mark.parametrize("mode", _modes())
+    async def test_file_names_that_are_not_utf8_are_reported_as_text(self, mode: str) -> None:
+        script = (
+            b"import os\n"
+            b"for name in (b'bad\\xff\\xfe.txt', b'new\\nline.txt', 'caf\\u00e9.txt'.encode()):\n"
+            b"    os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o600))\n"
+        )
+        with trio.fail_after(30):
+            result = await _sandbox(mode).run(
+                ["python3", "names.py"], timeout=20, files={"names.py": script}
+            )
+        assert result.exit_code == 0, result.stderr
+        # Each undecodable byte as \\xNN; every name encodes, so a handler may
+        # return the list as its result (JSON to the broker).
+        assert result.files_created == ("bad\\xff\\xfe.txt", "caf\u00e9.txt", "new\nline.txt")
+        for name in result.files_created:
+            name.encode("utf-8")
+        encode_result(list(result.files_created))
 
     @needs_root
     @pytest.mark.parametrize("mode", _modes())
