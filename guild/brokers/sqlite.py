@@ -238,7 +238,9 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
         # never before its result's (get_result also checks Retention.results).
         self._result_ttl = retention.record
         self._purge_backlog = False
-        self._strays_swept: set[str] = set()  # queues whose strays were looked for
+        # Per queue, the rowids still to look through for strays: (next, last).
+        # Absent: not begun; (last, last): done (once per queue and broker).
+        self._stray_spans: dict[str, tuple[int, int]] = {}
         self._limiter = trio.CapacityLimiter(1)
         self._lane = Lane(f"guild-sqlite {os.path.basename(path)}")
         self._batcher = WriteBatcher(
@@ -478,16 +480,24 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
             ).fetchall()
 
         strays: list[tuple[str, str]] = []
-        sweep = queue not in self._strays_swept
+        span = self._stray_spans.get(queue)
+        swept: list[tuple[int, int]] = []
 
         def claim(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], float]:
             now = self.now()
-            if sweep:  # once per queue: rows no claim would take, dead-lettered
-                strays[:] = _sqlite_strays.bury(db, queue, now, self._result_ttl)
             self._expire_leases(db, queue, now, max_attempts)
             rows = take(db, now, start, 1) if start > 0 else []
             if limit > start:
                 rows += take(db, now, limit - start, 0)
+            if not rows and (span is None or span[0] < span[1]):
+                # Rows no claim would take, dead-lettered: looked for by a claim
+                # that found nothing, a slice of the table at a time, so that a
+                # deep backlog neither waits for the look nor holds the write
+                # lock through it (reading every row took 0.8 s at 500,000 jobs).
+                begun = span or (0, db.execute("SELECT max(rowid) FROM jobs").fetchone()[0] or 0)
+                upto = min(begun[0] + _sqlite_strays.STRAY_SLICE, begun[1])
+                strays[:] = _sqlite_strays.bury(db, queue, now, self._result_ttl, begun[0], upto)
+                swept[:] = [(upto, begun[1])]
             self._purge(db, now)
             return rows, now + lease
 
@@ -498,7 +508,8 @@ class SqliteBroker(LedgerDelegate, WorkflowDelegate):
             # rolled back), reading text as bytes, so that row can be dead-lettered.
             rows, lease_expires = await self._write(_bytes_text(claim))
             rows = [_utf8_where_valid(row) for row in rows]
-        self._strays_swept.add(queue)
+        if swept:
+            self._stray_spans[queue] = swept[0]
         for job_id, reason in strays:
             _log.error("bad_row_dead_lettered", job_id=job_id, reason=reason)
         rows.sort(key=lambda row: (-row[14], row[10], row[0]))
