@@ -26,6 +26,7 @@ if typing.TYPE_CHECKING:
     from ._cron import Every as Every
     from ._cron import ScheduleError as ScheduleError
     from ._errors import BrokerClosed as BrokerClosed
+    from ._errors import BrokerDataError as BrokerDataError
     from ._errors import BrokerError as BrokerError
     from ._errors import BrokerFileReplaced as BrokerFileReplaced
     from ._errors import BrokerUnavailable as BrokerUnavailable
@@ -145,6 +146,7 @@ __all__ = [
     "Backoff",
     "Broker",
     "BrokerClosed",
+    "BrokerDataError",
     "BrokerError",
     "BrokerFileReplaced",
     "BrokerUnavailable",

@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from ._client import client_url, enqueue_jobs, enqueue_one_and_wait, enqueue_options, job_info
-from ._errors import BrokerUnavailable, GaveUp, GuildError, WorkerEnded
+from ._errors import BrokerDataError, BrokerUnavailable, GaveUp, GuildError, WorkerEnded
 from ._exports import publish
 from ._groups import unwrap
 from ._handlers import check_handler
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("guild")
 _COORDINATOR = "workflow-coordinator"
+_PERIODIC = "periodic"
 H = TypeVar("H", bound=Handler)
 
 
@@ -181,6 +182,9 @@ class Guild:
         self._broker: Broker | None = None
         self._wall_clock = wall_clock
         self._periodic: dict[str, Periodic] = {}
+        # Why each schedule's last enqueue failed (its queue's key damaged, the
+        # broker away), until one goes through: /health's ``periodic`` says it.
+        self._periodic_errors: dict[str, str] = {}
         self._lifespans: list[Callable[[Guild], AbstractAsyncContextManager[object]]] = []
         self._specs: dict[str, WorkerSpec] = {}
         self._circuits: dict[str, Circuit | None] = {}
@@ -306,9 +310,17 @@ class Guild:
 
     def upcoming(self) -> list[dict[str, Any]]:
         """Each periodic job, by name, with its next fire after now by the app's
-        ``wall_clock`` (:meth:`Periodic.to_json`): ``/health``'s ``periodic``."""
+        ``wall_clock`` (:meth:`Periodic.to_json`): ``/health``'s ``periodic``.
+        A schedule whose last enqueue failed has ``error``, saying why."""
         now = _utc(self._wall_clock())
-        return [entry.to_json(now) for _, entry in sorted(self._periodic.items())]
+        found = []
+        for name, entry in sorted(self._periodic.items()):
+            shown = entry.to_json(now)
+            error = self._periodic_errors.get(name)
+            if error is not None:
+                shown["error"] = error
+            found.append(shown)
+        return found
 
     def lifespan(
         self, factory: Callable[[Guild], AbstractAsyncContextManager[object]]
@@ -475,9 +487,7 @@ class Guild:
                 )
             if self._periodic:
                 await supervisor.start_child(
-                    ChildSpec(
-                        name="periodic", start=self._serve_periodic, restart=Restart.TRANSIENT
-                    )
+                    ChildSpec(name=_PERIODIC, start=self._serve_periodic, restart=Restart.TRANSIENT)
                 )
             if self.workflow_poll is not None and isinstance(self.broker, WorkflowStore):
                 await supervisor.start_child(
@@ -550,8 +560,26 @@ class Guild:
             if self.draining:
                 return
             entry = self._periodic[name]
-            await self.enqueue(entry.queue, entry.payload, key=tick_key(name, fire_at))
+            try:
+                await self.enqueue(entry.queue, entry.payload, key=tick_key(name, fire_at))
+            except (BrokerUnavailable, BrokerDataError) as error:
+                # That tick is skipped, as one missed while down is, and the
+                # other schedules go on: a restart would repair neither (a key
+                # another program overwrote stays so until someone deletes it).
+                self._periodic_failed(entry, error)
+            else:
+                if self._periodic_errors.pop(name, None) is not None:
+                    _log.warning("periodic_enqueue_resumed", schedule=name, queue=entry.queue)
             upcoming[name] = entry.schedule.next_fire(fire_at)
+
+    def _periodic_failed(self, entry: Periodic, error: BrokerUnavailable | BrokerDataError) -> None:
+        text = f"{type(error).__name__}: {error}"
+        if self._periodic_errors.get(entry.name) != text:
+            # Logged once for as long as it fails the same way.
+            _log.error(
+                "periodic_enqueue_failed", schedule=entry.name, queue=entry.queue, error=text
+            )
+        self._periodic_errors[entry.name] = text
 
     async def _serve_workflows(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -611,10 +639,12 @@ class Guild:
             self.instruments.emit("workflow_changed", event)
 
     def _on_child_event(self, event: ChildEvent) -> None:
-        # The coordinator is a service, not a worker: /health and the metrics
-        # would judge it by claims it never makes.
+        # The coordinator and the scheduler are services, not workers: /health
+        # and the metrics would judge them by claims they never make (and find
+        # no worker task for them: "not running").
+        service = event.child in (_COORDINATOR, _PERIODIC)
         self._emit_child(
-            "service_state_changed" if event.child == _COORDINATOR else "worker_state_changed",
+            "service_state_changed" if service else "worker_state_changed",
             event,
         )
 

@@ -6,6 +6,7 @@
     ├── BrokerError
     │   ├── BrokerClosed            you closed the broker, then used it
     │   ├── BrokerUnavailable       the backend is unreachable (cause in __cause__)
+    │   ├── BrokerDataError         a record the broker keeps is not what guild wrote (a key of another type)
     │   ├── BrokerFileReplaced      the SQLite file was deleted or replaced under the broker
     │   ├── SchemaMismatch          the stored schema (key layout) is older or newer than this guild's
     │   ├── MigrationFailed         `guild migrate` failed its checks: the file was left as it was or restored
@@ -88,6 +89,16 @@ class BrokerClosed(BrokerError):
 
 class BrokerUnavailable(BrokerError):
     """The broker's backend cannot be reached; the original error is ``__cause__``."""
+
+
+class BrokerDataError(BrokerError):
+    """The broker answered, but a record it keeps is not what guild wrote (a Redis
+    key under guild's prefix that another program overwrote with another type, a
+    stored job that cannot be decoded); the message names it. The same call fails
+    the same way until someone repairs the record: a restart never does, so a
+    worker meeting one waits it out like an outage, reporting the record by name
+    (``/health`` check ``worker:<name>:broker``), and resumes once it is repaired.
+    """
 
 
 class BrokerFileReplaced(BrokerError):

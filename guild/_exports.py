@@ -34,6 +34,7 @@ EXPORTS = {
     "Every": "._cron",
     "ScheduleError": "._cron",
     "BrokerClosed": "._errors",
+    "BrokerDataError": "._errors",
     "BrokerError": "._errors",
     "BrokerFileReplaced": "._errors",
     "BrokerUnavailable": "._errors",

@@ -14,7 +14,9 @@
 Delivery is at least once: a job is acked only after its handler returned. A
 job failure is the job's problem (retry with backoff, then dead letters); only
 failures of the worker itself (a broker error, a streak of dependency failures,
-a stalled claimer) leave the nursery, for the supervisor to handle.
+a stalled claimer) leave the nursery, for the supervisor to handle. An
+unreachable broker and a damaged record (``BrokerDataError``: a key another
+program overwrote) are waited out instead: a restart repairs neither.
 
 Attempts count runs, not claims (see ``brokers._protocol``). A claim starts as
 many jobs as there are idle handlers and prefetches the rest uncounted; a
@@ -62,6 +64,7 @@ import trio
 from ._box import Box
 from ._codec import MAX_VALUE_CHARS, ResultJSON, encode_result, storable
 from ._errors import (
+    BrokerDataError,
     BrokerError,
     BrokerUnavailable,
     DependencyFailure,
@@ -100,6 +103,12 @@ _DEADLINE_SLACK_MAX = 0.05
 # (plus one broker round trip) of its cancel.
 _CANCEL_POLL = 0.5
 T = TypeVar("T")
+# What a worker waits out rather than crash on: a broker it cannot reach, and a
+# record of its broker's that is not what guild wrote (BrokerDataError: a key
+# another program overwrote). A restart repairs neither; the worker reports it
+# (statistics' broker_error, /health's worker:<name>:broker), tries again with
+# its OutageBackoff, and resumes once the broker answers or the record is repaired.
+_WAITED_OUT = (BrokerUnavailable, BrokerDataError)
 
 
 class ClaimerStalled(GuildError):
@@ -129,7 +138,7 @@ class _StartBatch:
     deliveries: list[Delivery] = attrs.Factory(list)
     done: trio.Event = attrs.Factory(trio.Event)
     started: dict[tuple[str, str], Delivery] | None = None
-    error: BrokerUnavailable | None = None
+    error: BrokerUnavailable | BrokerDataError | None = None
 
 
 @attrs.define(slots=True)
@@ -206,7 +215,8 @@ class WorkerStatistics:
     draining: bool
     dependency_streak: int
     broker_error: str | None = None
-    """Why the broker is unreachable, while it is (the worker waits, then resumes)."""
+    """Why the broker is unreachable, or which of its records is damaged
+    (:class:`~guild.BrokerDataError`), while it is (the worker waits, then resumes)."""
     cancelled: int = 0
     """Jobs ended on a cancel request (``broker.cancel``)."""
 
@@ -262,6 +272,12 @@ class Worker:
             gate = local_gate(spec.name, spec.limit, self.instruments)
         self._gate = gate
         self._broker_error: str | None = None
+        # Why each kind of broker call (claim, ack, extend...) fails now, in the
+        # order they began to: a call that works again clears only its own (a
+        # damaged key fails the calls that touch it, while the others go through).
+        # The worker's broker_error is the first one's, which stays put while
+        # several fail by turns.
+        self._away: dict[str, str] = {}
         self._capacity = spec.concurrency + spec.prefetch
         # Refill in batches: a claim per freed slot would make one broker round
         # trip per job. Claim as soon as a quarter of the capacity is free (or at
@@ -352,8 +368,10 @@ class Worker:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until drained (returns) or crashed (raises).
 
-        Error handling: a job's exception never leaves this method; a broker
-        error, :class:`ClaimerStalled` or a dependency failure streak does.
+        Error handling: a job's exception never leaves this method; nor does an
+        unreachable broker or a damaged record of its (waited out, see
+        ``_WAITED_OUT``). Another broker error, :class:`ClaimerStalled` or a
+        dependency failure streak does.
         """
         try:
             await self._serve_tree(task_status)
@@ -438,8 +456,9 @@ class Worker:
                         start=start,
                         max_attempts=spec.max_attempts,
                     )
-                except BrokerUnavailable as error:
-                    # An outage is not a crash: wait it out (any length), then claim again.
+                except _WAITED_OUT as error:
+                    # An outage (or a damaged key) is not a crash: wait it out (any
+                    # length), then claim again.
                     self._claim_started = None
                     self._claim_answered()
                     failures += 1
@@ -447,7 +466,8 @@ class Worker:
                     continue
                 self._claim_started = None
                 failures = 0
-                self._broker_back()
+                if self._away:
+                    self._broker_back("claim")
                 if wants:
                     self.instruments.emit(
                         "claim_polled",
@@ -702,7 +722,7 @@ class Worker:
                             self._starting = None
                             started = await self.broker.start(batch.deliveries)
                             batch.started = {_key(d): d for d in started}
-                        except BrokerUnavailable as error:
+                        except _WAITED_OUT as error:
                             batch.error = error
                         finally:
                             if self._starting is batch:
@@ -717,7 +737,7 @@ class Worker:
                     self._wake()
             if batch.started is not None:
                 if failures:
-                    self._broker_back()
+                    self._broker_back("start")
                 return batch.started.get(_key(delivery))
             if batch.error is not None:
                 failures += 1
@@ -876,8 +896,9 @@ class Worker:
                     try:
                         permit = await gate.enter(delivery.job, key, held)
                         break
-                    except BrokerUnavailable as error:
-                        # The limits' Redis is away: wait it out, as for the broker.
+                    except _WAITED_OUT as error:
+                        # The limits' Redis is away (or a limit's key damaged): wait
+                        # it out, as for the broker.
                         failures += 1
                         await self._wait_out_outage("limit", error, failures)
                         if self.draining:
@@ -888,7 +909,7 @@ class Worker:
         finally:
             del self._limit_waits[held]
         if failures:
-            self._broker_back()
+            self._broker_back("limit")
         if wait.cancelled_caught:
             # Never admitted, so its limiter charged nothing for it.
             await self._end_cancelled(delivery, 0.0)
@@ -1002,13 +1023,15 @@ class Worker:
         while True:
             await trio.sleep(_CANCEL_POLL)
             if not self._held:
+                # Nothing to ask about: a failure of the last ask is no news now.
+                self._broker_back("cancel_requested")
                 continue
             try:
                 wanted = await self.broker.cancel_requested([job_id for job_id, _ in self._held])
-            except BrokerUnavailable as error:
+            except _WAITED_OUT as error:
                 self._broker_away("cancel_requested", error)
                 continue
-            self._broker_back()
+            self._broker_back("cancel_requested")
             if wanted:
                 self._cancel_held(wanted)
 
@@ -1124,7 +1147,7 @@ class Worker:
         while True:
             try:
                 await self.broker.ack(batch)
-            except BrokerUnavailable as error:
+            except _WAITED_OUT as error:
                 failures += 1
                 if self.draining:
                     now = trio.current_time()
@@ -1145,7 +1168,7 @@ class Worker:
                 await self._wait_out_outage("ack", error, failures)
                 continue
             if failures:
-                self._broker_back()
+                self._broker_back("ack")
             return True
 
     async def _until_available(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -1154,34 +1177,61 @@ class Worker:
         while True:
             try:
                 value = await call()
-            except BrokerUnavailable as error:
+            except _WAITED_OUT as error:
                 failures += 1
                 await self._wait_out_outage(what, error, failures)
                 continue
             if failures:
-                self._broker_back()
+                self._broker_back(what)
             return value
 
-    def _broker_away(self, what: str, error: BrokerUnavailable) -> None:
+    def _broker_away(self, what: str, error: BrokerUnavailable | BrokerDataError) -> None:
+        """Note that ``what`` (a kind of call) fails; logged once an episode (and
+        once more for each kind of call a damaged record fails)."""
         text = describe(error)
-        if self._broker_error is None:
+        damaged = isinstance(error, BrokerDataError)
+        away = self._away
+        if not away or (damaged and what not in away):
             _log.error(
-                "broker_unavailable",
+                "broker_data_damaged" if damaged else "broker_unavailable",
                 worker=self.spec.name,
                 queue=self.spec.queue,
                 during=what,
                 error=text,
                 held=len(self._held),
             )
-        self._broker_error = text
+        away[what] = text
+        self._set_broker_error(next(iter(away.values())))
 
-    async def _wait_out_outage(self, what: str, error: BrokerUnavailable, failures: int) -> None:
+    async def _wait_out_outage(
+        self, what: str, error: BrokerUnavailable | BrokerDataError, failures: int
+    ) -> None:
         self._broker_away(what, error)
         await trio.sleep(self._outage.delay(failures, self._rand()))
 
-    def _broker_back(self) -> None:
-        if self._broker_error is not None:
-            self._broker_error = None
+    def _set_broker_error(self, text: str | None) -> None:
+        if text == self._broker_error:
+            return
+        self._broker_error = text
+        if self.instruments.wants("worker_broker_changed"):
+            # Here, not at the top: a worker whose broker never fails never builds it.
+            from .observability._feature_events import WorkerBrokerChanged
+
+            self.instruments.emit(
+                "worker_broker_changed",
+                WorkerBrokerChanged(
+                    worker=self.spec.name, queue=self.spec.queue, error=text, at=self.broker.now()
+                ),
+            )
+
+    def _broker_back(self, what: str) -> None:
+        """``what`` (a kind of call) works again; the worker's broker error is that
+        of the first still failing, or none."""
+        away = self._away
+        if away.pop(what, None) is None:
+            return
+        self._set_broker_error(next(iter(away.values()), None))
+        if not away:
             _log.warning(
                 "broker_available",
                 worker=self.spec.name,
@@ -1195,15 +1245,16 @@ class Worker:
             await trio.sleep(period)
             held = [d for d in self._held.values() if _key(d) not in self._lost]
             if not held:
+                self._broker_back("extend")  # nothing to renew: the last failure is no news
                 continue
             try:
                 renewed = await self.broker.extend(held, lease=self.spec.lease)
-            except BrokerUnavailable as error:
+            except _WAITED_OUT as error:
                 # Keep holding: the next period tries again. A lease that runs out
                 # meanwhile shows up as lost then; an ack still counts (by job id).
                 self._broker_away("extend", error)
                 continue
-            self._broker_back()
+            self._broker_back("extend")
             kept = {_key(d) for d in renewed}
             for delivery in renewed:
                 if _key(delivery) in self._held:

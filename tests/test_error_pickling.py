@@ -23,6 +23,7 @@ CASES: list[tuple[BaseException, str, dict[str, Any]]] = [
     (guild.BrokerError("broker fault"), "broker fault", {}),
     (guild.BrokerClosed("closed"), "closed", {}),
     (guild.BrokerUnavailable("down"), "down", {}),
+    (guild.BrokerDataError("the key k holds a string"), "the key k holds a string", {}),
     (
         guild.BrokerFileReplaced("/tmp/g.db", "deleted"),
         "sqlite /tmp/g.db: the database file was deleted while the broker had it open;"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .._errors import BrokerError, BrokerUnavailable
+from .._errors import BrokerDataError, BrokerError, BrokerUnavailable
 from .._groups import leaves
 from ._redis_wire import ReplyError
 
@@ -84,10 +84,11 @@ _NAMED_CODES = frozenset(
 message: a lean connection's error reads the same."""
 
 
-class WrongTypeError(BrokerError):
+class WrongTypeError(BrokerDataError):
     """A key holds another type than the command works on (``WRONGTYPE``): a
     record overwritten by something else. Typed so a caller that can go on
-    without that one record (``list_dead``) tells it from other failures."""
+    without that one record (``list_dead``) tells it from other failures; a
+    :class:`guild.BrokerDataError`, so a worker waits until the key is repaired."""
 
 
 def wrong_type_text(key: str, found: str, wanted: str) -> str:
@@ -104,6 +105,10 @@ class GroupExistsError(BrokerError):
     by another process first, which is fine for a caller that only needs it
     to be there."""
 
+
+_WRONG_TYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+"""Redis' own text of a ``WRONGTYPE`` reply, found inside the ``ERR Error running
+script`` of a Redis before 7."""
 
 _TYPED: dict[str, type[BrokerError]] = {
     "WRONGTYPE": WrongTypeError,
@@ -152,6 +157,9 @@ def _translate(what: str, exc: Exception) -> None:
         if code in _CREDENTIALS:
             raise BrokerUnavailable(f"redis: {what}: {_CREDENTIALS[code]} ({message})") from exc
         error = _TYPED.get(message.partition(" ")[0], BrokerError)
+        if error is BrokerError and _WRONG_TYPE in message:
+            # Redis before 7 wraps a script's failed command in its own ERR.
+            error = WrongTypeError
         raise error(f"redis: {what}: {_reply_text(message)}") from exc
     found = _coredis_exceptions()
     if found is not None and isinstance(exc, found.RedisError):
@@ -160,7 +168,7 @@ def _translate(what: str, exc: Exception) -> None:
         if isinstance(exc, found.AuthenticationError):
             code = "NOAUTH" if isinstance(exc, found.AuthenticationRequiredError) else "WRONGPASS"
             raise BrokerUnavailable(f"redis: {what}: {_CREDENTIALS[code]} ({code} {exc})") from exc
-        if isinstance(exc, found.WrongTypeError):
+        if isinstance(exc, found.WrongTypeError) or _WRONG_TYPE in str(exc):
             raise WrongTypeError(f"redis: {what}: {exc}") from exc
         if isinstance(exc, found.StreamDuplicateConsumerGroupError):
             raise GroupExistsError(f"redis: {what}: {exc}") from exc

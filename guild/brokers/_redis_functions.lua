@@ -641,13 +641,36 @@ local now = ARGV[2]
 local key_ttl = ARGV[3]
 local out = {}
 local promoted = {}
+-- One job's writes after its key's: the hash, then where claim looks for it.
+local function store(id, queue, payload, max_attempts, not_before, timeout, key, trace, priority)
+  if redis.call('SADD', P .. ':queues', queue) == 1 then
+    redis.pcall('XGROUP', 'CREATE', k_q(queue, 'ready'), GROUP, '0', 'MKSTREAM')
+  end
+  redis.call('HSET', k_job(id), 'id', id, 'queue', queue, 'payload', payload,
+    'attempt', 0, 'max_attempts', max_attempts, 'enqueued_at', now,
+    'not_before', not_before, 'timeout', timeout, 'key', key, 'trace_id', trace)
+  if priority ~= '' then redis.call('HSET', k_job(id), 'priority', priority) end
+  if not_before ~= '' and tonumber(not_before) > tonumber(now) then
+    redis.call('HSET', k_job(id), 'status', 'delayed')
+    redis.call('ZADD', k_q(queue, 'delayed'), tonumber(not_before), id)
+    note_delayed(queue, not_before, now)
+  else
+    -- Due delayed jobs go in once per queue and call, not once per job.
+    if not promoted[queue] then
+      promote_due(queue, tonumber(now))
+      promoted[queue] = true
+    end
+    make_ready(id, queue, now, priority, true)
+  end
+end
 for i = 4, #ARGV, 9 do
   local id, queue, payload, max_attempts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local not_before, timeout, key, trace = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   local priority = ARGV[i + 8]
   local holder = nil
+  local kk = nil
   if key ~= '' then
-    local kk = P .. ':key:' .. queue .. ':' .. key
+    kk = P .. ':key:' .. queue .. ':' .. key
     if not redis.call('SET', kk, id, 'NX', 'EX', key_ttl) then
       holder = redis.call('GET', kk)
       if redis.call('EXISTS', k_job(holder)) == 0 then
@@ -659,24 +682,21 @@ for i = 4, #ARGV, 9 do
   if holder then
     out[#out + 1] = holder
   else
-    if redis.call('SADD', P .. ':queues', queue) == 1 then
-      redis.pcall('XGROUP', 'CREATE', k_q(queue, 'ready'), GROUP, '0', 'MKSTREAM')
-    end
-    redis.call('HSET', k_job(id), 'id', id, 'queue', queue, 'payload', payload,
-      'attempt', 0, 'max_attempts', max_attempts, 'enqueued_at', now,
-      'not_before', not_before, 'timeout', timeout, 'key', key, 'trace_id', trace)
-    if priority ~= '' then redis.call('HSET', k_job(id), 'priority', priority) end
-    if not_before ~= '' and tonumber(not_before) > tonumber(now) then
-      redis.call('HSET', k_job(id), 'status', 'delayed')
-      redis.call('ZADD', k_q(queue, 'delayed'), tonumber(not_before), id)
-      note_delayed(queue, not_before, now)
-    else
-      -- Due delayed jobs go in once per queue and call, not once per job.
-      if not promoted[queue] then
-        promote_due(queue, tonumber(now))
-        promoted[queue] = true
+    local ok, err = pcall(store, id, queue, payload, max_attempts, not_before, timeout, key,
+      trace, priority)
+    if not ok then
+      -- A key of the queue's holds another type (another program's): a script is
+      -- never rolled back, so the job's hash and its key are taken back here. Left,
+      -- the hash would be a job nothing claims (which enqueue_and_wait's await
+      -- script would wait on for its whole wait), and the key would name it for
+      -- every later enqueue with it, as if it were enqueued.
+      redis.call('DEL', k_job(id))
+      for _, level in ipairs({'delayed', 'ready:1', 'ready:-1'}) do
+        redis.pcall('ZREM', k_q(queue, level), id)
       end
-      make_ready(id, queue, now, priority, true)
+      if kk and redis.call('GET', kk) == id then redis.call('DEL', kk) end
+      if type(err) == 'table' then err = err.err end
+      return redis.error_reply(err)
     end
     out[#out + 1] = id
   end
@@ -791,9 +811,10 @@ return 1
 -- dropped (kept as JSON null) unless keep_payload: see guild.Retention.
 local now, result_ttl, keep_payload = ARGV[2], ARGV[3], ARGV[4]
 local ttl_s = math.max(1, math.floor(tonumber(result_ttl) / 1000))
--- Per queue, not per job: the lease and delayed entries to drop and the done
--- count go in one command each after the loop (each Redis call from Lua costs
--- more than one more argument); nothing in the loop reads them.
+-- Per queue, not per job: the done count (before the writes, see below) and
+-- the lease and delayed entries to drop (after them) go in one command each
+-- (each Redis call from Lua costs more than one more argument); nothing in the
+-- loops reads them.
 local finished = {}
 -- Every acked job's waiter count in one MGET (per 1000 jobs), not a GET per job:
 -- each Redis call from Lua costs more than its work. Nothing in the loop changes
@@ -804,11 +825,31 @@ for i = 1, #waiting_keys, 1000 do
   local got = redis.call('MGET', unpack(waiting_keys, i, math.min(#waiting_keys, i + 999)))
   for k = 1, #got do waiting[#waiting + 1] = got[k] end
 end
+-- The reads first, and the done counts before any job is written: a script is
+-- never rolled back, so a P:done of another type (another program's) must fail
+-- the call before it changes anything. Then every job stays held, and the
+-- worker's ack, tried again, stores them once the key is repaired.
+local found, seen = {}, {}
 for i = 5, #ARGV, 2 do
-  local id, value = ARGV[i], ARGV[i + 1]
+  local id = ARGV[i]
   local f = job_hmget(id, 'status', 'queue', 'entry', 'attempt')
-  if f and f[1] and f[1] ~= 'done' and f[1] ~= 'dead' and f[1] ~= 'cancelled' then
-    local queue = f[2]
+  -- A job twice in one call (held again under a new claim) is done once, by the first.
+  if f and f[1] and f[1] ~= 'done' and f[1] ~= 'dead' and f[1] ~= 'cancelled' and not seen[id] then
+    seen[id] = true
+    found[i] = f
+    local ids = finished[f[2]]
+    if not ids then
+      ids = {}
+      finished[f[2]] = ids
+    end
+    ids[#ids + 1] = id
+  end
+end
+for queue, ids in pairs(finished) do redis.call('HINCRBY', P .. ':done', queue, #ids) end
+for i = 5, #ARGV, 2 do
+  local f = found[i]
+  if f then
+    local id, value, queue = ARGV[i], ARGV[i + 1], f[2]
     drop_entry(queue, f[3])
     if f[1] == 'ready' then unready(queue, id) end
     if keep_payload ~= '1' then
@@ -820,18 +861,11 @@ for i = 5, #ARGV, 2 do
     local result = result_json(id, queue, 'done', f[4], now, value, nil)
     redis.call('SET', P .. ':result:' .. id, result, 'PX', result_ttl)
     notify_waiters(id, result, waiting[(i - 3) / 2])
-    local ids = finished[queue]
-    if not ids then
-      ids = {}
-      finished[queue] = ids
-    end
-    ids[#ids + 1] = id
   end
 end
 for queue, ids in pairs(finished) do
   call_many({'ZREM', k_q(queue, 'leases')}, ids)
   call_many({'ZREM', k_q(queue, 'delayed')}, ids)
-  redis.call('HINCRBY', P .. ':done', queue, #ids)
 end
 return 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,7 +62,16 @@ def display_url(url: str) -> str:
     """The URL fit to print: a SQLite file as its absolute path, any password as ``***``.
 
     For banners and logs, which are read by more people than hold the password.
+    A URL too malformed to take apart (``redis://[::1``, ``sqlite:``) is shown as
+    given, its password starred all the same.
     """
+    try:
+        return _displayed(url)
+    except ValueError:
+        return _starred(url)
+
+
+def _displayed(url: str) -> str:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         path = sqlite_path(url).absolute()
@@ -91,6 +101,8 @@ def sqlite_synchronous(url: str) -> str:
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     synchronous = "ENQUEUE"
     for name, values in query.items():
+        if len(values) > 1:
+            raise UnknownBrokerURL(url, f"option {name} given {len(values)} times")
         if name in URL_OPTIONS:
             continue
         if name != "synchronous" or values[-1].upper() not in ("ENQUEUE", "FULL", "NORMAL"):
@@ -159,6 +171,12 @@ def check_broker_url(url: str) -> str:
         UnknownBrokerURL: an unknown scheme, a sqlite URL without a usable file
             path or with an unknown option, a redis URL without a host or port.
     """
+    if url != url.strip() or not url.isprintable():
+        # A newline or a trailing space would otherwise name another file (or host)
+        # than the one meant, and break the error line that shows it.
+        raise UnknownBrokerURL(
+            _starred(url), "must not start or end with whitespace or hold control characters"
+        )
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         sqlite_path(url)
@@ -167,13 +185,13 @@ def check_broker_url(url: str) -> str:
         return scheme
     shown = display_url(url)  # the error is printed: no password in it
     if scheme in _REDIS_SCHEMES or scheme == "memory":
-        url_retention(url)
-    if scheme in _REDIS_SCHEMES:
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018  (parsing it is the check: a non-number raises)
-        except ValueError as exc:
+        except ValueError as exc:  # "Invalid IPv6 URL", a port out of range
             raise UnknownBrokerURL(shown, f"malformed ({exc})") from None
+        url_retention(url)
+    if scheme in _REDIS_SCHEMES:
         if scheme in _UNIX_SCHEMES:
             _check_unix_url(parts.hostname, parts.path, shown)
             _check_redis_url("", parts.query, scheme, shown)
@@ -192,6 +210,14 @@ def check_broker_url(url: str) -> str:
             + ", ".join(SCHEMES),
         )
     return scheme
+
+
+def _starred(url: str) -> str:
+    """The URL as given, but for what follows ``user:`` up to ``@`` and any
+    ``password=`` value, starred (urlsplit would drop a tab or newline the
+    error is about)."""
+    starred = re.sub(r"(//[^/@]*?:)[^/]*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", starred)
 
 
 def _whole(low: int) -> Callable[[str], bool]:
@@ -260,7 +286,13 @@ def _check_redis_url(path: str, query: str, scheme: str, shown: str) -> None:
     known = dict(_REDIS_OPTIONS)
     if scheme.startswith("rediss"):
         known.update(_REDIS_TLS_OPTIONS)
-    for name, value in parse_qsl(query, keep_blank_values=True):
+    options = parse_qsl(query, keep_blank_values=True)
+    names = [name for name, _ in options]
+    for name in dict.fromkeys(names):
+        # Which of two values a client takes is its own choice: say which one to keep.
+        if names.count(name) > 1:
+            raise UnknownBrokerURL(shown, f"option {name} given {names.count(name)} times")
+    for name, value in options:
         if name in URL_OPTIONS:
             continue  # checked by url_retention
         shown_value = "***" if name == "password" else value
@@ -273,6 +305,10 @@ def _check_redis_url(path: str, query: str, scheme: str, shown: str) -> None:
             )
         if not known[name](value):
             raise UnknownBrokerURL(shown, f"option {name}={shown_value}: not a valid value")
+    if database and "db" in names:
+        raise UnknownBrokerURL(
+            shown, f"database given twice, /{database} and ?db=: give one (redis://HOST:PORT/DB)"
+        )
 
 
 @asynccontextmanager

@@ -229,10 +229,19 @@ LONG_WORD = 200
 100,000-digit number) is shown by its ends, so the line stays readable."""
 
 
+LONG_LINE = 2_000
+"""An error line longer than this (a list of 30,000 stages echoed back, a long
+array of a guild.toml) keeps its start and end: the words that name what was
+wrong come first, and the end says where to look."""
+
+
 def _one_line(exc: BaseException) -> str:
     # A message may hold newlines (a SyntaxError's, a nested error's): the contract
     # is one line, so whitespace runs collapse to one space.
-    return " ".join(_cut(word) for word in str(exc).split()) or type(exc).__name__
+    line = " ".join(_cut(word) for word in str(exc).split()) or type(exc).__name__
+    if len(line) <= LONG_LINE:
+        return line
+    return f"{line[:1_500]}...[{len(line) - 1_800:,} more characters]...{line[-300:]}"
 
 
 def _cut(word: str) -> str:

@@ -178,6 +178,20 @@ def http_url(text: str) -> str:
         parts.port  # noqa: B018  (parsing it is the check: a non-number raises)
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"expected http://HOST:PORT, got {text!r}")
+    if parts.port == 0 or parts.netloc.endswith(":"):
+        # An empty or zero port would be dialled as the scheme's default, 80 or 443.
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535 in {text!r}")
+    if "@" in parts.netloc:
+        # Echoed in every error line; the token goes in $GUILD_HTTP_TOKEN.
+        raise argparse.ArgumentTypeError(
+            "expected http://HOST:PORT without a user or password ($GUILD_HTTP_TOKEN holds"
+            " the token)"
+        )
+    if parts.query or parts.fragment or "?" in full or "#" in full:
+        # The endpoint (/health, /events) is added to the end of the URL.
+        raise argparse.ArgumentTypeError(
+            f"expected http://HOST:PORT without a ?query or #fragment, got {text!r}"
+        )
     _check_host(parts.hostname, text)
     return full
 

@@ -132,7 +132,9 @@ async def _act(args: argparse.Namespace) -> dict[str, Any]:
     def event(at: float, record: CanaryRecord, counts: Mapping[str, Any]) -> Event:
         return _event(args.action, at)
 
-    async with open_broker(url) as broker:
+    # Only start makes a rollout: the other actions act on one, which a database
+    # that does not exist yet cannot hold (so none is made for them).
+    async with open_broker(url, create=args.action == "start") as broker:
         try:
             record, decision = await apply(
                 broker, args.queue, event, policy=policy, hand_back=False

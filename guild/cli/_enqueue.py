@@ -32,6 +32,8 @@ BATCH = 500
 MAX_DELAY = 10 * 365 * 86_400.0
 """Ten years: further out is a typo, and a clock sum that large loses its seconds."""
 MAX_ATTEMPTS = 1_000_000
+MAX_LINE = 16 << 20
+"""The longest stdin line ``guild enqueue QUEUE -`` reads (16 MiB): one payload."""
 
 
 def register(subparsers: Any) -> None:
@@ -107,7 +109,16 @@ def _parse(text: str, where: str) -> JSONValue:
 
 def _stdin_batches() -> Iterator[list[JSONValue]]:
     batch: list[JSONValue] = []
-    for line_number, raw in enumerate(sys.stdin.buffer, start=1):
+    line_number = 0
+    # Read by bounded lines: ``< /dev/zero`` (or a binary file) has no newline,
+    # and would otherwise be read into memory until the machine ran out.
+    while raw := sys.stdin.buffer.readline(MAX_LINE + 1):
+        line_number += 1
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            raise UsageError(
+                f"stdin line {line_number}: longer than {MAX_LINE:,} bytes (one JSON payload"
+                " per line)"
+            )
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -136,12 +136,30 @@ def _check_token_variable() -> None:
     Its value is never echoed: a secret does not belong in an error line.
     """
     # Here, not at the top: the access rules load only for a run that serves HTTP.
-    from ..observability._access import TOKEN_VARIABLE
+    from ..observability._access import TOKEN_VARIABLE, token_fault
 
     token = os.environ.get(TOKEN_VARIABLE)
     # Empty means unset, as serve_http reads it.
-    if token and token != token.strip():
-        raise UsageError(f"${TOKEN_VARIABLE}: expected a token with no surrounding spaces")
+    fault = token_fault(token) if token else None
+    if fault is not None:
+        raise UsageError(f"${TOKEN_VARIABLE}: expected {fault}")
+
+
+def _check_metrics_variable() -> None:
+    """Refuse a ``$PROMETHEUS_MULTIPROC_DIR`` that is not a directory guild may write.
+
+    prometheus-client writes every metric into it once the variable is set; the
+    HTTP server would otherwise crash at its first metric, again at each restart.
+    """
+    from ..observability._multiprocess import ENV
+
+    directory = os.environ.get(ENV)
+    if not directory:  # empty or unset: prometheus-client keeps metrics in memory
+        return
+    if not os.path.isdir(directory):
+        raise UsageError(f"${ENV}: expected an existing directory, got {directory!r}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"${ENV}: expected a directory guild may write, got {directory!r}")
 
 
 def parse_http(value: str, source: tuple[str, str] = ("--http", "http")) -> tuple[str, int]:
@@ -215,6 +233,8 @@ def _run(args: argparse.Namespace, startup: StartupReport | None) -> int:
         http = parse_http(config.http, (config.path, "guild.http"))
     if http is not None and (config is None or config.http_token is None):
         _check_token_variable()
+    if http is not None:
+        _check_metrics_variable()
     url = broker_url_from_env(args.broker or (config.broker if config else None))
     # Every URL fault is a usage error now, before a child starts or a file is made.
     try:
@@ -224,6 +244,17 @@ def _run(args: argparse.Namespace, startup: StartupReport | None) -> int:
             expected = f"a broker URL ({exc.reason})"
             raise ConfigError(config.path, "guild.broker", expected, config.broker) from exc
         raise
+    if processes > 1 and check_broker_url(url) == "memory":
+        where = (
+            f"--processes {processes}"
+            if args.processes or config is None
+            else f"{config.path}: guild.processes = {processes}"
+        )
+        raise UsageError(
+            f"{where}: memory:// lives inside one process, so each of the"
+            f" {processes} would have a broker of its own that no enqueue reaches;"
+            " use sqlite:PATH or redis://HOST"
+        )
     canary_policy = policy_from(args, "canary_", config)
     if held is not None:
         child = [

@@ -115,11 +115,20 @@ def render(body: dict[str, Any]) -> str:
     if queues is None:
         lines += ["", "broker: unreachable"]
     elif queues:
+        ordered = sorted(queues.items())
+        # A queue whose counts could not be read (QueueStats.broken) shows no
+        # made-up zeros: dashes, and its reason after its row.
         queue_rows = [
             (name, q["ready"], q["delayed"], q["in_flight"], q["dead"])
-            for name, q in sorted(queues.items())
+            if not q.get("broken")
+            else (name, *("-" * 4))
+            for name, q in ordered
         ]
-        lines += ["", table(("queue", "ready", "delayed", "in_flight", "dead"), queue_rows)]
+        shown = table(("queue", "ready", "delayed", "in_flight", "dead"), queue_rows).split("\n")
+        for i, (_, q) in enumerate(ordered, start=1):
+            if q.get("broken"):
+                shown[i] += f"  broken: {q['broken']}"
+        lines += ["", *shown]
     processes = body.get("processes") or {}
     if processes:
         process_rows = [
@@ -146,7 +155,12 @@ def render(body: dict[str, Any]) -> str:
             periodic_rows.append(
                 (entry["name"], entry["queue"], when, f"{fire:%Y-%m-%d %H:%M:%S} {zone}")
             )
-        lines += ["", table(("periodic", "queue", "schedule", "next"), periodic_rows)]
+        shown = table(("periodic", "queue", "schedule", "next"), periodic_rows).split("\n")
+        for i, entry in enumerate(periodic, start=1):
+            if entry.get("error"):
+                # Its last enqueue failed (the tick was skipped): why, after its row.
+                shown[i] += f"  failing: {entry['error']}"
+        lines += ["", *shown]
     running = body.get("running") or []
     if running:
         oldest = max(job["age"] for job in running)

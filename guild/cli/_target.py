@@ -33,6 +33,11 @@ def import_app(target: str, *, source: str = "TARGET") -> Guild:
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigError(source, "app", 'a "module:attribute" naming a guild.Guild', target)
+    if module_name.startswith("."):
+        # import_module would fail with a TypeError about its "package" argument.
+        raise ConfigError(
+            source, "app", "an absolute module name (a relative one has no package)", target
+        )
     # Like `python -m`, let the current directory's modules be found.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -40,9 +45,12 @@ def import_app(target: str, *, source: str = "TARGET") -> Guild:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigError(source, "app", f"an importable module ({exc})", target) from exc
+    except KeyboardInterrupt:
+        raise  # Ctrl-C while the app imports: guild ends as interrupted
     # The app's own code: anything can go wrong, a sys.exit() at import included
-    # (a script made an app), which would otherwise end guild with no word said.
-    except (Exception, SystemExit) as exc:
+    # (a script made an app), which would otherwise end guild with no word said,
+    # or a BaseException of its own, which would end it with a traceback.
+    except BaseException as exc:
         what = describe(exc)
         raise ConfigError(
             source, "app", f"module {module_name!r} to import, but it raised {what}", target

@@ -2,7 +2,8 @@
 
 Every ``--interval`` seconds it redraws one row per worker: its supervisor
 state, jobs finished per second since the last frame, jobs in flight, and
-failed attempts since it connected. :class:`TopView` folds events into those
+failed attempts since it connected; a worker whose broker calls fail (the
+broker away, or a damaged key of its queue) has the reason after its row. :class:`TopView` folds events into those
 figures and renders frames; it does no I/O, so it is tested on its own, and
 the command around it only reads the websocket and prints.
 """
@@ -18,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..observability._access import TOKEN_VARIABLE
-from ._args import MAX_SECONDS, http_url, number
+from ..observability._access import TOKEN_VARIABLE, token_fault
+from ._args import MAX_SECONDS, UsageError, http_url, number
 from ._output import failure, table
 from ._status import DEFAULT_URL
 
@@ -67,6 +68,7 @@ class _Row:
     finished: int = 0
     failed: int = 0
     finished_at_frame: int = 0
+    broker_error: str | None = None
 
 
 class TopView:
@@ -93,6 +95,7 @@ class TopView:
             for name, worker in event.get("workers", {}).items():
                 row = self._row(name, worker["queue"])
                 row.state, row.active_at_hello = worker["state"], worker["active"]
+                row.broker_error = worker.get("broker_error")
         elif kind == "job_started":
             self._row(event["worker"], event["queue"]).running.add(event["task_id"])
         elif kind == "job_finished":
@@ -106,6 +109,8 @@ class TopView:
                 row.failed += event["outcome"] != "done"
         elif kind == "worker_state":
             self._row(event["worker"]).state = event["state"]
+        elif kind == "worker_broker":
+            self._row(event["worker"], event["queue"]).broker_error = event["error"]
 
     def frame(self, elapsed: float) -> str:
         """The table now; ``elapsed``: seconds since the previous frame (for jobs/s)."""
@@ -119,7 +124,15 @@ class TopView:
                 (name, row.queue, row.state, f"{rate:.1f}", in_flight, row.finished, row.failed)
             )
         headers = ("worker", "queue", "state", "jobs/s", "in_flight", "finished", "failed")
-        lines.append(table(headers, rows) if rows else "no workers yet")
+        if not rows:
+            lines.append("no workers yet")
+            return "\n".join(lines)
+        shown = table(headers, rows).split("\n")
+        for i, (_, row) in enumerate(sorted(self.rows.items()), start=1):
+            if row.broker_error:
+                # Its figures stand still for a reason: said after its row.
+                shown[i] += f"  broker: {row.broker_error}"
+        lines += shown
         return "\n".join(lines)
 
 
@@ -157,6 +170,9 @@ async def top(args: argparse.Namespace) -> int:
     clear = sys.stdout.isatty() and not args.once
     # A server off loopback admits /events with its token only (see docs/operations.md).
     token = os.environ.get(TOKEN_VARIABLE)
+    fault = token_fault(token) if token else None
+    if fault is not None:  # the header could not be sent; its value is not echoed
+        raise UsageError(f"${TOKEN_VARIABLE}: expected {fault}")
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
     try:
         async with (

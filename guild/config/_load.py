@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +17,7 @@ from .._cron import Cron, ScheduleError
 from .._errors import ConfigError
 from .._job import MAX_QUEUE_NAME, check_field, check_queue_name
 from .._limits import parse_rate
+from ..observability._access import token_fault
 from ._layers import dotted, overlay, paths
 from ._schema import (
     ADDRESS,
@@ -137,21 +140,67 @@ class _Reader:
         return tuple(value)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""The largest ``guild.toml`` read (1 MiB): a hand-written file is a few kB; a
+larger one is a wrong path (a log, a database), and parsing it would take minutes."""
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The file's TOML as a dict.
 
     Raises:
-        ConfigError: missing, unreadable, or not TOML (key ``(file)`` or ``(syntax)``).
+        ConfigError: missing, empty-named, not a regular file (a FIFO would block
+            the read until a writer came, ``/dev/zero`` never end), over
+            :data:`MAX_CONFIG_BYTES`, unreadable, or not TOML (key ``(file)`` or
+            ``(syntax)``).
     """
     shown = str(path)
+    if not shown.strip():
+        raise ConfigError(repr(shown), "(file)", "the path of a guild.toml, not an empty one")
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = _read_regular(shown).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(shown, "(file)", "an existing TOML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(shown, "(file)", f"a readable UTF-8 file ({exc})") from exc
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(shown, "(syntax)", f"valid TOML ({exc})") from exc
+    except RecursionError:  # tomllib recurses once per level of [[[... or {a={...
+        raise ConfigError(shown, "(syntax)", "TOML nested less deeply") from None
+
+
+def _read_regular(path: str) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most :data:`MAX_CONFIG_BYTES`.
+
+    Opened without blocking, so that a FIFO with no writer is refused rather than
+    waited on; a directory, device or socket is refused by its kind.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise OSError(f"larger than {MAX_CONFIG_BYTES:,} bytes: not a guild.toml")
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def environments(path: str, data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -315,10 +364,13 @@ def _http(table: _Reader) -> str | None:
 
 
 def _http_token(table: _Reader) -> str | None:
-    token = table.get("http_token", (str,), "a non-empty string without spaces", None)
-    if token is not None and (not token or token != token.strip()):
+    token: str | None = table.get("http_token", (str,), "a non-empty string without spaces", None)
+    if token is not None and token_fault(token) is not None:
+        # Its value is not echoed: a secret does not belong in an error line.
         raise ConfigError(
-            table.path, table.key("http_token"), "a non-empty string without spaces", token
+            table.path,
+            table.key("http_token"),
+            "a non-empty string without surrounding spaces or control characters",
         )
     return token
 

@@ -31,6 +31,7 @@ if typing.TYPE_CHECKING:
     from ._feature_events import JobProgressed as JobProgressed
     from ._feature_events import RateLimited as RateLimited
     from ._feature_events import SandboxRan as SandboxRan
+    from ._feature_events import WorkerBrokerChanged as WorkerBrokerChanged
     from ._feature_events import WorkflowChanged as WorkflowChanged
     from ._health import Check as Check
     from ._health import Health as Health
@@ -78,6 +79,7 @@ if not typing.TYPE_CHECKING:
             "JobProgressed": "._feature_events",
             "RateLimited": "._feature_events",
             "SandboxRan": "._feature_events",
+            "WorkerBrokerChanged": "._feature_events",
             "WorkflowChanged": "._feature_events",
             "LoggingInstrument": "._logging",
             "SeedFields": "._logging",
@@ -121,6 +123,7 @@ __all__ = [
     "Snapshot",
     "Status",
     "Thresholds",
+    "WorkerBrokerChanged",
     "WorkerState",
     "WorkerStateChanged",
     "WorkerView",

@@ -50,6 +50,20 @@ TOKEN_VARIABLE = "GUILD_HTTP_TOKEN"
 REDACT_VARIABLE = "GUILD_HTTP_REDACT"
 
 
+def token_fault(token: str) -> str | None:
+    """Why ``token`` cannot be the HTTP token, or None if it can.
+
+    It travels in an ``Authorization`` header and a cookie, where a control
+    character (a newline pasted with it) cannot go: a server would start that no
+    client could ever log in to.
+    """
+    if not token or token != token.strip():
+        return "a token, not empty, with no surrounding spaces"
+    if not token.isprintable():
+        return "a token without control or line-breaking characters (it travels in an HTTP header)"
+    return None
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a bind address or a ``Host`` name, without port) is loopback."""
     host = host.strip("[]").lower()
@@ -94,10 +108,9 @@ class Access:
     loopback: bool
 
     def __attrs_post_init__(self) -> None:
-        if self.token is not None and (not self.token or self.token != self.token.strip()):
-            raise ValueError(
-                f"the HTTP token must be non-empty with no surrounding spaces, got {self.token!r}"
-            )
+        fault = None if self.token is None else token_fault(self.token)
+        if fault is not None:
+            raise ValueError(f"the HTTP token: expected {fault}, got {self.token!r}")
 
     @property
     def login(self) -> bool:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         LoopStalled,
         RateLimited,
         SandboxRan,
+        WorkerBrokerChanged,
         WorkflowChanged,
     )
 
@@ -127,6 +128,10 @@ class Instrument:
 
     def workflow_changed(self, event: WorkflowChanged) -> None:
         """A workflow moved (see :class:`WorkflowChanged`)."""
+
+    def worker_broker_changed(self, event: WorkerBrokerChanged) -> None:
+        """What a worker's broker calls fail with changed (see
+        :class:`WorkerBrokerChanged`)."""
 
 
 _METHODS = frozenset(name for name in vars(Instrument) if not name.startswith("_"))

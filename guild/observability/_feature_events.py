@@ -66,6 +66,21 @@ class LoopStalled:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class WorkerBrokerChanged:
+    """What a worker's broker calls fail with changed: ``error`` says why (the
+    broker unreachable, or a record of its damaged, naming the key), ``None``
+    once they all work again. The worker waits meanwhile (see ``guild._outage``).
+
+    ``at`` is when it changed, in the broker's clock.
+    """
+
+    worker: str
+    queue: str
+    error: str | None
+    at: float
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class SandboxRan:
     argv: tuple[str, ...]
     exit_code: int | None
@@ -97,7 +112,14 @@ class WorkflowChanged:
 def _fixup_module_metadata() -> None:
     # Reprs, tracebacks and pickles say guild.observability.X, as for the other
     # events the package exports, however the class was first reached.
-    for event in (JobProgressed, RateLimited, JobLimitWaited, SandboxRan, WorkflowChanged):
+    for event in (
+        JobProgressed,
+        RateLimited,
+        JobLimitWaited,
+        SandboxRan,
+        WorkflowChanged,
+        WorkerBrokerChanged,
+    ):
         event.__module__ = "guild.observability"
 
 

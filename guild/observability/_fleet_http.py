@@ -505,6 +505,8 @@ class FleetApp:
                 seen["active"] += worker["active"]
                 if worker["state"] != "running":
                     seen["state"] = worker["state"]
+                if worker.get("broker_error"):  # any process's: a damaged key fails them all
+                    seen["broker_error"] = worker["broker_error"]
         return {
             "type": "hello",
             "time": time.time(),

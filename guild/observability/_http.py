@@ -227,6 +227,9 @@ class ObservabilityApp:
             answer["running"] = running_jobs(self)
             answer["failures"] = recent_failures(self)
             upcoming = self.app.upcoming()
+            if upcoming and self.redact:
+                # A schedule's last failed enqueue says why: an exception message.
+                upcoming = [{**p, "error": "redacted"} if "error" in p else p for p in upcoming]
             if upcoming:
                 answer["periodic"] = upcoming
             if self.redact:
@@ -284,12 +287,19 @@ class ObservabilityApp:
     def _hello(self) -> dict[str, Any]:
         running = _running(self.app)
         states = self.observability.monitor.states()
+        # Why each worker's broker calls fail now (later changes: worker_broker).
+        stats = self.app.workers()
         return {
             "type": "hello",
             "time": time.time(),
             "app": self.app.name,
             "workers": {
-                name: {"queue": queue, "state": state, "active": running.get(name, 0)}
+                name: {
+                    "queue": queue,
+                    "state": state,
+                    "active": running.get(name, 0),
+                    "broker_error": stats[name].broker_error if name in stats else None,
+                }
                 for name, (queue, state) in sorted(states.items())
             },
         }

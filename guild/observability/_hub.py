@@ -10,8 +10,8 @@ stopped reading its socket. Messages reach each client in the order they were
 emitted.
 
 Messages are dicts ready for ``json.dumps``; each has ``type`` (``job_started``,
-``job_finished``, ``job_progress``, ``worker_state``, ``rate_limited``,
-``sandbox_ran``, ``workflow``) and ``time`` (Unix time, from the hub's clock). Nothing is built when nobody listens: an attached
+``job_finished``, ``job_progress``, ``worker_state``, ``worker_broker``,
+``rate_limited``, ``sandbox_ran``, ``workflow``) and ``time`` (Unix time, from the hub's clock). Nothing is built when nobody listens: an attached
 hub (:meth:`EventHub.attach`) joins the app's instruments with its first
 subscriber and leaves with its last, so while nobody watches the worker does
 not even build the events only the hub wants (``job_started``).
@@ -30,7 +30,13 @@ import trio
 from ._events import Instrument, Instruments, JobFinished, JobStarted, WorkerStateChanged
 
 if TYPE_CHECKING:
-    from ._feature_events import JobProgressed, RateLimited, SandboxRan, WorkflowChanged
+    from ._feature_events import (
+        JobProgressed,
+        RateLimited,
+        SandboxRan,
+        WorkerBrokerChanged,
+        WorkflowChanged,
+    )
 
 Message = dict[str, Any]
 
@@ -200,6 +206,18 @@ class EventHub(Instrument):
                     "detail": event.detail,
                     "restarts_in_period": event.restarts_in_period,
                     "last_error": event.last_error,
+                }
+            )
+
+    def worker_broker_changed(self, event: WorkerBrokerChanged) -> None:
+        if self._subscribers:
+            self.publish(
+                {
+                    "type": "worker_broker",
+                    "time": self._clock(),
+                    "worker": event.worker,
+                    "queue": event.queue,
+                    "error": event.error,
                 }
             )
 

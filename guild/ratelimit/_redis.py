@@ -54,7 +54,7 @@ import coredis.exceptions
 import structlog
 import trio
 
-from .._errors import BrokerError, BrokerUnavailable, RateLimitError
+from .._errors import BrokerDataError, BrokerError, BrokerUnavailable, RateLimitError
 from .._groups import leaves
 from ..observability._current import emit_here
 from ..observability._feature_events import RateLimited
@@ -424,9 +424,7 @@ class RedisRateLimiter(CapacityInterface):
                 self._acquire_args(member, self._total, "now", returning),
             )
         except _ReplyError as exc:
-            raise BrokerError(
-                f"rate limiter {self.name!r}: redis refused the script: {exc}"
-            ) from exc
+            raise _refused(self.name, exc) from exc
         self._returning.difference_update(returning)
         if not _answer(reply).admitted:
             raise trio.WouldBlock
@@ -552,9 +550,7 @@ class RedisRateLimiter(CapacityInterface):
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"rate limiter {self.name!r}: redis unreachable") from exc
         except coredis.exceptions.ResponseError as exc:
-            raise BrokerError(
-                f"rate limiter {self.name!r}: redis refused the script: {exc}"
-            ) from exc
+            raise _refused(self.name, exc) from exc
 
     # --- internals ---------------------------------------------------------------
 
@@ -613,9 +609,7 @@ class RedisRateLimiter(CapacityInterface):
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"rate limiter {self.name!r}: redis unreachable") from exc
         except coredis.exceptions.ResponseError as exc:
-            raise BrokerError(
-                f"rate limiter {self.name!r}: redis refused the script: {exc}"
-            ) from exc
+            raise _refused(self.name, exc) from exc
         self._returning.difference_update(returning)
         return _answer(reply)
 
@@ -675,6 +669,17 @@ def _answer(reply: Sequence[Any]) -> _Answer:
         refused_by=kind,
         wait=math.inf if seconds < 0 else max(seconds, 1e-3) if kind != "ok" else 0.0,
     )
+
+
+def _refused(name: str, exc: Exception) -> BrokerError:
+    """The error for a script Redis refused: a :class:`BrokerDataError` when a key
+    of the limiter's holds another type (another program's key: the same call
+    fails until it is deleted, and a worker waits for that rather than crash),
+    else a :class:`BrokerError`."""
+    text = f"rate limiter {name!r}: redis refused the script: {exc}"
+    if "WRONGTYPE" in str(exc) or type(exc).__name__ == "WrongTypeError":
+        return BrokerDataError(text)
+    return BrokerError(text)
 
 
 class _ReplyError(Exception):

@@ -113,12 +113,12 @@ class StartupReport:
         starts do not inherit it.
         """
         value = (os.environ if environ is None else environ).pop(STARTUP_FD_VARIABLE, None)
-        if value is None or not value.isdigit():
+        if value is None or not (value.isascii() and value.isdigit()):
             return None
         fd = int(value)
         try:
             os.set_inheritable(fd, False)
-        except OSError:  # not open here: nobody to report to
+        except (OSError, OverflowError):  # no such descriptor here: nobody to report to
             return None
         return cls(fd)
 

@@ -40,7 +40,14 @@ from typing import NoReturn
 import structlog
 import trio
 
-from .._errors import BrokerClosed, BrokerError, BrokerUnavailable, InvalidWorkflow, UnknownWorkflow
+from .._errors import (
+    BrokerClosed,
+    BrokerDataError,
+    BrokerError,
+    BrokerUnavailable,
+    InvalidWorkflow,
+    UnknownWorkflow,
+)
 from .._job import Job, Result
 from .._retention import Retention
 from ..brokers._protocol import Broker
@@ -293,6 +300,10 @@ class Coordinator:
         # Records whose spec or state cannot be read, by the version that could
         # not: logged once, skipped until someone writes them again.
         self._unreadable: dict[str, int] = {}
+        # Workflows whose last look met a damaged broker record (BrokerDataError:
+        # a step's queue whose key another program overwrote, say), by what it
+        # said: logged once, looked at again each sweep until it is repaired.
+        self._damaged: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._wake = trio.Event()
         self._finished_send, self._finished_receive = trio.open_memory_channel[tuple[str, str]](
@@ -374,7 +385,7 @@ class Coordinator:
             await trio.sleep(self.retention.sweep_every)
             try:
                 deleted = await expire(self._store, self.retention, self._broker.now())
-            except BrokerUnavailable as error:
+            except (BrokerUnavailable, BrokerDataError) as error:
                 _log.warning("workflow_expiry_failed", error=str(error))
                 continue
             if deleted:
@@ -384,7 +395,7 @@ class Coordinator:
         """Drive every active workflow; returns how many were active."""
         try:
             records = await self._store.list_workflows(statuses=_ACTIVE, limit=_SWEEP_LIMIT)
-        except BrokerUnavailable as error:
+        except (BrokerUnavailable, BrokerDataError) as error:
             _log.warning("workflow_sweep_failed", error=str(error))
             return len(self._known) or 1
         ids = {record.id for record in records}
@@ -392,6 +403,8 @@ class Coordinator:
             self._forget(gone)
         for gone in set(self._unreadable) - ids:
             del self._unreadable[gone]
+        for gone in set(self._damaged) - ids:
+            del self._damaged[gone]
         # The results of every in-flight job of every active workflow in one
         # round trip (where the broker allows), then only the workflows with
         # something to do are driven: one whose jobs have no result and whose
@@ -408,7 +421,7 @@ class Coordinator:
             results = await results_of(
                 self._broker, [job_id for jobs in flights.values() for job_id in jobs]
             )
-        except BrokerUnavailable as error:
+        except (BrokerUnavailable, BrokerDataError) as error:
             _log.warning("workflow_sweep_failed", error=str(error))
             return len(records) or 1
         for record in records:
@@ -439,9 +452,20 @@ class Coordinator:
             # Whatever this look did not finish is redone once the broker is back.
             self._forget(workflow_id)
             _log.warning("workflow_broker_unavailable", workflow_id=workflow_id, error=str(error))
+        except BrokerDataError as error:
+            # Redone each sweep, as for an outage, until the record is repaired;
+            # said once (a traceback a second would bury it), naming the record.
+            self._forget(workflow_id)
+            text = str(error)
+            if self._damaged.get(workflow_id) != text:
+                self._damaged[workflow_id] = text
+                _log.error("workflow_broker_data_damaged", workflow_id=workflow_id, error=text)
         except Exception as error:  # one bad workflow stays one bad workflow
             self._forget(workflow_id)
             _log.exception("workflow_drive_failed", workflow_id=workflow_id, error=repr(error))
+        else:
+            if self._damaged.pop(workflow_id, None) is not None:
+                _log.warning("workflow_broker_data_repaired", workflow_id=workflow_id)
 
     async def _advance(
         self,

@@ -119,6 +119,36 @@ async def test_an_enqueue_failing_in_its_script_raises_at_once(server: RedisServ
         assert "WRONGTYPE" in str(refused.value) or "ew:queues" in str(refused.value)
 
 
+async def test_an_enqueue_failing_after_the_jobs_hash_raises_at_once_and_leaves_nothing(
+    server: RedisServer,
+) -> None:
+    async with _broker(server) as broker:
+        await broker.enqueue([guild.Job(queue="q", payload=0)])
+        # The queue's stream written over with a string: the script has written
+        # the job's hash (and its key) when its XADD fails.
+        _command(server, "DEL", "ew:q:q:ready")
+        _command(server, "SET", "ew:q:q:ready", "not-a-stream")
+        before = _command(server, "KEYS", "ew:job:*")
+        job = guild.Job(queue="q", payload=1, key="once")
+        with trio.fail_after(5), pytest.raises(guild.BrokerDataError) as refused:
+            await broker.enqueue_and_wait(job, wait=60)
+        assert str(refused.value) == (
+            "redis: enqueue to 'q': the key ew:q:q:ready holds a string, not a stream"
+            " (another program's key under guild's prefix?)"
+        )
+        # Nothing of it is left: no job nothing claims, no key naming it.
+        assert _command(server, "KEYS", "ew:job:*") == before
+        assert _command(server, "EXISTS", "ew:key:q:once") == b":0\r\n"
+        _command(server, "DEL", "ew:q:q:ready")
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_ack_next, broker)
+                stored, result = await broker.enqueue_and_wait(
+                    guild.Job(queue="q", payload=4, key="once"), wait=20
+                )
+        assert stored.payload == 4 and result is not None and result.value == 8
+
+
 async def test_the_wait_ends_with_none_and_the_job_stays_ready(server: RedisServer) -> None:
     async with _broker(server) as broker:
         started = trio.current_time()

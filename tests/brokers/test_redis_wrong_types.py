@@ -9,14 +9,24 @@ program would; the expected texts and counts are written out here.
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import structlog
 import trio
+import trio_websocket
 
 import guild
 from guild import Job, QueueStats
 from guild.brokers._redis_errors import WrongTypeError
+from guild.cli import _status, _top
+from guild.observability import Health, ObservabilityApp, Status, observe, serve_http
+from guild.observability._dashboard import state as dashboard_state
+from tests._poll import until
 from tests._redis_server import RedisServer, redis_command, running_redis_server
 from tests.cli.conftest import run_guild
 
@@ -109,26 +119,272 @@ async def test_enqueue_and_claim_on_the_broken_queue_name_the_key(
             assert str(refused.value) == f"redis: create the group of 'bad': {READY_IS_A_STRING}"
 
 
-async def test_a_worker_on_the_broken_queue_crashes_naming_the_key(
-    redis_server: RedisServer,
-) -> None:
-    async with guild.open_broker(redis_server.url) as broker:
-        await _two_queues(broker, redis_server)
-    app = guild.Guild(
-        "wrong-type",
+def _checks(health: Health) -> dict[str, tuple[Status, str]]:
+    return {c.name: (c.status, c.detail) for c in health.checks}
+
+
+def _strict_app(name: str, **options: Any) -> guild.Guild:
+    """An app whose supervisor gives up at its second crash within a minute: a
+    worker restarted for the broken queue would take it down at once."""
+    return guild.Guild(
+        name,
+        **options,
         supervision=guild.SupervisorOptions(
             max_restarts=1, period=60.0, backoff=guild.Backoff(initial=0.01, maximum=0.01)
         ),
     )
 
-    @app.worker("bad")
-    async def handle(job: Job) -> None:
-        raise AssertionError("no job of 'bad' can be claimed")
 
-    with trio.fail_after(30), pytest.raises(guild.GaveUp) as gave_up:
-        await app.run(redis_server.url)
-    assert READY_IS_A_STRING in gave_up.value.last_error
-    assert "create the group of 'bad'" in gave_up.value.last_error
+async def test_a_worker_on_the_broken_queue_waits_naming_the_key_and_resumes_once_repaired(
+    redis_server: RedisServer,
+) -> None:
+    app = _strict_app("wrong-type")
+    ran: dict[str, list[object]] = {"good": [], "bad": []}
+
+    @app.worker("good", concurrency=2)
+    async def good(job: Job) -> object:
+        ran["good"].append(job.payload)
+        return job.payload
+
+    @app.worker("bad")
+    async def bad(job: Job) -> object:
+        ran["bad"].append(job.payload)
+        return job.payload
+
+    site = ObservabilityApp(app, observe(app, logs=False))
+    with trio.fail_after(60), structlog.testing.capture_logs() as logs:
+        async with guild.open_broker(redis_server.url) as direct:
+            await _two_queues(direct, redis_server)
+            async with app.open(redis_server.url):
+                # The good queue's 3 ready jobs, and 5 more while the app runs.
+                more = await direct.enqueue([Job(queue="good", payload=10 + n) for n in range(5)])
+                for job in more:
+                    result = await direct.get_result(job.id, wait=30)
+                    assert result is not None and result.value == job.payload
+                await until(lambda: len(ran["good"]) == 8)
+                await until(lambda: app.workers()["bad"].broker_error is not None)
+                said = app.workers()["bad"].broker_error
+                assert said is not None and READY_IS_A_STRING in said
+                # Claims keep failing for longer than the restart budget would
+                # allow: the app runs on, no worker restarted.
+                await trio.sleep(1.5)
+                health, _ = await site.health()
+                checks = _checks(health)
+                status, detail = checks["worker:bad:broker"]
+                assert status is Status.UNHEALTHY and READY_IS_A_STRING in detail
+                assert checks["worker:bad:state"][0] is Status.HEALTHY
+                assert checks["worker:good:broker"] == (Status.HEALTHY, "")
+                assert checks["queue:bad:length"] == (Status.DEGRADED, READY_IS_A_STRING)
+                assert {n: w.restarts for n, w in health.workers.items()} == {"good": 0, "bad": 0}
+                assert app.workers()["good"].broker_error is None
+                # Repaired: the string goes, the group is made again, new jobs run.
+                assert redis_command(redis_server, "DEL", "guild:q:bad:ready") == b":1\r\n"
+                (late,) = await direct.enqueue([Job(queue="bad", payload="after")])
+                result = await direct.get_result(late.id, wait=30)
+                assert result is not None and result.value == "after"
+                assert ran["bad"] == ["after"]  # the two overwritten with the stream are gone
+                await until(lambda: app.workers()["bad"].broker_error is None)
+                health, _ = await site.health()
+                assert _checks(health)["worker:bad:broker"] == (Status.HEALTHY, "")
+    damaged = [e for e in logs if e["event"] == "broker_data_damaged"]
+    assert [(e["worker"], e["during"]) for e in damaged] == [("bad", "claim")]
+    assert READY_IS_A_STRING in damaged[0]["error"]
+
+
+async def test_an_ack_on_a_damaged_shared_key_keeps_the_job_held_until_repaired(
+    redis_server: RedisServer,
+) -> None:
+    app = _strict_app("wrong-type-ack")
+    release = trio.Event()
+    ran: list[object] = []
+
+    @app.worker("good", concurrency=1)
+    async def good(job: Job) -> object:
+        ran.append(job.payload)
+        await release.wait()
+        return job.payload
+
+    done_is_a_string = f"the key guild:done holds a string, not a hash {HINT}"
+    with trio.fail_after(60):
+        async with guild.open_broker(redis_server.url) as direct, app.open(redis_server.url):
+            (job,) = await direct.enqueue([Job(queue="good", payload="held")])
+            await until(lambda: ran == ["held"])
+            # Where every ack counts its queue's done jobs: no job is done yet.
+            assert redis_command(redis_server, "SET", "guild:done", "junk") == b"+OK\r\n"
+            release.set()
+            await until(lambda: app.workers()["good"].broker_error is not None)
+            assert app.workers()["good"].broker_error == (
+                f"WrongTypeError: redis: ack: {done_is_a_string}"
+            )
+            await trio.sleep(1.5)  # acks tried again and again, the job still held
+            stats = app.workers()["good"]
+            assert (stats.held, stats.done, stats.broker_error is not None) == (1, 1, True)
+            assert await direct.get_result(job.id) is None
+            assert redis_command(redis_server, "DEL", "guild:done") == b":1\r\n"
+            result = await direct.get_result(job.id, wait=30)
+            assert result is not None and result.value == "held"
+            await until(lambda: app.workers()["good"].broker_error is None)
+            assert app.workers()["good"].held == 0
+    assert ran == ["held"]  # ran once: its ack was kept, not dropped nor the job rerun
+
+
+async def test_a_queue_damaged_under_a_running_worker_runs_again_once_repaired(
+    redis_server: RedisServer,
+) -> None:
+    app = _strict_app("wrong-type-later")
+    ran: list[object] = []
+
+    @app.worker("bad", concurrency=1, claim_wait=0.2)
+    async def bad(job: Job) -> object:
+        ran.append(job.payload)
+        return job.payload
+
+    with trio.fail_after(60):
+        async with guild.open_broker(redis_server.url) as direct, app.open(redis_server.url):
+            (first,) = await direct.enqueue([Job(queue="bad", payload="first")])
+            assert await direct.get_result(first.id, wait=30) is not None
+            # The app's broker made the group; its stream is now written over.
+            assert redis_command(redis_server, "DEL", "guild:q:bad:ready") == b":1\r\n"
+            assert redis_command(redis_server, "SET", "guild:q:bad:ready", "junk") == b"+OK\r\n"
+            await until(lambda: app.workers()["bad"].broker_error is not None)
+            assert app.workers()["bad"].broker_error == (
+                f"WrongTypeError: redis: claim from 'bad': {READY_IS_A_STRING}"
+            )
+            with pytest.raises(WrongTypeError):
+                await direct.enqueue([Job(queue="bad", payload="refused")])
+            await trio.sleep(1.5)
+            assert redis_command(redis_server, "DEL", "guild:q:bad:ready") == b":1\r\n"
+            (late,) = await direct.enqueue([Job(queue="bad", payload="after")])
+            result = await direct.get_result(late.id, wait=30)
+            assert result is not None and result.value == "after"
+            await until(lambda: app.workers()["bad"].broker_error is None)
+    assert ran == ["first", "after"]
+
+
+async def test_a_schedule_and_a_workflow_step_on_the_broken_queue_leave_the_app_running(
+    redis_server: RedisServer,
+) -> None:
+    app = _strict_app("wrong-type-services", workflow_poll=0.2)
+    app.periodic(0.2, "good", "tick", name="good-ticks")
+    app.periodic(0.2, "bad", "tick", name="bad-ticks")
+    ran: dict[str, list[str]] = {"good": [], "bad": []}
+
+    @app.worker("good", concurrency=4)
+    async def good(job: Job) -> object:
+        ran["good"].append("step" if job.payload != "tick" else "tick")
+        return 1
+
+    @app.worker("bad", concurrency=4)
+    async def bad(job: Job) -> object:
+        ran["bad"].append("step" if job.payload != "tick" else "tick")
+        return 2
+
+    # Step a runs on 'good'; b, after it, is enqueued on 'bad' by the coordinator.
+    workflow = guild.Workflow([guild.Step("a", "good"), guild.Step("b", "bad", after="a")])
+    with trio.fail_after(60), structlog.testing.capture_logs() as logs:
+        async with guild.open_broker(redis_server.url) as direct:
+            await _two_queues(direct, redis_server)
+            async with app.open(redis_server.url):
+                workflow_id = await app.submit(workflow)
+                await until(lambda: "step" in ran["good"] and ran["good"].count("tick") >= 6)
+                await until(lambda: any(e["event"] == "workflow_broker_data_damaged" for e in logs))
+                (shown,) = (p for p in app.upcoming() if p["name"] == "bad-ticks")
+                assert shown["error"] == (
+                    f"WrongTypeError: redis: enqueue to 'bad': {READY_IS_A_STRING}"
+                )
+                (fine,) = (p for p in app.upcoming() if p["name"] == "good-ticks")
+                assert "error" not in fine
+                assert (await app.workflow(workflow_id)).step("b").state != "done"
+                assert ran["bad"] == []
+                # Repaired: b is enqueued by the next sweep, and the ticks go through.
+                assert redis_command(redis_server, "DEL", "guild:q:bad:ready") == b":1\r\n"
+                view = await app.workflow(workflow_id, wait=30)
+                assert view.status == "done", view
+                await until(lambda: "tick" in ran["bad"])
+                await until(lambda: all("error" not in p for p in app.upcoming()))
+    events = [e["event"] for e in logs]
+    assert events.count("periodic_enqueue_failed") == 1
+    assert events.count("workflow_broker_data_damaged") == 1
+    assert "workflow_drive_failed" not in events
+    (failed,) = (e for e in logs if e["event"] == "periodic_enqueue_failed")
+    assert (failed["schedule"], failed["queue"]) == ("bad-ticks", "bad")
+    (damaged,) = (e for e in logs if e["event"] == "workflow_broker_data_damaged")
+    assert damaged["error"] == f"redis: enqueue to 'bad': {READY_IS_A_STRING}"
+
+
+async def test_guild_status_and_the_dashboard_show_the_broken_queue_not_zeros(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = _strict_app("wrong-type-status")
+    app.periodic(0.2, "bad", "tick", name="bad-ticks")
+
+    @app.worker("bad")
+    async def bad(job: Job) -> None:
+        return None
+
+    @app.worker("good")
+    async def good(job: Job) -> None:
+        return None
+
+    site = ObservabilityApp(app, observe(app, logs=False))
+    with trio.fail_after(60), structlog.testing.capture_logs():  # stdout is the CLI's
+        async with guild.open_broker(redis_server.url) as direct:
+            await _two_queues(direct, redis_server)
+        async with trio.open_nursery() as nursery, app.open(redis_server.url):
+            port = await nursery.start(functools.partial(serve_http, app, port=0))
+            await until(lambda: app.workers()["bad"].broker_error is not None)
+            await until(lambda: any("error" in p for p in app.upcoming()))
+            await until(lambda: (app.workers()["good"].done, app.workers()["good"].held) == (3, 0))
+            url = f"http://127.0.0.1:{port}"
+            assert await _status.status(_status_args(url)) == 2  # unhealthy
+            lines = capsys.readouterr().out.splitlines()
+            at = lines.index("queue  ready  delayed  in_flight  dead")
+            assert lines[at + 1 : at + 3] == [
+                f"bad        -        -          -     -  broken: {READY_IS_A_STRING}",
+                "good       0        1          0     0",
+            ]
+            (ticks,) = (line for line in lines if line.startswith("bad-ticks"))
+            assert ticks.endswith(
+                f"  failing: WrongTypeError: redis: enqueue to 'bad': {READY_IS_A_STRING}"
+            )
+            (check,) = (line for line in lines if "worker:bad:broker" in line)
+            assert READY_IS_A_STRING in check
+            # The scheduler is a service: no worker row, no "not running" check.
+            workers = lines[lines.index("") + 2 : at - 1]
+            assert [row.split()[0] for row in workers] == ["bad", "good"]
+            assert not [line for line in lines if "worker:periodic" in line]
+            shown = await dashboard_state(site)
+            assert shown["queues"]["bad"]["broken"] == READY_IS_A_STRING
+            assert READY_IS_A_STRING in shown["workers"]["bad"]["broker_error"]
+            # guild top: the reason after the worker's row, from the hello, gone
+            # with the worker_broker event of the repair.
+            view = _top.TopView()
+            events = url.replace("http", "ws") + "/events"
+            async with trio_websocket.open_websocket_url(events) as ws:
+                for event in json.loads(await ws.get_message()):
+                    view.apply(event)
+                (row,) = (line for line in view.frame(1.0).splitlines() if line.startswith("bad"))
+                assert row.endswith(
+                    f"  broker: WrongTypeError: redis: create the group of 'bad': {READY_IS_A_STRING}"
+                )
+                assert redis_command(redis_server, "DEL", "guild:q:bad:ready") == b":1\r\n"
+                repaired = False
+                while not repaired:
+                    for event in json.loads(await ws.get_message()):
+                        view.apply(event)
+                        repaired = repaired or (
+                            event["type"] == "worker_broker"
+                            and (event["worker"], event["error"]) == ("bad", None)
+                        )
+            (row,) = (line for line in view.frame(1.0).splitlines() if line.startswith("bad"))
+            assert "broker:" not in row
+            nursery.cancel_scope.cancel()
+
+
+def _status_args(url: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="guild")
+    _status.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["status", "--url", url])
 
 
 async def test_the_cli_prints_the_broken_queue_in_one_line_and_exits_1(

@@ -242,7 +242,8 @@ CASES = [
     case(
         "run",
         APP,
-        *MEM,
+        "--broker",
+        CLOSED,  # a broker the processes share: memory:// is refused with --processes 2
         "--processes",
         "2",
         "--http",

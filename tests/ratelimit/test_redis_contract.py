@@ -28,7 +28,7 @@ from trio.testing import assert_checkpoints, wait_all_tasks_blocked
 
 import guild
 from guild.ratelimit import RedisRateLimiter
-from tests._redis_server import RedisServer, running_redis_server
+from tests._redis_server import RedisServer, redis_command, running_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -505,3 +505,16 @@ class TestLeases:
                 with pytest.raises(guild.RateLimitError, match="nothing renewing its leases"):
                     await limiter.acquire()
                 assert await limiter.try_acquire()  # the rate alone needs no lease
+
+
+async def test_a_key_of_another_type_is_a_broker_data_error(redis_server: RedisServer) -> None:
+    # Another program's string where the limiter keeps its holders: every acquire
+    # fails the same way until it is deleted, which a worker waits out (a
+    # BrokerDataError) rather than crash on.
+    name = "wrong-type-limiter"
+    holders = f"guild:ratelimit:{name}:holders"
+    assert redis_command(redis_server, "SET", holders, "junk") == b"+OK\r\n"
+    async with RedisRateLimiter.open(redis_server.url, name, rate=None, concurrency=1) as limiter:
+        with trio.fail_after(10), pytest.raises(guild.BrokerDataError) as refused:
+            await limiter.acquire_on_behalf_of("a")
+        assert f"rate limiter {name!r}: redis refused the script" in str(refused.value)

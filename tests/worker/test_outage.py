@@ -207,3 +207,123 @@ class TestSettlingDuringOutage:
         abandoned = [entry for entry in logs if entry["event"] == "acks_abandoned"]
         assert [entry["count"] for entry in abandoned] == [1, 1]
         assert ended_at - drained_at <= 10.0 + 2 * 1.0
+
+
+class _Damage:
+    """A FaultyBroker hook: the calls named in ``damaged`` fail as a damaged record
+    would (``guild.BrokerDataError``, naming it), every time, until repaired."""
+
+    def __init__(self) -> None:
+        self.damaged: set[str] = set()
+        self.calls: dict[str, int] = {}
+
+    async def __call__(self, method: str) -> None:
+        self.calls[method] = self.calls.get(method, 0) + 1
+        await trio.lowlevel.checkpoint()
+        if method in self.damaged:
+            raise guild.BrokerDataError(f"{method}: the key k holds a string, not a hash")
+
+
+class TestDamagedRecord:
+    """A record the broker keeps that is not what guild wrote fails the same call
+    the same way until someone repairs it: the worker waits it out as it does an
+    outage, saying which record, and never crashes into a restart (which would
+    not repair it)."""
+
+    async def test_a_damaged_claim_is_waited_out_named_and_logged_once(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        damage = _Damage()
+        inner = MemoryBroker()
+        done = trio.Event()
+
+        async def handler(job: Job) -> object:
+            done.set()
+            return job.payload
+
+        damage.damaged = {"claim"}
+        worker = _worker(FaultyBroker(inner, hook=damage), handler, claim_wait=5.0)
+        with structlog.testing.capture_logs() as logs:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.serve)
+                await trio.sleep(600.0)  # far longer than any restart budget
+                assert damage.calls["claim"] > 500  # tried again, at most a second apart
+                assert worker.statistics().broker_error == (
+                    "BrokerDataError: claim: the key k holds a string, not a hash"
+                )
+                await inner.enqueue([Job(queue="q", payload="after")])
+                damage.damaged = set()
+                await done.wait()
+                await eventually(lambda: worker.statistics().broker_error is None)
+                worker.drain()
+        events = [(e["event"], e.get("during")) for e in logs]
+        assert events.count(("broker_data_damaged", "claim")) == 1
+        assert ("broker_available", None) in events
+        assert "broker_unavailable" not in [event for event, _ in events]
+
+    async def test_a_damaged_ack_keeps_its_jobs_held_and_the_error_shown_while_claims_work(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        damage = _Damage()
+        inner = MemoryBroker()
+        runs: list[int] = []
+
+        async def handler(job: Job) -> object:
+            runs.append(job.payload)
+            return job.payload
+
+        jobs = await inner.enqueue([Job(queue="q", payload=i) for i in range(3)])
+        damage.damaged = {"ack"}
+        worker = _worker(
+            FaultyBroker(inner, hook=damage), handler, concurrency=4, lease=600.0, claim_wait=1.0
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            await eventually(lambda: len(runs) == 3)
+            seen = set()
+            for _ in range(30):  # claims go through meanwhile: the ack's error stays
+                await trio.sleep(1.0)
+                seen.add(worker.statistics().broker_error)
+            assert seen == {"BrokerDataError: ack: the key k holds a string, not a hash"}
+            assert damage.calls["claim"] > 10
+            assert worker.statistics().held == 3
+            damage.damaged = set()
+            await eventually(lambda: worker.statistics().held == 0)
+            assert worker.statistics().broker_error is None
+            worker.drain()
+        assert sorted(runs) == [0, 1, 2]  # each ran once: no ack was dropped
+        for job in jobs:
+            result = await inner.get_result(job.id)
+            assert result is not None and result.value == job.payload
+
+    async def test_damaged_starts_extends_and_cancel_looks_crash_nothing(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        damage = _Damage()
+        inner = MemoryBroker()
+        runs: list[int] = []
+
+        async def handler(job: Job) -> object:
+            runs.append(job.payload)
+            await trio.sleep(30.0)  # held across lease renewals and cancel looks
+            return job.payload
+
+        await inner.enqueue([Job(queue="q", payload=i) for i in range(4)])
+        damage.damaged = {"start", "extend", "cancel_requested"}
+        # One handler, three prefetched: each of those is started by a start call.
+        worker = _worker(
+            FaultyBroker(inner, hook=damage), handler, concurrency=1, prefetch=3, lease=30.0
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            await eventually(lambda: len(runs) == 1)
+            await trio.sleep(60.0)
+            assert runs == [0]  # the others wait for their start
+            assert {"start", "extend", "cancel_requested"} <= set(damage.calls)
+            assert worker.statistics().broker_error is not None
+            damage.damaged = set()
+            await eventually(lambda: len(runs) == 4)
+            await eventually(lambda: worker.statistics().held == 0)
+            assert worker.statistics().broker_error is None
+            worker.drain()
+        assert sorted(runs) == [0, 1, 2, 3]

@@ -95,6 +95,13 @@
       const r = rates[name] || {};
       const tr = el("tr");
       tr.dataset.queue = name;
+      if (q.broken) {
+        // Its counts could not be read (a key another program overwrote): no zeros.
+        const reason = el("td", "broken: " + q.broken, "broken");
+        reason.colSpan = 8;
+        tr.append(el("td", name), reason);
+        return tr;
+      }
       tr.append(el("td", name), num(q.ready), num(q.delayed), num(q.in_flight), num(q.done),
         num(q.dead), num(q.cancelled),
         num(r.done === undefined ? null : r.done.toFixed(2)),
@@ -118,7 +125,7 @@
       tr.append(el("td", name), el("td", w.queue), stateCell, circuitCell, num(running),
         num(w.processed), num(w.failed),
         num(w.p95 === null || w.p95 === undefined ? null : w.p95.toFixed(3) + "s"),
-        num(w.restarts), errorCell(w.last_error || w.broker_error, null));
+        num(w.restarts), errorCell(w.broker_error || w.last_error, null));
       return tr;
     });
     fill("workers", rows, 10, "no workers");
@@ -261,7 +268,7 @@
       const span = time - previous.time;
       for (const name of Object.keys(queues)) {
         const before = previous.queues[name];
-        if (!before) continue;
+        if (!before || before.broken || queues[name].broken) continue;
         next[name] = {
           done: Math.max(0, queues[name].done - before.done) / span,
           failed: Math.max(0, queues[name].dead - before.dead) / span,
@@ -321,7 +328,7 @@
       case "hello":
         for (const name of Object.keys(event.workers)) {
           const w = event.workers[name];
-          state.workers[name] = Object.assign(state.workers[name] || {}, { queue: w.queue, state: w.state, active: w.active });
+          state.workers[name] = Object.assign(state.workers[name] || {}, { queue: w.queue, state: w.state, active: w.active, broker_error: w.broker_error || null });
         }
         renderWorkers();
         break;
@@ -358,6 +365,14 @@
         const w = state.workers[event.worker] || {};
         w.state = event.state;
         if (event.last_error) w.last_error = event.last_error;
+        state.workers[event.worker] = w;
+        renderWorkers();
+        break;
+      }
+      case "worker_broker": {
+        // Its broker calls fail (the broker away, a damaged key), or work again.
+        const w = state.workers[event.worker] || { queue: event.queue };
+        w.broker_error = event.error;
         state.workers[event.worker] = w;
         renderWorkers();
         break;
