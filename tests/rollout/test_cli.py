@@ -78,5 +78,14 @@ def test_bad_policy_flags_are_usage_errors(tmp_path: Path) -> None:
     assert code == 2 and "canary policy: stages must rise, got [0.5, 0.2, 1.0]" in err
     code, _, err = canary(url, "start", "orders", "--soak", "-1")
     assert code == 2 and "expected seconds above 0" in err
+    # The refused starts made no database: promoting there names the missing file.
+    code, _, err = canary(url, "promote", "orders")
+    assert code == 2 and f"no database at {tmp_path}/guild.db" in err, err
+
+    async def make_database() -> None:
+        async with guild.open_broker(url):
+            pass
+
+    trio.run(make_database)
     code, _, err = canary(url, "promote", "orders")
     assert code == 1 and "no rollout was started" in err
