@@ -217,6 +217,9 @@ class WorkerStatistics:
     broker_error: str | None = None
     """Why the broker is unreachable, or which of its records is damaged
     (:class:`~guild.BrokerDataError`), while it is (the worker waits, then resumes)."""
+    broker_damaged: bool = False
+    """Whether ``broker_error`` is a damaged record (a :class:`~guild.BrokerDataError`)
+    rather than an unreachable broker."""
     cancelled: int = 0
     """Jobs ended on a cancel request (``broker.cancel``)."""
 
@@ -272,12 +275,13 @@ class Worker:
             gate = local_gate(spec.name, spec.limit, self.instruments)
         self._gate = gate
         self._broker_error: str | None = None
+        self._broker_damaged = False
         # Why each kind of broker call (claim, ack, extend...) fails now, in the
         # order they began to: a call that works again clears only its own (a
         # damaged key fails the calls that touch it, while the others go through).
         # The worker's broker_error is the first one's, which stays put while
-        # several fail by turns.
-        self._away: dict[str, str] = {}
+        # several fail by turns. Each with whether a damaged record is why.
+        self._away: dict[str, tuple[str, bool]] = {}
         self._capacity = spec.concurrency + spec.prefetch
         # Refill in batches: a claim per freed slot would make one broker round
         # trip per job. Claim as soon as a quarter of the capacity is free (or at
@@ -357,6 +361,7 @@ class Worker:
             draining=self.draining,
             dependency_streak=self._streak,
             broker_error=self._broker_error,
+            broker_damaged=self._broker_damaged,
             **self._counts,
         )
 
@@ -1200,8 +1205,8 @@ class Worker:
                 error=text,
                 held=len(self._held),
             )
-        away[what] = text
-        self._set_broker_error(next(iter(away.values())))
+        away[what] = (text, damaged)
+        self._set_broker_error(*next(iter(away.values())))
 
     async def _wait_out_outage(
         self, what: str, error: BrokerUnavailable | BrokerDataError, failures: int
@@ -1209,7 +1214,8 @@ class Worker:
         self._broker_away(what, error)
         await trio.sleep(self._outage.delay(failures, self._rand()))
 
-    def _set_broker_error(self, text: str | None) -> None:
+    def _set_broker_error(self, text: str | None, damaged: bool = False) -> None:
+        self._broker_damaged = damaged
         if text == self._broker_error:
             return
         self._broker_error = text
@@ -1230,7 +1236,7 @@ class Worker:
         away = self._away
         if away.pop(what, None) is None:
             return
-        self._set_broker_error(next(iter(away.values()), None))
+        self._set_broker_error(*next(iter(away.values()), (None, False)))
         if not away:
             _log.warning(
                 "broker_available",

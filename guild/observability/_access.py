@@ -240,10 +240,13 @@ def redact(body: Mapping[str, object], secrets_: set[str]) -> dict[str, object]:
     """A ``/health`` body with exception messages replaced by ``"redacted"``.
 
     ``secrets_`` are the messages to hide (workers' last errors, broker errors):
-    the workers' ``last_error`` and ``broker_error`` are replaced wherever set,
-    and so is every check ``detail`` that holds one of them.
+    the workers' ``last_error`` and ``broker_error``, the queues' ``broken`` (why
+    a queue's counts could not be read: it names a key) and the schedules'
+    ``error`` (``periodic``) are replaced wherever set, and so is every check
+    ``detail`` that holds one of them or a queue's ``broken``.
     """
     out = dict(body)
+    secrets_ = set(secrets_)
     workers = body.get("workers")
     if isinstance(workers, Mapping):
         out["workers"] = {
@@ -254,6 +257,21 @@ def redact(body: Mapping[str, object], secrets_: set[str]) -> dict[str, object]:
             for name, worker in workers.items()
             if isinstance(worker, Mapping)
         }
+    queues = body.get("queues")
+    if isinstance(queues, Mapping):
+        secrets_.update(
+            q["broken"] for q in queues.values() if isinstance(q, Mapping) and q.get("broken")
+        )
+        out["queues"] = {
+            name: {**q, "broken": "redacted"} if isinstance(q, Mapping) and q.get("broken") else q
+            for name, q in queues.items()
+        }
+    periodic = body.get("periodic")
+    if isinstance(periodic, list):
+        out["periodic"] = [
+            {**p, "error": "redacted"} if isinstance(p, Mapping) and p.get("error") else p
+            for p in periodic
+        ]
     checks = body.get("checks")
     if isinstance(checks, Mapping):
         out["checks"] = {

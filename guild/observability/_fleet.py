@@ -81,6 +81,7 @@ def merge_workers(reports: Sequence[Mapping[str, Any]], now: float) -> dict[str,
         idles = [p["idle_for"] for p in parts if p.get("idle_for") is not None]
         concurrencies = [p["concurrency"] for p in parts if p.get("concurrency") is not None]
         worst = max(parts, key=lambda p: _severity(p["state"]))
+        broker = next((p for p in parts if p.get("broker_error")), None)
         views[name] = WorkerView(
             name=name,
             queue=parts[0]["queue"],
@@ -98,7 +99,8 @@ def merge_workers(reports: Sequence[Mapping[str, Any]], now: float) -> dict[str,
             processed=sum(p["processed"] for p in parts),
             failed_total=sum(p["failed_total"] for p in parts),
             dead_total=sum(p["dead_total"] for p in parts),
-            broker_error=next((p["broker_error"] for p in parts if p.get("broker_error")), None),
+            broker_error=broker["broker_error"] if broker else None,
+            broker_damaged=bool(broker and broker.get("broker_damaged")),
             alive=all(p["alive"] for p in parts),
         )
     return views

@@ -441,6 +441,8 @@ class FleetApp:
         app = self.app
         self._broker_up.labels(app).set(0 if reading.queues is None else 1)
         for name, stats in (reading.queues or {}).items():
+            if stats.broken is not None:
+                continue  # not read (QueueStats.broken): no made-up zeros, as in a process
             for status in QUEUE_STATUSES:
                 self._queue.labels(app, name, status).set(getattr(stats, status))
         memory = self._memory()

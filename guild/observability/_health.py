@@ -4,8 +4,9 @@ Rules (each one a named check in the verdict, so ``/health`` says *why*):
 
 * **unhealthy** (HTTP 503) when
   - the broker could not be reached (``Snapshot.queues is None``);
-  - a worker cannot reach the broker (``worker:<name>:broker``: it waits out
-    the outage and resumes by itself, but claims nothing meanwhile);
+  - a worker's broker calls fail (``worker:<name>:broker``: ``unreachable``, or
+    ``damaged`` for a record of the broker's that is not what guild wrote; it
+    waits either out and resumes by itself, but claims nothing meanwhile);
   - the broker reports an unhealthy issue (``broker:<name>``, e.g. Redis lost
     the jobs of a queue; it stays until acknowledged);
   - a worker is not running: its circuit is open, its supervisor gave up on
@@ -94,7 +95,9 @@ class WorkerView:
         processed: jobs done since the process started.
         failed_total: failed attempts since the process started.
         dead_total: jobs it moved to the dead letters since the process started.
-        broker_error: why the worker cannot reach the broker, while it cannot.
+        broker_error: why the worker's broker calls fail, while they do.
+        broker_damaged: that is a damaged record (``BrokerDataError``: a key
+            another program overwrote), not an unreachable broker.
         alive: whether the worker's task is running (False: it ended, whatever
             its last supervisor state said).
     """
@@ -116,6 +119,7 @@ class WorkerView:
     failed_total: int = 0
     dead_total: int = 0
     broker_error: str | None = None
+    broker_damaged: bool = False
     alive: bool = True
 
     @property
@@ -329,12 +333,13 @@ def _state_check(prefix: str, worker: WorkerView) -> Check:
 
 
 def _worker_broker_check(prefix: str, worker: WorkerView) -> Check:
-    away = worker.broker_error is not None
+    if worker.broker_error is None:
+        return Check(name=f"{prefix}:broker", status=Status.HEALTHY, value="reachable")
     return Check(
         name=f"{prefix}:broker",
-        status=Status.UNHEALTHY if away else Status.HEALTHY,
-        value="unreachable" if away else "reachable",
-        detail=worker.broker_error or "",
+        status=Status.UNHEALTHY,
+        value="damaged" if worker.broker_damaged else "unreachable",
+        detail=worker.broker_error,
     )
 
 

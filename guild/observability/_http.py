@@ -190,6 +190,7 @@ class ObservabilityApp:
                 for name, stats in workers.items()
                 if stats.broker_error is not None
             },
+            broker_damaged={name for name, stats in workers.items() if stats.broker_damaged},
             # Which worker tasks are alive is known only while the app runs; when
             # it does not, the supervisor's last states (stopped, exited) speak.
             alive=set(workers) if self.app.supervisor is not None else None,
@@ -227,12 +228,10 @@ class ObservabilityApp:
             answer["running"] = running_jobs(self)
             answer["failures"] = recent_failures(self)
             upcoming = self.app.upcoming()
-            if upcoming and self.redact:
-                # A schedule's last failed enqueue says why: an exception message.
-                upcoming = [{**p, "error": "redacted"} if "error" in p else p for p in upcoming]
             if upcoming:
                 answer["periodic"] = upcoming
             if self.redact:
+                # Also the queues' broken and the schedules' failed enqueues.
                 answer = redact(answer, _error_texts(health))
             isolation = held_isolation(self.app)
             if isolation is not None:

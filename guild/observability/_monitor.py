@@ -138,6 +138,7 @@ class Monitor(Instrument):
         active: Mapping[str, int] | None = None,
         concurrency: Mapping[str, int] | None = None,
         broker_errors: Mapping[str, str] | None = None,
+        broker_damaged: Collection[str] = (),
         alive: Collection[str] | None = None,
         issues: tuple[BrokerIssue, ...] = (),
     ) -> tuple[Snapshot, float]:
@@ -150,6 +151,8 @@ class Monitor(Instrument):
             active: jobs running now, per worker name.
             concurrency: handler tasks per worker name.
             broker_errors: per worker name, why it cannot reach the broker now.
+            broker_damaged: the workers among those whose broker error is a damaged
+                record (a ``BrokerDataError``), not an unreachable broker.
             alive: the names of the workers whose task is running (None: unknown,
                 then every worker counts as alive).
             issues: what the broker found wrong with its backend.
@@ -186,6 +189,7 @@ class Monitor(Instrument):
                 processed=counts.processed,
                 failed_total=counts.failed,
                 broker_error=(broker_errors or {}).get(name),
+                broker_damaged=name in broker_damaged,
                 alive=alive is None or name in alive,
             )
         snapshot = Snapshot(

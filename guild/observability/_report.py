@@ -61,6 +61,7 @@ async def process_report(owner: ObservabilityApp) -> dict[str, Any]:
             "failed_total": view.failed_total,
             "dead_total": view.dead_total,
             "broker_error": view.broker_error,
+            "broker_damaged": view.broker_damaged,
             "alive": view.alive,
         }
     return {

@@ -71,10 +71,22 @@ KEY_PREFIX = "guild:ratelimit:"
 # token only if fewer than the free tokens stand ahead of it; in mode 'now' it
 # may take one only if nobody waits at all.
 # Returns {1, 'ok', '0'} when admitted, {0, 'rate', seconds} when the rate
-# refuses, {0, 'full', seconds until the first lease ends, or -1}.
+# refuses, {0, 'full', seconds until the first lease ends, or -1}, and
+# {-1, 'damaged', '0'}, having written nothing, when the GCRA state is not a
+# finite number (another program's value).
 ACQUIRE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- The GCRA state first, before anything is written: a value that is no finite
+-- number (another program's) would fail the arithmetic below midway.
+local stored = redis.call('GET', KEYS[1])
+local tat = now
+if stored then
+  tat = tonumber(stored)
+  if not tat or tat ~= tat or tat == math.huge or tat == -math.huge then
+    return {-1, 'damaged', '0'}
+  end
+end
 local member = ARGV[1]
 local limit = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
@@ -114,9 +126,6 @@ if member ~= '' then
     return {0, 'full', tostring(wait)}
   end
 end
-local stored = redis.call('GET', KEYS[1])
-local tat = now
-if stored then tat = tonumber(stored) end
 local earliest = tat - tolerance
 if now < earliest then
   return {0, 'rate', tostring(earliest - now)}
@@ -171,13 +180,18 @@ return lost
 
 # KEYS: GCRA state. ARGV: seconds to hold off, tolerance. Moves the theoretical
 # arrival time so that the next admission comes no sooner than now + seconds
-# (by Redis's clock); never moves it back. Returns 1 if it moved.
+# (by Redis's clock); never moves it back. Returns 1 if it moved, -1 (leaving
+# it) if the stored state is not a finite number (another program's value).
 HOLD_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local tat = now + tonumber(ARGV[1]) + tonumber(ARGV[2])
 local stored = redis.call('GET', KEYS[1])
-if stored and tonumber(stored) >= tat then return 0 end
+if stored then
+  local old = tonumber(stored)
+  if not old or old ~= old or old == math.huge or old == -math.huge then return -1 end
+  if old >= tat then return 0 end
+end
 local ttl_ms = math.ceil((tat - now) * 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', ttl_ms)
 return 1
@@ -222,6 +236,9 @@ class RedisRateLimiter(CapacityInterface):
 
     Raises (from its methods):
         BrokerUnavailable: Redis cannot be reached; the cause is ``__cause__``.
+        BrokerDataError: a key of the limiter's holds what it never wrote: another
+            type, or a GCRA state that is not a finite number (named then). The
+            call fails so until the key is deleted; a worker waits that out.
         RateLimitError: a borrower acquires twice or releases a token it does not
             hold, or tokens are asked of a limiter not opened with :meth:`open`.
     """
@@ -425,8 +442,9 @@ class RedisRateLimiter(CapacityInterface):
             )
         except _ReplyError as exc:
             raise _refused(self.name, exc) from exc
+        answer = self._read_answer(reply)
         self._returning.difference_update(returning)
-        if not _answer(reply).admitted:
+        if not answer.admitted:
             raise trio.WouldBlock
         self._admit(borrower, member)
 
@@ -546,11 +564,13 @@ class RedisRateLimiter(CapacityInterface):
         hold = checked_hold(seconds)
         tolerance = 0.0 if self._rate is None else self._rate.tolerance
         try:
-            await self._hold_script(keys=[self._key], args=[repr(hold), repr(tolerance)])
+            moved = await self._hold_script(keys=[self._key], args=[repr(hold), repr(tolerance)])
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"rate limiter {self.name!r}: redis unreachable") from exc
         except coredis.exceptions.ResponseError as exc:
             raise _refused(self.name, exc) from exc
+        if int(moved) < 0:
+            raise self._damaged()
 
     # --- internals ---------------------------------------------------------------
 
@@ -610,8 +630,25 @@ class RedisRateLimiter(CapacityInterface):
             raise BrokerUnavailable(f"rate limiter {self.name!r}: redis unreachable") from exc
         except coredis.exceptions.ResponseError as exc:
             raise _refused(self.name, exc) from exc
+        answer = self._read_answer(reply)
         self._returning.difference_update(returning)
-        return _answer(reply)
+        return answer
+
+    def _read_answer(self, reply: Sequence[Any]) -> _Answer:
+        """The acquire script's reply; raises if it found the GCRA state damaged
+        (it wrote nothing then: the tokens to return are still to return)."""
+        answer = _answer(reply)
+        if answer.refused_by == "damaged":
+            raise self._damaged()
+        return answer
+
+    def _damaged(self) -> BrokerDataError:
+        # The same call fails the same way until someone deletes the key: a
+        # worker waits that out (BrokerDataError) rather than crash-loop.
+        return BrokerDataError(
+            f"rate limiter {self.name!r}: the key {self._key} holds a string, not a finite"
+            " number (another program's key under guild's prefix?)"
+        )
 
     async def _maintain(self) -> None:
         """Carry returned tokens back and renew held leases, until cancelled."""

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli._careless import ROOT, guild, one_error_line
+
 APP = '[guild]\napp = "tests.cli.apps:quick"\n'
 URL_RULE = "must not start or end with whitespace or hold control characters"
 
@@ -40,32 +41,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "class Halt(BaseException):\n    pass\n\nraise Halt('halted at import')\n"
     )
     return where
-
-
-def guild(
-    cwd: Path, files: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
-    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(files)])
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "guild", *args],
-        capture_output=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=30,
-        check=False,
-    )
-
-
-def _one_error_line(done: subprocess.CompletedProcess[bytes]) -> str:
-    stderr = done.stderr.decode("utf-8", "replace")
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("guild: error: "), stderr
-    return lines[0]
 
 
 def case(*args: str, says: str, env: dict[str, str] | None = None) -> Any:
@@ -276,7 +251,7 @@ def test_careless_input_is_one_line_exit_2_and_at_once(
     tmp_path: Path, files: Path, args: list[str], says: str, env: dict[str, str]
 ) -> None:
     done = guild(tmp_path, files, *[arg.format(files=files) for arg in args], env=env)
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert done.returncode == 2, line
     assert says.format(files=files) in line, line
     assert "s3cret" not in line
@@ -308,7 +283,7 @@ def test_an_error_line_of_100_kb_keeps_its_ends(tmp_path: Path, files: Path, as_
     if as_json:
         message = json.loads(done.stderr)["error"]
     else:
-        message = _one_error_line(done).removeprefix("guild: error: ")
+        message = one_error_line(done).removeprefix("guild: error: ")
     assert message.startswith("canary policy: stages must rise, got [1.0, 1.0, ")
     assert "...[" in message and " more characters]..." in message
     assert message.endswith("1.0, 1.0]")
@@ -335,7 +310,7 @@ def test_enqueue_from_a_stdin_with_no_newline_ends_at_once(tmp_path: Path, files
             timeout=30,
             check=False,
         )
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert done.returncode == 2 and done.stdout == b""
     assert line == (
         "guild: error: stdin line 1: longer than 16,777,216 bytes (one JSON payload per line)"

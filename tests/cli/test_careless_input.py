@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from tests._redis_server import free_port
+from tests.cli._careless import ROOT, guild, one_error_line
 
-ROOT = Path(__file__).resolve().parents[2]
 ADDRESS = '"HOST:PORT" with a port from 0 to 65535'
 LEVELS = "one of debug, info, warning, error, critical"
 CLOSED = f"127.0.0.1:{free_port()}"
@@ -46,22 +46,6 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (where / "bad_http.toml").write_text(app + 'http = "nope"\n')
     (where / "bare_ipv6_http.toml").write_text(app + 'http = "::1:8000"\n')
     return where
-
-
-def guild(
-    cwd: Path, apps: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GUILD_")}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(apps)])
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "guild", *args],
-        capture_output=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=60,
-        check=False,
-    )
 
 
 def case(*args: str, code: int = 2, says: str) -> Any:
@@ -313,22 +297,13 @@ CASES = [
 ]
 
 
-def _one_error_line(done: subprocess.CompletedProcess[bytes]) -> str:
-    stderr = done.stderr.decode("utf-8", "replace")
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("guild: error: "), stderr
-    return lines[0]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("args", "code", "says"), CASES)
 def test_careless_input_is_one_line_and_its_exit_code(
     tmp_path: Path, apps: Path, args: list[str], code: int, says: str
 ) -> None:
     done = guild(tmp_path, apps, *args)
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert done.returncode == code, line
     assert says in line, line
     assert done.stdout == b""
@@ -348,7 +323,7 @@ def test_config_show_names_the_file_and_key(
     tmp_path: Path, apps: Path, config: str, says: str
 ) -> None:
     done = guild(tmp_path, apps, "config", "show", str(apps / config))
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert done.returncode == 2
     assert line.startswith(f"guild: error: {apps / config}: {says}"), line
 
@@ -393,7 +368,7 @@ def test_config_files_that_are_no_guild_toml(
         error = json.loads(done.stderr)
         assert says in error["error"] and error["exit_code"] == 2
     else:
-        assert says in _one_error_line(done)
+        assert says in one_error_line(done)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -405,7 +380,7 @@ def test_an_unreadable_config_is_named(tmp_path: Path, apps: Path) -> None:
     secret.chmod(0)
     for args in (["config", "show", str(secret)], ["run", str(secret)]):
         done = guild(tmp_path, apps, *args)
-        line = _one_error_line(done)
+        line = one_error_line(done)
         assert done.returncode == 2
         assert line.startswith(f"guild: error: {secret}: (file): expected a readable UTF-8 file")
 
@@ -464,7 +439,7 @@ def test_an_argument_that_is_not_utf8_is_named(
             "exit_code": 2,
         }
     else:
-        assert _one_error_line(done) == f"guild: error: {expected}"
+        assert one_error_line(done) == f"guild: error: {expected}"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -472,7 +447,7 @@ def test_an_argument_that_is_not_utf8_is_named(
 def test_an_unreachable_app_server_is_one_line_and_exit_3(tmp_path: Path, apps: Path) -> None:
     url = f"http://{CLOSED}"
     done = guild(tmp_path, apps, "status", "--url", url)
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert done.returncode == 3 and line.startswith(f"guild: error: cannot read {url}/health: ")
     done = guild(tmp_path, apps, "status", "--url", url, "--json")
     assert done.returncode == 3 and done.stdout == b""
@@ -480,7 +455,7 @@ def test_an_unreachable_app_server_is_one_line_and_exit_3(tmp_path: Path, apps: 
     assert error["type"] == "Unreachable" and error["exit_code"] == 3
     assert error["error"].startswith(f"cannot read {url}/health: ")
     done = guild(tmp_path, apps, "top", "--url", url, "--once")
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert done.returncode == 3 and line.startswith(f"guild: error: cannot watch ws://{CLOSED}")
 
 
@@ -488,7 +463,7 @@ def test_an_unreachable_app_server_is_one_line_and_exit_3(tmp_path: Path, apps: 
 def test_a_redis_password_stays_hidden_in_an_option_error(tmp_path: Path, apps: Path) -> None:
     url = f"redis://{CLOSED}/0?password=s3cret&colour=blue"
     done = guild(tmp_path, apps, "stats", "--broker", url)
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert done.returncode == 2
     assert "unknown option colour=blue" in line and "password=***" in line
     assert "s3cret" not in line
@@ -530,7 +505,7 @@ def test_a_corrupt_stored_row_is_named_not_a_crash(
     assert guild(tmp_path, apps, "enqueue", "q", "1", "--broker", url).returncode == 0
     _corrupt_rows(tmp_path / "guild.db")
     done = guild(tmp_path, apps, *args, "--broker", url)
-    line = _one_error_line(done)
+    line = one_error_line(done)
     assert done.returncode == 2, line
     assert says in line, line
     as_json = guild(tmp_path, apps, *args, "--broker", url, "--json")
@@ -599,7 +574,7 @@ def test_a_database_on_a_read_only_filesystem_says_so(tmp_path: Path, apps: Path
         )
         for args in (["enqueue", "q", "2"], ["stats"], ["run", "tests.cli.apps:quick"]):
             done = guild(tmp_path, apps, *args, "--broker", url)
-            line = _one_error_line(done)
+            line = one_error_line(done)
             assert done.returncode == 2, line
             assert line == expected
     finally:
