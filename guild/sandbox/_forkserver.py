@@ -8,10 +8,11 @@ worker (a child subreaper), which waits for it like any child of its own. The
 spare blocks on the control socket for one request (in a memfd when large) and
 then, for that one run: starts a new session, joins
 the run's cgroups (descriptors the worker opened), wires stdin to /dev/null and
-stdout/stderr to the run's pipes, closes every other descriptor, restores
-default signal handling, changes into the job directory, sets the rlimits,
-drops to the run's uid/gid (no supplementary groups), sends its pid to the
-worker and ``execve``s the argv with the run's environment. If a step fails it
+stdout/stderr to the run's pipes, closes every other descriptor (but one the
+request has the program inherit: bwrap's filter), restores default signal
+handling, changes into the job directory, sets the rlimits, drops to the run's
+uid/gid (no supplementary groups), sends its pid to the worker and ``execve``s
+the argv with the run's environment. If a step fails it
 sends its pid and the errno and exits without running anything; if ``execve``
 succeeds, the close-on-exec job socket tells the worker so. The server forks
 the next spare once this one has ``exec``'d, so the fork never competes with
@@ -63,7 +64,8 @@ if TYPE_CHECKING:
 
 _INT = _struct.Struct("=i")
 # A request's descriptors: the job socket, two pipes, a spilled request, a
-# detached tree and a cgroup file per hierarchy (three on a v1 host), and room.
+# detached tree (kernel mode) or bwrap's filter, a cgroup file per hierarchy
+# (three on a v1 host), and room.
 _MAX_FDS = 10
 _FDS = _socket.CMSG_LEN(_MAX_FDS * _INT.size)
 _MAX_REQUEST = 1 << 20
@@ -76,7 +78,8 @@ SPILLED = b"M"
 # The most a spilled request may hold: 1 MiB of argv and environment, and the rest.
 _MAX_SPILLED = 2 << 20
 # What a request unpacks to, as _spawn sends it (argv, env, cwd, rlimits,
-# identity, a detached tree, prove): see _spare.
+# identity, a detached tree, prove, the argument naming an inherited
+# descriptor): see _spare.
 _JOB_PATH = "/run/guild/jobs/job-1-0123456789abcdef"
 _REQUEST_SHAPE = marshal.dumps(
     (
@@ -90,10 +93,20 @@ _REQUEST_SHAPE = marshal.dumps(
         },
         _JOB_PATH,
         # Values of the default policy's size: ints past 2**30 are objects of two digits.
-        [(60, 60), (4 << 30, 4 << 30), (64 << 20, 64 << 20), (256, 256), (80, 80), (0, 0)],
+        [
+            (60, 60),
+            (4 << 30, 4 << 30),
+            (64 << 20, 64 << 20),
+            (256, 256),
+            (80, 80),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+        ],
         (200000, 65534),
         True,
         True,
+        -1,
     )
 )
 
@@ -219,6 +232,8 @@ _RUN_LIMITS = (
     resource.RLIMIT_NOFILE,
     resource.RLIMIT_NPROC,
     resource.RLIMIT_CORE,
+    resource.RLIMIT_RTPRIO,
+    resource.RLIMIT_NICE,
 )
 
 
@@ -321,8 +336,14 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
             raise OSError(7, "request too large")  # E2BIG
         if message == SPILLED:
             message = _unspill(rest.pop(0))
-        argv, env, cwd, limits, identity, has_tree, prove = marshal.loads(message)
+        argv, env, cwd, limits, identity, has_tree, prove, fd_arg = marshal.loads(message)
         tree = rest.pop(0) if kernel is not None and has_tree else -1
+        # A descriptor the program keeps across exec (bwrap's filter), its
+        # number written where the request's argv names it.
+        inherited = rest.pop(0) if fd_arg >= 0 else -1
+        if inherited >= 0:
+            argv[fd_arg] = str(inherited)
+            os.set_inheritable(inherited, True)
         join_cgroups(rest)
         if kernel is None:
             os.setsid()
@@ -333,7 +354,7 @@ def _spare(ctl: _socket.socket, taken: int, kernel: _Kernel | None) -> None:
         # without a detached tree (prepare_run); else closed with the rest, at once.
         covered = kernel.covered if kernel is not None and tree < 0 else {}
         mine = (tree, kernel.pair.fileno(), *covered.values()) if kernel is not None else ()
-        keep = sorted({job_fd, taken, *mine} - {-1})
+        keep = sorted({job_fd, taken, inherited, *mine} - {-1})
         low = 3
         for fd in keep:
             if fd > low:  # the kept descriptors are mostly adjacent: no empty ranges

@@ -466,6 +466,12 @@ def _built(
 # Built once, in the fork server, so that a job process (a fork of it) only
 # installs it: building it there is on every run's critical path.
 _KEYRING_PROGRAM = _built(keyring_filter(os.uname().machine))
+# The same program as bwrap's ``--seccomp FD`` reads it: the ``struct
+# sock_filter`` array (8 bytes an instruction, this machine's byte order), empty
+# on a machine :func:`keyring_filter` does not know. Built once per process; the
+# worker hands it to every bwrap run (``_process``), so that both isolating
+# modes refuse the same calls.
+FILTER_PROGRAM = bytes(_KEYRING_PROGRAM[1]) if _KEYRING_PROGRAM is not None else b""
 
 
 def deny_keyrings() -> None:

@@ -44,7 +44,8 @@ from .._exports import publish
 from ..observability._current import emit_here
 from ..observability._feature_events import SandboxRan
 from . import _cgroup, _jobdir, _reaper, _spawn, _uids
-from ._bwrap import READ_ONLY, bwrap_argv, room
+from ._bwrap import FILTER_ARG, READ_ONLY, bwrap_argv, room
+from ._namespaces import FILTER_PROGRAM
 from ._policy import SandboxPolicy, check, check_run, resolve_allowed
 
 _log = structlog.get_logger("guild.sandbox")
@@ -112,12 +113,32 @@ class _Capture:
         return bytes(self.data) + (_MARKER % self.cap if self.truncated else b"")
 
 
+@functools.cache
+def _filter_source() -> _spawn.Sealed | None:
+    """Kernel mode's system-call filter for bwrap's ``--seccomp``, in a memfd made
+    once per process; None on a machine the filter does not know."""
+    return _spawn.Sealed(FILTER_PROGRAM) if FILTER_PROGRAM else None
+
+
 def _bwrap_works(bwrap: str) -> bool:
-    probe = [*bwrap_argv(bwrap, "/", [p for p in READ_ONLY if os.path.exists(p)]), "/bin/true"]
+    """Whether ``bwrap`` makes the namespaces here and installs the runs' filter."""
+    present = [p for p in READ_ONLY if os.path.exists(p)]
+    probe = [*bwrap_argv(bwrap, "/", present, bool(FILTER_PROGRAM)), "/bin/true"]
     try:
-        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
+        source = _filter_source()
+        fds = (source.open(),) if source is not None else ()
+    except OSError:
+        return False
+    try:
+        if fds:
+            probe[FILTER_ARG] = str(fds[0])
+        run = subprocess.run(probe, capture_output=True, timeout=10, check=False, pass_fds=fds)
+        return run.returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 @functools.cache
@@ -127,7 +148,7 @@ def _bwrap_problem() -> tuple[str | None, str | None]:
     if bwrap is None:
         return None, "bwrap: not installed (not on PATH)"
     if not _bwrap_works(bwrap):
-        return None, f"bwrap: {bwrap} cannot create namespaces here"
+        return None, f"bwrap: {bwrap} cannot create namespaces (or filter system calls) here"
     return bwrap, None
 
 
@@ -244,7 +265,11 @@ class Sandbox:
         self._table = resolve_allowed(self.policy)
         self._isolation, self._bwrap = _resolve_isolation(self.policy.isolate)
         self._present = [p for p in READ_ONLY if os.path.exists(p)]
-        self._bwrap_room = room(self._present)
+        # Kernel mode's system-call filter, which bwrap installs for each run
+        # (``--seccomp``; None on a machine the filter does not know). Made by
+        # the probe that chose bwrap, which could open it.
+        self._filter = _filter_source() if self._bwrap else None
+        self._bwrap_room = room(self._present, self._filter is not None)
         self._root = os.geteuid() == 0
         self._jobs = _jobdir.parent(self._root)
         self._user = (0, 0)
@@ -461,6 +486,10 @@ class Sandbox:
             # the rlimit, checked first by the kernel, stays out of its way.
             (resource.RLIMIT_NPROC, policy.processes + (16 if _cgroup.layout() else 0)),
             (resource.RLIMIT_CORE, 0),
+            # No real-time priority and no lowering of the nice value it started
+            # with, whatever the worker was allowed (both were inherited).
+            (resource.RLIMIT_RTPRIO, 0),
+            (resource.RLIMIT_NICE, 0),
         ]
 
     async def _start(
@@ -489,11 +518,36 @@ class Sandbox:
                 full, workdir, env, limits, identity, budget, prove, tree
             )
             return child, child.cgroup
+        # bwrap's filter, read by bwrap through this descriptor (see _bwrap).
+        seccomp = self._filter.open() if self._filter is not None else -1
+        try:
+            return await self._start_plain(
+                full, workdir, env, limits, identity, budget, prove, seccomp
+            )
+        finally:
+            if seccomp >= 0:
+                os.close(seccomp)
+
+    async def _start_plain(
+        self,
+        full: list[str],
+        workdir: str,
+        env: dict[str, str],
+        limits: list[tuple[int, int]],
+        identity: tuple[int, int] | None,
+        budget: tuple[int, int, float],
+        prove: bool,
+        seccomp: int,
+    ) -> tuple[_spawn.Child | trio.Process, _cgroup.RunCgroup | None]:
+        """:meth:`_start` without kernel namespaces: through the plain fork server,
+        else with a ``preexec_fn``. ``seccomp``: the descriptor of bwrap's filter
+        (its number goes to ``full[FILTER_ARG]``), or -1."""
         server = _spawn.server()
         if server is not None:
+            inherit = (seccomp, FILTER_ARG) if seccomp >= 0 else None
             try:
                 child = await server.spawn(
-                    full, env, workdir, limits, identity, _DIRECT, budget, prove
+                    full, env, workdir, limits, identity, _DIRECT, budget, prove, inherit=inherit
                 )
                 return child, child.cgroup
             except _spawn.ServerUnavailable:
@@ -501,6 +555,9 @@ class Sandbox:
         if prove and identity is not None and identity[0] in _uids.running_uids():
             # The server went away after the lease skipped its scan: scan here.
             raise OSError(errno.EUSERS, "another process runs as the run's uid")
+        if seccomp >= 0:
+            # The child keeps the descriptor's number (pass_fds).
+            full = [*full[:FILTER_ARG], str(seccomp), *full[FILTER_ARG + 1 :]]
         group = _cgroup.acquire(*budget)
         procs = group.open_procs() if group is not None else []
         try:
@@ -512,6 +569,7 @@ class Sandbox:
                 cwd=workdir,
                 env=env,
                 start_new_session=True,
+                pass_fds=(seccomp,) if seccomp >= 0 else (),
                 preexec_fn=functools.partial(_spawn.preexec, limits, identity, procs),
             )
         except BaseException:
@@ -572,7 +630,7 @@ class Sandbox:
         workdir = job.path
         token = secrets.token_hex(12)
         full = (
-            [*bwrap_argv(self._bwrap, workdir, self._present), *resolved]
+            [*bwrap_argv(self._bwrap, workdir, self._present, self._filter is not None), *resolved]
             if self._bwrap
             else list(resolved)
         )

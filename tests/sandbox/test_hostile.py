@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import shlex
 import socket
 import sqlite3
@@ -74,9 +75,10 @@ def _sandbox(mode: str, **changes: Any) -> Sandbox:
     return sandbox
 
 
-def _spawn_modes() -> list[Any]:
+def _spawn_modes(**not_in: str) -> list[Any]:
+    """Every (mode, spawn path) as a parameter; skips as :func:`_modes`."""
     params = []
-    for param in _modes():
+    for param in _modes(**not_in):
         for spawn in SPAWNS:
             marks = list(param.marks)
             if spawn == "preexec" and param.values[0] == "kernel" and not marks:
@@ -106,6 +108,7 @@ NO_FILES = "mode none shows the job the host's whole file system"
 NO_PTYS = "mode none shares the host's /dev/pts"
 NO_DEVICES = "mode none shares the host's /dev"
 NO_KEYS = "mode none shares the kernel keyring of the run's uid with its next run"
+NO_USERNS = "mode none filters no system call: a job may make a user namespace"
 needs_root = pytest.mark.skipif(not ROOT, reason="the job directory's tmpfs needs a root worker")
 
 
@@ -843,7 +846,11 @@ class TestHostResources:
         "mode",
         _modes(
             none=NO_PTYS,
-            bwrap="bwrap's devpts has no cap of its own (kernel.pty.reserve keeps the host's)",
+            bwrap=(
+                "bwrap's devpts has no cap to lift (bwrap mounts it without max=;"
+                " kernel.pty.reserve keeps the host's); that a job makes no user namespace"
+                " there either: test_a_job_makes_no_user_namespace_of_its_own"
+            ),
         ),
     )
     async def test_a_user_namespace_of_its_own_does_not_lift_the_pty_cap(self, mode: str) -> None:
@@ -903,6 +910,86 @@ class TestHostResources:
         # most (1000 with the job's own devpts), give or take other processes'.
         assert most - before < 500, (before, most)
 
+    @pytest.mark.parametrize("mode", _spawn_modes(none=NO_USERNS))
+    async def test_a_job_makes_no_user_namespace_of_its_own(
+        self, mode: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Under bwrap a job made user namespaces of its own (and in them mounts:
+        # a devpts, tmpfs, ...), which kernel mode's seccomp filter refuses.
+        isolation, spawn = mode
+        if spawn == "preexec":
+            monkeypatch.setenv("GUILD_SANDBOX_SPAWN", "preexec")
+        marker = "guild-userns-" + os.urandom(6).hex()
+        script = (
+            b"import ctypes, os, time\n"
+            b"libc = ctypes.CDLL(None, use_errno=True)\n"
+            b"libc.syscall.restype = ctypes.c_long\n"
+            b"NEWUSER, SIGCHLD = 0x10000000, 17\n"
+            b"CLONE, CLONE3 = {'x86_64': (56, 435), 'aarch64': (220, 435)}[os.uname().machine]\n"
+            b"child = libc.syscall(CLONE, NEWUSER | SIGCHLD, 0, 0, 0, 0)\n"
+            b"if child == 0:\n"
+            b"    time.sleep(1.5)\n"  # in a user namespace of its own, for the host to see
+            b"    os._exit(0)\n"
+            b"print('clone', min(child, 0), ctypes.get_errno())\n"
+            b"print('unshare', libc.unshare(NEWUSER), ctypes.get_errno())\n"
+            b"args = (ctypes.c_uint64 * 8)(NEWUSER, 0, 0, 0, SIGCHLD, 0, 0, 0)\n"
+            b"other = libc.syscall(CLONE3, args, 64)\n"
+            b"if other == 0:\n"
+            b"    os._exit(0)\n"
+            b"print('clone3', min(other, 0), ctypes.get_errno())\n"
+            b"print('fds', sorted(int(fd) for fd in os.listdir('/proc/self/fd')))\n"
+            b"time.sleep(1.5)\n"
+            b"for pid in (child, other):\n"
+            b"    if pid > 0:\n"
+            b"        os.waitpid(pid, 0)\n"
+        )
+        # On the host: each of the run's Python processes (the job and what it
+        # cloned) and the user namespace it is in, against its parent's.
+        seen: dict[int, tuple[str, str]] = {}
+
+        def look() -> None:
+            for name in os.listdir("/proc"):
+                if not name.isdigit() or int(name) in seen:
+                    continue
+                try:
+                    words = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+                    if words[1:] != [b"ns.py", marker.encode(), b""]:
+                        continue
+                    stat = Path(f"/proc/{name}/stat").read_bytes()
+                    parent = stat[stat.rindex(b")") + 2 :].split()[1].decode()
+                    seen[int(name)] = (
+                        os.readlink(f"/proc/{name}/ns/user"),
+                        os.readlink(f"/proc/{parent}/ns/user"),
+                    )
+                except (OSError, IndexError):
+                    continue
+
+        async def watch() -> None:
+            while True:
+                await trio.to_thread.run_sync(look)
+                await trio.sleep(0.05)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                result = await _sandbox(isolation).run(
+                    ["python3", "ns.py", marker], timeout=30, files={"ns.py": script}
+                )
+                nursery.cancel_scope.cancel(reason="the run is over")
+        assert result.exit_code == 0, result.stderr
+        lines = result.stdout.decode().splitlines()
+        assert lines[:3] == [
+            f"clone -1 {errno.EPERM}",
+            f"unshare -1 {errno.EPERM}",
+            f"clone3 -1 {errno.ENOSYS}",  # its flags are out of the filter's reach
+        ], result.stdout
+        # The filter's descriptor (bwrap's --seccomp) does not reach the job.
+        assert lines[3] == "fds [0, 1, 2, 3]", result.stdout  # 3: the listing's own
+        # The job was seen, and no process of the run was in a user namespace
+        # other than its parent's.
+        assert seen, "the host never saw the job"
+        assert [own for own, parents in seen.values() if own != parents] == [], seen
+
     @pytest.mark.parametrize("mode", _modes(none=NO_DEVICES))
     async def test_host_devices_open_to_all_are_not_there(self, mode: str) -> None:
         usual = {"null", "zero", "full", "random", "urandom", "tty", "ptmx"}
@@ -944,7 +1031,8 @@ class TestHostResources:
         )
         add = call + (
             b"key = libc.syscall(ADD, b'user', b'guild-left', b'left-behind', 11, USER_KEYRING)\n"
-            b"print(os.getuid(), key, ctypes.get_errno())\n"
+            b"print(os.getuid(), key, ctypes.get_errno(), flush=True)\n"
+            b"import time; time.sleep(1)\n"  # the key held while the host looks
         )
         read = call + (
             b"key = libc.syscall(REQUEST, b'user', b'guild-left', None, USER_KEYRING)\n"
@@ -952,15 +1040,31 @@ class TestHostResources:
             b"size = libc.syscall(KEYCTL, 11, key, buffer, 64) if key > 0 else 0\n"
             b"print(os.getuid(), buffer.raw[: max(size, 0)])\n"
         )
+        most = 0
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, _keys_of(uid))
+                await trio.sleep(0.01)
+
         with trio.fail_after(60):
-            first = await sandbox.run(["python3", "keys.py"], timeout=20, files={"keys.py": add})
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                first = await sandbox.run(
+                    ["python3", "keys.py"], timeout=20, files={"keys.py": add}
+                )
+                nursery.cancel_scope.cancel(reason="the run is over")
             keys_after_first = _keys_of(uid)
             second = await sandbox.run(["python3", "keys.py"], timeout=20, files={"keys.py": read})
         assert first.exit_code == 0 and second.exit_code == 0, first.stderr + second.stderr
         assert first.stdout.split()[0] == second.stdout.split()[0] == str(uid).encode()
         assert b"left-behind" not in second.stdout
-        if mode == "kernel":  # nothing was kept for the uid on the host
-            assert keys_after_first == 0, first.stdout
+        # Refused (the seccomp filter of both isolating modes), and on the host the
+        # uid held no key, neither while the run was on nor after it: under bwrap
+        # its user namespace's keyring took keys from the uid's host-wide quota.
+        assert first.stdout.split()[1:] == [b"-1", str(errno.EPERM).encode()], first.stdout
+        assert most == keys_after_first == 0, (most, keys_after_first)
 
     @needs_root
     @pytest.mark.parametrize("mode", _spawn_modes())
@@ -985,6 +1089,113 @@ class TestHostResources:
         assert "hunter2" not in report["stdout"], report["stdout"]
         # The worker's session keyring, read by the worker itself after the run.
         assert report["worker_keys"] == [report["secret"]], report
+        if isolation != "none":
+            # Not only a keyring that grants nothing: no keyring call at all (seccomp).
+            assert f"planted -1 {errno.EPERM}\n" in report["stdout"], report["stdout"]
+
+    @pytest.mark.parametrize("mode", _spawn_modes())
+    def test_the_workers_priority_limits_are_not_the_jobs(self, mode: tuple[str, str]) -> None:
+        isolation, spawn = mode
+        env = {**os.environ, "PYTHONPATH": str(Path(guild.__file__).resolve().parents[1])}
+        if spawn == "preexec":
+            env["GUILD_SANDBOX_SPAWN"] = "preexec"
+        # A worker allowed real-time priority and a nice value below 0 (RLIMIT_RTPRIO,
+        # RLIMIT_NICE): every job inherited both, and took the CPUs from the host.
+        worker = subprocess.run(
+            [sys.executable, "-c", _PRIORITY_WORKER, ISOLATE[isolation]],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert worker.returncode == 0, worker.stderr.decode(errors="replace")
+        report = json.loads(worker.stdout.splitlines()[-1])
+        assert report["exit_code"] == 0, report["stderr"]
+        job = json.loads(report["stdout"])
+        # Read by the job in /proc/self/limits: soft and hard.
+        assert job["limits"] == {"rtprio": ["0", "0"], "nice": ["0", "0"]}, report
+        assert job["fifo"] == errno.EPERM and job["nice"] in (errno.EPERM, errno.EACCES), job
+        # Seen by the worker from outside while the job ran: the usual policy, and
+        # the worker's own nice value.
+        assert report["seen"], "the worker never saw the job"
+        assert {tuple(x) for x in report["seen"]} == {(os.SCHED_OTHER, report["nice"])}, report
+
+    def test_the_run_limits_allow_no_real_time_priority_and_no_lower_nice(self) -> None:
+        # What the run above shows only where the worker may raise its own limits
+        # (root with CAP_SYS_RESOURCE; a container's root often may not): the
+        # limits every run sets, in every mode, include both at 0.
+        limits = Sandbox(SandboxPolicy(isolate="never"))._limits()
+        assert (resource.RLIMIT_RTPRIO, 0) in limits
+        assert (resource.RLIMIT_NICE, 0) in limits
+
+
+# A worker that raises its RLIMIT_RTPRIO and RLIMIT_NICE where it may (root), then
+# one run that reads its own limits and asks for real-time priority and nice -5
+# while the worker looks at it from outside. argv[1]: the isolation. One JSON line.
+_PRIORITY_WORKER = """
+import json, os, resource, sys, trio
+from guild.sandbox import Sandbox, SandboxPolicy
+for which, value in ((resource.RLIMIT_RTPRIO, 10), (resource.RLIMIT_NICE, 30)):
+    try:
+        resource.setrlimit(which, (value, value))
+    except (OSError, ValueError):
+        pass
+marker = "guild-priority-" + os.urandom(6).hex()
+JOB = '''
+import json, os, time
+limits = {}
+for line in open("/proc/self/limits"):
+    for key, name in (("rtprio", "Max realtime priority"), ("nice", "Max nice priority")):
+        if line.startswith(name):
+            limits[key] = line[len(name):].split()[:2]
+done = {"limits": limits}
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    done["fifo"] = 0
+except OSError as exc:
+    done["fifo"] = exc.errno
+try:
+    os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - 5)
+    done["nice"] = 0
+except OSError as exc:
+    done["nice"] = exc.errno
+print(json.dumps(done), flush=True)
+time.sleep(1)
+'''
+seen = set()
+def look():
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                if handle.read().split(b"\\0")[1:] != [b"prio.py", marker.encode(), b""]:
+                    continue
+            pid = int(name)
+            seen.add((os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid)))
+        except (OSError, ValueError):
+            continue
+async def main():
+    sandbox = Sandbox(SandboxPolicy(isolate=sys.argv[1]))
+    async def watch():
+        while True:
+            await trio.to_thread.run_sync(look)
+            await trio.sleep(0.05)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        result = await sandbox.run(
+            ["python3", "prio.py", marker], timeout=20, files={"prio.py": JOB.encode()}
+        )
+        nursery.cancel_scope.cancel()
+    return result
+result = trio.run(main)
+print(json.dumps({
+    "exit_code": result.exit_code,
+    "stdout": result.stdout.decode(errors="replace"),
+    "stderr": result.stderr.decode(errors="replace"),
+    "seen": sorted(seen),
+    "nice": os.getpriority(os.PRIO_PROCESS, 0),
+    "worker_limits": [resource.getrlimit(resource.RLIMIT_RTPRIO), resource.getrlimit(resource.RLIMIT_NICE)],
+}))
+"""
 
 
 # A worker process with a secret in a session keyring of its own, then one run
@@ -1011,7 +1222,7 @@ for key in memoryview(ids.raw[: max(size, 0)]).cast("i"):
     payload = ctypes.create_string_buffer(256)
     got = libc.syscall({KEYCTL}, {READ}, key, payload, 256)
     print("key", key, payload.raw[: max(got, 0)])
-print("planted", libc.syscall({ADD}, b"user", b"planted", b"x", 1, {SESSION}))
+print("planted", libc.syscall({ADD}, b"user", b"planted", b"x", 1, {SESSION}), ctypes.get_errno())
 '''
 async def main():
     sandbox = Sandbox(SandboxPolicy(isolate=sys.argv[1]))
