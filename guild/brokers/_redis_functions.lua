@@ -845,6 +845,34 @@ for i = 5, #ARGV, 2 do
     ids[#ids + 1] = id
   end
 end
+-- So must the queue keys written before a job is marked done (the stream its
+-- entry is dropped from, the ready sets of a job made ready again): one of
+-- another type would fail the call after the counts, and each try until the
+-- repair would count its jobs again. One TYPE a key a queue, and none for the
+-- jobs a claim took (no entry, not ready). The leases and delayed sets are
+-- written last: a failure there leaves the jobs done, and a try again finds
+-- nothing left to count.
+local touched = {}
+for i = 5, #ARGV, 2 do
+  local f = found[i]
+  if f then
+    local parts = touched[f[2]]
+    if not parts then
+      parts = {}
+      touched[f[2]] = parts
+    end
+    if f[3] and f[3] ~= '' then parts.ready = 'stream' end
+    if f[1] == 'ready' then parts['ready:1'], parts['ready:-1'] = 'zset', 'zset' end
+  end
+end
+for queue, parts in pairs(touched) do
+  for part, wanted in pairs(parts) do
+    local held = redis.call('TYPE', k_q(queue, part))['ok']
+    if held ~= 'none' and held ~= wanted then
+      return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+    end
+  end
+end
 for queue, ids in pairs(finished) do redis.call('HINCRBY', P .. ':done', queue, #ids) end
 for i = 5, #ARGV, 2 do
   local f = found[i]

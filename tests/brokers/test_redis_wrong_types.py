@@ -409,3 +409,37 @@ async def test_the_cli_prints_the_broken_queue_in_one_line_and_exits_1(
         ' "good": {"broken": null, "cancelled": 0, "dead": 0, "delayed": 1, "done": 1,'
         ' "in_flight": 0, "queue": "good", "ready": 3}}\n'
     )
+
+
+async def test_an_ack_that_meets_a_damaged_queue_key_changes_nothing_and_counts_once(
+    redis_server: RedisServer,
+) -> None:
+    # A job is done whoever finishes it: an ack of jobs made ready again (here
+    # released; a lease that ran out does the same) drops their new stream
+    # entries. The ack script counted done jobs before that write, so a stream
+    # of another type left the count raised by each try: 2 jobs counted 6 times.
+    stream_is_a_string = f"the key guild:q:good:ready holds a string, not a stream {HINT}"
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            await broker.enqueue([Job(queue="good", payload=n) for n in range(2)])
+            taken = await broker.claim("good", consumer="c", limit=2, lease=30)
+            assert len(taken) == 2
+            await broker.release(taken)
+            assert redis_command(redis_server, "DEL", "guild:q:good:ready") == b":1\r\n"
+            assert redis_command(redis_server, "SET", "guild:q:good:ready", "junk") == b"+OK\r\n"
+            for _ in range(3):
+                with pytest.raises(WrongTypeError) as refused:
+                    await broker.ack([(d, b"1") for d in taken])
+                assert str(refused.value) == f"redis: ack jobs of 'good': {stream_is_a_string}"
+            # Nothing was written: no count, no result, both jobs still ready.
+            assert redis_command(redis_server, "HGET", "guild:done", "good") == b"$-1\r\n"
+            for delivery in taken:
+                assert await broker.get_result(delivery.job.id) is None
+                key = f"guild:job:{delivery.job.id}"
+                assert redis_command(redis_server, "HGET", key, "status") == b"$5\r\nready\r\n"
+            assert redis_command(redis_server, "DEL", "guild:q:good:ready") == b":1\r\n"
+            await broker.ack([(d, b"1") for d in taken])
+            assert redis_command(redis_server, "HGET", "guild:done", "good") == b"$1\r\n2\r\n"
+            for delivery in taken:
+                result = await broker.get_result(delivery.job.id)
+                assert result is not None and result.value == 1
