@@ -72,6 +72,18 @@ local function wrong_key(queue)
   return nil
 end
 
+-- A script that writes several keys of a job's queue is never rolled back: one
+-- of them of another type, met half-way, would leave the job half moved (out
+-- of its leases, in no ready set: held by nobody, found by no sweep). The
+-- scripts that end a run another way than done (retry, dead, release) look at
+-- every key first, with the same WRONGTYPE error, so that they write all or
+-- nothing; they run once a failed or handed-back job, not once a done one.
+local function refuse_damaged(queue)
+  if wrong_key(queue) then
+    error({err = 'WRONGTYPE Operation against a key holding the wrong kind of value'})
+  end
+end
+
 -- Wake each waiter of a job with the result itself: one list element per
 -- waiter, so a BLPOP returns the result and needs no GET after it.
 -- `stored`: the job's P:waiting:<id> as read (nil or false: none).
@@ -904,6 +916,7 @@ local now, id, receipt, at, err = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local f = held(id, receipt)
 if not f then return 0 end
 local queue = f[3]
+refuse_damaged(queue)
 drop_entry(queue, f[4])
 if f[7] == '1' then
   end_cancelled(id, queue, tonumber(f[5]) or 0, now, ARGV[7])
@@ -926,6 +939,7 @@ return 1
 local now, id, receipt, err, trace, result_ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local f = held(id, receipt)
 if not f then return 0 end
+refuse_damaged(f[3])
 drop_entry(f[3], f[4])
 bury(id, f[3], f[5], err, trace, now, result_ttl)
 return 1
@@ -933,6 +947,14 @@ return 1
 -- @release
 -- ARGV: P, now, result_ttl_ms, then pairs: id, receipt. Back to ready without
 -- counting the attempt.
+local checked = {}
+for i = 4, #ARGV, 2 do
+  local f = held(ARGV[i], ARGV[i + 1])
+  if f and not checked[f[3]] then
+    refuse_damaged(f[3])
+    checked[f[3]] = true
+  end
+end
 for i = 4, #ARGV, 2 do
   local id, receipt = ARGV[i], ARGV[i + 1]
   local f = held(id, receipt)

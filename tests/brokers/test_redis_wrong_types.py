@@ -443,3 +443,48 @@ async def test_an_ack_that_meets_a_damaged_queue_key_changes_nothing_and_counts_
             for delivery in taken:
                 result = await broker.get_result(delivery.job.id)
                 assert result is not None and result.value == 1
+
+
+async def _retry_now(broker: guild.Broker, delivery: guild.Delivery) -> None:
+    await broker.retry(delivery, at=broker.now(), error="boom")
+
+
+async def _dead_letter(broker: guild.Broker, delivery: guild.Delivery) -> None:
+    await broker.dead(delivery, error="boom")
+
+
+async def _hand_back(broker: guild.Broker, delivery: guild.Delivery) -> None:
+    await broker.release([delivery])
+
+
+@pytest.mark.parametrize(
+    ("end", "verb", "status_after"),
+    [
+        (_retry_now, "retry a job of", b"ready"),
+        (_dead_letter, "dead-letter a job of", b"dead"),
+        (_hand_back, "hand back jobs of", b"ready"),
+    ],
+)
+async def test_a_run_ended_on_a_damaged_queue_stays_held_until_repaired(
+    redis_server: RedisServer, end: Any, verb: str, status_after: bytes
+) -> None:
+    # A retry took the job out of its leases, then failed to add it to the
+    # stream, a string now: in flight, held by nobody, in no set a sweep reads.
+    stream_is_a_string = f"the key guild:q:good:ready holds a string, not a stream {HINT}"
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            await broker.enqueue([Job(queue="good", payload="x")])
+            (held,) = await broker.claim("good", consumer="c", limit=1, lease=30)
+            key = f"guild:job:{held.job.id}"
+            assert redis_command(redis_server, "SET", "guild:q:good:ready", "junk") == b"+OK\r\n"
+            with pytest.raises(WrongTypeError) as refused:
+                await end(broker, held)
+            assert str(refused.value) == f"redis: {verb} 'good': {stream_is_a_string}"
+            assert redis_command(redis_server, "HGET", key, "status") == b"$9\r\nin_flight\r\n"
+            assert redis_command(redis_server, "HGET", key, "error") in (b"$-1\r\n", b"$0\r\n\r\n")
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:leases") == b":1\r\n"
+            assert redis_command(redis_server, "DEL", "guild:q:good:ready") == b":1\r\n"
+            await end(broker, held)
+            status = redis_command(redis_server, "HGET", key, "status")
+            assert status == b"$%d\r\n%s\r\n" % (len(status_after), status_after)
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:leases") == b":0\r\n"
