@@ -10,7 +10,8 @@ A job's payload is one of:
   answered from a cache.
 
 The result reports the exit code (or the response text), the files the command
-created, the duration and the tokens used. Input that can never succeed (a
+created (at most 1,000 names and 1 Mi characters of JSON; ``files_omitted``
+counts the rest), the duration and the tokens used. Input that can never succeed (a
 refused command, a malformed payload, a 4xx from the API) is rejected: the job
 goes to the dead letters at once with the reason. A 429 or 5xx from the API is
 retried after its ``Retry-After``.
@@ -171,6 +172,9 @@ class TaskWorker:
             "stderr": ran.stderr.decode(errors="replace"),
             "truncated": ran.stdout_truncated or ran.stderr_truncated,
             "files_created": list(ran.files_created),
+            # The list is capped (1,000 names, 1 Mi characters of JSON): how many
+            # more the command created.
+            "files_omitted": ran.files_omitted,
             "isolated": ran.isolated,
             "tokens": {"input": 0, "output": 0},
         }
@@ -191,6 +195,7 @@ class TaskWorker:
             "kind": "prompt",
             "text": answer["text"],
             "files_created": [],
+            "files_omitted": 0,
             "tokens": {"input": answer["input_tokens"], "output": answer["output_tokens"]},
         }
 

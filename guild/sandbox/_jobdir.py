@@ -28,11 +28,14 @@ descriptor, and closing it is the removal (the run's namespace, dropped off the
 run's path, holds the last reference, or the close frees a small tmpfs).
 
 What the run created. :func:`walk` goes through directory descriptors opened
-with ``O_NOFOLLOW`` and ``lstat``s each entry relative to its directory's
+with ``O_NOFOLLOW`` and reads each entry's type relative to its directory's
 descriptor: only regular files are reported (never a symlink, nor what one
-points at), at most ``cap`` names, at most :data:`MAX_DEPTH` levels down and
-:data:`MAX_VISITS` entries in all; a name that is not UTF-8 is reported with
-``\\xNN`` for each byte that is not, so every name encodes (JSON, a broker).
+points at), at most ``cap`` names taking at most :data:`LISTED_CHARS`
+characters as a JSON list, at most :data:`MAX_DEPTH` levels down and
+:data:`MAX_VISITS` entries in all; the files left out are counted (up to those
+limits), so a result says how many its list omits. A name that is not UTF-8 is
+reported with ``\\xNN`` for each byte that is not, so every name encodes (JSON,
+a broker).
 The caller runs :func:`make`, :func:`walk` and :func:`remove` (:func:`finish`
 is the last two) in a worker thread, off the event loop: a tmpfs mount and
 unmount wait for the host's mount lock. Only
@@ -51,6 +54,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import json.encoder
 import os
 import shutil
 import stat
@@ -66,6 +70,14 @@ _log = structlog.get_logger("guild.sandbox")
 ROOT_PARENTS = ("/run/guild/jobs", "/var/lib/guild/jobs")
 MAX_DEPTH = 64
 MAX_VISITS = 200_000
+# The most characters the list of created files takes as JSON text (what a
+# handler's result holds): 1,000 names 40 levels of 250 bytes that are not
+# UTF-8 deep (each byte ``\\xNN``, whose backslash JSON escapes) made 50
+# million, over a result's limit (``guild._codec.MAX_VALUE_CHARS``), and the
+# result of a run that any job can make failed to encode.
+LISTED_CHARS = 1 << 20
+# JSON's text of a string, as the result encoder writes it (ensure_ascii=False).
+_json_string = json.encoder.encode_basestring
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MS_NOSUID = 2
 _MS_NODEV = 4
@@ -404,39 +416,44 @@ class _Found:
     written: frozenset[str]
     cap: int
     names: list[str] = attrs.Factory(list)
+    # Characters of the names as a JSON list: "[]", each name's text, the commas.
+    chars: int = 1
+    omitted: int = 0
     visits: int = 0
     truncated: bool = False
 
 
-def walk(job: JobDir, cap: int) -> tuple[tuple[str, ...], bool]:
-    """The regular files the run created (sorted, at most ``cap``), and whether
-    there were more (or more than the walk looks at)."""
+def walk(job: JobDir, cap: int) -> tuple[tuple[str, ...], int, bool]:
+    """The regular files the run created (sorted; at most ``cap`` names and
+    :data:`LISTED_CHARS` characters of JSON), how many more it created (counted
+    up to :data:`MAX_VISITS` entries and :data:`MAX_DEPTH` levels), and whether
+    the list is incomplete (some omitted, or more than the walk looks at)."""
     found = _Found(written=job.written, cap=cap)
     if job.tree >= 0:
         try:
             top = os.open(".", _DIR_FLAGS, dir_fd=job.tree)
         except OSError:
-            return (), False
+            return (), 0, False
         try:
             _walk(top, "", 0, found)
         finally:
             os.close(top)
-        return tuple(sorted(found.names)), found.truncated
+        return tuple(sorted(found.names)), found.omitted, found.truncated
     try:
         parent_fd = os.open(job.parent, _DIR_FLAGS)
     except OSError:
-        return (), False
+        return (), 0, False
     try:
         top = os.open(job.name, _DIR_FLAGS, dir_fd=parent_fd)
     except OSError:
-        return (), False  # gone, or replaced by something that is not a directory
+        return (), 0, False  # gone, or replaced by something that is not a directory
     finally:
         os.close(parent_fd)
     try:
         _walk(top, "", 0, found)
     finally:
         os.close(top)
-    return tuple(sorted(found.names)), found.truncated
+    return tuple(sorted(found.names)), found.omitted, found.truncated
 
 
 def _walk(directory: int, prefix: str, depth: int, found: _Found) -> None:
@@ -447,18 +464,29 @@ def _walk(directory: int, prefix: str, depth: int, found: _Found) -> None:
                 found.truncated = True
                 return
             try:
-                info = entry.stat(follow_symlinks=False)
+                # The directory entry's type (an lstat only where the file
+                # system gives none): the files left out are counted too.
+                regular = entry.is_file(follow_symlinks=False)
+                directory_entry = not regular and entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
             relative = prefix + entry.name
-            if stat.S_ISREG(info.st_mode):
+            if regular:
                 if relative in found.written:
                     continue
                 if len(found.names) >= found.cap:
+                    found.omitted += 1
                     found.truncated = True
-                    return
-                found.names.append(relative if relative.isascii() else _text(relative))
-            elif stat.S_ISDIR(info.st_mode):
+                    continue
+                name = relative if relative.isascii() else _text(relative)
+                chars = len(_json_string(name)) + 1  # and a comma, or the "]"
+                if found.chars + chars > LISTED_CHARS:
+                    found.omitted += 1
+                    found.truncated = True
+                    continue
+                found.chars += chars
+                found.names.append(name)
+            elif directory_entry:
                 if depth + 1 >= MAX_DEPTH:
                     found.truncated = True
                     continue
@@ -470,7 +498,7 @@ def _walk(directory: int, prefix: str, depth: int, found: _Found) -> None:
                     _walk(child, relative + "/", depth + 1, found)
                 finally:
                     os.close(child)
-                if found.truncated and found.visits > MAX_VISITS:
+                if found.visits > MAX_VISITS:
                     return
 
 
@@ -526,7 +554,9 @@ def small_after(job: JobDir) -> bool:
     return usage is not None and is_small(*usage, SMALL_FILES + len(job.written))
 
 
-def finish_small(job: JobDir, cap: int, remove_after: bool) -> tuple[tuple[str, ...], bool] | None:
+def finish_small(
+    job: JobDir, cap: int, remove_after: bool
+) -> tuple[tuple[str, ...], int, bool] | None:
     """:func:`finish`, when :func:`small_after` says it is quick enough for the event
     loop; else None (the caller runs it in a thread). A tmpfs that holds no inode
     but its root has nothing to walk: the run wrote no file and was given none."""
@@ -536,7 +566,7 @@ def finish_small(job: JobDir, cap: int, remove_after: bool) -> tuple[tuple[str, 
     if usage[0] == 0:
         if remove_after:
             remove(job)
-        return (), False
+        return (), 0, False
     return finish(job, cap, remove_after)
 
 
@@ -558,7 +588,7 @@ def full(job: JobDir) -> str:
     return ""
 
 
-def finish(job: JobDir, cap: int, remove_after: bool) -> tuple[tuple[str, ...], bool]:
+def finish(job: JobDir, cap: int, remove_after: bool) -> tuple[tuple[str, ...], int, bool]:
     """:func:`walk`, then :func:`remove` when ``remove_after`` (even if the walk
     failed): the end of a run that returned, in one call."""
     try:

@@ -31,8 +31,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -43,8 +44,8 @@ from .._errors import CommandRefused, IsolationUnavailable, SandboxError, Sandbo
 from .._exports import publish
 from ..observability._current import emit_here
 from ..observability._feature_events import SandboxRan
-from . import _cgroup, _jobdir, _reaper, _spawn, _uids
-from ._bwrap import FILTER_ARG, READ_ONLY, bwrap_argv, room
+from . import _cgroup, _jobdir, _reaper, _scratch, _spawn, _uids
+from ._bwrap import FILTER_ARG, READ_ONLY, SIZE_OPTION, bwrap_argv, room
 from ._namespaces import FILTER_PROGRAM
 from ._policy import SandboxPolicy, check, check_run, resolve_allowed
 
@@ -54,7 +55,8 @@ _DIRECT: set[int] = set()
 _CHUNK = 65536
 _MARKER = b"\n[guild: output truncated at %d bytes]\n"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-# The most file names a result lists (files_created_truncated says there were more).
+# The most file names a result lists (files_omitted says how many more there were;
+# the list also takes at most _jobdir.LISTED_CHARS characters as JSON).
 FILES_REPORTED = 1000
 # How often a running run's cgroup is read for a budget it went over.
 _WATCH_INTERVAL = 0.025
@@ -91,6 +93,7 @@ class SandboxResult:
     isolation: str = "none"
     budget_exceeded: str | None = None
     files_created_truncated: bool = False
+    files_omitted: int = 0
 
 
 @attrs.define
@@ -120,22 +123,38 @@ def _filter_source() -> _spawn.Sealed | None:
     return _spawn.Sealed(FILTER_PROGRAM) if FILTER_PROGRAM else None
 
 
-def _bwrap_works(bwrap: str) -> bool:
-    """Whether ``bwrap`` makes the namespaces here and installs the runs' filter."""
+def _bwrap_works(bwrap: str, root: bool) -> str | None:
+    """None when ``bwrap`` makes the namespaces here, installs the runs' filter and
+    mounts their scratch as runs do (``root``: bound from a directory, else a
+    sized tmpfs of its own); else what it said."""
     present = [p for p in READ_ONLY if os.path.exists(p)]
-    probe = [*bwrap_argv(bwrap, "/", present, bool(FILTER_PROGRAM)), "/bin/true"]
     try:
         source = _filter_source()
         fds = (source.open(),) if source is not None else ()
-    except OSError:
-        return False
+    except OSError as exc:
+        return f"the system-call filter could not be made ({exc})"
     try:
-        if fds:
-            probe[FILTER_ARG] = str(fds[0])
-        run = subprocess.run(probe, capture_output=True, timeout=10, check=False, pass_fds=fds)
-        return run.returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        with contextlib.ExitStack() as stack:
+            scratch = ""
+            if root:
+                # Plain directories of the shape _scratch makes: the probe
+                # checks the options, not the budgets.
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="guild-probe-"))
+                for place in ("tmp", "shm", "pts"):
+                    os.mkdir(os.path.join(scratch, place))
+            probe = bwrap_argv(
+                bwrap, "/", present, bool(FILTER_PROGRAM), scratch=scratch, size=1 << 20
+            )
+            if fds:
+                probe[FILTER_ARG] = str(fds[0])
+            run = subprocess.run(
+                [*probe, "/bin/true"], capture_output=True, timeout=10, check=False, pass_fds=fds
+            )
+        if run.returncode == 0:
+            return None
+        return run.stderr.decode(errors="replace").strip() or f"exit status {run.returncode}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
     finally:
         for fd in fds:
             os.close(fd)
@@ -143,13 +162,24 @@ def _bwrap_works(bwrap: str) -> bool:
 
 @functools.cache
 def _bwrap_problem() -> tuple[str | None, str | None]:
-    """(the usable bwrap, None) or (None, why bubblewrap cannot isolate here); once per process."""
+    """(the usable bwrap, None) or (None, why bubblewrap cannot isolate here); once per process.
+
+    Without root a run's /tmp and /dev/shm are bwrap's own tmpfs of
+    ``tmpfs_size`` (``--size``): a bwrap too old for it is refused, naming it,
+    rather than run with a scratch no budget bounds (``isolate="auto"`` then
+    gets kernel mode, which holds it)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return None, "bwrap: not installed (not on PATH)"
-    if not _bwrap_works(bwrap):
-        return None, f"bwrap: {bwrap} cannot create namespaces (or filter system calls) here"
-    return bwrap, None
+    said = _bwrap_works(bwrap, os.geteuid() == 0)
+    if said is None:
+        return bwrap, None
+    if f"Unknown option {SIZE_OPTION}" in said:
+        return None, (
+            f"bwrap: {bwrap} has no {SIZE_OPTION} option (bubblewrap 0.7.0 or later is needed"
+            " to hold a run's /tmp and /dev/shm to tmpfs_size)"
+        )
+    return None, f"bwrap: {bwrap} cannot create namespaces (or filter system calls) here ({said})"
 
 
 @functools.cache
@@ -201,14 +231,17 @@ def unenforced_budgets(
 
     ``cgroups``: a cgroup per run can be made; ``uid_leases``: each run has a uid
     of its own (a root worker with a ``uid_pool``). The scratch tmpfs budgets
-    apply to kernel mode only (no other mode mounts them).
+    apply to the isolating modes (``"none"`` shares the host's /tmp: an
+    explicit choice).
 
     * memory and CPU time over all processes need a cgroup;
     * the process count needs a cgroup, or an ``RLIMIT_NPROC`` that counts the
       run's processes only: those of a uid of its own, or of the worker's uid in
       the run's own user namespace (kernel mode without root, where the kernel
       counts the processes of a uid per user namespace);
-    * the job directory's bytes and inodes need the tmpfs a root worker mounts.
+    * the job directory's bytes and inodes need the tmpfs a root worker mounts;
+    * under bwrap without root, the scratch is bwrap's own tmpfs, which takes a
+      size but no inode limit.
     """
     missing: dict[str, str] = {}
     if not cgroups:
@@ -222,6 +255,11 @@ def unenforced_budgets(
         why = "the job directory's tmpfs needs a root worker"
         missing["disk_bytes"] = why
         missing["disk_inodes"] = why
+        if isolation == "bwrap":
+            missing["tmpfs_inodes"] = (
+                "bwrap's own tmpfs takes no inode limit; the scratch a root worker"
+                " makes for it does"
+            )
     return missing
 
 
@@ -269,8 +307,10 @@ class Sandbox:
         # (``--seccomp``; None on a machine the filter does not know). Made by
         # the probe that chose bwrap, which could open it.
         self._filter = _filter_source() if self._bwrap else None
-        self._bwrap_room = room(self._present, self._filter is not None)
         self._root = os.geteuid() == 0
+        # As root a bwrap run's scratch is made on the host (_scratch); else it
+        # is bwrap's own tmpfs of tmpfs_size.
+        self._bwrap_room = room(self._present, self._filter is not None, scratch=self._root)
         self._jobs = _jobdir.parent(self._root)
         self._user = (0, 0)
         if self._root:
@@ -394,6 +434,8 @@ class Sandbox:
         lease = _uids.acquire(pool, scan=not prove) if self._root and pool else None
         identity = (lease.uid, self._user[1]) if lease else self._user if self._root else None
         job: _jobdir.JobDir | None = None
+        # A bwrap run's scratch on the host (root only: _scratch), or "".
+        scratch = ""
         # What _run leaves for after the result: the fork server's child, whose
         # mount namespace is dropped and, in kernel mode, whose PID 1 is reaped then.
         deferred: list[_spawn.Child] = []
@@ -417,32 +459,56 @@ class Sandbox:
             # here, cheaper than the trip to a thread (~40 µs, and milliseconds
             # when the host is loaded).
             in_memory = detached if budget is not None else _jobdir.in_memory(self._jobs)
-            job = (
-                make()
-                if in_memory and _jobdir.small_input(files)
-                else await trio.to_thread.run_sync(make)
-            )
+            made: _jobdir.JobDir
+            if self._bwrap and identity is not None:
+                # As root a bwrap run's /tmp, /dev/shm and ptys are made here,
+                # with the job directory, in the same thread (mounts).
+                made, scratch = await trio.to_thread.run_sync(
+                    self._make_with_scratch, make, identity
+                )
+            else:
+                made = (
+                    make()
+                    if in_memory and _jobdir.small_input(files)
+                    else await trio.to_thread.run_sync(make)
+                )
+            job = made
             result = await self._run(
-                resolved, job, seconds, env, requested_by, identity, lease, prove, deferred
+                resolved,
+                made,
+                seconds,
+                env,
+                requested_by,
+                identity,
+                lease,
+                prove,
+                deferred,
+                scratch,
             )
-            finished, job = job, None
-            finish = (finished, FILES_REPORTED, not self.policy.keep_dir)
+            job = None
+            finish = (made, FILES_REPORTED, not self.policy.keep_dir)
             # The run has attached a detached directory in its own namespace, so
             # closing it is not an unmount; when it holds little, the walk and
             # the close are quicker here than the trip to a thread.
-            done = _jobdir.finish_small(*finish)
-            created, more = (
-                done if done is not None else await trio.to_thread.run_sync(_jobdir.finish, *finish)
+            done = _jobdir.finish_small(*finish) if not scratch else None
+            if done is None:
+                # _finish removes the scratch, whatever happens to the walk.
+                pending, scratch = scratch, ""
+                done = await trio.to_thread.run_sync(_finish, finish, pending)
+            created, omitted, more = done
+            return attrs.evolve(
+                result, files_created=created, files_created_truncated=more, files_omitted=omitted
             )
-            return attrs.evolve(result, files_created=created, files_created_truncated=more)
         finally:
             try:
                 # _run returns only once no process of the run is left: the uid is free.
                 if lease is not None:
                     lease.release()
-                if job is not None and not self.policy.keep_dir:
+                if (job is not None and not self.policy.keep_dir) or scratch:
                     with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(_jobdir.remove, job)
+                        await trio.to_thread.run_sync(
+                            _remove, job if not self.policy.keep_dir else None, scratch
+                        )
             finally:
                 for child in deferred:
                     child.drop_namespace()
@@ -452,6 +518,19 @@ class Sandbox:
                         # gone too before run() returns (mostly by now).
                         await child.reaped()
                         _DIRECT.discard(child.pid)
+
+    def _make_with_scratch(
+        self, make: Callable[[], _jobdir.JobDir], identity: tuple[int, int]
+    ) -> tuple[_jobdir.JobDir, str]:
+        """In a thread: the job directory, then the bwrap run's scratch beside it
+        (``_scratch``); the directory is removed if the scratch cannot be made."""
+        job = make()
+        try:
+            scratch = _scratch.make(job, self.policy.tmpfs_size, self.policy.tmpfs_inodes, identity)
+        except BaseException:
+            _jobdir.remove(job)
+            raise
+        return job, scratch
 
     def _disk_budget(self) -> tuple[int, int] | None:
         """The job directory's tmpfs (bytes, inodes), when one can be mounted for it.
@@ -623,17 +702,26 @@ class Sandbox:
         lease: _uids.Lease | None,
         prove: bool,
         deferred: list[_spawn.Child],
+        scratch: str,
     ) -> SandboxResult:
         """The run itself; ``deferred`` gets the fork server's child, which the caller
         finishes once the result is complete (the run's mount namespace dropped,
-        a kernel run's PID 1 reaped)."""
+        a kernel run's PID 1 reaped). ``scratch``: a bwrap run's scratch on the
+        host (``_scratch``), or "" (without root: bwrap's own of ``tmpfs_size``)."""
         workdir = job.path
         token = secrets.token_hex(12)
-        full = (
-            [*bwrap_argv(self._bwrap, workdir, self._present, self._filter is not None), *resolved]
-            if self._bwrap
-            else list(resolved)
-        )
+        if self._bwrap:
+            prefix = bwrap_argv(
+                self._bwrap,
+                workdir,
+                self._present,
+                self._filter is not None,
+                scratch=scratch,
+                size=self.policy.tmpfs_size,
+            )
+            full = [*prefix, *resolved]
+        else:
+            full = list(resolved)
         out, err = _Capture(self.policy.output_cap), _Capture(self.policy.output_cap)
         started = time.monotonic()
         try:
@@ -673,7 +761,10 @@ class Sandbox:
         if timed_out:
             raise SandboxTimeout(resolved, timeout, out.value(), err.value())
         code = process.returncode if process.returncode is not None else -9
-        scratch = process.scratch_full if isinstance(process, _spawn.Child) else ""
+        # Kernel mode's PID 1 reports its scratch; a bwrap run's is on the host.
+        filled = process.scratch_full if isinstance(process, _spawn.Child) else ""
+        if scratch:
+            filled = _scratch.full(scratch)
         return SandboxResult(
             argv=resolved,
             exit_code=code,
@@ -686,7 +777,7 @@ class Sandbox:
             workdir=workdir if self.policy.keep_dir else None,
             isolated=self.isolated,
             isolation=self._isolation,
-            budget_exceeded=budget_verdict(verdict, code, scratch, _jobdir.full(job)),
+            budget_exceeded=budget_verdict(verdict, code, filled, _jobdir.full(job)),
         )
 
     async def _follow(
@@ -852,6 +943,27 @@ class Sandbox:
             requested_by=requested_by,
             policy={"allow": list(self.policy.allow), "cpu_seconds": self.policy.cpu_seconds},
         )
+
+
+def _finish(
+    finish: tuple[_jobdir.JobDir, int, bool], scratch: str
+) -> tuple[tuple[str, ...], int, bool]:
+    """In a thread: :func:`_jobdir.finish`, then the removal of a bwrap run's scratch."""
+    try:
+        return _jobdir.finish(*finish)
+    finally:
+        if scratch:
+            _scratch.remove(scratch)
+
+
+def _remove(job: _jobdir.JobDir | None, scratch: str) -> None:
+    """In a thread: remove what a run that did not finish left (either may be absent)."""
+    try:
+        if job is not None:
+            _jobdir.remove(job)
+    finally:
+        if scratch:
+            _scratch.remove(scratch)
 
 
 def _ran(argv: tuple[str, ...], code: int | None, duration: float, timed_out: bool) -> SandboxRan:

@@ -28,7 +28,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import guild
-from guild.sandbox import Sandbox, SandboxPolicy, _cgroup, _jobdir, _process, _spawn, _uids
+from guild.sandbox import (
+    Sandbox,
+    SandboxPolicy,
+    _cgroup,
+    _jobdir,
+    _process,
+    _scratch,
+    _spawn,
+    _uids,
+)
 
 from ._unprivileged import SETPRIV, unprivileged_python
 
@@ -577,22 +586,40 @@ class TestJobDirectoryBudgets:
         assert hostile.budget_exceeded == "inodes"
 
 
-@needs_kernel
+# Under bwrap the result names a full scratch when the worker is root (the
+# scratch is its, on the host); bwrap's own tmpfs is gone with the run.
+SCRATCH_MODES = [
+    MODES[0],
+    pytest.param(
+        "bwrap",
+        marks=[
+            pytest.mark.skipif(BWRAP[0] is None, reason=str(BWRAP[1])),
+            pytest.mark.skipif(not ROOT, reason="a bwrap run's scratch on the host needs root"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", SCRATCH_MODES)
 class TestScratchBudgets:
-    async def test_a_tmpfs_fill_ends_at_its_size(self) -> None:
-        policy = _policy("kernel", tmpfs_size=4 << 20, file_size=1 << 30)
+    @pytest.mark.parametrize("place", ["/tmp", "/dev/shm"])
+    async def test_a_tmpfs_fill_ends_at_its_size(self, mode: str, place: str) -> None:
+        policy = _policy(mode, tmpfs_size=4 << 20, file_size=1 << 30)
         hostile, _ = await TestBudgets()._with_bystander(
-            "kernel", policy, ["python3", "fill.py", "/tmp/fill"], TMPFS_FILL
+            mode, policy, ["python3", "fill.py", f"{place}/fill"], TMPFS_FILL
         )
         assert hostile.budget_exceeded == "tmpfs"
         assert hostile.exit_code != 0  # the write failed: ENOSPC, not a silent stop
+        assert b"No space left on device" in hostile.stderr
 
-    async def test_an_inode_fill_ends_at_its_inode_budget(self) -> None:
-        policy = _policy("kernel", tmpfs_inodes=200)
+    @pytest.mark.parametrize("place", ["/tmp", "/dev/shm"])
+    async def test_an_inode_fill_ends_at_its_inode_budget(self, mode: str, place: str) -> None:
+        policy = _policy(mode, tmpfs_inodes=200)
         hostile, _ = await TestBudgets()._with_bystander(
-            "kernel", policy, ["python3", "fill.py", "/dev/shm"], INODE_FILL
+            mode, policy, ["python3", "fill.py", place], INODE_FILL
         )
         assert hostile.budget_exceeded == "inodes"
+        assert b"No space left on device" in hostile.stderr
 
 
 HOSTILE = {
@@ -843,6 +870,8 @@ async def test_hostile_runs_leave_nothing_behind(
     assert set(_child_zombies()) <= zombies
     assert _descendants() <= helpers
     assert len(made) == 201 and [p for p in made if os.path.exists(p)] == []
+    # Nor a bwrap run's scratch (root), with its tmpfs and devpts.
+    assert [p for p in made if os.path.lexists(p + _scratch.SUFFIX)] == []
     if ROOT:
         assert not _held_leases()
 
@@ -1095,7 +1124,7 @@ class TestDetachedJobDirectory:
                 assert not _jobdir.small_after(job)
             finally:
                 os.close(top)
-            assert _jobdir.walk(job, 100) == (tuple(sorted(f"f{n}" for n in range(17))), False)
+            assert _jobdir.walk(job, 100) == (tuple(sorted(f"f{n}" for n in range(17))), 0, False)
         finally:
             _jobdir.remove(job)
         big = _jobdir.make(parent, (0, 0), (1 << 20, 64), {"big": b"x" * (300 << 10)}, True)
@@ -1119,7 +1148,7 @@ class TestDetachedJobDirectory:
         removed: list[str] = []
         real_walk, real_remove = _jobdir.walk, _jobdir.remove
 
-        def recording_walk(job: _jobdir.JobDir, cap: int) -> tuple[tuple[str, ...], bool]:
+        def recording_walk(job: _jobdir.JobDir, cap: int) -> tuple[tuple[str, ...], int, bool]:
             walked.append(job.name)
             return real_walk(job, cap)
 
@@ -1131,7 +1160,7 @@ class TestDetachedJobDirectory:
         monkeypatch.setattr(_jobdir, "remove", recording_remove)
         parent = _jobdir.parent(True)
         empty = _jobdir.make(parent, (0, 0), (1 << 20, 64), {}, True)
-        assert _jobdir.finish_small(empty, 100, True) == ((), False)
+        assert _jobdir.finish_small(empty, 100, True) == ((), 0, False)
         assert (walked, removed) == ([], [empty.name])
         made = _jobdir.make(parent, (0, 0), (1 << 20, 64), {}, True)
         top = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=made.tree)
@@ -1139,7 +1168,7 @@ class TestDetachedJobDirectory:
             os.close(os.open("made.txt", os.O_CREAT | os.O_WRONLY, dir_fd=top))
         finally:
             os.close(top)
-        assert _jobdir.finish_small(made, 100, True) == (("made.txt",), False)
+        assert _jobdir.finish_small(made, 100, True) == (("made.txt",), 0, False)
         assert (walked, removed) == ([made.name], [empty.name, made.name])
         big = _jobdir.make(parent, (0, 0), (1 << 20, 64), {"big": b"x" * (300 << 10)}, True)
         try:
@@ -1165,6 +1194,24 @@ class TestDetachedJobDirectory:
 
 
 @needs_cgroups
+@pytest.mark.skipif(not ROOT, reason="a bwrap run's scratch on the host needs root")
+async def test_a_gone_workers_bwrap_scratch_is_swept(tmp_path: Path) -> None:
+    """A killed worker's bwrap scratch (a tmpfs with a devpts in it) is unmounted and
+    removed by the next worker's sweep, as its job directories are."""
+    gone = await trio.lowlevel.open_process([sys.executable, "-c", ""])
+    await gone.wait()
+    job = _jobdir.JobDir(str(tmp_path), f"job-{gone.pid}-0123456789abcdef", False, frozenset())
+    scratch = _scratch.make(job, 1 << 20, 16, (65534, 65534))
+    assert scratch == str(tmp_path / f"job-{gone.pid}-0123456789abcdef.scratch")
+    assert sorted(os.listdir(scratch)) == ["pts", "shm", "tmp"]
+    assert os.path.exists(os.path.join(scratch, "pts", "ptmx"))
+    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    assert [scratch, os.path.join(scratch, "pts")] == [m for m in mounted if str(tmp_path) in m]
+    assert _jobdir.sweep(str(tmp_path)) == [os.path.basename(scratch)]
+    assert os.listdir(tmp_path) == []
+    assert not any(str(tmp_path) in line for line in Path("/proc/mounts").read_text().splitlines())
+
+
 def test_a_pooled_cgroup_gets_each_runs_budgets_and_baseline() -> None:
     """Reused with the same budgets, a pooled cgroup's files are not rewritten; with
     others they are; either way a fresh run starts with nothing exceeded."""

@@ -839,20 +839,9 @@ class TestHostResources:
         # 24 x 250 is over kernel.pty.max (4096 by default): on the host's own
         # devpts the job took them all and the host's openpty failed (ENOSPC).
         assert failures == [] and tries > 0
-        if mode == "kernel":
-            assert held <= 64
+        assert held <= 64
 
-    @pytest.mark.parametrize(
-        "mode",
-        _modes(
-            none=NO_PTYS,
-            bwrap=(
-                "bwrap's devpts has no cap to lift (bwrap mounts it without max=;"
-                " kernel.pty.reserve keeps the host's); that a job makes no user namespace"
-                " there either: test_a_job_makes_no_user_namespace_of_its_own"
-            ),
-        ),
-    )
+    @pytest.mark.parametrize("mode", _modes(none=NO_PTYS))
     async def test_a_user_namespace_of_its_own_does_not_lift_the_pty_cap(self, mode: str) -> None:
         # In a user namespace of its own a job mounted a devpts without the run's
         # max=64 and took ptys from what every other devpts instance draws on.
@@ -1128,6 +1117,147 @@ class TestHostResources:
         assert (resource.RLIMIT_RTPRIO, 0) in limits
         assert (resource.RLIMIT_NICE, 0) in limits
 
+    @pytest.mark.parametrize("mode", _modes(none=NO_SCRATCH))
+    async def test_scratch_fills_end_at_the_tmpfs_budget_on_the_host(self, mode: str) -> None:
+        # Under bwrap /tmp and /dev/shm were tmpfs of no size (/dev/shm a plain
+        # directory of bwrap's /dev): a job held as much RAM there as the host had.
+        script = (
+            b"import time\n"
+            b"def fill(path):\n"
+            b"    n = 0\n"
+            b"    try:\n"
+            b"        with open(path, 'wb', buffering=0) as f:\n"
+            b"            while n < 256 << 20:\n"
+            b"                n += f.write(b'x' * (1 << 20))\n"
+            b"    except OSError as exc:\n"
+            b"        return exc.errno, n\n"
+            b"    return 0, n\n"
+            b"print(*fill('/tmp/fill'), *fill('/dev/shm/fill'), flush=True)\n"
+            b"time.sleep(1.5)\n"
+        )
+        before = _shmem_kib()
+        most = before
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, _shmem_kib())
+                await trio.sleep(0.01)
+
+        sandbox = _sandbox(mode, tmpfs_size=8 << 20, file_size=1 << 30)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                result = await sandbox.run(
+                    ["python3", "fill.py"], timeout=30, files={"fill.py": script}
+                )
+                nursery.cancel_scope.cancel(reason="the run is over")
+        assert result.exit_code == 0, result.stderr
+        tmp_errno, tmp_bytes, shm_errno, shm_bytes = map(int, result.stdout.split())
+        assert (tmp_errno, shm_errno) == (errno.ENOSPC, errno.ENOSPC), result.stdout
+        assert tmp_bytes <= 8 << 20
+        # Kernel mode mounts a tmpfs of tmpfs_size on each; bwrap's share one.
+        assert tmp_bytes + shm_bytes <= (16 if mode == "kernel" else 8) << 20, result.stdout
+        assert result.budget_exceeded == "tmpfs"
+        # On the host: the tmpfs pages the run held (Shmem) rose by its budget, not
+        # by the 512 MiB it asked for, give or take other processes'.
+        assert (most - before) * 1024 < 128 << 20, (before, most)
+
+    @pytest.mark.parametrize("mode", _modes(none=NO_SCRATCH))
+    async def test_a_scratch_inode_fill_ends_at_its_budget(self, mode: str) -> None:
+        # bwrap's tmpfs took no inode limit: empty files cost no block, only the
+        # kernel's memory for each inode, as many as half the host's RAM in pages.
+        script = (
+            b"import os\n"
+            b"n = 0\n"
+            b"try:\n"
+            b"    while n < 20000:\n"
+            b"        os.close(os.open(f'/dev/shm/{n}', os.O_CREAT | os.O_WRONLY, 0o600))\n"
+            b"        n += 1\n"
+            b"    print(0, n)\n"
+            b"except OSError as exc:\n"
+            b"    print(exc.errno, n)\n"
+        )
+        sandbox = _sandbox(mode, tmpfs_inodes=500)
+        with trio.fail_after(60):
+            result = await sandbox.run(
+                ["python3", "inodes.py"], timeout=30, files={"inodes.py": script}
+            )
+        assert result.exit_code == 0, result.stderr
+        # Kernel mode's /dev/shm is a tmpfs of 500 inodes, its root one of them;
+        # bwrap's shares the scratch's 500 with /tmp (its own four are apart).
+        made = 499 if mode == "kernel" else 500
+        assert result.stdout.split() == [str(errno.ENOSPC).encode(), str(made).encode()]
+        assert result.budget_exceeded == "inodes"
+
+    @pytest.mark.parametrize("mode", _modes(none=NO_PTYS))
+    async def test_a_run_holds_at_most_64_ptys(self, mode: str) -> None:
+        # bwrap mounts its devpts without max=: four processes of a job took 1,000
+        # ptys from what every devpts instance but the host's own draws on.
+        script = (
+            b"import os, time\n"
+            b"r, w = os.pipe()\n"
+            b"for _ in range(4):\n"
+            b"    if os.fork() == 0:\n"
+            b"        held = []\n"
+            b"        try:\n"
+            b"            while len(held) < 250:\n"
+            b"                held.append(os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY))\n"
+            b"        except OSError:\n"
+            b"            pass\n"
+            b"        os.write(w, len(held).to_bytes(4, 'little'))\n"
+            b"        time.sleep(2)\n"
+            b"        os._exit(0)\n"
+            b"print(sum(int.from_bytes(os.read(r, 4), 'little') for _ in range(4)), flush=True)\n"
+            b"time.sleep(1)\n"
+        )
+        in_use = Path("/proc/sys/kernel/pty/nr")
+        before = int(in_use.read_text())
+        most = before
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, int(in_use.read_text()))
+                await trio.sleep(0.01)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                result = await _sandbox(mode).run(
+                    ["python3", "ptys.py"], timeout=30, files={"ptys.py": script}
+                )
+                nursery.cancel_scope.cancel(reason="the run is over")
+        assert result.exit_code == 0, result.stderr
+        assert int(result.stdout) == 64  # the run's own devpts: max=64
+        # On the host: the kernel's count of ptys in use rose by the run's 64 (1,000
+        # under bwrap's own devpts), give or take other processes'.
+        assert most - before < 200, (before, most)
+
+    @pytest.mark.parametrize("mode", _modes(none=NO_FILES))
+    async def test_the_root_and_dev_take_no_file(self, mode: str) -> None:
+        # bwrap's new root and its /dev are tmpfs of its own, owned by the run's
+        # uid and writable: a job wrote there, with no size and no inode limit.
+        script = (
+            b"import errno, os\n"
+            b"for path in ('/guild-fill', '/dev/guild-fill'):\n"
+            b"    try:\n"
+            b"        with open(path, 'wb') as f:\n"
+            b"            f.write(b'x' * (1 << 20))\n"
+            b"        print(path, 'wrote')\n"
+            b"    except OSError as exc:\n"
+            b"        print(path, errno.errorcode[exc.errno])\n"
+        )
+        with trio.fail_after(30):
+            result = await _sandbox(mode).run(
+                ["python3", "root.py"], timeout=20, files={"root.py": script}
+            )
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.decode().splitlines() == [
+            "/guild-fill EROFS",
+            "/dev/guild-fill EROFS",
+        ]
+
 
 # A worker that raises its RLIMIT_RTPRIO and RLIMIT_NICE where it may (root), then
 # one run that reads its own limits and asks for real-time priority and nice -5
@@ -1240,6 +1370,14 @@ print(json.dumps({
 """
 
 
+def _shmem_kib() -> int:
+    """The host's tmpfs and shared memory pages in use (``Shmem`` in /proc/meminfo), KiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Shmem:"):
+            return int(line.split()[1])
+    raise AssertionError("no Shmem line in /proc/meminfo")
+
+
 def _keys_of(uid: int) -> int:
     """How many keys the host's kernel holds for ``uid`` (/proc/key-users)."""
     for line in Path("/proc/key-users").read_text().splitlines():
@@ -1349,6 +1487,47 @@ class TestJobDirectory:
         for name in result.files_created:
             name.encode("utf-8")
         encode_result(list(result.files_created))
+
+    @pytest.mark.parametrize("mode", _modes())
+    async def test_a_long_list_of_created_files_is_cut_to_fit_a_result(self, mode: str) -> None:
+        # 1,000 names 40 levels down, each level 250 bytes that are not UTF-8:
+        # each byte is reported as \\xNN, which JSON writes \\\\xNN, so the list
+        # was 50 million characters of JSON, and a handler returning it (the
+        # TaskWorker does) failed to encode its result (over 16 Mi characters).
+        script = (
+            b"import os\n"
+            b"for _ in range(40):\n"
+            b"    os.mkdir(b'\\xff' * 250)\n"
+            b"    os.chdir(b'\\xff' * 250)\n"
+            b"for n in range(1000):\n"
+            b"    os.close(os.open(f'f{n:03d}', os.O_CREAT | os.O_WRONLY, 0o600))\n"
+        )
+        with trio.fail_after(60):
+            result = await _sandbox(mode).run(
+                ["python3", "deep.py"], timeout=30, files={"deep.py": script}
+            )
+        assert result.exit_code == 0, result.stderr
+        prefix = ("\\xff" * 250 + "/") * 40
+        # Each name is 50,046 characters of JSON with its quotes: 20 of them and
+        # their commas fit in the list's 1 Mi (1 + 20 x 50,047), 21 do not.
+        assert len(result.files_created) == 20
+        assert result.files_omitted == 980
+        assert result.files_created_truncated
+        assert {name[: len(prefix)] for name in result.files_created} == {prefix}
+        assert {name[len(prefix) :] for name in result.files_created} <= {
+            f"f{n:03d}" for n in range(1000)
+        }
+        assert len(encode_result(list(result.files_created))) == 1_000_941
+
+        from guild_workers.task import open_task_worker
+
+        app = guild.Guild("t")
+        payload = {"argv": ["python3", "deep.py"], "files": {"deep.py": script.decode()}}
+        with trio.fail_after(60):
+            async with open_task_worker(app, policy=SandboxPolicy(isolate=ISOLATE[mode])) as tasks:
+                done = await tasks.handle(guild.Job(queue="tasks", payload=payload))
+        assert (len(done["files_created"]), done["files_omitted"]) == (20, 980)
+        assert len(encode_result(done)) < 2 << 20  # the handler's result encodes
 
     @needs_root
     @pytest.mark.parametrize("mode", _modes())

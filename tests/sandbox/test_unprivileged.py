@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -230,6 +231,68 @@ async def test_hostile_jobs_of_an_unprivileged_worker_are_contained(readable: Pa
 
 ALL = {"memory", "processes", "run_cpu_seconds", "disk_bytes", "disk_inodes"}
 
+# bubblewrap before 0.7.0, which has no --size: what it says, and the real one else.
+OLD_BWRAP = """#!/bin/sh
+for arg in "$@"; do
+    if [ "$arg" = --size ]; then
+        echo "bwrap: Unknown option --size" >&2
+        exit 1
+    fi
+done
+exec /usr/bin/bwrap "$@"
+"""
+REFUSE = """
+import json, guild
+from guild.sandbox import Sandbox, SandboxPolicy
+try:
+    sandbox = Sandbox(SandboxPolicy(isolate="bwrap"))
+    print(json.dumps([sandbox.isolation, sorted(sandbox.unenforced)]))
+except guild.IsolationUnavailable as exc:
+    print(json.dumps(list(exc.missing)))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a worker as uid 65534: needs root")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="needs /usr/bin/bwrap")
+def test_an_unprivileged_worker_refuses_a_bwrap_without_size(readable: Path) -> None:
+    """Without root a bwrap run's /tmp and /dev/shm are bwrap's own tmpfs of
+    tmpfs_size (--size, bubblewrap 0.7.0+): an older bwrap is refused, naming what
+    it lacks, not run with a scratch no budget bounds."""
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    fake = readable / "bin"
+    fake.mkdir(mode=0o755)
+    (fake / "bwrap").write_text(OLD_BWRAP)
+    (fake / "bwrap").chmod(0o755)
+    env = {
+        "HOME": str(readable),
+        "PYTHONPATH": ":".join([str(readable), *site]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    python = unprivileged_python({**env, "PATH": "/usr/bin:/bin"})
+    if python is None:
+        pytest.skip(f"no interpreter with guild's dependencies ({site}) that uid 65534 may run")
+    seen: dict[str, Any] = {}
+    for path in (f"{fake}:/usr/bin:/bin", "/usr/bin:/bin"):
+        run = subprocess.run(
+            [*SETPRIV, python, "-c", REFUSE],
+            env={**env, "PATH": path},
+            capture_output=True,
+            timeout=60,
+            check=False,
+            cwd="/",
+        )
+        assert run.returncode == 0, run.stderr
+        seen[path] = json.loads(run.stdout.splitlines()[-1])
+    real = seen["/usr/bin:/bin"]
+    if len(real) == 1:
+        pytest.skip(f"bwrap does not work for uid 65534 here: {real[0]}")
+    assert seen[f"{fake}:/usr/bin:/bin"] == [
+        f"bwrap: {fake}/bwrap has no --size option (bubblewrap 0.7.0 or later is needed"
+        " to hold a run's /tmp and /dev/shm to tmpfs_size)"
+    ]
+    assert real[0] == "bwrap" and "tmpfs_inodes" in real[1]
+
 
 class TestUnenforcedBudgets:
     """Which budgets a host cannot hold a run to, written out per case."""
@@ -253,7 +316,9 @@ class TestUnenforcedBudgets:
             ),
             ("kernel", False, True, False, {"disk_bytes", "disk_inodes"}),
             ("none", False, False, False, ALL),
-            ("bwrap", False, False, False, ALL),
+            # bwrap's own tmpfs takes a size, no inode limit.
+            ("bwrap", False, False, False, ALL | {"tmpfs_inodes"}),
+            ("bwrap", False, True, False, {"disk_bytes", "disk_inodes", "tmpfs_inodes"}),
         ],
     )
     def test_what_is_not_enforced(
