@@ -49,6 +49,7 @@ from ._errors import BrokerClosed, UnknownBrokerURL, UnknownJob
 from ._exports import publish
 from ._job import Job, JobStatus, JSONValue, Priority, Result, check_priority, jobs_like
 from ._jobinfo import JobInfo
+from ._may_appear import time_to_appear
 from .brokers._protocol import Broker, EnqueuesAndWaits
 from .brokers._url import broker_url_from_env, check_broker_url, display_url, open_broker
 
@@ -147,14 +148,26 @@ async def job_status(broker: Broker, job_id: str) -> JobStatus:
 async def job_result(broker: Broker, job_id: str, wait: float) -> Result | None:
     """The job's result, waiting up to ``wait`` seconds; ``None`` if it is not finished.
 
+    An id the broker does not know is answered at once, not after ``wait``,
+    unless its job may still appear (:mod:`guild._may_appear`): then it is
+    waited for while it may still appear, and once it has, for the rest of ``wait``.
+
     Raises:
         UnknownJob: no result came and the broker knows no job with that id.
     """
     _seconds("wait", wait)
+    deadline = trio.current_time() + wait
+    unknown = wait > 0 and await broker.job_info(job_id) is None
+    if unknown:
+        # A wait for a job that does not exist would never end well: say so
+        # now, unless it is still on its way.
+        wait = min(wait, await time_to_appear(broker, job_id))
     found = await broker.get_result(job_id, wait=wait)
     if found is None and await broker.job_info(job_id) is None:
-        # A wait for a job that does not exist would never end well: say so.
         raise UnknownJob(job_id)
+    if found is None and unknown and (remaining := deadline - trio.current_time()) > 0:
+        # It appeared within its window: wait the rest for it to finish.
+        found = await broker.get_result(job_id, wait=remaining)
     return found
 
 
@@ -535,6 +548,10 @@ class Client:
 
     def result(self, job: Job | str, *, wait: float = 0.0) -> Result | None:
         """The job's result, waiting up to ``wait`` seconds; ``None`` if it is not finished.
+
+        An id the broker does not know is answered at once, unless its job may
+        still appear (an id guild made in the last minute, a running workflow's
+        step): that one is waited for while it may.
 
         Raises:
             UnknownJob: the broker knows no job with that id.

@@ -78,3 +78,16 @@ def id_time(job_id: str) -> float:
     for char in job_id[:10]:
         value = value * 32 + _ALPHABET.index(char)
     return value / 1000
+
+
+_CHARACTERS = frozenset(_ALPHABET)
+
+
+def made_at(job_id: str) -> float | None:
+    """The creation time encoded in ``job_id`` if it has the shape of the ids
+    :func:`new_id` makes (26 characters of Crockford's base32, the first at most
+    ``7``: 128 bits); ``None`` for any other id (one given to a ``Job`` by hand,
+    a workflow step's)."""
+    if len(job_id) != 26 or job_id[0] > "7" or not _CHARACTERS.issuperset(job_id):
+        return None
+    return id_time(job_id)

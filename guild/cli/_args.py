@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from .._errors import GuildError
@@ -46,7 +46,18 @@ class CommandFailed(GuildError):
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are raised, not printed with the usage text:
-    ``guild.cli.main`` prints every error as the same single line."""
+    ``guild.cli.main`` prints every error as the same single line.
+
+    Options are taken by their whole name only (``allow_abbrev=False``): with
+    argparse's default, ``--proc 2`` meant ``--processes 2``, and an option
+    added later would change what an old command line means or make it
+    ambiguous. Every command's and action's parser is made by ``add_parser``
+    as this class (argparse's subparsers copy the parent's class), so the rule
+    holds for all of them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see: {self.prog} --help)")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import re
 import socket
 import ssl
 import uuid
@@ -64,6 +65,31 @@ from ._local import RateLimiterStatistics, checked_hold, checked_total_tokens
 
 KEY_PREFIX = "guild:ratelimit:"
 
+# The type each script's keys must hold (a key that does not exist passes),
+# checked by each script before it reads or writes anything: a key of another
+# type (another program's, under guild's prefix) would fail a command midway,
+# after earlier commands of the script had written, and Redis's WRONGTYPE error
+# names no key. The script refuses with ``WRONGTYPE guild-ratelimit key N holds
+# TYPE`` instead (N: the key's place in KEYS), from which ``_refused`` names it.
+STATE_KINDS = ("string",)
+LINE_KINDS = ("zset", "zset", "zset")  # holders, waiters (by arrival), waiters (by expiry)
+ACQUIRE_KINDS = STATE_KINDS + LINE_KINDS
+
+
+def _checking_types(kinds: Sequence[str], body: str) -> str:
+    wanted = ", ".join(f"'{kind}'" for kind in kinds)
+    return (
+        f"""
+for i, want in ipairs({{{wanted}}}) do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  if kind ~= 'none' and kind ~= want then
+    return redis.error_reply('WRONGTYPE guild-ratelimit key ' .. i .. ' holds ' .. kind)
+  end
+end"""
+        + body
+    )
+
+
 # KEYS: GCRA state, holders, waiters (by arrival), waiters (by expiry).
 # ARGV: member ('' to ask the rate alone), limit (-1: none), lease, interval,
 # tolerance (seconds), mode, then members to return. In mode 'wait' the member
@@ -74,7 +100,9 @@ KEY_PREFIX = "guild:ratelimit:"
 # refuses, {0, 'full', seconds until the first lease ends, or -1}, and
 # {-1, 'damaged', '0'}, having written nothing, when the GCRA state is not a
 # finite number (another program's value).
-ACQUIRE_SCRIPT = """
+ACQUIRE_SCRIPT = _checking_types(
+    ACQUIRE_KINDS,
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 -- The GCRA state first, before anything is written: a value that is no finite
@@ -140,12 +168,15 @@ if member ~= '' then
   redis.call('PEXPIRE', KEYS[2], keep_ms)
 end
 return {1, 'ok', '0'}
-"""
+""",
+)
 
 # KEYS: holders, waiters (by arrival), waiters (by expiry). ARGV: lease, count of
 # members to return, those members, this process's waiting member ('' if none),
 # then members to renew. Returns the members to renew that were no longer there.
-MAINTAIN_SCRIPT = """
+MAINTAIN_SCRIPT = _checking_types(
+    LINE_KINDS,
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local lease = tonumber(ARGV[1])
@@ -176,13 +207,16 @@ if #ARGV > 3 + returning then
   redis.call('PEXPIRE', KEYS[1], keep_ms)
 end
 return lost
-"""
+""",
+)
 
 # KEYS: GCRA state. ARGV: seconds to hold off, tolerance. Moves the theoretical
 # arrival time so that the next admission comes no sooner than now + seconds
 # (by Redis's clock); never moves it back. Returns 1 if it moved, -1 (leaving
 # it) if the stored state is not a finite number (another program's value).
-HOLD_SCRIPT = """
+HOLD_SCRIPT = _checking_types(
+    STATE_KINDS,
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local tat = now + tonumber(ARGV[1]) + tonumber(ARGV[2])
@@ -195,7 +229,8 @@ end
 local ttl_ms = math.ceil((tat - now) * 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', ttl_ms)
 return 1
-"""
+""",
+)
 
 _REDIS_ERRORS = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 # What the background work survives: Redis away, or its key clobbered (the
@@ -237,8 +272,9 @@ class RedisRateLimiter(CapacityInterface):
     Raises (from its methods):
         BrokerUnavailable: Redis cannot be reached; the cause is ``__cause__``.
         BrokerDataError: a key of the limiter's holds what it never wrote: another
-            type, or a GCRA state that is not a finite number (named then). The
-            call fails so until the key is deleted; a worker waits that out.
+            type, or a GCRA state that is not a finite number; the error names
+            the key. The call writes nothing, and fails so until the key is
+            deleted; a worker waits that out.
         RateLimitError: a borrower acquires twice or releases a token it does not
             hold, or tokens are asked of a limiter not opened with :meth:`open`.
     """
@@ -441,7 +477,7 @@ class RedisRateLimiter(CapacityInterface):
                 self._acquire_args(member, self._total, "now", returning),
             )
         except _ReplyError as exc:
-            raise _refused(self.name, exc) from exc
+            raise _refused(self.name, self._acquire_keys(), ACQUIRE_KINDS, exc) from exc
         answer = self._read_answer(reply)
         self._returning.difference_update(returning)
         if not answer.admitted:
@@ -568,7 +604,7 @@ class RedisRateLimiter(CapacityInterface):
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"rate limiter {self.name!r}: redis unreachable") from exc
         except coredis.exceptions.ResponseError as exc:
-            raise _refused(self.name, exc) from exc
+            raise _refused(self.name, [self._key], STATE_KINDS, exc) from exc
         if int(moved) < 0:
             raise self._damaged()
 
@@ -604,7 +640,17 @@ class RedisRateLimiter(CapacityInterface):
             next(iter(self._queue)).wake.set()
 
     def _acquire_keys(self) -> list[str]:
-        return [self._key, self._holders_key, *self._waiters_keys]
+        return [self._key, *self._line_keys()]
+
+    def _line_keys(self) -> list[str]:
+        return [self._holders_key, *self._waiters_keys]
+
+    def _told(self, exc: Exception) -> str:
+        """The text of a maintenance script's failure, the key named where one
+        holds another type."""
+        if isinstance(exc, coredis.exceptions.ResponseError):
+            return str(_refused(self.name, self._line_keys(), LINE_KINDS, exc))
+        return str(exc)
 
     def _acquire_args(
         self, member: str, limit: int | float, mode: str, returning: Sequence[str]
@@ -629,7 +675,7 @@ class RedisRateLimiter(CapacityInterface):
         except _REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"rate limiter {self.name!r}: redis unreachable") from exc
         except coredis.exceptions.ResponseError as exc:
-            raise _refused(self.name, exc) from exc
+            raise _refused(self.name, self._acquire_keys(), ACQUIRE_KINDS, exc) from exc
         answer = self._read_answer(reply)
         self._returning.difference_update(returning)
         return answer
@@ -663,13 +709,15 @@ class RedisRateLimiter(CapacityInterface):
                 continue
             try:
                 lost = await self._maintain_script(
-                    keys=[self._holders_key, *self._waiters_keys],
+                    keys=self._line_keys(),
                     args=[repr(self._lease), str(len(returning)), *returning, waiting, *held],
                 )
             except _MAINTENANCE_ERRORS as exc:
                 # The leases keep running and are renewed or returned on the next
                 # round; waiters see the error themselves.
-                _log.warning("ratelimit.maintenance_failed", limiter=self.name, error=str(exc))
+                _log.warning(
+                    "ratelimit.maintenance_failed", limiter=self.name, error=self._told(exc)
+                )
                 continue
             self._returning.difference_update(returning)
             if lost:
@@ -689,12 +737,12 @@ class RedisRateLimiter(CapacityInterface):
             scope.shield = True
             try:
                 await self._maintain_script(
-                    keys=[self._holders_key, *self._waiters_keys],
+                    keys=self._line_keys(),
                     args=[repr(self._lease), str(len(members)), *members, ""],
                 )
             except _MAINTENANCE_ERRORS as exc:
                 # The leases run out by themselves.
-                _log.warning("ratelimit.give_back_failed", limiter=self.name, error=str(exc))
+                _log.warning("ratelimit.give_back_failed", limiter=self.name, error=self._told(exc))
 
 
 def _answer(reply: Sequence[Any]) -> _Answer:
@@ -708,15 +756,36 @@ def _answer(reply: Sequence[Any]) -> _Answer:
     )
 
 
-def _refused(name: str, exc: Exception) -> BrokerError:
+def _refused(name: str, keys: Sequence[str], kinds: Sequence[str], exc: Exception) -> BrokerError:
     """The error for a script Redis refused: a :class:`BrokerDataError` when a key
     of the limiter's holds another type (another program's key: the same call
     fails until it is deleted, and a worker waits for that rather than crash),
-    else a :class:`BrokerError`."""
+    naming the key; else a :class:`BrokerError`. ``keys`` and ``kinds``: the
+    script's keys and the type each must hold."""
+    found = _WRONG_TYPE.search(str(exc))
+    if found is not None:
+        place = int(found.group(1)) - 1  # Lua counts from 1
+        if 0 <= place < len(keys):
+            return BrokerDataError(
+                f"rate limiter {name!r}: the key {keys[place]} holds"
+                f" {_a(found.group(2))}, not {_a(kinds[place])}"
+                " (another program's key under guild's prefix?)"
+            )
     text = f"rate limiter {name!r}: redis refused the script: {exc}"
     if "WRONGTYPE" in str(exc) or type(exc).__name__ == "WrongTypeError":
         return BrokerDataError(text)
     return BrokerError(text)
+
+
+_WRONG_TYPE = re.compile(r"guild-ratelimit key (\d+) holds (\S+)")
+"""The refusal of a script's type check (``_checking_types``)."""
+
+_TYPE_NAMES = {"zset": "sorted set"}
+
+
+def _a(kind: str) -> str:
+    """A Redis type's name as a phrase: ``zset`` is "a sorted set"."""
+    return f"a {_TYPE_NAMES.get(kind, kind)}"
 
 
 class _ReplyError(Exception):
