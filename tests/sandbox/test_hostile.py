@@ -30,7 +30,7 @@ from structlog.testing import capture_logs
 
 import guild
 from guild._codec import encode_result
-from guild.sandbox import Sandbox, SandboxPolicy, _jobdir
+from guild.sandbox import Sandbox, SandboxPolicy, SandboxResult, _jobdir
 from guild.sandbox._policy import Isolation
 
 CORPUS = Path(__file__).with_name("hostile_corpus.json")
@@ -73,6 +73,50 @@ def _sandbox(mode: str, **changes: Any) -> Sandbox:
     sandbox = Sandbox(SandboxPolicy(isolate=ISOLATE[mode], **changes))
     assert sandbox.isolation == mode
     return sandbox
+
+
+# Four processes of a job open up to 250 ptys each (from the path the script's
+# head puts in ``ptmx``) and print ``held N``, the total they held at once.
+_PTY_HOLDERS = (
+    b"r, w = os.pipe()\n"
+    b"for _ in range(4):\n"
+    b"    if os.fork() == 0:\n"
+    b"        held = []\n"
+    b"        try:\n"
+    b"            while len(held) < 250:\n"
+    b"                held.append(os.open(ptmx, os.O_RDWR | os.O_NOCTTY))\n"
+    b"        except OSError:\n"
+    b"            pass\n"
+    b"        os.write(w, len(held).to_bytes(4, 'little'))\n"
+    b"        time.sleep(2)\n"
+    b"        os._exit(0)\n"
+    b"print('held', sum(int.from_bytes(os.read(r, 4), 'little') for _ in range(4)), flush=True)\n"
+    b"time.sleep(1)\n"
+)
+
+
+async def _hold_ptys(mode: str, head: bytes) -> tuple[SandboxResult, int]:
+    """Run ``head`` then :data:`_PTY_HOLDERS` in ``mode``: its result (exit 0
+    checked) and how far the host's count of ptys in use rose meanwhile."""
+    in_use = Path("/proc/sys/kernel/pty/nr")
+    before = int(in_use.read_text())
+    most = before
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, int(in_use.read_text()))
+            await trio.sleep(0.01)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            result = await _sandbox(mode).run(
+                ["python3", "ptys.py"], timeout=30, files={"ptys.py": head + _PTY_HOLDERS}
+            )
+            nursery.cancel_scope.cancel(reason="the run is over")
+    assert result.exit_code == 0, result.stderr
+    return result, most - before
 
 
 def _spawn_modes(**not_in: str) -> list[Any]:
@@ -859,45 +903,14 @@ class TestHostResources:
             b"        ptmx = 'pts/ptmx'\n"
             b"else:\n"
             b"    print('unshare', ctypes.get_errno(), flush=True)\n"
-            b"r, w = os.pipe()\n"
-            b"for _ in range(4):\n"
-            b"    if os.fork() == 0:\n"
-            b"        held = []\n"
-            b"        try:\n"
-            b"            while len(held) < 250:\n"
-            b"                held.append(os.open(ptmx, os.O_RDWR | os.O_NOCTTY))\n"
-            b"        except OSError:\n"
-            b"            pass\n"
-            b"        os.write(w, len(held).to_bytes(4, 'little'))\n"
-            b"        time.sleep(2)\n"
-            b"        os._exit(0)\n"
-            b"print('held', sum(int.from_bytes(os.read(r, 4), 'little') for _ in range(4)))\n"
-            b"time.sleep(1)\n"
         )
-        in_use = Path("/proc/sys/kernel/pty/nr")
-        before = int(in_use.read_text())
-        most = before
-
-        async def watch() -> None:
-            nonlocal most
-            while True:
-                most = max(most, int(in_use.read_text()))
-                await trio.sleep(0.01)
-
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch)
-                result = await _sandbox(mode).run(
-                    ["python3", "ptys.py"], timeout=30, files={"ptys.py": script}
-                )
-                nursery.cancel_scope.cancel(reason="the run is over")
-        assert result.exit_code == 0, result.stderr
+        result, rise = await _hold_ptys(mode, script)
         assert f"unshare {errno.EPERM}".encode() in result.stdout
         held = int(result.stdout.split(b"held ")[1])
         assert 0 < held <= 64, result.stdout
         # On the host: the kernel's count of ptys in use rose by the run's 64 at
         # most (1000 with the job's own devpts), give or take other processes'.
-        assert most - before < 500, (before, most)
+        assert rise < 500, rise
 
     @pytest.mark.parametrize("mode", _spawn_modes(none=NO_USERNS))
     async def test_a_job_makes_no_user_namespace_of_its_own(
@@ -1194,45 +1207,11 @@ class TestHostResources:
     async def test_a_run_holds_at_most_64_ptys(self, mode: str) -> None:
         # bwrap mounts its devpts without max=: four processes of a job took 1,000
         # ptys from what every devpts instance but the host's own draws on.
-        script = (
-            b"import os, time\n"
-            b"r, w = os.pipe()\n"
-            b"for _ in range(4):\n"
-            b"    if os.fork() == 0:\n"
-            b"        held = []\n"
-            b"        try:\n"
-            b"            while len(held) < 250:\n"
-            b"                held.append(os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY))\n"
-            b"        except OSError:\n"
-            b"            pass\n"
-            b"        os.write(w, len(held).to_bytes(4, 'little'))\n"
-            b"        time.sleep(2)\n"
-            b"        os._exit(0)\n"
-            b"print(sum(int.from_bytes(os.read(r, 4), 'little') for _ in range(4)), flush=True)\n"
-            b"time.sleep(1)\n"
-        )
-        in_use = Path("/proc/sys/kernel/pty/nr")
-        before = int(in_use.read_text())
-        most = before
-
-        async def watch() -> None:
-            nonlocal most
-            while True:
-                most = max(most, int(in_use.read_text()))
-                await trio.sleep(0.01)
-
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch)
-                result = await _sandbox(mode).run(
-                    ["python3", "ptys.py"], timeout=30, files={"ptys.py": script}
-                )
-                nursery.cancel_scope.cancel(reason="the run is over")
-        assert result.exit_code == 0, result.stderr
-        assert int(result.stdout) == 64  # the run's own devpts: max=64
+        result, rise = await _hold_ptys(mode, b"import os, time\nptmx = '/dev/ptmx'\n")
+        assert result.stdout == b"held 64\n"  # the run's own devpts: max=64
         # On the host: the kernel's count of ptys in use rose by the run's 64 (1,000
         # under bwrap's own devpts), give or take other processes'.
-        assert most - before < 200, (before, most)
+        assert rise < 200, rise
 
     @pytest.mark.parametrize("mode", _modes(none=NO_FILES))
     async def test_the_root_and_dev_take_no_file(self, mode: str) -> None:
