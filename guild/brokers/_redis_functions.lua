@@ -78,6 +78,10 @@ end
 -- scripts that end a run another way than done (retry, dead, release) look at
 -- every key first, with the same WRONGTYPE error, so that they write all or
 -- nothing; they run once a failed or handed-back job, not once a done one.
+-- The helpers below need no such look: each moves a job with the one write
+-- that can fail first (the add to where the job goes), and its removals of
+-- the job from where it was are pcalls (an entry cannot be in a key of
+-- another type), so a damaged key fails a move before it writes, at no cost.
 local function refuse_damaged(queue)
   if wrong_key(queue) then
     error({err = 'WRONGTYPE Operation against a key holding the wrong kind of value'})
@@ -131,8 +135,8 @@ end
 local function drop_entry(queue, entry)
   if entry and entry ~= '' then
     local stream = k_q(queue, 'ready')
-    redis.call('XACK', stream, GROUP, entry)
-    redis.call('XDEL', stream, entry)
+    redis.pcall('XACK', stream, GROUP, entry)
+    redis.pcall('XDEL', stream, entry)
   end
 end
 
@@ -167,9 +171,11 @@ local function make_ready(id, queue, at, priority, promoted)
       local t = redis.call('TIME')
       at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
     end
+    -- The wake first: a damaged wake stream then fails the move before the job
+    -- is in its ready set, where a claim could take it while its caller keeps it.
+    redis.call('XADD', k_q(queue, 'wake'), 'MAXLEN', 1, '*', 'w', '1')
     redis.call('ZADD', k_q(queue, 'ready:' .. priority), tonumber(at), id)
     redis.pcall('HSET', k_job(id), 'status', 'ready', 'entry', '', 'receipt', '')
-    redis.call('XADD', k_q(queue, 'wake'), 'MAXLEN', 1, '*', 'w', '1')
     readied[queue] = true
     return
   end
@@ -187,8 +193,8 @@ end
 
 -- Take a ready job out of its level's zset (a no-op for a normal job).
 local function unready(queue, id)
-  redis.call('ZREM', k_q(queue, 'ready:1'), id)
-  redis.call('ZREM', k_q(queue, 'ready:-1'), id)
+  redis.pcall('ZREM', k_q(queue, 'ready:1'), id)
+  redis.pcall('ZREM', k_q(queue, 'ready:-1'), id)
 end
 
 local function result_json(id, queue, status, attempts, now, value_json, err)
@@ -201,11 +207,11 @@ local function result_json(id, queue, status, attempts, now, value_json, err)
 end
 
 local function bury(id, queue, attempts, err, trace, now, result_ttl_ms)
+  redis.call('ZADD', k_q(queue, 'dead'), tonumber(now), id)
   redis.call('HSET', k_job(id), 'status', 'dead', 'error', err, 'traceback', trace,
     'died_at', now, 'entry', '', 'receipt', '')
-  redis.call('ZREM', k_q(queue, 'leases'), id)
-  redis.call('ZREM', k_q(queue, 'delayed'), id)
-  redis.call('ZADD', k_q(queue, 'dead'), tonumber(now), id)
+  redis.pcall('ZREM', k_q(queue, 'leases'), id)
+  redis.pcall('ZREM', k_q(queue, 'delayed'), id)
   local result = result_json(id, queue, 'dead', attempts, now, nil, err)
   redis.call('SET', P .. ':result:' .. id, result, 'PX', result_ttl_ms)
   notify(id, result)
@@ -217,9 +223,11 @@ end
 local function bury_damaged(id, queue, now, result_ttl_ms)
   local key = k_job(id)
   local kind = redis.call('TYPE', key)['ok']
+  -- Its dead-letter entry before its key goes (bury writes it again).
+  redis.call('ZADD', k_q(queue, 'dead'), tonumber(now), id)
   redis.call('DEL', key)
   unready(queue, id)
-  redis.call('SREM', P .. ':cancels', id)
+  redis.pcall('SREM', P .. ':cancels', id)
   redis.call('HSET', key, 'id', id, 'queue', queue, 'payload', 'null', 'attempt', 0,
     'enqueued_at', now, 'trace_id', id)
   bury(id, queue, 0, 'job ' .. id .. ': its key ' .. key .. ' holds a ' .. kind ..
@@ -227,15 +235,17 @@ local function bury_damaged(id, queue, now, result_ttl_ms)
 end
 
 -- A cancelled job: terminal, kept (and its result) for the result TTL. Its stream
--- entry, if any, is the caller's to drop.
+-- entry, if any, is the caller's to drop, after: the count comes first, the one
+-- write here that can fail (another program's key), so that a failure leaves
+-- the job where it was, not counted.
 local function end_cancelled(id, queue, attempts, now, result_ttl_ms)
+  redis.call('HINCRBY', P .. ':cancelled', queue, 1)
   redis.call('HSET', k_job(id), 'status', 'cancelled', 'error', 'cancelled', 'entry', '',
     'receipt', '')
-  redis.call('ZREM', k_q(queue, 'leases'), id)
-  redis.call('ZREM', k_q(queue, 'delayed'), id)
-  redis.call('SREM', P .. ':cancels', id)
+  redis.pcall('ZREM', k_q(queue, 'leases'), id)
+  redis.pcall('ZREM', k_q(queue, 'delayed'), id)
+  redis.pcall('SREM', P .. ':cancels', id)
   redis.call('PEXPIRE', k_job(id), result_ttl_ms)
-  redis.call('HINCRBY', P .. ':cancelled', queue, 1)
   local result = result_json(id, queue, 'cancelled', attempts, now, nil, 'cancelled')
   redis.call('SET', P .. ':result:' .. id, result, 'PX', result_ttl_ms)
   notify(id, result)
@@ -253,18 +263,19 @@ end
 -- Back to ready without counting the holder's run (release, a killed consumer);
 -- a job with a cancel request ends cancelled instead.
 local function give_back(id, queue, entry, attempt, started, cancel, now, result_ttl_ms)
-  drop_entry(queue, entry)
-  redis.call('ZREM', k_q(queue, 'leases'), id)
   if cancel == '1' then
     -- 'attempt' counts started runs only: nothing to take back for an unstarted one.
     end_cancelled(id, queue, tonumber(attempt) or 0, now, result_ttl_ms)
-    return
+  else
+    -- Ready first, its lease dropped after: a damaged key fails it still held.
+    make_ready(id, queue, now)
+    if started ~= '0' then
+      redis.call('HSET', k_job(id), 'attempt', math.max(0, tonumber(attempt) - 1))
+    end
+    redis.call('HSET', k_job(id), 'started', '0')
   end
-  if started ~= '0' then
-    redis.call('HSET', k_job(id), 'attempt', math.max(0, tonumber(attempt) - 1))
-  end
-  redis.call('HSET', k_job(id), 'started', '0')
-  make_ready(id, queue, now)
+  drop_entry(queue, entry)
+  redis.pcall('ZREM', k_q(queue, 'leases'), id)
 end
 
 -- Move due delayed jobs and expired leases back to the stream (or to the dead
@@ -276,9 +287,10 @@ promote_due = function(queue, now)
   local due = redis.call('ZRANGEBYSCORE', k_q(queue, 'delayed'), '-inf', now, 'WITHSCORES',
     'LIMIT', 0, 1000)
   for i = 1, #due, 2 do
-    redis.call('ZREM', k_q(queue, 'delayed'), due[i])
-    -- Ready since it came due, not since this call noticed.
+    -- Ready since it came due, not since this call noticed; taken out of the
+    -- delayed set after (the set it was read from: that cannot fail).
     make_ready(due[i], queue, due[i + 1], nil, true)
+    redis.call('ZREM', k_q(queue, 'delayed'), due[i])
   end
 end
 
@@ -295,15 +307,13 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
     if f and f[1] == 'in_flight' and lease_until(f[7], candidates[i + 1]) > nnow then
       -- Live for under a second more: kept.
     elseif not f then
-      redis.call('ZREM', k_q(queue, 'leases'), id)
-      bury_damaged(id, queue, now, result_ttl)
+      bury_damaged(id, queue, now, result_ttl)  -- (its lease goes in bury)
     elseif f[1] == 'in_flight' and f[6] == '1' then
-      redis.call('ZREM', k_q(queue, 'leases'), id)
-      drop_entry(queue, f[2])
       end_cancelled(id, queue, tonumber(f[3]) or 0, now, result_ttl)
-    elseif f[1] == 'in_flight' then
-      redis.call('ZREM', k_q(queue, 'leases'), id)
       drop_entry(queue, f[2])
+    elseif f[1] == 'in_flight' then
+      -- The job moved first, its lease and entry dropped after: a damaged key
+      -- fails the claim with the job still under its lease, for the next sweep.
       local attempt = tonumber(f[3])
       local max_attempts = tonumber(f[4] or '') or tonumber(max_default)
       -- A stored attempt that is no number goes back to the stream: the claim
@@ -316,6 +326,8 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
         if f[5] ~= '0' then redis.call('HSET', k_job(id), 'interrupted', '1') end
         make_ready(id, queue, now)
       end
+      drop_entry(queue, f[2])
+      redis.call('ZREM', k_q(queue, 'leases'), id)
     else
       -- The job moved on (done, dead, cancelled, ready again): a stale lease.
       redis.call('ZREM', k_q(queue, 'leases'), id)
@@ -336,12 +348,12 @@ local function prepare_queue(queue, now, result_ttl, orphan_idle, max_default)
       local id = fields[1] and fields[1][2][2]
       if id then
         local f = job_hmget(id, 'status', 'entry')
-        drop_entry(queue, entry)
         if not f then
           bury_damaged(id, queue, now, result_ttl)
         elseif f[1] == 'ready' and f[2] == entry then
           make_ready(id, queue)
         end
+        drop_entry(queue, entry)
       else
         drop_entry(queue, entry)
       end
@@ -675,6 +687,23 @@ local function store(id, queue, payload, max_attempts, not_before, timeout, key,
     make_ready(id, queue, now, priority, true)
   end
 end
+-- A job's writes taken back (its hash, where claim would look for it, its key
+-- when it names the job): see the failure below.
+local function unstore(id, queue, key)
+  local entry = redis.pcall('HGET', k_job(id), 'entry')
+  redis.call('DEL', k_job(id))
+  for _, level in ipairs({'delayed', 'ready:1', 'ready:-1'}) do
+    redis.pcall('ZREM', k_q(queue, level), id)
+  end
+  if type(entry) == 'string' and entry ~= '' then redis.pcall('XDEL', k_q(queue, 'ready'), entry) end
+  if key ~= '' then
+    local kk = P .. ':key:' .. queue .. ':' .. key
+    if redis.call('GET', kk) == id then redis.call('DEL', kk) end
+  end
+end
+-- The ARGV places of the jobs answered with their key's holder (stored before
+-- this call, or earlier in it): not this job's writes, never taken back.
+local answered = {}
 for i = 4, #ARGV, 9 do
   local id, queue, payload, max_attempts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local not_before, timeout, key, trace = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
@@ -693,6 +722,7 @@ for i = 4, #ARGV, 9 do
   end
   if holder then
     out[#out + 1] = holder
+    answered[i] = true
   else
     local ok, err = pcall(store, id, queue, payload, max_attempts, not_before, timeout, key,
       trace, priority)
@@ -701,12 +731,15 @@ for i = 4, #ARGV, 9 do
       -- never rolled back, so the job's hash and its key are taken back here. Left,
       -- the hash would be a job nothing claims (which enqueue_and_wait's await
       -- script would wait on for its whole wait), and the key would name it for
-      -- every later enqueue with it, as if it were enqueued.
-      redis.call('DEL', k_job(id))
-      for _, level in ipairs({'delayed', 'ready:1', 'ready:-1'}) do
-        redis.pcall('ZREM', k_q(queue, level), id)
+      -- every later enqueue with it, as if it were enqueued. So are the jobs
+      -- of the call stored before it (on other queues): the caller is told
+      -- the enqueue failed, and one that sends it again would store them twice.
+      -- (The dispatch after the script finds none of them: none was handed.)
+      -- Read back from ARGV, not kept on the way (no table a job).
+      unstore(id, queue, key)
+      for k = 4, i - 9, 9 do
+        if not answered[k] then unstore(ARGV[k], ARGV[k + 1], ARGV[k + 6]) end
       end
-      if kk and redis.call('GET', kk) == id then redis.call('DEL', kk) end
       if type(err) == 'table' then err = err.err end
       return redis.error_reply(err)
     end
@@ -1139,11 +1172,13 @@ local count = 0
 for _, id in ipairs(ids) do
   local f = job_hmget(id, 'status', 'queue')
   if f and f[1] == 'dead' and (filter == '' or filter == f[2]) then
-    redis.call('ZREM', k_q(f[2], 'dead'), id)
-    redis.call('DEL', P .. ':result:' .. id)
+    -- Ready first: a damaged key of its queue fails the call before the job
+    -- leaves its dead letters (it would be in no set, found by no requeue).
+    make_ready(id, f[2], now)
     redis.call('HSET', k_job(id), 'attempt', 0, 'not_before', '', 'error', '', 'traceback', '',
       'interrupted', '0', 'cancel', '0')
-    make_ready(id, f[2], now)
+    redis.call('DEL', P .. ':result:' .. id)
+    redis.pcall('ZREM', k_q(f[2], 'dead'), id)
     count = count + 1
   end
 end
@@ -1204,12 +1239,16 @@ for i = 4, #ARGV do
       end
     end
     if running then
-      redis.call('HSET', k_job(id), 'cancel', '1')
+      -- The set first: a request in the hash alone is one no worker looks for.
       redis.call('SADD', P .. ':cancels', id)
+      redis.call('HSET', k_job(id), 'cancel', '1')
     else
+      -- Ended first (its count is the write that can fail), then out of the
+      -- stream and ready sets: a damaged key fails the cancel with the job still
+      -- where a claim finds it.
+      end_cancelled(id, queue, tonumber(f[4]) or 0, now, result_ttl)
       drop_entry(queue, f[3])
       if status == 'ready' then unready(queue, id) end
-      end_cancelled(id, queue, tonumber(f[4]) or 0, now, result_ttl)
     end
     out[#out + 1] = id
   end
@@ -1240,8 +1279,9 @@ for i = 4, #ARGV, 2 do
   local id, receipt = ARGV[i], ARGV[i + 1]
   local f = held(id, receipt)
   if f then
-    drop_entry(f[3], f[4])
+    -- Ended first: a damaged count fails the call with the job still held.
     end_cancelled(id, f[3], tonumber(f[5]) or 0, ARGV[2], ARGV[3])
+    drop_entry(f[3], f[4])
   end
 end
 return 1
@@ -1286,7 +1326,11 @@ for i = 6, #ARGV do
   local status, since = f[1], nil
   if f[2] == queue and status then
     if status == 'ready' or status == 'delayed' then
-      local due = redis.call('ZSCORE', k_q(queue, 'delayed'), id)
+      -- pcalls here and below: a key of the queue's of another type (another
+      -- program's) holds none of its jobs, and a job half deleted would be
+      -- in no set a purge walks again.
+      local due = redis.pcall('ZSCORE', k_q(queue, 'delayed'), id)
+      if type(due) == 'table' then due = nil end
       if due and tonumber(due) > now then status = 'delayed' else status = 'ready' end
       since = tonumber(f[4])
     elseif status == 'dead' then
@@ -1298,9 +1342,9 @@ for i = 6, #ARGV do
     if wanted[status] and (cutoff == nil or (since ~= nil and since <= cutoff)) then
       drop_entry(queue, f[3])
       unready(queue, id)
-      redis.call('ZREM', k_q(queue, 'delayed'), id)
-      redis.call('ZREM', k_q(queue, 'dead'), id)
-      redis.call('SREM', P .. ':cancels', id)
+      redis.pcall('ZREM', k_q(queue, 'delayed'), id)
+      redis.pcall('ZREM', k_q(queue, 'dead'), id)
+      redis.pcall('SREM', P .. ':cancels', id)
       redis.call('DEL', k_job(id), P .. ':result:' .. id)
       count = count + 1
     end
@@ -1326,6 +1370,14 @@ return out
 local queue, expected, record, share = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local current = redis.call('HGET', P .. ':canary:versions', queue) or '0'
 if tonumber(current) ~= tonumber(expected) then return 0 end
+-- The other two hashes looked at before the version moves on: a version
+-- raised for a record never written would refuse every later write of it.
+for _, key in ipairs({P .. ':canary', P .. ':canary:shares'}) do
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= 'hash' then
+    return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+  end
+end
 redis.call('HSET', P .. ':canary:versions', queue, tonumber(expected) + 1)
 redis.call('HSET', P .. ':canary', queue, record)
 if share > 0 then
@@ -1340,6 +1392,10 @@ return 1
 -- queue: delayed ones keep their due time, ready ones their order (after the
 -- queue's own). Jobs in flight stay with their holders. Returns how many moved.
 local lane, queue = ARGV[2], ARGV[3]
+-- Each job leaves the lane's keys for the queue's: one of another type would
+-- fail the call between the two. A rollback, not a hot path: both looked at.
+refuse_damaged(lane)
+refuse_damaged(queue)
 if redis.call('SADD', P .. ':queues', queue) == 1 then
   redis.pcall('XGROUP', 'CREATE', k_q(queue, 'ready'), GROUP, '0', 'MKSTREAM')
 end
@@ -1390,8 +1446,9 @@ if #dead > 0 and redis.call('SADD', P .. ':queues', queue) == 1 then
 end
 for i = 1, #dead, 2 do
   local id = dead[i]
-  redis.call('ZREM', k_q(lane, 'dead'), id)
+  -- Filed under queue first (the write that can fail), then out of the lane.
   redis.call('ZADD', k_q(queue, 'dead'), dead[i + 1], id)
+  redis.call('ZREM', k_q(lane, 'dead'), id)
   redis.pcall('HSET', k_job(id), 'queue', queue)
   out[#out + 1] = id
 end

@@ -1257,7 +1257,16 @@ class RedisBroker(WorkflowDelegate):
         if job_ids is not None and not job_ids:
             await trio.lowlevel.checkpoint()
             return 0
-        return int(await self._call("requeue", [repr(self.now()), queue or "", *(job_ids or [])]))
+        args = [repr(self.now()), queue or "", *(job_ids or [])]
+        try:
+            return int(await self._call("requeue", args))
+        except WrongTypeError as exc:
+            # Jobs named by id alone may be of any queue: only the shared keys are
+            # looked at then (the error as Redis said it when none is damaged).
+            queues = [] if queue is None else [queue]
+            raise await self._named_wrong_type(
+                "requeue dead jobs of", queues, exc, alone="requeue dead jobs"
+            ) from exc
 
     async def store_raw_for_test(self, queue: str, fields: Mapping[str, str | bytes]) -> bool:
         """Store a job hash as given, ready now on ``queue`` (the ``RawStorable`` test hook).

@@ -26,6 +26,8 @@ from guild.brokers._redis_errors import WrongTypeError
 from guild.cli import _status, _top
 from guild.observability import Health, ObservabilityApp, Status, observe, serve_http
 from guild.observability._dashboard import state as dashboard_state
+from guild.rollout._machine import CanaryPhase, CanaryState
+from guild.rollout._store import CanaryRecord, hand_back_dead, move_lane, save
 from tests._poll import until
 from tests._redis_server import RedisServer, redis_command, running_redis_server
 from tests.cli.conftest import run_guild
@@ -488,3 +490,308 @@ async def test_a_run_ended_on_a_damaged_queue_stays_held_until_repaired(
             status = redis_command(redis_server, "HGET", key, "status")
             assert status == b"$%d\r\n%s\r\n" % (len(status_after), status_after)
             assert redis_command(redis_server, "ZCARD", "guild:q:good:leases") == b":0\r\n"
+
+
+def _bulk(value: str) -> bytes:
+    """A bulk string reply as Redis sends it."""
+    return b"$%d\r\n%s\r\n" % (len(value.encode()), value.encode())
+
+
+def _status_of(server: RedisServer, job_id: str) -> bytes:
+    return redis_command(server, "HGET", f"guild:job:{job_id}", "status")
+
+
+def _expire_lease(server: RedisServer, job_id: str) -> None:
+    """The job's lease ended long ago, as the claim sweep reads leases."""
+    assert redis_command(server, "HSET", f"guild:job:{job_id}", "lease_expires", "1") == b":0\r\n"
+    assert redis_command(server, "ZADD", "guild:q:good:leases", "1", job_id) == b":0\r\n"
+
+
+@pytest.mark.parametrize(
+    ("damaged", "max_attempts", "cancel", "says", "after"),
+    [
+        # Back to ready: out of its lease, then the XADD failed.
+        (
+            "guild:q:good:ready",
+            3,
+            False,
+            f"redis: claim from 'good': the key guild:q:good:ready holds a string, not a stream {HINT}",
+            "in_flight",
+        ),
+        # Its last attempt: marked dead and out of its lease, then the ZADD failed.
+        (
+            "guild:q:good:dead",
+            1,
+            False,
+            f"redis: claim from 'good': the key guild:q:good:dead holds a string, not a zset {HINT}",
+            "dead",
+        ),
+        # A cancel request: marked cancelled, then the count failed (no result).
+        (
+            "guild:cancelled",
+            3,
+            True,
+            f"redis: claim from: the key guild:cancelled holds a string, not a hash {HINT}",
+            "cancelled",
+        ),
+    ],
+)
+async def test_a_claim_whose_lease_sweep_meets_a_damaged_key_leaves_the_job_under_its_lease(
+    redis_server: RedisServer,
+    damaged: str,
+    max_attempts: int,
+    cancel: bool,
+    says: str,
+    after: str,
+) -> None:
+    # The sweep took an expired job out of the leases first: on a damaged key the
+    # claim failed with the job in flight under no lease, found by no later sweep.
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            await broker.enqueue([Job(queue="good", payload="x", max_attempts=max_attempts)])
+            (held,) = await broker.claim("good", consumer="c", limit=1, lease=30)
+            job_id = held.job.id
+            if cancel:
+                assert await broker.cancel([job_id]) == [job_id]  # running: a request
+            _expire_lease(redis_server, job_id)
+            assert redis_command(redis_server, "SET", damaged, "junk") == b"+OK\r\n"
+            for _ in range(2):
+                with pytest.raises(WrongTypeError) as refused:
+                    await broker.claim("good", consumer="c", limit=1, lease=30)
+                assert str(refused.value) == says
+            assert _status_of(redis_server, job_id) == b"$9\r\nin_flight\r\n"
+            assert redis_command(redis_server, "ZSCORE", "guild:q:good:leases", job_id) == (
+                b"$1\r\n1\r\n"
+            )
+            assert await broker.get_result(job_id) is None
+            assert redis_command(redis_server, "DEL", damaged) == b":1\r\n"
+            got = await broker.claim("good", consumer="c", limit=1, lease=30)
+            assert [d.job.id for d in got] == ([job_id] if after == "in_flight" else [])
+            assert _status_of(redis_server, job_id) == _bulk(after)
+            if after == "cancelled":
+                assert redis_command(redis_server, "HGET", "guild:cancelled", "good") == (
+                    b"$1\r\n1\r\n"
+                )
+            if after == "dead":
+                assert redis_command(redis_server, "ZCARD", "guild:q:good:dead") == b":1\r\n"
+
+
+async def test_an_enqueue_that_meets_a_damaged_stream_leaves_the_due_delayed_jobs_delayed(
+    redis_server: RedisServer,
+) -> None:
+    # A normal job goes in after the delayed jobs that came due: each was taken out
+    # of the delayed set before its XADD, so a damaged stream lost the first one.
+    stream_is_a_string = f"the key guild:q:good:ready holds a string, not a stream {HINT}"
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            (later,) = await broker.enqueue(
+                [Job(queue="good", payload="later", not_before=broker.now() + 3600)]
+            )
+            # Due now.
+            assert redis_command(redis_server, "ZADD", "guild:q:good:delayed", "1", later.id) == (
+                b":0\r\n"
+            )
+            assert redis_command(redis_server, "SET", "guild:q:good:ready", "junk") == b"+OK\r\n"
+            with pytest.raises(WrongTypeError) as refused:
+                await broker.enqueue([Job(queue="good", payload="now")])
+            assert str(refused.value) == f"redis: enqueue to 'good': {stream_is_a_string}"
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:delayed") == b":1\r\n"
+            assert _status_of(redis_server, later.id) == b"$7\r\ndelayed\r\n"
+            assert redis_command(redis_server, "DEL", "guild:q:good:ready") == b":1\r\n"
+            (now,) = await broker.enqueue([Job(queue="good", payload="now")])
+            got = await broker.claim("good", consumer="c", limit=5, lease=30)
+            assert [d.job.id for d in got] == [later.id, now.id]
+
+
+async def test_a_refused_enqueue_takes_back_the_jobs_it_stored_on_other_queues(
+    redis_server: RedisServer,
+) -> None:
+    # The caller is told the enqueue failed: the good queue's job, stored first,
+    # stayed, and the same call sent again stored it twice.
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            await broker.enqueue([Job(queue="bad", payload=0)])
+            assert redis_command(redis_server, "SET", "guild:q:bad:ready", "junk") == b"+OK\r\n"
+            first = Job(queue="good", payload=1, key="once")
+            batch = [first, Job(queue="good", payload=2, priority=guild.Priority.HIGH)]
+            batch.append(Job(queue="bad", payload=3))
+            for _ in range(2):
+                with pytest.raises(WrongTypeError) as refused:
+                    await broker.enqueue(batch)
+                assert str(refused.value) == f"redis: enqueue to 'bad': {READY_IS_A_STRING}"
+            for job in batch:
+                assert redis_command(redis_server, "EXISTS", f"guild:job:{job.id}") == b":0\r\n"
+            assert redis_command(redis_server, "XLEN", "guild:q:good:ready") == b":0\r\n"
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:ready:1") == b":0\r\n"
+            assert redis_command(redis_server, "EXISTS", "guild:key:good:once") == b":0\r\n"
+            assert redis_command(redis_server, "DEL", "guild:q:bad:ready") == b":1\r\n"
+            stored = await broker.enqueue(batch)
+            assert [j.id for j in stored] == [j.id for j in batch]
+            assert (await broker.stats(["good"]))["good"].ready == 2
+
+
+CANCELLED_IS_A_STRING = f"the key guild:cancelled holds a string, not a hash {HINT}"
+
+
+@pytest.mark.parametrize("running", [False, True])
+async def test_a_cancel_that_meets_a_damaged_count_leaves_the_job_where_it_was(
+    redis_server: RedisServer, running: bool
+) -> None:
+    # The job was marked cancelled (a waiting one taken out of its stream) before
+    # the count failed: terminal, uncounted, with no result for its waiters.
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            (job,) = await broker.enqueue([Job(queue="good", payload="x")])
+            held: list[guild.Delivery] = []
+            if running:
+                held = await broker.claim("good", consumer="c", limit=1, lease=30)
+                assert await broker.cancel([job.id]) == [job.id]  # a request
+            assert redis_command(redis_server, "SET", "guild:cancelled", "junk") == b"+OK\r\n"
+            if running:
+                with pytest.raises(WrongTypeError) as refused:
+                    await broker.finish_cancelled(held)
+                assert str(refused.value) == f"redis: end cancelled: {CANCELLED_IS_A_STRING}"
+                assert _status_of(redis_server, job.id) == b"$9\r\nin_flight\r\n"
+                assert redis_command(redis_server, "ZCARD", "guild:q:good:leases") == b":1\r\n"
+            else:
+                # By id alone: Redis' own words, the key unnamed.
+                with pytest.raises(WrongTypeError) as refused:
+                    await broker.cancel([job.id])
+                assert str(refused.value).startswith(
+                    "redis: cancel: Operation against a key holding the wrong kind of value"
+                )
+                assert _status_of(redis_server, job.id) == b"$5\r\nready\r\n"
+                assert redis_command(redis_server, "XLEN", "guild:q:good:ready") == b":1\r\n"
+            assert await broker.get_result(job.id) is None
+            assert redis_command(redis_server, "DEL", "guild:cancelled") == b":1\r\n"
+            if running:
+                await broker.finish_cancelled(held)
+            else:
+                assert await broker.cancel([job.id]) == [job.id]
+            assert _status_of(redis_server, job.id) == b"$9\r\ncancelled\r\n"
+            assert redis_command(redis_server, "HGET", "guild:cancelled", "good") == b"$1\r\n1\r\n"
+            result = await broker.get_result(job.id)
+            assert result is not None and result.error == "cancelled"
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:leases") == b":0\r\n"
+            assert redis_command(redis_server, "XLEN", "guild:q:good:ready") == b":0\r\n"
+
+
+async def test_a_hand_back_of_a_killed_process_on_a_damaged_stream_leaves_the_job_held(
+    redis_server: RedisServer,
+) -> None:
+    # release_consumers took the job out of its lease, then failed to make it ready.
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            (job,) = await broker.enqueue([Job(queue="good", payload="x")])
+            await broker.claim("good", consumer="h:1:w", limit=1, lease=30)
+            assert redis_command(redis_server, "SET", "guild:q:good:ready", "junk") == b"+OK\r\n"
+            with pytest.raises(WrongTypeError):
+                await broker.release_consumers("h:1:")
+            assert _status_of(redis_server, job.id) == b"$9\r\nin_flight\r\n"
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:leases") == b":1\r\n"
+            assert redis_command(redis_server, "DEL", "guild:q:good:ready") == b":1\r\n"
+            assert await broker.release_consumers("h:1:") == 1
+            assert _status_of(redis_server, job.id) == b"$5\r\nready\r\n"
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:leases") == b":0\r\n"
+
+
+async def _dead_job(broker: guild.Broker, queue: str) -> str:
+    (job,) = await broker.enqueue([Job(queue=queue, payload="x")])
+    (held,) = await broker.claim(queue, consumer="c", limit=1, lease=30)
+    await broker.dead(held, error="boom")
+    return job.id
+
+
+async def test_a_requeue_that_meets_a_damaged_stream_keeps_the_dead_letter(
+    redis_server: RedisServer,
+) -> None:
+    # The job left the dead letters (and lost its result) before the XADD failed:
+    # dead by its hash, in no set, found by no requeue nor list of dead letters.
+    stream_is_a_string = f"the key guild:q:good:ready holds a string, not a stream {HINT}"
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            job_id = await _dead_job(broker, "good")
+            assert redis_command(redis_server, "SET", "guild:q:good:ready", "junk") == b"+OK\r\n"
+            with pytest.raises(WrongTypeError) as refused:
+                await broker.requeue_dead(queue="good")
+            assert str(refused.value) == f"redis: requeue dead jobs of 'good': {stream_is_a_string}"
+            assert [d.job.id for d in await broker.list_dead("good")] == [job_id]
+            result = await broker.get_result(job_id)
+            assert result is not None and result.error == "boom"
+            assert redis_command(redis_server, "DEL", "guild:q:good:ready") == b":1\r\n"
+            assert await broker.requeue_dead(queue="good") == 1
+            assert await broker.list_dead("good") == []
+            assert _status_of(redis_server, job_id) == b"$5\r\nready\r\n"
+
+
+async def test_a_purge_deletes_the_jobs_of_a_queue_whatever_its_other_keys_hold(
+    redis_server: RedisServer,
+) -> None:
+    # The purge took a job out of its stream or dead letters, then failed on
+    # another key: a hash left behind that no later purge finds.
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            dead_id = await _dead_job(broker, "good")
+            (waiting,) = await broker.enqueue([Job(queue="good", payload="w")])
+            assert redis_command(redis_server, "SET", "guild:cancels", "junk") == b"+OK\r\n"
+            assert await broker.purge("good", [guild.JobStatus.DEAD]) == 1
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:dead") == b":0\r\n"
+            assert redis_command(redis_server, "SET", "guild:q:good:dead", "junk") == b"+OK\r\n"
+            assert await broker.purge("good", [guild.JobStatus.READY]) == 1
+            for gone in (dead_id, waiting.id):
+                assert redis_command(redis_server, "EXISTS", f"guild:job:{gone}") == b":0\r\n"
+            assert redis_command(redis_server, "XLEN", "guild:q:good:ready") == b":0\r\n"
+
+
+async def test_a_canary_lane_moved_back_onto_a_damaged_queue_keeps_its_jobs(
+    redis_server: RedisServer,
+) -> None:
+    # Each job left the lane's set before the ZADD to the queue's failed: lost.
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            (later,) = await broker.enqueue(
+                [Job(queue="good@canary", payload="d", not_before=broker.now() + 3600)]
+            )
+            dead_id = await _dead_job(broker, "good@canary")
+            assert redis_command(redis_server, "SET", "guild:q:good:delayed", "junk") == b"+OK\r\n"
+            assert redis_command(redis_server, "SET", "guild:q:good:dead", "junk") == b"+OK\r\n"
+            with pytest.raises(WrongTypeError):
+                await move_lane(broker, "good")
+            with pytest.raises(WrongTypeError):
+                await hand_back_dead(broker, "good")
+            assert redis_command(redis_server, "ZCARD", "guild:q:good@canary:delayed") == b":1\r\n"
+            assert redis_command(redis_server, "ZCARD", "guild:q:good@canary:dead") == b":1\r\n"
+            assert redis_command(redis_server, "HGET", f"guild:job:{later.id}", "queue") == (
+                b"$11\r\ngood@canary\r\n"
+            )
+            assert redis_command(redis_server, "DEL", "guild:q:good:delayed") == b":1\r\n"
+            assert redis_command(redis_server, "DEL", "guild:q:good:dead") == b":1\r\n"
+            assert await move_lane(broker, "good") == 1
+            assert await hand_back_dead(broker, "good") == 1
+            assert redis_command(redis_server, "ZCARD", "guild:q:good:delayed") == b":1\r\n"
+            assert _status_of(redis_server, dead_id) == b"$5\r\nready\r\n"
+            assert redis_command(redis_server, "HGET", f"guild:job:{dead_id}", "queue") == (
+                b"$4\r\ngood\r\n"
+            )
+
+
+async def test_a_canary_record_written_over_a_damaged_key_keeps_its_version(
+    redis_server: RedisServer,
+) -> None:
+    # The version moved on before the record's HSET failed: every later write
+    # of the record, made from version 0, was refused as another writer's.
+    with trio.fail_after(20):
+        async with guild.open_broker(redis_server.url) as broker:
+            record = CanaryRecord(
+                queue="good",
+                state=CanaryState(phase=CanaryPhase.SOAKING, stage=1, since=broker.now()),
+            )
+            assert redis_command(redis_server, "SET", "guild:canary", "junk") == b"+OK\r\n"
+            with pytest.raises(WrongTypeError):
+                await save(broker, record)
+            assert redis_command(redis_server, "HGET", "guild:canary:versions", "good") == (
+                b"$-1\r\n"
+            )
+            assert redis_command(redis_server, "DEL", "guild:canary") == b":1\r\n"
+            saved = await save(broker, record)
+            assert saved is not None and saved.version == 1
